@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Cross-compiles the C++ kernel tests for aarch64 and runs them under qemu-aarch64 for every ARM
+# kernel path: ARMv8.0 (cortex-a53), dotprod (cortex-a76), i8mm without SVE, and SVE at vector
+# lengths 128, 256, 512 and 2048 bits. Each run states the variants the emulated CPU must
+# expose, so a wrong -cpu setting fails instead of silently testing only the reference.
+# Usage: tests/cross/run_qemu_matrix.sh [build-dir]   (FWA_TEST_ITERS sets the cases per variant)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$root/build-aarch64}
+export FWA_TEST_ITERS=${FWA_TEST_ITERS:-40}
+
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
+  -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
+cmake --build "$build" --target fwa_kernel_tests
+test_bin="$build/tests/cpp/fwa_kernel_tests"
+
+# cpu model | expected usable variants (best first) | expected SVE bits
+matrix=(
+  "cortex-a53|neon,ref|0"
+  "cortex-a76|dotprod,neon,ref|0"
+  "max,sve=off|i8mm,dotprod,neon,ref|0"
+  "max,sve128=on|sve,i8mm,dotprod,neon,ref|128"
+  "max,sve256=on|sve,i8mm,dotprod,neon,ref|256"
+  "max,sve512=on|sve,i8mm,dotprod,neon,ref|512"
+  "max,sve2048=on,sve-default-vector-length=256|sve,i8mm,dotprod,neon,ref|2048"
+)
+failed=0
+for row in "${matrix[@]}"; do
+  IFS='|' read -r cpu variants sve_bits <<<"$row"
+  echo "=== qemu-aarch64 -cpu $cpu"
+  if ! FWA_EXPECT_VARIANTS="$variants" FWA_EXPECT_SVE_BITS="$sve_bits" \
+      qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$test_bin"; then
+    echo "FAILED: -cpu $cpu"
+    failed=$((failed + 1))
+  fi
+done
+total=${#matrix[@]}
+echo "qemu matrix: $((total - failed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
