@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite: C++ kernel tests natively (every x86 variant the CPU has, plus each
+# forced lower path), the aarch64 qemu matrix, then the Python tests against the installed
+# package (numpy, onnxruntime, onnx.reference). Run from anywhere; needs the packages that
+# .ci/run installs.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+echo "### C++ kernel tests (native)"
+cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON >/dev/null
+cmake --build build-native --target fwa_kernel_tests
+bin=build-native/tests/cpp/fwa_kernel_tests
+if [ "$(uname -m)" = x86_64 ]; then
+  # Each row forces a lower feature set (FWA_CPU_FEATURES only lowers) and states the variants
+  # that must then be usable; rows the CPU cannot reach are skipped with a message.
+  full=$("$bin" -tc="report*" 2>/dev/null | sed -n 's/.*usable variants=\(.*\)/\1/p')
+  for row in "avx2,avx512f,avx512bw,avx512vl,avx512vnni|avx512vnni,avx512,avx2,ref" \
+             "avx2,avx512f,avx512bw,avx512vl|avx512,avx2,ref" "avx2|avx2,ref" "none|ref"; do
+    IFS='|' read -r feats expect <<<"$row"
+    case ",$full," in *",${expect%%,*},"*) ;; *)
+      echo "--- skipped FWA_CPU_FEATURES=$feats: this CPU lacks ${expect%%,*}"; continue;; esac
+    echo "--- FWA_CPU_FEATURES=$feats"
+    FWA_CPU_FEATURES=$feats FWA_EXPECT_VARIANTS=$expect "$bin"
+  done
+else
+  "$bin"
+fi
+
+echo "### C++ kernel tests (aarch64 under qemu)"
+bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
+
+echo "### Python tests"
+cd "$root/tests" && python -m pytest -q -p no:cacheprovider .
