@@ -21,11 +21,12 @@ const KernelVariant kVariants[] = {
 #if defined(FWA_HAVE_AVX2)
     {"avx2", kAVX2, {matmul_exact_avx2, matmul_fast_avx2, matmul_exact_avx2, matmul_fast_avx2}},
 #endif
-#if defined(FWA_HAVE_SVE)
-    {"sve", kNEON | kSVE, {matmul_exact_sve, matmul_fast_sve, matmul_exact_sve, matmul_fast_sve}},
-#endif
+// SMMLA does twice the MACs of SDOT per instruction: it leads for GEMM even on SVE CPUs.
 #if defined(FWA_HAVE_I8MM)
     {"i8mm", kNEON | kDOTPROD | kI8MM, {nullptr, nullptr, nullptr, matmul_fast_i8mm}},
+#endif
+#if defined(FWA_HAVE_SVE)
+    {"sve", kNEON | kSVE, {matmul_exact_sve, matmul_fast_sve, matmul_exact_sve, matmul_fast_sve}},
 #endif
 #if defined(FWA_HAVE_DOTPROD)
     {"dotprod", kNEON | kDOTPROD, {nullptr, matmul_fast_dotprod, nullptr, matmul_fast_dotprod}},

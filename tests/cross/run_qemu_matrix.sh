@@ -19,10 +19,10 @@ matrix=(
   "cortex-a53|neon,ref|0"
   "cortex-a76|dotprod,neon,ref|0"
   "max,sve=off|i8mm,dotprod,neon,ref|0"
-  "max,sve128=on|sve,i8mm,dotprod,neon,ref|128"
-  "max,sve256=on|sve,i8mm,dotprod,neon,ref|256"
-  "max,sve512=on|sve,i8mm,dotprod,neon,ref|512"
-  "max,sve2048=on,sve-default-vector-length=256|sve,i8mm,dotprod,neon,ref|2048"
+  "max,sve128=on|i8mm,sve,dotprod,neon,ref|128"
+  "max,sve256=on|i8mm,sve,dotprod,neon,ref|256"
+  "max,sve512=on|i8mm,sve,dotprod,neon,ref|512"
+  "max,sve2048=on,sve-default-vector-length=256|i8mm,sve,dotprod,neon,ref|2048"
 )
 failed=0
 for row in "${matrix[@]}"; do

@@ -1,0 +1,251 @@
+// ARMv8.2 dotprod kernel: matmul_fast_dotprod (GEMV and, without i8mm, GEMM). Exact mode falls
+// through to the NEON variant in the registry.
+//
+// Data flow. A 16-byte load of a bit plane at offset 16q holds rows 4q..4q+3 (one 32-bit lane
+// per row) x the 4 k of one group, which is exactly an SDOT operand: vdotq_laneq_s32(isum,
+// codes_g, xq, g % 4) adds sum_j u[row][4g+j] * xq[4g+j] to each row lane. Per tile quad and
+// chunk the planes are unpacked with one or two AND/USHR/BSL per group register:
+//   4-bit : P & 0x0F, P >> 4;    8-bit : P ^ 0x80 (u - 128 as s8, corrected with z - 128)
+//   2-bit : groups 0,1: P & 3, groups 6,7: P >> 6 (class 0); groups 2,3: P & 0x0C, groups 4,5:
+//           (P >> 2) & 0x0C, i.e. 4u (class 1)
+//   3-bit : R = BSL(0x33, low plane (>> 2), high plane shifted) holds two whole codes, group a
+//           in bits 0..2 and group a+4 in bits 4..6: R & 0x07 (class 0), R & 0x70 = 16u
+//           (class 1)
+// Each class accumulates in its own int32 register; isum = class0 + (class1 >> 2 or 4) (exact:
+// class 1 is a multiple of 4 or 16). Then once per chunk and 4 rows:
+//   isum -= z * xsum;  acc = fma(float(isum), s * xd, acc)        (the canonical fast mode)
+// Blocking: GEMV (M == 1) runs a whole tile (4 quads, 4+ independent SDOT chains) per pass with
+// the chunk's 32 activation bytes in two registers; GEMM runs 4 activation rows x 1 quad per
+// pass so each unpacked chunk serves 4 rows, with 3/2/1-row remainders. Tiles outermost, so a
+// tile's codes stay in cache across the activation blocks.
+#if !defined(__aarch64__) || !defined(__ARM_FEATURE_DOTPROD)
+#error "matmul_dotprod.cpp needs the dotprod extension (-march=armv8.2-a+dotprod)"
+#endif
+
+#include <arm_neon.h>
+
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "kernels/kernel.h"
+#include "kernels/variants.h"
+
+namespace fwa {
+namespace {
+
+#define FWA_DP_INLINE inline __attribute__((always_inline))
+
+template <typename F, int... I>
+FWA_DP_INLINE void unroll_seq(F& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>()), ...);
+}
+template <int N, typename F>
+FWA_DP_INLINE void unroll(F&& f) {
+  unroll_seq(f, std::make_integer_sequence<int, N>());
+}
+
+FWA_DP_INLINE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Per-call view of the packed layout.
+struct Geom {
+  const uint8_t* w;
+  size_t tile_bytes, chunk_bytes, scales_off, zeros_off;
+  int64_t N, k_chunks, n_blocks, cpb;
+  bool f16, has_zero;
+};
+
+Geom make_geom(const MatmulArgs& a) {
+  const PackedLayout& L = *a.layout;
+  Geom G;
+  G.w = a.w;
+  G.tile_bytes = L.tile_bytes;
+  G.chunk_bytes = L.chunk_bytes;
+  G.scales_off = L.scales_offset;
+  G.zeros_off = L.zeros_offset;
+  G.N = L.N;
+  G.k_chunks = L.k_chunks;
+  G.n_blocks = L.n_blocks;
+  G.cpb = L.chunks_per_block;
+  G.f16 = L.fmt.scale == ScaleType::f16;
+  G.has_zero = L.fmt.has_zero;
+  return G;
+}
+
+// Scales of rows 4q..4q+3 of block b (fp16 widening is exact).
+FWA_DP_INLINE float32x4_t load_scales(const Geom& G, const uint8_t* tile, int64_t b, int q) {
+  const size_t idx = size_t(b) * kTileRows + size_t(4 * q);
+  if (G.f16) return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(tile + G.scales_off + 2 * idx)));
+  return vreinterpretq_f32_u8(vld1q_u8(tile + G.scales_off + 4 * idx));
+}
+
+// The zero points of rows 4q..4q+3 of block b as the isum correction factor: z, or z - 128 for
+// 8-bit codes (read as u - 128). Symmetric formats: z = 2^(bits-1).
+template <int BITS>
+FWA_DP_INLINE int32x4_t load_zero_factor(const Geom& G, const uint8_t* tile, int64_t b, int q) {
+  constexpr int bias = BITS == 8 ? 128 : 0;
+  if (!G.has_zero) return vdupq_n_s32((1 << (BITS - 1)) - bias);
+  uint32_t v;
+  std::memcpy(&v, tile + G.zeros_off + size_t(b) * kTileRows + size_t(4 * q), 4);
+  const int32x4_t z = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vcreate_u8(v)))));
+  return bias ? vsubq_s32(z, vdupq_n_s32(bias)) : z;
+}
+
+// Writes rows n0..n0+3 of one output row, only those below N.
+FWA_DP_INLINE void store_rows(float* y, int64_t n0, int64_t N, float32x4_t v) {
+  if (n0 + 4 <= N) {
+    vst1q_f32(y + n0, v);
+    return;
+  }
+  if (n0 < N) y[n0] = vgetq_lane_f32(v, 0);
+  if (n0 + 1 < N) y[n0 + 1] = vgetq_lane_f32(v, 1);
+  if (n0 + 2 < N) y[n0 + 2] = vgetq_lane_f32(v, 2);
+}
+
+// Accumulator class of group g and the shift that brings class 1 back to code units.
+constexpr int group_class(int bits, int g) {
+  return bits == 2 ? (g >= 2 && g <= 5 ? 1 : 0) : bits == 3 ? (g >= 4 ? 1 : 0) : 0;
+}
+constexpr int n_classes(int bits) { return bits == 2 || bits == 3 ? 2 : 1; }
+constexpr int class_shift(int bits) { return bits == 2 ? 2 : 4; }
+
+// The 8 SDOT operands of quad q of a chunk: group g holds u << (class shift of g), as s8.
+template <int BITS>
+FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
+  const uint8_t* p = ch + 16 * q;
+  if constexpr (BITS == 8) {
+    const uint8x16_t flip = vdupq_n_u8(0x80);
+    for (int g = 0; g < 8; ++g) u[g] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p + 64 * g), flip));
+  } else if constexpr (BITS == 4) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    for (int pl = 0; pl < 4; ++pl) {  // plane pl: group pl (low nibble), pl + 4 (high nibble)
+      const uint8x16_t P = vld1q_u8(p + 64 * pl);
+      u[pl] = vreinterpretq_s8_u8(vandq_u8(P, m4));
+      u[pl + 4] = vreinterpretq_s8_u8(vshrq_n_u8(P, 4));
+    }
+  } else if constexpr (BITS == 2) {
+    const uint8x16_t m3 = vdupq_n_u8(0x03), mc = vdupq_n_u8(0x0C);
+    for (int pl = 0; pl < 2; ++pl) {  // plane pl: groups pl, pl+2, pl+4, pl+6 at shifts 0,2,4,6
+      const uint8x16_t P = vld1q_u8(p + 64 * pl);
+      u[pl] = vreinterpretq_s8_u8(vandq_u8(P, m3));
+      u[pl + 2] = vreinterpretq_s8_u8(vandq_u8(P, mc));                  // 4u
+      u[pl + 4] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(P, 2), mc));   // 4u
+      u[pl + 6] = vreinterpretq_s8_u8(vshrq_n_u8(P, 6));
+    }
+  } else {  // 3-bit: low 2 bits as 2-bit (planes 0, 1), bit 2 of group g at bit g of plane H
+    const uint8x16_t P0 = vld1q_u8(p), P1 = vld1q_u8(p + 64), H = vld1q_u8(p + 128);
+    const uint8x16_t m33 = vdupq_n_u8(0x33), m7 = vdupq_n_u8(0x07), m70 = vdupq_n_u8(0x70);
+    // Bits 0,1 / 4,5 from the low plane (groups a / a+4), bits 2 / 6 from H (bits 3, 7: junk).
+    const uint8x16_t R04 = vbslq_u8(m33, P0, vshlq_n_u8(H, 2));
+    const uint8x16_t R15 = vbslq_u8(m33, P1, vshlq_n_u8(H, 1));
+    const uint8x16_t R26 = vbslq_u8(m33, vshrq_n_u8(P0, 2), H);
+    const uint8x16_t R37 = vbslq_u8(m33, vshrq_n_u8(P1, 2), vshrq_n_u8(H, 1));
+    u[0] = vreinterpretq_s8_u8(vandq_u8(R04, m7));
+    u[4] = vreinterpretq_s8_u8(vandq_u8(R04, m70));  // 16u
+    u[1] = vreinterpretq_s8_u8(vandq_u8(R15, m7));
+    u[5] = vreinterpretq_s8_u8(vandq_u8(R15, m70));
+    u[2] = vreinterpretq_s8_u8(vandq_u8(R26, m7));
+    u[6] = vreinterpretq_s8_u8(vandq_u8(R26, m70));
+    u[3] = vreinterpretq_s8_u8(vandq_u8(R37, m7));
+    u[7] = vreinterpretq_s8_u8(vandq_u8(R37, m70));
+  }
+}
+
+// MB activation rows starting at m0 x QB quads starting at q0 of tile t, all chunks.
+template <int BITS, int MB, int QB>
+__attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int64_t t,
+                                         int64_t m0, int q0) {
+  constexpr int NC = n_classes(BITS);
+  const uint8_t* tile = G.w + size_t(t) * G.tile_bytes;
+  float32x4_t acc[MB][QB];
+  for (int m = 0; m < MB; ++m)
+    for (int i = 0; i < QB; ++i) acc[m][i] = vdupq_n_f32(0.0f);
+  for (int64_t b = 0; b < G.n_blocks; ++b) {
+    float32x4_t s[QB];
+    int32x4_t zf[QB];
+#pragma GCC unroll 4
+    for (int i = 0; i < QB; ++i) {
+      s[i] = load_scales(G, tile, b, q0 + i);
+      zf[i] = load_zero_factor<BITS>(G, tile, b, q0 + i);
+    }
+    const int64_t c_end = min64((b + 1) * G.cpb, G.k_chunks);
+    for (int64_t c = b * G.cpb; c < c_end; ++c) {
+      const uint8_t* ch = tile + size_t(c) * G.chunk_bytes;
+      int8x16_t xlo[MB], xhi[MB];  // activation bytes k 0..15 and 16..31 of the chunk
+      float xd[MB];
+      int32_t xs[MB];
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m) {
+        const int8_t* xr = a.xq + (m0 + m) * a.xq_stride + c * kChunk;
+        xlo[m] = vld1q_s8(xr);
+        xhi[m] = vld1q_s8(xr + 16);
+        xd[m] = a.xd[(m0 + m) * a.xd_stride + c];
+        xs[m] = a.xsum[(m0 + m) * a.xd_stride + c];
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < QB; ++i) {
+        int8x16_t u[8];
+        unpack<BITS>(ch, q0 + i, u);
+        int32x4_t is[MB][NC];
+        for (int m = 0; m < MB; ++m)
+          for (int k = 0; k < NC; ++k) is[m][k] = vdupq_n_s32(0);
+        unroll<8>([&](auto gi) __attribute__((always_inline)) {
+          constexpr int g = decltype(gi)::value;
+          constexpr int k = group_class(BITS, g);
+#pragma GCC unroll 4
+          for (int m = 0; m < MB; ++m)
+            is[m][k] = vdotq_laneq_s32(is[m][k], u[g], g < 4 ? xlo[m] : xhi[m], g & 3);
+        });
+#pragma GCC unroll 4
+        for (int m = 0; m < MB; ++m) {
+          int32x4_t isum = is[m][0];
+          if constexpr (NC == 2) isum = vsraq_n_s32(isum, is[m][1], class_shift(BITS));
+          isum = vmlsq_n_s32(isum, zf[i], xs[m]);
+          acc[m][i] = vfmaq_f32(acc[m][i], vcvtq_f32_s32(isum), vmulq_n_f32(s[i], xd[m]));
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MB; ++m)
+    for (int i = 0; i < QB; ++i)
+      store_rows(a.y + (m0 + m) * a.y_stride, t * kTileRows + 4 * (q0 + i), G.N, acc[m][i]);
+}
+
+template <int BITS>
+void run(const MatmulArgs& a) {
+  const Geom G = make_geom(a);
+  for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
+    const int64_t rows = min64(kTileRows, G.N - t * kTileRows);
+    const int quads = int((rows + 3) / 4);  // quads holding rows < N
+    int64_t m = 0;
+    for (; m + 4 <= a.M; m += 4)
+      for (int q = 0; q < quads; ++q) fast_pass<BITS, 4, 1>(a, G, t, m, q);
+    switch (a.M - m) {
+      case 3:
+        for (int q = 0; q < quads; ++q) fast_pass<BITS, 3, 1>(a, G, t, m, q);
+        break;
+      case 2:
+        for (int q = 0; q < quads; q += 2) fast_pass<BITS, 2, 2>(a, G, t, m, q);
+        break;
+      case 1:
+        fast_pass<BITS, 1, 4>(a, G, t, m, 0);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_fast_dotprod(const MatmulArgs& args) {
+  switch (args.layout->fmt.bits) {
+    case 2: run<2>(args); break;
+    case 3: run<3>(args); break;
+    case 4: run<4>(args); break;
+    case 8: run<8>(args); break;
+    default: break;
+  }
+}
+
+}  // namespace fwa
