@@ -11,6 +11,19 @@ const char* status_string(Status s) {
     case Status::non_finite: return "non-finite value (NaN or Inf)";
     case Status::buffer_too_small: return "buffer too small";
     case Status::no_kernel: return "no kernel variant available for this CPU";
+    case Status::io_error: return "I/O error";
+    case Status::truncated: return "truncated file";
+    case Status::bad_magic: return "bad magic: not a fwassist artifact";
+    case Status::unsupported_version: return "unsupported format version";
+    case Status::malformed: return "malformed artifact";
+    case Status::cap_exceeded: return "a size or count exceeds the format's caps";
+    case Status::trailing_bytes: return "trailing bytes after the declared end";
+    case Status::out_of_bounds: return "region out of bounds";
+    case Status::overlap: return "overlapping regions";
+    case Status::nonzero_padding: return "non-zero padding";
+    case Status::digest_mismatch: return "sha256 digest mismatch";
+    case Status::pin_mismatch: return "root digest does not match the pin";
+    case Status::incompatible: return "artifact requires features this build lacks";
   }
   return "unknown status";
 }
