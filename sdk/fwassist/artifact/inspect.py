@@ -1,0 +1,143 @@
+"""``inspect(path)``: what an artifact holds, from its verified manifest."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Union
+
+from .verify import verify
+
+__all__ = ["inspect", "render_text", "summarize"]
+
+
+def _params(t: dict[str, Any]) -> int:
+    n = 1
+    for d in t["shape"]:
+        n *= d
+    return n
+
+
+def _fmt_key(t: dict[str, Any]) -> str:
+    return f"{t['quant']['bits']}-bit" if t["dtype"] == "packed" else t["dtype"]
+
+
+def summarize(art: Any) -> dict[str, Any]:
+    """The inspect dict of an opened (:mod:`.pyverify`) artifact."""
+    m = art.manifest
+    tensors = []
+    by_role: dict[str, dict[str, int]] = {}
+    by_bits: dict[str, dict[str, int]] = {}
+    for t in m["tensors"]:
+        q = t["quant"] or {}
+        tensors.append({
+            "name": t["name"], "role": t["role"], "layer": t["layer"], "expert": t["expert"],
+            "dtype": t["dtype"], "bits": q.get("bits"), "block": q.get("block"),
+            "zero_points": q.get("zero_points"), "scale": q.get("scale"),
+            "shape": list(t["shape"]), "offset": t["offset"], "bytes": t["length"],
+            "sha256": t["sha256"],
+        })
+        for table, key in ((by_role, t["role"]), (by_bits, _fmt_key(t))):
+            s = table.setdefault(key, {"tensors": 0, "params": 0, "bytes": 0})
+            s["tensors"] += 1
+            s["params"] += _params(t)
+            s["bytes"] += t["length"]
+    blocks = m["expert_blocks"]
+    tok = m["tokenizer"]
+    tok_summary = None
+    if tok is not None:
+        model = tok.get("model") if isinstance(tok.get("model"), dict) else {}
+        vocab = model.get("vocab")
+        tok_summary = {"type": model.get("type"),
+                       "vocab": len(vocab) if isinstance(vocab, (dict, list)) else None,
+                       "added_tokens": len(tok.get("added_tokens") or [])}
+    total_params = sum(_params(t) for t in m["tensors"])
+    tensor_bytes = sum(t["length"] for t in m["tensors"])
+    return {
+        "path": art.path,
+        "pin": art.pin,
+        "format_version": list(m["format_version"]),
+        "file_length": art.file_length,
+        "data_offset": art.data_offset,
+        "data_length": m["data_length"],
+        "config": m["config"],
+        "tokenizer": tok_summary,
+        "tensors": tensors,
+        "totals": {
+            "tensors": len(tensors), "params": total_params, "bytes": tensor_bytes,
+            "bits_per_param": round(8 * tensor_bytes / total_params, 4) if total_params else 0,
+            "by_role": dict(sorted(by_role.items())),
+            "by_format": dict(sorted(by_bits.items())),
+            "expert_blocks": len(blocks),
+            "expert_block_bytes": sum(b["length"] for b in blocks),
+        },
+        "expert_blocks": [dict(b) for b in blocks],
+        "sections": dict(m["sections"]),
+        "provenance": m["provenance"],
+        "model_card": m["model_card"],
+        "evidence": m["evidence"],
+        "verified": "lazy" if art.lazy else "full",
+    }
+
+
+def inspect(path: Union[str, os.PathLike], *, lazy: bool = False) -> dict[str, Any]:
+    """Verifies the artifact (all of it unless ``lazy``) and describes it: ``pin``, ``config``,
+    ``tokenizer`` summary, ``tensors`` (name, role, layer, expert, dtype, bits, block,
+    zero_points, scale, shape, offset, bytes, sha256), ``totals`` (by role and by format),
+    ``expert_blocks``, ``sections``, ``provenance``, ``model_card``, ``evidence``.
+    Raises :class:`fwassist.artifact.ArtifactInvalid`."""
+    return summarize(verify(path, lazy=lazy))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def render_text(info: dict[str, Any], *, max_tensors: int = 200) -> str:
+    """A human-readable report of an :func:`inspect` dict."""
+    tot = info["totals"]
+    out = [f"artifact  {info['path']}",
+           f"pin       {info['pin']}  ({info['verified']} verification)",
+           f"format    {'.'.join(map(str, info['format_version']))}   file "
+           f"{_size(info['file_length'])}   data at {info['data_offset']}",
+           f"tensors   {tot['tensors']}   params {tot['params']:,}   "
+           f"{tot['bits_per_param']} bits/param   expert blocks {tot['expert_blocks']} "
+           f"({_size(tot['expert_block_bytes'])})"]
+    prov = info["provenance"]
+    out.append(f"source    {prov['source']['name'] or '-'}  sha256:{prov['source']['sha256']}")
+    out.append(f"exporter  {prov['exporter']['name']} {prov['exporter']['version']}")
+    if info["tokenizer"]:
+        t = info["tokenizer"]
+        out.append(f"tokenizer {t['type']}  vocab {t['vocab']}  added {t['added_tokens']}")
+    else:
+        out.append("tokenizer none")
+    out.append("config")
+    for k, v in sorted(info["config"].items()):
+        out.append(f"  {k:<26} {v}")
+    out.append("totals by format")
+    for k, s in tot["by_format"].items():
+        out.append(f"  {k:<8} {s['tensors']:>6} tensors {s['params']:>14,} params "
+                   f"{_size(s['bytes']):>11}")
+    out.append("totals by role")
+    for k, s in tot["by_role"].items():
+        out.append(f"  {k:<20} {s['tensors']:>6} tensors {s['params']:>14,} params "
+                   f"{_size(s['bytes']):>11}")
+    out.append("tensors")
+    for t in info["tensors"][:max_tensors]:
+        fmt = (f"{t['bits']}b/{t['block']}{'z' if t['zero_points'] else ''}/{t['scale']}"
+               if t["dtype"] == "packed" else t["dtype"])
+        shape = "x".join(map(str, t["shape"]))
+        out.append(f"  {t['name']:<48} {t['role']:<19} {fmt:<14} {shape:<12} "
+                   f"{t['bytes']:>10}  {t['sha256'][:16]}")
+    if len(info["tensors"]) > max_tensors:
+        out.append(f"  ... {len(info['tensors']) - max_tensors} more (use --json)")
+    out.append("sections")
+    for k, v in info["sections"].items():
+        out.append(f"  {k:<14} sha256:{v}")
+    lim = info["model_card"].get("known_limitations") or []
+    out.append("known limitations")
+    out += [f"  - {s}" for s in lim]
+    return "\n".join(out)

@@ -1,0 +1,430 @@
+"""Writes an :class:`~fwassist.export.model.ImportedModel` as a `.fwa` artifact
+(docs/artifact-format.md), deterministically and atomically.
+
+Layout of the data region:
+
+1. the non-expert tensors, ordered by (position, layer, role, name): ``embed`` and other
+   layer-less tensors whose role comes before the per-layer roles first, then layer 0, 1, …,
+   then the remaining layer-less tensors (``final_norm``, ``lm_head``); roles in the order of
+   :data:`fwassist.export.model.ROLES`. Each tensor starts at a multiple of 64 bytes.
+2. the expert blocks, ordered by (layer, expert), each starting at a multiple of 4096 and
+   holding that expert's ``gate``, ``up`` and ``down`` projections (in that order, each at a
+   multiple of 64 from the block start), its length rounded up to 4096.
+
+Every gap is zero. Packed tensors hold :func:`fwassist.kernels.pack`'s bytes, float tensors
+their little-endian values (bf16: the :class:`BF16Array` bit patterns). The manifest is built
+from normalized (float-free) copies of the inputs; nothing depends on time, host, locale,
+hash seed or thread count.
+
+The file is written to a temporary file in the target's directory, fsynced, verified in full
+by the independent reader (:mod:`.pyverify`) and renamed over the target with
+:func:`os.replace`; on any failure the temporary file is removed and the target is left as
+it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from .. import kernels
+from ..export.model import EXPERT_ROLES, ROLES, BF16Array, ImportedModel, QuantizedWeight
+from . import canonical, pyverify
+from .sbom import build_sbom
+
+__all__ = ["write_artifact", "EXPORTER_NAME", "tensor_order_key"]
+
+EXPORTER_NAME = "fwassist"
+ALIGN = pyverify.ALIGN
+PAGE = pyverify.PAGE
+_ROLE_INDEX = {r: i for i, r in enumerate(ROLES)}
+_FIRST_LAYER_ROLE = _ROLE_INDEX["q_proj"]
+_ZEROS = bytes(1 << 16)
+
+
+def _roundup(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+def tensor_order_key(role: str, layer: Optional[int], name: str) -> tuple:
+    """Sort key of a non-expert tensor: layer-less tensors whose role precedes the per-layer
+    roles (``embed``) first, then by layer, then the other layer-less ones; then role order
+    and name."""
+    r = _ROLE_INDEX[role]
+    if layer is None:
+        group, lay = (0 if r < _FIRST_LAYER_ROLE else 2), 0
+    else:
+        group, lay = 1, layer
+    return (group, lay, r, name)
+
+
+@dataclass
+class _Entry:
+    name: str
+    role: str
+    layer: Optional[int]
+    expert: Optional[int]
+    dtype: str
+    shape: list[int]
+    quant: Optional[dict[str, Any]]
+    length: int
+    produce: Callable[[], memoryview]   # the tensor's bytes, computed when written
+    offset: int = 0
+    sha256: str = ""
+
+    def table(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "layer": self.layer,
+                "expert": self.expert, "dtype": self.dtype, "shape": self.shape,
+                "quant": self.quant, "offset": self.offset, "length": self.length,
+                "sha256": self.sha256}
+
+
+def _index(v: Any, what: str) -> Optional[int]:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 0:
+        raise ValueError(f"{what} must be a non-negative integer or None, got {v!r}")
+    return int(v)
+
+
+def _shape(shape: tuple[int, ...], name: str) -> list[int]:
+    if not 1 <= len(shape) <= 4 or any(d < 1 or d > pyverify.MAX_DIM for d in shape):
+        raise ValueError(f"tensor {name}: shape {tuple(shape)} is outside rank 1..4 with "
+                         f"dimensions 1..2^31")
+    return [int(d) for d in shape]
+
+
+def _entry(t: Any) -> _Entry:
+    name = t.name
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"tensor name must be a non-empty string, got {name!r}")
+    if t.role not in _ROLE_INDEX:
+        raise ValueError(f"tensor {name}: unknown role {t.role!r} (one of {', '.join(ROLES)})")
+    layer = _index(t.layer, f"tensor {name}: layer")
+    expert = _index(t.expert, f"tensor {name}: expert")
+    if (expert is not None) != (t.role in EXPERT_ROLES):
+        raise ValueError(f"tensor {name}: role {t.role} {'needs' if expert is None else 'has'}"
+                         f" an expert index")
+    if expert is not None and layer is None:
+        raise ValueError(f"tensor {name}: an expert tensor needs a layer")
+    v = t.value
+    if isinstance(v, QuantizedWeight):
+        if not isinstance(v.q, np.ndarray) or v.q.ndim != 2:
+            raise ValueError(f"tensor {name}: codes must be a 2-D array")
+        N, K = (int(d) for d in v.q.shape)
+        shape = _shape((N, K), name)
+        # pack() stores signed codes whose zero points are all 0 as symmetric.
+        zp = v.zero_points
+        has_zero = not (v.signed and (zp is None or not np.any(zp)))
+        if not isinstance(v.scales, np.ndarray) or v.scales.dtype not in (np.float16,
+                                                                          np.float32):
+            raise ValueError(f"tensor {name}: scales must be float16 or float32")
+        scale = "f16" if v.scales.dtype == np.float16 else "f32"
+        try:
+            length = kernels.packed_size(N, K, bits=v.bits, block=v.block, has_zero=has_zero,
+                                         scale_dtype=scale)
+        except ValueError as e:
+            raise ValueError(f"tensor {name}: {e}") from None
+        quant = {"bits": int(v.bits), "block": int(v.block), "zero_points": has_zero,
+                 "scale": scale}
+
+        def produce(v: QuantizedWeight = v) -> memoryview:
+            try:
+                pm = kernels.pack(v.q, v.scales, v.zero_points, bits=v.bits, block=v.block,
+                                  signed=v.signed)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"tensor {name}: {e}") from None
+            if (pm.nbytes != length or pm.has_zero != has_zero or pm.scale_dtype != scale):
+                raise RuntimeError(f"tensor {name}: packed layout differs from the plan")
+            return memoryview(pm.data).cast("B")
+
+        return _Entry(name, t.role, layer, expert, "packed", shape, quant, length, produce)
+    if isinstance(v, BF16Array):
+        arr, dtype, le = v.bits, "bf16", np.dtype("<u2")
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint16:
+            raise ValueError(f"tensor {name}: BF16Array.bits must be a uint16 array")
+    elif isinstance(v, np.ndarray):
+        arr = v
+        if arr.dtype == np.float32:
+            dtype, le = "f32", np.dtype("<f4")
+        elif arr.dtype == np.float16:
+            dtype, le = "f16", np.dtype("<f2")
+        else:
+            raise ValueError(f"tensor {name}: float tensors must be float32, float16 or "
+                             f"BF16Array, got {arr.dtype}")
+    else:
+        raise TypeError(f"tensor {name}: value must be a numpy array, BF16Array or "
+                        f"QuantizedWeight, got {type(v).__name__}")
+    shape = _shape(arr.shape, name)
+    length = int(arr.size) * le.itemsize
+
+    def produce_float(arr: np.ndarray = arr, le: np.dtype = le) -> memoryview:
+        return memoryview(np.ascontiguousarray(arr, dtype=le)).cast("B")
+
+    return _Entry(name, t.role, layer, expert, dtype, shape, None, length, produce_float)
+
+
+def _check_model_card(card: Any) -> None:
+    if not isinstance(card, dict):
+        raise ValueError("model_card must be a dict")
+    lim = card.get("known_limitations")
+    if lim is None:
+        raise ValueError("model_card has no known_limitations: an artifact for certified "
+                         "firmware must state the model's known limitations (a non-empty "
+                         "list of strings)")
+    if (isinstance(lim, str) or not isinstance(lim, (list, tuple)) or not lim
+            or not all(isinstance(s, str) and s.strip() for s in lim)):
+        raise ValueError("model_card.known_limitations must be a non-empty list of non-empty "
+                         f"strings, got {lim!r}")
+
+
+def _check_config(config: dict[str, Any], entries: list[_Entry]) -> None:
+    n_layers = config.get("num_hidden_layers")
+    n_experts = config.get("num_experts")
+    for e in entries:
+        if isinstance(n_layers, int) and e.layer is not None and e.layer >= n_layers:
+            raise ValueError(f"tensor {e.name}: layer {e.layer} but num_hidden_layers is "
+                             f"{n_layers}")
+        if isinstance(n_experts, int) and e.expert is not None and e.expert >= n_experts:
+            raise ValueError(f"tensor {e.name}: expert {e.expert} but num_experts is "
+                             f"{n_experts}")
+
+
+def _plan(entries: list[_Entry]) -> tuple[list[_Entry], list[dict[str, Any]], int]:
+    """Orders the tensors, assigns offsets; returns (tensors, blocks, data_length)."""
+    names: set[str] = set()
+    for e in entries:
+        if e.name in names:
+            raise ValueError(f"duplicate tensor name {e.name}")
+        names.add(e.name)
+    dense = sorted((e for e in entries if e.expert is None),
+                   key=lambda e: tensor_order_key(e.role, e.layer, e.name))
+    experts: dict[tuple[int, int], dict[str, _Entry]] = {}
+    for e in entries:
+        if e.expert is not None:
+            slot = experts.setdefault((e.layer, e.expert), {})
+            if e.role in slot:
+                raise ValueError(f"expert ({e.layer}, {e.expert}) has two {e.role} tensors: "
+                                 f"{slot[e.role].name}, {e.name}")
+            slot[e.role] = e
+    cursor = 0
+    ordered: list[_Entry] = []
+    for e in dense:
+        cursor = _roundup(cursor, ALIGN)
+        e.offset = cursor
+        cursor += e.length
+        ordered.append(e)
+    blocks = []
+    for key in sorted(experts):
+        slot = experts[key]
+        missing = [r for r in EXPERT_ROLES if r not in slot]
+        if missing:
+            raise ValueError(f"expert {key} (layer, expert) lacks {', '.join(missing)}: an "
+                             f"expert block holds gate, up and down")
+        cursor = _roundup(cursor, PAGE)
+        start = cursor
+        for role in EXPERT_ROLES:
+            e = slot[role]
+            cursor = _roundup(cursor, ALIGN)
+            e.offset = cursor
+            cursor += e.length
+            ordered.append(e)
+        cursor = start + _roundup(cursor - start, PAGE)
+        blocks.append({"layer": key[0], "expert": key[1], "offset": start,
+                       "length": cursor - start, "sha256": ""})
+    if len(ordered) > pyverify.MAX_TENSORS or len(blocks) > pyverify.MAX_BLOCKS:
+        raise ValueError("more than 65,536 tensors or expert blocks")
+    return ordered, blocks, _roundup(cursor, ALIGN)
+
+
+def _quant_formats(entries: list[_Entry]) -> list[str]:
+    fmts = set()
+    for e in entries:
+        if e.quant:
+            q = e.quant
+            fmts.add(f"{q['bits']}-bit block {q['block']} scale {q['scale']} "
+                     f"{'asymmetric' if q['zero_points'] else 'symmetric'}")
+    return sorted(fmts)
+
+
+def _manifest(fixed: dict[str, Any], tensors: list[_Entry], blocks: list[dict[str, Any]],
+              data_length: int, placeholder: bool) -> bytes:
+    if placeholder:
+        table = [dict(e.table(), sha256="0" * 64) for e in tensors]
+        blks = [dict(b, sha256="0" * 64) for b in blocks]
+    else:
+        table = [e.table() for e in tensors]
+        blks = blocks
+    m = dict(fixed, data_length=data_length, tensors=table, expert_blocks=blks)
+    sections = {k: canonical.digest(m[k]) for k in pyverify.SECTION_KEYS if k != "sbom"}
+    m["sbom"] = build_sbom(config=m["config"], model_card=m["model_card"],
+                           source_name=fixed["provenance"]["source"]["name"],
+                           source_sha256=fixed["provenance"]["source"]["sha256"],
+                           exporter_version=fixed["provenance"]["exporter"]["version"],
+                           quant_formats=_quant_formats(tensors), sections=sections)
+    sections["sbom"] = canonical.digest(m["sbom"])
+    m["sections"] = sections
+    raw = canonical.dumps(m)
+    if len(raw) > pyverify.MAX_MANIFEST:
+        raise ValueError(f"manifest of {len(raw)} bytes exceeds the 16 MiB cap")
+    return raw
+
+
+def _write_all(fd: int, data: Union[bytes, memoryview]) -> None:
+    mv = memoryview(data)
+    while mv:
+        n = os.write(fd, mv)
+        mv = mv[n:]
+
+
+def _write_zeros(fd: int, n: int) -> None:
+    while n > 0:
+        k = min(n, len(_ZEROS))
+        _write_all(fd, _ZEROS[:k])
+        n -= k
+
+
+def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
+                   model_card: dict, options: dict, evidence: dict,
+                   exporter_version: str) -> str:
+    """Writes ``model`` to ``path`` and returns its pin ``"sha256:<root digest>"``.
+
+    model_card: must hold a non-empty ``known_limitations`` list of strings (else ValueError);
+    other keys are free-form, see :mod:`fwassist.artifact.sbom` for those mapped into the
+    CycloneDX model card. options: the exporter options, recorded in the provenance.
+    evidence: the equivalence evidence measured at export. Floats anywhere in config, options,
+    tokenizer, model card or evidence are stored as their shortest round-trip decimal string.
+    """
+    _check_model_card(model_card)
+    for what, v in (("options", options), ("evidence", evidence)):
+        if not isinstance(v, dict):
+            raise ValueError(f"{what} must be a dict")
+    if not isinstance(model, ImportedModel):
+        raise TypeError("model must be a fwassist.export.model.ImportedModel")
+    if not isinstance(model.config, dict):
+        raise ValueError("model.config must be a dict")
+    if not isinstance(exporter_version, str) or not exporter_version:
+        raise ValueError("exporter_version must be a non-empty string")
+    if not isinstance(model.source_sha256, str) or not pyverify._HEX64.match(model.source_sha256):
+        raise ValueError("model.source_sha256 must be the source checkpoint's sha256 (64 "
+                         f"lowercase hex digits), got {model.source_sha256!r}")
+    if model.tokenizer is not None and not isinstance(model.tokenizer, dict):
+        raise ValueError("model.tokenizer must be a dict (tokenizer.json content) or None")
+    if not model.tensors:
+        raise ValueError("the model has no tensors")
+
+    entries = [_entry(t) for t in model.tensors]
+    config = canonical.normalize(model.config, "config")
+    _check_config(config, entries)
+    tensors, blocks, data_length = _plan(entries)
+    fixed = {
+        "format": "fwassist.artifact",
+        "format_version": list(pyverify.VERSION),
+        "requires": dict(pyverify.REQUIRES),
+        "config": config,
+        "tokenizer": canonical.normalize(model.tokenizer, "tokenizer"),
+        "provenance": {
+            "source": {"name": str(model.source_name), "sha256": model.source_sha256},
+            "exporter": {"name": EXPORTER_NAME, "version": exporter_version,
+                         "options": canonical.normalize(options, "options")},
+            "importer_notes": canonical.normalize(list(model.notes), "notes"),
+        },
+        "model_card": canonical.normalize(model_card, "model_card"),
+        "evidence": canonical.normalize(evidence, "evidence"),
+    }
+    # Digests have a fixed width, so the manifest length is known before any tensor is packed;
+    # the data can then be streamed to its final place one tensor at a time.
+    manifest_length = len(_manifest(fixed, tensors, blocks, data_length, placeholder=True))
+    data_offset = _roundup(pyverify.HEADER.size + manifest_length, PAGE)
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        os.lseek(fd, data_offset, os.SEEK_SET)
+        pos = 0
+        by_block = {(b["layer"], b["expert"]): b for b in blocks}
+        block_hash: Optional[Any] = None
+        current: Optional[dict[str, Any]] = None
+        for e in tensors:
+            if e.expert is not None and current is None:
+                current = by_block[(e.layer, e.expert)]   # the block's first tensor (gate)
+                _write_zeros(fd, current["offset"] - pos)
+                pos = current["offset"]
+                block_hash = hashlib.sha256()
+            gap = e.offset - pos
+            _write_zeros(fd, gap)
+            data = e.produce()
+            if len(data) != e.length:
+                raise RuntimeError(f"tensor {e.name}: {len(data)} bytes, planned {e.length}")
+            e.sha256 = hashlib.sha256(data).hexdigest()
+            _write_all(fd, data)
+            if block_hash is not None:
+                block_hash.update(bytes(gap))
+                block_hash.update(data)
+            pos = e.offset + e.length
+            del data
+            if current is not None and e.role == EXPERT_ROLES[-1]:   # down: the block's last
+                end = current["offset"] + current["length"]
+                _write_zeros(fd, end - pos)
+                block_hash.update(bytes(end - pos))
+                current["sha256"] = block_hash.hexdigest()
+                pos, block_hash, current = end, None, None
+        _write_zeros(fd, data_length - pos)
+        raw = _manifest(fixed, tensors, blocks, data_length, placeholder=False)
+        if len(raw) != manifest_length:
+            raise RuntimeError("manifest length changed between planning and writing")
+        root = hashlib.sha256(raw).digest()
+        header = pyverify.HEADER.pack(pyverify.MAGIC, pyverify.VERSION[0], pyverify.VERSION[1],
+                                      0, manifest_length, data_offset, data_length,
+                                      data_offset + data_length, root, bytes(48))
+        os.lseek(fd, 0, os.SEEK_SET)
+        _write_all(fd, header)
+        _write_all(fd, raw)
+        _write_zeros(fd, data_offset - pyverify.HEADER.size - manifest_length)
+        if os.fstat(fd).st_size != data_offset + data_length:
+            raise RuntimeError("written file size differs from the planned file_length")
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        # Fail closed: the finished file must pass the independent reader before it replaces
+        # anything.
+        try:
+            check = pyverify.verify(tmp, pin="sha256:" + root.hex())
+        except pyverify.PyArtifactError as e:
+            raise RuntimeError(f"the written artifact does not verify: {e}") from None
+        if check.manifest["data_length"] != data_length:
+            raise RuntimeError("the written artifact does not match its plan")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = ""
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+    _fsync_dir(directory)
+    return "sha256:" + root.hex()
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
