@@ -1,0 +1,91 @@
+"""Imports a QAT ONNX model of a Qwen3-MoE decoder into an :class:`ImportedModel`.
+
+``import_onnx(path)`` finds every weight (patterns in :mod:`.patterns`), computes integer
+codes and scales bit-exactly (fake-quant codes as onnxruntime's QuantizeLinear computes them),
+maps the weights to roles and Hugging Face names (:mod:`.mapping`), and reads the config
+(ONNX metadata_props or a Hugging Face config.json) and the tokenizer (tokenizer.json).
+Anything it cannot represent exactly is refused with :class:`OnnxImportError`, whose message
+names the node, the tensor and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+from .mapping import assign_roles, load_config
+from .model import ImportedModel
+from .patterns import Graph, WeightRecord, find_weights
+from .tensors import OnnxImportError
+
+__all__ = ["OnnxImportError", "import_onnx", "load_graph", "extract_weights"]
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("importing ONNX models needs the 'onnx' package") from e
+    return onnx
+
+
+def load_graph(path_or_model, base_dir: Optional[str] = None) -> Graph:
+    """Loads a model (path or ModelProto) without its external data; external tensors are
+    read on demand, only from inside the model's directory."""
+    onnx = _onnx()
+    if isinstance(path_or_model, (str, os.PathLike)):
+        path = os.fspath(path_or_model)
+        try:
+            model = onnx.load(path, load_external_data=False)
+        except Exception as e:  # protobuf errors
+            raise OnnxImportError(f"{path}: not a readable ONNX model ({e})") from None
+        base = os.path.dirname(os.path.abspath(path))
+    else:
+        model = path_or_model
+        base = base_dir or os.getcwd()
+    return Graph(model, base)
+
+
+def extract_weights(path_or_model, base_dir: Optional[str] = None) -> list[WeightRecord]:
+    """Every weight use of a graph with its value (no role mapping): the pattern layer alone."""
+    return find_weights(load_graph(path_or_model, base_dir))
+
+
+def import_onnx(path, *, config_path: Optional[str] = None,
+                tokenizer_path: Optional[str] = None, strategy: str = "auto") -> ImportedModel:
+    """Imports the QAT ONNX model at ``path``.
+
+    config_path: a Hugging Face config.json (default: the model's metadata_props, else
+    config.json beside the model). tokenizer_path: a tokenizer.json (default: tokenizer.json
+    beside the model, if any). strategy: role mapping, "auto" (names, then node metadata, then
+    graph structure) or one of "names", "metadata", "structure" (for tests).
+    """
+    path = os.fspath(path)
+    g = load_graph(path)
+    records = find_weights(g)
+    config, notes = load_config(g.model, path, config_path)
+    tensors, config, n2 = assign_roles(g, records, config, strategy)
+    notes += n2
+    tokenizer = None
+    tp = tokenizer_path
+    if tp is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
+        tp = beside if os.path.isfile(beside) else None
+    if tp is not None:
+        with open(tp, "r", encoding="utf-8") as f:
+            tokenizer = json.load(f)
+        if not isinstance(tokenizer, dict):
+            raise OnnxImportError(f"{tp}: tokenizer.json is not a JSON object")
+    h = hashlib.sha256()
+    for p in [os.path.abspath(path)] + list(g.external.files):
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    if g.external.files:
+        notes.append(f"source: {len(g.external.files)} external data file(s) included in the "
+                     f"source digest")
+    return ImportedModel(config=config, tensors=tensors, tokenizer=tokenizer,
+                         source_name=os.path.basename(path), source_sha256=h.hexdigest(),
+                         notes=notes)
