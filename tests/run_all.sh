@@ -27,7 +27,14 @@ else
   "$bin"
 fi
 
-echo "### C++ kernel tests (aarch64 under qemu)"
+echo "### C++ artifact tests (native: SHA-256 on every backend, JSON, reader)"
+cmake --build build-native --target fwa_artifact_tests
+abin=build-native/tests/cpp/fwa_artifact_tests
+"$abin"
+echo "--- FWA_CPU_FEATURES=none (scalar SHA-256 dispatch)"
+FWA_CPU_FEATURES=none FWA_EXPECT_SHA256_BACKEND=scalar "$abin"
+
+echo "### C++ kernel and artifact tests (aarch64 under qemu)"
 bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
 
 echo "### Python tests"

@@ -22,7 +22,7 @@ const FeatureName kFeatureNames[] = {
     {kAVX2, "avx2"},       {kAVX512F, "avx512f"}, {kAVX512BW, "avx512bw"},
     {kAVX512VL, "avx512vl"}, {kAVX512VNNI, "avx512vnni"}, {kNEON, "neon"},
     {kDOTPROD, "dotprod"}, {kI8MM, "i8mm"},       {kSVE, "sve"},
-    {kSVE2, "sve2"},
+    {kSVE2, "sve2"},       {kSHA, "sha"},
 };
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -36,6 +36,12 @@ void detect(CpuInfo& info) {
   info.arch = "x86_64";
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+  const bool ssse3 = c & (1u << 9), sse41 = c & (1u << 19);
+  if (ssse3 && sse41 && __get_cpuid_max(0, nullptr) >= 7) {
+    unsigned a7, b7, c7, d7;
+    __cpuid_count(7, 0, a7, b7, c7, d7);
+    if (b7 & (1u << 29)) info.detected |= kSHA;  // SHA-NI; XMM state only, no XGETBV needed
+  }
   const bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29),
              avx = c & (1u << 28);
   if (!osxsave || !avx) return;
@@ -58,6 +64,7 @@ void detect(CpuInfo& info) {
   const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
   // Bit positions from the kernel's arch/arm64/include/uapi/asm/hwcap.h.
   if (hw & (1ul << 1)) info.detected |= kNEON;        // HWCAP_ASIMD
+  if (hw & (1ul << 6)) info.detected |= kSHA;         // HWCAP_SHA2
   if (hw & (1ul << 20)) info.detected |= kDOTPROD;    // HWCAP_ASIMDDP
   if (hw & (1ul << 22)) info.detected |= kSVE;        // HWCAP_SVE
   if (hw2 & (1ul << 1)) info.detected |= kSVE2;       // HWCAP2_SVE2
@@ -85,6 +92,9 @@ CpuInfo make_cpu_info() {
   if (!(info.features & kAVX2)) info.features &= ~(kAVX512F | kAVX512BW | kAVX512VL | kAVX512VNNI);
   if (!(info.features & kAVX512F)) info.features &= ~(kAVX512BW | kAVX512VL | kAVX512VNNI);
   if (!(info.features & kNEON)) info.features &= ~(kDOTPROD | kI8MM | kSVE | kSVE2);
+#if defined(__aarch64__)
+  if (!(info.features & kNEON)) info.features &= ~kSHA;  // the SHA2 instructions are ASIMD
+#endif
   if (!(info.features & kSVE)) info.features &= ~kSVE2;
   if (!(info.features & kSVE)) info.sve_vector_bits = 0;
   return info;

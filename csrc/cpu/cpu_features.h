@@ -21,6 +21,8 @@ enum CpuFeature : uint64_t {
   kI8MM = 1ull << 18,       // SMMLA (HWCAP2_I8MM)
   kSVE = 1ull << 19,        // HWCAP_SVE
   kSVE2 = 1ull << 20,       // HWCAP2_SVE2
+  // both: SHA-256 instructions (x86 SHA-NI with SSSE3/SSE4.1; aarch64 HWCAP_SHA2 with ASIMD)
+  kSHA = 1ull << 32,
 };
 
 struct CpuInfo {

@@ -23,6 +23,8 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
+void bind_artifact(nb::module_& m);  // bind_artifact.cpp
+
 namespace {
 
 template <typename T, typename... Extra>
@@ -320,4 +322,5 @@ NB_MODULE(_core, m) {
   m.def("bench_matmul", &bench_matmul, "weights"_a, "bits"_a, "block"_a, "has_zero"_a, "scale"_a,
         "N"_a, "x"_a, "out"_a, "mode"_a, "threads"_a, "reps"_a, "variant"_a);
   m.def("bench_read_bandwidth", &bench_read_bandwidth, "buf"_a, "threads"_a, "reps"_a);
+  bind_artifact(m);
 }

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import _core, kernels
+from .loader import ArtifactError, load_artifact
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "cpu_info", "kernels"]
+__all__ = ["__version__", "cpu_info", "kernels", "load_artifact", "ArtifactError"]
 
 
 def cpu_info() -> dict[str, Any]:

@@ -3,6 +3,9 @@
 # kernel path: ARMv8.0 (cortex-a53), dotprod (cortex-a76), i8mm without SVE, and SVE at vector
 # lengths 128, 256, 512 and 2048 bits. Each run states the variants the emulated CPU must
 # expose, so a wrong -cpu setting fails instead of silently testing only the reference.
+# Then the artifact tests (SHA-256, JSON, reader) twice: with the ARMv8 SHA-256 instructions
+# (qemu's cortex-a53 and max both have them) and with them masked off (scalar dispatch); every
+# run also checks the scalar SHA-256 against the NIST vectors.
 # Usage: tests/cross/run_qemu_matrix.sh [build-dir]   (FWA_TEST_ITERS sets the cases per variant)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,8 +14,9 @@ export FWA_TEST_ITERS=${FWA_TEST_ITERS:-40}
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
   -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
-cmake --build "$build" --target fwa_kernel_tests
+cmake --build "$build" --target fwa_kernel_tests fwa_artifact_tests
 test_bin="$build/tests/cpp/fwa_kernel_tests"
+artifact_bin="$build/tests/cpp/fwa_artifact_tests"
 
 # cpu model | expected usable variants (best first) | expected SVE bits
 matrix=(
@@ -35,5 +39,22 @@ for row in "${matrix[@]}"; do
   fi
 done
 total=${#matrix[@]}
+
+# cpu model | FWA_CPU_FEATURES ("" = all) | SHA-256 backend the reader must select
+artifact_matrix=(
+  "cortex-a53||armv8"
+  "cortex-a53|neon|scalar"
+  "max,sve=off||armv8"
+)
+for row in "${artifact_matrix[@]}"; do
+  IFS='|' read -r cpu feats backend <<<"$row"
+  echo "=== artifact tests: qemu-aarch64 -cpu $cpu ${feats:+FWA_CPU_FEATURES=$feats}"
+  if ! env ${feats:+FWA_CPU_FEATURES=$feats} FWA_EXPECT_SHA256_BACKEND="$backend" \
+      qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$artifact_bin"; then
+    echo "FAILED: artifact tests, -cpu $cpu ${feats}"
+    failed=$((failed + 1))
+  fi
+done
+total=$((total + ${#artifact_matrix[@]}))
 echo "qemu matrix: $((total - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]
