@@ -1,6 +1,7 @@
-"""Command line: ``fwassist info`` and ``fwassist check``.
+"""Command line: ``fwassist info | check | export | verify | inspect | diff | sbom``.
 
-Exit codes: 0 success, 1 a check failed, 2 bad usage.
+Exit codes: 0 success, 1 a check failed or a model was refused, 2 bad usage, 3 an invalid
+artifact; ``diff`` exits with the class of the change (see ``fwassist diff --help``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_cmd_check)
+    from .artifact.cli import register as register_artifact
+    from .export.cli import register as register_export
+
+    register_export(sub)
+    register_artifact(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))
