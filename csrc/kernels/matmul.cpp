@@ -1,5 +1,6 @@
 #include "kernels/matmul.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace fwa {
@@ -7,19 +8,21 @@ namespace {
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
+constexpr int64_t kChunksPerThread = 4;
+
 struct Split {
   const MatmulArgs* args;
   MatmulFn fn;
-  int n_tasks;
+  int n_chunks;
 };
 
-// Task i gets a contiguous, fixed range of tiles.
-void run_slice(void* ctx, int task) {
+// Chunk i is a fixed, contiguous range of tiles; whichever thread claims it computes it.
+void run_chunk(void* ctx, int chunk) {
   const Split& s = *static_cast<const Split*>(ctx);
   const int64_t tiles = s.args->tile_end - s.args->tile_begin;
   MatmulArgs a = *s.args;
-  a.tile_begin = s.args->tile_begin + tiles * task / s.n_tasks;
-  a.tile_end = s.args->tile_begin + tiles * (task + 1) / s.n_tasks;
+  a.tile_begin = s.args->tile_begin + tiles * chunk / s.n_chunks;
+  a.tile_end = s.args->tile_begin + tiles * (chunk + 1) / s.n_chunks;
   if (a.tile_end > a.tile_begin) s.fn(a);
 }
 
@@ -81,15 +84,15 @@ Status matmul(const MatmulRequest& r) {
     a.xd_stride = L.k_chunks;
   }
   const KernelChoice k = select_kernel(matmul_op_for(r.M, r.mode), r.variant);
-  int n_tasks = r.pool ? r.n_threads : 1;
-  if (r.pool && n_tasks > r.pool->size()) n_tasks = r.pool->size();
-  if (n_tasks > L.n_tiles) n_tasks = int(L.n_tiles);
-  if (n_tasks < 1) n_tasks = 1;
-  Split split{&a, k.fn, n_tasks};
-  if (n_tasks == 1 || !r.pool) {
+  int n_threads = r.pool ? r.n_threads : 1;
+  if (r.pool && n_threads > r.pool->size()) n_threads = r.pool->size();
+  if (n_threads <= 1 || L.n_tiles < 2) {
     k.fn(a);
   } else {
-    r.pool->run(n_tasks, run_slice, &split);
+    // A few chunks per thread, so a thread that is descheduled or slow costs little.
+    const int64_t n_chunks = std::min<int64_t>(L.n_tiles, int64_t(n_threads) * kChunksPerThread);
+    Split split{&a, k.fn, int(n_chunks)};
+    r.pool->run(int(n_chunks), n_threads, run_chunk, &split);
   }
   return Status::ok;
 }

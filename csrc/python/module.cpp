@@ -297,7 +297,7 @@ std::vector<double> bench_read_bandwidth(Array<const uint8_t, nb::ndim<1>> buf, 
   fwa::ThreadPool* pool = pool_for(threads);
   for (int i = 0; i < reps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (pool) pool->run(threads, read_slice, &ctx); else read_slice(&ctx, 0);
+    if (pool) pool->run(threads, threads, read_slice, &ctx); else read_slice(&ctx, 0);
     const auto t1 = std::chrono::steady_clock::now();
     times[size_t(i)] = std::chrono::duration<double>(t1 - t0).count();
   }
