@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Fuzzes the artifact reader and runs the C++ artifact tests under sanitizers:
+#   1. builds tests/fuzz/fuzz_artifact.cpp with clang -fsanitize=fuzzer,address,undefined and
+#      runs it for a bounded time from the kept seed corpus (tests/fuzz/corpus, left untouched;
+#      new inputs go to <build>/corpus, crashes to <build>/crash-*);
+#   2. builds fwa_artifact_tests with -DFWA_SANITIZE=ON (ASan + UBSan) and runs it.
+# Usage: tests/fuzz/run_fuzz.sh [seconds]   (default 60; FWA_FUZZ_BUILD sets the build dir,
+#        FWA_FUZZ_JOBS the parallel fuzz jobs, default 1)
+# Needs clang and its libFuzzer/sanitizer runtimes. Debian 12:
+#   apt-get install clang libclang-rt-14-dev      (clang-14; or clang-N + libclang-rt-N-dev)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+secs=${1:-60}
+out=${FWA_FUZZ_BUILD:-$root/build-fuzz}
+jobs=${FWA_FUZZ_JOBS:-1}
+mkdir -p "$out/obj" "$out/corpus"
+
+cxx=""
+for c in clang++ clang++-19 clang++-18 clang++-17 clang++-16 clang++-15 clang++-14; do
+  if command -v "$c" >/dev/null; then cxx=$c; break; fi
+done
+if [ -z "$cxx" ]; then
+  echo "run_fuzz.sh: clang++ not found (apt-get install clang libclang-rt-14-dev)" >&2
+  exit 2
+fi
+echo "### libFuzzer build ($cxx)"
+common=(-std=c++17 -O1 -g -fno-omit-frame-pointer -I"$root/csrc"
+        -fsanitize=address,undefined -fno-sanitize-recover=undefined)
+defs=()
+isa_src=""
+isa_flags=()
+case "$(uname -m)" in
+  x86_64) defs=(-DFWA_HAVE_SHANI); isa_src=artifact/sha256_x86_shani.cpp; isa_flags=(-msha -msse4.1) ;;
+  aarch64) defs=(-DFWA_HAVE_ARM_SHA); isa_src=artifact/sha256_arm_crypto.cpp
+           isa_flags=(-march=armv8-a+crypto) ;;
+esac
+objs=()
+for src in artifact/json.cpp artifact/reader.cpp artifact/sha256.cpp core/status.cpp \
+           cpu/cpu_features.cpp quant/format.cpp $isa_src; do
+  obj="$out/obj/$(echo "$src" | tr / _).o"
+  flags=()
+  [ "$src" = "$isa_src" ] && flags=("${isa_flags[@]}")
+  "$cxx" "${common[@]}" "${defs[@]}" "${flags[@]}" -fsanitize=fuzzer-no-link \
+    -c "$root/csrc/$src" -o "$obj"
+  objs+=("$obj")
+done
+"$cxx" "${common[@]}" "${defs[@]}" -fsanitize=fuzzer "$root/tests/fuzz/fuzz_artifact.cpp" \
+  "${objs[@]}" -o "$out/fuzz_artifact"
+
+echo "### fuzzing for ${secs}s"
+cd "$out"
+rm -f fuzz-*.log
+status=0
+par=()
+[ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")  # workers log to fuzz-N.log
+./fuzz_artifact -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=20 \
+  -print_final_stats=1 -artifact_prefix="$out/" "${par[@]}" \
+  "$out/corpus" "$root/tests/fuzz/corpus" >"$out/fuzz.log" 2>&1 || true
+cat "$out/fuzz.log" fuzz-*.log 2>/dev/null | \
+  grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|stat::|ERROR|SUMMARY|crash-|leak-|timeout-" | tail -n 25 || true
+if cat "$out/fuzz.log" fuzz-*.log 2>/dev/null | grep -qE "ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)|runtime error|deadly signal"; then
+  echo "FAILED: the fuzzer found a problem (see $out/fuzz.log and $out/crash-*)"
+  status=1
+fi
+cd "$root"
+
+echo "### C++ artifact tests under ASan + UBSan"
+cmake -S "$root" -B "$out/asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFWA_BUILD_TESTS=ON \
+  -DFWA_SANITIZE=ON >/dev/null
+cmake --build "$out/asan" --target fwa_artifact_tests
+if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    "$out/asan/tests/cpp/fwa_artifact_tests"; then
+  echo "FAILED: artifact tests under sanitizers"
+  status=1
+fi
+[ "$status" -eq 0 ] && echo "run_fuzz.sh: fuzzing and sanitizer tests passed"
+exit "$status"
