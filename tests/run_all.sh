@@ -37,5 +37,12 @@ FWA_CPU_FEATURES=none FWA_EXPECT_SHA256_BACKEND=scalar "$abin"
 echo "### C++ kernel and artifact tests (aarch64 under qemu)"
 bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
 
+echo "### ISA objects: no weak symbols, no static initialisers"
+bash tests/check_isa_objects.sh build-native
+bash tests/check_isa_objects.sh "$root/build-aarch64" aarch64-linux-gnu-nm aarch64-linux-gnu-objdump
+
+echo "### Artifact parser: libFuzzer + ASan/UBSan (bounded), sanitized artifact tests"
+bash tests/fuzz/run_fuzz.sh "${FWA_FUZZ_SECONDS:-60}"
+
 echo "### Python tests"
 cd "$root/tests" && python -m pytest -q -p no:cacheprovider .

@@ -262,7 +262,7 @@ def _check_manifest(m: dict[str, Any], dlen: int) -> None:
         raise _fail("malformed", "sections must name exactly " + ", ".join(SECTION_KEYS))
     for k in SECTION_KEYS:
         if m["sections"][k] != canonical.digest(m[k]):
-            raise _fail("malformed", f"sections.{k} is not the digest of {k}")
+            raise _fail("digest_mismatch", f"sections.{k} is not the digest of {k}")
     if not isinstance(m["tensors"], list) or not isinstance(m["expert_blocks"], list):
         raise _fail("malformed", "tensors and expert_blocks must be arrays")
     if len(m["tensors"]) > MAX_TENSORS or len(m["expert_blocks"]) > MAX_BLOCKS:
