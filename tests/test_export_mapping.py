@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime  # noqa: F401
 
 from fwassist.export.mapping import normalize_config, role_from_string  # noqa: E402
 from fwassist.export.model import QuantizedWeight  # noqa: E402

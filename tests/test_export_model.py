@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 
 from fwassist import kernels  # noqa: E402
 from fwassist.export.model import BF16Array, QuantizedWeight  # noqa: E402

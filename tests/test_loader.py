@@ -362,7 +362,7 @@ def test_concurrent_expert_verification(blob):
 
 
 def test_round_trip_through_the_writer(tmp_path):
-    writer = pytest.importorskip("fwassist.artifact.writer")
+    from fwassist.artifact import writer
     from fwassist.export.model import BF16Array, ImportedModel, ModelTensor, QuantizedWeight
 
     rng = np.random.default_rng(5)
