@@ -207,3 +207,17 @@ def test_from_buffer_wraps_without_copy(rng):
     assert np.shares_memory(view.data, pm.data)
     x = rng.standard_normal(64).astype(np.float32)
     assert kernels.matmul(view, x).tobytes() == kernels.matmul(pm, x).tobytes()
+
+
+def test_forced_variant_falls_through_to_a_usable_one():
+    from fwassist import _core
+
+    info = fwassist.cpu_info()
+    for op, chosen in info["kernels"].items():
+        assert _core.kernel_for(op, "") == chosen
+        for v in info["variants"]:
+            ran = _core.kernel_for(op, v)
+            # the forced variant itself, or one after it in priority order
+            assert info["variants"].index(ran) >= info["variants"].index(v)
+    with pytest.raises(ValueError, match="unknown operation"):
+        _core.kernel_for("conv", "")

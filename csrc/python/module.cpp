@@ -104,6 +104,16 @@ nb::dict cpu_info() {
   return d;
 }
 
+// The variant that runs `op` ("gemv_fast", ...) when `variant` is forced ("" = dispatch).
+std::string kernel_for(const std::string& op, const std::string& variant) {
+  for (int i = 0; i < fwa::kNumMatmulOps; ++i) {
+    if (op == fwa::matmul_op_name(fwa::MatmulOp(i))) {
+      return fwa::select_kernel(fwa::MatmulOp(i), variant_by_name(variant)).variant;
+    }
+  }
+  throw std::invalid_argument("unknown operation '" + op + "'");
+}
+
 nb::dict layout_info(int bits, int block, bool has_zero, const std::string& scale, int64_t N,
                      int64_t K) {
   const fwa::PackedLayout L = make_layout(bits, block, has_zero, scale, N, K);
@@ -309,6 +319,7 @@ std::vector<double> bench_read_bandwidth(Array<const uint8_t, nb::ndim<1>> buf, 
 NB_MODULE(_core, m) {
   m.doc() = "fwassist native core (bindings only; see fwassist.kernels for the typed API)";
   m.def("cpu_info", &cpu_info);
+  m.def("kernel_for", &kernel_for, "op"_a, "variant"_a);
   m.def("layout_info", &layout_info, "bits"_a, "block"_a, "has_zero"_a, "scale"_a, "N"_a, "K"_a);
   m.def("pack", &pack, "codes"_a, "scales"_a, "zeros"_a.none(), "bits"_a, "block"_a, "scale"_a,
         "out"_a);

@@ -38,7 +38,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     numpy. This is the job the kernels do inside the runtime, on a layer the tool makes itself."""
     import numpy as np
 
-    from . import cpu_info, kernels
+    from . import _core, cpu_info, kernels
 
     rng = np.random.default_rng(args.seed)
     N, K = args.rows, args.cols
@@ -60,7 +60,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 dt = time.perf_counter() - t0
                 same = y.tobytes() == ref.tobytes()
                 ok &= same
-                print(f"  {bits}-bit {mode:<5} {v:<11} {'bit-identical' if same else 'DIFFERS'}"
+                op = ("gemv_" if args.tokens == 1 else "gemm_") + mode
+                ran = _core.kernel_for(op, v)  # a variant without this op falls through
+                label = v if ran == v else f"{v}->{ran}"
+                print(f"  {bits}-bit {mode:<5} {label:<18} {'bit-identical' if same else 'DIFFERS'}"
                       f"  max rel err vs float64 {err:.1e}  {dt * 1e3:8.2f} ms")
     print("all variants bit-identical" if ok else "MISMATCH between variants")
     return 0 if ok else 1
