@@ -34,6 +34,10 @@ abin=build-native/tests/cpp/fwa_artifact_tests
 echo "--- FWA_CPU_FEATURES=none (scalar SHA-256 dispatch)"
 FWA_CPU_FEATURES=none FWA_EXPECT_SHA256_BACKEND=scalar "$abin"
 
+echo "### C++ tokenizer tests (native)"
+cmake --build build-native --target fwa_tokenizer_tests
+build-native/tests/cpp/fwa_tokenizer_tests
+
 echo "### C++ kernel and artifact tests (aarch64 under qemu)"
 bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
 

@@ -24,6 +24,7 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 void bind_artifact(nb::module_& m);  // bind_artifact.cpp
+void bind_tokenizer(nb::module_& m);  // bind_tokenizer.cpp
 
 namespace {
 
@@ -334,4 +335,5 @@ NB_MODULE(_core, m) {
         "N"_a, "x"_a, "out"_a, "mode"_a, "threads"_a, "reps"_a, "variant"_a);
   m.def("bench_read_bandwidth", &bench_read_bandwidth, "buf"_a, "threads"_a, "reps"_a);
   bind_artifact(m);
+  bind_tokenizer(m);
 }

@@ -6,9 +6,10 @@ from typing import Any
 
 from . import _core, kernels
 from .loader import ArtifactError, load_artifact
+from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "cpu_info", "kernels", "load_artifact", "ArtifactError"]
+__all__ = ["__version__", "cpu_info", "kernels", "load_artifact", "ArtifactError", "Tokenizer"]
 
 
 def cpu_info() -> dict[str, Any]:
