@@ -49,6 +49,9 @@ MIN_CASE_S = 0.02
 IMPL_OURS = "fwassist"
 
 
+ORT_SPIN_SETTLE_S = 0.02  # pause after ORT samples (see measure_case)
+
+
 @dataclass(frozen=True)
 class Plan:
     shapes: tuple[tuple[int, int], ...]  # (K, N): y[M, N] = x[M, K] @ W[N, K].T
@@ -516,6 +519,10 @@ class Bench:
                         sample_round(s, budget, self.plan.rounds, self.plan.call_cap_s)
                     except Exception as e:
                         s.reason = f"error: {e}"
+                    if s.key[0].startswith("ort"):
+                        # ORT's intra-op workers keep spinning after a call; let them park so
+                        # they do not take a core from the next implementation's samples.
+                        time.sleep(ORT_SPIN_SETTLE_S)
 
     def our_slot(self, pm: PackedMatrix, copies: list[np.ndarray], x: np.ndarray, mode: str,
                  threads: int) -> Slot:
