@@ -25,6 +25,7 @@ using namespace nb::literals;
 
 void bind_artifact(nb::module_& m);  // bind_artifact.cpp
 void bind_tokenizer(nb::module_& m);  // bind_tokenizer.cpp
+void bind_model(nb::module_& m);      // bind_model.cpp
 
 namespace {
 
@@ -336,4 +337,5 @@ NB_MODULE(_core, m) {
   m.def("bench_read_bandwidth", &bench_read_bandwidth, "buf"_a, "threads"_a, "reps"_a);
   bind_artifact(m);
   bind_tokenizer(m);
+  bind_model(m);
 }

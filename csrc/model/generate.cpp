@@ -1,0 +1,211 @@
+#include "model/generate.h"
+
+#include <algorithm>
+#include <new>
+
+namespace fwa {
+
+namespace {
+
+Status fail(std::string* message, Status st, const std::string& text) {
+  if (message) *message = text;
+  return st;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool ends_with_replacement(const std::string& s) {
+  return s.size() >= 3 && s.compare(s.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+}
+
+}  // namespace
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::none: return "none";
+    case StopReason::max_tokens: return "max_tokens";
+    case StopReason::stop_string: return "stop_string";
+    case StopReason::stop_id: return "stop_id";
+    case StopReason::context_full: return "context_full";
+  }
+  return "none";
+}
+
+double GenerationStats::prefill_tokens_per_s() const {
+  const int64_t n = prompt_tokens - cached_tokens;
+  return prefill_ms > 0 ? double(n) * 1000.0 / prefill_ms : 0.0;
+}
+
+double GenerationStats::decode_tokens_per_s() const {
+  // Decode steps: every generated token but the first is preceded by one.
+  const int64_t n = generated_tokens > 0 ? generated_tokens - 1 : 0;
+  return decode_ms > 0 ? double(n) * 1000.0 / decode_ms : 0.0;
+}
+
+Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
+                         const GenerateParams& params, std::string* message) {
+  if (!session) return fail(message, Status::invalid_argument, "generate: no session");
+  if (n < 1) return fail(message, Status::invalid_argument, "generate: the prompt is empty");
+  if (params.max_tokens < 1)
+    return fail(message, Status::invalid_argument, "generate: max_tokens must be >= 1");
+  Status st = check_sampling_params(params.sampling, message);
+  if (st != Status::ok) return st;
+  const Model& model = session->model();
+  if (!params.stop_strings.empty() && !model.has_tokenizer())
+    return fail(message, Status::invalid_argument,
+                "generate: stop strings need a tokenizer; the model has none (use stop ids)");
+  for (const std::string& s : params.stop_strings)
+    if (s.empty()) return fail(message, Status::invalid_argument, "generate: empty stop string");
+  try {
+    s_ = session;
+    p_ = params;
+    generated_.clear();
+    generated_.reserve(size_t(std::min<int64_t>(params.max_tokens, 1 << 20)));
+    text_.clear();
+    unreleased_.clear();
+    pending_from_ = 0;
+    done_ = false;
+    reason_ = StopReason::none;
+    has_tokenizer_ = model.has_tokenizer();
+    stats_ = GenerationStats();
+    st = sampler_.init(int32_t(session->vocab_size()), message);
+    if (st != Status::ok) return st;
+    sampler_.reset(params.sampling);
+
+    t_start_ = std::chrono::steady_clock::now();
+    const std::vector<int32_t>& ctx = session->tokens();
+    int64_t common = 0;
+    const int64_t lim = std::min<int64_t>(int64_t(ctx.size()), n);
+    while (common < lim && ctx[size_t(common)] == prompt[common]) ++common;
+    const int64_t keep = std::min(common, n - 1);  // the last prompt token gives the logits
+    session->truncate(keep, nullptr);
+    session->clear_expert_hits();
+    stats_.prompt_tokens = n;
+    stats_.cached_tokens = keep;
+    st = session->eval(prompt + keep, n - keep, LogitsOut::last, nullptr, message);
+    stats_.prefill_ms = ms_since(t_start_);
+    if (st != Status::ok) {
+      done_ = true;
+      return st;
+    }
+    stats_.experts_activated.assign(size_t(model.config().num_layers), 0);
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    done_ = true;
+    return fail(message, Status::io_error, "generate: out of memory");
+  }
+}
+
+Status Generation::flush_text(bool final, std::string* piece, std::string* message) {
+  if (!has_tokenizer_) return Status::ok;
+  const size_t end = generated_.size();
+  if (pending_from_ < end) {
+    Status st = s_->model().decode(generated_.data() + pending_from_, end - pending_from_,
+                                   true, &decoded_, message);
+    if (st != Status::ok) return st;
+    // A character split across tokens decodes to U+FFFD until its last byte arrives.
+    if (!final && ends_with_replacement(decoded_) && end - pending_from_ < 4) return Status::ok;
+    pending_from_ = end;
+    unreleased_ += decoded_;
+  }
+  std::string full = text_ + unreleased_;
+  // A stop string ends the text where it begins (it can only begin in held-back text).
+  size_t stop_at = std::string::npos;
+  for (const std::string& s : p_.stop_strings) {
+    const size_t from = text_.size() >= s.size() ? text_.size() - (s.size() - 1) : 0;
+    const size_t at = full.find(s, from);
+    if (at != std::string::npos) stop_at = std::min(stop_at, at);
+  }
+  if (stop_at != std::string::npos) {
+    const size_t begin = std::min(stop_at, text_.size());
+    piece->append(full, text_.size(), stop_at - begin);
+    text_.append(full, text_.size(), stop_at - begin);
+    unreleased_.clear();
+    done_ = true;
+    reason_ = StopReason::stop_string;
+    return Status::ok;
+  }
+  // Hold back the longest suffix that is a proper prefix of a stop string.
+  size_t hold = 0;
+  if (!final)
+    for (const std::string& s : p_.stop_strings)
+      for (size_t len = std::min(s.size() - 1, unreleased_.size()); len > hold; --len)
+        if (full.compare(full.size() - len, len, s, 0, len) == 0) {
+          hold = len;
+          break;
+        }
+  const size_t release = unreleased_.size() - hold;
+  piece->append(unreleased_, 0, release);
+  text_.append(unreleased_, 0, release);
+  unreleased_.erase(0, release);
+  return Status::ok;
+}
+
+void Generation::finish_stats() {
+  stats_.generated_tokens = int64_t(generated_.size());
+  const ModelConfig& c = s_->model().config();
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    stats_.experts_activated[size_t(l)] = s_->experts_activated(l);
+}
+
+Status Generation::next(int32_t* token, std::string* piece, bool* done, std::string* message) {
+  *token = -1;
+  piece->clear();
+  *done = done_;
+  if (done_ || !s_) return Status::ok;
+  try {
+    if (!s_->has_last_logits()) {
+      done_ = *done = true;
+      return fail(message, Status::invalid_argument,
+                  "generate: the session was changed outside this generation");
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const int32_t tok = sampler_.sample(s_->last_logits(), s_->tokens().data(),
+                                        size_t(s_->n_past()));
+    if (generated_.empty()) stats_.ttft_ms = ms_since(t_start_);
+    Status st;
+    if (std::find(p_.stop_ids.begin(), p_.stop_ids.end(), tok) != p_.stop_ids.end()) {
+      reason_ = StopReason::stop_id;
+      done_ = true;
+    } else {
+      generated_.push_back(tok);
+      *token = tok;
+      if ((st = flush_text(false, piece, message)) != Status::ok) {
+        done_ = *done = true;
+        return st;
+      }
+      if (!done_ && int64_t(generated_.size()) >= p_.max_tokens) {
+        reason_ = StopReason::max_tokens;
+        done_ = true;
+      } else if (!done_ && s_->n_past() >= s_->options().max_context) {
+        reason_ = StopReason::context_full;
+        done_ = true;
+      }
+    }
+    if (done_) {
+      if (reason_ != StopReason::stop_string &&
+          (st = flush_text(true, piece, message)) != Status::ok)
+        return st;
+      finish_stats();
+      *done = true;
+      return Status::ok;
+    }
+    // Evaluate the token so the next one can be sampled (the last token of a generation is
+    // never evaluated: nothing needs its logits).
+    st = s_->eval(&tok, 1, LogitsOut::last, nullptr, message);
+    stats_.decode_ms += ms_since(t0);
+    if (st != Status::ok) {
+      done_ = *done = true;
+      finish_stats();
+      return st;
+    }
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    done_ = *done = true;
+    return fail(message, Status::io_error, "generate: out of memory");
+  }
+}
+
+}  // namespace fwa

@@ -1,0 +1,75 @@
+// Text generation over a Session, pull-style: start() prefills the prompt (reusing the longest
+// common prefix already in the context), then each next() samples one token, evaluates it and
+// returns its text piece. Both the streaming callbacks (C, Python generator) and the one-shot
+// generate() are built on it.
+//
+// Stop conditions, checked in this order after each sampled token: a stop id (the token is not
+// emitted); a stop string (the text up to it is emitted, the rest dropped); max_tokens; a full
+// context. Text pieces are emitted only at UTF-8 character boundaries (a piece whose decoding
+// ends in U+FFFD is held back until more tokens complete it, at most 4 tokens), so the pieces
+// concatenate to the generation's text.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "model/sampler.h"
+#include "model/session.h"
+
+namespace fwa {
+
+struct GenerateParams {
+  SamplingParams sampling;
+  int64_t max_tokens = 64;
+  std::vector<std::string> stop_strings;
+  std::vector<int32_t> stop_ids;
+};
+
+enum class StopReason { none, max_tokens, stop_string, stop_id, context_full };
+const char* stop_reason_name(StopReason r);
+
+struct GenerationStats {
+  int64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0;
+  double prefill_ms = 0, decode_ms = 0, ttft_ms = 0;
+  std::vector<int64_t> experts_activated;  // per layer: distinct experts used in this call
+  double prefill_tokens_per_s() const;
+  double decode_tokens_per_s() const;
+};
+
+class Generation {
+ public:
+  // Prefills the prompt (at least one token; the context is first truncated to its longest
+  // common prefix with the prompt, keeping at least the last prompt token to evaluate).
+  Status start(Session* session, const int32_t* prompt, int64_t n, const GenerateParams& params,
+               std::string* message);
+  // Produces the next token. *done becomes true when generation ended (stop_reason() says
+  // why); a final call may still return a last piece of text (token -1 when no token).
+  Status next(int32_t* token, std::string* piece, bool* done, std::string* message);
+
+  StopReason stop_reason() const { return reason_; }
+  const GenerationStats& stats() const { return stats_; }
+  const std::vector<int32_t>& token_ids() const { return generated_; }
+  const std::string& text() const { return text_; }
+
+ private:
+  Status flush_text(bool final, std::string* piece, std::string* message);
+  void finish_stats();
+
+  Session* s_ = nullptr;
+  GenerateParams p_;
+  Sampler sampler_;
+  std::vector<int32_t> generated_;
+  std::string text_;            // emitted so far
+  std::string unreleased_;      // decoded, held back: it may begin a stop string
+  size_t pending_from_ = 0;     // first generated token whose text is not emitted yet
+  bool has_tokenizer_ = false;
+  bool done_ = false;
+  StopReason reason_ = StopReason::none;
+  GenerationStats stats_;
+  std::chrono::steady_clock::time_point t_start_;
+  std::string decoded_;         // scratch
+};
+
+}  // namespace fwa

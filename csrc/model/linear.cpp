@@ -1,0 +1,138 @@
+#include "model/linear.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace fwa {
+
+namespace {
+
+inline float bf16_to_fp32(uint16_t h) {
+  const uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline float load_float(DType t, const uint8_t* p, int64_t i) {
+  if (t == DType::f32) {
+    float f;
+    std::memcpy(&f, p + 4 * i, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p + 2 * i, 2);
+  return t == DType::f16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+}
+
+// The canonical float dot product (see linear.h). T converts one stored element.
+template <typename Load>
+float dot8(const float* x, int64_t K, Load load) {
+  float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8)
+    for (int j = 0; j < 8; ++j) a[j] = a[j] + x[k + j] * load(k + j);
+  for (int j = 0; k + j < K; ++j) a[j] = a[j] + x[k + j] * load(k + j);
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+float float_row_dot(const Linear& w, int64_t n, const float* x) {
+  const int64_t K = w.K;
+  if (w.dtype == DType::f32) {
+    const float* row = reinterpret_cast<const float*>(w.data) + n * K;  // 64-byte aligned data
+    return dot8(x, K, [row](int64_t i) { return row[i]; });
+  }
+  const uint16_t* row = reinterpret_cast<const uint16_t*>(w.data) + n * K;
+  if (w.dtype == DType::bf16) return dot8(x, K, [row](int64_t i) { return bf16_to_fp32(row[i]); });
+  return dot8(x, K, [row](int64_t i) { return fp16_to_fp32(row[i]); });
+}
+
+constexpr int64_t kFloatRowsPerChunk = 64;
+
+struct FloatJob {
+  const Linear* w;
+  const LinearRequest* r;
+};
+
+void float_rows(void* ctx, int chunk) {
+  const FloatJob& j = *static_cast<FloatJob*>(ctx);
+  const int64_t n0 = int64_t(chunk) * kFloatRowsPerChunk;
+  const int64_t n1 = std::min(j.w->N, n0 + kFloatRowsPerChunk);
+  for (int64_t m = 0; m < j.r->M; ++m) {
+    const float* x = j.r->x + m * j.r->x_stride;
+    float* y = j.r->y + m * j.r->y_stride;
+    for (int64_t n = n0; n < n1; ++n) y[n] = float_row_dot(*j.w, n, x);
+  }
+}
+
+}  // namespace
+
+Status bind_linear(const TensorInfo& info, const uint8_t* data, Linear* out,
+                   std::string* message) {
+  if (info.rank != 2) {
+    if (message) *message = "tensor " + info.name + ": a linear weight must be 2-D";
+    return Status::malformed;
+  }
+  Linear l;
+  l.dtype = info.dtype;
+  l.N = info.shape[0];
+  l.K = info.shape[1];
+  l.data = data;
+  if (l.dtype == DType::packed) {
+    const Status st = packed_layout(info.quant, l.N, l.K, &l.layout);
+    if (st != Status::ok) {
+      if (message) *message = "tensor " + info.name + ": unsupported packed format";
+      return st;
+    }
+  }
+  *out = l;
+  return Status::ok;
+}
+
+size_t linear_workspace_bytes(const Linear& w, int64_t M, ComputeMode mode) {
+  return w.dtype == DType::packed ? matmul_workspace_bytes(w.layout, M, mode) : 0;
+}
+
+Status linear_forward(const Linear& w, const LinearRequest& r) {
+  if (w.dtype == DType::packed) {
+    MatmulRequest q;
+    q.layout = &w.layout;
+    q.w = w.data;
+    q.x = r.x;
+    q.M = r.M;
+    q.x_stride = r.x_stride;
+    q.y = r.y;
+    q.y_stride = r.y_stride;
+    q.mode = r.mode;
+    q.workspace = r.workspace;
+    q.workspace_bytes = r.workspace_bytes;
+    q.pool = r.pool;
+    q.n_threads = r.n_threads;
+    return matmul(q);
+  }
+  FloatJob job{&w, &r};
+  const int64_t n_chunks = (w.N + kFloatRowsPerChunk - 1) / kFloatRowsPerChunk;
+  if (r.pool && r.n_threads > 1 && n_chunks > 1)
+    r.pool->run(int(n_chunks), r.n_threads, float_rows, &job);
+  else
+    for (int64_t c = 0; c < n_chunks; ++c) float_rows(&job, int(c));
+  return Status::ok;
+}
+
+void linear_row(const Linear& w, int64_t n, float* out) {
+  if (w.dtype != DType::packed) {
+    const uint8_t* row = w.data + size_t(n * w.K) * (w.dtype == DType::f32 ? 4 : 2);
+    for (int64_t k = 0; k < w.K; ++k) out[k] = load_float(w.dtype, row, k);
+    return;
+  }
+  const PackedLayout& L = w.layout;
+  for (int64_t b = 0; b < L.n_blocks; ++b) {
+    const float s = packed_scale(L, w.data, n, b);
+    const int z = packed_zero(L, w.data, n, b);
+    const int64_t k1 = std::min(L.K, (b + 1) * int64_t(L.fmt.block));
+    for (int64_t k = b * L.fmt.block; k < k1; ++k)
+      out[k] = float(packed_code(L, w.data, n, k) - z) * s;
+  }
+}
+
+}  // namespace fwa

@@ -1,0 +1,53 @@
+// A linear layer y = W x over the artifact's bytes, with no copy: W[N, K] is either packed (the
+// kernel layout, run by kernels/matmul) or a float matrix (f32/f16/bf16, row-major, as a
+// checkpoint left it: routers, embeddings, lm_head).
+//
+// Float matrices use one canonical order, the same on every ISA: each output is 8 partial sums
+// (lane j takes k = j mod 8, in ascending k, multiply then add), combined as
+// ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7)). Independent lanes let the compiler vectorise the loop
+// without reassociating anything.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "artifact/reader.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "kernels/matmul.h"
+#include "quant/format.h"
+
+namespace fwa {
+
+struct Linear {
+  DType dtype = DType::f32;
+  int64_t N = 0, K = 0;
+  PackedLayout layout;            // dtype == packed
+  const uint8_t* data = nullptr;  // tensor bytes in the artifact
+  bool present() const { return data != nullptr; }
+};
+
+// Binds a tensor of the artifact as a linear layer (shape [N, K]); malformed if it is not 2-D.
+Status bind_linear(const TensorInfo& info, const uint8_t* data, Linear* out,
+                   std::string* message);
+
+// Workspace bytes linear_forward needs for up to M rows in `mode`.
+size_t linear_workspace_bytes(const Linear& w, int64_t M, ComputeMode mode);
+
+struct LinearRequest {
+  const float* x = nullptr;
+  int64_t M = 1, x_stride = 0;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+  ComputeMode mode = ComputeMode::exact;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  ThreadPool* pool = nullptr;
+  int n_threads = 1;
+};
+
+Status linear_forward(const Linear& w, const LinearRequest& r);
+
+// Row n of W as float32 (a dequantized row for packed weights: float(u - z) * s), K values.
+void linear_row(const Linear& w, int64_t n, float* out);
+
+}  // namespace fwa

@@ -1,0 +1,238 @@
+#include "model/model.h"
+
+#include <map>
+#include <new>
+#include <tuple>
+
+#include "artifact/json.h"
+
+namespace fwa {
+
+namespace {
+
+using Key = std::tuple<std::string, int64_t, int64_t>;  // role, layer, expert (-1 for none)
+
+Status fail(std::string* message, Status st, const std::string& text) {
+  if (message) *message = text;
+  return st;
+}
+
+std::string describe(const std::string& role, int64_t layer, int64_t expert) {
+  std::string s = role;
+  if (layer >= 0) s += " of layer " + std::to_string(layer);
+  if (expert >= 0) s += ", expert " + std::to_string(expert);
+  return s;
+}
+
+struct Binder {
+  Artifact& a;
+  std::map<Key, size_t> index;
+
+  const TensorInfo* find(const std::string& role, int64_t layer, int64_t expert) const {
+    auto it = index.find(Key{role, layer, expert});
+    return it == index.end() ? nullptr : &a.tensors()[it->second];
+  }
+
+  // Bytes of a tensor: through the verifying accessor, except expert tensors, whose block is
+  // verified by Model::use_expert before every use (lazy mode) or was verified at open.
+  const uint8_t* bytes(const TensorInfo& t) const {
+    return a.source()->data() + a.data_offset() + t.offset;
+  }
+
+  Status linear(const std::string& role, int64_t layer, int64_t expert, int64_t N, int64_t K,
+                Linear* out, std::string* message) const {
+    const TensorInfo* t = find(role, layer, expert);
+    if (!t)
+      return fail(message, Status::malformed,
+                  "model: the artifact has no " + describe(role, layer, expert) + " tensor");
+    if (t->rank != 2 || t->shape[0] != N || t->shape[1] != K)
+      return fail(message, Status::malformed,
+                  "model: tensor " + t->name + " must have shape [" + std::to_string(N) + ", " +
+                      std::to_string(K) + "] for this config");
+    return bind_linear(*t, bytes(*t), out, message);
+  }
+
+  Status vector(const std::string& role, int64_t layer, int64_t n, std::vector<float>* out,
+                std::string* message) const {
+    const TensorInfo* t = find(role, layer, -1);
+    if (!t)
+      return fail(message, Status::malformed,
+                  "model: the artifact has no " + describe(role, layer, -1) + " tensor");
+    if (t->dtype == DType::packed || t->rank != 1 || t->shape[0] != n)
+      return fail(message, Status::malformed,
+                  "model: tensor " + t->name + " must be a float vector of " +
+                      std::to_string(n) + " values");
+    Linear l;
+    l.dtype = t->dtype;
+    l.N = 1;
+    l.K = n;
+    l.data = bytes(*t);
+    out->resize(size_t(n));
+    linear_row(l, 0, out->data());
+    return Status::ok;
+  }
+};
+
+}  // namespace
+
+Status Model::load(const std::string& path, const ModelLoadOptions& options,
+                   std::shared_ptr<Model>* out, std::string* message) {
+  OpenOptions o;
+  o.pin = options.pin;
+  o.lazy = options.lazy;
+  std::unique_ptr<Artifact> a;
+  const Status st = Artifact::open_file(path, o, &a, message);
+  if (st != Status::ok) return st;
+  return from_artifact(std::move(a), out, message);
+}
+
+Status Model::from_artifact(std::unique_ptr<Artifact> artifact, std::shared_ptr<Model>* out,
+                            std::string* message) {
+  try {
+    std::shared_ptr<Model> m(new Model());
+    m->artifact_ = std::move(artifact);
+    const Status st = m->bind(message);
+    if (st != Status::ok) return st;
+    *out = std::move(m);
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    return fail(message, Status::io_error, "model: out of memory");
+  }
+}
+
+Status Model::bind(std::string* message) {
+  Artifact& a = *artifact_;
+  json::Document doc;
+  Status st = doc.parse(a.manifest_data(), a.manifest_size(), json::Limits(), message);
+  if (st != Status::ok) return st;
+  const json::Value config = doc.root().find("config");
+  if ((st = parse_model_config(config, &config_, message)) != Status::ok) return st;
+  config_json_ = config.raw();
+  const ModelConfig& c = config_;
+
+  const json::Value tok = doc.root().find("tokenizer");
+  if (tok.is(json::Type::object)) {
+    tokenizer_json_ = tok.raw();
+    tokenizer_.reset(new Tokenizer());
+    std::string why;
+    st = tokenizer_->load(tokenizer_json_, &why);
+    if (st != Status::ok) return fail(message, st, "model: tokenizer: " + why);
+    if (tokenizer_->vocab_size() > c.vocab_size)
+      return fail(message, Status::malformed,
+                  "model: the tokenizer has " + std::to_string(tokenizer_->vocab_size()) +
+                      " ids but vocab_size is " + std::to_string(c.vocab_size));
+  }
+
+  Binder b{a, {}};
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    const TensorInfo& t = a.tensors()[i];
+    b.index[Key{t.role, t.layer, t.expert}] = i;
+  }
+  const int64_t H = c.hidden_size, hd = c.head_dim;
+  if ((st = b.linear("embed", -1, -1, c.vocab_size, H, &embed_, message)) != Status::ok)
+    return st;
+  if (b.find("lm_head", -1, -1)) {
+    if ((st = b.linear("lm_head", -1, -1, c.vocab_size, H, &lm_head_, message)) != Status::ok)
+      return st;
+  } else if (c.tie_word_embeddings) {
+    lm_head_ = embed_;
+  } else {
+    return fail(message, Status::malformed,
+                "model: no lm_head tensor and tie_word_embeddings is false");
+  }
+  if ((st = b.vector("final_norm", -1, H, &final_norm_, message)) != Status::ok) return st;
+
+  layers_.resize(size_t(c.num_layers));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    LayerWeights& L = layers_[size_t(l)];
+    if ((st = b.vector("input_norm", l, H, &L.input_norm, message)) != Status::ok ||
+        (st = b.vector("post_attention_norm", l, H, &L.post_attention_norm, message)) !=
+            Status::ok ||
+        (st = b.vector("q_norm", l, hd, &L.q_norm, message)) != Status::ok ||
+        (st = b.vector("k_norm", l, hd, &L.k_norm, message)) != Status::ok ||
+        (st = b.linear("q_proj", l, -1, c.num_heads * hd, H, &L.q, message)) != Status::ok ||
+        (st = b.linear("k_proj", l, -1, c.num_kv_heads * hd, H, &L.k, message)) != Status::ok ||
+        (st = b.linear("v_proj", l, -1, c.num_kv_heads * hd, H, &L.v, message)) != Status::ok ||
+        (st = b.linear("o_proj", l, -1, H, c.num_heads * hd, &L.o, message)) != Status::ok)
+      return st;
+    L.moe = c.is_moe_layer(l);
+    if (!L.moe) {
+      const int64_t I = c.intermediate_size;
+      if ((st = b.linear("mlp_gate", l, -1, I, H, &L.mlp_gate, message)) != Status::ok ||
+          (st = b.linear("mlp_up", l, -1, I, H, &L.mlp_up, message)) != Status::ok ||
+          (st = b.linear("mlp_down", l, -1, H, I, &L.mlp_down, message)) != Status::ok)
+        return st;
+      continue;
+    }
+    const int64_t I = c.moe_intermediate_size;
+    if ((st = b.linear("router", l, -1, c.num_experts, H, &L.router, message)) != Status::ok)
+      return st;
+    L.experts.resize(size_t(c.num_experts));
+    for (int64_t e = 0; e < c.num_experts; ++e) {
+      ExpertWeights& E = L.experts[size_t(e)];
+      if ((st = b.linear("expert_gate", l, e, I, H, &E.gate, message)) != Status::ok ||
+          (st = b.linear("expert_up", l, e, I, H, &E.up, message)) != Status::ok ||
+          (st = b.linear("expert_down", l, e, H, I, &E.down, message)) != Status::ok)
+        return st;
+      E.block = b.find("expert_gate", l, e)->block;
+      if (E.block < 0 || b.find("expert_up", l, e)->block != E.block ||
+          b.find("expert_down", l, e)->block != E.block)
+        return fail(message, Status::malformed,
+                    "model: the weights of " + describe("expert", l, e) +
+                        " are not in one expert block");
+    }
+  }
+  return Status::ok;
+}
+
+Status Model::use_expert(int64_t layer, int64_t expert, std::string* message) const {
+  const int32_t block = layers_[size_t(layer)].experts[size_t(expert)].block;
+  if (artifact_->block_verified(size_t(block))) return Status::ok;
+  return artifact_->verify_block(size_t(block), message);
+}
+
+Status Model::encode(std::string_view text, std::vector<int32_t>* ids,
+                     std::string* message) const {
+  if (!tokenizer_)
+    return fail(message, Status::invalid_argument,
+                "the model was exported without a tokenizer: pass token ids");
+  try {
+    std::lock_guard<std::mutex> lock(tokenizer_mu_);
+    ids->resize(text.size() + 16);
+    size_t n = 0;
+    Status st = tokenizer_->encode(text, ids->data(), ids->size(), &n);
+    if (st == Status::buffer_too_small) {
+      ids->resize(n);
+      st = tokenizer_->encode(text, ids->data(), ids->size(), &n);
+    }
+    if (st != Status::ok) return fail(message, st, "tokenizer: the text is not valid UTF-8");
+    ids->resize(n);
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    return fail(message, Status::io_error, "tokenizer: out of memory");
+  }
+}
+
+Status Model::decode(const int32_t* ids, size_t n, bool skip_special, std::string* text,
+                     std::string* message) const {
+  if (!tokenizer_)
+    return fail(message, Status::invalid_argument,
+                "the model was exported without a tokenizer: no text to decode");
+  std::lock_guard<std::mutex> lock(tokenizer_mu_);
+  size_t need = 0;
+  if (text->capacity() == 0) text->reserve(64);
+  text->resize(text->capacity());
+  Status st = tokenizer_->decode(ids, n, skip_special, &(*text)[0], text->size(), &need);
+  if (st == Status::buffer_too_small) {
+    text->resize(need);
+    st = tokenizer_->decode(ids, n, skip_special, &(*text)[0], text->size(), &need);
+  }
+  if (st != Status::ok) {
+    text->clear();
+    return fail(message, st, "tokenizer: cannot decode: a token id is out of range");
+  }
+  text->resize(need);
+  return Status::ok;
+}
+
+}  // namespace fwa

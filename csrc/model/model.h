@@ -1,0 +1,87 @@
+// A loaded model: the verified, mapped artifact plus the weights bound to its bytes (no copy,
+// no repacking; only the small norm vectors are widened to float32). Read-only after load(), so
+// one Model serves any number of sessions on any threads.
+//
+// Tensors are found by (role, layer, expert) from the manifest's tensor table; a missing or
+// misshapen tensor fails the load with malformed and a message naming it. In lazy mode an
+// expert's block is verified on its first use (Model::use_expert), never before.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "artifact/reader.h"
+#include "core/status.h"
+#include "model/config.h"
+#include "model/linear.h"
+#include "model/tokenizer.h"
+
+namespace fwa {
+
+struct ExpertWeights {
+  Linear gate, up, down;  // [I, H], [I, H], [H, I]
+  int32_t block = -1;     // its expert block in the artifact
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm, post_attention_norm, q_norm, k_norm;
+  Linear q, k, v, o;
+  bool moe = false;
+  Linear router;                      // [E, H] (MoE layers)
+  std::vector<ExpertWeights> experts; // E (MoE layers)
+  Linear mlp_gate, mlp_up, mlp_down;  // dense layers
+};
+
+struct ModelLoadOptions {
+  std::string pin;    // "" or "sha256:<hex>": checked before anything is parsed
+  bool lazy = false;  // verify expert blocks on first use
+};
+
+class Model {
+ public:
+  static Status load(const std::string& path, const ModelLoadOptions& options,
+                     std::shared_ptr<Model>* out, std::string* message);
+  static Status from_artifact(std::unique_ptr<Artifact> artifact,
+                              std::shared_ptr<Model>* out, std::string* message);
+
+  const ModelConfig& config() const { return config_; }
+  Artifact& artifact() const { return *artifact_; }
+  std::string pin() const { return artifact_->pin(); }
+  const Linear& embed() const { return embed_; }
+  const Linear& lm_head() const { return lm_head_; }  // the embedding when tied
+  const std::vector<float>& final_norm() const { return final_norm_; }
+  const LayerWeights& layer(int64_t l) const { return layers_[size_t(l)]; }
+
+  // Makes sure the block of (layer, expert) is verified (lazy mode); cached, thread-safe, no
+  // allocation once verified.
+  Status use_expert(int64_t layer, int64_t expert, std::string* message) const;
+
+  // The tokenizer stored in the artifact (null when the model was exported without one).
+  // Calls are serialised by a mutex: the tokenizer's scratch memory is shared.
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  std::string_view tokenizer_json() const { return tokenizer_json_; }
+  Status encode(std::string_view text, std::vector<int32_t>* ids, std::string* message) const;
+  Status decode(const int32_t* ids, size_t n, bool skip_special, std::string* text,
+                std::string* message) const;
+
+  // The config object of the manifest, as canonical JSON.
+  std::string_view config_json() const { return config_json_; }
+
+ private:
+  Model() = default;
+  Status bind(std::string* message);
+
+  std::unique_ptr<Artifact> artifact_;
+  ModelConfig config_;
+  Linear embed_, lm_head_;
+  std::vector<float> final_norm_;
+  std::vector<LayerWeights> layers_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::string_view tokenizer_json_, config_json_;
+  mutable std::mutex tokenizer_mu_;
+};
+
+}  // namespace fwa

@@ -1,0 +1,89 @@
+// Next-token sampling, deterministic on every platform: the random stream is PCG32 (integer
+// arithmetic only), probabilities use det_exp (model/math.h), and every sort uses a strict
+// total order, so a seed and a row of logits pick the same token everywhere.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace fwa {
+
+// PCG32 (O'Neill, XSH-RR, 64-bit LCG state): platform-independent integer arithmetic.
+class Rng {
+ public:
+  // state/inc from seed as pcg32_srandom_r(seed, 0xda3e39cb94b95bdbULL).
+  explicit Rng(uint64_t seed = 0);
+  void seed(uint64_t seed);
+  uint32_t next_u32();
+  // In [0, 1): the first draw gives the high 32 bits, the second the low ones; the top 53
+  // of those 64 bits times 2^-53.
+  double next_double();
+
+ private:
+  uint64_t state_ = 0;
+  uint64_t inc_ = 0;
+};
+
+struct SamplingParams {
+  float temperature = 0.0f;         // <= 0: greedy (argmax, ties to the lower id)
+  int32_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // 1: off; (0, 1]
+  float repetition_penalty = 1.0f;  // 1: off; > 0
+  uint64_t seed = 0;
+};
+
+// Checks ranges (temperature finite >= 0, top_k >= 0, 0 < top_p <= 1, penalty finite > 0);
+// invalid_argument with a message naming the parameter otherwise. message may be null.
+Status check_sampling_params(const SamplingParams& p, std::string* message);
+
+// Picks the next token from a row of logits. All scratch memory (vocab-sized arrays) is
+// allocated by init(); sample() allocates nothing (it runs inside the zero-allocation decode
+// loop). One call at a time per Sampler. No exceptions escape.
+//
+// sample(), in this order:
+//   1. copy the logits; apply the repetition penalty to each distinct id of the history
+//      (Hugging Face: l > 0 ? l / penalty : l * penalty, in float);
+//   2. temperature <= 0: return the argmax (ties to the lower id; NaN never wins; 0 if every
+//      logit is NaN);
+//   3. divide by the temperature (float); NaN becomes -inf (never drawn unless all are);
+//   4. candidates = all ids; top_k > 0: keep the top_k largest, ordered by value descending
+//      then id ascending (a total order, so the result is unique); with top_k == 0 and
+//      top_p < 1 all ids are sorted that way; otherwise they stay in id order;
+//   5. softmax over the candidates in that order: e_j = det_exp(double(v_j) - double(max))
+//      (1 where v_j == max, so an infinite max is well defined), sum in double in order,
+//      p_j = e_j / sum;
+//   6. top_p < 1: keep the shortest prefix whose cumulative probability >= top_p (at least
+//      one candidate; all of them if rounding never reaches top_p);
+//   7. u = rng.next_double() * (sum of the kept p_j, in order); return the first kept
+//      candidate whose running sum exceeds u, or the last kept one if rounding leaves none.
+class Sampler {
+ public:
+  // Allocates the scratch arrays. invalid_argument if vocab_size <= 0; cap_exceeded if the
+  // allocation fails (the tokenizer's convention for out of memory). On failure the sampler
+  // keeps its previous state.
+  Status init(int32_t vocab_size, std::string* message);
+  // Stores the parameters and reseeds the Rng with p.seed. p should pass
+  // check_sampling_params (out-of-range values give unspecified tokens, never UB).
+  void reset(const SamplingParams& p);
+  // logits: vocab_size floats (not modified). history: the ids the repetition penalty applies
+  // to (prompt + generated so far; each distinct id penalised once; ids outside
+  // [0, vocab_size) are ignored). Returns the chosen id, or -1 before a successful init().
+  int32_t sample(const float* logits, const int32_t* history, size_t n_history);
+
+ private:
+  void apply_repetition_penalty(const int32_t* history, size_t n_history);
+  int32_t argmax() const;
+
+  int32_t vocab_size_ = 0;
+  SamplingParams params_;
+  Rng rng_;
+  std::vector<float> values_;      // the working copy of the logits, by id
+  std::vector<int32_t> order_;     // candidate ids, in candidate order
+  std::vector<double> probs_;      // candidate probabilities, by position in order_
+  std::vector<uint8_t> penalised_; // by id: already penalised in this call (cleared after)
+};
+
+}  // namespace fwa

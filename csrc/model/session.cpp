@@ -1,0 +1,410 @@
+#include "model/session.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+
+#include "model/math.h"
+
+namespace fwa {
+
+namespace {
+
+Status fail(std::string* message, Status st, const std::string& text) {
+  if (message) *message = text;
+  return st;
+}
+
+// One attention task: every row of the chunk for one query head.
+struct AttentionJob {
+  const float* q;        // [rows, nh*hd]
+  const float* k_cache;  // this layer: [nkv, hd, ctx]
+  const float* v_cache;  // this layer: [nkv, ctx, hd]
+  float* out;            // [rows, nh*hd]
+  float* scores;         // [nh, ctx]
+  int64_t rows, pos0, nh, group, hd, ctx;
+  float sqrt_hd;
+};
+
+// Scores s[j] = sum_d q[d] * K[d][j] accumulated over d ascending (lanes are positions),
+// divided by sqrt(head_dim); softmax; out[d] = sum_j p[j] * V[j][d] over j ascending (lanes are
+// dimensions). Multiply then add, never fused: the same bits on every ISA.
+void attention_heads(void* ctx, int head) {
+  const AttentionJob& a = *static_cast<AttentionJob*>(ctx);
+  const int64_t h = head, g = h / a.group, hd = a.hd;
+  const float* K = a.k_cache + g * hd * a.ctx;
+  const float* V = a.v_cache + g * a.ctx * hd;
+  float* s = a.scores + h * a.ctx;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const float* q = a.q + (r * a.nh + h) * hd;
+    const int64_t n = a.pos0 + r + 1;  // causal: positions 0..pos
+    for (int64_t j = 0; j < n; ++j) s[j] = 0.0f;
+    for (int64_t d = 0; d < hd; ++d) {
+      const float qd = q[d];
+      const float* kd = K + d * a.ctx;
+      for (int64_t j = 0; j < n; ++j) s[j] = s[j] + qd * kd[j];
+    }
+    for (int64_t j = 0; j < n; ++j) s[j] = s[j] / a.sqrt_hd;
+    softmax_inplace(s, n);
+    float* o = a.out + (r * a.nh + h) * hd;
+    for (int64_t d = 0; d < hd; ++d) o[d] = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      const float pj = s[j];
+      const float* vj = V + j * hd;
+      for (int64_t d = 0; d < hd; ++d) o[d] = o[d] + pj * vj[d];
+    }
+  }
+}
+
+template <typename T>
+void reserve_zero(std::vector<T>* v, int64_t n) {
+  v->assign(size_t(n), T(0));
+}
+
+}  // namespace
+
+Status Session::create(std::shared_ptr<const Model> model, const SessionOptions& options,
+                       std::unique_ptr<Session>* out, std::string* message) {
+  if (!model) return fail(message, Status::invalid_argument, "session: no model");
+  const ModelConfig& c = model->config();
+  SessionOptions o = options;
+  if (o.max_context == 0) o.max_context = std::min<int64_t>(c.max_position_embeddings, 4096);
+  if (o.max_context < 1 || o.max_context > c.max_position_embeddings)
+    return fail(message, Status::invalid_argument,
+                "session: max_context " + std::to_string(o.max_context) + " is outside [1, " +
+                    std::to_string(c.max_position_embeddings) +
+                    "] (the model's max_position_embeddings)");
+  if (o.n_threads < 1 || o.n_threads > 256)
+    return fail(message, Status::invalid_argument,
+                "session: threads must be in [1, 256], got " + std::to_string(o.n_threads));
+  if (o.prefill_chunk < 1 || o.prefill_chunk > 4096)
+    return fail(message, Status::invalid_argument,
+                "session: prefill_chunk must be in [1, 4096], got " +
+                    std::to_string(o.prefill_chunk));
+  if (o.mode != ComputeMode::exact && o.mode != ComputeMode::fast)
+    return fail(message, Status::invalid_argument, "session: mode must be exact or fast");
+  o.prefill_chunk = std::min(o.prefill_chunk, o.max_context);
+  try {
+    std::unique_ptr<Session> s(new Session());
+    s->model_ = std::move(model);
+    s->opt_ = o;
+    const Status st = s->allocate(message);
+    if (st != Status::ok) return st;
+    *out = std::move(s);
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    return fail(message, Status::io_error,
+                "session: out of memory allocating the KV cache and buffers for max_context " +
+                    std::to_string(o.max_context));
+  } catch (const std::system_error&) {
+    return fail(message, Status::io_error, "session: cannot start the worker threads");
+  }
+}
+
+Session::~Session() = default;
+
+Status Session::allocate(std::string* message) {
+  (void)message;
+  const ModelConfig& c = model_->config();
+  const int64_t C = opt_.prefill_chunk, H = c.hidden_size, hd = c.head_dim;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, L = c.num_layers;
+  ctx_ = opt_.max_context;
+  chunk_ = C;
+  pool_.reset(new ThreadPool(opt_.n_threads));
+  tokens_.reserve(size_t(ctx_));
+  reserve_zero(&x_, C * H);
+  reserve_zero(&xn_, C * H);
+  reserve_zero(&tmp_, C * H);
+  reserve_zero(&q_, C * nh * hd);
+  reserve_zero(&attn_, C * nh * hd);
+  reserve_zero(&k_, C * nkv * hd);
+  reserve_zero(&v_, C * nkv * hd);
+  reserve_zero(&scores_, nh * ctx_);
+  reserve_zero(&k_cache_, L * nkv * hd * ctx_);
+  reserve_zero(&v_cache_, L * nkv * ctx_ * hd);
+  reserve_zero(&rope_cos_, ctx_ * (hd / 2));
+  reserve_zero(&rope_sin_, ctx_ * (hd / 2));
+  rope_tables(c.rope_theta, hd, ctx_, rope_cos_.data(), rope_sin_.data());
+  const int64_t E = c.num_experts, K = c.experts_per_tok;
+  int64_t I = 0;
+  bool any_moe = false;
+  for (int64_t l = 0; l < L; ++l) {
+    if (model_->layer(l).moe) {
+      any_moe = true;
+      I = std::max(I, c.moe_intermediate_size);
+    } else {
+      I = std::max(I, c.intermediate_size);
+    }
+  }
+  if (any_moe) {
+    reserve_zero(&router_, C * E);
+    reserve_zero(&topk_w_, C * K);
+    reserve_zero(&topk_e_, C * K);
+    reserve_zero(&group_w_, C * K);
+    reserve_zero(&group_row_, C * K);
+    reserve_zero(&group_start_, E + 1);
+    reserve_zero(&expert_hits_, L * E);
+  }
+  reserve_zero(&xe_, C * H);
+  reserve_zero(&gate_, C * I);
+  reserve_zero(&up_, C * I);
+  reserve_zero(&down_, C * H);
+  reserve_zero(&last_logits_, c.vocab_size);
+
+  // Matmul workspace: the largest any linear needs for C rows (or 1 row for lm_head).
+  size_t ws = linear_workspace_bytes(model_->lm_head(), C, opt_.mode);
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerWeights& w = model_->layer(l);
+    for (const Linear* lin : {&w.q, &w.k, &w.v, &w.o, &w.router, &w.mlp_gate, &w.mlp_up,
+                              &w.mlp_down})
+      if (lin->present()) ws = std::max(ws, linear_workspace_bytes(*lin, C, opt_.mode));
+    for (const ExpertWeights& e : w.experts)
+      for (const Linear* lin : {&e.gate, &e.up, &e.down})
+        ws = std::max(ws, linear_workspace_bytes(*lin, C, opt_.mode));
+  }
+  workspace_.assign(ws + 64, 0);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(workspace_.data());
+  ws_ = workspace_.data() + ((64 - p % 64) % 64);
+  ws_bytes_ = ws;
+  return Status::ok;
+}
+
+Status Session::truncate(int64_t n, std::string* message) {
+  if (n < 0 || n > n_past())
+    return fail(message, Status::invalid_argument,
+                "session: cannot truncate to " + std::to_string(n) + " tokens: the context holds " +
+                    std::to_string(n_past()));
+  tokens_.resize(size_t(n));
+  has_last_logits_ = false;
+  return Status::ok;
+}
+
+void Session::clear_expert_hits() { std::fill(expert_hits_.begin(), expert_hits_.end(), 0); }
+
+int64_t Session::experts_activated(int64_t layer) const {
+  const ModelConfig& c = model_->config();
+  if (expert_hits_.empty() || !model_->layer(layer).moe) return 0;
+  int64_t n = 0;
+  for (int64_t e = 0; e < c.num_experts; ++e) n += expert_hits_[size_t(layer * c.num_experts + e)];
+  return n;
+}
+
+Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride,
+                           float* y, int64_t y_stride) {
+  LinearRequest r;
+  r.x = x;
+  r.M = rows;
+  r.x_stride = x_stride;
+  r.y = y;
+  r.y_stride = y_stride;
+  r.mode = opt_.mode;
+  r.workspace = ws_;
+  r.workspace_bytes = ws_bytes_;
+  r.pool = pool_.get();
+  r.n_threads = opt_.n_threads;
+  return linear_forward(w, r);
+}
+
+Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits,
+                     std::string* message) {
+  const ModelConfig& c = model_->config();
+  if (n < 1) return fail(message, Status::invalid_argument, "session: no tokens to evaluate");
+  if (!ids || (out == LogitsOut::all && !logits))
+    return fail(message, Status::invalid_argument, "session: null buffer");
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= c.vocab_size)
+      return fail(message, Status::invalid_argument,
+                  "token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                      " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+  const int64_t start = n_past();
+  if (n > ctx_ - start)
+    return fail(message, Status::invalid_argument,
+                "session: " + std::to_string(n) + " tokens after " + std::to_string(start) +
+                    " exceed the context of " + std::to_string(ctx_) + " tokens");
+  has_last_logits_ = false;
+  for (int64_t i0 = 0; i0 < n; i0 += chunk_) {
+    const int64_t rows = std::min(chunk_, n - i0);
+    const bool last_chunk = i0 + rows == n;
+    const LogitsOut o = out == LogitsOut::all ? LogitsOut::all
+                        : (out == LogitsOut::last && last_chunk) ? LogitsOut::last
+                                                                  : LogitsOut::none;
+    const Status st = forward_chunk(ids + i0, rows, start + i0, o,
+                                    o == LogitsOut::all ? logits + i0 * c.vocab_size : nullptr,
+                                    message);
+    if (st != Status::ok) {
+      tokens_.resize(size_t(start));
+      return st;
+    }
+    tokens_.insert(tokens_.end(), ids + i0, ids + i0 + rows);  // capacity reserved: no allocation
+  }
+  has_last_logits_ = out == LogitsOut::last;
+  return Status::ok;
+}
+
+Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, LogitsOut out,
+                              float* logits, std::string* message) {
+  const ModelConfig& c = model_->config();
+  const int64_t H = c.hidden_size;
+  const float eps = float(c.rms_norm_eps);
+  for (int64_t r = 0; r < rows; ++r) linear_row(model_->embed(), ids[r], &x_[size_t(r * H)]);
+  Status st;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = model_->layer(l);
+    for (int64_t r = 0; r < rows; ++r)
+      rms_norm(&x_[size_t(r * H)], w.input_norm.data(), H, eps, &xn_[size_t(r * H)]);
+    if ((st = attention_block(l, rows, pos0, message)) != Status::ok) return st;
+    for (int64_t i = 0; i < rows * H; ++i) x_[size_t(i)] = x_[size_t(i)] + tmp_[size_t(i)];
+    for (int64_t r = 0; r < rows; ++r)
+      rms_norm(&x_[size_t(r * H)], w.post_attention_norm.data(), H, eps, &xn_[size_t(r * H)]);
+    st = w.moe ? moe_block(l, rows, message) : dense_block(l, rows, message);
+    if (st != Status::ok) return st;
+    for (int64_t i = 0; i < rows * H; ++i) x_[size_t(i)] = x_[size_t(i)] + tmp_[size_t(i)];
+  }
+  if (out == LogitsOut::none) return Status::ok;
+  const int64_t first = out == LogitsOut::all ? 0 : rows - 1;
+  for (int64_t r = first; r < rows; ++r)
+    rms_norm(&x_[size_t(r * H)], model_->final_norm().data(), H, eps, &xn_[size_t(r * H)]);
+  float* y = out == LogitsOut::all ? logits : last_logits_.data();
+  st = run_linear(model_->lm_head(), &xn_[size_t(first * H)], rows - first, H, y, c.vocab_size);
+  if (st != Status::ok)
+    return fail(message, st, std::string("lm_head: ") + status_string(st));
+  return Status::ok;
+}
+
+Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::string* message) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->layer(l);
+  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t qd = nh * hd, kd = nkv * hd, half = hd / 2;
+  const float eps = float(c.rms_norm_eps);
+  Status st;
+  if ((st = run_linear(w.q, xn_.data(), rows, H, q_.data(), qd)) != Status::ok ||
+      (st = run_linear(w.k, xn_.data(), rows, H, k_.data(), kd)) != Status::ok ||
+      (st = run_linear(w.v, xn_.data(), rows, H, v_.data(), kd)) != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
+                                 status_string(st));
+  float* kc = &k_cache_[size_t(l * nkv * hd * ctx_)];
+  float* vc = &v_cache_[size_t(l * nkv * ctx_ * hd)];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t pos = pos0 + r;
+    const float* cs = &rope_cos_[size_t(pos * half)];
+    const float* sn = &rope_sin_[size_t(pos * half)];
+    for (int64_t h = 0; h < nh; ++h) {
+      float* qh = &q_[size_t(r * qd + h * hd)];
+      rms_norm(qh, w.q_norm.data(), hd, eps, qh);
+      rope_apply(qh, hd, cs, sn);
+    }
+    for (int64_t g = 0; g < nkv; ++g) {
+      float* kh = &k_[size_t(r * kd + g * hd)];
+      rms_norm(kh, w.k_norm.data(), hd, eps, kh);
+      rope_apply(kh, hd, cs, sn);
+      const float* vh = &v_[size_t(r * kd + g * hd)];
+      for (int64_t d = 0; d < hd; ++d) {
+        kc[size_t((g * hd + d) * ctx_ + pos)] = kh[d];
+        vc[size_t((g * ctx_ + pos) * hd + d)] = vh[d];
+      }
+    }
+  }
+  AttentionJob job{q_.data(), kc, vc, attn_.data(), scores_.data(), rows, pos0, nh, nh / nkv,
+                   hd, ctx_, std::sqrt(float(hd))};
+  if (opt_.n_threads > 1)
+    pool_->run(int(nh), opt_.n_threads, attention_heads, &job);
+  else
+    for (int64_t h = 0; h < nh; ++h) attention_heads(&job, int(h));
+  if ((st = run_linear(w.o, attn_.data(), rows, qd, tmp_.data(), H)) != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
+  return Status::ok;
+}
+
+Status Session::dense_block(int64_t l, int64_t rows, std::string* message) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->layer(l);
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  Status st;
+  if ((st = run_linear(w.mlp_gate, xn_.data(), rows, H, gate_.data(), I)) != Status::ok ||
+      (st = run_linear(w.mlp_up, xn_.data(), rows, H, up_.data(), I)) != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " mlp: " + status_string(st));
+  for (int64_t i = 0; i < rows * I; ++i) gate_[size_t(i)] = silu(gate_[size_t(i)]) * up_[size_t(i)];
+  if ((st = run_linear(w.mlp_down, gate_.data(), rows, I, tmp_.data(), H)) != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " mlp_down: " + status_string(st));
+  return Status::ok;
+}
+
+// Router: float32 softmax over all experts, top-k by (probability desc, expert index asc),
+// renormalised when norm_topk_prob. Then each routed expert runs once over its tokens
+// (gate/up GEMM, SwiGLU, down GEMM) and its weighted output is added to each token's sum in
+// ascending expert order: a token's result depends only on its own routing.
+Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->layer(l);
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size;
+  const int64_t E = c.num_experts, K = c.experts_per_tok;
+  Status st = run_linear(w.router, xn_.data(), rows, H, router_.data(), E);
+  if (st != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " router: " + status_string(st));
+  for (int64_t e = 0; e <= E; ++e) group_start_[size_t(e)] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* p = &router_[size_t(r * E)];
+    softmax_inplace(p, E);
+    int32_t* te = &topk_e_[size_t(r * K)];
+    float* tw = &topk_w_[size_t(r * K)];
+    float sum = 0.0f;
+    for (int64_t j = 0; j < K; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int64_t i = 0; i < j; ++i) taken = taken || te[i] == e;
+        if (!taken && (best < 0 || p[e] > p[best])) best = e;
+      }
+      te[j] = int32_t(best);
+      tw[j] = p[best];
+      sum = sum + p[best];
+      group_start_[size_t(best + 1)] += 1;
+    }
+    if (c.norm_topk_prob)
+      for (int64_t j = 0; j < K; ++j) tw[j] = tw[j] / sum;
+  }
+  for (int64_t e = 0; e < E; ++e) group_start_[size_t(e + 1)] += group_start_[size_t(e)];
+  // Scatter (row, weight) pairs per expert, rows ascending; group_row_ reuses group_start_ as
+  // a cursor, restored below.
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < K; ++j) {
+      const int32_t e = topk_e_[size_t(r * K + j)];
+      const int32_t at = group_start_[size_t(e)]++;
+      group_row_[size_t(at)] = int32_t(r);
+      group_w_[size_t(at)] = topk_w_[size_t(r * K + j)];
+    }
+  for (int64_t e = E; e > 0; --e) group_start_[size_t(e)] = group_start_[size_t(e - 1)];
+  group_start_[0] = 0;
+
+  for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;
+  for (int64_t e = 0; e < E; ++e) {
+    const int32_t g0 = group_start_[size_t(e)], g1 = group_start_[size_t(e + 1)];
+    const int64_t m = g1 - g0;
+    if (m == 0) continue;
+    if ((st = model_->use_expert(l, e, message)) != Status::ok) return st;
+    expert_hits_[size_t(l * E + e)] = 1;
+    const ExpertWeights& x = w.experts[size_t(e)];
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(&xe_[size_t(i * H)], &xn_[size_t(group_row_[size_t(g0 + i)] * H)],
+                  size_t(H) * sizeof(float));
+    if ((st = run_linear(x.gate, xe_.data(), m, H, gate_.data(), I)) != Status::ok ||
+        (st = run_linear(x.up, xe_.data(), m, H, up_.data(), I)) != Status::ok)
+      return fail(message, st, "layer " + std::to_string(l) + " expert " + std::to_string(e) +
+                                   ": " + status_string(st));
+    for (int64_t i = 0; i < m * I; ++i) gate_[size_t(i)] = silu(gate_[size_t(i)]) * up_[size_t(i)];
+    if ((st = run_linear(x.down, gate_.data(), m, I, down_.data(), H)) != Status::ok)
+      return fail(message, st, "layer " + std::to_string(l) + " expert " + std::to_string(e) +
+                                   " down: " + status_string(st));
+    for (int64_t i = 0; i < m; ++i) {
+      const float wt = group_w_[size_t(g0 + i)];
+      float* dst = &tmp_[size_t(group_row_[size_t(g0 + i)] * H)];
+      const float* src = &down_[size_t(i * H)];
+      for (int64_t d = 0; d < H; ++d) dst[d] = dst[d] + wt * src[d];
+    }
+  }
+  return Status::ok;
+}
+
+}  // namespace fwa

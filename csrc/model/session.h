@@ -1,0 +1,102 @@
+// A session: one context (token history + KV cache) over a shared Model, with every buffer it
+// will ever need allocated by create() for its max context and prefill chunk. eval() runs the
+// forward pass; once created, a session allocates nothing (the decode loop is allocation-free).
+//
+// Forward (Qwen3-MoE, docs/runtime.md): embed → per layer [RMSNorm → q/k/v → per-head q/k
+// RMSNorm → RoPE → causal GQA attention → o → residual → RMSNorm → MoE or dense SwiGLU MLP →
+// residual] → final RMSNorm → lm_head. Prompts are processed in chunks of prefill_chunk tokens;
+// in a chunk the tokens are grouped per routed expert and each expert runs one GEMM over its
+// tokens. Every value is computed by a fixed sequence of float operations that depends only on
+// the token's own inputs, never on the chunking, the thread count or the ISA, so logits are
+// bit-identical whichever way a prompt is fed.
+//
+// KV cache layout, per layer and kv head: K transposed [head_dim][max_context] (the scores of
+// one query are then a vector loop over positions) and V [max_context][head_dim].
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "kernels/matmul.h"
+#include "model/model.h"
+
+namespace fwa {
+
+struct SessionOptions {
+  int64_t max_context = 0;     // tokens; 0: min(max_position_embeddings, 4096)
+  ComputeMode mode = ComputeMode::exact;
+  int n_threads = 1;           // threads that run the matmuls and attention (caller included)
+  int64_t prefill_chunk = 64;  // tokens per forward step of a prompt
+};
+
+enum class LogitsOut { none, last, all };
+
+class Session {
+ public:
+  static Status create(std::shared_ptr<const Model> model, const SessionOptions& options,
+                       std::unique_ptr<Session>* out, std::string* message);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Appends ids[0..n) to the context and runs them. LogitsOut::all writes n rows of vocab
+  // floats to `logits`; ::last keeps the last token's row in last_logits(). Nothing changes on
+  // failure: invalid_argument for an id outside the vocabulary or a context overflow (checked
+  // before any work), or the status of a failed step (the context is rewound to where it was).
+  Status eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits,
+              std::string* message);
+
+  const float* last_logits() const { return last_logits_.data(); }
+  bool has_last_logits() const { return has_last_logits_; }
+
+  // Context management: truncate(n) keeps the first n tokens (their KV entries stay valid).
+  int64_t n_past() const { return int64_t(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  Status truncate(int64_t n, std::string* message);
+  void reset() { truncate(0, nullptr); }
+
+  const Model& model() const { return *model_; }
+  const SessionOptions& options() const { return opt_; }
+  int64_t vocab_size() const { return model_->config().vocab_size; }
+
+  // Routing statistics: 1 where (layer, expert) ran since the last clear, [layers][experts].
+  void clear_expert_hits();
+  int64_t experts_activated(int64_t layer) const;
+
+ private:
+  Session() = default;
+  Status allocate(std::string* message);
+  Status forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, LogitsOut out,
+                       float* logits, std::string* message);
+  Status attention_block(int64_t l, int64_t rows, int64_t pos0, std::string* message);
+  Status moe_block(int64_t l, int64_t rows, std::string* message);
+  Status dense_block(int64_t l, int64_t rows, std::string* message);
+  Status run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride, float* y,
+                    int64_t y_stride);
+
+  std::shared_ptr<const Model> model_;
+  SessionOptions opt_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::vector<int32_t> tokens_;
+
+  // Buffers (floats unless stated), C = prefill_chunk rows.
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, tmp_;  // [C, H] / [C, nh*hd] / [C, nkv*hd]
+  std::vector<float> scores_;                             // [nh, max_context]
+  std::vector<float> k_cache_, v_cache_;                  // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
+  std::vector<float> rope_cos_, rope_sin_;                // [ctx, hd/2]
+  std::vector<float> router_, topk_w_, group_w_;          // [C, E], [C, K], [C*K]
+  std::vector<int32_t> topk_e_, group_row_, group_start_; // [C, K], [C*K], [E+1]
+  std::vector<float> xe_, gate_, up_, down_;              // [C, H], [C, I], [C, I], [C, H]
+  std::vector<float> last_logits_;                        // [V]
+  std::vector<uint8_t> expert_hits_;                      // [L, E]
+  std::vector<uint8_t> workspace_;                        // matmul activations (64-aligned)
+  void* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  bool has_last_logits_ = false;
+  int64_t ctx_ = 0, chunk_ = 0;
+};
+
+}  // namespace fwa

@@ -1,0 +1,261 @@
+// Bindings of the runtime (csrc/model): NativeModel (a loaded, verified model), NativeSession
+// (context, KV cache, forward) and NativeGeneration (pull-style generation). fwassist.runtime
+// wraps them in the typed API. The GIL is released around every forward pass; a session's
+// calls are serialised by its own mutex, so two Python threads cannot race on one session.
+//
+// Errors: artifact statuses (digest mismatch of a lazily verified expert, wrong pin...) raise
+// fwassist._core.ArtifactFailure(status, message); invalid arguments raise ValueError; use
+// after close and anything else RuntimeError.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "artifact/reader.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/session.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+nb::handle g_artifact_failure;
+
+[[noreturn]] void raise_status(fwa::Status st, const std::string& message) {
+  const int code = int(st);
+  if (code >= 10 && code <= 22) {
+    nb::gil_scoped_acquire gil;
+    PyObject* msg =
+        PyUnicode_DecodeUTF8(message.data(), Py_ssize_t(message.size()), "replace");
+    PyObject* args = msg ? Py_BuildValue("(sN)", fwa::status_name(st), msg) : nullptr;
+    if (args) {
+      PyErr_SetObject(g_artifact_failure.ptr(), args);
+      Py_DECREF(args);
+    }
+    throw nb::python_error();
+  }
+  if (st == fwa::Status::invalid_argument) throw nb::value_error(message.c_str());
+  throw std::runtime_error(std::string(fwa::status_string(st)) + ": " + message);
+}
+
+void check(fwa::Status st, const std::string& message) {
+  if (st != fwa::Status::ok) raise_status(st, message);
+}
+
+struct NativeModel {
+  std::shared_ptr<fwa::Model> model;
+};
+
+struct NativeSession {
+  std::shared_ptr<fwa::Model> model;
+  std::unique_ptr<fwa::Session> session;
+  std::mutex mu;
+
+  fwa::Session& get() {
+    if (!session) throw std::runtime_error("the session is closed");
+    return *session;
+  }
+};
+
+NativeModel load_model(const std::string& path, const std::string& pin, bool lazy) {
+  fwa::ModelLoadOptions o;
+  o.pin = pin;
+  o.lazy = lazy;
+  std::shared_ptr<fwa::Model> m;
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = fwa::Model::load(path, o, &m, &msg);
+  }
+  check(st, msg);
+  return NativeModel{std::move(m)};
+}
+
+NativeSession* make_session(const NativeModel& m, int64_t max_context, const std::string& mode,
+                            int threads, int64_t prefill_chunk) {
+  fwa::SessionOptions o;
+  o.max_context = max_context;
+  if (mode == "exact")
+    o.mode = fwa::ComputeMode::exact;
+  else if (mode == "fast")
+    o.mode = fwa::ComputeMode::fast;
+  else
+    throw nb::value_error(("mode must be 'exact' or 'fast', got '" + mode + "'").c_str());
+  o.n_threads = threads;
+  o.prefill_chunk = prefill_chunk;
+  std::unique_ptr<fwa::Session> s;
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = fwa::Session::create(m.model, o, &s, &msg);
+  }
+  check(st, msg);
+  auto* out = new NativeSession();
+  out->model = m.model;
+  out->session = std::move(s);
+  return out;
+}
+
+using IdArray = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using LogitArray = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+// Appends ids and writes every position's logits into out [n, vocab].
+void session_logits(NativeSession& ns, IdArray ids, LogitArray out) {
+  std::lock_guard<std::mutex> lock(ns.mu);
+  fwa::Session& s = ns.get();
+  const int64_t n = int64_t(ids.shape(0));
+  if (int64_t(out.shape(0)) != n || int64_t(out.shape(1)) != s.vocab_size())
+    throw nb::value_error("logits: the output array must be [len(ids), vocab_size]");
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = s.eval(ids.data(), n, fwa::LogitsOut::all, out.data(), &msg);
+  }
+  check(st, msg);
+}
+
+struct NativeGeneration {
+  nb::object session_ref;  // keeps the NativeSession alive
+  NativeSession* ns = nullptr;
+  fwa::Generation gen;
+  bool started = false;
+};
+
+NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64_t max_tokens,
+                                   float temperature, int32_t top_k, float top_p,
+                                   float repetition_penalty, uint64_t seed,
+                                   std::vector<std::string> stop,
+                                   std::vector<int32_t> stop_ids) {
+  NativeSession& ns = nb::cast<NativeSession&>(session_obj);
+  auto g = std::make_unique<NativeGeneration>();
+  g->session_ref = session_obj;
+  g->ns = &ns;
+  fwa::GenerateParams p;
+  p.max_tokens = max_tokens;
+  p.sampling.temperature = temperature;
+  p.sampling.top_k = top_k;
+  p.sampling.top_p = top_p;
+  p.sampling.repetition_penalty = repetition_penalty;
+  p.sampling.seed = seed;
+  p.stop_strings = std::move(stop);
+  p.stop_ids = std::move(stop_ids);
+  std::lock_guard<std::mutex> lock(ns.mu);
+  fwa::Session& s = ns.get();
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = g->gen.start(&s, prompt.data(), int64_t(prompt.shape(0)), p, &msg);
+  }
+  check(st, msg);
+  g->started = true;
+  return g.release();
+}
+
+// (token or -1, text piece, done)
+nb::tuple generation_next(NativeGeneration& g) {
+  std::lock_guard<std::mutex> lock(g.ns->mu);
+  g.ns->get();  // raises if the session was closed
+  int32_t tok = -1;
+  std::string piece, msg;
+  bool done = false;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = g.gen.next(&tok, &piece, &done, &msg);
+  }
+  check(st, msg);
+  return nb::make_tuple(tok, nb::str(piece.data(), piece.size()), done);
+}
+
+nb::dict generation_stats(const NativeGeneration& g) {
+  const fwa::GenerationStats& s = g.gen.stats();
+  nb::dict d;
+  d["prompt_tokens"] = s.prompt_tokens;
+  d["cached_tokens"] = s.cached_tokens;
+  d["generated_tokens"] = s.generated_tokens;
+  d["prefill_ms"] = s.prefill_ms;
+  d["decode_ms"] = s.decode_ms;
+  d["prefill_tokens_per_s"] = s.prefill_tokens_per_s();
+  d["decode_tokens_per_s"] = s.decode_tokens_per_s();
+  d["ttft_ms"] = s.ttft_ms;
+  d["experts_activated"] = s.experts_activated;
+  d["stop_reason"] = fwa::stop_reason_name(g.gen.stop_reason());
+  return d;
+}
+
+}  // namespace
+
+void bind_model(nb::module_& m) {
+  g_artifact_failure = m.attr("ArtifactFailure");
+
+  nb::class_<NativeModel>(m, "NativeModel")
+      .def_static("load", &load_model, "path"_a, "pin"_a = "", "lazy"_a = false)
+      .def("pin", [](const NativeModel& m) { return m.model->pin(); })
+      .def("config_json",
+           [](const NativeModel& m) { return std::string(m.model->config_json()); })
+      .def("tokenizer_json",
+           [](const NativeModel& m) -> nb::object {
+             if (!m.model->has_tokenizer()) return nb::none();
+             const std::string_view j = m.model->tokenizer_json();
+             return nb::str(j.data(), j.size());
+           })
+      .def_prop_ro("vocab_size", [](const NativeModel& m) { return m.model->config().vocab_size; })
+      .def("session", &make_session, "max_context"_a, "mode"_a, "threads"_a, "prefill_chunk"_a,
+           nb::rv_policy::take_ownership);
+
+  nb::class_<NativeSession>(m, "NativeSession")
+      .def("logits", &session_logits, "ids"_a, "out"_a)
+      .def("truncate",
+           [](NativeSession& ns, int64_t n) {
+             std::lock_guard<std::mutex> lock(ns.mu);
+             std::string msg;
+             check(ns.get().truncate(n, &msg), msg);
+           })
+      .def("reset",
+           [](NativeSession& ns) {
+             std::lock_guard<std::mutex> lock(ns.mu);
+             ns.get().reset();
+           })
+      .def("close",
+           [](NativeSession& ns) {
+             std::lock_guard<std::mutex> lock(ns.mu);
+             ns.session.reset();
+           })
+      .def_prop_ro("closed", [](NativeSession& ns) { return !ns.session; })
+      .def_prop_ro("n_past", [](NativeSession& ns) { return ns.get().n_past(); })
+      .def_prop_ro("max_context",
+                   [](NativeSession& ns) { return ns.get().options().max_context; })
+      .def_prop_ro("threads", [](NativeSession& ns) { return ns.get().options().n_threads; })
+      .def_prop_ro("prefill_chunk",
+                   [](NativeSession& ns) { return ns.get().options().prefill_chunk; })
+      .def_prop_ro("mode",
+                   [](NativeSession& ns) {
+                     return ns.get().options().mode == fwa::ComputeMode::exact ? "exact"
+                                                                               : "fast";
+                   })
+      .def_prop_ro("tokens", [](NativeSession& ns) { return ns.get().tokens(); })
+      .def_prop_ro("vocab_size", [](NativeSession& ns) { return ns.get().vocab_size(); });
+
+  nb::class_<NativeGeneration>(m, "NativeGeneration")
+      .def_static("start", &start_generation, "session"_a, "prompt"_a, "max_tokens"_a,
+                  "temperature"_a, "top_k"_a, "top_p"_a, "repetition_penalty"_a, "seed"_a,
+                  "stop"_a, "stop_ids"_a, nb::rv_policy::take_ownership)
+      .def("next", &generation_next)
+      .def("stats", &generation_stats)
+      .def_prop_ro("text", [](const NativeGeneration& g) { return g.gen.text(); })
+      .def_prop_ro("token_ids", [](const NativeGeneration& g) { return g.gen.token_ids(); })
+      .def_prop_ro("stop_reason",
+                   [](const NativeGeneration& g) { return fwa::stop_reason_name(g.gen.stop_reason()); });
+}

@@ -1,0 +1,230 @@
+"""The runtime: load a verified ``.fwa`` model and run it (native, csrc/model).
+
+``Model.load(path, pin=...)`` maps and verifies the artifact (fail closed: any bad byte, or a
+pin that differs, raises :class:`fwassist.ArtifactError`). A model is read-only and shared;
+``model.session(...)`` creates a context with its own KV cache and buffers, allocated once.
+Logits are bit-identical across thread counts, prefill chunk sizes, runs and CPUs (x86 and
+aarch64, every kernel variant) for a given compute mode:
+
+* ``exact``: float32 activations times the dequantized weights (matches the QAT graph run by
+  onnxruntime within float rounding);
+* ``fast``: activations quantized per block of 32 to int8 (round half to even), integer dot
+  products, float32 epilogue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+
+from . import _core
+from .loader import ArtifactError
+from .tokenizer import Tokenizer
+
+__all__ = ["Model", "Session", "Generation", "Token", "Stream"]
+
+MODES = ("exact", "fast")
+_REALS = ("rms_norm_eps", "rope_theta")
+
+
+def _artifact_errors(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except _core.ArtifactFailure as e:
+        status, message = e.args
+        raise ArtifactError(status, message) from None
+
+
+def _ids(ids: Any, what: str = "ids") -> np.ndarray:
+    a = np.asarray(ids)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D sequence of token ids, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{what} must be integers, got {a.dtype}")
+    if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+        bad = int(a.max()) if a.max() >= 2**31 else int(a.min())
+        raise ValueError(f"token id {bad} is outside the vocabulary")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+class Token(NamedTuple):
+    """One generated token and the text it completes (may be "" while a character is split
+    across tokens, or when the model has no tokenizer)."""
+
+    id: int
+    text: str
+
+
+@dataclass
+class Generation:
+    """The result of :meth:`Session.generate`."""
+
+    text: str
+    token_ids: list[int]
+    stop_reason: str          # max_tokens | stop_string | stop_id | context_full
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Model:
+    """A verified, memory-mapped model. Thread-safe; create sessions to run it."""
+
+    def __init__(self, native: Any, path: str) -> None:
+        self._native = native
+        self.path = path
+        self.config: dict[str, Any] = json.loads(native.config_json())
+        for k in _REALS:
+            self.config[k] = float(self.config[k])
+        tj = native.tokenizer_json()
+        self.tokenizer: Optional[Tokenizer] = Tokenizer.from_json(tj) if tj is not None else None
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
+             lazy: bool = False) -> Model:
+        """Opens and verifies ``path``. ``pin`` ("sha256:<hex>") is checked before anything is
+        parsed; ``lazy`` verifies each expert's block on its first use instead of now."""
+        import os
+
+        p = os.fspath(path)
+        native = _artifact_errors(_core.NativeModel.load, p, pin or "", bool(lazy))
+        return cls(native, p)
+
+    @property
+    def pin(self) -> str:
+        return str(self._native.pin())
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._native.vocab_size)
+
+    def session(self, max_context: Optional[int] = None, mode: str = "exact", threads: int = 1,
+                prefill_chunk: int = 64) -> Session:
+        """A new session. max_context defaults to min(max_position_embeddings, 4096); its KV
+        cache and every buffer are allocated now."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        native = self._native.session(int(max_context or 0), mode, int(threads),
+                                      int(prefill_chunk))
+        return Session(self, native)
+
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            raise ValueError("the model was exported without a tokenizer: pass prompt_ids")
+        return self.tokenizer.encode(text)
+
+
+class Stream:
+    """Iterator of :class:`Token` for one generation; ``result`` is set when it ends."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+        self._done = False
+        self.result: Optional[Generation] = None
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Token:
+        while not self._done:
+            tok, piece, done = _artifact_errors(self._native.next)
+            if done:
+                self._done = True
+                self.result = Generation(self._native.text, list(self._native.token_ids),
+                                         self._native.stop_reason, dict(self._native.stats()))
+            if tok >= 0 or piece:
+                return Token(int(tok), piece)
+        raise StopIteration
+
+
+class Session:
+    """A context over a model: KV cache, history and buffers. One call at a time."""
+
+    def __init__(self, model: Model, native: Any) -> None:
+        self.model = model
+        self._native = native
+
+    def _get(self) -> Any:
+        if self._native.closed:
+            raise RuntimeError("the session is closed")
+        return self._native
+
+    # context -------------------------------------------------------------------------------
+    @property
+    def n_past(self) -> int:
+        return int(self._get().n_past)
+
+    @property
+    def max_context(self) -> int:
+        return int(self._get().max_context)
+
+    @property
+    def mode(self) -> str:
+        return str(self._get().mode)
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self._get().tokens)
+
+    def reset(self) -> None:
+        self._get().reset()
+
+    def truncate(self, n: int) -> None:
+        """Keeps the first ``n`` tokens of the context (for editor-style re-completion)."""
+        self._get().truncate(int(n))
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # forward -------------------------------------------------------------------------------
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Appends ``ids`` to the context and returns their logits, float32 [len(ids), vocab]."""
+        native = self._get()
+        a = _ids(ids)
+        if a.size == 0:
+            raise ValueError("no token ids")
+        out = np.empty((a.size, self.model.vocab_size), dtype=np.float32)
+        _artifact_errors(native.logits, a, out)
+        return out
+
+    # generation ----------------------------------------------------------------------------
+    def stream(self, prompt: Optional[str] = None, *, prompt_ids: Optional[Sequence[int]] = None,
+               max_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
+               stop: Sequence[str] = (), stop_ids: Sequence[int] = ()) -> Stream:
+        """Starts a generation (the prompt is prefilled now, reusing the context's longest
+        common prefix with it) and returns an iterator of :class:`Token`."""
+        native = self._get()
+        if (prompt is None) == (prompt_ids is None):
+            raise ValueError("pass exactly one of prompt (text) and prompt_ids")
+        ids = _ids(self.model.encode(prompt) if prompt is not None else prompt_ids,
+                   "prompt_ids")
+        if ids.size == 0:
+            raise ValueError("the prompt is empty")
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError("seed must be in [0, 2**64)")
+        g = _artifact_errors(_core.NativeGeneration.start, native, ids, int(max_tokens),
+                             float(temperature), int(top_k), float(top_p),
+                             float(repetition_penalty), int(seed), [str(s) for s in stop],
+                             [int(i) for i in stop_ids])
+        return Stream(g)
+
+    def generate(self, prompt: Optional[str] = None, **kwargs: Any) -> Generation:
+        """Generates to the end (see :meth:`stream` for the arguments)."""
+        it = self.stream(prompt, **kwargs)
+        for _ in it:
+            pass
+        assert it.result is not None
+        return it.result
