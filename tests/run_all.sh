@@ -38,7 +38,26 @@ echo "### C++ tokenizer tests (native)"
 cmake --build build-native --target fwa_tokenizer_tests
 build-native/tests/cpp/fwa_tokenizer_tests
 
-echo "### C++ kernel and artifact tests (aarch64 under qemu)"
+echo "### C++ runtime tests (native): deterministic math, sampler, model on a real artifact"
+cmake --build build-native --target fwa_model_math_tests fwa_model_tests fwa_logits_digest
+build-native/tests/cpp/fwa_model_math_tests
+export FWA_TEST_MODEL="$root/build-native/test-model.fwa"
+python tests/cross/make_test_model.py "$FWA_TEST_MODEL"
+build-native/tests/cpp/fwa_model_tests
+# The logits every kernel path must reproduce bit for bit (x86 rows here, aarch64 under qemu).
+export FWA_EXPECT_DIGESTS="$root/build-native/logits-digests.txt"
+build-native/tests/cpp/fwa_logits_digest "$FWA_TEST_MODEL" | tee "$FWA_EXPECT_DIGESTS"
+if [ "$(uname -m)" = x86_64 ]; then
+  for feats in avx2,avx512f,avx512bw,avx512vl avx2 none; do
+    if ! diff <(FWA_CPU_FEATURES=$feats build-native/tests/cpp/fwa_logits_digest \
+                "$FWA_TEST_MODEL") "$FWA_EXPECT_DIGESTS"; then
+      echo "FAILED: logits differ with FWA_CPU_FEATURES=$feats"; exit 1
+    fi
+    echo "--- FWA_CPU_FEATURES=$feats: identical logits and samples"
+  done
+fi
+
+echo "### C++ kernel, artifact and runtime tests (aarch64 under qemu)"
 bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
 
 echo "### ISA objects: no weak symbols, no static initialisers"

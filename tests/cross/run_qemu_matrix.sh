@@ -6,6 +6,10 @@
 # Then the artifact tests (SHA-256, JSON, reader) twice: with the ARMv8 SHA-256 instructions
 # (qemu's cortex-a53 and max both have them) and with them masked off (scalar dispatch); every
 # run also checks the scalar SHA-256 against the NIST vectors.
+# Then the runtime: on every CPU model the logits digest tool must print exactly the lines the
+# native x86 build printed (FWA_EXPECT_DIGESTS, a file), and the runtime tests (determinism,
+# zero-allocation decode) run on the ARMv8.0 and SVE-512 rows (FWA_TEST_MODEL, the model of
+# tests/cross/make_test_model.py).
 # Usage: tests/cross/run_qemu_matrix.sh [build-dir]   (FWA_TEST_ITERS sets the cases per variant)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,7 +18,8 @@ export FWA_TEST_ITERS=${FWA_TEST_ITERS:-40}
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
   -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
-cmake --build "$build" --target fwa_kernel_tests fwa_artifact_tests
+cmake --build "$build" --target fwa_kernel_tests fwa_artifact_tests fwa_model_math_tests \
+  fwa_model_tests fwa_logits_digest
 test_bin="$build/tests/cpp/fwa_kernel_tests"
 artifact_bin="$build/tests/cpp/fwa_artifact_tests"
 
@@ -56,5 +61,29 @@ for row in "${artifact_matrix[@]}"; do
   fi
 done
 total=$((total + ${#artifact_matrix[@]}))
+
+# The runtime across ISAs: digests of logits (exact and fast) and of seeded samples.
+if [ -n "${FWA_TEST_MODEL:-}" ]; then
+  for row in "${matrix[@]}"; do
+    IFS='|' read -r cpu variants sve_bits <<<"$row"
+    echo "=== runtime: qemu-aarch64 -cpu $cpu"
+    run=(qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu)
+    ok=1
+    "${run[@]}" "$build/tests/cpp/fwa_model_math_tests" || ok=0
+    if [ "$cpu" = cortex-a53 ] || [ "$cpu" = "max,sve512=on" ]; then
+      "${run[@]}" "$build/tests/cpp/fwa_model_tests" || ok=0
+    fi
+    got=$("${run[@]}" "$build/tests/cpp/fwa_logits_digest" "$FWA_TEST_MODEL") || ok=0
+    if [ -n "${FWA_EXPECT_DIGESTS:-}" ] && [ "$got" != "$(cat "$FWA_EXPECT_DIGESTS")" ]; then
+      echo "logits differ from the native build:"
+      diff <(echo "$got") "$FWA_EXPECT_DIGESTS" || true
+      ok=0
+    else
+      echo "logits and samples identical to the native build (${got%%$'\n'*})"
+    fi
+    if [ "$ok" = 0 ]; then echo "FAILED: runtime, -cpu $cpu"; failed=$((failed + 1)); fi
+  done
+  total=$((total + ${#matrix[@]}))
+fi
 echo "qemu matrix: $((total - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]

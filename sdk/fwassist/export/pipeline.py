@@ -1,8 +1,12 @@
 """``fwassist export``: QAT ONNX → verified, pinned ``.fwa`` artifact.
 
-import (bit-exact codes) → equivalence evidence (reference forward vs onnxruntime on probe
-inputs) → atomic, deterministic write. Only file names, never host paths, enter the artifact,
-so the same inputs give the same bytes on any machine.
+import (bit-exact codes) → equivalence evidence → atomic, deterministic write. The evidence
+compares, on probe inputs, onnxruntime running the source graph (optimizations off) with the
+numpy float64 reference forward and with the C++ runtime in both compute modes, run on a
+provisional artifact holding the same tensors: exact-mode max relative logit error, fast-mode
+top-1 agreement and mean KL divergence, and a 32-token greedy decode in exact mode. Figures are
+rounded to 3 significant digits. Only file names, never host paths, enter the artifact, so the
+same inputs give the same bytes on any machine.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .reference import Reference
 
 PROBE_LENGTHS = (1, 7, 16)
 PROBE_SEED = 20261125
+GREEDY_TOKENS = 32
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -50,34 +55,110 @@ def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def measure_evidence(model: ImportedModel, onnx_path: str) -> dict[str, Any]:
-    """Logits of the numpy reference forward (float64, dequantized weights) vs onnxruntime
-    running the source graph, per probe: max abs/rel error and top-1 agreement."""
+def _sig3(x: float) -> float:
+    """3 significant digits: the evidence states magnitudes, and must not carry the last-bit
+    noise of a host's float kernels into the artifact's bytes."""
+    return float(f"{float(x):.3g}")
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def measure_evidence(model: ImportedModel, onnx_path: str,
+                     runtime_path: Optional[str] = None) -> dict[str, Any]:
+    """Per probe: the numpy float64 reference and (with ``runtime_path``, a provisional
+    artifact of the same model) the runtime's exact and fast modes against onnxruntime.
+    Positions from the first router near-tie on (the k-th and (k+1)-th expert scores within
+    float noise) are left out and counted: either expert choice is right there, and later
+    positions attend to that choice."""
     ref = Reference(model)
     ort_run = _onnxruntime_logits(onnx_path)
+    rt = None
+    if runtime_path is not None:
+        from ..runtime import Model
+
+        rt = Model.load(runtime_path)
     probes = []
     for ids in probe_inputs(int(model.config["vocab_size"])):
         r = ref.forward(ids)
         o = ort_run(ids)
         keep = np.ones(ids.size, bool)
-        keep[r.ambiguous_tokens] = False  # router near-ties: either expert choice is right
-        diff = np.abs(r.logits - o)[keep]
+        if r.first_ambiguous is not None:
+            keep[r.first_ambiguous:] = False
         scale = float(np.max(np.abs(o[keep]))) if keep.any() else 1.0
-        probes.append({
+        diff = np.abs(r.logits - o)[keep]
+        p: dict[str, Any] = {
             "tokens": int(ids.size),
             "excluded_router_ties": int((~keep).sum()),
-            "max_abs_error": float(diff.max()) if diff.size else 0.0,
-            "max_rel_error": float(diff.max() / scale) if diff.size and scale else 0.0,
-            "top1_agreement": float(np.mean(np.argmax(r.logits[keep], 1) == np.argmax(o[keep], 1)))
-            if keep.any() else 1.0,
-        })
-    return {
+            "max_abs_error": _sig3(diff.max()) if diff.size else 0.0,
+            "max_rel_error": _sig3(diff.max() / scale) if diff.size and scale else 0.0,
+            "top1_agreement": _sig3(np.mean(np.argmax(r.logits[keep], 1) ==
+                                            np.argmax(o[keep], 1))) if keep.any() else 1.0,
+        }
+        if rt is not None and keep.any():
+            ok = o[keep]
+            with rt.session(mode="exact") as s:
+                ex = s.logits(ids).astype(np.float64)[keep]
+            with rt.session(mode="fast") as s:
+                fa = s.logits(ids).astype(np.float64)[keep]
+            lo, lf = _log_softmax(ok), _log_softmax(fa)
+            p["runtime_exact_max_rel_error"] = _sig3(np.abs(ex - ok).max() / scale)
+            p["runtime_exact_top1_agreement"] = _sig3(np.mean(ex.argmax(1) == ok.argmax(1)))
+            p["runtime_fast_max_rel_error"] = _sig3(np.abs(fa - ok).max() / scale)
+            p["runtime_fast_top1_agreement"] = _sig3(np.mean(fa.argmax(1) == ok.argmax(1)))
+            p["runtime_fast_mean_kl"] = _sig3(np.mean(np.sum(np.exp(lo) * (lo - lf), axis=1)))
+        probes.append(p)
+    ev: dict[str, Any] = {
         "reference": "numpy float64 forward of the dequantized weights (fwassist.export."
-                     "reference); the C++ runtime's exact/fast modes are not measured yet",
+                     "reference)" + ("; the C++ runtime (fwassist.Model) in exact and fast "
+                                     "mode" if rt is not None else ""),
         "oracle": "onnxruntime, graph optimizations disabled, on the source ONNX",
         "probe_seed": PROBE_SEED,
         "probes": probes,
     }
+    if rt is not None:
+        ev["greedy"] = _greedy_evidence(rt, ort_run, ref, probe_inputs(
+            int(model.config["vocab_size"]))[1])
+    return ev
+
+
+def _greedy_evidence(rt: Any, ort_run: Callable[[np.ndarray], np.ndarray], ref: Reference,
+                     prompt: np.ndarray) -> dict[str, Any]:
+    """Greedy decode of GREEDY_TOKENS tokens: the runtime in exact mode vs onnxruntime
+    (recomputing the whole sequence each step); compared up to a router near-tie, if any."""
+    with rt.session(mode="exact") as s:
+        got = s.generate(prompt_ids=prompt.tolist(), max_tokens=GREEDY_TOKENS).token_ids
+    seq = prompt.tolist()
+    want: list[int] = []
+    for _ in range(GREEDY_TOKENS):
+        want.append(int(np.argmax(ort_run(np.asarray(seq, np.int64))[-1])))
+        seq.append(want[-1])
+    amb = ref.forward(np.asarray(seq[:-1], np.int64)).first_ambiguous
+    n = GREEDY_TOKENS if amb is None else max(0, min(GREEDY_TOKENS, amb - prompt.size))
+    return {"prompt_tokens": int(prompt.size), "tokens": GREEDY_TOKENS, "compared": n,
+            "identical": got[:n] == want[:n]}
+
+
+def _evidence_with_runtime(model: ImportedModel, onnx_path: str,
+                           out_path: str) -> dict[str, Any]:
+    """Writes a provisional artifact (same tensors, no evidence) beside the output, measures
+    the evidence on it with the runtime, and removes it."""
+    import tempfile
+
+    from ..artifact.writer import write_artifact
+
+    d = os.path.dirname(os.path.abspath(out_path))
+    fd, tmp = tempfile.mkstemp(prefix=".fwassist-evidence-", suffix=".fwa", dir=d)
+    os.close(fd)
+    try:
+        write_artifact(tmp, model, model_card={"known_limitations": ["provisional"]},
+                       options={}, evidence={"measured": False}, exporter_version="provisional")
+        return measure_evidence(model, onnx_path, runtime_path=tmp)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _beside(onnx_path: str, name: str) -> Optional[str]:
@@ -108,7 +189,7 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     ev: dict[str, Any] = {"measured": False}
     if evidence:
         _log("measuring equivalence evidence against onnxruntime", quiet)
-        ev = {"measured": True, **measure_evidence(model, onnx_path)}
+        ev = {"measured": True, **_evidence_with_runtime(model, onnx_path, out_path)}
     options = {
         "source": os.path.basename(onnx_path),
         "config": os.path.basename(config_path) if config_path else None,

@@ -1,0 +1,77 @@
+// Prints the SHA-256 of the logits of fixed prompts on a model, in both compute modes, and of
+// the ids of a seeded sampled generation: the cross-ISA check (tests/cross/run_qemu_matrix.sh)
+// runs it natively and under qemu-aarch64 for every CPU model and requires identical lines.
+// Usage: fwa_logits_digest MODEL.fwa
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "artifact/sha256.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/session.h"
+
+using namespace fwa;
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s MODEL.fwa\n", argv[0]);
+    return 2;
+  }
+  std::shared_ptr<Model> m;
+  std::string msg;
+  if (Model::load(argv[1], ModelLoadOptions(), &m, &msg) != Status::ok) {
+    std::fprintf(stderr, "load: %s\n", msg.c_str());
+    return 1;
+  }
+  std::vector<int32_t> ids(48);
+  for (size_t i = 0; i < ids.size(); ++i)
+    ids[i] = int32_t((i * 37 + 11) % size_t(m->config().vocab_size));
+  for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
+    SessionOptions o;
+    o.mode = mode;
+    o.n_threads = 2;
+    o.prefill_chunk = 16;
+    o.max_context = 128;
+    std::unique_ptr<Session> s;
+    if (Session::create(m, o, &s, &msg) != Status::ok) {
+      std::fprintf(stderr, "session: %s\n", msg.c_str());
+      return 1;
+    }
+    std::vector<float> logits(ids.size() * size_t(m->config().vocab_size));
+    if (s->eval(ids.data(), int64_t(ids.size()), LogitsOut::all, logits.data(), &msg) !=
+        Status::ok) {
+      std::fprintf(stderr, "eval: %s\n", msg.c_str());
+      return 1;
+    }
+    const char* name = mode == ComputeMode::exact ? "exact" : "fast";
+    std::printf("logits %s sha256:%s\n", name,
+                digest_hex(sha256(logits.data(), logits.size() * 4)).c_str());
+    s->reset();
+    GenerateParams p;
+    p.max_tokens = 24;
+    p.sampling.temperature = 0.8f;
+    p.sampling.top_k = 40;
+    p.sampling.top_p = 0.9f;
+    p.sampling.repetition_penalty = 1.05f;
+    p.sampling.seed = 2026;
+    Generation g;
+    if (g.start(s.get(), ids.data(), 8, p, &msg) != Status::ok) {
+      std::fprintf(stderr, "generate: %s\n", msg.c_str());
+      return 1;
+    }
+    bool done = false;
+    int32_t tok;
+    std::string piece;
+    while (!done)
+      if (g.next(&tok, &piece, &done, &msg) != Status::ok) {
+        std::fprintf(stderr, "generate: %s\n", msg.c_str());
+        return 1;
+      }
+    std::printf("sampled %s", name);
+    for (int32_t t : g.token_ids()) std::printf(" %d", t);
+    std::printf("\n");
+  }
+  return 0;
+}

@@ -1,0 +1,249 @@
+// The runtime on a real artifact (tests/cross/make_test_model.py writes it; FWA_TEST_MODEL
+// names it): logits bit-identical across thread counts, prefill chunk sizes, runs and
+// context edits; a decode step that allocates nothing; clear errors that leave the session
+// unchanged. The same binary runs under qemu-aarch64, and tests/cpp/logits_digest.cpp
+// compares the logits' digests across ISAs.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/sampler.h"
+#include "model/session.h"
+
+using namespace fwa;
+
+// Counts heap allocations while g_counting is set (the zero-allocation decode check).
+static std::atomic<bool> g_counting{false};
+static std::atomic<long> g_allocs{0};
+
+void* operator new(std::size_t n) {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocs.fetch_add(1);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+std::shared_ptr<Model> load_test_model() {
+  const char* path = std::getenv("FWA_TEST_MODEL");
+  REQUIRE_MESSAGE(path != nullptr, "set FWA_TEST_MODEL (tests/cross/make_test_model.py)");
+  std::shared_ptr<Model> m;
+  std::string msg;
+  ModelLoadOptions o;
+  REQUIRE_MESSAGE(Model::load(path, o, &m, &msg) == Status::ok, msg);
+  return m;
+}
+
+std::vector<int32_t> prompt(const Model& m, int n, uint32_t seed) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  uint32_t s = seed;
+  for (int& i : ids) {
+    s = s * 1664525u + 1013904223u;
+    i = int32_t((s >> 8) % uint32_t(m.config().vocab_size));
+  }
+  return ids;
+}
+
+std::unique_ptr<Session> make(std::shared_ptr<Model> m, ComputeMode mode, int threads,
+                              int64_t chunk, int64_t ctx = 128) {
+  SessionOptions o;
+  o.mode = mode;
+  o.n_threads = threads;
+  o.prefill_chunk = chunk;
+  o.max_context = ctx;
+  std::unique_ptr<Session> s;
+  std::string msg;
+  REQUIRE_MESSAGE(Session::create(m, o, &s, &msg) == Status::ok, msg);
+  return s;
+}
+
+std::vector<float> all_logits(Session& s, const std::vector<int32_t>& ids) {
+  std::vector<float> out(ids.size() * size_t(s.vocab_size()));
+  std::string msg;
+  REQUIRE_MESSAGE(s.eval(ids.data(), int64_t(ids.size()), LogitsOut::all, out.data(), &msg) ==
+                      Status::ok,
+                  msg);
+  return out;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("logits are bit-identical across threads, chunk sizes and runs") {
+  auto m = load_test_model();
+  const auto ids = prompt(*m, 37, 1);
+  for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
+    CAPTURE(int(mode));
+    auto ref = make(m, mode, 1, 64);
+    const auto want = all_logits(*ref, ids);
+    for (int threads : {1, 2, 3})
+      for (int64_t chunk : {1, 5, 16, 64}) {
+        CAPTURE(threads);
+        CAPTURE(chunk);
+        auto s = make(m, mode, threads, chunk);
+        CHECK(same_bits(all_logits(*s, ids), want));
+      }
+    // Feeding the prompt in pieces (a KV cache carried between calls) changes nothing.
+    auto s = make(m, mode, 2, 8);
+    std::vector<int32_t> a(ids.begin(), ids.begin() + 11), b(ids.begin() + 11, ids.end());
+    auto la = all_logits(*s, a), lb = all_logits(*s, b);
+    la.insert(la.end(), lb.begin(), lb.end());
+    CHECK(same_bits(la, want));
+  }
+}
+
+TEST_CASE("truncate and reset rewind the context exactly") {
+  auto m = load_test_model();
+  const auto ids = prompt(*m, 30, 2);
+  auto s = make(m, ComputeMode::exact, 2, 7);
+  const auto want = all_logits(*s, ids);
+  const size_t V = size_t(s->vocab_size());
+  std::string msg;
+  REQUIRE(s->truncate(12, &msg) == Status::ok);
+  CHECK(s->n_past() == 12);
+  std::vector<int32_t> rest(ids.begin() + 12, ids.end());
+  const auto again = all_logits(*s, rest);
+  CHECK(std::memcmp(again.data(), want.data() + 12 * V, again.size() * 4) == 0);
+  // A different continuation, then back: still the original logits.
+  REQUIRE(s->truncate(5, &msg) == Status::ok);
+  all_logits(*s, prompt(*m, 9, 3));
+  REQUIRE(s->truncate(5, &msg) == Status::ok);
+  std::vector<int32_t> tail(ids.begin() + 5, ids.end());
+  const auto back = all_logits(*s, tail);
+  CHECK(std::memcmp(back.data(), want.data() + 5 * V, back.size() * 4) == 0);
+  s->reset();
+  CHECK(s->n_past() == 0);
+  CHECK(same_bits(all_logits(*s, ids), want));
+  CHECK(s->truncate(31, &msg) == Status::invalid_argument);
+}
+
+TEST_CASE("a decode step allocates nothing") {
+  auto m = load_test_model();
+  for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
+    auto s = make(m, mode, 2, 16);
+    Sampler sampler;
+    std::string msg;
+    REQUIRE(sampler.init(int32_t(s->vocab_size()), &msg) == Status::ok);
+    SamplingParams p;
+    p.temperature = 0.8f;
+    p.top_k = 20;
+    p.top_p = 0.9f;
+    p.repetition_penalty = 1.1f;
+    p.seed = 5;
+    sampler.reset(p);
+    const auto ids = prompt(*m, 9, 4);
+    REQUIRE(s->eval(ids.data(), 9, LogitsOut::last, nullptr, &msg) == Status::ok);
+    g_allocs = 0;
+    g_counting = true;
+    Status st = Status::ok;
+    for (int i = 0; i < 24 && st == Status::ok; ++i) {
+      const int32_t t = sampler.sample(s->last_logits(), s->tokens().data(), size_t(s->n_past()));
+      st = s->eval(&t, 1, LogitsOut::last, nullptr, nullptr);
+    }
+    g_counting = false;
+    CHECK(st == Status::ok);
+    CHECK(g_allocs.load() == 0);
+    CHECK(s->n_past() == 33);
+  }
+}
+
+TEST_CASE("bad input is refused and leaves the session unchanged") {
+  auto m = load_test_model();
+  auto s = make(m, ComputeMode::fast, 1, 8, 16);
+  const auto ids = prompt(*m, 10, 5);
+  std::string msg;
+  REQUIRE(s->eval(ids.data(), 10, LogitsOut::last, nullptr, &msg) == Status::ok);
+  std::vector<float> before(s->last_logits(), s->last_logits() + s->vocab_size());
+
+  const int32_t bad[2] = {3, int32_t(m->config().vocab_size)};
+  CHECK(s->eval(bad, 2, LogitsOut::last, nullptr, &msg) == Status::invalid_argument);
+  CHECK(msg.find("token id " + std::to_string(m->config().vocab_size)) != std::string::npos);
+  const int32_t neg = -1;
+  CHECK(s->eval(&neg, 1, LogitsOut::last, nullptr, &msg) == Status::invalid_argument);
+  const auto long_prompt = prompt(*m, 7, 6);
+  CHECK(s->eval(long_prompt.data(), 7, LogitsOut::last, nullptr, &msg) ==
+        Status::invalid_argument);
+  CHECK(msg.find("exceed the context of 16 tokens") != std::string::npos);
+  CHECK(s->n_past() == 10);
+
+  // The context still continues exactly as if nothing had happened.
+  auto fresh = make(m, ComputeMode::fast, 1, 8, 16);
+  const int32_t next = 7;
+  REQUIRE(s->truncate(9, &msg) == Status::ok);
+  REQUIRE(s->eval(&ids[9], 1, LogitsOut::last, nullptr, &msg) == Status::ok);
+  CHECK(std::memcmp(before.data(), s->last_logits(), before.size() * 4) == 0);
+  REQUIRE(s->eval(&next, 1, LogitsOut::last, nullptr, &msg) == Status::ok);
+  std::vector<int32_t> all(ids);
+  all.push_back(next);
+  REQUIRE(fresh->eval(all.data(), 11, LogitsOut::last, nullptr, &msg) == Status::ok);
+  CHECK(std::memcmp(fresh->last_logits(), s->last_logits(), before.size() * 4) == 0);
+
+  SessionOptions o;
+  o.max_context = m->config().max_position_embeddings + 1;
+  std::unique_ptr<Session> none;
+  CHECK(Session::create(m, o, &none, &msg) == Status::invalid_argument);
+  o.max_context = 8;
+  o.n_threads = 0;
+  CHECK(Session::create(m, o, &none, &msg) == Status::invalid_argument);
+}
+
+TEST_CASE("generation: prefix cache, stop ids, max tokens, seeded sampling") {
+  auto m = load_test_model();
+  auto s = make(m, ComputeMode::exact, 1, 64);
+  const auto ids = prompt(*m, 12, 7);
+  GenerateParams p;
+  p.max_tokens = 10;
+  p.sampling.temperature = 0.9f;
+  p.sampling.top_p = 0.95f;
+  p.sampling.seed = 42;
+  auto run = [&](Session& ses, const std::vector<int32_t>& pr, GenerateParams gp,
+                 GenerationStats* stats) {
+    Generation g;
+    std::string msg, piece;
+    REQUIRE_MESSAGE(g.start(&ses, pr.data(), int64_t(pr.size()), gp, &msg) == Status::ok, msg);
+    bool done = false;
+    int32_t tok;
+    while (!done) REQUIRE(g.next(&tok, &piece, &done, &msg) == Status::ok);
+    if (stats) *stats = g.stats();
+    return std::make_pair(g.token_ids(), g.stop_reason());
+  };
+  GenerationStats st;
+  const auto a = run(*s, ids, p, &st);
+  CHECK(a.first.size() == 10);
+  CHECK(a.second == StopReason::max_tokens);
+  CHECK(st.cached_tokens == 0);
+  CHECK(st.generated_tokens == 10);
+  // Same prompt again on the same session: the whole prompt but its last token is cached, and
+  // the seeded sampler draws the same tokens.
+  const auto b = run(*s, ids, p, &st);
+  CHECK(st.cached_tokens == 11);
+  CHECK(b.first == a.first);
+  auto fresh = make(m, ComputeMode::exact, 2, 3);
+  CHECK(run(*fresh, ids, p, nullptr).first == a.first);
+  GenerateParams q = p;
+  q.sampling.seed = 43;
+  q.max_tokens = 40;
+  p.max_tokens = 40;
+  CHECK(run(*fresh, ids, q, nullptr).first != run(*fresh, ids, p, nullptr).first);
+  // A stop id ends generation before that token.
+  GenerateParams r = p;
+  r.stop_ids = {a.first[3]};
+  const auto c = run(*fresh, ids, r, nullptr);
+  CHECK(c.second == StopReason::stop_id);
+  CHECK(c.first.size() <= 3);
+}
