@@ -164,7 +164,8 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
     const auto t0 = std::chrono::steady_clock::now();
     const int32_t tok = sampler_.sample(s_->last_logits(), s_->tokens().data(),
                                         size_t(s_->n_past()));
-    if (generated_.empty()) stats_.ttft_ms = ms_since(t_start_);
+    // Time to first token: the prefill plus the first sampling (not the caller's time between).
+    if (generated_.empty()) stats_.ttft_ms = stats_.prefill_ms + ms_since(t0);
     Status st;
     if (std::find(p_.stop_ids.begin(), p_.stop_ids.end(), tok) != p_.stop_ids.end()) {
       reason_ = StopReason::stop_id;

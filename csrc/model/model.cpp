@@ -218,21 +218,36 @@ Status Model::decode(const int32_t* ids, size_t n, bool skip_special, std::strin
   if (!tokenizer_)
     return fail(message, Status::invalid_argument,
                 "the model was exported without a tokenizer: no text to decode");
-  std::lock_guard<std::mutex> lock(tokenizer_mu_);
-  size_t need = 0;
-  if (text->capacity() == 0) text->reserve(64);
-  text->resize(text->capacity());
-  Status st = tokenizer_->decode(ids, n, skip_special, &(*text)[0], text->size(), &need);
-  if (st == Status::buffer_too_small) {
+  try {
+    std::lock_guard<std::mutex> lock(tokenizer_mu_);
+    // Ids past the tokenizer's vocabulary (embedding rows padded beyond it) have no text.
+    const int32_t tv = tokenizer_->vocab_size();
+    bool all_known = true;
+    for (size_t i = 0; i < n; ++i) all_known = all_known && ids[i] >= 0 && ids[i] < tv;
+    std::vector<int32_t> known;
+    if (!all_known) {
+      for (size_t i = 0; i < n; ++i)
+        if (ids[i] >= 0 && ids[i] < tv) known.push_back(ids[i]);
+      ids = known.data();
+      n = known.size();
+    }
+    size_t need = 0;
+    if (text->capacity() == 0) text->reserve(64);
+    text->resize(text->capacity());
+    Status st = tokenizer_->decode(ids, n, skip_special, &(*text)[0], text->size(), &need);
+    if (st == Status::buffer_too_small) {
+      text->resize(need);
+      st = tokenizer_->decode(ids, n, skip_special, &(*text)[0], text->size(), &need);
+    }
+    if (st != Status::ok) {
+      text->clear();
+      return fail(message, st, "tokenizer: cannot decode the ids");
+    }
     text->resize(need);
-    st = tokenizer_->decode(ids, n, skip_special, &(*text)[0], text->size(), &need);
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    return fail(message, Status::io_error, "tokenizer: out of memory");
   }
-  if (st != Status::ok) {
-    text->clear();
-    return fail(message, st, "tokenizer: cannot decode: a token id is out of range");
-  }
-  text->resize(need);
-  return Status::ok;
 }
 
 }  // namespace fwa

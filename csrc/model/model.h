@@ -60,7 +60,8 @@ class Model {
   Status use_expert(int64_t layer, int64_t expert, std::string* message) const;
 
   // The tokenizer stored in the artifact (null when the model was exported without one).
-  // Calls are serialised by a mutex: the tokenizer's scratch memory is shared.
+  // Calls are serialised by a mutex: the tokenizer's scratch memory is shared. decode() skips
+  // ids past the tokenizer's vocabulary (padded embedding rows have no text).
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
   std::string_view tokenizer_json() const { return tokenizer_json_; }
   Status encode(std::string_view text, std::vector<int32_t>* ids, std::string* message) const;

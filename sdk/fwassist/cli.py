@@ -1,4 +1,4 @@
-"""Command line: ``fwassist info | check | run | export | verify | inspect | diff | sbom``.
+"""Command line: ``fwassist info | check | demo | run | export | verify | inspect | diff | sbom``.
 
 Exit codes: 0 success, 1 a check failed or a model was refused, 2 bad usage, 3 an invalid
 artifact; ``diff`` exits with the class of the change (see ``fwassist diff --help``).
@@ -85,8 +85,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .artifact.cli import register as register_artifact
     from .export.cli import register as register_export
 
+    from .demo import register as register_demo
     from .run_cli import register as register_run
 
+    register_demo(sub)
     register_run(sub)
     register_export(sub)
     register_artifact(sub)
