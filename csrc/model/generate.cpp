@@ -39,9 +39,8 @@ double GenerationStats::prefill_tokens_per_s() const {
 }
 
 double GenerationStats::decode_tokens_per_s() const {
-  // Decode steps: every generated token but the first is preceded by one.
-  const int64_t n = generated_tokens > 0 ? generated_tokens - 1 : 0;
-  return decode_ms > 0 ? double(n) * 1000.0 / decode_ms : 0.0;
+  // Every generated token costs one sampling and one decode step.
+  return decode_ms > 0 ? double(generated_tokens) * 1000.0 / decode_ms : 0.0;
 }
 
 Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
@@ -161,28 +160,39 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
       return fail(message, Status::invalid_argument,
                   "generate: the session was changed outside this generation");
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    const int32_t tok = sampler_.sample(s_->last_logits(), s_->tokens().data(),
-                                        size_t(s_->n_past()));
-    // Time to first token: the prefill plus the first sampling (not the caller's time between).
-    if (generated_.empty()) stats_.ttft_ms = stats_.prefill_ms + ms_since(t0);
     Status st;
-    if (std::find(p_.stop_ids.begin(), p_.stop_ids.end(), tok) != p_.stop_ids.end()) {
-      reason_ = StopReason::stop_id;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (s_->n_past() >= s_->options().max_context) {
+      // No room to keep another token in the context: every emitted token is in it.
+      reason_ = StopReason::context_full;
       done_ = true;
     } else {
-      generated_.push_back(tok);
-      *token = tok;
-      if ((st = flush_text(false, piece, message)) != Status::ok) {
-        done_ = *done = true;
-        return st;
-      }
-      if (!done_ && int64_t(generated_.size()) >= p_.max_tokens) {
-        reason_ = StopReason::max_tokens;
+      const int32_t tok = sampler_.sample(s_->last_logits(), s_->tokens().data(),
+                                          size_t(s_->n_past()));
+      // Time to first token: the prefill plus the first sampling (not the caller's time).
+      if (generated_.empty()) stats_.ttft_ms = stats_.prefill_ms + ms_since(t0);
+      if (std::find(p_.stop_ids.begin(), p_.stop_ids.end(), tok) != p_.stop_ids.end()) {
+        reason_ = StopReason::stop_id;  // the stop token is neither emitted nor kept
         done_ = true;
-      } else if (!done_ && s_->n_past() >= s_->options().max_context) {
-        reason_ = StopReason::context_full;
-        done_ = true;
+      } else {
+        // The token joins the context, so the session continues exactly after the text.
+        st = s_->eval(&tok, 1, LogitsOut::last, nullptr, message);
+        if (st != Status::ok) {
+          done_ = *done = true;
+          finish_stats();
+          return st;
+        }
+        generated_.push_back(tok);
+        *token = tok;
+        stats_.decode_ms += ms_since(t0);
+        if ((st = flush_text(false, piece, message)) != Status::ok) {
+          done_ = *done = true;
+          return st;
+        }
+        if (!done_ && int64_t(generated_.size()) >= p_.max_tokens) {
+          reason_ = StopReason::max_tokens;
+          done_ = true;
+        }
       }
     }
     if (done_) {
@@ -191,16 +201,6 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
         return st;
       finish_stats();
       *done = true;
-      return Status::ok;
-    }
-    // Evaluate the token so the next one can be sampled (the last token of a generation is
-    // never evaluated: nothing needs its logits).
-    st = s_->eval(&tok, 1, LogitsOut::last, nullptr, message);
-    stats_.decode_ms += ms_since(t0);
-    if (st != Status::ok) {
-      done_ = *done = true;
-      finish_stats();
-      return st;
     }
     return Status::ok;
   } catch (const std::bad_alloc&) {

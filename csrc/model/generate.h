@@ -3,9 +3,10 @@
 // returns its text piece. Both the streaming callbacks (C, Python generator) and the one-shot
 // generate() are built on it.
 //
-// Stop conditions, checked in this order after each sampled token: a stop id (the token is not
-// emitted); a stop string (the text up to it is emitted, the rest dropped); max_tokens; a full
-// context. Text pieces are emitted only at UTF-8 character boundaries (a piece whose decoding
+// Each emitted token is evaluated, so the context always holds the prompt and every generated
+// token. Stop conditions: a full context (checked before sampling); a stop id (the token is
+// neither emitted nor kept); a stop string (the text up to it is emitted, the rest dropped);
+// max_tokens. Text pieces are emitted only at UTF-8 character boundaries (a piece whose decoding
 // ends in U+FFFD is held back until more tokens complete it, at most 4 tokens), so the pieces
 // concatenate to the generation's text.
 #pragma once

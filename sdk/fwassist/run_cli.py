@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--no-eos", action="store_true",
                    help="do not stop at the tokenizer's <|endoftext|> / <|im_end|>")
-    p.add_argument("--mode", choices=("exact", "fast"), default="fast")
+    p.add_argument("--mode", choices=("exact", "fast"), default="exact")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ctx", type=int, default=0, help="max context (default: model, <= 4096)")
     p.set_defaults(fn=run)

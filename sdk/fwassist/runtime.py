@@ -55,7 +55,8 @@ def _ids(ids: Any, what: str = "ids") -> np.ndarray:
 
 class Token(NamedTuple):
     """One generated token and the text it completes (may be "" while a character is split
-    across tokens, or when the model has no tokenizer)."""
+    across tokens or may begin a stop string, or when the model has no tokenizer). The last
+    item of a stream may carry id -1: text held back until the end, with no new token."""
 
     id: int
     text: str
@@ -108,6 +109,9 @@ class Model:
         cache and every buffer are allocated now."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if max_context is not None and int(max_context) < 1:
+            raise ValueError(f"max_context must be >= 1 (or None for the default), got "
+                             f"{max_context}")
         native = self._native.session(int(max_context or 0), mode, int(threads),
                                       int(prefill_chunk))
         return Session(self, native)
@@ -203,7 +207,8 @@ class Session:
                top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
                stop: Sequence[str] = (), stop_ids: Sequence[int] = ()) -> Stream:
         """Starts a generation (the prompt is prefilled now, reusing the context's longest
-        common prefix with it) and returns an iterator of :class:`Token`."""
+        common prefix with it) and returns an iterator of :class:`Token`. The context then
+        holds the prompt and every generated token."""
         native = self._get()
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("pass exactly one of prompt (text) and prompt_ids")

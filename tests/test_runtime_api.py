@@ -1,0 +1,417 @@
+"""The runtime's Python API and CLI on tiny models: determinism (bit-identical logits whatever
+the threads, prefill chunking, call splitting or load mode), context editing, generation
+(greedy, sampling, stops, prompt cache, statistics), errors, and ``fwassist run``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fwassist
+from model_fixtures import OrtModel, tokenizer_json
+
+EXPECTED_STATS = {"prompt_tokens", "cached_tokens", "generated_tokens", "prefill_ms", "decode_ms",
+                  "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "experts_activated"}
+MODES = ("exact", "fast")
+TEXT_PROMPT = "int main(int argc, char **argv) {\n    "
+
+
+@pytest.fixture(scope="module")
+def built(build_tiny_model):
+    """(fwa_path, onnx_path, config) of the 4-bit model with a tokenizer."""
+    return build_tiny_model(bits=4)
+
+
+@pytest.fixture(scope="module")
+def model(built) -> "fwassist.Model":
+    return fwassist.Model.load(built[0])
+
+
+@pytest.fixture(scope="module")
+def bare(build_tiny_model):
+    """The same kind of model exported without a tokenizer: (fwa_path, Model)."""
+    fwa, _, _ = build_tiny_model(bits=4, tokenizer=False)
+    return fwa, fwassist.Model.load(fwa)
+
+
+@pytest.fixture(scope="module")
+def ids(built) -> list[int]:
+    rng = np.random.default_rng(7)
+    return [int(i) for i in rng.integers(0, built[2]["vocab_size"], size=20)]
+
+
+def assert_same_bits(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """Bit-for-bit equality of float32 logits, with a short account when they differ."""
+    assert got.dtype == np.float32 and got.shape == want.shape, (what, got.dtype, got.shape)
+    if not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
+        rows = np.nonzero((got.view(np.uint32) != want.view(np.uint32)).any(axis=1))[0]
+        d = float(np.max(np.abs(got.astype(np.float64) - want)))
+        raise AssertionError(f"{what}: logits not bit-identical: rows {rows.tolist()} differ, "
+                             f"max |diff| {d:.3e}")
+
+
+def fresh_logits(model, ids, mode="exact") -> np.ndarray:
+    with model.session(mode=mode) as s:
+        return s.logits(ids)
+
+
+def greedy(model, *, mode="exact", **kw):
+    with model.session(mode=mode) as s:
+        return s.generate(temperature=0.0, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def test_model_properties(model, built):
+    fwa, _, cfg = built
+    assert model.pin == fwassist.load_artifact(fwa).pin
+    assert model.pin.startswith("sha256:") and len(model.pin) == 71
+    assert fwassist.Model.load(fwa, pin=model.pin).pin == model.pin
+    assert model.vocab_size == cfg["vocab_size"]
+    c = model.config
+    assert c["num_experts"] == cfg["num_experts"] and c["num_hidden_layers"] == 3
+    assert isinstance(c["rms_norm_eps"], float) and c["rms_norm_eps"] == 1e-6
+    assert isinstance(c["rope_theta"], float) and c["rope_theta"] == 1e6
+    tok = model.tokenizer
+    ref = fwassist.Tokenizer.from_json(tokenizer_json())
+    assert tok.encode(TEXT_PROMPT) == ref.encode(TEXT_PROMPT)
+    assert tok.decode(ref.encode("# 注释 café")) == "# 注释 café"
+
+
+def test_bad_artifacts_are_refused(built, tmp_path):
+    fwa = built[0]
+    with pytest.raises(fwassist.ArtifactError):
+        fwassist.Model.load(fwa, pin="sha256:" + "0" * 64)
+    raw = bytearray(Path(fwa).read_bytes())
+    raw[len(raw) // 2] ^= 0x40   # inside the data region (tensors or padding)
+    bad = tmp_path / "tampered.fwa"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(fwassist.ArtifactError):
+        fwassist.Model.load(str(bad))
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism and context editing
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_logits_bit_identical_across_threads_chunks_runs(model, built, ids, mode):
+    base = fresh_logits(model, ids, mode)
+    for threads in (1, 2):
+        for chunk in (1, 3, 64):
+            for _ in range(2 if threads == 2 else 1):
+                with model.session(mode=mode, threads=threads, prefill_chunk=chunk) as s:
+                    got = s.logits(ids)
+                assert_same_bits(got, base, f"{mode}: threads={threads} prefill_chunk={chunk}")
+    assert_same_bits(fresh_logits(model, ids, mode), base, f"{mode}: repeated run")
+    lazy = fwassist.Model.load(built[0], lazy=True)
+    assert_same_bits(fresh_logits(lazy, ids, mode), base, f"{mode}: lazy load")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_prefix_truncate_reset(model, ids, mode):
+    full = fresh_logits(model, ids, mode)
+    with model.session(mode=mode) as s:
+        assert s.n_past == 0 and s.tokens == []
+        a = s.logits(ids[:8])
+        assert s.n_past == 8 and s.tokens == ids[:8]
+        s.logits(ids[12:17])  # a detour, cut off again
+        assert s.n_past == 13
+        s.truncate(8)
+        assert s.n_past == 8 and s.tokens == ids[:8]
+        b = s.logits(ids[8:])
+        assert s.n_past == len(ids) and s.tokens == ids
+        assert_same_bits(np.concatenate([a, b]), full, "prefix + truncate + rest != fresh run")
+        s.reset()
+        assert s.n_past == 0 and s.tokens == []
+        assert_same_bits(s.logits(ids), full, "after reset")
+        s.truncate(0)
+        rows = [s.logits([t]) for t in ids]  # decode path, one token per call
+        assert_same_bits(np.concatenate(rows), full, "token by token != fresh run")
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.0),
+                                      dict(temperature=0.8, top_p=0.9, top_k=40, seed=3)])
+def test_generate_and_stream_agree(model, sampling):
+    with model.session() as s:
+        g = s.generate(TEXT_PROMPT, max_tokens=16, **sampling)
+    with model.session() as s:
+        it = s.stream(TEXT_PROMPT, max_tokens=16, **sampling)
+        toks = list(it)
+    assert all(isinstance(t, fwassist.Token) for t in toks)
+    assert [t.id for t in toks] == g.token_ids
+    assert "".join(t.text for t in toks) == g.text
+    assert it.result.token_ids == g.token_ids and it.result.text == g.text
+    assert it.result.stop_reason == g.stop_reason == "max_tokens"
+    assert len(g.token_ids) == 16
+    assert g.text == model.tokenizer.decode(g.token_ids)
+    assert g.stats["prompt_tokens"] == len(model.tokenizer.encode(TEXT_PROMPT))
+
+
+def test_sampling_seeds(model, ids):
+    kw = dict(prompt_ids=ids[:6], max_tokens=24, temperature=1.0)
+    with model.session() as s:
+        a = s.generate(seed=11, **kw).token_ids
+        again = s.generate(seed=11, **kw).token_ids  # same session: prompt cache path
+    with model.session(threads=2) as s:
+        b = s.generate(seed=11, **kw).token_ids
+        c = s.generate(seed=12, **kw).token_ids
+    assert a == again == b, "same seed, different samples"
+    assert a != c, "different seeds gave the same 24 sampled tokens"
+    assert a != greedy(model, prompt_ids=ids[:6], max_tokens=24).token_ids
+
+
+def test_degenerate_sampling_is_greedy(model, ids):
+    want = greedy(model, prompt_ids=ids[:6], max_tokens=16).token_ids
+    for kw in (dict(temperature=0.7, top_k=1, seed=5), dict(temperature=1.0, top_p=1e-6, seed=5)):
+        with model.session() as s:
+            got = s.generate(prompt_ids=ids[:6], max_tokens=16, **kw).token_ids
+        assert got == want, kw
+
+
+def test_repetition_penalty_follows_hugging_face(model, built, ids):
+    """Each distinct id of the prompt and the generated tokens has its logit divided by the
+    penalty when positive, multiplied when negative (transformers'
+    RepetitionPenaltyLogitsProcessor), checked greedily against onnxruntime."""
+    ort = OrtModel(built[1])
+    ctx, want = list(ids[:6]), []
+    for _ in range(24):
+        lg = ort.logits(ctx)[-1]
+        for t in set(ctx):
+            lg[t] = lg[t] / 1.5 if lg[t] > 0 else lg[t] * 1.5
+        want.append(int(np.argmax(lg)))
+        ctx.append(want[-1])
+    with model.session() as s:
+        got = s.generate(prompt_ids=ids[:6], max_tokens=24, repetition_penalty=1.5).token_ids
+    assert got == want
+    assert got != greedy(model, prompt_ids=ids[:6], max_tokens=24).token_ids
+
+
+def _token_boundaries(tok, token_ids: list[int], text: str) -> list[int]:
+    """Character offsets in ``text`` where a generated token starts."""
+    out = []
+    for j in range(len(token_ids)):
+        t = tok.decode(token_ids[:j])
+        if text.startswith(t):
+            out.append(len(t))
+    return out
+
+
+def test_stop_string(model):
+    full = greedy(model, prompt=TEXT_PROMPT, max_tokens=32)
+    text = full.text
+    stop = None
+    for b in _token_boundaries(model.tokenizer, full.token_ids, text)[2:]:
+        cand = text[b:b + 2]
+        if len(cand) == 2 and cand.isprintable() and cand.isascii() and text.find(cand) == b:
+            stop = cand
+            break
+    assert stop is not None, f"no usable stop string in {text!r}"
+    kw = dict(prompt=TEXT_PROMPT, max_tokens=32, temperature=0.0, stop=("\x00never", stop))
+    with model.session() as s:
+        g = s.generate(**kw)
+    assert g.stop_reason == "stop_string", (stop, text, g.text)
+    assert g.text == text[:text.find(stop)] and stop not in g.text
+    assert g.token_ids == full.token_ids[:len(g.token_ids)]
+    assert g.stats["generated_tokens"] == len(g.token_ids) < len(full.token_ids)
+    with model.session() as s:
+        it = s.stream(**kw)
+        pieces = [t.text for t in it]
+    assert "".join(pieces) == g.text and it.result.stop_reason == "stop_string"
+
+
+def test_stop_id_and_max_tokens(model, ids):
+    full = greedy(model, prompt_ids=ids[:6], max_tokens=16).token_ids
+    sid = full[5]
+    j = full.index(sid)
+    with model.session() as s:
+        g = s.generate(prompt_ids=ids[:6], max_tokens=16, temperature=0.0, stop_ids=(sid,))
+    assert g.stop_reason == "stop_id"
+    assert len(g.token_ids) in (j, j + 1) and g.token_ids[:j] == full[:j]
+    for n in (1, 5):
+        g = greedy(model, prompt_ids=ids[:6], max_tokens=n)
+        assert g.token_ids == full[:n] and g.stop_reason == "max_tokens"
+        assert g.stats["generated_tokens"] == n
+
+
+def test_context_full(model, ids):
+    with model.session(max_context=24) as s:
+        assert s.max_context == 24
+        g = s.generate(prompt_ids=ids, max_tokens=32, temperature=0.0)
+        assert g.stop_reason == "context_full"
+        assert 1 <= len(g.token_ids) <= 24 - len(ids) + 1
+        assert s.n_past <= 24
+    full = greedy(model, prompt_ids=ids, max_tokens=len(g.token_ids)).token_ids
+    assert g.token_ids == full
+
+
+def test_context_after_generate(model, ids):
+    """Generated tokens join the context, and its state (KV) is that of a fresh run."""
+    p1 = ids[:12]
+    with model.session() as s:
+        g1 = s.generate(prompt_ids=p1, max_tokens=6, temperature=0.0)
+        assert s.tokens == p1 + g1.token_ids, "the context is not prompt + generated tokens"
+        assert s.n_past == len(s.tokens)
+        nxt = s.logits([ids[12]])
+        assert s.tokens == p1 + g1.token_ids + [ids[12]]
+    want = fresh_logits(model, p1 + g1.token_ids + [ids[12]])[-1:]
+    assert_same_bits(nxt, want, "logits after generate vs a fresh run")
+
+
+def test_prompt_cache(model, ids):
+    p1 = ids[:12]
+    with model.session() as s:
+        g1 = s.generate(prompt_ids=p1, max_tokens=6, temperature=0.0)
+        assert g1.stats["cached_tokens"] == 0
+
+        p2 = p1 + g1.token_ids + ids[12:16]  # extends the previous call's context
+        g2 = s.generate(prompt_ids=p2, max_tokens=6, temperature=0.0)
+        assert len(p1) <= g2.stats["cached_tokens"] <= len(p1) + len(g1.token_ids)
+        assert g2.stats["prompt_tokens"] == len(p2)
+        assert g2.token_ids == greedy(model, prompt_ids=p2, max_tokens=6).token_ids
+
+        p3 = p1[:3] + ids[16:20]  # diverges after 3 tokens
+        g3 = s.generate(prompt_ids=p3, max_tokens=6, temperature=0.0)
+        assert g3.stats["cached_tokens"] == 3
+        assert g3.token_ids == greedy(model, prompt_ids=p3, max_tokens=6).token_ids
+
+        g4 = s.generate(prompt_ids=p3, max_tokens=6, temperature=0.0)  # the same prompt again
+        assert g4.stats["cached_tokens"] in (len(p3) - 1, len(p3))
+        assert g4.token_ids == g3.token_ids
+
+
+def test_stats(model, built, ids):
+    cfg = built[2]
+    with model.session() as s:
+        g = s.generate(prompt_ids=ids, max_tokens=8, temperature=0.0)
+    st = g.stats
+    assert EXPECTED_STATS <= set(st), EXPECTED_STATS - set(st)
+    assert st["prompt_tokens"] == len(ids) and st["cached_tokens"] == 0
+    assert st["generated_tokens"] == len(g.token_ids) == 8
+    for k in ("prefill_ms", "decode_ms", "ttft_ms"):
+        assert isinstance(st[k], float) and st[k] >= 0, (k, st[k])
+    assert st["ttft_ms"] > 0
+    for k in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+        assert st[k] > 0 and np.isfinite(st[k]), (k, st[k])
+    ea = st["experts_activated"]
+    assert len(ea) == cfg["num_hidden_layers"]
+    for layer, n in enumerate(ea):
+        if layer in cfg["mlp_only_layers"]:
+            assert n == 0, (layer, ea)
+        else:
+            assert cfg["num_experts_per_tok"] <= n <= cfg["num_experts"], (layer, ea)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_bad_token_ids(model):
+    V = model.vocab_size
+    with model.session() as s:
+        with pytest.raises(ValueError, match=str(V)):
+            s.logits([1, 2, V])
+        with pytest.raises(ValueError, match="-1"):
+            s.logits([-1])
+        with pytest.raises(ValueError, match=str(V + 3)):
+            s.generate(prompt_ids=[1, V + 3], max_tokens=2)
+        assert s.n_past == 0  # a refused call leaves the context alone
+        assert_same_bits(s.logits([1, 2]), fresh_logits(model, [1, 2]), "after a refused call")
+
+
+def test_context_limit(model, ids):
+    with model.session(max_context=16) as s:
+        with pytest.raises(ValueError, match="context"):
+            s.generate(prompt_ids=ids, max_tokens=2)
+        with pytest.raises(ValueError, match="context"):
+            s.logits(ids)
+        s.logits(ids[:10])
+        with pytest.raises(ValueError, match="context"):
+            s.logits(ids[:10])
+        assert s.n_past == 10
+
+
+def test_use_after_close(model):
+    s = model.session()
+    s.logits([1, 2])
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        s.logits([3])
+    with pytest.raises(RuntimeError):
+        s.generate(prompt_ids=[3], max_tokens=1)
+    with model.session() as s2:
+        s2.logits([1])
+    with pytest.raises(RuntimeError):
+        s2.logits([2])
+
+
+@pytest.mark.parametrize("kw", [dict(mode="turbo"), dict(mode=""), dict(threads=0),
+                                dict(threads=-1), dict(prefill_chunk=0), dict(max_context=0),
+                                dict(max_context=-5)])
+def test_bad_session_arguments(model, kw):
+    with pytest.raises(ValueError):
+        model.session(**kw)
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=-0.5), dict(top_p=0.0), dict(top_p=1.5),
+                                dict(top_k=-1), dict(repetition_penalty=0.0),
+                                dict(max_tokens=-1), dict(temperature=float("nan"))])
+def test_bad_sampling_arguments(model, kw):
+    with model.session() as s:
+        with pytest.raises(ValueError):
+            s.generate(prompt_ids=[1, 2, 3], **{"max_tokens": 4, **kw})
+
+
+def test_model_without_tokenizer(bare, ids):
+    _, m = bare
+    assert m.tokenizer is None
+    with m.session() as s:
+        g = s.generate(prompt_ids=[i % m.vocab_size for i in ids[:5]], max_tokens=6,
+                       temperature=0.0)
+        assert len(g.token_ids) == 6 and g.stop_reason == "max_tokens"
+        with pytest.raises((ValueError, RuntimeError), match="tokenizer"):
+            s.generate("int main", max_tokens=2)
+        with pytest.raises((ValueError, RuntimeError), match="tokenizer"):
+            list(s.stream("int main", max_tokens=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fwassist", "run", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_run_text(model, built, tmp_path):
+    fwa = built[0]
+    r = run_cli(fwa, "--prompt", "int main", "--max-tokens", "8", "--temperature", "0",
+                "--mode", "exact", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    want = greedy(model, prompt="int main", max_tokens=8).text
+    assert r.stdout in (want, want + "\n"), (r.stdout, want)
+    assert r.stderr.strip(), "no stats on stderr"
+    r = run_cli(fwa, "--prompt", "int main", "--pin", "sha256:" + "1" * 64, cwd=tmp_path)
+    assert r.returncode != 0 and "pin" in r.stderr
+
+
+def test_cli_run_ids_without_tokenizer(bare, tmp_path):
+    fwa, m = bare
+    r = run_cli(fwa, "--prompt-ids", "1,2,3", "--max-tokens", "8", "--temperature", "0",
+                "--mode", "exact", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    want = greedy(m, prompt_ids=[1, 2, 3], max_tokens=8).token_ids
+    assert [int(t) for t in r.stdout.split()] == want
+    assert r.stderr.strip()
