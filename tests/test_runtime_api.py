@@ -4,6 +4,7 @@ the threads, prefill chunking, call splitting or load mode), context editing, ge
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -415,3 +416,26 @@ def test_cli_run_ids_without_tokenizer(bare, tmp_path):
     want = greedy(m, prompt_ids=[1, 2, 3], max_tokens=8).token_ids
     assert [int(t) for t in r.stdout.split()] == want
     assert r.stderr.strip()
+
+
+def test_export_records_runtime_evidence(built, tmp_path):
+    """`fwassist export` measures the runtime itself (exact and fast mode on a provisional
+    artifact, a 32-token greedy decode) against onnxruntime and stores the figures."""
+    from fwassist.export.pipeline import GREEDY_TOKENS, export_onnx
+
+    _, onnx_path, _ = built
+    out = tmp_path / "with-evidence.fwa"
+    pin = export_onnx(str(onnx_path), str(out), quiet=True)
+    ev = fwassist.load_artifact(str(out), pin=pin).manifest["evidence"]
+    assert ev["measured"] is True
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".fwassist-evidence-")]
+    for p in ev["probes"]:
+        assert float(p["runtime_exact_max_rel_error"]) <= 1e-4
+        assert float(p["runtime_exact_top1_agreement"]) == 1.0
+        assert 0.0 <= float(p["runtime_fast_mean_kl"]) < 1e-2
+    n = sum(p["tokens"] - p["excluded_router_ties"] for p in ev["probes"])
+    agree = sum(float(p["runtime_fast_top1_agreement"]) * (p["tokens"] - p["excluded_router_ties"])
+                for p in ev["probes"])
+    assert agree / n >= 0.9
+    g = ev["greedy"]
+    assert g["tokens"] == GREEDY_TOKENS and g["identical"] is True and g["compared"] > 0
