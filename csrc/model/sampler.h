@@ -80,10 +80,10 @@ class Sampler {
   int32_t vocab_size_ = 0;
   SamplingParams params_;
   Rng rng_;
-  std::vector<float> values_;      // the working copy of the logits, by id
-  std::vector<int32_t> order_;     // candidate ids, in candidate order
-  std::vector<double> probs_;      // candidate probabilities, by position in order_
-  std::vector<uint8_t> penalised_; // by id: already penalised in this call (cleared after)
+  std::vector<float> values_;       // the working copy of the logits, by id
+  std::vector<int32_t> order_;      // candidate ids, in candidate order
+  std::vector<double> probs_;       // candidate probabilities, by position in order_
+  std::vector<uint8_t> penalised_;  // by id: already penalised in this call (cleared after)
 };
 
 }  // namespace fwa

@@ -241,8 +241,8 @@ TEST_CASE("golden bit patterns (computed on x86-64; must hold on every ISA)") {
   double s, c;
   det_sincos(12345.678, &s, &c);
   INFO("exp(1) " << hex(bits64(det_exp(1.0))) << " log(10) " << hex(bits64(det_log(10.0)))
-          << " sin " << hex(bits64(s)) << " cos " << hex(bits64(c)) << " silu "
-          << hex(bits32(silu(-3.5f))));
+                  << " sin " << hex(bits64(s)) << " cos " << hex(bits64(c)) << " silu "
+                  << hex(bits32(silu(-3.5f))));
   CHECK(bits64(det_exp(1.0)) == 0x4005bf0a8b14576aULL);
   CHECK(bits64(det_log(10.0)) == 0x40026bb1bbb55516ULL);
   CHECK(bits64(s) == 0xbfe687d5890974a5ULL);
@@ -270,13 +270,13 @@ TEST_CASE("golden bit patterns (computed on x86-64; must hold on every ISA)") {
     t.add(cs[i]);
     t.add(sn[i]);
   }
-  std::vector<float> x(4096), w(4096);
+  std::vector<float> x(4096), w(4096), y(4096);
   for (int i = 0; i < 4096; ++i) {
     x[size_t(i)] = float((i * 7919) % 2001 - 1000) / 64.0f;
     w[size_t(i)] = float((i * 104729) % 1001) / 512.0f;
   }
-  rms_norm(x.data(), w.data(), 4096, 1e-6f, w.data());
-  for (float v : w) t.add(v);
+  rms_norm(x.data(), w.data(), 4096, 1e-6f, y.data());
+  for (float v : y) t.add(v);
   softmax_inplace(x.data(), 4096);
   for (float v : x) t.add(v);
   INFO("rope/rms_norm/softmax hash " << hex(t.h));
