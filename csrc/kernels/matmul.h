@@ -34,6 +34,16 @@ struct MatmulRequest {
 
 Status matmul(const MatmulRequest& req);
 
+// Runs n independent requests in one parallel region: their tiles are cut into chunks claimed
+// from one counter, so a layer's many small matrices (the experts a token routes to) cost one
+// dispatch, not one each. Requests with the same input (x, x_stride, M, K, mode) share the
+// first one's prepared activations; the others' workspace is then unused. Each request's
+// results are exactly those matmul() gives it. pool / n_threads as in MatmulRequest (the
+// requests' own are ignored). No allocation.
+constexpr int kMatmulBatchMax = 256;
+constexpr int kMatmulBatchChunks = 1024;
+Status matmul_batch(const MatmulRequest* reqs, int n, ThreadPool* pool, int n_threads);
+
 // The operation matmul() would run for this M and mode.
 MatmulOp matmul_op_for(int64_t M, ComputeMode mode);
 

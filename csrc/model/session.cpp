@@ -146,10 +146,16 @@ Status Session::allocate(std::string* message) {
     reserve_zero(&group_start_, E + 1);
     reserve_zero(&expert_hits_, L * E);
   }
-  reserve_zero(&xe_, C * H);
-  reserve_zero(&gate_, C * I);
-  reserve_zero(&up_, C * I);
-  reserve_zero(&down_, C * H);
+  // MoE rows: each token once per routed expert (C * K); dense layers use the first C.
+  const int64_t R = any_moe ? C * std::max<int64_t>(K, 1) : C;
+  reserve_zero(&xe_, R * H);
+  reserve_zero(&gate_, R * I);
+  reserve_zero(&up_, R * I);
+  reserve_zero(&down_, R * H);
+  if (any_moe) {
+    expert_ids_.assign(size_t(E), 0);
+    requests_.resize(size_t(2 * E));
+  }
   reserve_zero(&last_logits_, c.vocab_size);
 
   // Matmul workspace: the largest any linear needs for C rows (or 1 row for lm_head).
@@ -163,10 +169,20 @@ Status Session::allocate(std::string* message) {
       for (const Linear* lin : {&e.gate, &e.up, &e.down})
         ws = std::max(ws, linear_workspace_bytes(*lin, C, opt_.mode));
   }
-  workspace_.assign(ws + 64, 0);
+  // Batched experts: one workspace region per expert request, each 64-aligned; their rows add
+  // up to C * K (gate/up input is the hidden size, down's the intermediate size).
+  size_t moe_ws = 0;
+  for (int64_t l = 0; l < L; ++l)
+    for (const ExpertWeights& e : model_->layer(l).experts)
+      for (const Linear* lin : {&e.gate, &e.down})
+        if (lin->dtype == DType::packed)
+          moe_ws = std::max(moe_ws, 2 * linear_workspace_bytes(*lin, C * K, opt_.mode) +
+                                        size_t(2 * E) * 256);
+  workspace_.assign(ws + moe_ws + 128, 0);
   const uintptr_t p = reinterpret_cast<uintptr_t>(workspace_.data());
   ws_ = workspace_.data() + ((64 - p % 64) % 64);
   ws_bytes_ = ws;
+  moe_ws_ = static_cast<uint8_t*>(ws_) + (ws + 63) / 64 * 64;
   return Status::ok;
 }
 
@@ -278,10 +294,31 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
   const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t qd = nh * hd, kd = nkv * hd, half = hd / 2;
   const float eps = float(c.rms_norm_eps);
-  Status st;
-  if ((st = run_linear(w.q, xn_.data(), rows, H, q_.data(), qd)) != Status::ok ||
-      (st = run_linear(w.k, xn_.data(), rows, H, k_.data(), kd)) != Status::ok ||
-      (st = run_linear(w.v, xn_.data(), rows, H, v_.data(), kd)) != Status::ok)
+  Status st = Status::ok;
+  if (w.q.dtype == DType::packed && w.k.dtype == DType::packed && w.v.dtype == DType::packed) {
+    // One parallel region, one activation quantization for the three projections.
+    MatmulRequest r[3];
+    const Linear* lin[3] = {&w.q, &w.k, &w.v};
+    float* out[3] = {q_.data(), k_.data(), v_.data()};
+    for (int i = 0; i < 3; ++i) {
+      r[i].layout = &lin[i]->layout;
+      r[i].w = lin[i]->data;
+      r[i].x = xn_.data();
+      r[i].M = rows;
+      r[i].x_stride = H;
+      r[i].y = out[i];
+      r[i].y_stride = i == 0 ? qd : kd;
+      r[i].mode = opt_.mode;
+      r[i].workspace = ws_;
+      r[i].workspace_bytes = ws_bytes_;
+    }
+    st = matmul_batch(r, 3, pool_.get(), opt_.n_threads);
+  } else if ((st = run_linear(w.q, xn_.data(), rows, H, q_.data(), qd)) != Status::ok ||
+             (st = run_linear(w.k, xn_.data(), rows, H, k_.data(), kd)) != Status::ok) {
+  } else {
+    st = run_linear(w.v, xn_.data(), rows, H, v_.data(), kd);
+  }
+  if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                  status_string(st));
   float* kc = &k_cache_[size_t(l * nkv * hd * ctx_)];
@@ -378,31 +415,95 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
   for (int64_t e = E; e > 0; --e) group_start_[size_t(e)] = group_start_[size_t(e - 1)];
   group_start_[0] = 0;
 
-  for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;
+  // Every routed expert's input rows: the chunk's own rows when the expert takes them all (a
+  // decode step), else gathered. Slot i of an expert's group is row g0 + i of xe_ / gate_ /
+  // up_ / down_.
+  int n_req = 0;
+  bool all_packed = true;
   for (int64_t e = 0; e < E; ++e) {
     const int32_t g0 = group_start_[size_t(e)], g1 = group_start_[size_t(e + 1)];
-    const int64_t m = g1 - g0;
-    if (m == 0) continue;
+    if (g1 == g0) continue;
     if ((st = model_->use_expert(l, e, message)) != Status::ok) return st;
     expert_hits_[size_t(l * E + e)] = 1;
     const ExpertWeights& x = w.experts[size_t(e)];
-    for (int64_t i = 0; i < m; ++i)
-      std::memcpy(&xe_[size_t(i * H)], &xn_[size_t(group_row_[size_t(g0 + i)] * H)],
+    all_packed = all_packed && x.gate.dtype == DType::packed && x.up.dtype == DType::packed &&
+                 x.down.dtype == DType::packed;
+    expert_ids_[size_t(n_req++)] = int32_t(e);
+    if (g1 - g0 == rows) continue;  // takes xn_ as is
+    for (int32_t i = g0; i < g1; ++i)
+      std::memcpy(&xe_[size_t(i * H)], &xn_[size_t(group_row_[size_t(i)] * H)],
                   size_t(H) * sizeof(float));
-    if ((st = run_linear(x.gate, xe_.data(), m, H, gate_.data(), I)) != Status::ok ||
-        (st = run_linear(x.up, xe_.data(), m, H, up_.data(), I)) != Status::ok)
-      return fail(message, st, "layer " + std::to_string(l) + " expert " + std::to_string(e) +
-                                   ": " + status_string(st));
-    for (int64_t i = 0; i < m * I; ++i) gate_[size_t(i)] = silu(gate_[size_t(i)]) * up_[size_t(i)];
-    if ((st = run_linear(x.down, gate_.data(), m, I, down_.data(), H)) != Status::ok)
-      return fail(message, st, "layer " + std::to_string(l) + " expert " + std::to_string(e) +
-                                   " down: " + status_string(st));
-    for (int64_t i = 0; i < m; ++i) {
-      const float wt = group_w_[size_t(g0 + i)];
-      float* dst = &tmp_[size_t(group_row_[size_t(g0 + i)] * H)];
-      const float* src = &down_[size_t(i * H)];
-      for (int64_t d = 0; d < H; ++d) dst[d] = dst[d] + wt * src[d];
+  }
+  auto input_of = [&](int64_t e) -> const float* {
+    const int32_t g0 = group_start_[size_t(e)];
+    return group_start_[size_t(e + 1)] - g0 == rows ? xn_.data() : &xe_[size_t(g0 * H)];
+  };
+  auto request = [&](const Linear& lin, const float* in, int64_t m, int64_t in_stride, float* out,
+                     int64_t out_stride, uint8_t** ws) {
+    MatmulRequest r;
+    r.layout = &lin.layout;
+    r.w = lin.data;
+    r.x = in;
+    r.M = m;
+    r.x_stride = in_stride;
+    r.y = out;
+    r.y_stride = out_stride;
+    r.mode = opt_.mode;
+    r.workspace = *ws;
+    r.workspace_bytes = matmul_workspace_bytes(lin.layout, m, opt_.mode);
+    *ws += (r.workspace_bytes + 63) / 64 * 64;
+    return r;
+  };
+  if (all_packed) {  // one parallel region for all gate/up projections, one for all downs
+    uint8_t* ws = moe_ws_;
+    for (int i = 0; i < n_req; ++i) {
+      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
+      const int64_t m = group_start_[size_t(e + 1)] - g0;
+      const ExpertWeights& x = w.experts[size_t(e)];
+      requests_[size_t(2 * i)] = request(x.gate, input_of(e), m, H, &gate_[size_t(g0 * I)], I, &ws);
+      requests_[size_t(2 * i + 1)] = request(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I, &ws);
     }
+    st = matmul_batch(requests_.data(), 2 * n_req, pool_.get(), opt_.n_threads);
+  } else {
+    for (int i = 0; i < n_req && st == Status::ok; ++i) {
+      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
+      const int64_t m = group_start_[size_t(e + 1)] - g0;
+      const ExpertWeights& x = w.experts[size_t(e)];
+      if ((st = run_linear(x.gate, input_of(e), m, H, &gate_[size_t(g0 * I)], I)) == Status::ok)
+        st = run_linear(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I);
+    }
+  }
+  if (st != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
+  const int64_t routed = rows * K;
+  for (int64_t i = 0; i < routed * I; ++i)
+    gate_[size_t(i)] = silu(gate_[size_t(i)]) * up_[size_t(i)];
+  if (all_packed) {
+    uint8_t* ws = moe_ws_;
+    for (int i = 0; i < n_req; ++i) {
+      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
+      const int64_t m = group_start_[size_t(e + 1)] - g0;
+      requests_[size_t(i)] = request(w.experts[size_t(e)].down, &gate_[size_t(g0 * I)], m, I,
+                                     &down_[size_t(g0 * H)], H, &ws);
+    }
+    st = matmul_batch(requests_.data(), n_req, pool_.get(), opt_.n_threads);
+  } else {
+    for (int i = 0; i < n_req && st == Status::ok; ++i) {
+      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
+      const int64_t m = group_start_[size_t(e + 1)] - g0;
+      st = run_linear(w.experts[size_t(e)].down, &gate_[size_t(g0 * I)], m, I,
+                      &down_[size_t(g0 * H)], H);
+    }
+  }
+  if (st != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " expert down: " + status_string(st));
+  // Weighted sum per token in ascending expert order (groups are in expert order).
+  for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;
+  for (int64_t i = 0; i < routed; ++i) {
+    const float wt = group_w_[size_t(i)];
+    float* dst = &tmp_[size_t(group_row_[size_t(i)] * H)];
+    const float* src = &down_[size_t(i * H)];
+    for (int64_t d = 0; d < H; ++d) dst[d] = dst[d] + wt * src[d];
   }
   return Status::ok;
 }

@@ -89,12 +89,15 @@ class Session {
   std::vector<float> rope_cos_, rope_sin_;                // [ctx, hd/2]
   std::vector<float> router_, topk_w_, group_w_;          // [C, E], [C, K], [C*K]
   std::vector<int32_t> topk_e_, group_row_, group_start_; // [C, K], [C*K], [E+1]
-  std::vector<float> xe_, gate_, up_, down_;              // [C, H], [C, I], [C, I], [C, H]
+  std::vector<float> xe_, gate_, up_, down_;              // [C*K, H], [C*K, I] x2, [C*K, H]
+  std::vector<int32_t> expert_ids_;                       // routed experts of a chunk, ascending
+  std::vector<MatmulRequest> requests_;                   // [2E]: one batch of expert matmuls
   std::vector<float> last_logits_;                        // [V]
   std::vector<uint8_t> expert_hits_;                      // [L, E]
   std::vector<uint8_t> workspace_;                        // matmul activations (64-aligned)
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
+  uint8_t* moe_ws_ = nullptr;                             // after ws_: the batched experts' part
   bool has_last_logits_ = false;
   int64_t ctx_ = 0, chunk_ = 0;
 };

@@ -73,5 +73,16 @@ if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace
   echo "FAILED: artifact tests under sanitizers"
   status=1
 fi
+if [ -n "${FWA_TEST_MODEL:-}" ]; then
+  echo "### C++ runtime tests under ASan + UBSan"
+  cmake --build "$out/asan" --target fwa_model_tests fwa_model_math_tests
+  if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      "$out/asan/tests/cpp/fwa_model_math_tests" ||
+     ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      "$out/asan/tests/cpp/fwa_model_tests"; then
+    echo "FAILED: runtime tests under sanitizers"
+    status=1
+  fi
+fi
 [ "$status" -eq 0 ] && echo "run_fuzz.sh: fuzzing and sanitizer tests passed"
 exit "$status"
