@@ -19,15 +19,18 @@ double det_log(double x);  // natural log, x > 0 finite (NaN otherwise)
 // 3-part constant, then polynomials on [-pi/4, pi/4] and quadrant selection.
 void det_sincos(double x, double* s, double* c);
 float det_expf(float x);  // float(det_exp(double(x)))
-float silu(float x);      // x / (1.0f + det_expf(-x)), float arithmetic; finite for all finite x
+float silu(float x);      // x / (1 + exp(-x)) with the float exp below (math.cpp: exp_f32)
+// gate[i] = silu(gate[i]) * up[i]: the SwiGLU of an MLP, vectorised.
+void swiglu_inplace(float* gate, const float* up, int64_t n);
 
 // RMSNorm over n values: sum of squares accumulated in double in index order,
 // ms = float(sum / n), inv = 1.0f / std::sqrt(ms + eps) (float), y[i] = (x[i] * inv) * w[i]
 // (float). y may alias x.
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y);
 
-// In-place softmax over n >= 1 floats: m = max; e_i = det_expf(x_i - m); sum in double in
-// index order; x_i = float(double(e_i) / sum). -inf entries give 0. NaN anywhere, a +inf
+// In-place softmax over n >= 1 floats: m = max; e_i = exp_f32(x_i - m) (math.cpp); sum as
+// eight strided float partial sums combined ((0+1)+(2+3))+((4+5)+(6+7)); x_i = e_i / sum.
+// Vectorisable and the same bits on every ISA. -inf entries give 0. NaN anywhere, a +inf
 // entry or all entries -inf give NaN everywhere (as PyTorch).
 void softmax_inplace(float* x, int64_t n);
 

@@ -362,7 +362,7 @@ Status Session::dense_block(int64_t l, int64_t rows, std::string* message) {
   if ((st = run_linear(w.mlp_gate, xn_.data(), rows, H, gate_.data(), I)) != Status::ok ||
       (st = run_linear(w.mlp_up, xn_.data(), rows, H, up_.data(), I)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " mlp: " + status_string(st));
-  for (int64_t i = 0; i < rows * I; ++i) gate_[size_t(i)] = silu(gate_[size_t(i)]) * up_[size_t(i)];
+  swiglu_inplace(gate_.data(), up_.data(), rows * I);
   if ((st = run_linear(w.mlp_down, gate_.data(), rows, I, tmp_.data(), H)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " mlp_down: " + status_string(st));
   return Status::ok;
@@ -476,8 +476,7 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
   const int64_t routed = rows * K;
-  for (int64_t i = 0; i < routed * I; ++i)
-    gate_[size_t(i)] = silu(gate_[size_t(i)]) * up_[size_t(i)];
+  swiglu_inplace(gate_.data(), up_.data(), routed * I);
   if (all_packed) {
     uint8_t* ws = moe_ws_;
     for (int i = 0; i < n_req; ++i) {

@@ -260,7 +260,7 @@ TEST_CASE("golden bit patterns (computed on x86-64; must hold on every ISA)") {
   }
   for (int i = 0; i <= 2000; ++i) h.add(silu(-100.0f + float(i) * 0.1f));
   INFO("elementary functions hash " << hex(h.h));
-  CHECK(h.h == 0x4af5a35dff8bc39cULL);
+  CHECK(h.h == 0x293e205b5f8b2ed4ULL);
 
   Fnv t;
   const int64_t hd = 128, n_pos = 1024;
@@ -280,7 +280,7 @@ TEST_CASE("golden bit patterns (computed on x86-64; must hold on every ISA)") {
   softmax_inplace(x.data(), 4096);
   for (float v : x) t.add(v);
   INFO("rope/rms_norm/softmax hash " << hex(t.h));
-  CHECK(t.h == 0xe2f774dc00c9ad3cULL);
+  CHECK(t.h == 0x34bab0e4c8dd4a29ULL);
 }
 
 TEST_CASE("rms_norm against a double reference") {
