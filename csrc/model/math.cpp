@@ -184,6 +184,10 @@ static inline float silu_f32(float x) { return x > -87.0f ? x / (1.0f + exp_f32(
 
 float silu(float x) { return silu_f32(x); }
 
+void exp_sub_max(const float* x, int64_t n, float m, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = exp_f32(x[i] - m);
+}
+
 void swiglu_inplace(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = silu_f32(gate[i]) * up[i];
 }

@@ -22,6 +22,8 @@ float det_expf(float x);  // float(det_exp(double(x)))
 float silu(float x);      // x / (1 + exp(-x)) with the float exp below (math.cpp: exp_f32)
 // gate[i] = silu(gate[i]) * up[i]: the SwiGLU of an MLP, vectorised.
 void swiglu_inplace(float* gate, const float* up, int64_t n);
+// out[i] = exp(x[i] - m) with the float exp of math.cpp (0 for -inf or NaN differences).
+void exp_sub_max(const float* x, int64_t n, float m, float* out);
 
 // RMSNorm over n values: sum of squares accumulated in double in index order,
 // ms = float(sum / n), inv = 1.0f / std::sqrt(ms + eps) (float), y[i] = (x[i] * inv) * w[i]

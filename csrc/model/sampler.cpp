@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <new>
 
@@ -61,6 +62,17 @@ double Rng::next_double() {
   return static_cast<double>(((hi << 32) | lo) >> 11) * 0x1.0p-53;
 }
 
+namespace {
+
+// Bucket of a weight in [0, inf): the top 12 bits of its IEEE pattern, monotone in the value.
+inline int32_t bucket_of(float w) {
+  uint32_t b;
+  std::memcpy(&b, &w, 4);
+  return static_cast<int32_t>(b >> 19);
+}
+
+}  // namespace
+
 Status check_sampling_params(const SamplingParams& p, std::string* message) {
   if (!std::isfinite(p.temperature) || p.temperature < 0.0f) {
     return bad_param(message, "temperature must be finite and >= 0", p.temperature);
@@ -83,10 +95,14 @@ Status Sampler::init(int32_t vocab_size, std::string* message) {
     std::vector<float> values(n);
     std::vector<int32_t> order(n);
     std::vector<double> probs(n);
+    std::vector<float> exps(n);
+    std::vector<double> bucket_mass(kBuckets);
     std::vector<uint8_t> penalised(n, 0);
     values_.swap(values);
     order_.swap(order);
     probs_.swap(probs);
+    exps_.swap(exps);
+    bucket_mass_.swap(bucket_mass);
     penalised_.swap(penalised);
   } catch (const std::bad_alloc&) {
     return fail(message, Status::cap_exceeded, "out of memory for the sampler's scratch arrays");
@@ -151,17 +167,73 @@ int32_t Sampler::sample(const float* logits, const int32_t* history, size_t n_hi
   const auto before = [v](int32_t a, int32_t b) {
     return v[a] > v[b] || (v[a] == v[b] && a < b);
   };
-  const bool nucleus = params_.top_p < 1.0f;
-  int32_t n = n_vocab;
-  if (params_.top_k > 0 && params_.top_k < n_vocab) {
-    n = params_.top_k;
-    std::partial_sort(order, order + n, order + n_vocab, before);
-  } else if (params_.top_k > 0 || nucleus) {
-    std::sort(order, order + n_vocab, before);
-  }
+  if (params_.top_k > 0 && params_.top_k < n_vocab) return sample_top_k(before);
 
-  float max_value = v[order[0]];
-  for (int32_t j = 1; j < n; ++j) max_value = std::max(max_value, v[order[j]]);
+  // Every id is a candidate: weights e_i = exp(v_i - max) by id (float, vectorised), their
+  // sum in id order.
+  float m = v[0];
+  for (int32_t i = 1; i < n_vocab; ++i) m = v[i] > m ? v[i] : m;
+  float* e = exps_.data();
+  exp_sub_max(v, n_vocab, m, e);
+  double total = 0.0;
+  for (int32_t i = 0; i < n_vocab; ++i) total += static_cast<double>(e[i]);
+  if (!(total > 0.0)) {  // every weight 0 (all -inf, or an infinite max): the top candidate
+    std::partial_sort(order, order + 1, order + n_vocab, before);
+    return order[0];
+  }
+  int32_t n = n_vocab;
+  double kept = total;
+  if (params_.top_p < 1.0f) {
+    // The nucleus is the top of the candidate order. Weights are positive floats, whose bit
+    // patterns order like their values: bucket them by the top 12 bits (sign 0, exponent, 4
+    // mantissa bits), find the bucket where the running mass (largest buckets first) reaches
+    // top_p * total, and sort only the ids from that bucket up. The prefix found is the one a
+    // full sort would give.
+    const double target = static_cast<double>(params_.top_p) * total;
+    double* mass = bucket_mass_.data();
+    std::fill(mass, mass + kBuckets, 0.0);
+    for (int32_t i = 0; i < n_vocab; ++i) mass[bucket_of(e[i])] += static_cast<double>(e[i]);
+    int32_t cut_bucket = kBuckets - 1;
+    double above = 0.0;
+    for (; cut_bucket > 0; --cut_bucket) {
+      if (above + mass[cut_bucket] >= target) break;
+      above += mass[cut_bucket];
+    }
+    // One bucket of margin: the bucket sums and the sorted running sum round differently.
+    cut_bucket = cut_bucket > 0 ? cut_bucket - 1 : 0;
+    int32_t k = 0;
+    for (int32_t i = 0; i < n_vocab; ++i)
+      if (bucket_of(e[i]) >= cut_bucket) order[k++] = i;
+    std::sort(order, order + k, before);
+    double cumulative = 0.0;
+    n = k;
+    for (int32_t j = 0; j < k; ++j) {
+      cumulative += static_cast<double>(e[order[j]]);
+      if (cumulative >= target) {
+        n = j + 1;
+        break;
+      }
+    }
+    kept = 0.0;
+    for (int32_t j = 0; j < n; ++j) kept += static_cast<double>(e[order[j]]);
+  }
+  // Draw: walk the kept candidates (in candidate order under top_p, else by id).
+  const double u = rng_.next_double() * kept;
+  double cumulative = 0.0;
+  for (int32_t j = 0; j < n; ++j) {
+    cumulative += static_cast<double>(e[order[j]]);
+    if (cumulative > u) return order[j];
+  }
+  return order[n - 1];
+}
+
+template <typename Before>
+int32_t Sampler::sample_top_k(const Before& before) {
+  const float* v = values_.data();
+  int32_t* order = order_.data();
+  int32_t n = params_.top_k;
+  std::partial_sort(order, order + n, order + vocab_size_, before);
+  const float max_value = v[order[0]];
   double* p = probs_.data();
   double sum = 0.0;
   for (int32_t j = 0; j < n; ++j) {
@@ -172,8 +244,7 @@ int32_t Sampler::sample(const float* logits, const int32_t* history, size_t n_hi
     sum += p[j];
   }
   for (int32_t j = 0; j < n; ++j) p[j] /= sum;
-
-  if (nucleus) {
+  if (params_.top_p < 1.0f) {
     const double top_p = params_.top_p;
     double cumulative = 0.0;
     for (int32_t j = 0; j < n; ++j) {

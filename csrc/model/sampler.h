@@ -49,16 +49,24 @@ Status check_sampling_params(const SamplingParams& p, std::string* message);
 //   2. temperature <= 0: return the argmax (ties to the lower id; NaN never wins; 0 if every
 //      logit is NaN);
 //   3. divide by the temperature (float); NaN becomes -inf (never drawn unless all are);
-//   4. candidates = all ids; top_k > 0: keep the top_k largest, ordered by value descending
-//      then id ascending (a total order, so the result is unique); with top_k == 0 and
-//      top_p < 1 all ids are sorted that way; otherwise they stay in id order;
-//   5. softmax over the candidates in that order: e_j = det_exp(double(v_j) - double(max))
-//      (1 where v_j == max, so an infinite max is well defined), sum in double in order,
-//      p_j = e_j / sum;
+//   4. candidate order: value descending, then id ascending (a total order: unique results);
+//   top_k > 0 (and < vocab):
+//   5. keep the top_k first candidates; softmax over them in that order:
+//      e_j = det_exp(double(v_j) - double(max)) (1 where v_j == max, so an infinite max is well
+//      defined), sum in double in order, p_j = e_j / sum;
 //   6. top_p < 1: keep the shortest prefix whose cumulative probability >= top_p (at least
 //      one candidate; all of them if rounding never reaches top_p);
 //   7. u = rng.next_double() * (sum of the kept p_j, in order); return the first kept
-//      candidate whose running sum exceeds u, or the last kept one if rounding leaves none.
+//      candidate whose running sum exceeds u, or the last kept one if rounding leaves none;
+//   otherwise (every id a candidate):
+//   5'. weights e_i = exp(v_i - max) by id (float, math.h exp_sub_max), total = their sum in
+//      double in id order; if total is 0 (all -inf, or an infinite max) return the first
+//      candidate;
+//   6'. top_p < 1: the shortest prefix in candidate order whose running sum (double) reaches
+//      top_p * total; only the ids of the weight buckets that can hold it are sorted (a
+//      histogram over the weights' top 12 bits); else all ids in id order;
+//   7'. u = rng.next_double() * (the kept weights' sum); the first kept candidate whose
+//      running sum exceeds u, or the last kept one.
 class Sampler {
  public:
   // Allocates the scratch arrays. invalid_argument if vocab_size <= 0; cap_exceeded if the
@@ -76,13 +84,18 @@ class Sampler {
  private:
   void apply_repetition_penalty(const int32_t* history, size_t n_history);
   int32_t argmax() const;
+  template <typename Before>
+  int32_t sample_top_k(const Before& before);
 
   int32_t vocab_size_ = 0;
   SamplingParams params_;
   Rng rng_;
   std::vector<float> values_;       // the working copy of the logits, by id
   std::vector<int32_t> order_;      // candidate ids, in candidate order
-  std::vector<double> probs_;       // candidate probabilities, by position in order_
+  std::vector<double> probs_;       // candidate probabilities, by position in order_ (top-k)
+  std::vector<float> exps_;         // exp(v - max), by id (no top-k)
+  static constexpr int32_t kBuckets = 4096;  // weights by their top 12 bits (top-p)
+  std::vector<double> bucket_mass_;
   std::vector<uint8_t> penalised_;  // by id: already penalised in this call (cleared after)
 };
 

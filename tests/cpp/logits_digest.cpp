@@ -48,30 +48,33 @@ int main(int argc, char** argv) {
     const char* name = mode == ComputeMode::exact ? "exact" : "fast";
     std::printf("logits %s sha256:%s\n", name,
                 digest_hex(sha256(logits.data(), logits.size() * 4)).c_str());
-    s->reset();
-    GenerateParams p;
-    p.max_tokens = 24;
-    p.sampling.temperature = 0.8f;
-    p.sampling.top_k = 40;
-    p.sampling.top_p = 0.9f;
-    p.sampling.repetition_penalty = 1.05f;
-    p.sampling.seed = 2026;
-    Generation g;
-    if (g.start(s.get(), ids.data(), 8, p, &msg) != Status::ok) {
-      std::fprintf(stderr, "generate: %s\n", msg.c_str());
-      return 1;
-    }
-    bool done = false;
-    int32_t tok;
-    std::string piece;
-    while (!done)
-      if (g.next(&tok, &piece, &done, &msg) != Status::ok) {
+    // Two samplers: top-k + top-p + repetition penalty, and top-p over the whole vocabulary.
+    for (int32_t top_k : {40, 0}) {
+      s->reset();
+      GenerateParams p;
+      p.max_tokens = 24;
+      p.sampling.temperature = 0.8f;
+      p.sampling.top_k = top_k;
+      p.sampling.top_p = 0.9f;
+      p.sampling.repetition_penalty = top_k ? 1.05f : 1.0f;
+      p.sampling.seed = 2026;
+      Generation g;
+      if (g.start(s.get(), ids.data(), 8, p, &msg) != Status::ok) {
         std::fprintf(stderr, "generate: %s\n", msg.c_str());
         return 1;
       }
-    std::printf("sampled %s", name);
-    for (int32_t t : g.token_ids()) std::printf(" %d", t);
-    std::printf("\n");
+      bool done = false;
+      int32_t tok;
+      std::string piece;
+      while (!done)
+        if (g.next(&tok, &piece, &done, &msg) != Status::ok) {
+          std::fprintf(stderr, "generate: %s\n", msg.c_str());
+          return 1;
+        }
+      std::printf("sampled %s top_k=%d", name, top_k);
+      for (int32_t t : g.token_ids()) std::printf(" %d", t);
+      std::printf("\n");
+    }
   }
   return 0;
 }
