@@ -176,19 +176,25 @@ static inline float exp_f32(float x) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return x > -87.0f ? p * scale : 0.0f;
+  const float y = p * scale;  // unconditional, then selected (see silu_f32)
+  return x > -87.0f ? y : 0.0f;
 }
 
 // Below -87, exp(-x) would saturate: silu(x) = x * exp(x) / (1 + exp(x)) is then -0 in float.
-static inline float silu_f32(float x) { return x > -87.0f ? x / (1.0f + exp_f32(-x)) : -0.0f; }
+// The quotient is computed unconditionally and then selected: with the default
+// -ftrapping-math the compiler will not vectorise a conditional division.
+static inline float silu_f32(float x) {
+  const float q = x / (1.0f + exp_f32(-x));
+  return x > -87.0f ? q : -0.0f;
+}
 
 float silu(float x) { return silu_f32(x); }
 
-void exp_sub_max(const float* x, int64_t n, float m, float* out) {
+void exp_sub_max(const float* __restrict x, int64_t n, float m, float* __restrict out) {
   for (int64_t i = 0; i < n; ++i) out[i] = exp_f32(x[i] - m);
 }
 
-void swiglu_inplace(float* gate, const float* up, int64_t n) {
+void swiglu_inplace(float* __restrict gate, const float* __restrict up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = silu_f32(gate[i]) * up[i];
 }
 
@@ -205,9 +211,9 @@ void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
 
 void softmax_inplace(float* x, int64_t n) {
   float m = x[0];
-  bool nan = false;
+  int nan = 0;
   for (int64_t i = 0; i < n; ++i) {
-    nan = nan || x[i] != x[i];
+    nan |= x[i] != x[i];
     m = x[i] > m ? x[i] : m;
   }
   if (nan || !(m > -std::numeric_limits<float>::infinity()) ||
