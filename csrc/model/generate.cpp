@@ -29,6 +29,7 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::stop_string: return "stop_string";
     case StopReason::stop_id: return "stop_id";
     case StopReason::context_full: return "context_full";
+    case StopReason::cancelled: return "cancelled";
   }
   return "none";
 }
@@ -142,6 +143,13 @@ Status Generation::flush_text(bool final, std::string* piece, std::string* messa
   return Status::ok;
 }
 
+void Generation::cancel() {
+  if (done_ || !s_) return;
+  done_ = true;
+  reason_ = StopReason::cancelled;
+  finish_stats();
+}
+
 void Generation::finish_stats() {
   stats_.generated_tokens = int64_t(generated_.size());
   const ModelConfig& c = s_->model().config();
@@ -207,6 +215,23 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
     done_ = *done = true;
     return fail(message, Status::io_error, "generate: out of memory");
   }
+}
+
+Status generate(Session* session, const int32_t* prompt, int64_t n, const GenerateParams& params,
+                TokenCallback callback, void* user, Generation* out, std::string* message) {
+  Status st = out->start(session, prompt, n, params, message);
+  if (st != Status::ok) return st;
+  std::string piece;
+  bool done = false;
+  while (!done) {
+    int32_t tok = -1;
+    if ((st = out->next(&tok, &piece, &done, message)) != Status::ok) return st;
+    if (callback && (tok >= 0 || !piece.empty()) &&
+        !callback(user, tok, piece.data(), piece.size()))
+      out->cancel();
+    done = done || out->stop_reason() == StopReason::cancelled;
+  }
+  return Status::ok;
 }
 
 }  // namespace fwa

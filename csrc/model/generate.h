@@ -28,7 +28,7 @@ struct GenerateParams {
   std::vector<int32_t> stop_ids;
 };
 
-enum class StopReason { none, max_tokens, stop_string, stop_id, context_full };
+enum class StopReason { none, max_tokens, stop_string, stop_id, context_full, cancelled };
 const char* stop_reason_name(StopReason r);
 
 struct GenerationStats {
@@ -48,6 +48,9 @@ class Generation {
   // Produces the next token. *done becomes true when generation ended (stop_reason() says
   // why); a final call may still return a last piece of text (token -1 when no token).
   Status next(int32_t* token, std::string* piece, bool* done, std::string* message);
+
+  // Ends the generation now (stop reason `cancelled`); the context keeps what was evaluated.
+  void cancel();
 
   StopReason stop_reason() const { return reason_; }
   const GenerationStats& stats() const { return stats_; }
@@ -72,5 +75,12 @@ class Generation {
   std::chrono::steady_clock::time_point t_start_;
   std::string decoded_;         // scratch
 };
+
+// Streaming with a C callback: called once per generated token with its text piece (UTF-8,
+// not NUL-terminated, may be empty) and once more with token -1 if text is left at the end.
+// Returning false cancels the generation. The result and statistics are in *out.
+using TokenCallback = bool (*)(void* user, int32_t token, const char* piece, size_t piece_len);
+Status generate(Session* session, const int32_t* prompt, int64_t n, const GenerateParams& params,
+                TokenCallback callback, void* user, Generation* out, std::string* message);
 
 }  // namespace fwa

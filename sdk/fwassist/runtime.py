@@ -68,7 +68,7 @@ class Generation:
 
     text: str
     token_ids: list[int]
-    stop_reason: str          # max_tokens | stop_string | stop_id | context_full
+    stop_reason: str          # max_tokens | stop_string | stop_id | context_full | cancelled
     stats: dict[str, Any] = field(default_factory=dict)
 
 

@@ -247,3 +247,34 @@ TEST_CASE("generation: prefix cache, stop ids, max tokens, seeded sampling") {
   CHECK(c.second == StopReason::stop_id);
   CHECK(c.first.size() <= 3);
 }
+
+TEST_CASE("generation with a C callback: every token reported, cancel stops") {
+  auto m = load_test_model();
+  auto s = make(m, ComputeMode::fast, 1, 16);
+  const auto ids = prompt(*m, 6, 8);
+  GenerateParams p;
+  p.max_tokens = 12;
+  struct Seen {
+    std::vector<int32_t> ids;
+    int stop_after;
+  } seen{{}, 1000};
+  auto cb = [](void* user, int32_t token, const char*, size_t) {
+    auto* v = static_cast<Seen*>(user);
+    if (token >= 0) v->ids.push_back(token);
+    return int(v->ids.size()) < v->stop_after;
+  };
+  Generation g;
+  std::string msg;
+  REQUIRE(generate(s.get(), ids.data(), 6, p, cb, &seen, &g, &msg) == Status::ok);
+  CHECK(seen.ids == g.token_ids());
+  CHECK(g.stop_reason() == StopReason::max_tokens);
+  CHECK(s->n_past() == 6 + 12);
+  seen = Seen{{}, 5};
+  Generation g2;
+  REQUIRE(generate(s.get(), ids.data(), 6, p, cb, &seen, &g2, &msg) == Status::ok);
+  CHECK(g2.stop_reason() == StopReason::cancelled);
+  CHECK(seen.ids.size() == 5);
+  CHECK(g2.token_ids().size() == 5);
+  CHECK(g2.stats().generated_tokens == 5);
+  CHECK(s->n_past() == 6 + 5);
+}
