@@ -3,7 +3,7 @@
 decode vs the memory roofline, on synthetic Qwen3-MoE models.
 
     python benchmarks/generate.py --json OUT [--quick] [--sizes tiny,medium] [--bits 4,3,2]
-                                  [--threads 1,2] [--modes fast,exact] [--reps 6]
+                                  [--threads 1,2] [--modes fast,exact] [--reps 8]
                                   [--embed packed|f16] [--cache-dir DIR]
 
 Models are made here, not exported from ONNX: an ImportedModel with random integer codes and
@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,7 @@ class Plan:
 
 
 FULL = Plan(sizes=("tiny", "medium"), bits=(4, 3, 2), threads=(1, 2), modes=("fast",),
-            reps=6, passes=2, prefill_lens=(128, 512), decode_prompt=16, decode_tokens=64,
+            reps=8, passes=2, prefill_lens=(128, 512), decode_prompt=16, decode_tokens=64,
             max_context=1024, prefill_chunk=64, probe_bytes=512 * MiB, config_budget_s=60.0)
 QUICK = Plan(sizes=("tiny",), bits=(4,), threads=(1,), modes=("fast",), reps=1, passes=1,
              prefill_lens=(128, 512), decode_prompt=16, decode_tokens=32, max_context=1024,
@@ -347,6 +348,17 @@ def norm_stats(stats: Any) -> dict[str, Any]:
     return st
 
 
+def cpu_busy_s() -> Optional[float]:
+    """Seconds of CPU time used by everything on the machine (/proc/stat, all CPUs)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: loads one model and measures one (threads, mode)."""
     t_start = time.monotonic()
@@ -395,6 +407,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     decode_tokens: list[list[int]] = []
     rounds = 0
     t_rounds = time.monotonic()
+    ru0, busy0 = resource.getrusage(resource.RUSAGE_SELF), cpu_busy_s()
     while rounds < spec["reps"]:
         for n in spec["prefill_lens"]:
             st, tok, wall = run(ids(n), 1)
@@ -408,15 +421,29 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             notes.append(f"stopped after {rounds} of {spec['reps']} rounds (budget "
                          f"{spec['budget_s']:.0f} s)")
             break
+    ru1, busy1 = resource.getrusage(resource.RUSAGE_SELF), cpu_busy_s()
+    wall = time.monotonic() - t_rounds
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    # Contention from the other jobs of the shared machine: the CPU time all processes used
+    # during the rounds minus ours, in cores (0: the machine was ours).
+    usage = {"wall_s": wall, "cpu_s": cpu, "cpu_util": cpu / (wall * spec["threads"]),
+             "other_cores": (max(0.0, (busy1 - busy0) - cpu) / wall
+                             if busy0 is not None and busy1 is not None else None),
+             "involuntary_ctx_switches": ru1.ru_nivcsw - ru0.ru_nivcsw}
     checks["decode_deterministic"] = all(t == decode_tokens[0] for t in decode_tokens)
     end = proc_status()
     model_close = getattr(model, "close", None)
     if callable(model_close):
         model_close()
+    # The read bandwidth right after the rounds, at the worker's thread count (after VmHWM was
+    # read, so the probe's buffer is not in the peak): what the memory system offered then.
+    probe = read_probe(spec["probe_bytes"], (spec["threads"],), 5)[str(spec["threads"])] \
+        if spec.get("probe_bytes") else None
     return {"load_s": load_s, "rounds": rounds, "samples": samples, "checks": checks,
             "decode_token_ids": decode_tokens[0] if decode_tokens else [],
             "rss_base": rss_base, "rss_loaded": rss_loaded, "rss_end": end,
-            "peak_rss": end["VmHWM"], "notes": notes,
+            "peak_rss": end["VmHWM"], "notes": notes, "usage": usage,
+            "probe_gbps": probe, "core_mtime": os.path.getmtime(_core.__file__),
             "worker_s": time.monotonic() - t_start}
 
 
@@ -475,6 +502,9 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["checks"]["same_tokens_across_processes"] = all(
         r["decode_token_ids"] == ok[0]["decode_token_ids"] for r in ok)
     out["notes"] = [n for r in ok for n in r["notes"]] + [f"a pass failed: {e}" for e in errors]
+    out["usage"] = [r.get("usage") for r in ok]
+    out["probe_gbps"] = [r.get("probe_gbps") for r in ok]
+    out["core_mtimes"] = sorted({r.get("core_mtime") for r in ok if r.get("core_mtime")})
     return out
 
 
@@ -528,6 +558,12 @@ def make_row(model: dict[str, Any], bits: int, threads: int, mode: str, res: dic
     row["checks"] = res["checks"]
     row["decode_token_ids"] = res["decode_token_ids"]
     row["notes"] = res["notes"]
+    row["usage_per_pass"] = res.get("usage")
+    row["worker_probe_gbps"] = res.get("probe_gbps")
+    row["core_mtimes"] = res.get("core_mtimes")
+    others = [u["other_cores"] for u in res.get("usage") or [] if u and
+              u.get("other_cores") is not None]
+    row["other_cores"] = max(others) if others else None
     row["samples"] = smp
     row["status"] = "ok"
     return row
@@ -544,6 +580,10 @@ def add_roofline(row: dict[str, Any], model: dict[str, Any], probe: dict[str, fl
     row["pct_roofline"] = 100.0 * bpt * row["decode_tok_s"] / bw if row["decode_tok_s"] \
         else None
     row["roofline_tok_s"] = bw / bpt
+    # vs the probe the worker took right after its rounds (median over passes)
+    now = med(row.get("worker_probe_gbps") or [])
+    row["pct_roofline_now"] = 100.0 * bpt * row["decode_tok_s"] / (now * 1e9) \
+        if now and row["decode_tok_s"] else None
 
 
 def add_rss_estimate(row: dict[str, Any], model: dict[str, Any], plan: Plan) -> None:
@@ -617,7 +657,7 @@ def table(rows: list[dict[str, Any]], models: dict[str, Any], meta: dict[str, An
           plan: Plan) -> str:
     p1, p2 = plan.prefill_lens[0], plan.prefill_lens[-1]
     head = (f"{'model':<7} {'bits':>4} {'thr':>3} {'mode':<5} | {f'pf{p1} t/s':>9} "
-            f"{f'pf{p2} t/s':>9} {'dec t/s':>8} {f'TTFT{p1} ms':>11} | {'%roof':>6} "
+            f"{f'pf{p2} t/s':>9} {'dec t/s':>8} {f'TTFT{p1} ms':>11} | {'%roof':>6} {'%now':>5} "
             f"{'MB/tok':>7} | {'peakRSS MiB':>11} {'RSS/art':>7} {'RSS/est':>7} | "
             f"{f'pf{p2}/dec':>9}")
     out = [head, "-" * len(head)]
@@ -631,10 +671,13 @@ def table(rows: list[dict[str, Any]], models: dict[str, Any], meta: dict[str, An
             f"{fmt(r.get(f'prefill{p2}_tok_s'), '9.1f')} {fmt(r['decode_tok_s'], '8.1f')} "
             f"{fmt(r.get(f'ttft{p1}_ms'), '11.1f')} | {fmt(r.get('pct_roofline'), '5.1f')}"
             f"{'*' if r['artifact_bytes'] < (meta['llc_bytes'] or 0) else ' '} "
+            f"{fmt(r.get('pct_roofline_now'), '5.1f')} "
             f"{fmt(r['bytes_per_token'] / 1e6, '7.2f')} | "
             f"{fmt(r['peak_rss_bytes'] / MiB, '11.1f')} {fmt(r['rss_over_artifact'], '7.2f')} "
             f"{fmt(r.get('peak_rss_over_expected'), '7.2f')} | "
             f"{fmt(r['prefill_over_decode'], '9.2f')}")
+    out.append("%roof: decode bytes/s vs the best read probe of the run at that thread count; "
+               "%now: vs the probe the worker took right after its rounds")
     out.append("* the whole artifact fits in the LLC: decode reads cache, not DRAM; %roof is "
                "not a DRAM roofline there")
     out.append("")
@@ -703,6 +746,8 @@ def table(rows: list[dict[str, Any]], models: dict[str, Any], meta: dict[str, An
         if r.get("decode_generated_tokens") not in (None, plan.decode_tokens):
             flags.append(f"decode generated {r['decode_generated_tokens']} of "
                          f"{plan.decode_tokens}")
+        if r.get("other_cores") is not None and r["other_cores"] > 0.25:
+            flags.append(f"contended: other jobs used {r['other_cores']:.2f} cores meanwhile")
         flags += r["notes"]
         if flags:
             out.append(f"  ! {r['model']} {r['bits']}-bit {r['threads']}t {r['mode']}: "
@@ -745,14 +790,19 @@ METHOD = {
                        "(< 1 % at these contexts)",
     "pct_roofline": "bytes_per_token x decode tok/s / probe GB/s at the same thread count (the "
                     "better of the probes at the start and end of the run); tiny models are "
-                    "cache resident, so their % is not a DRAM roofline",
+                    "cache resident, so their % is not a DRAM roofline. pct_roofline_now: vs "
+                    "the probe (half the buffer, 5 reps) each worker takes right after its "
+                    "rounds, median over passes: on this VM the 2-thread read bandwidth is "
+                    "bimodal (~35 or ~61 GB/s, vCPU placement), so it can change mid-run",
     "rss": "VmHWM of the worker at its end; expected = the worker's VmRSS before the load + "
            "artifact bytes (all weights mapped and touched) + KV cache (layers x 2 x kv_heads "
            "x head_dim x 4 B x max_context) + buffers (see buffer_bytes)",
     "prefill_over_decode": "prefill tok/s at the longest prompt / decode tok/s",
-    "noise": "the machine is shared: medians of rounds, probe best of start/end, loadavg "
-             "recorded per configuration; a configuration stops adding rounds after "
-             "config_budget_s",
+    "noise": "the machine is shared: configurations take turns over plan.passes passes "
+             "(samples pooled), medians of rounds, probe best of start/end, loadavg per pass; "
+             "other_cores = CPU time of every other process during the worker's rounds "
+             "(/proc/stat busy minus the worker's rusage) / wall, the worst pass, flagged "
+             "above 0.25; a configuration stops adding rounds after config_budget_s",
 }
 
 
@@ -855,6 +905,7 @@ def main() -> int:
                     "decode_prompt": plan.decode_prompt, "decode_tokens": plan.decode_tokens,
                     "max_context": plan.max_context, "prefill_chunk": plan.prefill_chunk,
                     "budget_s": plan.config_budget_s / plan.passes,
+                    "probe_bytes": plan.probe_bytes // 2,
                     "seed": SEED}  # the same prompts for every configuration and pass
             loads[key].append(os.getloadavg()[0])
             t0 = time.monotonic()
@@ -921,10 +972,17 @@ def main() -> int:
                 if len(set(map(tuple, seqs.values()))) > 1:
                     cross.append(f"{size} {bits}-bit {mode}: greedy tokens differ between "
                                  f"thread counts {sorted(seqs)}")
+    mtimes = {t for r in rows for t in (r.get("core_mtimes") or [])}
+    mtimes.add(os.path.getmtime(_core.__file__))
+    if len(mtimes) > 1:
+        cross.append(f"fwassist._core changed during the run ({len(mtimes)} builds: "
+                     "reinstalled meanwhile); the rows mix builds")
     meta = {
         "command": " ".join(["python"] + sys.argv), "quick": args.quick,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_commit(),
         "fwassist_version": getattr(fwassist, "__version__", None), "cpu_info": info,
+        "fwassist_core": {"path": _core.__file__, "mtime": time.strftime(
+            "%Y-%m-%dT%H:%M:%S%z", time.localtime(os.path.getmtime(_core.__file__)))},
         "numpy_version": np.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "cpus": os.cpu_count(), "llc_bytes": llc_bytes(),
         "mem_total_bytes": mem_total(), "loadavg_start": load_start,
