@@ -96,10 +96,10 @@ class Plan:
 
 FULL = Plan(sizes=("tiny", "medium"), bits=(4, 3, 2), threads=(1, 2), modes=("fast",),
             reps=8, passes=2, prefill_lens=(128, 512), decode_prompt=16, decode_tokens=64,
-            max_context=1024, prefill_chunk=64, probe_bytes=512 * MiB, config_budget_s=60.0)
+            max_context=1024, prefill_chunk=128, probe_bytes=512 * MiB, config_budget_s=60.0)
 QUICK = Plan(sizes=("tiny",), bits=(4,), threads=(1,), modes=("fast",), reps=1, passes=1,
              prefill_lens=(128, 512), decode_prompt=16, decode_tokens=32, max_context=1024,
-             prefill_chunk=64, probe_bytes=128 * MiB, config_budget_s=20.0)
+             prefill_chunk=128, probe_bytes=128 * MiB, config_budget_s=20.0)
 
 
 # ----------------------------------------------------------------------------- models
@@ -282,19 +282,22 @@ def kv_cache_bytes(config: dict[str, Any], max_context: int) -> int:
 def buffer_bytes(config: dict[str, Any], plan: Plan) -> dict[str, int]:
     """Our estimate of a session's buffers besides the KV cache, after the buffer list of
     csrc/model/session.h (float32 unless stated; C = prefill_chunk, ctx = max_context):
-    x, xn, tmp, xe, down [C, H]; q, attn [C, nh*hd]; k, v [C, nkv*hd]; scores [nh, ctx]; RoPE
-    tables 2 x [ctx, hd/2]; router [C, E]; top-k weights/ids and groups 4 x [C, K]; gate, up
-    [C, I]; last logits [V]; the matmul workspace for C rows of the widest K (fast mode: int8
-    copy + 2 x int32/float per 32; taken as C x K_max x 1.25 bytes)."""
+    x, xn, tmp [C, H]; xe, down [C*k, H] (a row per routed token); q, attn [C, nh*hd]; k, v
+    [C, nkv*hd]; scores [nh, ctx]; RoPE tables 2 x [ctx, hd/2]; router [C, E]; top-k weights/ids
+    and groups 4 x [C, k]; gate, up [C*k, I]; last logits [V]; the matmul workspace for C rows of
+    the widest K plus the batched experts' (fast mode: int8 copy + 2 x int32/float per 32; taken
+    as rows x K x 1.25 bytes). The KV cache is counted apart (its pages are touched as the
+    context grows, so this is an upper bound)."""
     H, hd, V = config["hidden_size"], config["head_dim"], config["vocab_size"]
     nh, nkv = config["num_attention_heads"], config["num_key_value_heads"]
     E, k, I = (config["num_experts"], config["num_experts_per_tok"],
                config["moe_intermediate_size"])
     C, ctx = plan.prefill_chunk, plan.max_context
     f = 4
-    acts = f * (5 * C * H + 2 * C * nh * hd + 2 * C * nkv * hd + C * E + 4 * C * k + 2 * C * I)
+    acts = f * (3 * C * H + 2 * C * k * H + 2 * C * nh * hd + 2 * C * nkv * hd + C * E
+                + 4 * C * k + 2 * C * k * I)
     rest = f * (nh * ctx + ctx * hd + V)
-    ws = int(C * max(H, I, nh * hd) * 1.25)
+    ws = int(C * max(H, I, nh * hd) * 1.25) + int(2 * C * k * max(H, I) * 1.25)
     return {"activations": acts, "scores_rope_logits": rest, "workspace": ws,
             "total": acts + rest + ws}
 

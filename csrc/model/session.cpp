@@ -121,8 +121,10 @@ Status Session::allocate(std::string* message) {
   reserve_zero(&k_, C * nkv * hd);
   reserve_zero(&v_, C * nkv * hd);
   reserve_zero(&scores_, nh * ctx_);
-  reserve_zero(&k_cache_, L * nkv * hd * ctx_);
-  reserve_zero(&v_cache_, L * nkv * ctx_ * hd);
+  // The KV cache is left uninitialised: only positions < n_past are ever read, so its pages
+  // are touched (and count in RSS) as the context grows, not at creation.
+  k_cache_.reset(new float[size_t(L * nkv * hd * ctx_)]);
+  v_cache_.reset(new float[size_t(L * nkv * ctx_ * hd)]);
   reserve_zero(&rope_cos_, ctx_ * (hd / 2));
   reserve_zero(&rope_sin_, ctx_ * (hd / 2));
   rope_tables(c.rope_theta, hd, ctx_, rope_cos_.data(), rope_sin_.data());
@@ -321,8 +323,8 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                  status_string(st));
-  float* kc = &k_cache_[size_t(l * nkv * hd * ctx_)];
-  float* vc = &v_cache_[size_t(l * nkv * ctx_ * hd)];
+  float* kc = k_cache_.get() + size_t(l * nkv * hd * ctx_);
+  float* vc = v_cache_.get() + size_t(l * nkv * ctx_ * hd);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t pos = pos0 + r;
     const float* cs = &rope_cos_[size_t(pos * half)];

@@ -29,7 +29,7 @@ struct SessionOptions {
   int64_t max_context = 0;     // tokens; 0: min(max_position_embeddings, 4096)
   ComputeMode mode = ComputeMode::exact;
   int n_threads = 1;           // threads that run the matmuls and attention (caller included)
-  int64_t prefill_chunk = 64;  // tokens per forward step of a prompt
+  int64_t prefill_chunk = 128; // tokens per forward step of a prompt (more rows per expert GEMM)
 };
 
 enum class LogitsOut { none, last, all };
@@ -85,7 +85,7 @@ class Session {
   // Buffers (floats unless stated), C = prefill_chunk rows.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, tmp_;  // [C, H] / [C, nh*hd] / [C, nkv*hd]
   std::vector<float> scores_;                             // [nh, max_context]
-  std::vector<float> k_cache_, v_cache_;                  // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
+  std::unique_ptr<float[]> k_cache_, v_cache_;            // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
   std::vector<float> rope_cos_, rope_sin_;                // [ctx, hd/2]
   std::vector<float> router_, topk_w_, group_w_;          // [C, E], [C, K], [C*K]
   std::vector<int32_t> topk_e_, group_row_, group_start_; // [C, K], [C*K], [E+1]

@@ -104,7 +104,7 @@ class Model:
         return int(self._native.vocab_size)
 
     def session(self, max_context: Optional[int] = None, mode: str = "exact", threads: int = 1,
-                prefill_chunk: int = 64) -> Session:
+                prefill_chunk: int = 128) -> Session:
         """A new session. max_context defaults to min(max_position_embeddings, 4096); its KV
         cache and every buffer are allocated now."""
         if mode not in MODES:
