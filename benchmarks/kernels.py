@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from onnx import TensorProto, helper
 
 import fwassist
 from fwassist import _core
+from machine import git_commit, llc_bytes, read_probe
 from fwassist.kernels import PackedMatrix, dequantize, matmul, quantize_rtn, unpack
 
 MB = 1 << 20
@@ -179,35 +179,7 @@ def median_or_estimate(s: Slot) -> float:
 
 # ----------------------------------------------------------------------------- probe, info
 
-def read_probe(nbytes: int, threads: tuple[int, ...], reps: int) -> dict[str, float]:
-    """GB/s of _core.bench_read_bandwidth over a buffer >> LLC (streams from DRAM)."""
-    buf = np.ones(nbytes, dtype=np.uint8)
-    out = {}
-    for t in threads:
-        _core.bench_read_bandwidth(buf, t, 1)
-        out[str(t)] = nbytes / statistics.median(_core.bench_read_bandwidth(buf, t, reps)) / 1e9
-    return out
 
-
-def llc_bytes() -> Optional[int]:
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
-            text = f.read().strip()
-    except OSError:
-        return None
-    return int(text.rstrip("KM")) * {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
-
-
-def git_commit() -> Optional[str]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "csrc", "sdk"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
 
 
 # ----------------------------------------------------------------------------- ours

@@ -1,0 +1,45 @@
+"""What the benchmarks record about the machine and the checkout, shared by kernels.py and
+generate.py: a DRAM read-bandwidth probe, the LLC size and the git commit."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+from typing import Optional
+
+import numpy as np
+
+from fwassist import _core
+
+
+def read_probe(nbytes: int, threads: tuple[int, ...], reps: int) -> dict[str, float]:
+    """GB/s of _core.bench_read_bandwidth over a buffer >> LLC (streams from DRAM)."""
+    buf = np.ones(nbytes, dtype=np.uint8)
+    out = {}
+    for t in threads:
+        _core.bench_read_bandwidth(buf, t, 1)
+        out[str(t)] = nbytes / statistics.median(_core.bench_read_bandwidth(buf, t, reps)) / 1e9
+    return out
+
+
+def llc_bytes() -> Optional[int]:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text.rstrip("KM")) * {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
+
+
+def git_commit() -> Optional[str]:
+    """HEAD, with "+dirty" when csrc/ or sdk/ has uncommitted changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "csrc", "sdk"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
