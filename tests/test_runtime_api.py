@@ -439,3 +439,57 @@ def test_export_records_runtime_evidence(built, tmp_path):
     assert agree / n >= 0.9
     g = ev["greedy"]
     assert g["tokens"] == GREEDY_TOKENS and g["identical"] is True and g["compared"] > 0
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_one_model_many_threads(built, ids, lazy):
+    """A Model is shared, read-only: sessions on several threads at once (the GIL is released
+    during the forward pass; in lazy mode they race to verify the same experts first) give
+    the single-threaded logits bit for bit."""
+    import threading
+
+    m = fwassist.Model.load(built[0], lazy=lazy)
+    want = {mode: fresh_logits(fwassist.Model.load(built[0]), ids, mode) for mode in MODES}
+    results: dict[int, tuple[str, np.ndarray]] = {}
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            mode = MODES[k % 2]
+            with m.session(mode=mode, threads=1 + k % 2, prefill_chunk=3 + k) as s:
+                for _ in range(3):
+                    s.reset()
+                    results[k] = (mode, s.logits(ids))
+        except BaseException as e:  # reported below, on the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for k, (mode, got) in results.items():
+        assert_same_bits(got, want[mode], f"thread {k} ({mode})")
+
+
+def test_session_shared_between_threads_is_serialised(model, ids):
+    """Two threads calling one session never interleave inside a forward pass: each call sees
+    a consistent context (the appended tokens of both calls end up in the context)."""
+    import threading
+
+    with model.session() as s:
+        barrier = threading.Barrier(2)
+
+        def run() -> None:
+            barrier.wait()
+            s.logits(ids[:5])
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert s.n_past == 10 and s.tokens == ids[:5] + ids[:5]
+        s.truncate(5)
+        assert_same_bits(s.logits(ids[:5]), fresh_logits(model, ids[:5] * 2)[5:], "serialised")
