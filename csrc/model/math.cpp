@@ -1,5 +1,7 @@
 #include "model/math.h"
 
+#include "kernels/vec.h"
+
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -152,51 +154,19 @@ void det_sincos(double x, double* s, double* c) {
 
 float det_expf(float x) { return static_cast<float>(det_exp(static_cast<double>(x))); }
 
-// exp in float for the hot loops (attention softmax, SwiGLU): x = n*ln2 + r with ln2 split in
-// two (the high part has 16 significant bits, so n*ln2_hi is exact), n rounded to nearest by
-// the 1.5*2^23 trick (round-to-nearest mode, as everywhere), a degree-7 Taylor polynomial on
-// |r| <= ln2/2 (truncation < 6e-9), and the exact scaling by 2^n built from its bits. Float
-// operations only and no branches, so the compiler vectorises the loops that call it and every
-// lane performs exactly the scalar sequence: the same bits on every ISA and vector width.
-// Within 2 ulp of exp on [-87, 88]; 0 below -87 (exp < 1.7e-38), saturated above 88.
-static inline float exp_f32(float x) {
-  float xc = x > -87.0f ? x : -87.0f;
-  xc = xc < 88.0f ? xc : 88.0f;  // n <= 127: 2^n stays a normal float
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693145751953125f;
-  r = r - n * 1.42860682030941723e-6f;
-  float p = 1.98412698e-4f;  // 1/5040
-  p = p * r + 1.38888889e-3f;
-  p = p * r + 8.33333333e-3f;
-  p = p * r + 4.16666667e-2f;
-  p = p * r + 1.66666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  const float y = p * scale;  // unconditional, then selected (see silu_f32)
-  return x > -87.0f ? y : 0.0f;
+// The elementwise loops run on kernels/vec.h (one variant per ISA, identical bits).
+float silu(float x) {
+  float g = x;
+  const float one = 1.0f;
+  vec_ops().swiglu(&g, &one, 1);  // silu(x) * 1, exact
+  return g;
 }
 
-// Below -87, exp(-x) would saturate: silu(x) = x * exp(x) / (1 + exp(x)) is then -0 in float.
-// The quotient is computed unconditionally and then selected: with the default
-// -ftrapping-math the compiler will not vectorise a conditional division.
-static inline float silu_f32(float x) {
-  const float q = x / (1.0f + exp_f32(-x));
-  return x > -87.0f ? q : -0.0f;
+void exp_sub_max(const float* x, int64_t n, float m, float* out) {
+  vec_ops().exp_sub_max(x, n, m, out);
 }
 
-float silu(float x) { return silu_f32(x); }
-
-void exp_sub_max(const float* __restrict x, int64_t n, float m, float* __restrict out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = exp_f32(x[i] - m);
-}
-
-void swiglu_inplace(float* __restrict gate, const float* __restrict up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) gate[i] = silu_f32(gate[i]) * up[i];
-}
+void swiglu_inplace(float* gate, const float* up, int64_t n) { vec_ops().swiglu(gate, up, n); }
 
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
   double sum = 0.0;
@@ -221,15 +191,9 @@ void softmax_inplace(float* x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = std::numeric_limits<float>::quiet_NaN();
     return;
   }
-  for (int64_t i = 0; i < n; ++i) x[i] = exp_f32(x[i] - m);
-  // Eight strided partial sums in a fixed combination: vectorisable, the same on every ISA.
-  float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) a[j] = a[j] + x[i + j];
-  for (int j = 0; i + j < n; ++j) a[j] = a[j] + x[i + j];
-  const float sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-  for (int64_t k = 0; k < n; ++k) x[k] = x[k] / sum;
+  const VecOps& ops = vec_ops();
+  ops.exp_sub_max_inplace(x, n, m);
+  ops.divide(x, ops.sum8(x, n), n);
 }
 
 void rope_tables(double theta, int64_t head_dim, int64_t n_pos, float* cos_tab, float* sin_tab) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "kernels/vec.h"
 #include "model/math.h"
 
 namespace fwa {
@@ -32,6 +33,7 @@ struct AttentionJob {
 // dimensions). Multiply then add, never fused: the same bits on every ISA.
 void attention_heads(void* ctx, int head) {
   const AttentionJob& a = *static_cast<AttentionJob*>(ctx);
+  const VecOps& ops = vec_ops();
   const int64_t h = head, g = h / a.group, hd = a.hd;
   const float* K = a.k_cache + g * hd * a.ctx;
   const float* V = a.v_cache + g * a.ctx * hd;
@@ -40,20 +42,12 @@ void attention_heads(void* ctx, int head) {
     const float* q = a.q + (r * a.nh + h) * hd;
     const int64_t n = a.pos0 + r + 1;  // causal: positions 0..pos
     for (int64_t j = 0; j < n; ++j) s[j] = 0.0f;
-    for (int64_t d = 0; d < hd; ++d) {
-      const float qd = q[d];
-      const float* kd = K + d * a.ctx;
-      for (int64_t j = 0; j < n; ++j) s[j] = s[j] + qd * kd[j];
-    }
-    for (int64_t j = 0; j < n; ++j) s[j] = s[j] / a.sqrt_hd;
+    for (int64_t d = 0; d < hd; ++d) ops.axpy(q[d], K + d * a.ctx, s, n);
+    ops.divide(s, a.sqrt_hd, n);
     softmax_inplace(s, n);
     float* o = a.out + (r * a.nh + h) * hd;
     for (int64_t d = 0; d < hd; ++d) o[d] = 0.0f;
-    for (int64_t j = 0; j < n; ++j) {
-      const float pj = s[j];
-      const float* vj = V + j * hd;
-      for (int64_t d = 0; d < hd; ++d) o[d] = o[d] + pj * vj[d];
-    }
+    for (int64_t j = 0; j < n; ++j) ops.axpy(s[j], V + j * hd, o, hd);
   }
 }
 

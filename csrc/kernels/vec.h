@@ -1,0 +1,34 @@
+// Elementwise float kernels of the model's non-matmul work (attention sums, softmax, SwiGLU),
+// one variant per ISA, all computing exactly the same bits: every output is its own sequence
+// of IEEE operations (multiply then add, never fused; lanes are independent outputs), so the
+// vector width changes only how many outputs run at once. The body is one source
+// (kernels/vec_body.inc) compiled per ISA; kernels/ref/vec_ref.cpp is the baseline build
+// (SSE2 on x86-64, NEON on aarch64) and the reference the variants are tested against.
+#pragma once
+#include <cstdint>
+
+namespace fwa {
+
+struct VecOps {
+  const char* name;
+  // y[i] = y[i] + a * x[i]
+  void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // x[i] = x[i] / d
+  void (*divide)(float* x, float d, int64_t n);
+  // x[i] = exp(x[i] - m), the float exp of vec_body.inc (0 for -inf or NaN differences)
+  void (*exp_sub_max_inplace)(float* x, int64_t n, float m);
+  // out[i] = exp(x[i] - m); x and out must not overlap
+  void (*exp_sub_max)(const float* x, int64_t n, float m, float* out);
+  // gate[i] = silu(gate[i]) * up[i]
+  void (*swiglu)(float* gate, const float* up, int64_t n);
+  // Eight strided partial sums (lane j takes i = j mod 8, ascending), combined as
+  // ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7)).
+  float (*sum8)(const float* x, int64_t n);
+};
+
+// The variant for this CPU (after FWA_CPU_FEATURES), chosen once.
+const VecOps& vec_ops();
+// A variant by name ("ref", "avx2", "avx512"), or null if not built or not usable here.
+const VecOps* vec_ops_variant(const char* name);
+
+}  // namespace fwa
