@@ -2,6 +2,8 @@
 // (context, KV cache, forward) and NativeGeneration (pull-style generation). fwassist.runtime
 // wraps them in the typed API. The GIL is released around every forward pass; a session's
 // calls are serialised by its own mutex, so two Python threads cannot race on one session.
+// That mutex is only ever taken with the GIL released (with_session): a thread holding it may
+// be waiting for the GIL, so blocking on it while holding the GIL would deadlock.
 //
 // Errors: artifact statuses (digest mismatch of a lazily verified expert, wrong pin...) raise
 // fwassist._core.ArtifactFailure(status, message); invalid arguments raise ValueError; use
@@ -56,14 +58,25 @@ struct NativeModel {
 
 struct NativeSession {
   std::shared_ptr<fwa::Model> model;
-  std::unique_ptr<fwa::Session> session;
+  std::unique_ptr<fwa::Session> session;  // null once closed
   std::mutex mu;
-
-  fwa::Session& get() {
-    if (!session) throw std::runtime_error("the session is closed");
-    return *session;
-  }
 };
+
+struct SessionClosed {};
+
+// Runs f(session) under the session's lock, with the GIL released; f must not touch Python
+// objects. Raises RuntimeError if the session is closed.
+template <typename F>
+auto with_session(NativeSession& ns, F&& f) -> decltype(f(*ns.session)) {
+  try {
+    nb::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(ns.mu);
+    if (!ns.session) throw SessionClosed();
+    return f(*ns.session);
+  } catch (const SessionClosed&) {
+    throw std::runtime_error("the session is closed");
+  }
+}
 
 NativeModel load_model(const std::string& path, const std::string& pin, bool lazy) {
   fwa::ModelLoadOptions o;
@@ -111,17 +124,18 @@ using LogitArray = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu
 
 // Appends ids and writes every position's logits into out [n, vocab].
 void session_logits(NativeSession& ns, IdArray ids, LogitArray out) {
-  std::lock_guard<std::mutex> lock(ns.mu);
-  fwa::Session& s = ns.get();
   const int64_t n = int64_t(ids.shape(0));
-  if (int64_t(out.shape(0)) != n || int64_t(out.shape(1)) != s.vocab_size())
-    throw nb::value_error("logits: the output array must be [len(ids), vocab_size]");
+  const int32_t* id_data = ids.data();
+  float* out_data = out.data();
+  const int64_t rows = int64_t(out.shape(0)), cols = int64_t(out.shape(1));
   std::string msg;
-  fwa::Status st;
-  {
-    nb::gil_scoped_release nogil;
-    st = s.eval(ids.data(), n, fwa::LogitsOut::all, out.data(), &msg);
-  }
+  const fwa::Status st = with_session(ns, [&](fwa::Session& s) {
+    if (rows != n || cols != s.vocab_size()) {
+      msg = "logits: the output array must be [len(ids), vocab_size]";
+      return fwa::Status::invalid_argument;
+    }
+    return s.eval(id_data, n, fwa::LogitsOut::all, out_data, &msg);
+  });
   check(st, msg);
 }
 
@@ -150,14 +164,13 @@ NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64
   p.sampling.seed = seed;
   p.stop_strings = std::move(stop);
   p.stop_ids = std::move(stop_ids);
-  std::lock_guard<std::mutex> lock(ns.mu);
-  fwa::Session& s = ns.get();
+  const int32_t* prompt_data = prompt.data();
+  const int64_t n = int64_t(prompt.shape(0));
   std::string msg;
-  fwa::Status st;
-  {
-    nb::gil_scoped_release nogil;
-    st = g->gen.start(&s, prompt.data(), int64_t(prompt.shape(0)), p, &msg);
-  }
+  fwa::GenerateParams* pp = &p;
+  NativeGeneration* gp = g.get();
+  const fwa::Status st = with_session(
+      ns, [&](fwa::Session& s) { return gp->gen.start(&s, prompt_data, n, *pp, &msg); });
   check(st, msg);
   g->started = true;
   return g.release();
@@ -165,16 +178,11 @@ NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64
 
 // (token or -1, text piece, done)
 nb::tuple generation_next(NativeGeneration& g) {
-  std::lock_guard<std::mutex> lock(g.ns->mu);
-  g.ns->get();  // raises if the session was closed
   int32_t tok = -1;
   std::string piece, msg;
   bool done = false;
-  fwa::Status st;
-  {
-    nb::gil_scoped_release nogil;
-    st = g.gen.next(&tok, &piece, &done, &msg);
-  }
+  const fwa::Status st = with_session(
+      *g.ns, [&](fwa::Session&) { return g.gen.next(&tok, &piece, &done, &msg); });
   check(st, msg);
   return nb::make_tuple(tok, nb::str(piece.data(), piece.size()), done);
 }
@@ -219,34 +227,56 @@ void bind_model(nb::module_& m) {
       .def("logits", &session_logits, "ids"_a, "out"_a)
       .def("truncate",
            [](NativeSession& ns, int64_t n) {
-             std::lock_guard<std::mutex> lock(ns.mu);
              std::string msg;
-             check(ns.get().truncate(n, &msg), msg);
+             const fwa::Status st =
+                 with_session(ns, [&](fwa::Session& s) { return s.truncate(n, &msg); });
+             check(st, msg);
            })
-      .def("reset",
-           [](NativeSession& ns) {
-             std::lock_guard<std::mutex> lock(ns.mu);
-             ns.get().reset();
-           })
+      .def("reset", [](NativeSession& ns) { with_session(ns, [](fwa::Session& s) { s.reset(); }); })
       .def("close",
            [](NativeSession& ns) {
+             nb::gil_scoped_release nogil;
              std::lock_guard<std::mutex> lock(ns.mu);
              ns.session.reset();
            })
-      .def_prop_ro("closed", [](NativeSession& ns) { return !ns.session; })
-      .def_prop_ro("n_past", [](NativeSession& ns) { return ns.get().n_past(); })
+      .def_prop_ro("closed",
+                   [](NativeSession& ns) {
+                     nb::gil_scoped_release nogil;
+                     std::lock_guard<std::mutex> lock(ns.mu);
+                     return !ns.session;
+                   })
+      .def_prop_ro("n_past",
+                   [](NativeSession& ns) {
+                     return with_session(ns, [](fwa::Session& s) { return s.n_past(); });
+                   })
       .def_prop_ro("max_context",
-                   [](NativeSession& ns) { return ns.get().options().max_context; })
-      .def_prop_ro("threads", [](NativeSession& ns) { return ns.get().options().n_threads; })
+                   [](NativeSession& ns) {
+                     return with_session(
+                         ns, [](fwa::Session& s) { return s.options().max_context; });
+                   })
+      .def_prop_ro("threads",
+                   [](NativeSession& ns) {
+                     return with_session(ns,
+                                         [](fwa::Session& s) { return s.options().n_threads; });
+                   })
       .def_prop_ro("prefill_chunk",
-                   [](NativeSession& ns) { return ns.get().options().prefill_chunk; })
+                   [](NativeSession& ns) {
+                     return with_session(
+                         ns, [](fwa::Session& s) { return s.options().prefill_chunk; });
+                   })
       .def_prop_ro("mode",
                    [](NativeSession& ns) {
-                     return ns.get().options().mode == fwa::ComputeMode::exact ? "exact"
-                                                                               : "fast";
+                     return with_session(ns, [](fwa::Session& s) {
+                       return s.options().mode == fwa::ComputeMode::exact ? "exact" : "fast";
+                     });
                    })
-      .def_prop_ro("tokens", [](NativeSession& ns) { return ns.get().tokens(); })
-      .def_prop_ro("vocab_size", [](NativeSession& ns) { return ns.get().vocab_size(); });
+      .def_prop_ro("tokens",
+                   [](NativeSession& ns) {
+                     return with_session(ns, [](fwa::Session& s) { return s.tokens(); });
+                   })
+      .def_prop_ro("vocab_size", [](NativeSession& ns) {
+        return with_session(ns, [](fwa::Session& s) { return s.vocab_size(); });
+      });
 
   nb::class_<NativeGeneration>(m, "NativeGeneration")
       .def_static("start", &start_generation, "session"_a, "prompt"_a, "max_tokens"_a,
