@@ -493,3 +493,31 @@ def test_session_shared_between_threads_is_serialised(model, ids):
         assert s.n_past == 10 and s.tokens == ids[:5] + ids[:5]
         s.truncate(5)
         assert_same_bits(s.logits(ids[:5]), fresh_logits(model, ids[:5] * 2)[5:], "serialised")
+
+
+def test_tampered_expert_fails_closed_on_first_use(built, ids, tmp_path):
+    """One flipped bit in every layer-0 expert block: a full load refuses the file; a lazy
+    load opens it (every other byte checks out) and the first forward pass that routes to a
+    tampered expert raises ArtifactError digest_mismatch, leaving the context unchanged."""
+    import struct
+
+    data = bytearray(Path(built[0]).read_bytes())
+    data_offset = struct.unpack_from("<Q", data, 24)[0]
+    with fwassist.load_artifact(built[0]) as a:
+        blocks = [b for b in a.expert_blocks() if b["layer"] == 0]
+    assert blocks
+    for b in blocks:
+        data[data_offset + b["offset"] + 5] ^= 0x10
+    bad = tmp_path / "tampered.fwa"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(fwassist.ArtifactError) as e:
+        fwassist.Model.load(bad)
+    assert e.value.status == "digest_mismatch"
+    m = fwassist.Model.load(bad, lazy=True)
+    with m.session() as s:
+        with pytest.raises(fwassist.ArtifactError) as e:
+            s.logits(ids[:4])
+        assert e.value.status == "digest_mismatch" and "expert" in e.value.message
+        assert s.n_past == 0
+        with pytest.raises(fwassist.ArtifactError):  # the failure is cached, never retried
+            s.generate(prompt_ids=ids[:4], max_tokens=2)
