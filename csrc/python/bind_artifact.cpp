@@ -17,16 +17,14 @@
 
 #include "artifact/reader.h"
 #include "artifact/sha256.h"
+#include "errors.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 
-namespace {
+using fwa_python::ArtifactFailure;
 
-struct ArtifactFailure {
-  fwa::Status status;
-  std::string message;
-};
+namespace {
 
 [[noreturn]] void raise(fwa::Status st, std::string message) {
   throw ArtifactFailure{st, std::move(message)};

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "artifact/reader.h"
+#include "errors.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/session.h"
@@ -29,21 +30,10 @@ using namespace nb::literals;
 
 namespace {
 
-nb::handle g_artifact_failure;
-
+// Artifact statuses (10..22) become fwassist._core.ArtifactFailure through the translator of
+// bind_artifact.cpp; invalid arguments ValueError; anything else RuntimeError.
 [[noreturn]] void raise_status(fwa::Status st, const std::string& message) {
-  const int code = int(st);
-  if (code >= 10 && code <= 22) {
-    nb::gil_scoped_acquire gil;
-    PyObject* msg =
-        PyUnicode_DecodeUTF8(message.data(), Py_ssize_t(message.size()), "replace");
-    PyObject* args = msg ? Py_BuildValue("(sN)", fwa::status_name(st), msg) : nullptr;
-    if (args) {
-      PyErr_SetObject(g_artifact_failure.ptr(), args);
-      Py_DECREF(args);
-    }
-    throw nb::python_error();
-  }
+  if (int(st) >= 10 && int(st) <= 22) throw fwa_python::ArtifactFailure{st, message};
   if (st == fwa::Status::invalid_argument) throw nb::value_error(message.c_str());
   throw std::runtime_error(std::string(fwa::status_string(st)) + ": " + message);
 }
@@ -206,8 +196,6 @@ nb::dict generation_stats(const NativeGeneration& g) {
 }  // namespace
 
 void bind_model(nb::module_& m) {
-  g_artifact_failure = m.attr("ArtifactFailure");
-
   nb::class_<NativeModel>(m, "NativeModel")
       .def_static("load", &load_model, "path"_a, "pin"_a = "", "lazy"_a = false)
       .def("pin", [](const NativeModel& m) { return m.model->pin(); })
