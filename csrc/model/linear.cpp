@@ -93,29 +93,52 @@ size_t linear_workspace_bytes(const Linear& w, int64_t M, ComputeMode mode) {
   return w.dtype == DType::packed ? matmul_workspace_bytes(w.layout, M, mode) : 0;
 }
 
+// The kernel request of a packed layer.
+static MatmulRequest matmul_request(const Linear& w, const LinearRequest& r) {
+  MatmulRequest q;
+  q.layout = &w.layout;
+  q.w = w.data;
+  q.x = r.x;
+  q.M = r.M;
+  q.x_stride = r.x_stride;
+  q.y = r.y;
+  q.y_stride = r.y_stride;
+  q.mode = r.mode;
+  q.workspace = r.workspace;
+  q.workspace_bytes = r.workspace_bytes;
+  q.pool = r.pool;
+  q.n_threads = r.n_threads;
+  return q;
+}
+
 Status linear_forward(const Linear& w, const LinearRequest& r) {
-  if (w.dtype == DType::packed) {
-    MatmulRequest q;
-    q.layout = &w.layout;
-    q.w = w.data;
-    q.x = r.x;
-    q.M = r.M;
-    q.x_stride = r.x_stride;
-    q.y = r.y;
-    q.y_stride = r.y_stride;
-    q.mode = r.mode;
-    q.workspace = r.workspace;
-    q.workspace_bytes = r.workspace_bytes;
-    q.pool = r.pool;
-    q.n_threads = r.n_threads;
-    return matmul(q);
-  }
+  if (w.dtype == DType::packed) return matmul(matmul_request(w, r));
   FloatJob job{&w, &r};
   const int64_t n_chunks = (w.N + kFloatRowsPerChunk - 1) / kFloatRowsPerChunk;
   if (r.pool && r.n_threads > 1 && n_chunks > 1)
     r.pool->run(int(n_chunks), r.n_threads, float_rows, &job);
   else
     for (int64_t c = 0; c < n_chunks; ++c) float_rows(&job, int(c));
+  return Status::ok;
+}
+
+Status linear_batch(const Linear* const* w, const LinearRequest* r, int n) {
+  bool packed = true;
+  for (int i = 0; i < n; ++i) packed = packed && w[i]->dtype == DType::packed;
+  if (!packed) {
+    for (int i = 0; i < n; ++i) {
+      const Status st = linear_forward(*w[i], r[i]);
+      if (st != Status::ok) return st;
+    }
+    return Status::ok;
+  }
+  MatmulRequest q[kMatmulBatchMax];
+  for (int i0 = 0; i0 < n; i0 += kMatmulBatchMax) {
+    const int k = std::min(n - i0, kMatmulBatchMax);
+    for (int j = 0; j < k; ++j) q[j] = matmul_request(*w[i0 + j], r[i0 + j]);
+    const Status st = matmul_batch(q, k, r[0].pool, r[0].n_threads);
+    if (st != Status::ok) return st;
+  }
   return Status::ok;
 }
 

@@ -47,6 +47,12 @@ struct LinearRequest {
 
 Status linear_forward(const Linear& w, const LinearRequest& r);
 
+// n independent layers. When all are packed they run in parallel regions of up to
+// kMatmulBatchMax (kernels/matmul.h matmul_batch: one dispatch, one activation quantization
+// per distinct input); else one after the other. Uses r[0]'s pool and n_threads. Results are
+// those of linear_forward, request by request.
+Status linear_batch(const Linear* const* w, const LinearRequest* r, int n);
+
 // Row n of W as float32 (a dequantized row for packed weights: float(u - z) * s), K values.
 void linear_row(const Linear& w, int64_t n, float* out);
 

@@ -150,7 +150,8 @@ Status Session::allocate(std::string* message) {
   reserve_zero(&down_, R * H);
   if (any_moe) {
     expert_ids_.assign(size_t(E), 0);
-    requests_.resize(size_t(2 * E));
+    expert_lin_.assign(size_t(2 * E), nullptr);
+    expert_req_.resize(size_t(2 * E));
   }
   reserve_zero(&last_logits_, c.vocab_size);
 
@@ -202,8 +203,8 @@ int64_t Session::experts_activated(int64_t layer) const {
   return n;
 }
 
-Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride,
-                           float* y, int64_t y_stride) {
+LinearRequest Session::request(const float* x, int64_t rows, int64_t x_stride, float* y,
+                               int64_t y_stride) const {
   LinearRequest r;
   r.x = x;
   r.M = rows;
@@ -215,7 +216,12 @@ Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_
   r.workspace_bytes = ws_bytes_;
   r.pool = pool_.get();
   r.n_threads = opt_.n_threads;
-  return linear_forward(w, r);
+  return r;
+}
+
+Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride,
+                           float* y, int64_t y_stride) {
+  return linear_forward(w, request(x, rows, x_stride, y, y_stride));
 }
 
 Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits,
@@ -290,30 +296,13 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
   const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t qd = nh * hd, kd = nkv * hd, half = hd / 2;
   const float eps = float(c.rms_norm_eps);
-  Status st = Status::ok;
-  if (w.q.dtype == DType::packed && w.k.dtype == DType::packed && w.v.dtype == DType::packed) {
-    // One parallel region, one activation quantization for the three projections.
-    MatmulRequest r[3];
-    const Linear* lin[3] = {&w.q, &w.k, &w.v};
-    float* out[3] = {q_.data(), k_.data(), v_.data()};
-    for (int i = 0; i < 3; ++i) {
-      r[i].layout = &lin[i]->layout;
-      r[i].w = lin[i]->data;
-      r[i].x = xn_.data();
-      r[i].M = rows;
-      r[i].x_stride = H;
-      r[i].y = out[i];
-      r[i].y_stride = i == 0 ? qd : kd;
-      r[i].mode = opt_.mode;
-      r[i].workspace = ws_;
-      r[i].workspace_bytes = ws_bytes_;
-    }
-    st = matmul_batch(r, 3, pool_.get(), opt_.n_threads);
-  } else if ((st = run_linear(w.q, xn_.data(), rows, H, q_.data(), qd)) != Status::ok ||
-             (st = run_linear(w.k, xn_.data(), rows, H, k_.data(), kd)) != Status::ok) {
-  } else {
-    st = run_linear(w.v, xn_.data(), rows, H, v_.data(), kd);
-  }
+  // One parallel region and one activation quantization for the three projections (they
+  // share their input, so they share the workspace).
+  const Linear* qkv[3] = {&w.q, &w.k, &w.v};
+  const LinearRequest r[3] = {request(xn_.data(), rows, H, q_.data(), qd),
+                              request(xn_.data(), rows, H, k_.data(), kd),
+                              request(xn_.data(), rows, H, v_.data(), kd)};
+  Status st = linear_batch(qkv, r, 3);
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                  status_string(st));
@@ -415,15 +404,11 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
   // decode step), else gathered. Slot i of an expert's group is row g0 + i of xe_ / gate_ /
   // up_ / down_.
   int n_req = 0;
-  bool all_packed = true;
   for (int64_t e = 0; e < E; ++e) {
     const int32_t g0 = group_start_[size_t(e)], g1 = group_start_[size_t(e + 1)];
     if (g1 == g0) continue;
     if ((st = model_->use_expert(l, e, message)) != Status::ok) return st;
     expert_hits_[size_t(l * E + e)] = 1;
-    const ExpertWeights& x = w.experts[size_t(e)];
-    all_packed = all_packed && x.gate.dtype == DType::packed && x.up.dtype == DType::packed &&
-                 x.down.dtype == DType::packed;
     expert_ids_[size_t(n_req++)] = int32_t(e);
     if (g1 - g0 == rows) continue;  // takes xn_ as is
     for (int32_t i = g0; i < g1; ++i)
@@ -434,63 +419,42 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
     const int32_t g0 = group_start_[size_t(e)];
     return group_start_[size_t(e + 1)] - g0 == rows ? xn_.data() : &xe_[size_t(g0 * H)];
   };
-  auto request = [&](const Linear& lin, const float* in, int64_t m, int64_t in_stride, float* out,
-                     int64_t out_stride, uint8_t** ws) {
-    MatmulRequest r;
-    r.layout = &lin.layout;
-    r.w = lin.data;
-    r.x = in;
-    r.M = m;
-    r.x_stride = in_stride;
-    r.y = out;
-    r.y_stride = out_stride;
-    r.mode = opt_.mode;
+  // Each request gets its own 64-aligned part of the experts' workspace.
+  auto expert_request = [&](const Linear& lin, const float* in, int64_t m, int64_t in_stride,
+                            float* out, int64_t out_stride, uint8_t** ws) {
+    LinearRequest r = request(in, m, in_stride, out, out_stride);
     r.workspace = *ws;
-    r.workspace_bytes = matmul_workspace_bytes(lin.layout, m, opt_.mode);
+    r.workspace_bytes = linear_workspace_bytes(lin, m, opt_.mode);
     *ws += (r.workspace_bytes + 63) / 64 * 64;
     return r;
   };
-  if (all_packed) {  // one parallel region for all gate/up projections, one for all downs
-    uint8_t* ws = moe_ws_;
-    for (int i = 0; i < n_req; ++i) {
-      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
-      const int64_t m = group_start_[size_t(e + 1)] - g0;
-      const ExpertWeights& x = w.experts[size_t(e)];
-      requests_[size_t(2 * i)] = request(x.gate, input_of(e), m, H, &gate_[size_t(g0 * I)], I, &ws);
-      requests_[size_t(2 * i + 1)] = request(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I, &ws);
-    }
-    st = matmul_batch(requests_.data(), 2 * n_req, pool_.get(), opt_.n_threads);
-  } else {
-    for (int i = 0; i < n_req && st == Status::ok; ++i) {
-      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
-      const int64_t m = group_start_[size_t(e + 1)] - g0;
-      const ExpertWeights& x = w.experts[size_t(e)];
-      if ((st = run_linear(x.gate, input_of(e), m, H, &gate_[size_t(g0 * I)], I)) == Status::ok)
-        st = run_linear(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I);
-    }
+  // One parallel region for all gate/up projections, then one for all downs.
+  uint8_t* ws = moe_ws_;
+  for (int i = 0; i < n_req; ++i) {
+    const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
+    const int64_t m = group_start_[size_t(e + 1)] - g0;
+    const ExpertWeights& x = w.experts[size_t(e)];
+    expert_lin_[size_t(2 * i)] = &x.gate;
+    expert_lin_[size_t(2 * i + 1)] = &x.up;
+    expert_req_[size_t(2 * i)] =
+        expert_request(x.gate, input_of(e), m, H, &gate_[size_t(g0 * I)], I, &ws);
+    expert_req_[size_t(2 * i + 1)] =
+        expert_request(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I, &ws);
   }
-  if (st != Status::ok)
+  if ((st = linear_batch(expert_lin_.data(), expert_req_.data(), 2 * n_req)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
   const int64_t routed = rows * K;
   swiglu_inplace(gate_.data(), up_.data(), routed * I);
-  if (all_packed) {
-    uint8_t* ws = moe_ws_;
-    for (int i = 0; i < n_req; ++i) {
-      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
-      const int64_t m = group_start_[size_t(e + 1)] - g0;
-      requests_[size_t(i)] = request(w.experts[size_t(e)].down, &gate_[size_t(g0 * I)], m, I,
-                                     &down_[size_t(g0 * H)], H, &ws);
-    }
-    st = matmul_batch(requests_.data(), n_req, pool_.get(), opt_.n_threads);
-  } else {
-    for (int i = 0; i < n_req && st == Status::ok; ++i) {
-      const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
-      const int64_t m = group_start_[size_t(e + 1)] - g0;
-      st = run_linear(w.experts[size_t(e)].down, &gate_[size_t(g0 * I)], m, I,
-                      &down_[size_t(g0 * H)], H);
-    }
+  ws = moe_ws_;
+  for (int i = 0; i < n_req; ++i) {
+    const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
+    const int64_t m = group_start_[size_t(e + 1)] - g0;
+    const Linear& down = w.experts[size_t(e)].down;
+    expert_lin_[size_t(i)] = &down;
+    expert_req_[size_t(i)] =
+        expert_request(down, &gate_[size_t(g0 * I)], m, I, &down_[size_t(g0 * H)], H, &ws);
   }
-  if (st != Status::ok)
+  if ((st = linear_batch(expert_lin_.data(), expert_req_.data(), n_req)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " expert down: " + status_string(st));
   // Weighted sum per token in ascending expert order (groups are in expert order).
   for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;

@@ -74,6 +74,9 @@ class Session {
   Status attention_block(int64_t l, int64_t rows, int64_t pos0, std::string* message);
   Status moe_block(int64_t l, int64_t rows, std::string* message);
   Status dense_block(int64_t l, int64_t rows, std::string* message);
+  // A request on the session's pool, mode and workspace.
+  LinearRequest request(const float* x, int64_t rows, int64_t x_stride, float* y,
+                        int64_t y_stride) const;
   Status run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride, float* y,
                     int64_t y_stride);
 
@@ -91,7 +94,8 @@ class Session {
   std::vector<int32_t> topk_e_, group_row_, group_start_; // [C, K], [C*K], [E+1]
   std::vector<float> xe_, gate_, up_, down_;              // [C*K, H], [C*K, I] x2, [C*K, H]
   std::vector<int32_t> expert_ids_;                       // routed experts of a chunk, ascending
-  std::vector<MatmulRequest> requests_;                   // [2E]: one batch of expert matmuls
+  std::vector<const Linear*> expert_lin_;                 // [2E]: one batch of expert layers
+  std::vector<LinearRequest> expert_req_;                 // [2E]
   std::vector<float> last_logits_;                        // [V]
   std::vector<uint8_t> expert_hits_;                      // [L, E]
   std::vector<uint8_t> workspace_;                        // matmul activations (64-aligned)
