@@ -110,18 +110,13 @@ Status Generation::flush_text(bool final, std::string* piece, std::string* messa
     pending_from_ = end;
     unreleased_ += decoded_;
   }
-  std::string full = text_ + unreleased_;
-  // A stop string ends the text where it begins (it can only begin in held-back text).
+  // Released text never ends with the beginning of a stop string (it is held back below), so
+  // a stop string can only begin in unreleased_: only that is searched.
   size_t stop_at = std::string::npos;
-  for (const std::string& s : p_.stop_strings) {
-    const size_t from = text_.size() >= s.size() ? text_.size() - (s.size() - 1) : 0;
-    const size_t at = full.find(s, from);
-    if (at != std::string::npos) stop_at = std::min(stop_at, at);
-  }
+  for (const std::string& s : p_.stop_strings) stop_at = std::min(stop_at, unreleased_.find(s));
   if (stop_at != std::string::npos) {
-    const size_t begin = std::min(stop_at, text_.size());
-    piece->append(full, text_.size(), stop_at - begin);
-    text_.append(full, text_.size(), stop_at - begin);
+    piece->append(unreleased_, 0, stop_at);
+    text_.append(unreleased_, 0, stop_at);
     unreleased_.clear();
     done_ = true;
     reason_ = StopReason::stop_string;
@@ -132,7 +127,7 @@ Status Generation::flush_text(bool final, std::string* piece, std::string* messa
   if (!final)
     for (const std::string& s : p_.stop_strings)
       for (size_t len = std::min(s.size() - 1, unreleased_.size()); len > hold; --len)
-        if (full.compare(full.size() - len, len, s, 0, len) == 0) {
+        if (unreleased_.compare(unreleased_.size() - len, len, s, 0, len) == 0) {
           hold = len;
           break;
         }
