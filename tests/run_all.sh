@@ -60,6 +60,14 @@ fi
 echo "### C++ kernel, artifact and runtime tests (aarch64 under qemu)"
 bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
 
+echo "### C ABI: bad-input walk, allocation-free decode, installed package + examples/c"
+cmake --build build-native --target fwa_capi_walk fwa_capi_tests
+build-native/tests/cpp/fwa_capi_walk "$FWA_TEST_MODEL"
+build-native/tests/cpp/fwa_capi_tests
+FWA_NATIVE_BUILD="$root/build-native" FWA_AARCH64_BUILD="$root/build-aarch64" \
+  bash tests/capi/run_examples.sh "$root/build-capi"
+export FWA_C_PREFIX="$root/build-capi/prefix"  # the cffi tests use this installed package
+
 echo "### ISA objects: no weak symbols, no static initialisers"
 bash tests/check_isa_objects.sh build-native
 bash tests/check_isa_objects.sh "$root/build-aarch64" aarch64-linux-gnu-nm aarch64-linux-gnu-objdump

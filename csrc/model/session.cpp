@@ -106,6 +106,7 @@ Status Session::allocate(std::string* message) {
   ctx_ = opt_.max_context;
   chunk_ = C;
   pool_.reset(new ThreadPool(opt_.n_threads));
+  active_threads_ = opt_.n_threads;
   tokens_.reserve(size_t(ctx_));
   reserve_zero(&x_, C * H);
   reserve_zero(&xn_, C * H);
@@ -215,7 +216,7 @@ LinearRequest Session::request(const float* x, int64_t rows, int64_t x_stride, f
   r.workspace = ws_;
   r.workspace_bytes = ws_bytes_;
   r.pool = pool_.get();
-  r.n_threads = opt_.n_threads;
+  r.n_threads = active_threads_;
   return r;
 }
 
@@ -330,8 +331,8 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
   }
   AttentionJob job{q_.data(), kc, vc, attn_.data(), scores_.data(), rows, pos0, nh, nh / nkv,
                    hd, ctx_, std::sqrt(float(hd))};
-  if (opt_.n_threads > 1)
-    pool_->run(int(nh), opt_.n_threads, attention_heads, &job);
+  if (active_threads_ > 1)
+    pool_->run(int(nh), active_threads_, attention_heads, &job);
   else
     for (int64_t h = 0; h < nh; ++h) attention_heads(&job, int(h));
   if ((st = run_linear(w.o, attn_.data(), rows, qd, tmp_.data(), H)) != Status::ok)

@@ -62,6 +62,14 @@ class Session {
   const SessionOptions& options() const { return opt_; }
   int64_t vocab_size() const { return model_->config().vocab_size; }
 
+  // How many of the pool's threads the matmuls and attention use (the scheduler policy's
+  // max_active_cores), clamped to [1, options().n_threads]; the others stay parked. Results
+  // do not depend on it.
+  void set_active_threads(int n) {
+    active_threads_ = n < 1 ? 1 : n > opt_.n_threads ? opt_.n_threads : n;
+  }
+  int active_threads() const { return active_threads_; }
+
   // Routing statistics: 1 where (layer, expert) ran since the last clear, [layers][experts].
   void clear_expert_hits();
   int64_t experts_activated(int64_t layer) const;
@@ -104,6 +112,7 @@ class Session {
   uint8_t* moe_ws_ = nullptr;                             // after ws_: the batched experts' part
   bool has_last_logits_ = false;
   int64_t ctx_ = 0, chunk_ = 0;
+  int active_threads_ = 1;
 };
 
 }  // namespace fwa

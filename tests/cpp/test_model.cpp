@@ -12,27 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "count_allocations.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/session.h"
 
 using namespace fwa;
-
-// Counts heap allocations while g_counting is set (the zero-allocation decode check).
-static std::atomic<bool> g_counting{false};
-static std::atomic<long> g_allocs{0};
-
-void* operator new(std::size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocs.fetch_add(1);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 

@@ -3,7 +3,8 @@
 #   1. builds tests/fuzz/fuzz_artifact.cpp with clang -fsanitize=fuzzer,address,undefined and
 #      runs it for a bounded time from the kept seed corpus (tests/fuzz/corpus, left untouched;
 #      new inputs go to <build>/corpus, crashes to <build>/crash-*);
-#   2. builds fwa_artifact_tests with -DFWA_SANITIZE=ON (ASan + UBSan) and runs it.
+#   2. builds fwa_artifact_tests with -DFWA_SANITIZE=ON (ASan + UBSan) and runs it; with
+#      FWA_TEST_MODEL set, also the runtime tests and the C ABI's bad-input walk.
 # Usage: tests/fuzz/run_fuzz.sh [seconds]   (default 60; FWA_FUZZ_BUILD sets the build dir,
 #        FWA_FUZZ_JOBS the parallel fuzz jobs, default 1)
 # Needs clang and its libFuzzer/sanitizer runtimes. Debian 12:
@@ -75,12 +76,18 @@ if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace
 fi
 if [ -n "${FWA_TEST_MODEL:-}" ]; then
   echo "### C++ runtime tests under ASan + UBSan"
-  cmake --build "$out/asan" --target fwa_model_tests fwa_model_math_tests
-  if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-      "$out/asan/tests/cpp/fwa_model_math_tests" ||
-     ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-      "$out/asan/tests/cpp/fwa_model_tests"; then
+  cmake --build "$out/asan" --target fwa_model_tests fwa_model_math_tests fwa_capi_walk \
+    fwa_capi_tests
+  san=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1)
+  if ! "${san[@]}" "$out/asan/tests/cpp/fwa_model_math_tests" ||
+     ! "${san[@]}" "$out/asan/tests/cpp/fwa_model_tests"; then
     echo "FAILED: runtime tests under sanitizers"
+    status=1
+  fi
+  echo "### C ABI bad-input walk and decode loop under ASan + UBSan"
+  if ! "${san[@]}" "$out/asan/tests/cpp/fwa_capi_walk" "$FWA_TEST_MODEL" ||
+     ! "${san[@]}" "$out/asan/tests/cpp/fwa_capi_tests"; then
+    echo "FAILED: C ABI tests under sanitizers"
     status=1
   fi
 fi

@@ -1,0 +1,263 @@
+// C ABI: library information, models (open, identity, manifest sections) and the tokenizer.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "artifact/json.h"
+#include "artifact/reader.h"
+#include "capi/handles.h"
+#include "cpu/cpu_features.h"
+#include "kernels/registry.h"
+
+using fwa_capi::fail;
+using fwa_capi::fail_core;
+using fwa_capi::guarded;
+
+namespace {
+
+const fwa::Model& model_of(const fwa_model* m) { return *m->model; }
+
+// Parses the model's manifest (mapped, verified bytes) for the sections read on request.
+fwa::Status parse_manifest(const fwa::Model& m, fwa::json::Document* doc, std::string* message) {
+  const fwa::Artifact& a = m.artifact();
+  return doc->parse(a.manifest_data(), a.manifest_size(), fwa::json::Limits(), message);
+}
+
+fwa_status read_open_options(const fwa_open_options* options, fwa::OpenOptions* o,
+                             const char* fn) {
+  if (!options) return FWA_OK;
+  const fwa_status st = fwa_capi::check_struct(options, sizeof *options, fn);
+  if (st != FWA_OK) return st;
+  if (options->flags & ~uint32_t(FWA_OPEN_LAZY_VERIFY))
+    return fail(FWA_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
+                unsigned(options->flags & ~uint32_t(FWA_OPEN_LAZY_VERIFY)));
+  o->lazy = (options->flags & FWA_OPEN_LAZY_VERIFY) != 0;
+  if (options->pin) o->pin = options->pin;
+  return FWA_OK;
+}
+
+// Reads the options, opens the artifact with open(options, &artifact, &message), binds the
+// model and registers its handle.
+template <class Open>
+fwa_status open_model(const fwa_open_options* options, fwa_model** model, const char* fn,
+                      Open&& open) {
+  FWA_CHECK_NOT_NULL(model, fn);
+  fwa::OpenOptions o;
+  const fwa_status s = read_open_options(options, &o, fn);
+  if (s != FWA_OK) return s;
+  std::unique_ptr<fwa::Artifact> a;
+  std::string message;
+  fwa::Status st = open(o, &a, &message);
+  if (st != fwa::Status::ok) return fail_core(st, message);
+  std::shared_ptr<fwa::Model> m;
+  st = fwa::Model::from_artifact(std::move(a), &m, &message);
+  if (st != fwa::Status::ok) return fail_core(st, message);
+  std::unique_ptr<fwa_model> h(new fwa_model{std::move(m)});
+  if (!fwa_capi::register_handle(h.get(), fwa_capi::Kind::model))
+    return fail(FWA_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+  *model = h.release();
+  return FWA_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t fwa_version_number(void) { return FWA_VERSION_NUMBER; }
+const char* fwa_version_string(void) { return FWA_VERSION_STRING; }
+uint32_t fwa_abi_version(void) { return FWA_ABI_VERSION; }
+
+const char* fwa_status_string(fwa_status status) {
+  switch (status) {
+    case FWA_ERR_NULL_ARGUMENT: return "null_argument";
+    case FWA_ERR_BAD_HANDLE: return "bad_handle";
+    case FWA_ERR_BAD_STRUCT_SIZE: return "bad_struct_size";
+    case FWA_ERR_BAD_TOKEN: return "bad_token";
+    case FWA_ERR_CONTEXT_FULL: return "context_full";
+    case FWA_ERR_NO_TOKENIZER: return "no_tokenizer";
+    case FWA_ERR_OUT_OF_MEMORY: return "out_of_memory";
+    case FWA_ERR_NOT_FOUND: return "not_found";
+    case FWA_ERR_NO_LOGITS: return "no_logits";
+    case FWA_ERR_CANCELLED: return "cancelled";
+    case FWA_ERR_UNSUPPORTED: return "unsupported";
+    case FWA_ERR_INTERNAL: return "internal";
+    default: break;
+  }
+  if (int(status) >= 0 && int(status) <= int(fwa::Status::incompatible)) {
+    const char* name = fwa::status_name(fwa::Status(int(status)));
+    if (std::strcmp(name, "unknown") != 0) return name;
+  }
+  return "unknown_status";
+}
+
+fwa_status fwa_cpu_features(char* buf, size_t cap, size_t* needed) {
+  return guarded("fwa_cpu_features", [&] {
+    const std::string s = fwa::cpu_feature_names(fwa::cpu_info().features);
+    return fwa_capi::write_text(s.data(), s.size(), buf, cap, needed, "fwa_cpu_features");
+  });
+}
+
+fwa_status fwa_kernel_choices(char* buf, size_t cap, size_t* needed) {
+  return guarded("fwa_kernel_choices", [&] {
+    std::string s;
+    for (int op = 0; op < fwa::kNumMatmulOps; ++op) {
+      if (op) s += ',';
+      s += fwa::matmul_op_name(fwa::MatmulOp(op));
+      s += '=';
+      const char* v = fwa::select_kernel(fwa::MatmulOp(op)).variant;
+      s += v ? v : "none";
+    }
+    return fwa_capi::write_text(s.data(), s.size(), buf, cap, needed, "fwa_kernel_choices");
+  });
+}
+
+void fwa_open_options_init(fwa_open_options* options) {
+  if (!options) return;
+  std::memset(options, 0, sizeof *options);
+  options->struct_size = sizeof *options;
+}
+
+fwa_status fwa_model_open_file(const char* path, const fwa_open_options* options,
+                               fwa_model** model) {
+  const char* fn = "fwa_model_open_file";
+  return guarded(fn, [&] {
+    FWA_CHECK_NOT_NULL(path, fn);
+    return open_model(options, model, fn, [&](const fwa::OpenOptions& o, auto* a, auto* msg) {
+      return fwa::Artifact::open_file(path, o, a, msg);
+    });
+  });
+}
+
+fwa_status fwa_model_open_memory(const void* data, size_t size, const fwa_open_options* options,
+                                 fwa_model** model) {
+  const char* fn = "fwa_model_open_memory";
+  return guarded(fn, [&] {
+    FWA_CHECK_NOT_NULL(data, fn);
+    return open_model(options, model, fn, [&](const fwa::OpenOptions& o, auto* a, auto* msg) {
+      return fwa::Artifact::open_memory(data, size, o, a, msg);
+    });
+  });
+}
+
+void fwa_model_free(fwa_model* model) {
+  if (!model || !fwa_capi::is_live(model, fwa_capi::Kind::model)) return;
+  fwa_capi::unregister_handle(model);
+  delete model;  // the weights stay mapped while a session still holds the model
+}
+
+void fwa_model_info_init(fwa_model_info* info) {
+  if (!info) return;
+  std::memset(info, 0, sizeof *info);
+  info->struct_size = sizeof *info;
+}
+
+fwa_status fwa_model_get_info(const fwa_model* model, fwa_model_info* info) {
+  const char* fn = "fwa_model_get_info";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(info, fn);
+    fwa_status s = fwa_capi::check_struct(info, sizeof *info, fn);
+    if (s != FWA_OK) return s;
+    const fwa::Model& m = model_of(model);
+    fwa::json::Document doc;
+    std::string message;
+    const fwa::Status st = parse_manifest(m, &doc, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    fwa_model_info out;
+    fwa_model_info_init(&out);
+    const fwa::json::Value version = doc.root().find("format_version");
+    int64_t major = 0, minor = 0;
+    version.first().get_int(&major);
+    version.first().next().get_int(&minor);
+    out.format_version_major = uint32_t(major);
+    out.format_version_minor = uint32_t(minor);
+    out.has_tokenizer = m.has_tokenizer() ? 1 : 0;
+    const std::string pin = m.pin();
+    std::memcpy(out.pin, pin.c_str(), pin.size() + 1);  // 71 bytes + NUL
+    const fwa::ModelConfig& c = m.config();
+    out.vocab_size = c.vocab_size;
+    out.hidden_size = c.hidden_size;
+    out.num_layers = c.num_layers;
+    out.num_heads = c.num_heads;
+    out.num_kv_heads = c.num_kv_heads;
+    out.head_dim = c.head_dim;
+    out.num_experts = c.num_experts;
+    out.experts_per_token = c.experts_per_tok;
+    out.moe_intermediate_size = c.moe_intermediate_size;
+    out.intermediate_size = c.intermediate_size;
+    out.max_position_embeddings = c.max_position_embeddings;
+    out.weight_bytes = int64_t(m.artifact().data_length());
+    *info = out;
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_model_manifest_json(const fwa_model* model, const char* section, char* buf,
+                                   size_t cap, size_t* needed) {
+  const char* fn = "fwa_model_manifest_json";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(section, fn);
+    FWA_CHECK_NOT_NULL(needed, fn);
+    fwa::json::Document doc;
+    std::string message;
+    const fwa::Status st = parse_manifest(model_of(model), &doc, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    const fwa::json::Value v = doc.root().find(section);
+    if (!v.valid())
+      return fail(FWA_ERR_NOT_FOUND, "%s: the manifest has no section \"%s\"", fn, section);
+    const std::string_view raw = v.raw();
+    return fwa_capi::write_text(raw.data(), raw.size(), buf, cap, needed, fn);
+  });
+}
+
+fwa_status fwa_tokenize(const fwa_model* model, const char* text, size_t text_len,
+                        int32_t* ids, size_t cap, size_t* needed) {
+  const char* fn = "fwa_tokenize";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(needed, fn);
+    if (!text && text_len) return fail(FWA_ERR_NULL_ARGUMENT, "%s: text is NULL", fn);
+    const fwa::Model& m = model_of(model);
+    if (!m.has_tokenizer())
+      return fail(FWA_ERR_NO_TOKENIZER, "%s: the artifact carries no tokenizer", fn);
+    std::vector<int32_t> out;
+    std::string message;
+    const fwa::Status st = m.encode(std::string_view(text ? text : "", text_len), &out, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    *needed = out.size();
+    if (out.size() > cap || (!ids && !out.empty()))
+      return fail(FWA_ERR_BUFFER_TOO_SMALL, "%s: %zu ids do not fit in a buffer of %zu", fn,
+                  out.size(), ids ? cap : size_t(0));
+    if (!out.empty()) std::memcpy(ids, out.data(), out.size() * sizeof(int32_t));
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_detokenize(const fwa_model* model, const int32_t* ids, size_t n_ids,
+                          uint32_t flags, char* buf, size_t cap, size_t* needed) {
+  const char* fn = "fwa_detokenize";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(needed, fn);
+    if (!ids && n_ids) return fail(FWA_ERR_NULL_ARGUMENT, "%s: ids is NULL", fn);
+    if (flags & ~uint32_t(FWA_DETOKENIZE_SKIP_SPECIAL))
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn, unsigned(flags));
+    const fwa::Model& m = model_of(model);
+    if (!m.has_tokenizer())
+      return fail(FWA_ERR_NO_TOKENIZER, "%s: the artifact carries no tokenizer", fn);
+    const int64_t vocab = m.config().vocab_size;
+    for (size_t i = 0; i < n_ids; ++i)
+      if (ids[i] < 0 || ids[i] >= vocab)
+        return fail(FWA_ERR_BAD_TOKEN, "%s: token id %d at position %zu is outside [0, %lld)",
+                    fn, int(ids[i]), i, static_cast<long long>(vocab));
+    std::string text;
+    std::string message;
+    const fwa::Status st =
+        m.decode(ids, n_ids, (flags & FWA_DETOKENIZE_SKIP_SPECIAL) != 0, &text, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    return fwa_capi::write_text(text.data(), text.size(), buf, cap, needed, fn);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,448 @@
+// C ABI: sessions (eval, decode, logits, context), the scheduler policy, sampling and
+// generation. The decode path (fwa_session_decode, fwa_session_logits, fwa_sampler_sample)
+// allocates nothing: checks, a registry lookup and the core calls only.
+#include <sys/resource.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "capi/handles.h"
+
+using fwa_capi::fail;
+using fwa_capi::fail_core;
+using fwa_capi::guarded;
+
+namespace {
+
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// The id and context checks of fwa_session_eval, with the C ABI's specific statuses (the core
+// reports both as invalid_argument).
+fwa_status check_tokens(const fwa::Session& s, const int32_t* ids, size_t n, int64_t n_past,
+                        const char* fn) {
+  const int64_t vocab = s.vocab_size();
+  for (size_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= vocab)
+      return fail(FWA_ERR_BAD_TOKEN, "%s: token id %d at position %zu is outside [0, %lld)", fn,
+                  int(ids[i]), i, static_cast<long long>(vocab));
+  const int64_t ctx = s.options().max_context;
+  if (int64_t(n) > ctx - n_past)
+    return fail(FWA_ERR_CONTEXT_FULL,
+                "%s: %zu tokens after %lld do not fit in the context of %lld tokens", fn, n,
+                static_cast<long long>(n_past), static_cast<long long>(ctx));
+  return FWA_OK;
+}
+
+fwa_status eval_tokens(fwa_session* session, const int32_t* ids, size_t n, const char* fn) {
+  fwa::Session& s = *session->session;
+  fwa_status c = check_tokens(s, ids, n, s.n_past(), fn);
+  if (c != FWA_OK) return c;
+  std::string message;  // only filled (allocated) on failure
+  const fwa::Status st = s.eval(ids, int64_t(n), fwa::LogitsOut::last, nullptr, &message);
+  if (st != fwa::Status::ok) return fail_core(st, message);
+  return FWA_OK;
+}
+
+fwa_status read_sampling(const fwa_sampling_params* p, fwa::SamplingParams* out,
+                         const char* fn) {
+  const fwa_status s = fwa_capi::check_struct(p, sizeof *p, fn);
+  if (s != FWA_OK) return s;
+  out->temperature = p->temperature;
+  out->top_k = p->top_k;
+  out->top_p = p->top_p;
+  out->repetition_penalty = p->repetition_penalty;
+  out->seed = p->seed;
+  std::string message;
+  const fwa::Status st = fwa::check_sampling_params(*out, &message);
+  if (st != fwa::Status::ok) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: %s", fn, message.c_str());
+  return FWA_OK;
+}
+
+fwa_status read_generate(const fwa_generate_params* p, fwa::GenerateParams* out,
+                         const char* fn) {
+  if (!p) return FWA_OK;  // defaults
+  fwa_status s = fwa_capi::check_struct(p, sizeof *p, fn);
+  if (s != FWA_OK) return s;
+  if (p->reserved0 != 0) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: reserved0 must be 0", fn);
+  if ((s = read_sampling(&p->sampling, &out->sampling, fn)) != FWA_OK) return s;
+  if (p->max_tokens < 0)
+    return fail(FWA_ERR_INVALID_ARGUMENT, "%s: max_tokens must be >= 0, got %lld", fn,
+                static_cast<long long>(p->max_tokens));
+  out->max_tokens = p->max_tokens;
+  if (p->n_stop_strings && !p->stop_strings)
+    return fail(FWA_ERR_NULL_ARGUMENT, "%s: stop_strings is NULL", fn);
+  for (size_t i = 0; i < p->n_stop_strings; ++i) {
+    if (!p->stop_strings[i])
+      return fail(FWA_ERR_NULL_ARGUMENT, "%s: stop_strings[%zu] is NULL", fn, i);
+    if (!p->stop_strings[i][0])
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: stop_strings[%zu] is empty", fn, i);
+    out->stop_strings.emplace_back(p->stop_strings[i]);
+  }
+  if (p->n_stop_ids && !p->stop_ids) return fail(FWA_ERR_NULL_ARGUMENT, "%s: stop_ids is NULL", fn);
+  out->stop_ids.assign(p->stop_ids, p->stop_ids + p->n_stop_ids);
+  return FWA_OK;
+}
+
+struct CallbackBridge {
+  fwa_token_callback callback;
+  void* user;
+};
+
+bool call_user(void* user, int32_t token, const char* piece, size_t piece_len) {
+  const CallbackBridge* b = static_cast<const CallbackBridge*>(user);
+  return b->callback(b->user, token, piece, piece_len) == 0;
+}
+
+fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
+                        const fwa_generate_params* params, fwa_token_callback callback,
+                        void* user, fwa_generation_stats* stats, const char* fn) {
+  fwa::Session& s = *session->session;
+  fwa::GenerateParams gp;
+  fwa_status c = read_generate(params, &gp, fn);
+  if (c != FWA_OK) return c;
+  if (stats && (c = fwa_capi::check_struct(stats, sizeof *stats, fn)) != FWA_OK) return c;
+  if (n == 0) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: the prompt is empty", fn);
+  // The prompt replaces the context (its common prefix with the context is reused).
+  if ((c = check_tokens(s, prompt, n, 0, fn)) != FWA_OK) return c;
+  for (int32_t id : gp.stop_ids)
+    if (id < 0 || id >= s.vocab_size())
+      return fail(FWA_ERR_BAD_TOKEN, "%s: stop id %d is outside [0, %lld)", fn, int(id),
+                  static_cast<long long>(s.vocab_size()));
+  CallbackBridge bridge{callback, user};
+  const double cpu0 = process_cpu_seconds();
+  std::string message;
+  const fwa::Status st = fwa::generate(&s, prompt, int64_t(n), gp, callback ? call_user : nullptr,
+                                       &bridge, &session->generation, &message);
+  if (st != fwa::Status::ok) return fail_core(st, message);
+  if (stats) {
+    const fwa::Generation& g = session->generation;
+    const fwa::GenerationStats& gs = g.stats();
+    fwa_generation_stats out;
+    fwa_generation_stats_init(&out);
+    out.stop_reason = int32_t(g.stop_reason());
+    out.prompt_tokens = gs.prompt_tokens;
+    out.cached_tokens = gs.cached_tokens;
+    out.generated_tokens = gs.generated_tokens;
+    out.prefill_ms = gs.prefill_ms;
+    out.decode_ms = gs.decode_ms;
+    out.ttft_ms = gs.ttft_ms;
+    out.prefill_tokens_per_s = gs.prefill_tokens_per_s();
+    out.decode_tokens_per_s = gs.decode_tokens_per_s();
+    const fwa::ModelConfig& mc = s.model().config();
+    int64_t moe_layers = 0, sum = 0;
+    for (int64_t l = 0; l < mc.num_layers; ++l)
+      if (mc.is_moe_layer(l) && size_t(l) < gs.experts_activated.size()) {
+        ++moe_layers;
+        sum += gs.experts_activated[size_t(l)];
+      }
+    out.experts_activated_per_layer = moe_layers ? double(sum) / double(moe_layers) : 0.0;
+    out.process_cpu_s = process_cpu_seconds() - cpu0;
+    *stats = out;
+  }
+  return FWA_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+void fwa_session_options_init(fwa_session_options* options) {
+  if (!options) return;
+  std::memset(options, 0, sizeof *options);
+  options->struct_size = sizeof *options;
+  options->mode = FWA_MODE_EXACT;
+  options->n_threads = 1;
+  options->prefill_chunk = 128;
+}
+
+fwa_status fwa_session_create(fwa_model* model, const fwa_session_options* options,
+                              fwa_session** session) {
+  const char* fn = "fwa_session_create";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(session, fn);
+    fwa_session_options o;
+    fwa_session_options_init(&o);
+    if (options) {
+      const fwa_status s = fwa_capi::check_struct(options, sizeof *options, fn);
+      if (s != FWA_OK) return s;
+      o = *options;
+    }
+    if (o.mode != FWA_MODE_EXACT && o.mode != FWA_MODE_FAST)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: mode must be FWA_MODE_EXACT or FWA_MODE_FAST, "
+                  "got %d", fn, int(o.mode));
+    if (o.reserved0 != 0) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: reserved0 must be 0", fn);
+    fwa::SessionOptions so;
+    so.mode = o.mode == FWA_MODE_FAST ? fwa::ComputeMode::fast : fwa::ComputeMode::exact;
+    so.max_context = o.max_context;
+    so.n_threads = o.n_threads;
+    so.prefill_chunk = o.prefill_chunk;
+    std::unique_ptr<fwa_session> h(new fwa_session());
+    std::string message;
+    const fwa::Status st = fwa::Session::create(model->model, so, &h->session, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    if (!fwa_capi::register_handle(h.get(), fwa_capi::Kind::session))
+      return fail(FWA_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    *session = h.release();
+    return FWA_OK;
+  });
+}
+
+void fwa_session_free(fwa_session* session) {
+  if (!session || !fwa_capi::is_live(session, fwa_capi::Kind::session)) return;
+  fwa_capi::unregister_handle(session);
+  delete session;
+}
+
+fwa_status fwa_session_eval(fwa_session* session, const int32_t* ids, size_t n) {
+  const char* fn = "fwa_session_eval";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(ids, fn);
+    if (n == 0) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: no tokens to evaluate", fn);
+    return eval_tokens(session, ids, n, fn);
+  });
+}
+
+fwa_status fwa_session_decode(fwa_session* session, int32_t token) {
+  const char* fn = "fwa_session_decode";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    return eval_tokens(session, &token, 1, fn);
+  });
+}
+
+fwa_status fwa_session_logits(const fwa_session* session, const float** logits,
+                              size_t* n_vocab) {
+  const char* fn = "fwa_session_logits";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(logits, fn);
+    FWA_CHECK_NOT_NULL(n_vocab, fn);
+    const fwa::Session& s = *session->session;
+    if (!s.has_last_logits())
+      return fail(FWA_ERR_NO_LOGITS, "%s: no token was evaluated since the last reset, "
+                  "truncate or generation", fn);
+    *logits = s.last_logits();
+    *n_vocab = size_t(s.vocab_size());
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_session_n_past(const fwa_session* session, int64_t* n_past) {
+  const char* fn = "fwa_session_n_past";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(n_past, fn);
+    *n_past = session->session->n_past();
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_session_truncate(fwa_session* session, int64_t n) {
+  const char* fn = "fwa_session_truncate";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    std::string message;
+    const fwa::Status st = session->session->truncate(n, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_session_reset(fwa_session* session) {
+  const char* fn = "fwa_session_reset";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    session->session->reset();
+    return FWA_OK;
+  });
+}
+
+void fwa_sched_policy_init(fwa_sched_policy* policy) {
+  if (!policy) return;
+  std::memset(policy, 0, sizeof *policy);
+  policy->struct_size = sizeof *policy;
+}
+
+fwa_status fwa_session_set_policy(fwa_session* session, const fwa_sched_policy* policy) {
+  const char* fn = "fwa_session_set_policy";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(policy, fn);
+    const fwa_status s = fwa_capi::check_struct(policy, sizeof *policy, fn);
+    if (s != FWA_OK) return s;
+    fwa::Session& ss = *session->session;
+    const int n_threads = ss.options().n_threads;
+    if (policy->max_active_cores < 0 || policy->max_active_cores > n_threads)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: max_active_cores must be in [0, %d] (0: all "
+                  "the session's threads), got %d", fn, n_threads, int(policy->max_active_cores));
+    if (policy->target_ms_per_token != 0.0 || policy->memory_budget_bytes != 0)
+      return fail(FWA_ERR_UNSUPPORTED, "%s: target_ms_per_token and memory_budget_bytes are not "
+                  "implemented in this version (must be 0)", fn);
+    ss.set_active_threads(policy->max_active_cores == 0 ? n_threads : policy->max_active_cores);
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_session_get_policy(const fwa_session* session, fwa_sched_policy* policy) {
+  const char* fn = "fwa_session_get_policy";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(policy, fn);
+    const fwa_status s = fwa_capi::check_struct(policy, sizeof *policy, fn);
+    if (s != FWA_OK) return s;
+    fwa_sched_policy out;
+    fwa_sched_policy_init(&out);
+    out.max_active_cores = session->session->active_threads();
+    *policy = out;
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_session_experts_activated(const fwa_session* session, int64_t* per_layer,
+                                         size_t cap, size_t* needed) {
+  const char* fn = "fwa_session_experts_activated";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(needed, fn);
+    const fwa::Session& s = *session->session;
+    const size_t layers = size_t(s.model().config().num_layers);
+    *needed = layers;
+    if (!per_layer || cap < layers)
+      return fail(FWA_ERR_BUFFER_TOO_SMALL, "%s: %zu layers do not fit in a buffer of %zu", fn,
+                  layers, per_layer ? cap : size_t(0));
+    for (size_t l = 0; l < layers; ++l) per_layer[l] = s.experts_activated(int64_t(l));
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_session_clear_expert_stats(fwa_session* session) {
+  const char* fn = "fwa_session_clear_expert_stats";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    session->session->clear_expert_hits();
+    return FWA_OK;
+  });
+}
+
+void fwa_sampling_params_init(fwa_sampling_params* params) {
+  if (!params) return;
+  std::memset(params, 0, sizeof *params);
+  params->struct_size = sizeof *params;
+  params->top_p = 1.0f;
+  params->repetition_penalty = 1.0f;
+}
+
+fwa_status fwa_sampler_create(const fwa_model* model, const fwa_sampling_params* params,
+                              fwa_sampler** sampler) {
+  const char* fn = "fwa_sampler_create";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(params, fn);
+    FWA_CHECK_NOT_NULL(sampler, fn);
+    fwa::SamplingParams sp;
+    const fwa_status s = read_sampling(params, &sp, fn);
+    if (s != FWA_OK) return s;
+    std::unique_ptr<fwa_sampler> h(new fwa_sampler());
+    h->vocab_size = int32_t(model->model->config().vocab_size);
+    std::string message;
+    const fwa::Status st = h->sampler.init(h->vocab_size, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    h->sampler.reset(sp);
+    if (!fwa_capi::register_handle(h.get(), fwa_capi::Kind::sampler))
+      return fail(FWA_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
+    *sampler = h.release();
+    return FWA_OK;
+  });
+}
+
+void fwa_sampler_free(fwa_sampler* sampler) {
+  if (!sampler || !fwa_capi::is_live(sampler, fwa_capi::Kind::sampler)) return;
+  fwa_capi::unregister_handle(sampler);
+  delete sampler;
+}
+
+fwa_status fwa_sampler_reset(fwa_sampler* sampler, const fwa_sampling_params* params) {
+  const char* fn = "fwa_sampler_reset";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(sampler, sampler, fn);
+    FWA_CHECK_NOT_NULL(params, fn);
+    fwa::SamplingParams sp;
+    const fwa_status s = read_sampling(params, &sp, fn);
+    if (s != FWA_OK) return s;
+    sampler->sampler.reset(sp);
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_sampler_sample(fwa_sampler* sampler, const fwa_session* session, int32_t* token) {
+  const char* fn = "fwa_sampler_sample";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(sampler, sampler, fn);
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(token, fn);
+    const fwa::Session& s = *session->session;
+    if (s.vocab_size() != sampler->vocab_size)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: the sampler was made for a vocabulary of %d, "
+                  "the session's model has %lld", fn, int(sampler->vocab_size),
+                  static_cast<long long>(s.vocab_size()));
+    if (!s.has_last_logits())
+      return fail(FWA_ERR_NO_LOGITS, "%s: no token was evaluated since the last reset, "
+                  "truncate or generation", fn);
+    const std::vector<int32_t>& history = s.tokens();
+    *token = sampler->sampler.sample(s.last_logits(), history.data(), history.size());
+    return FWA_OK;
+  });
+}
+
+void fwa_generate_params_init(fwa_generate_params* params) {
+  if (!params) return;
+  std::memset(params, 0, sizeof *params);
+  params->struct_size = sizeof *params;
+  fwa_sampling_params_init(&params->sampling);
+  params->max_tokens = 64;
+}
+
+void fwa_generation_stats_init(fwa_generation_stats* stats) {
+  if (!stats) return;
+  std::memset(stats, 0, sizeof *stats);
+  stats->struct_size = sizeof *stats;
+}
+
+fwa_status fwa_generate(fwa_session* session, const int32_t* prompt, size_t n_prompt,
+                        const fwa_generate_params* params, fwa_token_callback callback,
+                        void* user, fwa_generation_stats* stats) {
+  const char* fn = "fwa_generate";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(prompt, fn);
+    return run_generate(session, prompt, n_prompt, params, callback, user, stats, fn);
+  });
+}
+
+fwa_status fwa_generate_text(fwa_session* session, const char* prompt, size_t prompt_len,
+                             const fwa_generate_params* params, fwa_token_callback callback,
+                             void* user, fwa_generation_stats* stats) {
+  const char* fn = "fwa_generate_text";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(prompt, fn);
+    const fwa::Model& m = session->session->model();
+    if (!m.has_tokenizer())
+      return fail(FWA_ERR_NO_TOKENIZER, "%s: the artifact carries no tokenizer", fn);
+    std::vector<int32_t> ids;
+    std::string message;
+    const fwa::Status st = m.encode(std::string_view(prompt, prompt_len), &ids, &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    return run_generate(session, ids.data(), ids.size(), params, callback, user, stats, fn);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,315 @@
+/* fwassist: the C ABI (C99).
+ *
+ * An on-device runtime for sparse Mixture-of-Experts models stored as verified, hash-pinned
+ * .fwa artifacts. This header is the whole stable interface of libfwassist; nothing else is
+ * exported (every symbol starts with fwa_).
+ *
+ * Conventions
+ *   - Every function that can fail returns an fwa_status; FWA_OK is 0. On failure,
+ *     fwa_last_error() returns a message naming the problem (thread-local: it describes the
+ *     last failed call on the calling thread and stays valid until that thread's next failing
+ *     call). Out-parameters are written only on success unless stated.
+ *   - Handles are opaque. fwa_model_free/fwa_session_free/fwa_sampler_free accept NULL. A
+ *     handle that was freed, or a pointer that is not a live handle of the right kind, is
+ *     detected and gives FWA_ERR_BAD_HANDLE (the library keeps a registry of live handles;
+ *     a new handle may reuse a freed address, which is then simply that new handle).
+ *   - Options and report structs begin with their size: set struct_size = sizeof(the struct)
+ *     (the *_init functions do it and fill the defaults). Later versions append fields only,
+ *     so a program compiled against an older header keeps working; a size the library does
+ *     not know gives FWA_ERR_BAD_STRUCT_SIZE.
+ *   - Buffers are caller-owned. A function writing text or ids into a buffer takes its
+ *     capacity and reports the needed size through *needed (text: bytes including the
+ *     terminating NUL); a too-small buffer gives FWA_ERR_BUFFER_TOO_SMALL with *needed set
+ *     and nothing written.
+ *   - No C++ exception ever leaves the library (each entry point maps them to a status) and
+ *     the library never hands the caller memory to free.
+ *
+ * Threads
+ *   - An fwa_model is immutable after open: any number of sessions, on any threads, may share
+ *     it. fwa_model_free must not race with calls that use the model or its sessions; free
+ *     the sessions first (a session keeps its model alive, so freeing the model handle before
+ *     its sessions is allowed: the weights are released with the last session).
+ *   - An fwa_session (and an fwa_sampler) is used by one thread at a time; the caller
+ *     serialises. A session runs its own worker threads inside its calls; they are parked
+ *     (zero CPU) between calls.
+ *
+ * Allocation
+ *   - fwa_model_open_*, fwa_session_create and fwa_sampler_create allocate everything the
+ *     handle will use. fwa_session_eval (any number of tokens up to the prefill chunk per
+ *     step), fwa_session_decode, fwa_session_logits and fwa_sampler_sample allocate nothing.
+ *     Tokenizing, detokenizing and fwa_generate may allocate internally (freed before
+ *     returning).
+ */
+#ifndef FWASSIST_H
+#define FWASSIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FWA_VERSION_MAJOR 0
+#define FWA_VERSION_MINOR 1
+#define FWA_VERSION_PATCH 0
+/* major * 10000 + minor * 100 + patch, as fwa_version_number() returns. */
+#define FWA_VERSION_NUMBER (FWA_VERSION_MAJOR * 10000 + FWA_VERSION_MINOR * 100 + FWA_VERSION_PATCH)
+#define FWA_VERSION_STRING "0.1.0"
+/* The ABI version: libfwassist.so.<FWA_ABI_VERSION> (the SOVERSION). It changes only when a
+ * declaration below changes incompatibly. */
+#define FWA_ABI_VERSION 1
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+/* FWA_CDEF_BEGIN: from here to FWA_CDEF_END the text is plain C declarations, no
+ * preprocessor lines, so that cffi's cdef can parse it as is (sdk/fwassist/_cffi.py). */
+
+typedef enum fwa_status {
+  FWA_OK = 0,
+  FWA_ERR_INVALID_ARGUMENT = 1,    /* a parameter is out of its documented range */
+  FWA_ERR_UNSUPPORTED_FORMAT = 2,  /* a weight format this build does not implement */
+  FWA_ERR_SHAPE_MISMATCH = 3,
+  FWA_ERR_NON_FINITE = 4,          /* NaN or Inf where a finite number is required */
+  FWA_ERR_BUFFER_TOO_SMALL = 5,    /* *needed tells the size required */
+  FWA_ERR_NO_KERNEL = 6,           /* no kernel variant runs on this CPU */
+  FWA_ERR_IO = 10,                 /* the file cannot be opened, sized, mapped or read */
+  FWA_ERR_TRUNCATED = 11,
+  FWA_ERR_BAD_MAGIC = 12,          /* not a .fwa artifact */
+  FWA_ERR_UNSUPPORTED_VERSION = 13,
+  FWA_ERR_MALFORMED = 14,          /* a field breaks a rule of the artifact format */
+  FWA_ERR_CAP_EXCEEDED = 15,       /* a length or count above the format's caps */
+  FWA_ERR_TRAILING_BYTES = 16,
+  FWA_ERR_OUT_OF_BOUNDS = 17,
+  FWA_ERR_OVERLAP = 18,
+  FWA_ERR_NONZERO_PADDING = 19,
+  FWA_ERR_DIGEST_MISMATCH = 20,    /* the bytes are not the ones the manifest pins */
+  FWA_ERR_PIN_MISMATCH = 21,       /* the artifact is not the expected (certified) one */
+  FWA_ERR_INCOMPATIBLE = 22,       /* needs something this build does not implement */
+  FWA_ERR_NULL_ARGUMENT = 30,      /* a required pointer is NULL */
+  FWA_ERR_BAD_HANDLE = 31,         /* not a live handle of the expected kind */
+  FWA_ERR_BAD_STRUCT_SIZE = 32,    /* struct_size is not a size this library knows */
+  FWA_ERR_BAD_TOKEN = 33,          /* a token id outside [0, vocab size) */
+  FWA_ERR_CONTEXT_FULL = 34,       /* the tokens do not fit in the session's context */
+  FWA_ERR_NO_TOKENIZER = 35,       /* the artifact carries no tokenizer */
+  FWA_ERR_OUT_OF_MEMORY = 36,
+  FWA_ERR_NOT_FOUND = 37,          /* no such manifest section */
+  FWA_ERR_NO_LOGITS = 38,          /* no token evaluated since the last reset/truncate */
+  FWA_ERR_CANCELLED = 39,          /* not an error of the library: a callback asked to stop */
+  FWA_ERR_UNSUPPORTED = 40,        /* a valid request this build does not implement yet */
+  FWA_ERR_INTERNAL = 99            /* a bug: please report it with fwa_last_error() */
+} fwa_status;
+
+typedef struct fwa_model fwa_model;
+typedef struct fwa_session fwa_session;
+typedef struct fwa_sampler fwa_sampler;
+
+/* ---- library ---------------------------------------------------------------------- */
+
+uint32_t fwa_version_number(void);      /* FWA_VERSION_NUMBER of the library */
+const char* fwa_version_string(void);   /* "0.1.0" */
+uint32_t fwa_abi_version(void);         /* FWA_ABI_VERSION of the library */
+const char* fwa_status_string(fwa_status status);  /* "pin_mismatch", ...; never NULL */
+const char* fwa_last_error(void);       /* message of this thread's last failure; "" if none */
+
+/* The CPU as the library sees it: comma-separated feature names ("avx2,avx512f,...",
+ * after the FWA_CPU_FEATURES mask) and the kernel variant chosen for each operation
+ * ("gemv_exact=avx512,gemv_fast=avx512vnni,..."). */
+fwa_status fwa_cpu_features(char* buf, size_t cap, size_t* needed);
+fwa_status fwa_kernel_choices(char* buf, size_t cap, size_t* needed);
+
+/* ---- model ------------------------------------------------------------------------ */
+
+enum { FWA_OPEN_LAZY_VERIFY = 1 };  /* verify expert blocks on first use, not at open */
+
+typedef struct fwa_open_options {
+  uint32_t struct_size;
+  uint32_t flags;        /* FWA_OPEN_* */
+  const char* pin;       /* NULL, or "sha256:<64 hex>": open fails unless it matches */
+} fwa_open_options;
+
+void fwa_open_options_init(fwa_open_options* options);
+
+/* Opens, bounds-checks and verifies an artifact before any byte reaches a kernel; on any
+ * failure nothing is kept and *model is left unchanged. options may be NULL (defaults). */
+fwa_status fwa_model_open_file(const char* path, const fwa_open_options* options,
+                               fwa_model** model);
+/* The same over a caller-owned buffer (no file system needed). The buffer is borrowed: it
+ * must stay valid and unchanged until the model and all its sessions are freed. */
+fwa_status fwa_model_open_memory(const void* data, size_t size, const fwa_open_options* options,
+                                 fwa_model** model);
+void fwa_model_free(fwa_model* model);
+
+typedef struct fwa_model_info {
+  uint32_t struct_size;
+  uint32_t format_version_major, format_version_minor;
+  uint32_t has_tokenizer;
+  char pin[72];                   /* "sha256:" + 64 hex digits of the root digest + NUL */
+  int64_t vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, head_dim;
+  int64_t num_experts, experts_per_token, moe_intermediate_size, intermediate_size;
+  int64_t max_position_embeddings;
+  int64_t weight_bytes;           /* bytes of the data region (all tensors) */
+} fwa_model_info;
+
+void fwa_model_info_init(fwa_model_info* info);
+fwa_status fwa_model_get_info(const fwa_model* model, fwa_model_info* info);
+
+/* A top-level manifest section as canonical JSON: "config", "model_card" (with
+ * known_limitations), "provenance", "evidence", "sbom", ... FWA_ERR_NOT_FOUND if absent. */
+fwa_status fwa_model_manifest_json(const fwa_model* model, const char* section, char* buf,
+                                   size_t cap, size_t* needed);
+
+/* ---- tokenizer (the artifact's byte-level BPE) ------------------------------------- */
+
+/* text: text_len bytes of UTF-8. Writes the ids to ids[0..*needed). */
+fwa_status fwa_tokenize(const fwa_model* model, const char* text, size_t text_len,
+                        int32_t* ids, size_t cap, size_t* needed);
+
+enum { FWA_DETOKENIZE_SKIP_SPECIAL = 1 };
+/* Writes the UTF-8 text and a terminating NUL (*needed counts it). */
+fwa_status fwa_detokenize(const fwa_model* model, const int32_t* ids, size_t n_ids,
+                          uint32_t flags, char* buf, size_t cap, size_t* needed);
+
+/* ---- session ---------------------------------------------------------------------- */
+
+enum { FWA_MODE_EXACT = 0, FWA_MODE_FAST = 1 };
+
+typedef struct fwa_session_options {
+  uint32_t struct_size;
+  int32_t mode;             /* FWA_MODE_EXACT (default) or FWA_MODE_FAST */
+  int64_t max_context;      /* tokens; 0: min(max_position_embeddings, 4096) */
+  int32_t n_threads;        /* worker threads including the caller's; default 1 */
+  int32_t reserved0;        /* must be 0 */
+  int64_t prefill_chunk;    /* tokens per forward step of a prompt; default 128 */
+} fwa_session_options;
+
+void fwa_session_options_init(fwa_session_options* options);
+/* The session holds the KV cache and every buffer, allocated here. */
+fwa_status fwa_session_create(fwa_model* model, const fwa_session_options* options,
+                              fwa_session** session);
+void fwa_session_free(fwa_session* session);
+
+/* Appends ids[0..n) to the context and runs them (in chunks of prefill_chunk); afterwards
+ * fwa_session_logits gives the last token's logits. FWA_ERR_BAD_TOKEN / CONTEXT_FULL are
+ * checked before any work; on any failure the context is unchanged. */
+fwa_status fwa_session_eval(fwa_session* session, const int32_t* ids, size_t n);
+/* One token: the decode step. Allocates nothing. */
+fwa_status fwa_session_decode(fwa_session* session, int32_t token);
+/* The logits of the last evaluated token: *logits points into the session (valid until the
+ * next call on it), *n_vocab floats. */
+fwa_status fwa_session_logits(const fwa_session* session, const float** logits,
+                              size_t* n_vocab);
+fwa_status fwa_session_n_past(const fwa_session* session, int64_t* n_past);
+/* Keeps the first n tokens of the context (their cache stays valid). */
+fwa_status fwa_session_truncate(fwa_session* session, int64_t n);
+fwa_status fwa_session_reset(fwa_session* session);
+
+/* Scheduler policy. max_active_cores: how many of the session's threads the matmuls and
+ * attention may use (1..n_threads; 0 = all); the others stay parked. target_ms_per_token
+ * and memory_budget_bytes are reserved for the power-gated expert scheduler and must be 0
+ * in this version (FWA_ERR_UNSUPPORTED otherwise). */
+typedef struct fwa_sched_policy {
+  uint32_t struct_size;
+  int32_t max_active_cores;
+  double target_ms_per_token;
+  int64_t memory_budget_bytes;
+} fwa_sched_policy;
+
+void fwa_sched_policy_init(fwa_sched_policy* policy);
+fwa_status fwa_session_set_policy(fwa_session* session, const fwa_sched_policy* policy);
+fwa_status fwa_session_get_policy(const fwa_session* session, fwa_sched_policy* policy);
+
+/* Routing statistics since the session was created or last cleared: for each layer, how
+ * many distinct experts ran (per_layer[0..num_layers)). */
+fwa_status fwa_session_experts_activated(const fwa_session* session, int64_t* per_layer,
+                                         size_t cap, size_t* needed);
+fwa_status fwa_session_clear_expert_stats(fwa_session* session);
+
+/* ---- sampling and generation -------------------------------------------------------- */
+
+typedef struct fwa_sampling_params {
+  uint32_t struct_size;
+  float temperature;         /* <= 0: greedy (argmax, ties to the lower id); default 0 */
+  int32_t top_k;             /* 0: off */
+  float top_p;               /* 1: off; in (0, 1] */
+  float repetition_penalty;  /* 1: off; > 0 */
+  uint64_t seed;             /* PCG32: same seed, same tokens on every CPU */
+} fwa_sampling_params;
+
+void fwa_sampling_params_init(fwa_sampling_params* params);
+
+/* A sampler owns the vocabulary-sized scratch memory sampling needs. */
+fwa_status fwa_sampler_create(const fwa_model* model, const fwa_sampling_params* params,
+                              fwa_sampler** sampler);
+void fwa_sampler_free(fwa_sampler* sampler);
+/* New parameters and a reseed (the random stream restarts from params->seed). */
+fwa_status fwa_sampler_reset(fwa_sampler* sampler, const fwa_sampling_params* params);
+/* Picks the next token from the session's last logits, the repetition penalty applying to
+ * the session's context. Does not evaluate it (call fwa_session_decode). Allocates nothing. */
+fwa_status fwa_sampler_sample(fwa_sampler* sampler, const fwa_session* session, int32_t* token);
+
+/* Called once per generated token with its text piece (UTF-8, not NUL-terminated, may be
+ * empty while a multi-byte character or a possible stop string is held back), and once more
+ * with token -1 if text is left at the end. Return 0 to continue, non-zero to stop (the
+ * generation then ends with FWA_STOP_CANCELLED and fwa_generate returns FWA_OK). The
+ * callback must not call back into the same session. */
+typedef int (*fwa_token_callback)(void* user, int32_t token, const char* piece,
+                                  size_t piece_len);
+
+typedef struct fwa_generate_params {
+  uint32_t struct_size;
+  int32_t reserved0;                 /* must be 0 */
+  fwa_sampling_params sampling;      /* its own struct_size must be set too */
+  int64_t max_tokens;                /* default 64 */
+  const char* const* stop_strings;   /* n_stop_strings NUL-terminated UTF-8 strings */
+  size_t n_stop_strings;
+  const int32_t* stop_ids;           /* a stop id ends generation; it is neither emitted nor kept */
+  size_t n_stop_ids;
+} fwa_generate_params;
+
+void fwa_generate_params_init(fwa_generate_params* params);
+
+typedef enum fwa_stop_reason {
+  FWA_STOP_NONE = 0,
+  FWA_STOP_MAX_TOKENS = 1,
+  FWA_STOP_STRING = 2,
+  FWA_STOP_ID = 3,
+  FWA_STOP_CONTEXT_FULL = 4,
+  FWA_STOP_CANCELLED = 5
+} fwa_stop_reason;
+
+typedef struct fwa_generation_stats {
+  uint32_t struct_size;
+  int32_t stop_reason;               /* fwa_stop_reason */
+  int64_t prompt_tokens, cached_tokens, generated_tokens;
+  double prefill_ms, decode_ms, ttft_ms;
+  double prefill_tokens_per_s, decode_tokens_per_s;
+  double experts_activated_per_layer;  /* distinct experts per MoE layer in this call, mean */
+  double process_cpu_s;              /* CPU seconds the process used during the call */
+} fwa_generation_stats;
+
+void fwa_generation_stats_init(fwa_generation_stats* stats);
+
+/* Prefills the prompt (reusing the longest common prefix already in the session's context),
+ * then samples, evaluates and streams tokens until a stop condition. stats may be NULL. */
+fwa_status fwa_generate(fwa_session* session, const int32_t* prompt, size_t n_prompt,
+                        const fwa_generate_params* params, fwa_token_callback callback,
+                        void* user, fwa_generation_stats* stats);
+/* The same with a text prompt, tokenized by the artifact's tokenizer. */
+fwa_status fwa_generate_text(fwa_session* session, const char* prompt, size_t prompt_len,
+                             const fwa_generate_params* params, fwa_token_callback callback,
+                             void* user, fwa_generation_stats* stats);
+
+/* FWA_CDEF_END */
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FWASSIST_H */

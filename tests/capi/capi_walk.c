@@ -1,0 +1,337 @@
+/* Walks every entry point of the C ABI with bad input (NULL pointers, freed and foreign
+ * handles, too-small buffers, unknown struct sizes, bad token ids, a full context, truncated
+ * and tampered artifacts) and checks each answers with its specific status and a message,
+ * never a crash. Written in C99 against the public header only; run natively and under
+ * ASan + UBSan (tests/fuzz/run_fuzz.sh).
+ *
+ *   fwa_capi_walk MODEL.fwa      (any valid artifact; tests/cross/make_test_model.py's) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fwassist/fwassist.h"
+
+static int failures = 0;
+static int checks = 0;
+
+#define EXPECT_STATUS(call, want)                                                          \
+  do {                                                                                     \
+    const fwa_status got_ = (call);                                                        \
+    ++checks;                                                                              \
+    if (got_ != (want)) {                                                                  \
+      fprintf(stderr, "%s:%d: %s returned %s (%d), expected %s: %s\n", __FILE__, __LINE__, \
+              #call, fwa_status_string(got_), (int)got_, fwa_status_string(want),          \
+              fwa_last_error());                                                           \
+      ++failures;                                                                          \
+    } else if (got_ != FWA_OK && fwa_last_error()[0] == '\0') {                            \
+      fprintf(stderr, "%s:%d: %s gave no message\n", __FILE__, __LINE__, #call);           \
+      ++failures;                                                                          \
+    }                                                                                      \
+  } while (0)
+
+#define EXPECT(cond)                                                         \
+  do {                                                                       \
+    ++checks;                                                                \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond);    \
+      ++failures;                                                            \
+    }                                                                        \
+  } while (0)
+
+static unsigned char* read_file(const char* path, size_t* size) {
+  FILE* f = fopen(path, "rb");
+  unsigned char* data = NULL;
+  long n;
+  if (!f) return NULL;
+  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
+    data = (unsigned char*)malloc((size_t)n);
+    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
+      free(data);
+      data = NULL;
+    }
+    *size = (size_t)n;
+  }
+  fclose(f);
+  return data;
+}
+
+static int count_tokens(void* user, int32_t token, const char* piece, size_t len) {
+  (void)piece;
+  (void)len;
+  if (token >= 0) ++*(int*)user;
+  return 0;
+}
+
+static int stop_at_once(void* user, int32_t token, const char* piece, size_t len) {
+  (void)user;
+  (void)token;
+  (void)piece;
+  (void)len;
+  return 1;
+}
+
+static void walk_library(void) {
+  char buf[8];
+  size_t needed = 0;
+  EXPECT(fwa_version_number() == FWA_VERSION_NUMBER);
+  EXPECT(strcmp(fwa_version_string(), FWA_VERSION_STRING) == 0);
+  EXPECT(fwa_abi_version() == FWA_ABI_VERSION);
+  EXPECT(strcmp(fwa_status_string(FWA_ERR_PIN_MISMATCH), "pin_mismatch") == 0);
+  EXPECT(strcmp(fwa_status_string((fwa_status)-5), "unknown_status") == 0);
+  EXPECT_STATUS(fwa_cpu_features(buf, sizeof buf, NULL), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_kernel_choices(buf, 1, &needed), FWA_ERR_BUFFER_TOO_SMALL);
+  EXPECT(needed > 1);
+  EXPECT_STATUS(fwa_kernel_choices(NULL, 0, &needed), FWA_ERR_BUFFER_TOO_SMALL);
+  /* Init functions accept NULL; free functions accept NULL. */
+  fwa_open_options_init(NULL);
+  fwa_model_info_init(NULL);
+  fwa_session_options_init(NULL);
+  fwa_sched_policy_init(NULL);
+  fwa_sampling_params_init(NULL);
+  fwa_generate_params_init(NULL);
+  fwa_generation_stats_init(NULL);
+  fwa_model_free(NULL);
+  fwa_session_free(NULL);
+  fwa_sampler_free(NULL);
+}
+
+static void walk_open(const char* path, const unsigned char* data, size_t size) {
+  fwa_model* model = NULL;
+  fwa_open_options opts;
+  unsigned char* copy;
+  fwa_open_options_init(&opts);
+  EXPECT_STATUS(fwa_model_open_file(NULL, NULL, &model), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_model_open_file(path, NULL, NULL), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_model_open_memory(NULL, size, NULL, &model), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_model_open_file("/nonexistent/model.fwa", NULL, &model), FWA_ERR_IO);
+  opts.struct_size = 3;
+  EXPECT_STATUS(fwa_model_open_file(path, &opts, &model), FWA_ERR_BAD_STRUCT_SIZE);
+  fwa_open_options_init(&opts);
+  opts.flags = 0x80;
+  EXPECT_STATUS(fwa_model_open_file(path, &opts, &model), FWA_ERR_INVALID_ARGUMENT);
+  fwa_open_options_init(&opts);
+  opts.pin = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+  EXPECT_STATUS(fwa_model_open_memory(data, size, &opts, &model), FWA_ERR_PIN_MISMATCH);
+  opts.pin = "not a pin";
+  EXPECT_STATUS(fwa_model_open_memory(data, size, &opts, &model), FWA_ERR_INVALID_ARGUMENT);
+  EXPECT(model == NULL);
+  /* Every truncation is refused; so is a flipped bit in the middle and in the last byte. */
+  EXPECT_STATUS(fwa_model_open_memory(data, 0, NULL, &model), FWA_ERR_TRUNCATED);
+  EXPECT_STATUS(fwa_model_open_memory(data, 100, NULL, &model), FWA_ERR_TRUNCATED);
+  EXPECT_STATUS(fwa_model_open_memory(data, size - 1, NULL, &model), FWA_ERR_TRUNCATED);
+  copy = (unsigned char*)malloc(size);
+  if (!copy) return;
+  memcpy(copy, data, size);
+  copy[size / 2] ^= 0x04;
+  EXPECT(fwa_model_open_memory(copy, size, NULL, &model) != FWA_OK);
+  copy[size / 2] ^= 0x04;
+  copy[0] ^= 0x01;
+  EXPECT_STATUS(fwa_model_open_memory(copy, size, NULL, &model), FWA_ERR_BAD_MAGIC);
+  free(copy);
+  EXPECT(model == NULL);
+}
+
+static void walk_model(fwa_model* model) {
+  fwa_model_info info;
+  char small[4] = "abc";
+  size_t needed = 0;
+  int32_t ids[4] = {1, 2, 3, 4};
+  fwa_model_info_init(&info);
+  EXPECT_STATUS(fwa_model_get_info(NULL, &info), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_model_get_info(model, NULL), FWA_ERR_NULL_ARGUMENT);
+  info.struct_size = (uint32_t)sizeof info + 8;
+  EXPECT_STATUS(fwa_model_get_info(model, &info), FWA_ERR_BAD_STRUCT_SIZE);
+  fwa_model_info_init(&info);
+  EXPECT_STATUS(fwa_model_get_info(model, &info), FWA_OK);
+  EXPECT(strncmp(info.pin, "sha256:", 7) == 0 && strlen(info.pin) == 71);
+  EXPECT_STATUS(fwa_model_manifest_json(model, NULL, small, sizeof small, &needed),
+                FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_model_manifest_json(model, "nope", small, sizeof small, &needed),
+                FWA_ERR_NOT_FOUND);
+  EXPECT_STATUS(fwa_model_manifest_json(model, "model_card", small, sizeof small, &needed),
+                FWA_ERR_BUFFER_TOO_SMALL);
+  EXPECT(needed > sizeof small && strcmp(small, "abc") == 0);
+  EXPECT_STATUS(fwa_tokenize(model, NULL, 3, ids, 4, &needed), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_detokenize(model, NULL, 2, 0, small, sizeof small, &needed),
+                FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_detokenize(model, ids, 4, 0x10, small, sizeof small, &needed),
+                FWA_ERR_INVALID_ARGUMENT);
+  if (!info.has_tokenizer) {
+    EXPECT_STATUS(fwa_tokenize(model, "int", 3, ids, 4, &needed), FWA_ERR_NO_TOKENIZER);
+    EXPECT_STATUS(fwa_detokenize(model, ids, 4, 0, small, sizeof small, &needed),
+                  FWA_ERR_NO_TOKENIZER);
+  }
+}
+
+static void walk_session(fwa_model* model) {
+  fwa_session_options opts;
+  fwa_session* s = NULL;
+  fwa_sampler* sampler = NULL;
+  fwa_sampling_params sp;
+  fwa_generate_params gp;
+  fwa_generation_stats stats;
+  fwa_sched_policy policy;
+  const float* logits = NULL;
+  size_t n_vocab = 0, needed = 0;
+  int64_t n_past = -1, per_layer[64];
+  int32_t ids[40], token = -1, vocab;
+  int i, generated = 0;
+  const char* stops[1] = {NULL};
+  fwa_model_info info;
+  fwa_model_info_init(&info);
+  if (fwa_model_get_info(model, &info) != FWA_OK) return;
+  vocab = (int32_t)info.vocab_size;
+  for (i = 0; i < 40; ++i) ids[i] = (int32_t)((i * 7 + 3) % vocab);
+
+  fwa_session_options_init(&opts);
+  EXPECT_STATUS(fwa_session_create(NULL, &opts, &s), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_session_create(model, &opts, NULL), FWA_ERR_NULL_ARGUMENT);
+  opts.n_threads = 0;
+  EXPECT_STATUS(fwa_session_create(model, &opts, &s), FWA_ERR_INVALID_ARGUMENT);
+  fwa_session_options_init(&opts);
+  opts.reserved0 = 1;
+  EXPECT_STATUS(fwa_session_create(model, &opts, &s), FWA_ERR_INVALID_ARGUMENT);
+  fwa_session_options_init(&opts);
+  opts.prefill_chunk = -2;
+  EXPECT_STATUS(fwa_session_create(model, &opts, &s), FWA_ERR_INVALID_ARGUMENT);
+  fwa_session_options_init(&opts);
+  opts.max_context = 32;
+  opts.n_threads = 2;
+  EXPECT(s == NULL);
+  EXPECT_STATUS(fwa_session_create(model, &opts, &s), FWA_OK);
+  if (!s) return;
+  /* A model handle where a session is expected is not a live session handle. */
+  EXPECT_STATUS(fwa_session_reset((fwa_session*)(void*)model), FWA_ERR_BAD_HANDLE);
+
+  EXPECT_STATUS(fwa_session_logits(s, &logits, &n_vocab), FWA_ERR_NO_LOGITS);
+  EXPECT_STATUS(fwa_session_eval(s, NULL, 3), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_session_eval(s, ids, 0), FWA_ERR_INVALID_ARGUMENT);
+  ids[2] = vocab;
+  EXPECT_STATUS(fwa_session_eval(s, ids, 4), FWA_ERR_BAD_TOKEN);
+  ids[2] = -1;
+  EXPECT_STATUS(fwa_session_eval(s, ids, 4), FWA_ERR_BAD_TOKEN);
+  ids[2] = 5 % vocab;
+  EXPECT_STATUS(fwa_session_eval(s, ids, 33), FWA_ERR_CONTEXT_FULL);
+  EXPECT_STATUS(fwa_session_n_past(s, &n_past), FWA_OK);
+  EXPECT(n_past == 0);
+  EXPECT_STATUS(fwa_session_eval(s, ids, 30), FWA_OK);
+  EXPECT_STATUS(fwa_session_decode(s, vocab + 1), FWA_ERR_BAD_TOKEN);
+  EXPECT_STATUS(fwa_session_decode(s, 1), FWA_OK);
+  EXPECT_STATUS(fwa_session_decode(s, 1), FWA_OK);
+  EXPECT_STATUS(fwa_session_decode(s, 1), FWA_ERR_CONTEXT_FULL);
+  EXPECT_STATUS(fwa_session_logits(s, NULL, &n_vocab), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_session_logits(s, &logits, &n_vocab), FWA_OK);
+  EXPECT(logits != NULL && n_vocab == (size_t)vocab);
+  EXPECT_STATUS(fwa_session_truncate(s, 33), FWA_ERR_INVALID_ARGUMENT);
+  EXPECT_STATUS(fwa_session_truncate(s, -1), FWA_ERR_INVALID_ARGUMENT);
+  EXPECT_STATUS(fwa_session_truncate(s, 4), FWA_OK);
+  EXPECT_STATUS(fwa_session_experts_activated(s, per_layer, 0, &needed),
+                FWA_ERR_BUFFER_TOO_SMALL);
+  EXPECT(needed == (size_t)info.num_layers);
+  if (needed <= 64)
+    EXPECT_STATUS(fwa_session_experts_activated(s, per_layer, 64, &needed), FWA_OK);
+
+  fwa_sched_policy_init(&policy);
+  policy.max_active_cores = 3;
+  EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_INVALID_ARGUMENT);
+  policy.max_active_cores = 1;
+  policy.memory_budget_bytes = 1 << 20;
+  EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_UNSUPPORTED);
+  policy.memory_budget_bytes = 0;
+  EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_OK);
+  policy.struct_size = 1;
+  EXPECT_STATUS(fwa_session_get_policy(s, &policy), FWA_ERR_BAD_STRUCT_SIZE);
+  fwa_sched_policy_init(&policy);
+  EXPECT_STATUS(fwa_session_get_policy(s, &policy), FWA_OK);
+  EXPECT(policy.max_active_cores == 1);
+
+  fwa_sampling_params_init(&sp);
+  sp.top_p = 0.0f;
+  EXPECT_STATUS(fwa_sampler_create(model, &sp, &sampler), FWA_ERR_INVALID_ARGUMENT);
+  fwa_sampling_params_init(&sp);
+  sp.temperature = 0.7f;
+  sp.seed = 9;
+  EXPECT_STATUS(fwa_sampler_create(model, &sp, &sampler), FWA_OK);
+  EXPECT_STATUS(fwa_sampler_sample(sampler, s, NULL), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_sampler_sample(sampler, s, &token), FWA_ERR_NO_LOGITS);  /* truncated */
+  EXPECT_STATUS(fwa_session_decode(s, 2), FWA_OK);
+  EXPECT_STATUS(fwa_sampler_sample(sampler, s, &token), FWA_OK);
+  EXPECT(token >= 0 && token < vocab);
+  EXPECT_STATUS(fwa_sampler_sample((fwa_sampler*)(void*)s, s, &token), FWA_ERR_BAD_HANDLE);
+
+  fwa_generate_params_init(&gp);
+  fwa_generation_stats_init(&stats);
+  gp.max_tokens = 4;
+  EXPECT_STATUS(fwa_generate(s, NULL, 3, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_generate(s, ids, 0, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_INVALID_ARGUMENT);
+  gp.sampling.struct_size = 0;
+  EXPECT_STATUS(fwa_generate(s, ids, 3, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_BAD_STRUCT_SIZE);
+  fwa_generate_params_init(&gp);
+  gp.max_tokens = 4;
+  gp.n_stop_strings = 1;
+  EXPECT_STATUS(fwa_generate(s, ids, 3, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_NULL_ARGUMENT);
+  gp.stop_strings = stops;
+  EXPECT_STATUS(fwa_generate(s, ids, 3, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_NULL_ARGUMENT);
+  gp.n_stop_strings = 0;
+  gp.max_tokens = -1;
+  EXPECT_STATUS(fwa_generate(s, ids, 3, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_INVALID_ARGUMENT);
+  gp.max_tokens = 4;
+  stats.struct_size = 9;
+  EXPECT_STATUS(fwa_generate(s, ids, 3, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_BAD_STRUCT_SIZE);
+  fwa_generation_stats_init(&stats);
+  EXPECT_STATUS(fwa_generate(s, ids, 40, &gp, count_tokens, &generated, &stats),
+                FWA_ERR_CONTEXT_FULL);
+  EXPECT(generated == 0);
+  EXPECT_STATUS(fwa_generate(s, ids, 3, &gp, count_tokens, &generated, &stats), FWA_OK);
+  EXPECT(generated == 4 && stats.generated_tokens == 4 && stats.stop_reason == FWA_STOP_MAX_TOKENS);
+  EXPECT_STATUS(fwa_generate(s, ids, 3, &gp, stop_at_once, NULL, NULL), FWA_OK);
+  EXPECT_STATUS(fwa_generate(s, ids, 3, NULL, NULL, NULL, &stats), FWA_OK);
+  EXPECT(stats.stop_reason == FWA_STOP_CONTEXT_FULL && stats.generated_tokens == 32 - 3);
+  if (!info.has_tokenizer)
+    EXPECT_STATUS(fwa_generate_text(s, "int", 3, &gp, NULL, NULL, NULL), FWA_ERR_NO_TOKENIZER);
+
+  /* Freed handles are detected, not dereferenced. */
+  fwa_sampler_free(sampler);
+  EXPECT_STATUS(fwa_sampler_sample(sampler, s, &token), FWA_ERR_BAD_HANDLE);
+  fwa_sampler_free(sampler); /* twice: ignored */
+  fwa_session_free(s);
+  EXPECT_STATUS(fwa_session_decode(s, 1), FWA_ERR_BAD_HANDLE);
+  EXPECT_STATUS(fwa_session_n_past(s, &n_past), FWA_ERR_BAD_HANDLE);
+  fwa_session_free(s);
+}
+
+int main(int argc, char** argv) {
+  size_t size = 0;
+  unsigned char* data;
+  fwa_model* model = NULL;
+  fwa_model_info info;
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s MODEL.fwa\n", argv[0]);
+    return 2;
+  }
+  data = read_file(argv[1], &size);
+  if (!data) {
+    fprintf(stderr, "cannot read %s\n", argv[1]);
+    return 2;
+  }
+  walk_library();
+  walk_open(argv[1], data, size);
+  EXPECT_STATUS(fwa_model_open_memory(data, size, NULL, &model), FWA_OK);
+  if (model) {
+    walk_model(model);
+    walk_session(model);
+    fwa_model_free(model);
+    fwa_model_info_init(&info);
+    EXPECT_STATUS(fwa_model_get_info(model, &info), FWA_ERR_BAD_HANDLE);
+  }
+  free(data);
+  printf("fwa_capi_walk: %d checks, %d failures\n", checks, failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,428 @@
+"""The C ABI (libfwassist, include/fwassist/fwassist.h) driven through cffi's ABI mode, the way
+a host-side firmware test harness uses it. The same scenarios as the nanobind tests (load, pin
+mismatch, tampered file, logits, generation, stats) must give the same results bit for bit,
+and every entry point given bad input must answer with its specific status.
+
+The library comes from an installed C package: $FWA_C_PREFIX (tests/run_all.sh installs one),
+else this module builds and installs one into a temporary prefix with cmake."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fwassist
+from fwassist._cffi import CError, CLibrary, cdef_from_header
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = ROOT / "csrc" / "include" / "fwassist" / "fwassist.h"
+PROMPT = "int main(int argc, char **argv) {\n    "
+
+
+def _install_prefix(tmp: Path) -> Path:
+    build = tmp / "build"
+    prefix = tmp / "prefix"
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release",
+                    "-DFWA_BUILD_CAPI=ON"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "fwassist", "-j2"], check=True,
+                   capture_output=True)
+    subprocess.run(["cmake", "--install", str(build), "--prefix", str(prefix), "--component", "c"],
+                   check=True, capture_output=True)
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory) -> Path:
+    env = os.environ.get("FWA_C_PREFIX")
+    return Path(env) if env else _install_prefix(tmp_path_factory.mktemp("capi"))
+
+
+@pytest.fixture(scope="module")
+def c(prefix) -> CLibrary:
+    libs = sorted(prefix.glob("lib*/libfwassist.so"))
+    assert libs, f"no libfwassist.so under {prefix}"
+    return CLibrary(str(libs[0]))
+
+
+@pytest.fixture(scope="module")
+def built(build_tiny_model):
+    return build_tiny_model(bits=4)
+
+
+@pytest.fixture(scope="module")
+def bare(build_tiny_model):
+    return build_tiny_model(bits=4, tokenizer=False)
+
+
+@pytest.fixture(scope="module")
+def nb_model(built) -> "fwassist.Model":
+    return fwassist.Model.load(built[0])
+
+
+@pytest.fixture(scope="module")
+def ids(built) -> list[int]:
+    rng = np.random.default_rng(7)
+    return [int(i) for i in rng.integers(0, built[2]["vocab_size"], size=20)]
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+# ---------------------------------------------------------------------------------------------
+# The package: header, symbols, versions
+
+
+def test_installed_package_layout(prefix, c):
+    assert (prefix / "include" / "fwassist" / "fwassist.h").read_bytes() == HEADER.read_bytes()
+    cmake_dir = next(prefix.glob("lib*/cmake/fwassist"))
+    for f in ("fwassistConfig.cmake", "fwassistConfigVersion.cmake", "fwassistTargets.cmake"):
+        assert (cmake_dir / f).is_file(), f
+    so = Path(c.path).resolve()
+    m = re.fullmatch(r"libfwassist\.so\.(\d+)\.(\d+)\.(\d+)", so.name)
+    assert m, so.name
+    assert (so.parent / f"libfwassist.so.{c.abi_version}").resolve() == so  # SONAME link
+    assert c.version == fwassist.__version__ == ".".join(m.groups())
+    major, minor, patch = (int(x) for x in m.groups())
+    assert c.version_number == major * 10000 + minor * 100 + patch
+    header = HEADER.read_text()
+    assert f"#define FWA_ABI_VERSION {c.abi_version}\n" in header
+    assert f'#define FWA_VERSION_STRING "{c.version}"' in header
+
+
+def test_only_fwa_symbols_are_exported(c):
+    nm = shutil.which("nm")
+    assert nm, "nm (binutils) is needed"
+    out = subprocess.run([nm, "-D", "--defined-only", c.path], check=True, capture_output=True,
+                         text=True).stdout
+    names = [line.split()[-1] for line in out.splitlines() if line.strip()]
+    assert names and all(n.startswith("fwa_") for n in names), \
+        [n for n in names if not n.startswith("fwa_")][:20]
+    # Every function the header declares is exported, and nothing else.
+    declared = set(re.findall(r"\b(fwa_[a-z0-9_]+)\s*\(", cdef_from_header(HEADER.read_text())))
+    declared.discard("fwa_token_callback")
+    assert declared == {n.split("@")[0] for n in names}
+
+
+def test_header_block_has_no_preprocessor_lines():
+    block = cdef_from_header(HEADER.read_text())
+    assert not [line for line in block.splitlines() if line.lstrip().startswith("#")]
+
+
+def test_status_names_and_values(c):
+    lib = c.lib
+    # Explicit values, never renumbered: they are part of the ABI.
+    fixed = {"FWA_OK": 0, "FWA_ERR_INVALID_ARGUMENT": 1, "FWA_ERR_BUFFER_TOO_SMALL": 5,
+             "FWA_ERR_IO": 10, "FWA_ERR_BAD_MAGIC": 12, "FWA_ERR_DIGEST_MISMATCH": 20,
+             "FWA_ERR_PIN_MISMATCH": 21, "FWA_ERR_NULL_ARGUMENT": 30, "FWA_ERR_BAD_HANDLE": 31,
+             "FWA_ERR_BAD_STRUCT_SIZE": 32, "FWA_ERR_BAD_TOKEN": 33, "FWA_ERR_CONTEXT_FULL": 34,
+             "FWA_ERR_INTERNAL": 99}
+    for name, value in fixed.items():
+        assert getattr(lib, name) == value, name
+    assert c.status_name(lib.FWA_ERR_PIN_MISMATCH) == "pin_mismatch"
+    assert c.status_name(lib.FWA_ERR_BAD_HANDLE) == "bad_handle"
+    assert c.status_name(12345) == "unknown_status"
+
+
+def test_cpu_features_and_kernels_match_the_python_module(c):
+    info = fwassist.cpu_info()
+    assert c.kernel_choices() == info["kernels"]
+    assert c.cpu_features().split(",") == info["features"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: open, pin, identity, tampering
+
+
+def test_open_identity_and_manifest(c, built, nb_model):
+    fwa, _, cfg = built
+    with c.open_file(fwa, pin=nb_model.pin) as m:
+        info = m.info()
+        assert info["pin"] == nb_model.pin
+        assert (info["format_version_major"], info["format_version_minor"]) == (1, 0)
+        assert info["vocab_size"] == cfg["vocab_size"] and info["num_layers"] == 3
+        assert info["num_experts"] == cfg["num_experts"]
+        assert info["experts_per_token"] == cfg["num_experts_per_tok"]
+        assert info["has_tokenizer"] == 1
+        import json
+        card = json.loads(m.manifest_json("model_card"))
+        assert card["known_limitations"]
+        assert json.loads(m.manifest_json("config"))["num_experts"] == cfg["num_experts"]
+        with pytest.raises(CError) as e:
+            m.manifest_json("no_such_section")
+        assert e.value.name == "not_found"
+    with c.open_memory(Path(fwa).read_bytes(), pin=nb_model.pin) as m:
+        assert m.pin == nb_model.pin
+
+
+def test_pin_mismatch_and_tampered_files(c, built, tmp_path):
+    fwa = built[0]
+    with pytest.raises(CError) as e:
+        c.open_file(fwa, pin="sha256:" + "0" * 64)
+    assert e.value.name == "pin_mismatch" and "sha256:" + "0" * 64 in e.value.message
+    raw = bytearray(Path(fwa).read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    bad = tmp_path / "tampered.fwa"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(fwassist.ArtifactError) as nb:
+        fwassist.Model.load(str(bad))
+    for opener in (lambda: c.open_file(bad), lambda: c.open_memory(bytes(raw))):
+        with pytest.raises(CError) as e:
+            opener()
+        assert e.value.name == nb.value.status  # the same verdict as the Python API
+    with pytest.raises(CError) as e:
+        c.open_file(tmp_path / "missing.fwa")
+    assert e.value.name == "io_error"
+    with pytest.raises(CError) as e:
+        c.open_memory(b"not an artifact" * 10)
+    assert e.value.name in ("bad_magic", "truncated")
+
+
+def test_tampered_expert_fails_closed_on_first_use(c, built, ids, tmp_path):
+    data = bytearray(Path(built[0]).read_bytes())
+    data_offset = struct.unpack_from("<Q", data, 24)[0]
+    with fwassist.load_artifact(built[0]) as a:
+        blocks = [b for b in a.expert_blocks() if b["layer"] == 0]
+    for b in blocks:
+        data[data_offset + b["offset"] + 5] ^= 0x10
+    bad = tmp_path / "tampered-expert.fwa"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CError) as e:
+        c.open_file(bad)
+    assert e.value.name == "digest_mismatch"
+    with c.open_file(bad, lazy=True) as m, m.session() as s:
+        with pytest.raises(CError) as e:
+            s.eval(ids[:4])
+        assert e.value.name == "digest_mismatch" and "expert" in e.value.message
+        assert s.n_past == 0
+
+
+def test_tokenizer_matches_the_python_api(c, built, nb_model):
+    with c.open_file(built[0]) as m:
+        ids = m.tokenize(PROMPT)
+        assert ids == nb_model.tokenizer.encode(PROMPT)
+        assert m.detokenize(ids) == PROMPT
+        assert m.tokenize("") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions and generation: the same bits as the nanobind API
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_logits_equal_the_python_api(c, built, nb_model, ids, mode):
+    with nb_model.session(mode=mode) as s:
+        want = s.logits(ids)
+    with c.open_file(built[0]) as m:
+        with m.session(mode=mode, threads=2) as s:
+            s.eval(ids[:7])                      # a prefill in one call ...
+            assert same_bits(s.last_logits(), want[6])
+            got = s.logits(ids[7:])              # ... then decode steps
+            assert same_bits(got, want[7:])
+            assert s.n_past == len(ids)
+            s.truncate(5)
+            assert s.n_past == 5
+            assert same_bits(s.logits(ids[5:9]), want[5:9])
+            s.reset()
+            assert s.n_past == 0
+            with pytest.raises(CError) as e:
+                s.last_logits()
+            assert e.value.name == "no_logits"
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.0),
+                                      dict(temperature=0.9, top_k=20, top_p=0.9, seed=5,
+                                           repetition_penalty=1.2),
+                                      dict(temperature=1.1, top_p=0.8, seed=11)])
+def test_generate_equals_the_python_api(c, built, nb_model, ids, sampling):
+    with nb_model.session(mode="fast") as s:
+        want = s.generate(prompt_ids=ids, max_tokens=12, **sampling)
+    with c.open_file(built[0]) as m, m.session(mode="fast") as s:
+        got = s.generate(ids, max_tokens=12, **sampling)
+    assert got.token_ids == want.token_ids
+    assert got.text == want.text
+    assert got.stop_reason == want.stop_reason
+    assert "".join(p for _, p in got.pieces) == got.text
+
+
+def test_sampler_and_decode_loop_equal_generate(c, built, ids):
+    sampling = dict(temperature=0.8, top_k=30, seed=3)
+    with c.open_file(built[0]) as m:
+        with m.session() as s:
+            ref = s.generate(ids, max_tokens=10, **sampling)
+        sampler = m.sampler(**sampling)
+        try:
+            with m.session() as s:
+                s.eval(ids)
+                out = []
+                for _ in range(10):
+                    tok = sampler.sample(s)
+                    out.append(tok)
+                    s.decode(tok)
+        finally:
+            sampler.close()
+    assert out == ref.token_ids
+
+
+def test_generate_text_stops_and_stats(c, built, nb_model):
+    with nb_model.session() as s:
+        want = s.generate(PROMPT, max_tokens=16, temperature=0.0)
+    stop = want.text[3:6] if len(want.text) >= 6 else None
+    with c.open_file(built[0]) as m, m.session() as s:
+        g = s.generate(prompt=PROMPT, max_tokens=16)
+        assert g.token_ids == want.token_ids and g.text == want.text
+        st = g.stats
+        assert st["prompt_tokens"] == len(nb_model.tokenizer.encode(PROMPT))
+        assert st["generated_tokens"] == len(g.token_ids)
+        assert st["decode_tokens_per_s"] > 0 and st["prefill_tokens_per_s"] > 0
+        assert st["ttft_ms"] > 0 and st["process_cpu_s"] >= 0
+        cfg = built[2]
+        moe_layers = cfg["num_hidden_layers"] - len(cfg["mlp_only_layers"])
+        assert moe_layers > 0
+        assert cfg["num_experts_per_tok"] <= st["experts_activated_per_layer"] <= cfg["num_experts"]
+        per_layer = s.experts_activated()
+        for layer, n in enumerate(per_layer):
+            assert n == 0 if layer in cfg["mlp_only_layers"] else n >= cfg["num_experts_per_tok"]
+        # the prompt is cached on a second call
+        g2 = s.generate(prompt=PROMPT, max_tokens=4)
+        assert g2.stats["cached_tokens"] > 0
+        if stop:
+            g3 = s.generate(prompt=PROMPT, max_tokens=16, stop=[stop])
+            assert g3.stop_reason == "stop_string" and g3.text == want.text[:want.text.index(stop)]
+        g4 = s.generate(prompt=PROMPT, max_tokens=16, stop_ids=[want.token_ids[2]])
+        assert g4.stop_reason == "stop_id"
+        assert g4.token_ids == want.token_ids[:want.token_ids.index(want.token_ids[2])]
+        g5 = s.generate(prompt=PROMPT, max_tokens=16, cancel_after=3)
+        assert g5.stop_reason == "cancelled" and len(g5.token_ids) == 3
+
+
+def test_policy_changes_threads_not_results(c, built, ids):
+    with c.open_file(built[0]) as m, m.session(threads=3, mode="fast") as s:
+        assert s.policy()["max_active_cores"] == 3
+        a = s.logits(ids[:6])
+        s.set_policy(max_active_cores=1)
+        assert s.policy()["max_active_cores"] == 1
+        s.reset()
+        assert same_bits(s.logits(ids[:6]), a)
+        for bad in (dict(max_active_cores=4), dict(max_active_cores=-1)):
+            with pytest.raises(CError) as e:
+                s.set_policy(**bad)
+            assert e.value.name == "invalid_argument"
+        with pytest.raises(CError) as e:
+            s.set_policy(target_ms_per_token=20.0)
+        assert e.value.name == "unsupported"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: specific statuses, never a crash
+
+
+def test_bad_tokens_and_context(c, built, ids):
+    with c.open_file(built[0]) as m, m.session(max_context=16) as s:
+        vocab = m.info()["vocab_size"]
+        for bad in (-1, vocab):
+            with pytest.raises(CError) as e:
+                s.eval([1, bad])
+            assert e.value.name == "bad_token" and "position 1" in e.value.message
+            with pytest.raises(CError) as e:
+                s.decode(bad)
+            assert e.value.name == "bad_token"
+        assert s.n_past == 0
+        s.eval(ids[:10])
+        with pytest.raises(CError) as e:
+            s.eval(ids[:7])
+        assert e.value.name == "context_full"
+        assert s.n_past == 10
+        with pytest.raises(CError) as e:
+            s.generate(ids[:17], max_tokens=2)
+        assert e.value.name == "context_full"
+        with pytest.raises(CError) as e:
+            m.detokenize([vocab])
+        assert e.value.name == "bad_token"
+        g = s.generate(ids[:14], max_tokens=8)
+        assert g.stop_reason == "context_full" and len(g.token_ids) == 2
+
+
+def test_bad_handles_structs_buffers(c, built, bare):
+    ffi, lib = c.ffi, c.lib
+    name = c.status_name
+    m = c.open_file(built[0])
+    s = m.session()
+    # NULL everywhere a pointer is required.
+    assert name(lib.fwa_session_create(ffi.NULL, ffi.NULL, ffi.new("fwa_session**"))) == "null_argument"
+    assert name(lib.fwa_session_create(m.handle, ffi.NULL, ffi.NULL)) == "null_argument"
+    assert name(lib.fwa_model_open_file(ffi.NULL, ffi.NULL, ffi.new("fwa_model**"))) == "null_argument"
+    assert name(lib.fwa_session_eval(s.handle, ffi.NULL, 3)) == "null_argument"
+    assert name(lib.fwa_session_logits(s.handle, ffi.NULL, ffi.new("size_t*"))) == "null_argument"
+    assert name(lib.fwa_model_get_info(m.handle, ffi.NULL)) == "null_argument"
+    assert name(lib.fwa_cpu_features(ffi.NULL, 0, ffi.NULL)) == "null_argument"
+    # A model handle where a session is expected, and a stranger pointer.
+    assert name(lib.fwa_session_decode(ffi.cast("fwa_session*", m.handle), 1)) == "bad_handle"
+    junk = ffi.new("char[64]")
+    assert name(lib.fwa_session_reset(ffi.cast("fwa_session*", junk))) == "bad_handle"
+    # Struct sizes the library does not know.
+    info = ffi.new("fwa_model_info*")
+    lib.fwa_model_info_init(info)
+    info.struct_size -= 8
+    assert name(lib.fwa_model_get_info(m.handle, info)) == "bad_struct_size"
+    opts = ffi.new("fwa_session_options*")
+    lib.fwa_session_options_init(opts)
+    opts.struct_size = 0
+    assert name(lib.fwa_session_create(m.handle, opts, ffi.new("fwa_session**"))) == "bad_struct_size"
+    lib.fwa_session_options_init(opts)
+    opts.mode = 7
+    assert name(lib.fwa_session_create(m.handle, opts, ffi.new("fwa_session**"))) == "invalid_argument"
+    lib.fwa_session_options_init(opts)
+    opts.n_threads = 0
+    out = ffi.new("fwa_session**")
+    assert name(lib.fwa_session_create(m.handle, opts, out)) == "invalid_argument"
+    assert out[0] == ffi.NULL
+    # Too-small buffers report the size needed and write nothing.
+    needed = ffi.new("size_t*")
+    small = ffi.new("char[4]", b"abc")
+    assert name(lib.fwa_model_manifest_json(m.handle, b"config", small, 4, needed)) == "buffer_too_small"
+    assert needed[0] > 4 and ffi.string(small) == b"abc"
+    ids = ffi.new("int32_t[1]")
+    text = "int x = 1;".encode()
+    assert name(lib.fwa_tokenize(m.handle, text, len(text), ids, 1, needed)) == "buffer_too_small"
+    assert needed[0] > 1
+    # Sampling parameters out of range.
+    for bad in (dict(temperature=float("nan")), dict(top_p=0.0), dict(top_k=-1),
+                dict(repetition_penalty=0.0)):
+        with pytest.raises(CError) as e:
+            m.sampler(**bad)
+        assert e.value.name == "invalid_argument"
+    # A model without a tokenizer.
+    with c.open_file(bare[0]) as mb:
+        with pytest.raises(CError) as e:
+            mb.tokenize("x")
+        assert e.value.name == "no_tokenizer"
+    # Freed handles are detected; freeing twice or NULL is harmless.
+    s_handle, m_handle = s.handle, m.handle
+    s.close()
+    assert name(lib.fwa_session_decode(s_handle, 1)) == "bad_handle"
+    lib.fwa_session_free(s_handle)
+    lib.fwa_session_free(ffi.NULL)
+    lib.fwa_model_free(ffi.NULL)
+    lib.fwa_sampler_free(ffi.NULL)
+    m.close()
+    assert name(lib.fwa_model_get_info(m_handle, info)) == "bad_handle"
+    assert "not a live model handle" in c.last_error()
+
+
+def test_session_outlives_its_model_handle(c, built, ids, nb_model):
+    with nb_model.session() as ns:
+        want = ns.logits(ids[:4])
+    m = c.open_file(built[0])
+    s = m.session()
+    m.close()                      # the session keeps the weights alive
+    assert same_bits(s.logits(ids[:4]), want)
+    s.close()
