@@ -313,6 +313,46 @@ def test_stats(model, built, ids):
             assert cfg["num_experts_per_tok"] <= n <= cfg["num_experts"], (layer, ea)
 
 
+def test_weight_bytes_read_follow_the_tensor_table(model, built):
+    """One forward pass of one token reads every non-expert linear layer once, top-k experts
+    per MoE layer and one embedding row. A 1-token prompt plus 1 generated token (which is
+    evaluated too) is two such passes."""
+    cfg = built[2]
+    with fwassist.load_artifact(built[0]) as a:
+        infos = [a.tensor_info(n) for n in a.tensor_names()]
+    linear = [t for t in infos if len(t["shape"]) == 2]
+    embed = next(t for t in linear if t["role"] == "embed")
+    dense = sum(t["length"] for t in linear if t["expert"] is None and t["role"] != "embed")
+    if not any(t["role"] == "lm_head" for t in linear):
+        dense += embed["length"]                       # tied: lm_head reads the embedding
+    expert = {}
+    for t in linear:
+        if t["expert"] is not None:
+            expert[t["layer"], t["expert"]] = expert.get((t["layer"], t["expert"]), 0) + t["length"]
+    per_expert = set(expert.values())
+    assert len(per_expert) == 1
+    moe_layers = cfg["num_hidden_layers"] - len(cfg["mlp_only_layers"])
+    one_pass = (dense + moe_layers * cfg["num_experts_per_tok"] * per_expert.pop() +
+                embed["length"] // embed["shape"][0])
+    with model.session() as s:
+        g = s.generate(prompt_ids=[5], max_tokens=1, temperature=0.0)
+    assert g.stats["weight_bytes_read"] == 2 * one_pass
+
+
+def test_core_seconds_accounting(model, ids):
+    """Parked workers cost no core time: busy + spin core-seconds stay within what the
+    session's threads could have used, and a 1-thread session never spins or parks."""
+    for threads in (1, 2):
+        with model.session(threads=threads, mode="fast") as s:
+            g = s.generate(prompt_ids=ids, max_tokens=16, temperature=0.0)
+        st = g.stats
+        wall_s = (st["prefill_ms"] + st["decode_ms"]) / 1e3
+        assert st["busy_core_s"] > 0
+        assert st["busy_core_s"] + st["spin_core_s"] <= threads * wall_s * 1.05 + 2e-3, st
+        if threads == 1:
+            assert st["spin_core_s"] == 0 and st["parked_core_s"] == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 
@@ -406,6 +446,35 @@ def test_cli_run_text(model, built, tmp_path):
     assert r.stderr.strip(), "no stats on stderr"
     r = run_cli(fwa, "--prompt", "int main", "--pin", "sha256:" + "1" * 64, cwd=tmp_path)
     assert r.returncode != 0 and "pin" in r.stderr
+
+
+def test_cli_run_energy_report(built, tmp_path):
+    """--energy prints an SCI report whose figures follow from the run's counters and the
+    profile (energy.py's arithmetic is tested by hand-computed cases in test_energy.py)."""
+    import json
+
+    from fwassist import energy
+
+    fwa = built[0]
+    r = run_cli(fwa, "--prompt", "int main", "--max-tokens", "8", "--energy", cwd=tmp_path)
+    assert r.returncode == 2 and "--grid-intensity" in r.stderr
+    csv_path = tmp_path / "emissions.csv"
+    r = run_cli(fwa, "--prompt", "int main", "--max-tokens", "8", "--threads", "2", "--energy",
+                "--grid-intensity", "300", "--energy-profile", "cortex-a53-generic",
+                "--codecarbon-csv", str(csv_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stderr[r.stderr.index("{"):])
+    act = report["activity"]
+    assert act["generated_tokens"] == 8 and act["busy_core_s"] > 0
+    assert act["weight_bytes_read"] > 0 and act["wall_s"] > 0
+    want = energy.estimate(energy.Activity(**act), energy.load_profile("cortex-a53-generic"))
+    assert report["model"]["total_j"] == pytest.approx(want.total_j, rel=1e-12)
+    if report["energy_source"] == "model":
+        assert report["energy_j"] == pytest.approx(want.total_j, rel=1e-12)
+    e_kwh = report["energy_j"] / 3.6e6
+    assert report["sci_g_per_1k_tokens"] == pytest.approx(e_kwh * 300 / (8 / 1000), rel=1e-9)
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == energy.SciReport.codecarbon_csv_header()
 
 
 def test_cli_run_ids_without_tokenizer(bare, tmp_path):

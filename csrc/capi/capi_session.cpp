@@ -143,6 +143,10 @@ fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
       }
     out.experts_activated_per_layer = moe_layers ? double(sum) / double(moe_layers) : 0.0;
     out.process_cpu_s = process_cpu_seconds() - cpu0;
+    out.busy_core_s = gs.busy_core_s;
+    out.spin_core_s = gs.spin_core_s;
+    out.parked_core_s = gs.parked_core_s;
+    out.weight_bytes_read = int64_t(gs.weight_bytes_read);
     *stats = out;
   }
   return FWA_OK;

@@ -75,6 +75,8 @@ Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
     sampler_.reset(params.sampling);
 
     t_start_ = std::chrono::steady_clock::now();
+    session->pool_stats(&pool_start_);
+    bytes_start_ = session->weight_bytes_read();
     const std::vector<int32_t>& ctx = session->tokens();
     int64_t common = 0;
     const int64_t lim = std::min<int64_t>(int64_t(ctx.size()), n);
@@ -150,6 +152,18 @@ void Generation::finish_stats() {
   const ModelConfig& c = s_->model().config();
   for (int64_t l = 0; l < c.num_layers; ++l)
     stats_.experts_activated[size_t(l)] = s_->experts_activated(l);
+  ThreadPoolStats now;
+  s_->pool_stats(&now);
+  const ThreadPoolThreadStats& c0 = now.thread[0];
+  const ThreadPoolThreadStats& b0 = pool_start_.thread[0];
+  const double caller_waits_s = 1e-9 * double(c0.spin_ns - b0.spin_ns + c0.parked_ns - b0.parked_ns);
+  const double workers_busy_s = 1e-9 * double(now.busy_ns - pool_start_.busy_ns -
+                                               (c0.busy_ns - b0.busy_ns));
+  stats_.busy_core_s = std::max(0.0, 1e-3 * (stats_.prefill_ms + stats_.decode_ms) -
+                                         caller_waits_s) + workers_busy_s;
+  stats_.spin_core_s = 1e-9 * double(now.spin_ns - pool_start_.spin_ns);
+  stats_.parked_core_s = 1e-9 * double(now.parked_ns - pool_start_.parked_ns);
+  stats_.weight_bytes_read = s_->weight_bytes_read() - bytes_start_;
 }
 
 Status Generation::next(int32_t* token, std::string* piece, bool* done, std::string* message) {

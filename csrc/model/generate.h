@@ -35,6 +35,12 @@ struct GenerationStats {
   int64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0;
   double prefill_ms = 0, decode_ms = 0, ttft_ms = 0;
   std::vector<int64_t> experts_activated;  // per layer: distinct experts used in this call
+  // Core-seconds of the call (the energy model's inputs, docs/energy.md): busy = the caller's
+  // time inside the library (prefill_ms + decode_ms) less its waits in the pool, plus the
+  // workers' time running chunks; spin = every thread's active waiting; parked = the workers'
+  // (and the caller's) futex sleep over the call, which costs no core time.
+  double busy_core_s = 0, spin_core_s = 0, parked_core_s = 0;
+  uint64_t weight_bytes_read = 0;  // weights the forward passes read (Session::weight_bytes_read)
   double prefill_tokens_per_s() const;
   double decode_tokens_per_s() const;
 };
@@ -73,6 +79,8 @@ class Generation {
   StopReason reason_ = StopReason::none;
   GenerationStats stats_;
   std::chrono::steady_clock::time_point t_start_;
+  ThreadPoolStats pool_start_;   // the session pool's counters at start()
+  uint64_t bytes_start_ = 0;
   std::string decoded_;         // scratch
 };
 

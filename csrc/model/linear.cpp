@@ -89,6 +89,11 @@ Status bind_linear(const TensorInfo& info, const uint8_t* data, Linear* out,
   return Status::ok;
 }
 
+size_t linear_bytes(const Linear& w) {
+  if (w.dtype == DType::packed) return w.layout.total_bytes;
+  return size_t(w.N * w.K) * (w.dtype == DType::f32 ? 4 : 2);
+}
+
 size_t linear_workspace_bytes(const Linear& w, int64_t M, ComputeMode mode) {
   return w.dtype == DType::packed ? matmul_workspace_bytes(w.layout, M, mode) : 0;
 }

@@ -30,6 +30,9 @@ struct Linear {
 Status bind_linear(const TensorInfo& info, const uint8_t* data, Linear* out,
                    std::string* message);
 
+// Bytes of the weights (what one forward pass over all rows reads from the artifact).
+size_t linear_bytes(const Linear& w);
+
 // Workspace bytes linear_forward needs for up to M rows in `mode`.
 size_t linear_workspace_bytes(const Linear& w, int64_t M, ComputeMode mode);
 

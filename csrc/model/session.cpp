@@ -222,7 +222,13 @@ LinearRequest Session::request(const float* x, int64_t rows, int64_t x_stride, f
 
 Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride,
                            float* y, int64_t y_stride) {
+  weight_bytes_read_ += linear_bytes(w);
   return linear_forward(w, request(x, rows, x_stride, y, y_stride));
+}
+
+Status Session::run_batch(const Linear* const* w, const LinearRequest* r, int n) {
+  for (int i = 0; i < n; ++i) weight_bytes_read_ += linear_bytes(*w[i]);
+  return linear_batch(w, r, n);
 }
 
 Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits,
@@ -267,6 +273,7 @@ Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, Lo
   const int64_t H = c.hidden_size;
   const float eps = float(c.rms_norm_eps);
   for (int64_t r = 0; r < rows; ++r) linear_row(model_->embed(), ids[r], &x_[size_t(r * H)]);
+  weight_bytes_read_ += size_t(rows) * (linear_bytes(model_->embed()) / size_t(model_->embed().N));
   Status st;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = model_->layer(l);
@@ -303,7 +310,7 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
   const LinearRequest r[3] = {request(xn_.data(), rows, H, q_.data(), qd),
                               request(xn_.data(), rows, H, k_.data(), kd),
                               request(xn_.data(), rows, H, v_.data(), kd)};
-  Status st = linear_batch(qkv, r, 3);
+  Status st = run_batch(qkv, r, 3);
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                  status_string(st));
@@ -442,7 +449,7 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
     expert_req_[size_t(2 * i + 1)] =
         expert_request(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I, &ws);
   }
-  if ((st = linear_batch(expert_lin_.data(), expert_req_.data(), 2 * n_req)) != Status::ok)
+  if ((st = run_batch(expert_lin_.data(), expert_req_.data(), 2 * n_req)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
   const int64_t routed = rows * K;
   swiglu_inplace(gate_.data(), up_.data(), routed * I);
@@ -455,7 +462,7 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
     expert_req_[size_t(i)] =
         expert_request(down, &gate_[size_t(g0 * I)], m, I, &down_[size_t(g0 * H)], H, &ws);
   }
-  if ((st = linear_batch(expert_lin_.data(), expert_req_.data(), n_req)) != Status::ok)
+  if ((st = run_batch(expert_lin_.data(), expert_req_.data(), n_req)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " expert down: " + status_string(st));
   // Weighted sum per token in ascending expert order (groups are in expert order).
   for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;

@@ -70,6 +70,13 @@ class Session {
   }
   int active_threads() const { return active_threads_; }
 
+  // Bytes of weights the forward passes read since creation: every linear layer run counts
+  // its whole tensor once per chunk (a layer's routed experts once each, however many tokens
+  // they take), embedding rows one row each. The figure the energy model charges to memory.
+  uint64_t weight_bytes_read() const { return weight_bytes_read_; }
+  // The session thread pool's time accounting (busy, spinning, parked per thread).
+  void pool_stats(ThreadPoolStats* out) const { pool_->stats(out); }
+
   // Routing statistics: 1 where (layer, expert) ran since the last clear, [layers][experts].
   void clear_expert_hits();
   int64_t experts_activated(int64_t layer) const;
@@ -87,6 +94,7 @@ class Session {
                         int64_t y_stride) const;
   Status run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride, float* y,
                     int64_t y_stride);
+  Status run_batch(const Linear* const* w, const LinearRequest* r, int n);  // linear_batch
 
   std::shared_ptr<const Model> model_;
   SessionOptions opt_;
@@ -113,6 +121,7 @@ class Session {
   bool has_last_logits_ = false;
   int64_t ctx_ = 0, chunk_ = 0;
   int active_threads_ = 1;
+  uint64_t weight_bytes_read_ = 0;
 };
 
 }  // namespace fwa

@@ -189,6 +189,10 @@ nb::dict generation_stats(const NativeGeneration& g) {
   d["decode_tokens_per_s"] = s.decode_tokens_per_s();
   d["ttft_ms"] = s.ttft_ms;
   d["experts_activated"] = s.experts_activated;
+  d["busy_core_s"] = s.busy_core_s;
+  d["spin_core_s"] = s.spin_core_s;
+  d["parked_core_s"] = s.parked_core_s;
+  d["weight_bytes_read"] = s.weight_bytes_read;
   d["stop_reason"] = fwa::stop_reason_name(g.gen.stop_reason());
   return d;
 }

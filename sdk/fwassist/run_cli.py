@@ -32,6 +32,16 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=("exact", "fast"), default="exact")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ctx", type=int, default=0, help="max context (default: model, <= 4096)")
+    e = p.add_argument_group("energy and carbon (docs/energy.md)")
+    e.add_argument("--energy", action="store_true",
+                   help="print a Software Carbon Intensity report (JSON) to stderr")
+    e.add_argument("--grid-intensity", type=float, metavar="G_PER_KWH",
+                   help="grid carbon intensity in gCO2e/kWh (required with --energy)")
+    e.add_argument("--energy-profile", metavar="NAME|PATH",
+                   help="device profile (default: generic-x86 or cortex-a76-rpi5 by CPU)")
+    e.add_argument("--embodied-g", type=float, help="embodied emissions share M, in gCO2e")
+    e.add_argument("--codecarbon-csv", metavar="PATH",
+                   help="append the report as a CodeCarbon emissions.csv row")
     p.set_defaults(fn=run)
 
 
@@ -47,9 +57,39 @@ def _eos_ids(model: Any) -> list[int]:
     return out
 
 
+def energy_report(args: argparse.Namespace, result: Any, wall_s: float, cpu_s: float,
+                  reading: Any) -> Any:
+    """The SCI report of one generation: the session's measured core-seconds and weight bytes,
+    the process CPU time, RAPL/hwmon energy when readable (else the profile's model)."""
+    import platform
+
+    from . import energy
+
+    st = result.stats
+    name = args.energy_profile or (
+        "cortex-a76-rpi5" if platform.machine() in ("aarch64", "arm64") else "generic-x86")
+    activity = energy.Activity(
+        wall_s=wall_s, busy_core_s=st["busy_core_s"], spin_core_s=st["spin_core_s"],
+        parked_core_s=st["parked_core_s"], process_cpu_s=cpu_s,
+        weight_bytes_read=st["weight_bytes_read"], prompt_tokens=st["prompt_tokens"],
+        generated_tokens=st["generated_tokens"], generated_lines=result.text.count("\n"))
+    return energy.sci_report(activity, energy.load_profile(name),
+                             grid_intensity_g_per_kwh=args.grid_intensity,
+                             measured=reading,
+                             embodied_g=args.embodied_g,
+                             info=energy.RunInfo.here(project_name="fwassist run"))
+
+
 def run(args: argparse.Namespace) -> int:
+    import time
+
     from .loader import ArtifactError
     from .runtime import Model
+
+    if args.energy and args.grid_intensity is None:
+        print("fwassist run: --energy needs --grid-intensity G (gCO2e/kWh of your grid)",
+              file=sys.stderr)
+        return 2
 
     try:
         model = Model.load(args.model, pin=args.pin, lazy=args.lazy)
@@ -66,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {"prompt": args.prompt}
     with model.session(max_context=args.ctx or None, mode=args.mode,
                        threads=args.threads) as s:
+        meter = None
+        if args.energy:
+            from .energy import EnergyMeter
+            meter = EnergyMeter()
+            meter.start()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         stream = s.stream(max_tokens=args.max_tokens, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed,
@@ -87,4 +133,16 @@ def run(args: argparse.Namespace) -> int:
               f"stop {r.stop_reason}, experts/layer "
               f"{','.join(str(x) for x in st['experts_activated'])}, mode {args.mode}, "
               f"threads {args.threads}", file=sys.stderr)
+        if args.energy:
+            wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+            assert meter is not None
+            report = energy_report(args, r, wall_s, cpu_s, meter.stop())
+            print(report.to_json(), file=sys.stderr)
+            if args.codecarbon_csv:
+                import os
+                new = not os.path.exists(args.codecarbon_csv)
+                with open(args.codecarbon_csv, "a", encoding="utf-8") as f:
+                    if new:
+                        f.write(report.codecarbon_csv_header() + "\n")
+                    f.write(report.codecarbon_csv_row() + "\n")
     return 0

@@ -288,6 +288,11 @@ typedef struct fwa_generation_stats {
   double prefill_tokens_per_s, decode_tokens_per_s;
   double experts_activated_per_layer;  /* distinct experts per MoE layer in this call, mean */
   double process_cpu_s;              /* CPU seconds the process used during the call */
+  /* The energy model's inputs (docs/energy.md): core-seconds the session's threads spent
+   * computing, spinning while waiting, and parked (asleep, no core time), and the bytes of
+   * weights the forward passes read. */
+  double busy_core_s, spin_core_s, parked_core_s;
+  int64_t weight_bytes_read;
 } fwa_generation_stats;
 
 void fwa_generation_stats_init(fwa_generation_stats* stats);
