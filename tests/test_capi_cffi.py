@@ -426,3 +426,36 @@ def test_session_outlives_its_model_handle(c, built, ids, nb_model):
     m.close()                      # the session keeps the weights alive
     assert same_bits(s.logits(ids[:4]), want)
     s.close()
+
+
+def test_energy_estimate_equals_the_python_model(c, built, ids):
+    """fwa_energy_estimate (csrc/sched/energy.cpp) and fwassist.energy compute the same
+    joules and SCI from the same counters and profile."""
+    from fwassist import energy
+
+    profile = energy.load_profile("cortex-a76-rpi5")
+    power = {"idle_power_w": profile.value("idle_power"),
+             "core_busy_power_w": profile.value("core_busy_power"),
+             "core_spin_power_w": profile.value("core_spin_power"),
+             "core_parked_power_w": profile.value("core_parked_power"),
+             "dram_energy_j_per_byte": profile.value("dram_energy_per_byte")}
+    with c.open_file(built[0]) as m, m.session(threads=2) as s:
+        g = s.generate(ids, max_tokens=8)
+    st = g.stats
+    assert st["wall_s"] > 0 and st["busy_core_s"] > 0 and st["weight_bytes_read"] > 0
+    got = c.energy_estimate(g, power, grid_intensity_g_per_kwh=350.0, embodied_g=0.02)
+    act = energy.Activity(wall_s=st["wall_s"], busy_core_s=st["busy_core_s"],
+                          spin_core_s=st["spin_core_s"], parked_core_s=st["parked_core_s"],
+                          process_cpu_s=st["process_cpu_s"],
+                          weight_bytes_read=st["weight_bytes_read"],
+                          generated_tokens=st["generated_tokens"])
+    want = energy.estimate(act, profile)
+    for key in ("static_j", "busy_j", "spin_j", "parked_j", "other_cpu_j", "memory_j", "total_j"):
+        assert got[key] == pytest.approx(getattr(want, key), rel=1e-12, abs=1e-18), key
+    rep = energy.sci_report(act, profile, grid_intensity_g_per_kwh=350.0, embodied_g=0.02)
+    assert got["sci_g_per_1k_tokens"] == pytest.approx(rep.sci_g_per_1k_tokens, rel=1e-12)
+    assert got["total_g"] == pytest.approx(rep.total_g, rel=1e-12)
+    bad = dict(power, core_busy_power_w=float("nan"))
+    with pytest.raises(CError) as e:
+        c.energy_estimate(g, bad, grid_intensity_g_per_kwh=350.0)
+    assert e.value.name == "invalid_argument" and "core_busy_power_w" in e.value.message

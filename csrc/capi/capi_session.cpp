@@ -3,11 +3,14 @@
 // allocates nothing: checks, a registry lookup and the core calls only.
 #include <sys/resource.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "capi/handles.h"
+#include "sched/energy.h"
 
 using fwa_capi::fail;
 using fwa_capi::fail_core;
@@ -116,6 +119,7 @@ fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
                   static_cast<long long>(s.vocab_size()));
   CallbackBridge bridge{callback, user};
   const double cpu0 = process_cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
   std::string message;
   const fwa::Status st = fwa::generate(&s, prompt, int64_t(n), gp, callback ? call_user : nullptr,
                                        &bridge, &session->generation, &message);
@@ -147,6 +151,7 @@ fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
     out.spin_core_s = gs.spin_core_s;
     out.parked_core_s = gs.parked_core_s;
     out.weight_bytes_read = int64_t(gs.weight_bytes_read);
+    out.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     *stats = out;
   }
   return FWA_OK;
@@ -446,6 +451,81 @@ fwa_status fwa_generate_text(fwa_session* session, const char* prompt, size_t pr
     const fwa::Status st = m.encode(std::string_view(prompt, prompt_len), &ids, &message);
     if (st != fwa::Status::ok) return fail_core(st, message);
     return run_generate(session, ids.data(), ids.size(), params, callback, user, stats, fn);
+  });
+}
+
+void fwa_energy_model_init(fwa_energy_model* model) {
+  if (!model) return;
+  std::memset(model, 0, sizeof *model);
+  model->struct_size = sizeof *model;
+}
+
+void fwa_energy_report_init(fwa_energy_report* report) {
+  if (!report) return;
+  std::memset(report, 0, sizeof *report);
+  report->struct_size = sizeof *report;
+}
+
+fwa_status fwa_energy_estimate(const fwa_generation_stats* stats, const fwa_energy_model* model,
+                               double grid_intensity_g_per_kwh, double embodied_g,
+                               fwa_energy_report* report) {
+  const char* fn = "fwa_energy_estimate";
+  return guarded(fn, [&] {
+    FWA_CHECK_NOT_NULL(stats, fn);
+    FWA_CHECK_NOT_NULL(model, fn);
+    FWA_CHECK_NOT_NULL(report, fn);
+    fwa_status s;
+    if ((s = fwa_capi::check_struct(stats, sizeof *stats, fn)) != FWA_OK ||
+        (s = fwa_capi::check_struct(model, sizeof *model, fn)) != FWA_OK ||
+        (s = fwa_capi::check_struct(report, sizeof *report, fn)) != FWA_OK)
+      return s;
+    if (model->reserved0 != 0)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: reserved0 must be 0", fn);
+    const struct {
+      const char* name;
+      double value;
+    } inputs[] = {{"idle_power_w", model->idle_power_w},
+                  {"core_busy_power_w", model->core_busy_power_w},
+                  {"core_spin_power_w", model->core_spin_power_w},
+                  {"core_parked_power_w", model->core_parked_power_w},
+                  {"dram_energy_j_per_byte", model->dram_energy_j_per_byte},
+                  {"grid_intensity_g_per_kwh", grid_intensity_g_per_kwh},
+                  {"embodied_g", embodied_g}};
+    for (const auto& in : inputs)
+      if (!std::isfinite(in.value) || in.value < 0)
+        return fail(FWA_ERR_INVALID_ARGUMENT, "%s: %s must be finite and >= 0, got %g", fn,
+                    in.name, in.value);
+    fwa::EnergyModel m;
+    m.idle_power_w = model->idle_power_w;
+    m.core_busy_power_w = model->core_busy_power_w;
+    m.core_spin_power_w = model->core_spin_power_w;
+    m.core_parked_power_w = model->core_parked_power_w;
+    m.dram_energy_j_per_byte = model->dram_energy_j_per_byte;
+    fwa::EnergyActivity a;
+    a.wall_s = stats->wall_s;
+    a.busy_core_s = stats->busy_core_s;
+    a.spin_core_s = stats->spin_core_s;
+    a.parked_core_s = stats->parked_core_s;
+    a.process_cpu_s = stats->process_cpu_s;
+    a.weight_bytes_read = double(stats->weight_bytes_read);
+    a.generated_tokens = stats->generated_tokens;
+    const fwa::EnergyBreakdown e =
+        fwa::estimate_energy(a, m, grid_intensity_g_per_kwh, embodied_g);
+    fwa_energy_report out;
+    fwa_energy_report_init(&out);
+    out.static_j = e.static_j;
+    out.busy_j = e.busy_j;
+    out.spin_j = e.spin_j;
+    out.parked_j = e.parked_j;
+    out.other_cpu_j = e.other_cpu_j;
+    out.memory_j = e.memory_j;
+    out.total_j = e.total_j;
+    out.energy_kwh = e.energy_kwh;
+    out.operational_g = e.operational_g;
+    out.total_g = e.total_g;
+    out.sci_g_per_1k_tokens = e.sci_g_per_1k_tokens;
+    *report = out;
+    return FWA_OK;
   });
 }
 

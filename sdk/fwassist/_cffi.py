@@ -61,6 +61,7 @@ class CGeneration:
     pieces: list[tuple[int, str]]
     stop_reason: str
     stats: dict[str, Any] = field(default_factory=dict)
+    raw_stats: Any = None     # the fwa_generation_stats struct (for fwa_energy_estimate)
 
 
 _STOP_REASONS = {0: "none", 1: "max_tokens", 2: "stop_string", 3: "stop_id",
@@ -121,6 +122,22 @@ class CLibrary:
     def kernel_choices(self) -> dict[str, str]:
         text = self.read_text("fwa_kernel_choices", self.lib.fwa_kernel_choices)
         return dict(item.split("=", 1) for item in text.split(","))
+
+    def energy_estimate(self, generation: "CGeneration", power: dict[str, float],
+                        grid_intensity_g_per_kwh: float, embodied_g: float = 0.0) -> dict[str, float]:
+        """fwa_energy_estimate of a generation; power maps fwa_energy_model's field names
+        (idle_power_w, core_busy_power_w, ...) to values."""
+        model = self.ffi.new("fwa_energy_model*")
+        self.lib.fwa_energy_model_init(model)
+        for name, value in power.items():
+            setattr(model, name, value)
+        report = self.ffi.new("fwa_energy_report*")
+        self.lib.fwa_energy_report_init(report)
+        self.check("fwa_energy_estimate", self.lib.fwa_energy_estimate(
+            generation.raw_stats, model, grid_intensity_g_per_kwh, embodied_g, report))
+        return {name: float(getattr(report, name))
+                for name, _ in self.ffi.typeof("fwa_energy_report").fields
+                if name not in ("struct_size", "reserved0")}
 
     # -- models ---------------------------------------------------------------------------
 
@@ -382,4 +399,5 @@ class CSession:
               if name not in ("struct_size", "stop_reason")}
         return CGeneration(token_ids=[t for t, _ in pieces if t >= 0],
                            text=b"".join(raw).decode("utf-8", "replace"), pieces=pieces,
-                           stop_reason=_STOP_REASONS.get(int(stats.stop_reason), "?"), stats=st)
+                           stop_reason=_STOP_REASONS.get(int(stats.stop_reason), "?"), stats=st,
+                           raw_stats=stats)

@@ -171,6 +171,8 @@ static void walk_session(fwa_model* model) {
   fwa_generate_params gp;
   fwa_generation_stats stats;
   fwa_sched_policy policy;
+  fwa_energy_model power;
+  fwa_energy_report report;
   const float* logits = NULL;
   size_t n_vocab = 0, needed = 0;
   int64_t n_past = -1, per_layer[64];
@@ -296,6 +298,26 @@ static void walk_session(fwa_model* model) {
   EXPECT(stats.stop_reason == FWA_STOP_CONTEXT_FULL && stats.generated_tokens == 32 - 3);
   if (!info.has_tokenizer)
     EXPECT_STATUS(fwa_generate_text(s, "int", 3, &gp, NULL, NULL, NULL), FWA_ERR_NO_TOKENIZER);
+
+  /* The energy estimate of the last generation: checked inputs, a total that adds up. */
+  fwa_energy_model_init(&power);
+  fwa_energy_report_init(&report);
+  power.idle_power_w = 2.0;
+  power.core_busy_power_w = 1.0;
+  power.dram_energy_j_per_byte = 1e-10;
+  EXPECT_STATUS(fwa_energy_estimate(NULL, &power, 400.0, 0.0, &report), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_energy_estimate(&stats, &power, 400.0, 0.0, NULL), FWA_ERR_NULL_ARGUMENT);
+  EXPECT_STATUS(fwa_energy_estimate(&stats, &power, -1.0, 0.0, &report), FWA_ERR_INVALID_ARGUMENT);
+  power.core_spin_power_w = -3.0;
+  EXPECT_STATUS(fwa_energy_estimate(&stats, &power, 400.0, 0.0, &report), FWA_ERR_INVALID_ARGUMENT);
+  power.core_spin_power_w = 1.0;
+  power.struct_size = 4;
+  EXPECT_STATUS(fwa_energy_estimate(&stats, &power, 400.0, 0.0, &report), FWA_ERR_BAD_STRUCT_SIZE);
+  power.struct_size = (uint32_t)sizeof power;
+  EXPECT_STATUS(fwa_energy_estimate(&stats, &power, 400.0, 0.0, &report), FWA_OK);
+  EXPECT(report.total_j > 0 && report.total_j == report.static_j + (report.busy_j + report.spin_j +
+         report.parked_j + report.other_cpu_j) + report.memory_j);
+  EXPECT(report.static_j == 2.0 * stats.wall_s && stats.wall_s > 0);
 
   /* Freed handles are detected, not dereferenced. */
   fwa_sampler_free(sampler);

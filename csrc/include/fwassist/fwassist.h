@@ -293,6 +293,7 @@ typedef struct fwa_generation_stats {
    * weights the forward passes read. */
   double busy_core_s, spin_core_s, parked_core_s;
   int64_t weight_bytes_read;
+  double wall_s;                     /* wall-clock duration of the call */
 } fwa_generation_stats;
 
 void fwa_generation_stats_init(fwa_generation_stats* stats);
@@ -306,6 +307,39 @@ fwa_status fwa_generate(fwa_session* session, const int32_t* prompt, size_t n_pr
 fwa_status fwa_generate_text(fwa_session* session, const char* prompt, size_t prompt_len,
                              const fwa_generate_params* params, fwa_token_callback callback,
                              void* user, fwa_generation_stats* stats);
+
+/* ---- energy and carbon (docs/energy.md) ------------------------------------------ */
+
+/* A device's power figures: the parameters of a profile in sdk/fwassist/energy_profiles/
+ * (each documented there with its provenance; most are placeholders until measured). */
+typedef struct fwa_energy_model {
+  uint32_t struct_size;
+  int32_t reserved0;                 /* must be 0 */
+  double idle_power_w;               /* package with every core idle (x wall time) */
+  double core_busy_power_w;          /* per core running work */
+  double core_spin_power_w;          /* per core spin-waiting */
+  double core_parked_power_w;        /* per core parked, above idle */
+  double dram_energy_j_per_byte;     /* per byte of weights read */
+} fwa_energy_model;
+
+typedef struct fwa_energy_report {
+  uint32_t struct_size;
+  int32_t reserved0;
+  double static_j, busy_j, spin_j, parked_j, other_cpu_j, memory_j, total_j;
+  double energy_kwh;
+  double operational_g;              /* E x I, gCO2e */
+  double total_g;                    /* operational + embodied */
+  double sci_g_per_1k_tokens;        /* Software Carbon Intensity, R = 1000 generated tokens */
+} fwa_energy_report;
+
+void fwa_energy_model_init(fwa_energy_model* model);     /* every figure 0 */
+void fwa_energy_report_init(fwa_energy_report* report);
+/* The modelled energy of one generation from its statistics (a model estimate, not a
+ * measurement: the power figures come from the caller), and its SCI = (E*I + M) / R with I
+ * the grid intensity in gCO2e/kWh and M the embodied share in gCO2e (0 if unknown). */
+fwa_status fwa_energy_estimate(const fwa_generation_stats* stats, const fwa_energy_model* model,
+                               double grid_intensity_g_per_kwh, double embodied_g,
+                               fwa_energy_report* report);
 
 /* FWA_CDEF_END */
 
