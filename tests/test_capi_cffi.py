@@ -291,6 +291,10 @@ def test_generate_text_stops_and_stats(c, built, nb_model):
         per_layer = s.experts_activated()
         for layer, n in enumerate(per_layer):
             assert n == 0 if layer in cfg["mlp_only_layers"] else n >= cfg["num_experts_per_tok"]
+        with nb_model.session() as ns:
+            ns.generate(PROMPT, max_tokens=16, temperature=0.0)
+            assert np.array_equal(s.expert_tokens(), ns.expert_tokens())
+        assert per_layer == [int(x) for x in (s.expert_tokens() > 0).sum(axis=1)]
         # the prompt is cached on a second call
         g2 = s.generate(prompt=PROMPT, max_tokens=4)
         assert g2.stats["cached_tokens"] > 0
@@ -459,3 +463,22 @@ def test_energy_estimate_equals_the_python_model(c, built, ids):
     with pytest.raises(CError) as e:
         c.energy_estimate(g, bad, grid_intensity_g_per_kwh=350.0)
     assert e.value.name == "invalid_argument" and "core_busy_power_w" in e.value.message
+
+
+def test_memory_budget_through_the_policy(c, built, ids, nb_model):
+    """A budget of two experts' bytes: the same logits as the Python API without a budget,
+    with experts released and verified again."""
+    with nb_model.session(mode="fast") as ns:
+        want = ns.logits(ids)
+    with c.open_file(built[0]) as m, m.session(mode="fast", threads=2) as s:
+        with fwassist.load_artifact(built[0]) as a:
+            block = a.expert_blocks()[0]["length"]
+        s.set_policy(memory_budget_bytes=2 * block)
+        assert s.policy()["memory_budget_bytes"] == 2 * block
+        assert same_bits(s.logits(ids), want)
+        r = m.residency()
+        assert r["budget_bytes"] == 2 * block and r["releases"] > 0 and r["misses"] > r["releases"]
+        assert r["resident_bytes"] <= 2 * block
+        with pytest.raises(CError) as e:
+            s.set_policy(memory_budget_bytes=-5)
+        assert e.value.name == "invalid_argument"

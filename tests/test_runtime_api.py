@@ -339,6 +339,44 @@ def test_weight_bytes_read_follow_the_tensor_table(model, built):
     assert g.stats["weight_bytes_read"] == 2 * one_pass
 
 
+def test_expert_token_counts(model, built, ids):
+    """Each evaluated token is routed to top-k experts of every MoE layer; a generation's
+    counts start at zero and agree with its distinct-experts statistic."""
+    cfg = built[2]
+    with model.session(prefill_chunk=5) as s:
+        g = s.generate(prompt_ids=ids, max_tokens=6, temperature=0.0)
+        t = s.expert_tokens()
+    assert t.shape == (cfg["num_hidden_layers"], cfg["num_experts"]) and t.dtype == np.uint64
+    evaluated = len(ids) + len(g.token_ids)
+    for layer in range(cfg["num_hidden_layers"]):
+        want = 0 if layer in cfg["mlp_only_layers"] else evaluated * cfg["num_experts_per_tok"]
+        assert int(t[layer].sum()) == want, layer
+    assert [int(n) for n in (t > 0).sum(axis=1)] == g.stats["experts_activated"]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_memory_budget_generates_identically(built, ids, lazy):
+    """Experts beyond a budget of three blocks are dropped and verified again on return: the
+    generation and its logits are the same bits as without a budget."""
+    free = fwassist.Model.load(built[0])
+    with free.session(mode="fast") as s:
+        want = s.generate(prompt_ids=ids, max_tokens=12, temperature=0.0)
+        want_logits = s.logits(ids[:5])
+    m = fwassist.Model.load(built[0], lazy=lazy)
+    with fwassist.load_artifact(built[0]) as a:
+        block = a.expert_blocks()[0]["length"]
+    m.set_expert_budget(3 * block)
+    with m.session(mode="fast", threads=2) as s:
+        got = s.generate(prompt_ids=ids, max_tokens=12, temperature=0.0)
+        assert_same_bits(s.logits(ids[:5]), want_logits, "budget")
+    assert got.token_ids == want.token_ids
+    r = m.residency()
+    assert r["budget_bytes"] == 3 * block and r["resident_bytes"] <= 3 * block
+    assert r["releases"] > 0 and r["misses"] > r["releases"] and 0 <= r["hit_rate"] < 1
+    with pytest.raises(ValueError):
+        m.set_expert_budget(-1)
+
+
 def test_core_seconds_accounting(model, ids):
     """Parked workers cost no core time: busy + spin core-seconds stay within what the
     session's threads could have used, and a 1-thread session never spins or parks."""

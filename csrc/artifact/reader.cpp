@@ -114,6 +114,7 @@ class MappedFile : public ByteSource {
   MappedFile(void* map, size_t size) : map_(map) {
     data_ = static_cast<const uint8_t*>(map);
     size_ = size;
+    file_backed_ = true;
   }
   ~MappedFile() override {
     if (map_) munmap(map_, size_);
@@ -1078,6 +1079,13 @@ const TensorInfo* Artifact::find_tensor(std::string_view name) const {
 
 bool Artifact::block_verified(size_t block) const {
   return block < blocks_.size() && block_state_[block].load(std::memory_order_acquire) == 1;
+}
+
+void Artifact::forget_block(size_t block) {
+  if (block >= blocks_.size()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  uint8_t verified = 1;
+  block_state_[block].compare_exchange_strong(verified, 0, std::memory_order_acq_rel);
 }
 
 Status Artifact::verify_block(size_t block, std::string* msg) {

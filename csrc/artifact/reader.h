@@ -61,8 +61,12 @@ class ByteSource {
   virtual ~ByteSource() = default;
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  // True for a file mapping: its pages may be dropped (madvise) and are read again from the
+  // file on the next access. Caller-owned memory is never advised.
+  bool file_backed() const { return file_backed_; }
 
  protected:
+  bool file_backed_ = false;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
@@ -155,6 +159,9 @@ class Artifact {
   Status verify_expert(int64_t layer, int64_t expert, std::string* message);
   Status verify_block(size_t block, std::string* message);
   bool block_verified(size_t block) const;
+  // Marks a verified block unverified again (its pages were released: the next use must hash
+  // them again). A failed block stays failed. Thread-safe.
+  void forget_block(size_t block);
 
  private:
   Artifact() = default;

@@ -292,10 +292,17 @@ fwa_status fwa_session_set_policy(fwa_session* session, const fwa_sched_policy* 
     if (policy->max_active_cores < 0 || policy->max_active_cores > n_threads)
       return fail(FWA_ERR_INVALID_ARGUMENT, "%s: max_active_cores must be in [0, %d] (0: all "
                   "the session's threads), got %d", fn, n_threads, int(policy->max_active_cores));
-    if (policy->target_ms_per_token != 0.0 || policy->memory_budget_bytes != 0)
-      return fail(FWA_ERR_UNSUPPORTED, "%s: target_ms_per_token and memory_budget_bytes are not "
-                  "implemented in this version (must be 0)", fn);
+    if (policy->target_ms_per_token != 0.0)
+      return fail(FWA_ERR_UNSUPPORTED, "%s: target_ms_per_token is not implemented in this "
+                  "version (must be 0)", fn);
+    if (policy->memory_budget_bytes < 0)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: memory_budget_bytes must be >= 0, got %lld",
+                  fn, static_cast<long long>(policy->memory_budget_bytes));
+    if (policy->reserved0 != 0)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: reserved0 must be 0", fn);
     ss.set_active_threads(policy->max_active_cores == 0 ? n_threads : policy->max_active_cores);
+    ss.model().set_expert_budget(uint64_t(policy->memory_budget_bytes),
+                                 policy->lock_experts != 0);
     return FWA_OK;
   });
 }
@@ -310,6 +317,9 @@ fwa_status fwa_session_get_policy(const fwa_session* session, fwa_sched_policy* 
     fwa_sched_policy out;
     fwa_sched_policy_init(&out);
     out.max_active_cores = session->session->active_threads();
+    const fwa::ResidencyStats r = session->session->model().residency_stats();
+    out.memory_budget_bytes = int64_t(r.budget_bytes);
+    out.lock_experts = r.locked ? 1 : 0;
     *policy = out;
     return FWA_OK;
   });
@@ -328,6 +338,52 @@ fwa_status fwa_session_experts_activated(const fwa_session* session, int64_t* pe
       return fail(FWA_ERR_BUFFER_TOO_SMALL, "%s: %zu layers do not fit in a buffer of %zu", fn,
                   layers, per_layer ? cap : size_t(0));
     for (size_t l = 0; l < layers; ++l) per_layer[l] = s.experts_activated(int64_t(l));
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_session_expert_tokens(const fwa_session* session, uint64_t* counts, size_t cap,
+                                     size_t* needed) {
+  const char* fn = "fwa_session_expert_tokens";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(session, session, fn);
+    FWA_CHECK_NOT_NULL(needed, fn);
+    const fwa::Session& s = *session->session;
+    const fwa::ModelConfig& c = s.model().config();
+    const size_t n = size_t(c.num_layers * c.num_experts);
+    *needed = n;
+    if (!counts || cap < n)
+      return fail(FWA_ERR_BUFFER_TOO_SMALL, "%s: %zu counts do not fit in a buffer of %zu", fn,
+                  n, counts ? cap : size_t(0));
+    std::memcpy(counts, s.expert_tokens(), n * sizeof(uint64_t));
+    return FWA_OK;
+  });
+}
+
+void fwa_residency_stats_init(fwa_residency_stats* stats) {
+  if (!stats) return;
+  std::memset(stats, 0, sizeof *stats);
+  stats->struct_size = sizeof *stats;
+}
+
+fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stats) {
+  const char* fn = "fwa_model_residency";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(stats, fn);
+    const fwa_status s = fwa_capi::check_struct(stats, sizeof *stats, fn);
+    if (s != FWA_OK) return s;
+    const fwa::ResidencyStats r = model->model->residency_stats();
+    fwa_residency_stats out;
+    fwa_residency_stats_init(&out);
+    out.locked = r.locked ? 1 : 0;
+    out.budget_bytes = r.budget_bytes;
+    out.resident_bytes = r.resident_bytes;
+    out.hits = r.hits;
+    out.misses = r.misses;
+    out.releases = r.releases;
+    out.lock_failures = r.lock_failures;
+    *stats = out;
     return FWA_OK;
   });
 }

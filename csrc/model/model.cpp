@@ -93,6 +93,7 @@ Status Model::from_artifact(std::unique_ptr<Artifact> artifact, std::shared_ptr<
     m->artifact_ = std::move(artifact);
     const Status st = m->bind(message);
     if (st != Status::ok) return st;
+    m->residency_.init(m->artifact_.get());
     *out = std::move(m);
     return Status::ok;
   } catch (const std::bad_alloc&) {
@@ -186,9 +187,12 @@ Status Model::bind(std::string* message) {
 }
 
 Status Model::use_expert(int64_t layer, int64_t expert, std::string* message) const {
-  const int32_t block = layers_[size_t(layer)].experts[size_t(expert)].block;
-  if (artifact_->block_verified(size_t(block))) return Status::ok;
-  return artifact_->verify_block(size_t(block), message);
+  return residency_.acquire(size_t(layers_[size_t(layer)].experts[size_t(expert)].block),
+                            message);
+}
+
+void Model::release_expert(int64_t layer, int64_t expert) const {
+  residency_.release(size_t(layers_[size_t(layer)].experts[size_t(expert)].block));
 }
 
 Status Model::encode(std::string_view text, std::vector<int32_t>* ids,

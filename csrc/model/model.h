@@ -18,6 +18,7 @@
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/tokenizer.h"
+#include "sched/residency.h"
 
 namespace fwa {
 
@@ -55,9 +56,15 @@ class Model {
   const std::vector<float>& final_norm() const { return final_norm_; }
   const LayerWeights& layer(int64_t l) const { return layers_[size_t(l)]; }
 
-  // Makes sure the block of (layer, expert) is verified (lazy mode); cached, thread-safe, no
-  // allocation once verified.
+  // Makes sure the block of (layer, expert) is verified and resident, and pins it until
+  // release_expert() (sched/residency.h). Without a memory budget: a cached check, no
+  // allocation once verified (lazy mode verifies on the first use). Thread-safe.
   Status use_expert(int64_t layer, int64_t expert, std::string* message) const;
+  void release_expert(int64_t layer, int64_t expert) const;
+  // Expert memory budget of this model, shared by its sessions (0: unlimited; mlock: lock
+  // resident experts in RAM). Set it between forward passes.
+  void set_expert_budget(uint64_t bytes, bool mlock) const { residency_.set_budget(bytes, mlock); }
+  ResidencyStats residency_stats() const { return residency_.stats(); }
 
   // The tokenizer stored in the artifact (null when the model was exported without one).
   // Calls are serialised by a mutex: the tokenizer's scratch memory is shared. decode() skips
@@ -83,6 +90,7 @@ class Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::string_view tokenizer_json_, config_json_;
   mutable std::mutex tokenizer_mu_;
+  mutable ExpertResidency residency_;
 };
 
 }  // namespace fwa

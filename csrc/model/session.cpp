@@ -141,7 +141,7 @@ Status Session::allocate(std::string* message) {
     reserve_zero(&group_w_, C * K);
     reserve_zero(&group_row_, C * K);
     reserve_zero(&group_start_, E + 1);
-    reserve_zero(&expert_hits_, L * E);
+    reserve_zero(&expert_tokens_, L * E);
   }
   // MoE rows: each token once per routed expert (C * K); dense layers use the first C.
   const int64_t R = any_moe ? C * std::max<int64_t>(K, 1) : C;
@@ -194,13 +194,14 @@ Status Session::truncate(int64_t n, std::string* message) {
   return Status::ok;
 }
 
-void Session::clear_expert_hits() { std::fill(expert_hits_.begin(), expert_hits_.end(), 0); }
+void Session::clear_expert_hits() { std::fill(expert_tokens_.begin(), expert_tokens_.end(), 0); }
 
 int64_t Session::experts_activated(int64_t layer) const {
   const ModelConfig& c = model_->config();
-  if (expert_hits_.empty() || !model_->layer(layer).moe) return 0;
+  if (expert_tokens_.empty() || !model_->layer(layer).moe) return 0;
   int64_t n = 0;
-  for (int64_t e = 0; e < c.num_experts; ++e) n += expert_hits_[size_t(layer * c.num_experts + e)];
+  for (int64_t e = 0; e < c.num_experts; ++e)
+    n += expert_tokens_[size_t(layer * c.num_experts + e)] != 0;
   return n;
 }
 
@@ -224,6 +225,10 @@ Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_
                            float* y, int64_t y_stride) {
   weight_bytes_read_ += linear_bytes(w);
   return linear_forward(w, request(x, rows, x_stride, y, y_stride));
+}
+
+void Session::release_experts(int64_t layer, int n) {
+  for (int i = 0; i < n; ++i) model_->release_expert(layer, expert_ids_[size_t(i)]);
 }
 
 Status Session::run_batch(const Linear* const* w, const LinearRequest* r, int n) {
@@ -415,8 +420,11 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
   for (int64_t e = 0; e < E; ++e) {
     const int32_t g0 = group_start_[size_t(e)], g1 = group_start_[size_t(e + 1)];
     if (g1 == g0) continue;
-    if ((st = model_->use_expert(l, e, message)) != Status::ok) return st;
-    expert_hits_[size_t(l * E + e)] = 1;
+    if ((st = model_->use_expert(l, e, message)) != Status::ok) {
+      release_experts(l, n_req);
+      return st;
+    }
+    expert_tokens_[size_t(l * E + e)] += uint64_t(g1 - g0);
     expert_ids_[size_t(n_req++)] = int32_t(e);
     if (g1 - g0 == rows) continue;  // takes xn_ as is
     for (int32_t i = g0; i < g1; ++i)
@@ -449,8 +457,10 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
     expert_req_[size_t(2 * i + 1)] =
         expert_request(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I, &ws);
   }
-  if ((st = run_batch(expert_lin_.data(), expert_req_.data(), 2 * n_req)) != Status::ok)
+  if ((st = run_batch(expert_lin_.data(), expert_req_.data(), 2 * n_req)) != Status::ok) {
+    release_experts(l, n_req);
     return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
+  }
   const int64_t routed = rows * K;
   swiglu_inplace(gate_.data(), up_.data(), routed * I);
   ws = moe_ws_;
@@ -462,7 +472,9 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
     expert_req_[size_t(i)] =
         expert_request(down, &gate_[size_t(g0 * I)], m, I, &down_[size_t(g0 * H)], H, &ws);
   }
-  if ((st = run_batch(expert_lin_.data(), expert_req_.data(), n_req)) != Status::ok)
+  st = run_batch(expert_lin_.data(), expert_req_.data(), n_req);
+  release_experts(l, n_req);  // their weights are read: the residency may drop them now
+  if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " expert down: " + status_string(st));
   // Weighted sum per token in ascending expert order (groups are in expert order).
   for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;

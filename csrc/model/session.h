@@ -77,8 +77,11 @@ class Session {
   // The session thread pool's time accounting (busy, spinning, parked per thread).
   void pool_stats(ThreadPoolStats* out) const { pool_->stats(out); }
 
-  // Routing statistics: 1 where (layer, expert) ran since the last clear, [layers][experts].
+  // Routing statistics since the last clear (a generation clears them at its start): the
+  // tokens routed to each (layer, expert), row-major [layers][experts] (zero rows for dense
+  // layers), and the number of distinct experts a layer ran.
   void clear_expert_hits();
+  const uint64_t* expert_tokens() const { return expert_tokens_.data(); }
   int64_t experts_activated(int64_t layer) const;
 
  private:
@@ -95,6 +98,7 @@ class Session {
   Status run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride, float* y,
                     int64_t y_stride);
   Status run_batch(const Linear* const* w, const LinearRequest* r, int n);  // linear_batch
+  void release_experts(int64_t layer, int n);  // unpins expert_ids_[0..n) of a layer
 
   std::shared_ptr<const Model> model_;
   SessionOptions opt_;
@@ -113,7 +117,7 @@ class Session {
   std::vector<const Linear*> expert_lin_;                 // [2E]: one batch of expert layers
   std::vector<LinearRequest> expert_req_;                 // [2E]
   std::vector<float> last_logits_;                        // [V]
-  std::vector<uint8_t> expert_hits_;                      // [L, E]
+  std::vector<uint64_t> expert_tokens_;                   // [L, E]: tokens routed
   std::vector<uint8_t> workspace_;                        // matmul activations (64-aligned)
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;

@@ -212,6 +212,24 @@ void bind_model(nb::module_& m) {
              return nb::str(j.data(), j.size());
            })
       .def_prop_ro("vocab_size", [](const NativeModel& m) { return m.model->config().vocab_size; })
+      .def("set_expert_budget",
+           [](const NativeModel& m, uint64_t bytes, bool mlock) {
+             m.model->set_expert_budget(bytes, mlock);
+           },
+           "bytes"_a, "mlock"_a = false)
+      .def("residency",
+           [](const NativeModel& m) {
+             const fwa::ResidencyStats r = m.model->residency_stats();
+             nb::dict d;
+             d["budget_bytes"] = r.budget_bytes;
+             d["resident_bytes"] = r.resident_bytes;
+             d["hits"] = r.hits;
+             d["misses"] = r.misses;
+             d["releases"] = r.releases;
+             d["lock_failures"] = r.lock_failures;
+             d["locked"] = r.locked;
+             return d;
+           })
       .def("session", &make_session, "max_context"_a, "mode"_a, "threads"_a, "prefill_chunk"_a,
            nb::rv_policy::take_ownership);
 
@@ -225,6 +243,14 @@ void bind_model(nb::module_& m) {
              check(st, msg);
            })
       .def("reset", [](NativeSession& ns) { with_session(ns, [](fwa::Session& s) { s.reset(); }); })
+      .def("expert_tokens",
+           [](NativeSession& ns) {
+             return with_session(ns, [](fwa::Session& s) {
+               const fwa::ModelConfig& c = s.model().config();
+               const uint64_t* t = s.expert_tokens();
+               return std::vector<uint64_t>(t, t + c.num_layers * c.num_experts);
+             });
+           })
       .def("close",
            [](NativeSession& ns) {
              nb::gil_scoped_release nogil;

@@ -202,6 +202,14 @@ class CModel:
     def pin(self) -> str:
         return str(self.info()["pin"])
 
+    def residency(self) -> dict[str, int]:
+        c = self.c
+        st = c.ffi.new("fwa_residency_stats*")
+        c.lib.fwa_residency_stats_init(st)
+        c.check("fwa_model_residency", c.lib.fwa_model_residency(self.handle, st))
+        return {name: int(getattr(st, name)) for name, _ in c.ffi.typeof("fwa_residency_stats").fields
+                if name != "struct_size"}
+
     def manifest_json(self, section: str) -> str:
         c = self.c
         return c.read_text("fwa_model_manifest_json", lambda b, n, need: c.lib.fwa_model_manifest_json(
@@ -329,12 +337,13 @@ class CSession:
         self.c.check("fwa_session_reset", self.c.lib.fwa_session_reset(self.handle))
 
     def set_policy(self, max_active_cores: int = 0, target_ms_per_token: float = 0.0,
-                   memory_budget_bytes: int = 0) -> None:
+                   memory_budget_bytes: int = 0, lock_experts: bool = False) -> None:
         p = self.c.ffi.new("fwa_sched_policy*")
         self.c.lib.fwa_sched_policy_init(p)
         p.max_active_cores = max_active_cores
         p.target_ms_per_token = target_ms_per_token
         p.memory_budget_bytes = memory_budget_bytes
+        p.lock_experts = 1 if lock_experts else 0
         self.c.check("fwa_session_set_policy", self.c.lib.fwa_session_set_policy(self.handle, p))
 
     def policy(self) -> dict[str, Any]:
@@ -343,7 +352,8 @@ class CSession:
         self.c.check("fwa_session_get_policy", self.c.lib.fwa_session_get_policy(self.handle, p))
         return {"max_active_cores": int(p.max_active_cores),
                 "target_ms_per_token": float(p.target_ms_per_token),
-                "memory_budget_bytes": int(p.memory_budget_bytes)}
+                "memory_budget_bytes": int(p.memory_budget_bytes),
+                "lock_experts": bool(p.lock_experts)}
 
     def experts_activated(self) -> list[int]:
         c = self.c
@@ -353,6 +363,18 @@ class CSession:
         c.check("fwa_session_experts_activated",
                 c.lib.fwa_session_experts_activated(self.handle, out, layers, needed))
         return [int(v) for v in out]
+
+    def expert_tokens(self) -> np.ndarray:
+        """fwa_session_expert_tokens as uint64 [layers, experts]."""
+        c = self.c
+        info = self.model.info()
+        n = info["num_layers"] * info["num_experts"]
+        out = c.ffi.new("uint64_t[]", n)
+        needed = c.ffi.new("size_t*")
+        c.check("fwa_session_expert_tokens",
+                c.lib.fwa_session_expert_tokens(self.handle, out, n, needed))
+        return np.frombuffer(c.ffi.buffer(out), dtype=np.uint64).reshape(
+            info["num_layers"], info["num_experts"]).copy()
 
     def generate(self, prompt_ids: Optional[Sequence[int]] = None, prompt: Optional[str] = None,
                  *, max_tokens: int = 64, stop: Sequence[str] = (), stop_ids: Sequence[int] = (),

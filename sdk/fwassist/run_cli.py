@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=("exact", "fast"), default="exact")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ctx", type=int, default=0, help="max context (default: model, <= 4096)")
+    p.add_argument("--expert-budget", type=int, default=0, metavar="BYTES",
+                   help="expert weights kept resident; colder ones are dropped and verified "
+                        "again on reuse (default 0: all)")
     e = p.add_argument_group("energy and carbon (docs/energy.md)")
     e.add_argument("--energy", action="store_true",
                    help="print a Software Carbon Intensity report (JSON) to stderr")
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     except ArtifactError as e:
         print(f"fwassist run: refused {args.model}: {e}", file=sys.stderr)
         return 3
+    if args.expert_budget:
+        model.set_expert_budget(args.expert_budget)
     if args.prompt_ids is not None:
         try:
             ids = [int(x) for x in args.prompt_ids.replace(" ", "").split(",") if x]
@@ -133,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
               f"stop {r.stop_reason}, experts/layer "
               f"{','.join(str(x) for x in st['experts_activated'])}, mode {args.mode}, "
               f"threads {args.threads}", file=sys.stderr)
+        if args.expert_budget:
+            res = model.residency()
+            print(f"[fwassist] experts: budget {res['budget_bytes']} B, resident "
+                  f"{res['resident_bytes']} B, hit rate {res['hit_rate']:.3f}, "
+                  f"{res['releases']} released and re-verified", file=sys.stderr)
         if args.energy:
             wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
             assert meter is not None

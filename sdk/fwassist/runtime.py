@@ -103,6 +103,22 @@ class Model:
     def vocab_size(self) -> int:
         return int(self._native.vocab_size)
 
+    def set_expert_budget(self, budget_bytes: int, mlock: bool = False) -> None:
+        """Keeps at most ``budget_bytes`` of expert weights resident (0: unlimited), for every
+        session of this model. Cold experts are dropped from RAM (madvise) and verified again
+        on their next use; ``mlock`` locks the resident ones. Call between generations."""
+        if budget_bytes < 0:
+            raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
+        self._native.set_expert_budget(int(budget_bytes), bool(mlock))
+
+    def residency(self) -> dict[str, Any]:
+        """Expert residency since load: budget_bytes, resident_bytes, hits, misses (uses that
+        verified a block again), releases, lock_failures, locked, hit_rate."""
+        r = dict(self._native.residency())
+        uses = r["hits"] + r["misses"]
+        r["hit_rate"] = r["hits"] / uses if uses else 1.0
+        return r
+
     def session(self, max_context: Optional[int] = None, mode: str = "exact", threads: int = 1,
                 prefill_chunk: int = 128) -> Session:
         """A new session. max_context defaults to min(max_position_embeddings, 4096); its KV
@@ -176,6 +192,13 @@ class Session:
 
     def reset(self) -> None:
         self._get().reset()
+
+    def expert_tokens(self) -> np.ndarray:
+        """Tokens routed to each (layer, expert) since the last generation started (or the
+        session was created): uint64 [layers, experts], zero rows for dense layers."""
+        c = self.model.config
+        flat = np.asarray(self._get().expert_tokens(), dtype=np.uint64)
+        return flat.reshape(c["num_hidden_layers"], c["num_experts"])
 
     def truncate(self, n: int) -> None:
         """Keeps the first ``n`` tokens of the context (for editor-style re-completion)."""

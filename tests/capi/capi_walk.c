@@ -237,9 +237,15 @@ static void walk_session(fwa_model* model) {
   policy.max_active_cores = 3;
   EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_INVALID_ARGUMENT);
   policy.max_active_cores = 1;
-  policy.memory_budget_bytes = 1 << 20;
+  policy.target_ms_per_token = 20.0;
   EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_UNSUPPORTED);
+  policy.target_ms_per_token = 0.0;
+  policy.memory_budget_bytes = -1;
+  EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_INVALID_ARGUMENT);
   policy.memory_budget_bytes = 0;
+  policy.reserved0 = 1;
+  EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_INVALID_ARGUMENT);
+  policy.reserved0 = 0;
   EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_OK);
   policy.struct_size = 1;
   EXPECT_STATUS(fwa_session_get_policy(s, &policy), FWA_ERR_BAD_STRUCT_SIZE);

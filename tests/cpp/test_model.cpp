@@ -264,3 +264,72 @@ TEST_CASE("generation with a C callback: every token reported, cancel stops") {
   CHECK(g2.stats().generated_tokens == 5);
   CHECK(s->n_past() == 6 + 5);
 }
+
+TEST_CASE("a memory budget smaller than the experts gives the same logits") {
+  auto m = load_test_model();
+  const auto ids = prompt(*m, 23, 11);
+  auto base = make(m, ComputeMode::fast, 2, 8);
+  const auto want = all_logits(*base, ids);
+
+  auto small = load_test_model();  // its own residency
+  const ExpertBlockInfo& b0 = small->artifact().expert_blocks()[0];
+  const uint64_t budget = 3 * b0.length;  // three experts: less than one layer's top-k share
+  small->set_expert_budget(budget, false);
+  auto s = make(small, ComputeMode::fast, 2, 8);
+  CHECK(same_bits(all_logits(*s, ids), want));
+  ResidencyStats st = small->residency_stats();
+  CHECK(st.budget_bytes == budget);
+  CHECK(st.misses > 0);
+  CHECK(st.releases > 0);
+  CHECK(st.resident_bytes <= budget);
+  // Released experts were verified again on their return: more misses than distinct blocks.
+  CHECK(st.misses > uint64_t(small->artifact().expert_blocks().size()) / 4);
+  // Lifting the budget keeps the resident ones; the next pass hits.
+  small->set_expert_budget(0, false);
+  s->reset();
+  CHECK(same_bits(all_logits(*s, ids), want));
+}
+
+TEST_CASE("an expert released under a budget is verified again: tampering on disk is caught") {
+  const char* src = std::getenv("FWA_TEST_MODEL");
+  REQUIRE(src != nullptr);
+  const std::string path = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
+                           "/fwa-residency-tamper.fwa";
+  {
+    FILE* in = std::fopen(src, "rb");
+    FILE* out = std::fopen(path.c_str(), "wb");
+    REQUIRE((in && out));
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) std::fwrite(buf, 1, n, out);
+    std::fclose(in);
+    std::fclose(out);
+  }
+  std::shared_ptr<Model> m;
+  std::string msg;
+  REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
+  m->set_expert_budget(1, false);  // every expert is released after each chunk
+  auto s = make(m, ComputeMode::exact, 1, 4);
+  const auto ids = prompt(*m, 6, 5);
+  all_logits(*s, ids);
+  // Flip one byte inside every expert block of layer 0 on disk.
+  const Artifact& a = m->artifact();
+  FILE* f = std::fopen(path.c_str(), "r+b");
+  REQUIRE(f != nullptr);
+  for (const ExpertBlockInfo& b : a.expert_blocks()) {
+    if (b.layer != 0) continue;
+    const long at = long(a.data_offset() + b.offset + 7);
+    std::fseek(f, at, SEEK_SET);
+    const int c = std::fgetc(f);
+    std::fseek(f, at, SEEK_SET);
+    std::fputc(c ^ 0x20, f);
+  }
+  std::fclose(f);
+  const int64_t before = s->n_past();
+  const int32_t t = ids[0];
+  const Status st = s->eval(&t, 1, LogitsOut::last, nullptr, &msg);
+  CHECK(st == Status::digest_mismatch);
+  CHECK(msg.find("expert") != std::string::npos);
+  CHECK(s->n_past() == before);
+  std::remove(path.c_str());
+}

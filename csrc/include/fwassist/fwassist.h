@@ -207,14 +207,19 @@ fwa_status fwa_session_truncate(fwa_session* session, int64_t n);
 fwa_status fwa_session_reset(fwa_session* session);
 
 /* Scheduler policy. max_active_cores: how many of the session's threads the matmuls and
- * attention may use (1..n_threads; 0 = all); the others stay parked. target_ms_per_token
- * and memory_budget_bytes are reserved for the power-gated expert scheduler and must be 0
- * in this version (FWA_ERR_UNSUPPORTED otherwise). */
+ * attention may use (1..n_threads; 0 = all); the others stay parked. memory_budget_bytes:
+ * bytes of expert weights kept resident (0 = unlimited); it belongs to the session's model
+ * and so applies to every session of that model. Cold experts beyond it are dropped from
+ * RAM (madvise) and verified again on their next use; with lock_experts the resident ones
+ * are mlock'ed. Set it between calls. target_ms_per_token is reserved for the power-gated
+ * expert scheduler and must be 0 in this version (FWA_ERR_UNSUPPORTED otherwise). */
 typedef struct fwa_sched_policy {
   uint32_t struct_size;
   int32_t max_active_cores;
   double target_ms_per_token;
   int64_t memory_budget_bytes;
+  int32_t lock_experts;
+  int32_t reserved0;                 /* must be 0 */
 } fwa_sched_policy;
 
 void fwa_sched_policy_init(fwa_sched_policy* policy);
@@ -225,7 +230,25 @@ fwa_status fwa_session_get_policy(const fwa_session* session, fwa_sched_policy* 
  * many distinct experts ran (per_layer[0..num_layers)). */
 fwa_status fwa_session_experts_activated(const fwa_session* session, int64_t* per_layer,
                                          size_t cap, size_t* needed);
+/* Tokens routed to each (layer, expert), row-major [num_layers][num_experts] (zero rows for
+ * dense layers): counts[0..num_layers * num_experts). */
+fwa_status fwa_session_expert_tokens(const fwa_session* session, uint64_t* counts, size_t cap,
+                                     size_t* needed);
 fwa_status fwa_session_clear_expert_stats(fwa_session* session);
+
+/* Expert residency of a model (all its sessions) since it was opened. */
+typedef struct fwa_residency_stats {
+  uint32_t struct_size;
+  int32_t locked;                    /* lock_experts in effect */
+  uint64_t budget_bytes;             /* 0: unlimited */
+  uint64_t resident_bytes;           /* verified expert blocks kept under the budget */
+  uint64_t hits, misses;             /* uses of a resident block / uses that (re)verified */
+  uint64_t releases;                 /* blocks dropped to meet the budget */
+  uint64_t lock_failures;            /* mlock refused (RLIMIT_MEMLOCK) */
+} fwa_residency_stats;
+
+void fwa_residency_stats_init(fwa_residency_stats* stats);
+fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stats);
 
 /* ---- sampling and generation -------------------------------------------------------- */
 
