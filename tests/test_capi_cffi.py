@@ -321,8 +321,14 @@ def test_policy_changes_threads_not_results(c, built, ids):
                 s.set_policy(**bad)
             assert e.value.name == "invalid_argument"
         with pytest.raises(CError) as e:
-            s.set_policy(target_ms_per_token=20.0)
-        assert e.value.name == "unsupported"
+            s.set_policy(target_ms_per_token=-1.0)
+        assert e.value.name == "invalid_argument"
+        s.set_policy(max_active_cores=2, target_ms_per_token=1e9)  # any step meets it
+        assert s.policy()["target_ms_per_token"] == 1e9
+        s.reset()
+        g = s.generate(ids[:4], max_tokens=40)
+        assert g.stats["active_cores"] == 1            # shed after the first 16 steps
+        assert g.stop_reason == "max_tokens"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -377,6 +377,25 @@ def test_memory_budget_generates_identically(built, ids, lazy):
         m.set_expert_budget(-1)
 
 
+def test_latency_policy_sheds_cores_not_bits(model, ids):
+    """With a latency budget every step meets, the session drops to one core within two
+    windows of 16 decode steps; the tokens are those of the unconstrained session."""
+    with model.session(threads=2, mode="fast") as s:
+        want = s.generate(prompt_ids=ids, max_tokens=40, temperature=0.0)
+        assert s.policy() == {"max_active_cores": 2, "target_ms_per_token": 0.0,
+                              "active_cores": 2}
+        s.set_policy(target_ms_per_token=1e9)
+        s.reset()
+        got = s.generate(prompt_ids=ids, max_tokens=40, temperature=0.0)
+        assert s.policy()["active_cores"] == 1
+    assert got.token_ids == want.token_ids
+    with model.session(threads=2) as s:
+        for bad in (dict(max_active_cores=3), dict(max_active_cores=-1),
+                    dict(target_ms_per_token=float("nan"))):
+            with pytest.raises(ValueError):
+                s.set_policy(**bad)
+
+
 def test_core_seconds_accounting(model, ids):
     """Parked workers cost no core time: busy + spin core-seconds stay within what the
     session's threads could have used, and a 1-thread session never spins or parks."""

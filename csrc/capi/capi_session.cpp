@@ -152,6 +152,7 @@ fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
     out.parked_core_s = gs.parked_core_s;
     out.weight_bytes_read = int64_t(gs.weight_bytes_read);
     out.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    out.active_cores = s.active_threads();
     *stats = out;
   }
   return FWA_OK;
@@ -292,15 +293,15 @@ fwa_status fwa_session_set_policy(fwa_session* session, const fwa_sched_policy* 
     if (policy->max_active_cores < 0 || policy->max_active_cores > n_threads)
       return fail(FWA_ERR_INVALID_ARGUMENT, "%s: max_active_cores must be in [0, %d] (0: all "
                   "the session's threads), got %d", fn, n_threads, int(policy->max_active_cores));
-    if (policy->target_ms_per_token != 0.0)
-      return fail(FWA_ERR_UNSUPPORTED, "%s: target_ms_per_token is not implemented in this "
-                  "version (must be 0)", fn);
+    if (!std::isfinite(policy->target_ms_per_token) || policy->target_ms_per_token < 0)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: target_ms_per_token must be finite and >= 0, "
+                  "got %g", fn, policy->target_ms_per_token);
     if (policy->memory_budget_bytes < 0)
       return fail(FWA_ERR_INVALID_ARGUMENT, "%s: memory_budget_bytes must be >= 0, got %lld",
                   fn, static_cast<long long>(policy->memory_budget_bytes));
     if (policy->reserved0 != 0)
       return fail(FWA_ERR_INVALID_ARGUMENT, "%s: reserved0 must be 0", fn);
-    ss.set_active_threads(policy->max_active_cores == 0 ? n_threads : policy->max_active_cores);
+    ss.set_policy(policy->max_active_cores, policy->target_ms_per_token);
     ss.model().set_expert_budget(uint64_t(policy->memory_budget_bytes),
                                  policy->lock_experts != 0);
     return FWA_OK;
@@ -316,7 +317,8 @@ fwa_status fwa_session_get_policy(const fwa_session* session, fwa_sched_policy* 
     if (s != FWA_OK) return s;
     fwa_sched_policy out;
     fwa_sched_policy_init(&out);
-    out.max_active_cores = session->session->active_threads();
+    out.max_active_cores = session->session->max_active_threads();
+    out.target_ms_per_token = session->session->target_ms_per_token();
     const fwa::ResidencyStats r = session->session->model().residency_stats();
     out.memory_budget_bytes = int64_t(r.budget_bytes);
     out.lock_experts = r.locked ? 1 : 0;

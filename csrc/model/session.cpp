@@ -1,6 +1,7 @@
 #include "model/session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -106,7 +107,7 @@ Status Session::allocate(std::string* message) {
   ctx_ = opt_.max_context;
   chunk_ = C;
   pool_.reset(new ThreadPool(opt_.n_threads));
-  active_threads_ = opt_.n_threads;
+  active_threads_ = max_active_ = opt_.n_threads;
   tokens_.reserve(size_t(ctx_));
   reserve_zero(&x_, C * H);
   reserve_zero(&xn_, C * H);
@@ -151,8 +152,13 @@ Status Session::allocate(std::string* message) {
   reserve_zero(&down_, R * H);
   if (any_moe) {
     expert_ids_.assign(size_t(E), 0);
-    expert_lin_.assign(size_t(2 * E), nullptr);
-    expert_req_.resize(size_t(2 * E));
+    expert_lin_.assign(size_t(3 * E), nullptr);
+    expert_req_.resize(size_t(3 * E));
+    bin_items_.assign(size_t(E), 0);
+    bin_of_.assign(size_t(E), 0);
+    bin_start_.assign(size_t(opt_.n_threads) + 1, 0);
+    bin_load_.assign(size_t(opt_.n_threads), 0);
+    bin_status_.assign(size_t(opt_.n_threads), Status::ok);
   }
   reserve_zero(&last_logits_, c.vocab_size);
 
@@ -167,15 +173,15 @@ Status Session::allocate(std::string* message) {
       for (const Linear* lin : {&e.gate, &e.up, &e.down})
         ws = std::max(ws, linear_workspace_bytes(*lin, C, opt_.mode));
   }
-  // Batched experts: one workspace region per expert request, each 64-aligned; their rows add
-  // up to C * K (gate/up input is the hidden size, down's the intermediate size).
+  // Batched experts: one workspace region per expert request (gate, up, down), each
+  // 64-aligned, all live at once (packed experts run concurrently); their rows add up to C * K
+  // per kind (gate/up input is the hidden size, down's the intermediate size).
   size_t moe_ws = 0;
   for (int64_t l = 0; l < L; ++l)
     for (const ExpertWeights& e : model_->layer(l).experts)
-      for (const Linear* lin : {&e.gate, &e.down})
-        if (lin->dtype == DType::packed)
-          moe_ws = std::max(moe_ws, 2 * linear_workspace_bytes(*lin, C * K, opt_.mode) +
-                                        size_t(2 * E) * 256);
+      moe_ws = std::max(moe_ws, 2 * linear_workspace_bytes(e.gate, C * K, opt_.mode) +
+                                    linear_workspace_bytes(e.down, C * K, opt_.mode) +
+                                    size_t(3 * E) * 256);
   workspace_.assign(ws + moe_ws + 128, 0);
   const uintptr_t p = reinterpret_cast<uintptr_t>(workspace_.data());
   ws_ = workspace_.data() + ((64 - p % 64) % 64);
@@ -227,6 +233,72 @@ Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_
   return linear_forward(w, request(x, rows, x_stride, y, y_stride));
 }
 
+namespace {
+
+// Whole experts per core: bin b runs the experts bin_items[bin_start[b] .. bin_start[b + 1])
+// one after the other, each gate|up (one quantization of its input), SwiGLU, down, on one
+// thread. Every expert's values are those of the split path: no result depends on packing.
+struct ExpertBinJob {
+  const Linear* const* lin;
+  const LinearRequest* req;  // single-threaded copies
+  const int32_t* bin_items;
+  const int32_t* bin_start;
+  int n_req;
+  int64_t I;
+  Status* status;  // per bin
+};
+
+void run_expert_bin(void* ctx, int bin) {
+  const ExpertBinJob& j = *static_cast<const ExpertBinJob*>(ctx);
+  Status st = Status::ok;
+  for (int32_t k = j.bin_start[bin]; k < j.bin_start[bin + 1] && st == Status::ok; ++k) {
+    const int32_t i = j.bin_items[k];
+    st = linear_batch(j.lin + 2 * i, j.req + 2 * i, 2);
+    if (st != Status::ok) break;
+    const LinearRequest& gate = j.req[2 * i];
+    swiglu_inplace(gate.y, j.req[2 * i + 1].y, gate.M * j.I);
+    st = linear_forward(*j.lin[2 * j.n_req + i], j.req[2 * j.n_req + i]);
+  }
+  j.status[bin] = st;
+}
+
+}  // namespace
+
+Status Session::run_experts_packed(int n_req, int cores, int64_t I) {
+  // Longest processing time first: experts by rows, descending (ties: lower index first),
+  // each to the least loaded core. A core's experts run in ascending index order.
+  for (int i = 0; i < n_req; ++i) bin_items_[size_t(i)] = i;
+  auto rows_of = [&](int32_t i) { return expert_req_[size_t(2 * i)].M; };
+  std::sort(bin_items_.begin(), bin_items_.begin() + n_req, [&](int32_t a, int32_t b) {
+    return rows_of(a) != rows_of(b) ? rows_of(a) > rows_of(b) : a < b;
+  });
+  for (int b = 0; b < cores; ++b) bin_load_[size_t(b)] = 0;
+  for (int k = 0; k < n_req; ++k) {
+    const int32_t i = bin_items_[size_t(k)];
+    int best = 0;
+    for (int b = 1; b < cores; ++b)
+      if (bin_load_[size_t(b)] < bin_load_[size_t(best)]) best = b;
+    bin_load_[size_t(best)] += rows_of(i);
+    bin_of_[size_t(i)] = best;
+  }
+  // Counting sort by bin, ascending expert index inside a bin.
+  for (int b = 0; b <= cores; ++b) bin_start_[size_t(b)] = 0;
+  for (int i = 0; i < n_req; ++i) ++bin_start_[size_t(bin_of_[size_t(i)] + 1)];
+  for (int b = 0; b < cores; ++b) bin_start_[size_t(b + 1)] += bin_start_[size_t(b)];
+  for (int b = 0; b < cores; ++b) bin_load_[size_t(b)] = bin_start_[size_t(b)];
+  for (int i = 0; i < n_req; ++i) bin_items_[size_t(bin_load_[size_t(bin_of_[size_t(i)])]++)] = i;
+  for (int i = 0; i < 3 * n_req; ++i) {
+    expert_req_[size_t(i)].pool = nullptr;
+    expert_req_[size_t(i)].n_threads = 1;
+  }
+  ExpertBinJob job{expert_lin_.data(), expert_req_.data(), bin_items_.data(), bin_start_.data(),
+                   n_req, I, bin_status_.data()};
+  pool_->run(cores, cores, run_expert_bin, &job);
+  for (int b = 0; b < cores; ++b)
+    if (bin_status_[size_t(b)] != Status::ok) return bin_status_[size_t(b)];
+  return Status::ok;
+}
+
 void Session::release_experts(int64_t layer, int n) {
   for (int i = 0; i < n; ++i) model_->release_expert(layer, expert_ids_[size_t(i)]);
 }
@@ -234,6 +306,29 @@ void Session::release_experts(int64_t layer, int n) {
 Status Session::run_batch(const Linear* const* w, const LinearRequest* r, int n) {
   for (int i = 0; i < n; ++i) weight_bytes_read_ += linear_bytes(*w[i]);
   return linear_batch(w, r, n);
+}
+
+void Session::set_policy(int max_cores, double target_ms) {
+  max_active_ = max_cores < 1 || max_cores > opt_.n_threads ? opt_.n_threads : max_cores;
+  target_ms_ = target_ms > 0 ? target_ms : 0;
+  active_threads_ = max_active_;  // start fast; the budget sheds cores from there
+  window_ms_ = 0;
+  window_steps_ = 0;
+}
+
+void Session::account_decode_step(double ms) {
+  if (target_ms_ <= 0) return;
+  window_ms_ += ms;
+  if (++window_steps_ < kPolicyWindow) return;
+  const double avg = window_ms_ / window_steps_;
+  window_ms_ = 0;
+  window_steps_ = 0;
+  if (avg > target_ms_ && active_threads_ < max_active_) {
+    ++active_threads_;
+  } else if (active_threads_ > 1 &&
+             avg * active_threads_ / (active_threads_ - 1) < 0.85 * target_ms_) {
+    --active_threads_;
+  }
 }
 
 Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits,
@@ -253,6 +348,7 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
                 "session: " + std::to_string(n) + " tokens after " + std::to_string(start) +
                     " exceed the context of " + std::to_string(ctx_) + " tokens");
   has_last_logits_ = false;
+  const auto t0 = std::chrono::steady_clock::now();
   for (int64_t i0 = 0; i0 < n; i0 += chunk_) {
     const int64_t rows = std::min(chunk_, n - i0);
     const bool last_chunk = i0 + rows == n;
@@ -269,6 +365,9 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
     tokens_.insert(tokens_.end(), ids + i0, ids + i0 + rows);  // capacity reserved: no allocation
   }
   has_last_logits_ = out == LogitsOut::last;
+  if (n == 1)
+    account_decode_step(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   return Status::ok;
 }
 
@@ -444,38 +543,41 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
     *ws += (r.workspace_bytes + 63) / 64 * 64;
     return r;
   };
-  // One parallel region for all gate/up projections, then one for all downs.
+  // Every routed expert's three requests, each with its own 64-aligned workspace: gate and up
+  // at 2i, 2i+1 (same input: one activation quantization), down at 2n + i, reading the
+  // SwiGLU of gate in place.
   uint8_t* ws = moe_ws_;
+  int64_t largest = 0;
   for (int i = 0; i < n_req; ++i) {
     const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
     const int64_t m = group_start_[size_t(e + 1)] - g0;
     const ExpertWeights& x = w.experts[size_t(e)];
     expert_lin_[size_t(2 * i)] = &x.gate;
     expert_lin_[size_t(2 * i + 1)] = &x.up;
+    expert_lin_[size_t(2 * n_req + i)] = &x.down;
     expert_req_[size_t(2 * i)] =
         expert_request(x.gate, input_of(e), m, H, &gate_[size_t(g0 * I)], I, &ws);
     expert_req_[size_t(2 * i + 1)] =
         expert_request(x.up, input_of(e), m, H, &up_[size_t(g0 * I)], I, &ws);
-  }
-  if ((st = run_batch(expert_lin_.data(), expert_req_.data(), 2 * n_req)) != Status::ok) {
-    release_experts(l, n_req);
-    return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
+    expert_req_[size_t(2 * n_req + i)] =
+        expert_request(x.down, &gate_[size_t(g0 * I)], m, I, &down_[size_t(g0 * H)], H, &ws);
+    largest = std::max(largest, m);
   }
   const int64_t routed = rows * K;
-  swiglu_inplace(gate_.data(), up_.data(), routed * I);
-  ws = moe_ws_;
-  for (int i = 0; i < n_req; ++i) {
-    const int64_t e = expert_ids_[size_t(i)], g0 = group_start_[size_t(e)];
-    const int64_t m = group_start_[size_t(e + 1)] - g0;
-    const Linear& down = w.experts[size_t(e)].down;
-    expert_lin_[size_t(i)] = &down;
-    expert_req_[size_t(i)] =
-        expert_request(down, &gate_[size_t(g0 * I)], m, I, &down_[size_t(g0 * H)], H, &ws);
+  const int cores = std::min(active_threads_, n_req);
+  if (cores > 1 && largest * cores * 4 <= routed * 5) {
+    st = run_experts_packed(n_req, cores, I);
+  } else {
+    // One expert holds much more than a core's share of the chunk (or one core): split every
+    // expert's tiles over the cores, one region for the gate/up projections, one for downs.
+    if ((st = run_batch(expert_lin_.data(), expert_req_.data(), 2 * n_req)) == Status::ok) {
+      swiglu_inplace(gate_.data(), up_.data(), routed * I);
+      st = run_batch(expert_lin_.data() + 2 * n_req, expert_req_.data() + 2 * n_req, n_req);
+    }
   }
-  st = run_batch(expert_lin_.data(), expert_req_.data(), n_req);
   release_experts(l, n_req);  // their weights are read: the residency may drop them now
   if (st != Status::ok)
-    return fail(message, st, "layer " + std::to_string(l) + " expert down: " + status_string(st));
+    return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
   // Weighted sum per token in ascending expert order (groups are in expert order).
   for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;
   for (int64_t i = 0; i < routed; ++i) {

@@ -62,12 +62,18 @@ class Session {
   const SessionOptions& options() const { return opt_; }
   int64_t vocab_size() const { return model_->config().vocab_size; }
 
-  // How many of the pool's threads the matmuls and attention use (the scheduler policy's
-  // max_active_cores), clamped to [1, options().n_threads]; the others stay parked. Results
-  // do not depend on it.
-  void set_active_threads(int n) {
-    active_threads_ = n < 1 ? 1 : n > opt_.n_threads ? opt_.n_threads : n;
-  }
+  // The scheduler policy. max_cores: how many of the pool's threads the matmuls, attention
+  // and packed experts may use (0: all; clamped to [1, options().n_threads]); the others
+  // stay parked. target_ms > 0: a per-token latency budget for decode steps. The session then
+  // runs on the fewest cores that meet it, decided from the measured step time (an average
+  // over kPolicyWindow steps) with hysteresis: one core more as soon as the average misses
+  // the budget, one fewer only when the average scaled to one fewer core (linear scaling,
+  // the pessimistic case) stays under 85 % of the budget. Results never depend on it.
+  static constexpr int kPolicyWindow = 16;
+  void set_policy(int max_cores, double target_ms);
+  void set_active_threads(int n) { set_policy(n, 0.0); }
+  int max_active_threads() const { return max_active_; }
+  double target_ms_per_token() const { return target_ms_; }
   int active_threads() const { return active_threads_; }
 
   // Bytes of weights the forward passes read since creation: every linear layer run counts
@@ -99,6 +105,9 @@ class Session {
                     int64_t y_stride);
   Status run_batch(const Linear* const* w, const LinearRequest* r, int n);  // linear_batch
   void release_experts(int64_t layer, int n);  // unpins expert_ids_[0..n) of a layer
+  void account_decode_step(double ms);         // the target_ms policy's measurement
+  // Runs the n routed experts of expert_lin_/expert_req_ packed whole onto `cores` threads.
+  Status run_experts_packed(int n_req, int cores, int64_t I);
 
   std::shared_ptr<const Model> model_;
   SessionOptions opt_;
@@ -114,8 +123,12 @@ class Session {
   std::vector<int32_t> topk_e_, group_row_, group_start_; // [C, K], [C*K], [E+1]
   std::vector<float> xe_, gate_, up_, down_;              // [C*K, H], [C*K, I] x2, [C*K, H]
   std::vector<int32_t> expert_ids_;                       // routed experts of a chunk, ascending
-  std::vector<const Linear*> expert_lin_;                 // [2E]: one batch of expert layers
-  std::vector<LinearRequest> expert_req_;                 // [2E]
+  std::vector<const Linear*> expert_lin_;                 // [3E]: gate/up pairs, then downs
+  std::vector<LinearRequest> expert_req_;                 // [3E]
+  std::vector<int32_t> bin_items_, bin_of_;               // [E]: experts packed onto cores
+  std::vector<int32_t> bin_start_;                        // [threads + 1]
+  std::vector<int64_t> bin_load_;                         // [threads]
+  std::vector<Status> bin_status_;                        // [threads]
   std::vector<float> last_logits_;                        // [V]
   std::vector<uint64_t> expert_tokens_;                   // [L, E]: tokens routed
   std::vector<uint8_t> workspace_;                        // matmul activations (64-aligned)
@@ -124,7 +137,9 @@ class Session {
   uint8_t* moe_ws_ = nullptr;                             // after ws_: the batched experts' part
   bool has_last_logits_ = false;
   int64_t ctx_ = 0, chunk_ = 0;
-  int active_threads_ = 1;
+  int active_threads_ = 1, max_active_ = 1;
+  double target_ms_ = 0, window_ms_ = 0;  // policy; decode time summed over the window
+  int window_steps_ = 0;
   uint64_t weight_bytes_read_ = 0;
 };
 

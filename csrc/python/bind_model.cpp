@@ -11,6 +11,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <memory>
@@ -243,6 +244,18 @@ void bind_model(nb::module_& m) {
              check(st, msg);
            })
       .def("reset", [](NativeSession& ns) { with_session(ns, [](fwa::Session& s) { s.reset(); }); })
+      .def("set_policy",
+           [](NativeSession& ns, int max_cores, double target_ms) {
+             with_session(ns, [&](fwa::Session& s) { s.set_policy(max_cores, target_ms); });
+           },
+           "max_active_cores"_a, "target_ms_per_token"_a)
+      .def("policy",
+           [](NativeSession& ns) {
+             return with_session(ns, [](fwa::Session& s) {
+               return std::make_tuple(s.max_active_threads(), s.target_ms_per_token(),
+                                      s.active_threads());
+             });
+           })
       .def("expert_tokens",
            [](NativeSession& ns) {
              return with_session(ns, [](fwa::Session& s) {

@@ -418,7 +418,7 @@ class CSession:
         st = {name: (int(getattr(stats, name)) if ctype.type.kind == "primitive" and
                      ctype.type.cname.startswith(("int", "uint")) else float(getattr(stats, name)))
               for name, ctype in c.ffi.typeof("fwa_generation_stats").fields
-              if name not in ("struct_size", "stop_reason")}
+              if name not in ("struct_size", "stop_reason", "reserved0")}
         return CGeneration(token_ids=[t for t, _ in pieces if t >= 0],
                            text=b"".join(raw).decode("utf-8", "replace"), pieces=pieces,
                            stop_reason=_STOP_REASONS.get(int(stats.stop_reason), "?"), stats=st,

@@ -193,6 +193,26 @@ class Session:
     def reset(self) -> None:
         self._get().reset()
 
+    def set_policy(self, max_active_cores: int = 0, target_ms_per_token: float = 0.0) -> None:
+        """Scheduler policy: at most ``max_active_cores`` of the session's threads (0: all;
+        the others stay parked); with ``target_ms_per_token`` > 0 the fewest cores that meet
+        that decode latency, re-decided every 16 decode steps with hysteresis. Results never
+        depend on it."""
+        threads = int(self._get().threads)
+        if max_active_cores < 0 or max_active_cores > threads:
+            raise ValueError(f"max_active_cores must be in [0, {threads}], "
+                             f"got {max_active_cores}")
+        if not (target_ms_per_token >= 0 and np.isfinite(target_ms_per_token)):
+            raise ValueError(f"target_ms_per_token must be finite and >= 0, "
+                             f"got {target_ms_per_token}")
+        self._get().set_policy(int(max_active_cores), float(target_ms_per_token))
+
+    def policy(self) -> dict[str, Any]:
+        """max_active_cores, target_ms_per_token, and active_cores (in use now)."""
+        max_cores, target, active = self._get().policy()
+        return {"max_active_cores": int(max_cores), "target_ms_per_token": float(target),
+                "active_cores": int(active)}
+
     def expert_tokens(self) -> np.ndarray:
         """Tokens routed to each (layer, expert) since the last generation started (or the
         session was created): uint64 [layers, experts], zero rows for dense layers."""

@@ -237,8 +237,8 @@ static void walk_session(fwa_model* model) {
   policy.max_active_cores = 3;
   EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_INVALID_ARGUMENT);
   policy.max_active_cores = 1;
-  policy.target_ms_per_token = 20.0;
-  EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_UNSUPPORTED);
+  policy.target_ms_per_token = -2.0;
+  EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_INVALID_ARGUMENT);
   policy.target_ms_per_token = 0.0;
   policy.memory_budget_bytes = -1;
   EXPECT_STATUS(fwa_session_set_policy(s, &policy), FWA_ERR_INVALID_ARGUMENT);

@@ -333,3 +333,37 @@ TEST_CASE("an expert released under a budget is verified again: tampering on dis
   CHECK(s->n_past() == before);
   std::remove(path.c_str());
 }
+
+TEST_CASE("the latency policy sheds cores with hysteresis and never changes the logits") {
+  auto m = load_test_model();
+  const auto ids = prompt(*m, 60, 21);
+  auto ref = make(m, ComputeMode::fast, 1, 8);
+  const auto want = all_logits(*ref, ids);
+
+  auto s = make(m, ComputeMode::fast, 3, 8);
+  CHECK(s->active_threads() == 3);
+  s->set_policy(0, 1e9);  // a budget any step meets: one core fewer per window, down to 1
+  std::vector<float> got(ids.size() * size_t(s->vocab_size()));
+  std::string msg;
+  std::vector<int> active;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    REQUIRE(s->eval(&ids[i], 1, LogitsOut::all, &got[i * size_t(s->vocab_size())], &msg) ==
+            Status::ok);
+    active.push_back(s->active_threads());
+  }
+  CHECK(same_bits(got, want));
+  const int w = Session::kPolicyWindow;
+  CHECK(active[size_t(w - 2)] == 3);
+  CHECK(active[size_t(w - 1)] == 2);
+  CHECK(active[size_t(2 * w - 1)] == 1);
+  CHECK(active.back() == 1);
+
+  s->reset();
+  s->set_policy(2, 1e-9);  // a budget no step meets: stays at the cap
+  for (size_t i = 0; i < 2 * size_t(w); ++i)
+    REQUIRE(s->eval(&ids[i], 1, LogitsOut::last, nullptr, &msg) == Status::ok);
+  CHECK(s->active_threads() == 2);
+  CHECK(s->max_active_threads() == 2);
+  s->set_policy(0, 0.0);
+  CHECK(s->active_threads() == 3);
+}

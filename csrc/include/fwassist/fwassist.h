@@ -206,13 +206,15 @@ fwa_status fwa_session_n_past(const fwa_session* session, int64_t* n_past);
 fwa_status fwa_session_truncate(fwa_session* session, int64_t n);
 fwa_status fwa_session_reset(fwa_session* session);
 
-/* Scheduler policy. max_active_cores: how many of the session's threads the matmuls and
- * attention may use (1..n_threads; 0 = all); the others stay parked. memory_budget_bytes:
- * bytes of expert weights kept resident (0 = unlimited); it belongs to the session's model
- * and so applies to every session of that model. Cold experts beyond it are dropped from
- * RAM (madvise) and verified again on their next use; with lock_experts the resident ones
- * are mlock'ed. Set it between calls. target_ms_per_token is reserved for the power-gated
- * expert scheduler and must be 0 in this version (FWA_ERR_UNSUPPORTED otherwise). */
+/* Scheduler policy. max_active_cores: how many of the session's threads the matmuls,
+ * attention and experts may use (1..n_threads; 0 = all); the others stay parked.
+ * target_ms_per_token > 0: a decode latency budget; the session then runs on the fewest
+ * cores that meet it, re-decided every 16 decode steps from the measured step time with
+ * hysteresis (docs/runtime.md); 0 = always max_active_cores. memory_budget_bytes: bytes of
+ * expert weights kept resident (0 = unlimited); it belongs to the session's model and so
+ * applies to every session of that model. Cold experts beyond it are dropped from RAM
+ * (madvise) and verified again on their next use; with lock_experts the resident ones are
+ * mlock'ed. Set the policy between calls. Results never depend on it. */
 typedef struct fwa_sched_policy {
   uint32_t struct_size;
   int32_t max_active_cores;
@@ -317,6 +319,8 @@ typedef struct fwa_generation_stats {
   double busy_core_s, spin_core_s, parked_core_s;
   int64_t weight_bytes_read;
   double wall_s;                     /* wall-clock duration of the call */
+  int32_t active_cores;              /* cores the scheduler policy used at the end */
+  int32_t reserved0;
 } fwa_generation_stats;
 
 void fwa_generation_stats_init(fwa_generation_stats* stats);
