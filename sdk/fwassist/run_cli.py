@@ -131,13 +131,17 @@ def run(args: argparse.Namespace) -> int:
         r = stream.result
         assert r is not None
         st = r.stats
+        evaluated = st["prompt_tokens"] - st["cached_tokens"] + st["generated_tokens"]
         print(f"[fwassist] prompt {st['prompt_tokens']} tok (cached {st['cached_tokens']}), "
               f"generated {st['generated_tokens']} tok, "
               f"prefill {st['prefill_tokens_per_s']:.1f} tok/s, "
               f"decode {st['decode_tokens_per_s']:.1f} tok/s, TTFT {st['ttft_ms']:.1f} ms, "
               f"stop {r.stop_reason}, experts/layer "
               f"{','.join(str(x) for x in st['experts_activated'])}, mode {args.mode}, "
-              f"threads {args.threads}", file=sys.stderr)
+              f"threads {args.threads}, weights read "
+              f"{st['weight_bytes_read'] / max(1, evaluated) / 2**20:.1f} MiB/token, "
+              f"core-s busy {st['busy_core_s']:.3f} spin {st['spin_core_s']:.3f}",
+              file=sys.stderr)
         if args.expert_budget:
             res = model.residency()
             print(f"[fwassist] experts: budget {res['budget_bytes']} B, resident "
