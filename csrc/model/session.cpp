@@ -4,14 +4,49 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "kernels/vec.h"
 #include "model/math.h"
+#include "sched/bandwidth.h"
 
 namespace fwa {
 
 namespace {
+
+// Weight bytes of one decode step: every dense linear layer, top-k experts of average size
+// per MoE layer, lm_head and one embedding row.
+double decode_step_bytes(const Model& m) {
+  double bytes = double(linear_bytes(m.lm_head())) +
+                 double(linear_bytes(m.embed()) / size_t(m.embed().N));
+  for (int64_t l = 0; l < m.config().num_layers; ++l) {
+    const LayerWeights& w = m.layer(l);
+    for (const Linear* lin : {&w.q, &w.k, &w.v, &w.o, &w.router, &w.mlp_gate, &w.mlp_up,
+                              &w.mlp_down})
+      if (lin->present()) bytes += double(linear_bytes(*lin));
+    double experts = 0;
+    for (const ExpertWeights& e : w.experts)
+      experts += double(linear_bytes(e.gate) + linear_bytes(e.up) + linear_bytes(e.down));
+    if (!w.experts.empty())
+      bytes += experts / double(w.experts.size()) * double(m.config().experts_per_tok);
+  }
+  return bytes;
+}
+
+// Read bandwidth with 1..n threads, measured once per process on the first pool that asks
+// for that many (sched/bandwidth.h).
+const double* process_read_bandwidth(ThreadPool* pool, int n) {
+  static std::mutex mu;
+  static double bw[64];
+  static int measured = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (n > measured) {
+    measure_read_bandwidth(pool, n, bw);
+    measured = n;
+  }
+  return bw;
+}
 
 Status fail(std::string* message, Status st, const std::string& text) {
   if (message) *message = text;
@@ -108,6 +143,7 @@ Status Session::allocate(std::string* message) {
   chunk_ = C;
   pool_.reset(new ThreadPool(opt_.n_threads));
   active_threads_ = max_active_ = opt_.n_threads;
+  decode_bytes_ = decode_step_bytes(*model_);
   tokens_.reserve(size_t(ctx_));
   reserve_zero(&x_, C * H);
   reserve_zero(&xn_, C * H);
@@ -311,9 +347,16 @@ Status Session::run_batch(const Linear* const* w, const LinearRequest* r, int n)
 void Session::set_policy(int max_cores, double target_ms) {
   max_active_ = max_cores < 1 || max_cores > opt_.n_threads ? opt_.n_threads : max_cores;
   target_ms_ = target_ms > 0 ? target_ms : 0;
-  active_threads_ = max_active_;  // start fast; the budget sheds cores from there
+  active_threads_ = max_active_;
   window_ms_ = 0;
   window_steps_ = 0;
+  if (target_ms_ == 0) return;
+  const double* bw = process_read_bandwidth(pool_.get(), max_active_);
+  for (int n = 1; n <= max_active_; ++n)
+    if (decode_bytes_ / bw[n - 1] * 1e3 < 0.85 * target_ms_) {
+      active_threads_ = n;
+      break;
+    }
 }
 
 void Session::account_decode_step(double ms) {

@@ -64,15 +64,24 @@ class Session {
 
   // The scheduler policy. max_cores: how many of the pool's threads the matmuls, attention
   // and packed experts may use (0: all; clamped to [1, options().n_threads]); the others
-  // stay parked. target_ms > 0: a per-token latency budget for decode steps. The session then
-  // runs on the fewest cores that meet it, decided from the measured step time (an average
-  // over kPolicyWindow steps) with hysteresis: one core more as soon as the average misses
-  // the budget, one fewer only when the average scaled to one fewer core (linear scaling,
-  // the pessimistic case) stays under 85 % of the budget. Results never depend on it.
+  // stay parked. target_ms > 0: a per-token latency budget for decode steps, met on the
+  // fewest cores:
+  //   - at set_policy, a cost model picks the first core count whose predicted step time
+  //     (the weight bytes of one decode step / the read bandwidth measured with that many
+  //     threads, once per process) is under 85 % of the budget (all cores if none is);
+  //   - then every kPolicyWindow decode steps the measured mean decides, with hysteresis:
+  //     one core more as soon as the mean misses the budget, one fewer only when the mean
+  //     scaled to one fewer core (linear scaling, the pessimistic case) stays under 85 %.
+  // Results never depend on it.
   static constexpr int kPolicyWindow = 16;
   void set_policy(int max_cores, double target_ms);
   void set_active_threads(int n) { set_policy(n, 0.0); }
   int max_active_threads() const { return max_active_; }
+  // Weight bytes one decode step reads (dense layers, top-k experts of average size, lm_head,
+  // one embedding row): the cost model's numerator.
+  double decode_bytes_per_token() const { return decode_bytes_; }
+  // Feeds the latency policy one decode step's time (eval does it for each 1-token step).
+  void account_decode_step(double ms);
   double target_ms_per_token() const { return target_ms_; }
   int active_threads() const { return active_threads_; }
 
@@ -105,7 +114,6 @@ class Session {
                     int64_t y_stride);
   Status run_batch(const Linear* const* w, const LinearRequest* r, int n);  // linear_batch
   void release_experts(int64_t layer, int n);  // unpins expert_ids_[0..n) of a layer
-  void account_decode_step(double ms);         // the target_ms policy's measurement
   // Runs the n routed experts of expert_lin_/expert_req_ packed whole onto `cores` threads.
   Status run_experts_packed(int n_req, int cores, int64_t I);
 
@@ -140,6 +148,7 @@ class Session {
   int active_threads_ = 1, max_active_ = 1;
   double target_ms_ = 0, window_ms_ = 0;  // policy; decode time summed over the window
   int window_steps_ = 0;
+  double decode_bytes_ = 0;
   uint64_t weight_bytes_read_ = 0;
 };
 

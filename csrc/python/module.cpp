@@ -19,6 +19,7 @@
 #include "kernels/matmul.h"
 #include "kernels/registry.h"
 #include "quant/format.h"
+#include "sched/bandwidth.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -277,42 +278,16 @@ std::vector<double> bench_matmul(std::vector<Array<const uint8_t, nb::ndim<1>>> 
   return times;
 }
 
-struct ReadCtx {
-  const uint64_t* p;
-  size_t words;
-  int tasks;
-  uint64_t sums[64];
-};
-
-void read_slice(void* ctx, int task) {
-  ReadCtx& c = *static_cast<ReadCtx*>(ctx);
-  const size_t b = c.words * size_t(task) / size_t(c.tasks);
-  const size_t e = c.words * size_t(task + 1) / size_t(c.tasks);
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  for (size_t i = b; i + 4 <= e; i += 4) {
-    s0 ^= c.p[i];
-    s1 ^= c.p[i + 1];
-    s2 ^= c.p[i + 2];
-    s3 ^= c.p[i + 3];
-  }
-  c.sums[task] = s0 ^ s1 ^ s2 ^ s3;
-}
-
 // Memory read-bandwidth probe: one full pass over buf per rep, split over threads.
 std::vector<double> bench_read_bandwidth(Array<const uint8_t, nb::ndim<1>> buf, int threads,
                                          int reps) {
   if (threads < 1 || threads > 64 || reps < 1) throw std::invalid_argument("bad threads/reps");
-  ReadCtx ctx{reinterpret_cast<const uint64_t*>(buf.data()), buf.size() / 8, threads, {}};
   std::vector<double> times(static_cast<size_t>(reps));
   nb::gil_scoped_release release;
   std::lock_guard<std::mutex> lock(g_pool_mu);
   fwa::ThreadPool* pool = pool_for(threads);
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    if (pool) pool->run(threads, threads, read_slice, &ctx); else read_slice(&ctx, 0);
-    const auto t1 = std::chrono::steady_clock::now();
-    times[size_t(i)] = std::chrono::duration<double>(t1 - t0).count();
-  }
+  for (int i = 0; i < reps; ++i)
+    times[size_t(i)] = fwa::read_pass_seconds(pool, threads, buf.data(), buf.size());
   return times;
 }
 

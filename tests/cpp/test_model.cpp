@@ -334,36 +334,54 @@ TEST_CASE("an expert released under a budget is verified again: tampering on dis
   std::remove(path.c_str());
 }
 
-TEST_CASE("the latency policy sheds cores with hysteresis and never changes the logits") {
+TEST_CASE("the latency policy: cost model first, then measured steps with hysteresis") {
   auto m = load_test_model();
-  const auto ids = prompt(*m, 60, 21);
+  const auto ids = prompt(*m, 40, 21);
   auto ref = make(m, ComputeMode::fast, 1, 8);
   const auto want = all_logits(*ref, ids);
 
   auto s = make(m, ComputeMode::fast, 3, 8);
   CHECK(s->active_threads() == 3);
-  s->set_policy(0, 1e9);  // a budget any step meets: one core fewer per window, down to 1
+  CHECK(s->decode_bytes_per_token() > 0);
+  s->set_policy(0, 1e9);  // any core count meets it: the cost model picks one core
+  CHECK(s->active_threads() == 1);
+  CHECK(s->max_active_threads() == 3);
+  s->set_policy(2, 1e-9);  // none does: the cap
+  CHECK(s->active_threads() == 2);
+
+  // The measured steps decide per window of kPolicyWindow: a miss adds a core at once, a
+  // mean that would still meet 85 % of the budget on one fewer core sheds one, and a mean in
+  // between keeps the count (hysteresis).
+  const int w = Session::kPolicyWindow;
+  s->set_policy(3, 1e-9);
+  CHECK(s->active_threads() == 3);
+  s->set_policy(3, 10.0);
+  auto feed = [&](double ms) {
+    for (int i = 0; i < w; ++i) s->account_decode_step(ms);
+  };
+  const int start = s->active_threads();
+  feed(20.0);  // misses the budget
+  CHECK(s->active_threads() == std::min(3, start + 1));
+  while (s->active_threads() < 3) feed(20.0);
+  feed(20.0);  // at the cap: stays
+  CHECK(s->active_threads() == 3);
+  feed(6.0);   // on 2 cores: 6 * 3 / 2 = 9 ms, over 8.5: keep 3
+  CHECK(s->active_threads() == 3);
+  feed(5.0);   // 7.5 ms on 2 cores: shed one
+  CHECK(s->active_threads() == 2);
+  for (int i = 0; i < w - 1; ++i) s->account_decode_step(1.0);
+  CHECK(s->active_threads() == 2);  // a window is not over yet
+  s->account_decode_step(1.0);
+  CHECK(s->active_threads() == 1);
+
+  // Whatever the decisions, the logits are those of one thread.
+  s->reset();
   std::vector<float> got(ids.size() * size_t(s->vocab_size()));
   std::string msg;
-  std::vector<int> active;
   for (size_t i = 0; i < ids.size(); ++i) {
+    s->set_policy(int(i % 3) + 1, 0.0);
     REQUIRE(s->eval(&ids[i], 1, LogitsOut::all, &got[i * size_t(s->vocab_size())], &msg) ==
             Status::ok);
-    active.push_back(s->active_threads());
   }
   CHECK(same_bits(got, want));
-  const int w = Session::kPolicyWindow;
-  CHECK(active[size_t(w - 2)] == 3);
-  CHECK(active[size_t(w - 1)] == 2);
-  CHECK(active[size_t(2 * w - 1)] == 1);
-  CHECK(active.back() == 1);
-
-  s->reset();
-  s->set_policy(2, 1e-9);  // a budget no step meets: stays at the cap
-  for (size_t i = 0; i < 2 * size_t(w); ++i)
-    REQUIRE(s->eval(&ids[i], 1, LogitsOut::last, nullptr, &msg) == Status::ok);
-  CHECK(s->active_threads() == 2);
-  CHECK(s->max_active_threads() == 2);
-  s->set_policy(0, 0.0);
-  CHECK(s->active_threads() == 3);
 }
