@@ -51,7 +51,7 @@ import numpy as np
 
 import fwassist
 from fwassist import _core
-from machine import git_commit, llc_bytes, read_probe
+from machine import git_commit, llc_bytes, read_probe, write_results
 
 MiB = 1 << 20
 GENERATOR_VERSION = 1  # bump when the synthetic weights change: part of the cache key
@@ -971,15 +971,8 @@ def main() -> int:
                       "artifact_bytes": {str(b): n for b, n in v["artifact_bytes"].items()},
                       "bytes_per_token": {str(b): d for b, d in v["bytes_per_token"].items()}}
                   for k, v in models.items()}
-    out = os.path.abspath(args.json)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"meta": meta, "models": models_out, "rows": rows}, f, indent=1)
-    text = table(rows, models, meta, plan)
-    txt = os.path.splitext(out)[0] + ".txt"
-    with open(txt, "w") as f:
-        f.write(text + "\n")
-    print(text)
+    txt = write_results(args.json, {"meta": meta, "models": models_out, "rows": rows},
+                        table(rows, models, meta, plan))
     print(f"\nwrote {len(rows)} rows to {args.json} and {txt} in {meta['run_seconds']:.0f} s")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 

@@ -3,10 +3,11 @@ generate.py: a DRAM read-bandwidth probe, the LLC size and the git commit."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -43,3 +44,17 @@ def git_commit() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return (head + ("+dirty" if dirty else "")) or None
+
+
+def write_results(out: str, payload: dict[str, Any], text: str) -> str:
+    """Writes the JSON to ``out`` and the readable table beside it (``.txt``), prints the
+    table; returns the table's path."""
+    out = os.path.abspath(out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(payload, f, indent=1)
+    txt = os.path.splitext(out)[0] + ".txt"
+    with open(txt, "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return txt
