@@ -391,7 +391,9 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
                 "session: " + std::to_string(n) + " tokens after " + std::to_string(start) +
                     " exceed the context of " + std::to_string(ctx_) + " tokens");
   has_last_logits_ = false;
-  const auto t0 = std::chrono::steady_clock::now();
+  const bool timed = n == 1 && target_ms_ > 0;  // the latency policy measures decode steps
+  const auto t0 =
+      timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   for (int64_t i0 = 0; i0 < n; i0 += chunk_) {
     const int64_t rows = std::min(chunk_, n - i0);
     const bool last_chunk = i0 + rows == n;
@@ -408,7 +410,7 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
     tokens_.insert(tokens_.end(), ids + i0, ids + i0 + rows);  // capacity reserved: no allocation
   }
   has_last_logits_ = out == LogitsOut::last;
-  if (n == 1)
+  if (timed)
     account_decode_step(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   return Status::ok;

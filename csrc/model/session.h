@@ -75,7 +75,6 @@ class Session {
   // Results never depend on it.
   static constexpr int kPolicyWindow = 16;
   void set_policy(int max_cores, double target_ms);
-  void set_active_threads(int n) { set_policy(n, 0.0); }
   int max_active_threads() const { return max_active_; }
   // Weight bytes one decode step reads (dense layers, top-k experts of average size, lm_head,
   // one embedding row): the cost model's numerator.
