@@ -336,6 +336,35 @@ def test_sbom_is_valid_cyclonedx_16(art):
     assert bom["serialNumber"].startswith("urn:uuid:") and bom["serialNumber"][23] == "5"
 
 
+def test_sbom_dataset_component(tmp_path):
+    """A dataset with its license set, manifest digest, file count and sources becomes a
+    CycloneDX data component referenced from the model card; the BOM stays schema-valid."""
+    pytest.importorskip("cyclonedx")
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    ds = {"name": "c-corpus", "description": "C files", "licenses": ["MIT", "BSD-3-Clause"],
+          "sha256": "ab" * 32, "files": 12, "sources": ["brotli==1.2.1", "xxhash==4.1.0"]}
+    p = tmp_path / "d.fwa"
+    write(p, model_card=model_card(datasets=[ds]))
+    bom = parse(p)[3]["sbom"]
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(bom)) is None
+    (comp,) = bom["components"]
+    assert comp["type"] == "data" and comp["name"] == "c-corpus"
+    assert comp["licenses"] == [{"license": {"id": "MIT"}}, {"license": {"id": "BSD-3-Clause"}}]
+    assert comp["hashes"] == [{"alg": "SHA-256", "content": "ab" * 32}]
+    props = [(x["name"], x["value"]) for x in comp["properties"]]
+    assert props == [("fwassist:dataset:files", "12"), ("fwassist:dataset:source", "brotli==1.2.1"),
+                     ("fwassist:dataset:source", "xxhash==4.1.0")]
+    assert comp["data"][0]["type"] == "dataset"
+    params = bom["metadata"]["component"]["modelCard"]["modelParameters"]
+    assert params["datasets"] == [{"ref": comp["bom-ref"]}]
+    with pytest.raises(ValueError, match="sha256"):
+        write(tmp_path / "e.fwa", model_card=model_card(datasets=[dict(ds, sha256="xyz")]))
+    with pytest.raises(ValueError, match="licenses"):
+        write(tmp_path / "f.fwa", model_card=model_card(datasets=[dict(ds, licenses="MIT")]))
+
+
 def test_sbom_changes_with_model_card(tmp_path):
     a, b = tmp_path / "a.fwa", tmp_path / "b.fwa"
     write(a)

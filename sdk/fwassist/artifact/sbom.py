@@ -27,7 +27,11 @@ the manifest's ``model_card`` section):
 ``supplier``                supplier organisation name
 ``task``                    ``modelParameters.task`` (default ``"text-generation"``)
 ``approach``                learning type (``supervised``, ``self-supervised``, ...)
-``datasets``                list of ``{"name", "description"?, "url"?}`` (type dataset)
+``datasets``                list of ``{"name", "description"?, "url"?, "licenses"?,
+                            "sha256"?, "files"?, "sources"?}``: each a ``data`` component in
+                            ``components`` (licenses as SPDX ids, SHA-256 of its manifest,
+                            file count and source packages as properties), referenced from
+                            ``modelParameters.datasets``
 ``users``, ``use_cases``    lists of strings
 ``performance_tradeoffs``   list of strings
 ``ethical_considerations``  list of ``{"name", "mitigation"}``
@@ -76,6 +80,43 @@ def _opt_str(card: Mapping[str, Any], key: str) -> str | None:
     return v
 
 
+def dataset_components(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One CycloneDX ``data`` component per model card dataset (bom-ref ``dataset-<i>``)."""
+    out = []
+    for i, d in enumerate(card.get("datasets") or []):
+        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
+            raise ValueError(f"model_card.datasets[{i}] must be an object with a string name")
+        data: dict[str, Any] = {"type": "dataset", "name": d["name"]}
+        comp: dict[str, Any] = {"type": "data", "bom-ref": f"dataset-{i}", "name": d["name"]}
+        if d.get("description"):
+            data["description"] = comp["description"] = str(d["description"])
+        if d.get("url"):
+            data["contents"] = {"url": str(d["url"])}
+        lic = d.get("licenses")
+        if lic is not None:
+            if not isinstance(lic, list) or not all(isinstance(x, str) and x for x in lic):
+                raise ValueError(f"model_card.datasets[{i}].licenses must be a list of SPDX "
+                                 f"ids")
+            comp["licenses"] = [{"license": {"id": x}} for x in lic]
+        if d.get("sha256") is not None:
+            h = d["sha256"]
+            if not (isinstance(h, str) and len(h) == 64
+                    and all(ch in "0123456789abcdef" for ch in h)):
+                raise ValueError(f"model_card.datasets[{i}].sha256 must be 64 lowercase hex "
+                                 f"digits")
+            comp["hashes"] = [{"alg": "SHA-256", "content": h}]
+        props = []
+        if d.get("files") is not None:
+            props.append({"name": "fwassist:dataset:files", "value": str(int(d["files"]))})
+        for src in _strings(d, "sources"):
+            props.append({"name": "fwassist:dataset:source", "value": src})
+        if props:
+            comp["properties"] = props
+        comp["data"] = [data]
+        out.append(comp)
+    return out
+
+
 def _model_card(card: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = {
         "task": _opt_str(card, "task") or "text-generation",
@@ -87,16 +128,7 @@ def _model_card(card: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str,
     approach = _opt_str(card, "approach")
     if approach:
         params["approach"] = {"type": approach}
-    datasets = []
-    for i, d in enumerate(card.get("datasets") or []):
-        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
-            raise ValueError(f"model_card.datasets[{i}] must be an object with a string name")
-        entry: dict[str, Any] = {"type": "dataset", "name": d["name"]}
-        if d.get("description"):
-            entry["description"] = str(d["description"])
-        if d.get("url"):
-            entry["contents"] = {"url": str(d["url"])}
-        datasets.append(entry)
+    datasets = [{"ref": c["bom-ref"]} for c in dataset_components(card)]
     if datasets:
         params["datasets"] = datasets
 
@@ -176,7 +208,7 @@ def build_sbom(*, config: Mapping[str, Any], model_card: Mapping[str, Any],
     props += [{"name": "fwassist:quantization", "value": q} for q in quant_formats]
     props += [{"name": f"fwassist:section:{k}", "value": sections[k]} for k in sorted(sections)]
     component["properties"] = props
-    return {
+    bom: dict[str, Any] = {
         "bomFormat": "CycloneDX",
         "specVersion": SPEC_VERSION,
         "serialNumber": serial_number(sections),
@@ -187,3 +219,7 @@ def build_sbom(*, config: Mapping[str, Any], model_card: Mapping[str, Any],
             "component": component,
         },
     }
+    data = dataset_components(model_card)
+    if data:
+        bom["components"] = data
+    return bom

@@ -4,19 +4,23 @@
 codes and scales bit-exactly (fake-quant codes as onnxruntime's QuantizeLinear computes them),
 maps the weights to roles and Hugging Face names (:mod:`.mapping`), and reads the config
 (ONNX metadata_props or a Hugging Face config.json) and the tokenizer (tokenizer.json).
+float32 scales that are all exact float16 values are stored as float16 (lossless).
 Anything it cannot represent exactly is refused with :class:`OnnxImportError`, whose message
 names the node, the tensor and the reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from typing import Optional
 
+import numpy as np
+
 from .mapping import assign_roles, load_config
-from .model import ImportedModel
+from .model import ImportedModel, ModelTensor, QuantizedWeight
 from .patterns import Graph, WeightRecord, find_weights
 from .tensors import OnnxImportError
 
@@ -53,6 +57,25 @@ def extract_weights(path_or_model, base_dir: Optional[str] = None) -> list[Weigh
     return find_weights(load_graph(path_or_model, base_dir))
 
 
+def narrow_exact_scales(tensors: list[ModelTensor]) -> tuple[list[ModelTensor], int]:
+    """float32 scales whose every value is a float16 value (finite, converts back to the
+    same bits) become float16: the same dequantized weights at half the scale bytes. A QAT
+    trainer with float16 scales must write float32 ones for QuantizeLinear."""
+    out: list[ModelTensor] = []
+    n = 0
+    for t in tensors:
+        v = t.value
+        if isinstance(v, QuantizedWeight) and v.scales.dtype == np.float32:
+            with np.errstate(over="ignore"):
+                h = v.scales.astype(np.float16)
+            if np.all(np.isfinite(h)) and np.array_equal(
+                    h.astype(np.float32).view(np.uint32), v.scales.view(np.uint32)):
+                t = dataclasses.replace(t, value=dataclasses.replace(v, scales=h))
+                n += 1
+        out.append(t)
+    return out, n
+
+
 def import_onnx(path, *, config_path: Optional[str] = None,
                 tokenizer_path: Optional[str] = None, strategy: str = "auto") -> ImportedModel:
     """Imports the QAT ONNX model at ``path``.
@@ -68,6 +91,10 @@ def import_onnx(path, *, config_path: Optional[str] = None,
     config, notes = load_config(g.model, path, config_path)
     tensors, config, n2 = assign_roles(g, records, config, strategy)
     notes += n2
+    tensors, narrowed = narrow_exact_scales(tensors)
+    if narrowed:
+        notes.append(f"scales: {narrowed} tensor(s) with float32 scales that are all exact "
+                     f"float16 values stored as float16 (lossless)")
     tokenizer = None
     tp = tokenizer_path
     if tp is None:

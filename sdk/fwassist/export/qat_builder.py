@@ -47,6 +47,9 @@ class QuantSpec:
     narrow signed range (qcdq/qonnx). container_bits: qcdq storage width (8 or 4).
     gemm: Gemm(transB=1) with the weight stored [N, K] instead of MatMul with [K, N].
     negative_scales: flip the sign of every other scale. float_dtype: for "float".
+    scale_round: "float16" rounds the scales to float16 values before storing them at
+    scale_dtype (float32 scales that are exactly float16, as a QAT trainer with float16 scales
+    writes them for QuantizeLinear, which refuses float16 scales).
     """
 
     pattern: str = "qdq"
@@ -61,6 +64,7 @@ class QuantSpec:
     gemm: bool = False
     negative_scales: bool = False
     float_dtype: str = "float32"
+    scale_round: Optional[str] = None
 
     @property
     def is_signed(self) -> bool:
@@ -184,6 +188,10 @@ def quant_params(W: np.ndarray, spec: QuantSpec) -> dict[str, Any]:
         s = ((mx - mn) / levels).astype(np.float32)
         s = np.where(s == 0, 1.0, s).astype(np.float32)
         zp = None
+    if spec.scale_round == "float16":
+        s = s.astype(np.float16).astype(np.float32)
+    elif spec.scale_round is not None:
+        raise ValueError(f"scale_round {spec.scale_round!r}")
     if spec.negative_scales:
         if not spec.symmetric:
             raise ValueError("negative_scales needs symmetric quantization")
