@@ -1,7 +1,11 @@
 /* Completes a prompt with a pinned fwassist artifact and prints the statistics: the minimal
  * embedding of the C ABI (include/fwassist/fwassist.h).
  *
- *   fwa_complete MODEL.fwa PIN PROMPT [MAX_TOKENS [THREADS]]
+ *   fwa_complete MODEL.fwa PIN PROMPT [MAX_TOKENS [THREADS [exact|fast]]]
+ *
+ * Greedy decoding, so the completion is the same bits on every CPU. With the bundled model:
+ *   fwa_complete "$(python -c 'import fwassist.models as m; print(m.tiny_coder_path())')" \
+ *       "$(python -c 'import fwassist.models as m; print(m.TINY_CODER_PIN)')" "int main(void)"
  *
  * PIN is "sha256:<64 hex>" (the artifact's root digest, as `fwassist inspect` prints it) or
  * "-" to skip the check (not for production: an unpinned artifact proves nothing). Exit code 0
@@ -28,8 +32,9 @@ static int on_token(void* user, int32_t token, const char* piece, size_t piece_l
 }
 
 int main(int argc, char** argv) {
-  if (argc < 4 || argc > 6) {
-    fprintf(stderr, "usage: %s MODEL.fwa PIN|- PROMPT [MAX_TOKENS [THREADS]]\n", argv[0]);
+  if (argc < 4 || argc > 7) {
+    fprintf(stderr, "usage: %s MODEL.fwa PIN|- PROMPT [MAX_TOKENS [THREADS [exact|fast]]]\n",
+            argv[0]);
     return 2;
   }
   const char* path = argv[1];
@@ -37,6 +42,11 @@ int main(int argc, char** argv) {
   const char* prompt = argv[3];
   const long max_tokens = argc > 4 ? strtol(argv[4], NULL, 10) : 32;
   const long threads = argc > 5 ? strtol(argv[5], NULL, 10) : 1;
+  const char* mode = argc > 6 ? argv[6] : "exact";
+  if (strcmp(mode, "exact") != 0 && strcmp(mode, "fast") != 0) {
+    fprintf(stderr, "fwa_complete: mode must be exact or fast, got \"%s\"\n", mode);
+    return 2;
+  }
 
   char features[256];
   char kernels[256];
@@ -69,6 +79,7 @@ int main(int argc, char** argv) {
   fwa_session_options session_options;
   fwa_session_options_init(&session_options);
   session_options.n_threads = (int32_t)threads;
+  session_options.mode = strcmp(mode, "fast") == 0 ? FWA_MODE_FAST : FWA_MODE_EXACT;
   fwa_session* session = NULL;
   st = fwa_session_create(model, &session_options, &session);
   fwa_model_free(model); /* the session keeps the model alive */

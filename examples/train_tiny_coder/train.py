@@ -201,14 +201,25 @@ def quant_spec_fn(plan: QuantPlan):
     return spec
 
 
+def active_parameters(c: TinyConfig, total: int) -> int:
+    """Parameters a token's forward pass multiplies with: all but the embedding table and the
+    experts the router did not pick."""
+    per_expert = 3 * c.hidden_size * c.moe_intermediate_size
+    unused = c.num_hidden_layers * (c.num_experts - c.num_experts_per_tok) * per_expert
+    return total - c.vocab_size * c.hidden_size - unused
+
+
 def model_card(corpus: str, quality: dict[str, Any], plan: QuantPlan,
-               train_info: dict[str, Any]) -> dict[str, Any]:
+               train_info: dict[str, Any], c: TinyConfig) -> dict[str, Any]:
     with open(os.path.join(corpus, "manifest.json"), "rb") as f:
         raw = f.read()
     import hashlib
 
     man = json.loads(raw)
     tot = man["totals"]
+    total = int(train_info["parameters"])
+    active = active_parameters(c, total)
+    minutes = float(train_info["float_minutes"]) + float(train_info["qat_minutes"])
     metrics = []
     for key, label in (("float", "PyTorch float"), ("qat", "PyTorch QAT"),
                        ("runtime_exact", "fwassist exact"), ("runtime_fast", "fwassist fast")):
@@ -248,10 +259,12 @@ def model_card(corpus: str, quality: dict[str, Any], plan: QuantPlan,
         "training": train_info,
         "quality": quality,
         "known_limitations": [
-            "a tiny model (about 11 M parameters, 2.6 M active per token) trained for about an "
-            "hour on two CPU cores: it continues C code with plausible syntax and idioms but "
-            "does not understand programs; its code is not correct and must never be used "
-            "unreviewed",
+            f"a tiny model ({total / 1e6:.1f} M parameters, {active / 1e6:.1f} M active per "
+            f"token) trained for {minutes:.0f} minutes on two CPU cores: it continues C code "
+            "with plausible syntax and idioms but does not understand programs; its code is "
+            "not correct and must never be used unreviewed",
+            "greedy decoding soon repeats itself; a repetition penalty (fwassist demo uses "
+            "1.15) helps",
             "trained on 512-token windows: quality falls beyond 512 tokens of context",
             "trained only on C (general-purpose open-source libraries, not automotive or "
             "medical firmware); other languages and natural-language instructions are out of "
@@ -286,54 +299,20 @@ def export(model: TinyCoder, plan: QuantPlan, tokenizer_path: str, out: str,
     return art, pin
 
 
+def prev_minutes(out: str) -> float:
+    with open(os.path.join(out, "quality.json"), "r", encoding="utf-8") as f:
+        return float(json.load(f)["total_minutes"])
+
+
 def tensors_digest(path: str) -> str:
     from fwassist.artifact.inspect import inspect
 
     return inspect(path)["sections"]["tensors"]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--corpus", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--tokenizer", help="default: CORPUS/tokenizer.json")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--float-steps", type=int, default=1200)
-    ap.add_argument("--qat-steps", type=int, default=300)
-    ap.add_argument("--peak-lr", type=float, default=3e-3)
-    ap.add_argument("--qat-lr", type=float, default=6e-4)
-    ap.add_argument("--aux", type=float, default=0.01, help="balance-loss coefficient")
-    ap.add_argument("--eval-windows", type=int, default=48)
-    ap.add_argument("--expert-bits", default="3,3,3,3", help="per layer, e.g. 3,3,2,2")
-    ap.add_argument("--moe-intermediate", type=int, default=64)
-    a = ap.parse_args(argv)
-
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    torch.use_deterministic_algorithms(True)
-    os.makedirs(a.out, exist_ok=True)
-    tok_path = a.tokenizer or os.path.join(a.corpus, "tokenizer.json")
-    t_start = time.time()
-
-    train = token_stream(a.corpus, "train", tok_path)
-    test = token_stream(a.corpus, "test", tok_path)
-    with open(tok_path, "r", encoding="utf-8") as f:
-        vocab = len(json.load(f)["model"]["vocab"])
-    log(f"train {train.size} tokens, test {test.size} tokens, vocab {vocab}")
-    windows = eval_windows(test, a.seq, a.eval_windows)
-
-    cfg = TinyConfig(vocab_size=vocab, moe_intermediate_size=a.moe_intermediate,
-                     max_position_embeddings=max(1024, a.seq))
-    plan = QuantPlan(experts=tuple(int(b) for b in a.expert_bits.split(",")))
-    if len(plan.experts) != cfg.num_hidden_layers:
-        raise SystemExit("--expert-bits needs one width per layer")
-    model = TinyCoder(cfg)
-    model.init_weights(torch.Generator().manual_seed(a.seed))
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"{n_params / 1e6:.2f} M parameters")
+def train_and_evaluate(model: TinyCoder, plan: QuantPlan, train: np.ndarray,
+                       windows: np.ndarray, a: argparse.Namespace) -> tuple[dict, dict]:
+    """Float phase, float evaluation, QAT phase, QAT evaluation; saves float.pt and qat.pt."""
     batches = Batches(train, a.seq, a.batch, a.seed)
     quality: dict[str, Any] = {}
     with open(os.path.join(a.out, "train_log.jsonl"), "w", encoding="utf-8") as logf:
@@ -359,17 +338,77 @@ def main(argv: Optional[list[str]] = None) -> int:
         "seed": a.seed, "threads": a.threads, "torch": torch.__version__,
         "seq": a.seq, "batch": a.batch, "float_steps": a.float_steps, "qat_steps": a.qat_steps,
         "tokens_seen": (a.float_steps + a.qat_steps) * a.batch * a.seq,
-        "train_tokens": int(train.size), "test_tokens": int(test.size),
-        "parameters": n_params, "float_minutes": round(t_float / 60, 1),
-        "qat_minutes": round(t_qat / 60, 1),
+        "train_tokens": int(train.size),
+        "float_minutes": round(t_float / 60, 1), "qat_minutes": round(t_qat / 60, 1),
     }
+    return quality, train_info
 
-    card = model_card(a.corpus, quality, plan, train_info)
+
+def load_trained(model: TinyCoder, plan: QuantPlan, out: str) -> tuple[dict, dict]:
+    """--export-only: the QAT weights and the PyTorch figures of an earlier run in OUT."""
+    model.load_state_dict(torch.load(os.path.join(out, "qat.pt")))
+    model.plan = plan
+    with open(os.path.join(out, "quality.json"), "r", encoding="utf-8") as f:
+        prev = json.load(f)
+    keep = ("float", "float_quantized_rtn", "qat", "qat_retains_float_accuracy")
+    return {k: prev[k] for k in keep}, prev["training"]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tokenizer", help="default: CORPUS/tokenizer.json")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--float-steps", type=int, default=1400)
+    ap.add_argument("--qat-steps", type=int, default=350)
+    ap.add_argument("--peak-lr", type=float, default=3e-3)
+    ap.add_argument("--qat-lr", type=float, default=6e-4)
+    ap.add_argument("--aux", type=float, default=0.01, help="balance-loss coefficient")
+    ap.add_argument("--eval-windows", type=int, default=48)
+    ap.add_argument("--expert-bits", default="3,3,3,3", help="per layer, e.g. 3,3,2,2")
+    ap.add_argument("--moe-intermediate", type=int, default=64)
+    ap.add_argument("--export-only", action="store_true",
+                    help="re-export OUT/qat.pt with the figures of OUT/quality.json (no training)")
+    a = ap.parse_args(argv)
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(a.out, exist_ok=True)
+    tok_path = a.tokenizer or os.path.join(a.corpus, "tokenizer.json")
+    t_start = time.time()
+
+    train = token_stream(a.corpus, "train", tok_path)
+    test = token_stream(a.corpus, "test", tok_path)
+    with open(tok_path, "r", encoding="utf-8") as f:
+        vocab = len(json.load(f)["model"]["vocab"])
+    log(f"train {train.size} tokens, test {test.size} tokens, vocab {vocab}")
+    windows = eval_windows(test, a.seq, a.eval_windows)
+
+    cfg = TinyConfig(vocab_size=vocab, moe_intermediate_size=a.moe_intermediate,
+                     max_position_embeddings=max(1024, a.seq))
+    plan = QuantPlan(experts=tuple(int(b) for b in a.expert_bits.split(",")))
+    if len(plan.experts) != cfg.num_hidden_layers:
+        raise SystemExit("--expert-bits needs one width per layer")
+    model = TinyCoder(cfg)
+    model.init_weights(torch.Generator().manual_seed(a.seed))
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{n_params / 1e6:.2f} M parameters")
+    if a.export_only:
+        quality, train_info = load_trained(model, plan, a.out)
+    else:
+        quality, train_info = train_and_evaluate(model, plan, train, windows, a)
+        train_info.update(parameters=n_params, test_tokens=int(test.size))
+    card = model_card(a.corpus, quality, plan, train_info, cfg)
     prov, _ = export(model, plan, tok_path, a.out, card, "provisional.fwa")
     for mode in ("exact", "fast"):
         quality[f"runtime_{mode}"] = eval_runtime(prov, windows, mode)
         log(f"runtime {mode}: {quality[f'runtime_{mode}']}")
-    card = model_card(a.corpus, quality, plan, train_info)
+    card = model_card(a.corpus, quality, plan, train_info, cfg)
     art, pin = export(model, plan, tok_path, a.out, card, "tiny-coder.fwa")
     if tensors_digest(art) != tensors_digest(prov):
         raise SystemExit("the final artifact's tensors differ from the measured provisional one")
@@ -378,7 +417,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     quality["artifact"] = {"file": os.path.basename(art), "bytes": os.path.getsize(art),
                            "pin": pin}
     quality["training"] = train_info
-    quality["total_minutes"] = round((time.time() - t_start) / 60, 1)
+    if not a.export_only:
+        quality["total_minutes"] = round((time.time() - t_start) / 60, 1)
+    else:
+        quality["total_minutes"] = prev_minutes(a.out)
     with open(os.path.join(a.out, "quality.json"), "w", encoding="utf-8") as f:
         json.dump(quality, f, indent=1, sort_keys=True)
     log(f"done: {art} {os.path.getsize(art)} bytes, {pin}; {quality['total_minutes']} min")

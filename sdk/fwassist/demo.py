@@ -1,69 +1,196 @@
-"""``fwassist demo``: the main job end to end on a model the tool builds itself (until the
-bundled model exists): a synthetic Qwen3-MoE (64 experts, top-8, 4-bit weights, byte-level
-tokenizer) written as a pinned artifact, loaded with its pin (every byte verified), and run:
-the completion streams to stdout, statistics go to stderr. The weights are random, so the
-text is noise; the point is the pipeline, the pin and the numbers."""
+"""``fwassist demo``: the main job on the bundled model, offline.
+
+Verifies the bundled fwassist-tiny-coder artifact against its pin (every byte, before use),
+shows its identity (model card, quantization, training data licenses, measured quality),
+completes a few firmware C prompts with the completion streaming to stdout, and prints per
+prompt and in total: tokens/s, experts activated per layer, CPU core-seconds per token, and the
+energy / Software Carbon Intensity estimate (a model estimate unless RAPL/hwmon energy
+counters are readable; the report says which).
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import platform
 import sys
-import tempfile
-from typing import Any
+import time
+from typing import Any, Optional, TextIO
+
+PROMPTS = (
+    "/* Ring buffer for received UART bytes. */\n"
+    "#include <stdint.h>\n#include <stddef.h>\n\n"
+    "static size_t ring_next(size_t i, size_t size)\n{\n",
+    "/* Returns the number of bytes copied, or -1 when the buffer is too small. */\n"
+    "int buffer_copy(char *dst, size_t dst_size, const char *src, size_t len)\n{\n",
+    "static uint32_t crc32_update(uint32_t crc, const unsigned char *data, size_t len)\n"
+    "{\n    size_t i;\n",
+)
+# World average grid intensity (IEA, 2022: ~460 gCO2e/kWh), used when none is given.
+DEFAULT_GRID_G_PER_KWH = 460.0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="build a small synthetic model, verify it, generate",
+    p = sub.add_parser("demo", help="verify the bundled model and complete firmware C code",
                        description=__doc__)
-    p.add_argument("--out", help="where to write the artifact (default: a temporary file)")
-    p.add_argument("--prompt", default="int main(void) {")
-    p.add_argument("--max-tokens", type=int, default=48)
-    p.add_argument("--bits", type=int, choices=(2, 3, 4), default=4)
+    p.add_argument("--prompt", action="append",
+                   help="a C prompt to complete instead of the built-in ones (repeatable)")
+    p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--mode", choices=("exact", "fast"), default="fast")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0 = greedy (default: the same bits on every CPU)")
+    p.add_argument("--repetition-penalty", type=float, default=1.15,
+                   help="1 = off (default 1.15: a tiny model's greedy output loops without it)")
+    p.add_argument("--grid-intensity", type=float, default=None,
+                   help=f"gCO2e/kWh of your grid (default {DEFAULT_GRID_G_PER_KWH:g}, a world "
+                        "average)")
+    p.add_argument("--energy-profile", metavar="NAME|PATH",
+                   help="device energy profile (default by CPU architecture)")
     p.set_defaults(fn=run)
 
 
+def _out(msg: str, f: TextIO = sys.stderr) -> None:
+    print(msg, file=f, flush=True)
+
+
+def _identity(path: str, pin: str) -> dict[str, Any]:
+    from .artifact.inspect import inspect
+
+    info = inspect(path)
+    if info["pin"] != pin:  # the C++ loader checked the same bytes; a second opinion is cheap
+        raise RuntimeError(f"{path}: the Python verifier's pin {info['pin']} differs")
+    return info
+
+
+def _print_identity(info: dict[str, Any], path: str) -> None:
+    import os
+
+    card, c, tot = info["model_card"], info["config"], info["totals"]
+    H, I, L = int(c["hidden_size"]), int(c["moe_intermediate_size"]), int(c["num_hidden_layers"])
+    E, K = int(c["num_experts"]), int(c["num_experts_per_tok"])
+    # Active: what a token multiplies with (not the embedding table, not the unpicked experts).
+    active = tot["params"] - int(c["vocab_size"]) * H - L * (E - K) * 3 * H * I
+    fmt = ", ".join(f"{k} {v['params'] / 1e6:.2f} M" for k, v in tot["by_format"].items())
+    _out(f"model     {card.get('name')} {card.get('version', '')}: Qwen3-MoE, {L} layers, "
+         f"{E} experts top-{K}, {tot['params'] / 1e6:.1f} M parameters "
+         f"({active / 1e6:.1f} M active per token)")
+    _out(f"artifact  {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+    _out(f"pin       {info['pin']}: every byte verified before use")
+    _out(f"weights   {fmt} (blocks of 32, {tot['bits_per_param']:.2f} bits/param overall)")
+    for d in card.get("datasets") or []:
+        _out(f"data      {d.get('name')}: {d.get('files')} files, licenses "
+             f"{', '.join(d.get('licenses') or [])}")
+    q = card.get("quality") or {}
+    if "runtime_exact" in q:
+        _out(f"quality   held-out next-token accuracy {q['runtime_exact']['next_token_accuracy']}"
+             f", perplexity {q['runtime_exact']['perplexity']} (this runtime; PyTorch float "
+             f"{q['float']['next_token_accuracy']})")
+    lim = card.get("known_limitations") or []
+    if lim:
+        _out(f"limits    {lim[0]}")
+
+
+def _cpu_line() -> str:
+    from . import cpu_info
+
+    ci = cpu_info()
+    k = ci["kernels"]
+    return (f"cpu       {ci['arch']}, kernels: gemv {k['gemv_exact']}/{k['gemv_fast']}, "
+            f"gemm {k['gemm_exact']}/{k['gemm_fast']} (exact/fast)")
+
+
 def run(args: argparse.Namespace) -> int:
-    from . import __version__
-    from .artifact.writer import write_artifact
-    from .export.synthetic import synthetic_config, synthetic_model
+    from . import energy
+    from .loader import ArtifactError
+    from .models import TINY_CODER_PIN, tiny_coder_path
     from .runtime import Model
 
-    cfg = synthetic_config()
-    model = synthetic_model(cfg, bits=args.bits)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.out or os.path.join(tmp, "demo.fwa")
-        pin = write_artifact(path, model, model_card={"known_limitations": [
-            "synthetic random weights: generates noise, not code"]},
-            options={"demo": True, "bits": args.bits}, evidence={"measured": False},
-            exporter_version=__version__)
-        n_params = sum(int(np_size(t.value)) for t in model.tensors)
-        print(f"[fwassist demo] built {path}: {n_params / 1e6:.1f} M parameters, "
-              f"{cfg['num_experts']} experts top-{cfg['num_experts_per_tok']}, "
-              f"{args.bits}-bit, {os.path.getsize(path) / 2**20:.1f} MiB, {pin}", file=sys.stderr)
-        m = Model.load(path, pin=pin)
-        print(f"[fwassist demo] loaded and verified against the pin; prompt {args.prompt!r}",
-              file=sys.stderr)
-        with m.session(mode=args.mode, threads=args.threads) as s:
-            stream = s.stream(args.prompt, max_tokens=args.max_tokens, temperature=0.8,
-                              top_p=0.95, seed=1)
-            sys.stdout.write(args.prompt)
+    if args.max_tokens < 1:
+        _out("fwassist demo: --max-tokens must be >= 1")
+        return 2
+    path = tiny_coder_path()
+    t0 = time.perf_counter()
+    try:
+        model = Model.load(path, pin=TINY_CODER_PIN)
+    except ArtifactError as e:
+        _out(f"fwassist demo: the bundled model failed verification, refusing to run: {e}")
+        return 3
+    _out(f"fwassist demo: loaded and verified in {1e3 * (time.perf_counter() - t0):.0f} ms")
+    _print_identity(_identity(path, model.pin), path)
+    _out(_cpu_line())
+    grid = DEFAULT_GRID_G_PER_KWH if args.grid_intensity is None else args.grid_intensity
+    profile = energy.load_profile(args.energy_profile or (
+        "cortex-a76-rpi5" if platform.machine() in ("aarch64", "arm64") else "generic-x86"))
+    meter = energy.EnergyMeter()
+    prompts = args.prompt or list(PROMPTS)
+    totals: dict[str, float] = {k: 0.0 for k in (
+        "busy_core_s", "spin_core_s", "parked_core_s", "weight_bytes_read", "prompt_tokens",
+        "generated_tokens", "lines", "decode_s")}
+    meter.start()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    with model.session(mode=args.mode, threads=args.threads) as s:
+        for i, prompt in enumerate(prompts):
+            s.reset()
+            _out(f"\n[{i + 1}/{len(prompts)}] completing ({args.mode} mode, {args.threads} "
+                 f"thread{'s' if args.threads > 1 else ''}, "
+                 f"{'greedy' if args.temperature <= 0 else f'temperature {args.temperature:g}'}"
+                 f", repetition penalty {args.repetition_penalty:g}):")
+            sys.stdout.write(prompt)
+            stream = s.stream(prompt, max_tokens=args.max_tokens,
+                              temperature=args.temperature,
+                              repetition_penalty=args.repetition_penalty, seed=1,
+                              stop=["\n}\n"], stop_ids=[0])
             for tok in stream:
                 sys.stdout.write(tok.text)
                 sys.stdout.flush()
-            sys.stdout.write("\n")
             r = stream.result
             assert r is not None
+            if r.stop_reason == "stop_string":
+                sys.stdout.write("\n}")
+            sys.stdout.write("\n")
+            sys.stdout.flush()
             st = r.stats
-            print(f"[fwassist demo] generated {st['generated_tokens']} tokens "
-                  f"({r.stop_reason}); prefill {st['prefill_tokens_per_s']:.0f} tok/s, decode "
-                  f"{st['decode_tokens_per_s']:.0f} tok/s, TTFT {st['ttft_ms']:.1f} ms, "
-                  f"experts/layer {st['experts_activated']}, mode {args.mode}", file=sys.stderr)
+            n = max(1, st["generated_tokens"])
+            core_s = st["busy_core_s"] + st["spin_core_s"]
+            _out(f"  {st['generated_tokens']} tokens ({r.stop_reason}), decode "
+                 f"{st['decode_tokens_per_s']:.0f} tok/s, TTFT {st['ttft_ms']:.1f} ms, experts "
+                 f"activated per layer {'/'.join(str(x) for x in st['experts_activated'])} "
+                 f"of {model.config['num_experts']}, {core_s / n * 1e3:.2f} core-ms/token")
+            for k in ("busy_core_s", "spin_core_s", "parked_core_s", "weight_bytes_read",
+                      "prompt_tokens", "generated_tokens"):
+                totals[k] += st[k]
+            totals["lines"] += r.text.count("\n")
+    wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+    reading = meter.stop()
+    activity = energy.Activity(
+        wall_s=wall_s, busy_core_s=totals["busy_core_s"], spin_core_s=totals["spin_core_s"],
+        parked_core_s=totals["parked_core_s"], process_cpu_s=cpu_s,
+        weight_bytes_read=int(totals["weight_bytes_read"]),
+        prompt_tokens=int(totals["prompt_tokens"]),
+        generated_tokens=int(totals["generated_tokens"]), generated_lines=int(totals["lines"]))
+    rep = energy.sci_report(activity, profile, grid_intensity_g_per_kwh=grid, measured=reading)
+    _print_energy(rep, activity, profile.name, grid, args.grid_intensity is None)
     return 0
 
 
-def np_size(v: Any) -> int:
-    q = getattr(v, "q", v)
-    return int(getattr(q, "size", 0))
+def _print_energy(rep: Any, a: Any, profile: str, grid: float, default_grid: bool) -> None:
+    n = max(1, a.generated_tokens + a.prompt_tokens)
+    g = max(1, a.generated_tokens)
+    src = ("measured by " + rep.energy_source.upper()) if rep.energy_source != "model" else \
+        f"a model estimate from counted core-seconds and bytes (profile {profile}), not a " \
+        "measurement"
+    _out(f"\ntotal     {a.generated_tokens} tokens generated, {a.prompt_tokens} prompt tokens, "
+         f"{a.wall_s:.2f} s wall, {(a.busy_core_s + a.spin_core_s) / n * 1e3:.2f} core-ms "
+         f"per token (process CPU {a.process_cpu_s / g * 1e3:.2f} ms per generated token), "
+         f"weights read {a.weight_bytes_read / n / 2**20:.2f} MiB/token")
+    _out(f"energy    {rep.energy_j:.3f} J, {rep.energy_j / g * 1e3:.2f} mJ per generated token: "
+         f"{src}")
+    sci_tok = _fmt_opt(rep.sci_g_per_1k_tokens)
+    sci_lines = _fmt_opt(rep.sci_g_per_1k_lines)
+    grid_note = " (world-average default; pass --grid-intensity)" if default_grid else ""
+    _out(f"SCI       {sci_tok} gCO2e per 1k tokens, {sci_lines} gCO2e per 1k lines, at "
+         f"{grid:g} gCO2e/kWh{grid_note}")
+
+
+def _fmt_opt(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.3g}"

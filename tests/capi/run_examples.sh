@@ -3,8 +3,9 @@
 # natively as a shared and as a static library and cross-compiled for aarch64, builds
 # examples/c against each installed package with find_package(fwassist CONFIG), and runs the
 # example natively and under qemu-aarch64 (cortex-a53 and SVE-512) on a pinned artifact with
-# a tokenizer. Every run must print the same completion (the runtime is bit-identical across
-# ISAs). Also checks that libfwassist.so exports only fwa_* symbols.
+# a tokenizer: the bundled model (sdk/fwassist/models) with its pin. Every run must print the
+# golden greedy completion of tests/golden, in exact and in fast mode (the runtime is
+# bit-identical across ISAs). Also checks that libfwassist.so exports only fwa_* symbols.
 # Usage: tests/capi/run_examples.sh WORK_DIR   (prints FWA_C_PREFIX=<native prefix> last;
 #        FWA_NATIVE_BUILD / FWA_AARCH64_BUILD reuse existing build directories)
 set -euo pipefail
@@ -44,29 +45,35 @@ build_example "$work/prefix" "$work/example-shared"
 build_example "$work/prefix-static" "$work/example-static"
 build_example "$work/prefix-aarch64" "$work/example-aarch64" -DCMAKE_TOOLCHAIN_FILE="$toolchain"
 
-echo "--- a pinned artifact with a tokenizer (fwassist demo's synthetic model)"
-model="$work/demo.fwa"
-fwassist demo --out "$model" --max-tokens 1 >/dev/null 2>&1
-pin=$(python -c "import fwassist, sys; print(fwassist.Model.load(sys.argv[1]).pin)" "$model")
-prompt='static int crc8(const uint8_t *p, size_t n) {'
-
-run() {  # label command...
-  local label=$1; shift
-  echo "=== $label"
-  "$@" "$model" "$pin" "$prompt" 24 2 >"$work/out-$label.txt"
-  cat "$work/out-$label.txt"
-}
-run native-shared "$work/example-shared/fwa_complete"
-run native-static "$work/example-static/fwa_complete"
+echo "--- the bundled model, pinned: greedy completions against tests/golden (exact, fast)"
+model="$root/sdk/fwassist/models/tiny-coder.fwa"
+pin=$(sed -n 's/^TINY_CODER_PIN = "\(sha256:[0-9a-f]*\)"$/\1/p' "$root/sdk/fwassist/models/__init__.py")
+[ -n "$pin" ] || { echo "FAILED: no TINY_CODER_PIN in sdk/fwassist/models/__init__.py"; exit 1; }
+prompt=$(cat "$root/tests/golden/tiny-coder-prompt.c")
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
-run aarch64-a53 "${qemu[@]}" -cpu cortex-a53 "$work/example-aarch64/fwa_complete"
-run aarch64-sve512 "${qemu[@]}" -cpu max,sve512=on "$work/example-aarch64/fwa_complete"
-for label in native-static aarch64-a53 aarch64-sve512; do
-  if ! cmp -s "$work/out-native-shared.txt" "$work/out-$label.txt"; then
-    echo "FAILED: $label printed another completion than native-shared"; exit 1
-  fi
+
+run() {  # mode label command...
+  local mode=$1 label=$2; shift 2
+  echo "=== $label ($mode)"
+  "$@" "$model" "$pin" "$prompt" 32 2 "$mode" >"$work/out-$mode-$label.txt"
+  cat "$work/out-$mode-$label.txt"
+}
+for mode in exact fast; do
+  golden="$root/tests/golden/tiny-coder-$mode.txt"
+  run "$mode" native-shared "$work/example-shared/fwa_complete"
+  run "$mode" native-static "$work/example-static/fwa_complete"
+  run "$mode" aarch64-a53 "${qemu[@]}" -cpu cortex-a53 "$work/example-aarch64/fwa_complete"
+  run "$mode" aarch64-sve512 "${qemu[@]}" -cpu max,sve512=on "$work/example-aarch64/fwa_complete"
+  if [ "${FWA_UPDATE_GOLDEN:-0}" = 1 ]; then cp "$work/out-$mode-native-shared.txt" "$golden"; fi
+  for label in native-shared native-static aarch64-a53 aarch64-sve512; do
+    if ! cmp -s "$golden" "$work/out-$mode-$label.txt"; then
+      echo "FAILED: $label ($mode) differs from $golden (FWA_UPDATE_GOLDEN=1 rewrites it"
+      echo "after a deliberate model change)"; diff "$golden" "$work/out-$mode-$label.txt" || true
+      exit 1
+    fi
+  done
 done
-echo "--- the same completion natively (shared, static) and under qemu (cortex-a53, SVE-512)"
+echo "--- the golden completions natively (shared, static) and under qemu (cortex-a53, SVE-512)"
 
 # A wrong pin must make the example fail with the library's status.
 if "$work/example-shared/fwa_complete" "$model" "sha256:$(printf '0%.0s' $(seq 64))" x 2>"$work/err.txt"; then
