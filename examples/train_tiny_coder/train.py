@@ -219,7 +219,6 @@ def model_card(corpus: str, quality: dict[str, Any], plan: QuantPlan,
     tot = man["totals"]
     total = int(train_info["parameters"])
     active = active_parameters(c, total)
-    minutes = float(train_info["float_minutes"]) + float(train_info["qat_minutes"])
     metrics = []
     for key, label in (("float", "PyTorch float"), ("qat", "PyTorch QAT"),
                        ("runtime_exact", "fwassist exact"), ("runtime_fast", "fwassist fast")):
@@ -256,11 +255,12 @@ def model_card(corpus: str, quality: dict[str, Any], plan: QuantPlan,
             f"attention {plan.attention}-bit, experts {'/'.join(map(str, plan.experts))}-bit, "
             f"embedding and lm_head {plan.embed}-bit, blocks of 32, float16 scales"],
         "metrics": metrics,
-        "training": train_info,
+        # No wall-clock figures: a re-run must give the same card, so the same artifact bytes.
+        "training": {k: v for k, v in train_info.items() if not k.endswith("_minutes")},
         "quality": quality,
         "known_limitations": [
             f"a tiny model ({total / 1e6:.1f} M parameters, {active / 1e6:.1f} M active per "
-            f"token) trained for {minutes:.0f} minutes on two CPU cores: it continues C code "
+            "token) trained for about an hour on two CPU cores: it continues C code "
             "with plausible syntax and idioms but does not understand programs; its code is "
             "not correct and must never be used unreviewed",
             "greedy decoding soon repeats itself; a repetition penalty (fwassist demo uses "

@@ -11,7 +11,7 @@ import os
 
 TINY_CODER_FILE = "tiny-coder.fwa"
 # SHA-256 of the artifact's manifest, which binds every tensor byte (docs/artifact-format.md).
-TINY_CODER_PIN = "sha256:629abd8b0b39b0d934f0df626c03131be48c4e4e3f2a7567068a6cc7039c97f5"
+TINY_CODER_PIN = "sha256:6105638e1c9d0cb6f0de119c281b6f9906b68ed2068fed5652d199a70a65a68f"
 
 
 def tiny_coder_path() -> str:
