@@ -164,12 +164,12 @@ def run_phase(name: str, model: TinyCoder, batches: Batches, steps: int, peak: f
         opt.step()
         if step % 25 == 0 or step == steps - 1:
             el = time.time() - t0
-            rec = {"phase": name, "step": step, "ce": round(float(ce), 4),
-                   "aux": round(float(aux), 4), "lr": lr,
+            rec = {"phase": name, "step": step, "ce": round(ce.item(), 4),
+                   "aux": round(aux.item(), 4), "lr": lr,
                    "tokens_per_s": round((step + 1) * w.numel() / max(el, 1e-9))}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
-            log(f"{name} {step}/{steps} ce {float(ce):.3f} aux {float(aux):.3f} "
+            log(f"{name} {step}/{steps} ce {ce.item():.3f} aux {aux.item():.3f} "
                 f"lr {lr:.2e} {rec['tokens_per_s']} tok/s")
 
 
@@ -317,8 +317,11 @@ def train_and_evaluate(model: TinyCoder, plan: QuantPlan, train: np.ndarray,
     quality: dict[str, Any] = {}
     with open(os.path.join(a.out, "train_log.jsonl"), "w", encoding="utf-8") as logf:
         t0 = time.time()
-        run_phase("float", model, batches, a.float_steps, a.peak_lr, a.peak_lr / 10, 100,
-                  a.aux, logf)
+        if a.init_float:
+            model.load_state_dict(torch.load(a.init_float))
+        else:
+            run_phase("float", model, batches, a.float_steps, a.peak_lr, a.peak_lr / 10, 100,
+                      a.aux, logf)
         t_float = time.time() - t0
         torch.save(model.state_dict(), os.path.join(a.out, "float.pt"))
         quality["float"] = eval_torch(model, windows)
@@ -337,6 +340,7 @@ def train_and_evaluate(model: TinyCoder, plan: QuantPlan, train: np.ndarray,
     train_info = {
         "seed": a.seed, "threads": a.threads, "torch": torch.__version__,
         "seq": a.seq, "batch": a.batch, "float_steps": a.float_steps, "qat_steps": a.qat_steps,
+        "init_float": os.path.basename(a.init_float) if a.init_float else None,
         "tokens_seen": (a.float_steps + a.qat_steps) * a.batch * a.seq,
         "train_tokens": int(train.size),
         "float_minutes": round(t_float / 60, 1), "qat_minutes": round(t_qat / 60, 1),
@@ -371,6 +375,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--eval-windows", type=int, default=48)
     ap.add_argument("--expert-bits", default="3,3,3,3", help="per layer, e.g. 3,3,2,2")
     ap.add_argument("--moe-intermediate", type=int, default=64)
+    ap.add_argument("--init-float", metavar="FLOAT_PT",
+                    help="start from these float weights (skips the float phase), e.g. to try "
+                         "other --expert-bits")
     ap.add_argument("--export-only", action="store_true",
                     help="re-export OUT/qat.pt with the figures of OUT/quality.json (no training)")
     a = ap.parse_args(argv)
