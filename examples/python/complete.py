@@ -31,7 +31,6 @@ from typing import Any, Optional
 
 EXIT_OK, EXIT_USAGE, EXIT_ARTIFACT = 0, 2, 3
 PIN_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
-EOS_TEXTS = ("<|endoftext|>", "<|im_end|>")
 WHY_PIN = ("the model must be bit-for-bit the certified one: its pin is the SHA-256 of the "
            "artifact's manifest, which holds the digest of every tensor, so checking it "
            "rejects a swapped, corrupted or tampered file before any weight is used")
@@ -128,16 +127,6 @@ def read_source(name: str) -> str:
     return text
 
 
-def eos_ids(model: Any) -> list[int]:
-    """Ids of the end-of-text special tokens the tokenizer has (stop there)."""
-    out: list[int] = []
-    for t in EOS_TEXTS:
-        ids = model.tokenizer.encode(t)
-        if len(ids) == 1 and model.tokenizer.decode(ids, skip_special_tokens=True) == "":
-            out.append(ids[0])
-    return out
-
-
 def fit_prompt(ids: list[int], max_context: int, max_tokens: int) -> list[int]:
     """The tail of ``ids`` that leaves room for ``max_tokens`` in the context."""
     room = max_context - max_tokens
@@ -194,7 +183,7 @@ def complete(args: argparse.Namespace) -> int:
         ids = fit_prompt(model.encode(text), s.max_context, args.max_tokens)
         stream = s.stream(prompt_ids=ids, max_tokens=args.max_tokens,
                           temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                          stop=[unescape(x) for x in args.stop], stop_ids=eos_ids(model))
+                          stop=[unescape(x) for x in args.stop], stop_ids=model.eos_ids())
         for tok in stream:
             sys.stdout.write(tok.text)
             sys.stdout.flush()

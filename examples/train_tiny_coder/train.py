@@ -299,11 +299,6 @@ def export(model: TinyCoder, plan: QuantPlan, tokenizer_path: str, out: str,
     return art, pin
 
 
-def prev_minutes(out: str) -> float:
-    with open(os.path.join(out, "quality.json"), "r", encoding="utf-8") as f:
-        return float(json.load(f)["total_minutes"])
-
-
 def tensors_digest(path: str) -> str:
     from fwassist.artifact.inspect import inspect
 
@@ -348,14 +343,15 @@ def train_and_evaluate(model: TinyCoder, plan: QuantPlan, train: np.ndarray,
     return quality, train_info
 
 
-def load_trained(model: TinyCoder, plan: QuantPlan, out: str) -> tuple[dict, dict]:
-    """--export-only: the QAT weights and the PyTorch figures of an earlier run in OUT."""
+def load_trained(model: TinyCoder, plan: QuantPlan, out: str) -> tuple[dict, dict, float]:
+    """--export-only: the QAT weights, the PyTorch figures, the training info and the total
+    minutes of an earlier run in OUT."""
     model.load_state_dict(torch.load(os.path.join(out, "qat.pt")))
     model.plan = plan
     with open(os.path.join(out, "quality.json"), "r", encoding="utf-8") as f:
         prev = json.load(f)
     keep = ("float", "float_quantized_rtn", "qat", "qat_retains_float_accuracy")
-    return {k: prev[k] for k in keep}, prev["training"]
+    return {k: prev[k] for k in keep}, prev["training"], float(prev["total_minutes"])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -406,7 +402,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{n_params / 1e6:.2f} M parameters")
     if a.export_only:
-        quality, train_info = load_trained(model, plan, a.out)
+        quality, train_info, minutes = load_trained(model, plan, a.out)
     else:
         quality, train_info = train_and_evaluate(model, plan, train, windows, a)
         train_info.update(parameters=n_params, test_tokens=int(test.size))
@@ -425,9 +421,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                            "pin": pin}
     quality["training"] = train_info
     if not a.export_only:
-        quality["total_minutes"] = round((time.time() - t_start) / 60, 1)
-    else:
-        quality["total_minutes"] = prev_minutes(a.out)
+        minutes = round((time.time() - t_start) / 60, 1)
+    quality["total_minutes"] = minutes
     with open(os.path.join(a.out, "quality.json"), "w", encoding="utf-8") as f:
         json.dump(quality, f, indent=1, sort_keys=True)
     log(f"done: {art} {os.path.getsize(art)} bytes, {pin}; {quality['total_minutes']} min")

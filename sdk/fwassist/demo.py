@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             stream = s.stream(prompt, max_tokens=args.max_tokens,
                               temperature=args.temperature,
                               repetition_penalty=args.repetition_penalty, seed=1,
-                              stop=["\n}\n"], stop_ids=[0])
+                              stop=["\n}\n"], stop_ids=model.eos_ids())
             for tok in stream:
                 sys.stdout.write(tok.text)
                 sys.stdout.flush()

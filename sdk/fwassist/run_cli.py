@@ -8,8 +8,6 @@ import argparse
 import sys
 from typing import Any
 
-EOS_TEXTS = ("<|endoftext|>", "<|im_end|>")
-
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="generate text with a .fwa model",
@@ -46,18 +44,6 @@ def register(sub: Any) -> None:
     e.add_argument("--codecarbon-csv", metavar="PATH",
                    help="append the report as a CodeCarbon emissions.csv row")
     p.set_defaults(fn=run)
-
-
-def _eos_ids(model: Any) -> list[int]:
-    tok = model.tokenizer
-    if tok is None:
-        return []
-    out = []
-    for t in EOS_TEXTS:
-        ids = tok.encode(t)
-        if len(ids) == 1 and tok.decode(ids, skip_special_tokens=True) == "":
-            out.append(ids[0])
-    return out
 
 
 def energy_report(args: argparse.Namespace, result: Any, wall_s: float, cpu_s: float,
@@ -120,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         stream = s.stream(max_tokens=args.max_tokens, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed,
-                          stop=args.stop, stop_ids=[] if args.no_eos else _eos_ids(model),
+                          stop=args.stop, stop_ids=[] if args.no_eos else model.eos_ids(),
                           **kwargs)
         text_mode = model.tokenizer is not None
         for tok in stream:

@@ -28,6 +28,7 @@ from .tokenizer import Tokenizer
 __all__ = ["Model", "Session", "Generation", "Token", "Stream"]
 
 MODES = ("exact", "fast")
+EOS_TEXTS = ("<|endoftext|>", "<|im_end|>")
 _REALS = ("rms_norm_eps", "rope_theta")
 
 
@@ -136,6 +137,18 @@ class Model:
         if self.tokenizer is None:
             raise ValueError("the model was exported without a tokenizer: pass prompt_ids")
         return self.tokenizer.encode(text)
+
+    def eos_ids(self) -> list[int]:
+        """Ids of the tokenizer's end-of-text special tokens (EOS_TEXTS), to stop at."""
+        tok = self.tokenizer
+        if tok is None:
+            return []
+        out = []
+        for t in EOS_TEXTS:
+            ids = tok.encode(t)
+            if len(ids) == 1 and tok.decode(ids, skip_special_tokens=True) == "":
+                out.append(ids[0])
+        return out
 
 
 class Stream:
