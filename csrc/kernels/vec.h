@@ -11,8 +11,10 @@ namespace fwa {
 
 struct VecOps {
   const char* name;
-  // y[i] = y[i] + a * x[i]
-  void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // y[j] = sum over i in [0, rows) ascending of a[i] * x[i * ld + j], j in [0, n), each sum
+  // started from 0.0f: attention's scores (a = q, x = K^T) and output (a = p, x = V).
+  void (*weighted_row_sum)(const float* a, const float* x, int64_t ld, int64_t rows, int64_t n,
+                           float* y);
   // x[i] = x[i] / d
   void (*divide)(float* x, float d, int64_t n);
   // x[i] = exp(x[i] - m), the float exp of vec_body.inc (0 for -inf or NaN differences)

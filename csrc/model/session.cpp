@@ -77,13 +77,11 @@ void attention_heads(void* ctx, int head) {
   for (int64_t r = 0; r < a.rows; ++r) {
     const float* q = a.q + (r * a.nh + h) * hd;
     const int64_t n = a.pos0 + r + 1;  // causal: positions 0..pos
-    for (int64_t j = 0; j < n; ++j) s[j] = 0.0f;
-    for (int64_t d = 0; d < hd; ++d) ops.axpy(q[d], K + d * a.ctx, s, n);
+    ops.weighted_row_sum(q, K, a.ctx, hd, n, s);
     ops.divide(s, a.sqrt_hd, n);
     softmax_inplace(s, n);
     float* o = a.out + (r * a.nh + h) * hd;
-    for (int64_t d = 0; d < hd; ++d) o[d] = 0.0f;
-    for (int64_t j = 0; j < n; ++j) ops.axpy(s[j], V + j * hd, o, hd);
+    ops.weighted_row_sum(s, V, hd, n, hd, o);
   }
 }
 

@@ -42,11 +42,24 @@ TEST_CASE("vec: every variant equals the reference bit for bit") {
       CAPTURE(n);
       const auto x = random_vector(rng, n, 30.0f);  // reaches both exp clamps
       const auto w = random_vector(rng, n, 1.0f);
-      std::vector<float> a = w, b = w;
-      ref->axpy(0.37f, x.data(), a.data(), n);
-      ops->axpy(0.37f, x.data(), b.data(), n);
-      CHECK(same(a, b));
-      a = x;
+      for (int64_t rows : {int64_t(1), int64_t(5), int64_t(64)}) {
+        CAPTURE(rows);
+        const int64_t ld = n + 3;  // rows padded, as the K cache's context stride
+        const auto coef = random_vector(rng, rows, 1.0f);
+        const auto mat = random_vector(rng, rows * ld, 1.0f);
+        const size_t un = static_cast<size_t>(n);
+        std::vector<float> want(un), got(un, -1.0f), ref_out(un, -1.0f);
+        for (int64_t j = 0; j < n; ++j) {  // the definition: rows ascending, from 0.0f
+          float acc = 0.0f;
+          for (int64_t i = 0; i < rows; ++i) acc = acc + coef[size_t(i)] * mat[size_t(i * ld + j)];
+          want[size_t(j)] = acc;
+        }
+        ref->weighted_row_sum(coef.data(), mat.data(), ld, rows, n, ref_out.data());
+        ops->weighted_row_sum(coef.data(), mat.data(), ld, rows, n, got.data());
+        CHECK(same(want, ref_out));
+        CHECK(same(want, got));
+      }
+      std::vector<float> a = x, b = x;
       b = x;
       ref->divide(a.data(), 2.7f, n);
       ops->divide(b.data(), 2.7f, n);
