@@ -6,7 +6,8 @@ model, written both as a QAT ONNX (exported to ``.fwa`` by our exporter) and as 
   names), made once per model and only when some file is missing.
 * Ours: ``build_qat_onnx`` with :func:`quant_scheme` (every projection quantized symmetric,
   round to nearest, block 32, at 2/3/4 bits: integer codes -> DQ with float16 scales, or
-  Q -> Clip -> DQ with float32 scales at 3 bits; the embedding and lm_head at 8 bits, block
+  Q -> Clip -> DQ at 3 bits with float32 scales holding float16 values (which the importer
+  stores as float16); the embedding and lm_head at 8 bits, block
   32; router and norms float), external data, then
   ``fwassist.export.pipeline.export_onnx`` (what ``fwassist export`` runs) to ``.fwa``.
   The ONNX (float weights, ~4 B/param) is deleted after the export unless kept.
@@ -38,7 +39,8 @@ import numpy as np
 import gguf_qwen3moe
 
 GENERATOR_VERSION = 1   # bump when the weights or the GGUF recipe change (all files)
-FWA_RECIPE = 2          # bump when quant_scheme changes (the .fwa files only)
+# Per bit width, bump when quant_scheme changes for that width (the .fwa files only).
+FWA_RECIPE = {2: 2, 3: 3, 4: 2}
 SEED = 20251126
 BLOCK = 32
 LLAMA_QUANT = {4: "Q4_0", 3: "Q3_K_S", 2: "Q2_K"}
@@ -122,11 +124,12 @@ def tokenizer(vocab_size: int) -> dict[str, Any]:
 def quant_scheme(bits: int) -> dict[str, Any]:
     """Role-keyed QuantSpecs for build_qat_onnx (see the module docstring): integer codes ->
     DequantizeLinear with float16 scales (4.5 bits/weight at 4 bits, like Q4_0), except at
-    3 bits, which no ONNX integer type declares: Q -> Clip -> DQ, whose scales the importer
-    takes only as float32 (4.0 bits/weight, vs Q3_K_S's 3.44)."""
+    3 bits, which no ONNX integer type declares: Q -> Clip -> DQ, whose QuantizeLinear takes
+    float32 scales; they are rounded to float16 values, which the importer stores as float16
+    (3.5 bits/weight, vs Q3_K_S's 3.44)."""
     from fwassist.export.qat_builder import QuantSpec
     if bits == 3:
-        proj = QuantSpec(pattern="qcdq", bits=3, block=BLOCK)
+        proj = QuantSpec(pattern="qcdq", bits=3, block=BLOCK, scale_round="float16")
     else:
         proj = QuantSpec(pattern="dq", bits=bits, block=BLOCK, scale_dtype="float16")
     eight = QuantSpec(pattern="dq", bits=8, block=BLOCK, scale_dtype="float16")
@@ -231,7 +234,7 @@ def ensure_models(cache: str, name: str, config: dict[str, Any], bits: list[int]
     times: dict[str, float] = {}
     fwa, gg = {}, {}
     for b in bits:
-        fwa[b] = os.path.join(d, f"model-{b}bit-r{FWA_RECIPE}.fwa")
+        fwa[b] = os.path.join(d, f"model-{b}bit-r{FWA_RECIPE[b]}.fwa")
         if not os.path.exists(fwa[b]):
             _timed(f"{name} {b}-bit onnx+export", times,
                    lambda: _export_fwa(d, weights, config, b, fwa[b], keep_onnx))

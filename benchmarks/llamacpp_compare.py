@@ -35,7 +35,9 @@ CI). Steps:
    b. paced, 2 threads: 128 tokens at 50 % of llama.cpp's best max rate for that quantization
       (over 1 and 2 threads: a 2-thread rate collapsed by other load on the machine would make
       the pace meaningless); the harness sleeps until each token's deadline, both runtimes are
-      paced per token: core-seconds per token.
+      paced per token: core-seconds per token. fwassist is given the period as its decode
+      latency budget (``target_ms_per_token``: its policy then runs the fewest cores that keep
+      up); llama.cpp has no such setting and runs its default.
    c. oversubscribed: a busy-loop process pinned to the last CPU while each runtime decodes
       with 2 threads: tokens/s relative to that runtime's own 1-thread rate from (a).
    d. dense twin, 4-bit, threads 1 and 2: MoE core-s/token / dense core-s/token per runtime.
@@ -257,6 +259,7 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "paced_rate_achieved": med([x["rate_achieved"] for x in pc]),
         "paced_rate_target": med([x["rate_target"] for x in pc]),
         "paced_late_tokens": med([x["late_tokens"] for x in pc]),
+        "paced_policy": pc[0].get("policy") if pc else None,
         "idle_cpu_ms_per_min": med([x["cpu_ms_per_min"] for x in idle]),
         "idle_cpu_ms_after_1s": med([x.get("cpu_ms_after_1s") for x in idle]),
         # VmHWM, not wait4's ru_maxrss: Linux carries the parent's high-water mark at fork

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <new>
 
@@ -83,6 +84,14 @@ void attention_heads(void* ctx, int head) {
     float* o = a.out + (r * a.nh + h) * hd;
     ops.weighted_row_sum(s, V, hd, n, hd, o);
   }
+}
+
+// CPU time of the calling thread: a decode step's wall time minus it is the time the caller
+// was off its core, parked waiting for another thread's chunk or descheduled itself.
+double thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) * 1e-6;
 }
 
 template <typename T>
@@ -346,8 +355,10 @@ void Session::set_policy(int max_cores, double target_ms) {
   max_active_ = max_cores < 1 || max_cores > opt_.n_threads ? opt_.n_threads : max_cores;
   target_ms_ = target_ms > 0 ? target_ms : 0;
   active_threads_ = max_active_;
-  window_ms_ = 0;
+  window_ms_ = window_off_ms_ = 0;
   window_steps_ = 0;
+  trial_ = hold_ = 0;
+  hold_next_ = kHoldMin;
   if (target_ms_ == 0) return;
   const double* bw = process_read_bandwidth(pool_.get(), max_active_);
   for (int n = 1; n <= max_active_; ++n)
@@ -357,19 +368,54 @@ void Session::set_policy(int max_cores, double target_ms) {
     }
 }
 
-void Session::account_decode_step(double ms) {
-  if (target_ms_ <= 0) return;
+void Session::account_decode_step(double ms, double off_cpu_ms) {
+  if (max_active_ <= 1) return;
   window_ms_ += ms;
+  window_off_ms_ += off_cpu_ms;
   if (++window_steps_ < kPolicyWindow) return;
   const double avg = window_ms_ / window_steps_;
-  window_ms_ = 0;
+  const double off = window_ms_ > 0 ? window_off_ms_ / window_ms_ : 0;
+  window_ms_ = window_off_ms_ = 0;
   window_steps_ = 0;
-  if (avg > target_ms_ && active_threads_ < max_active_) {
+  if (target_ms_ <= 0) {
+    fastest_policy_window(avg, off);
+  } else if (avg > target_ms_ && active_threads_ < max_active_) {
     ++active_threads_;
   } else if (active_threads_ > 1 &&
              avg * active_threads_ / (active_threads_ - 1) < 0.85 * target_ms_) {
     --active_threads_;
   }
+}
+
+void Session::fastest_policy_window(double avg_ms, double off_fraction) {
+  if (trial_ != 0) {  // this window ran the trial: keep it only if clearly faster
+    const bool kept = avg_ms < (1 - kTrialGain) * before_trial_ms_;
+    if (kept && trial_ > 0) {  // the shed core is free again
+      hold_ = 0;
+      hold_next_ = kHoldMin;
+    } else if (kept) {  // shed: retry the core after a hold
+      hold_ = hold_next_;
+    } else {  // no gain: undo, and wait longer before the next trial
+      active_threads_ -= trial_;
+      hold_next_ = std::min(2 * hold_next_, kHoldMax);
+      hold_ = hold_next_;
+    }
+    trial_ = 0;
+    return;
+  }
+  if (hold_ > 0) {
+    --hold_;
+    return;
+  }
+  if (active_threads_ < max_active_) {
+    trial_ = +1;
+  } else if (active_threads_ > 1 && off_fraction > kContendedWait) {
+    trial_ = -1;
+  } else {
+    return;
+  }
+  before_trial_ms_ = avg_ms;
+  active_threads_ += trial_;
 }
 
 Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits,
@@ -389,9 +435,10 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
                 "session: " + std::to_string(n) + " tokens after " + std::to_string(start) +
                     " exceed the context of " + std::to_string(ctx_) + " tokens");
   has_last_logits_ = false;
-  const bool timed = n == 1 && target_ms_ > 0;  // the latency policy measures decode steps
+  const bool timed = n == 1 && max_active_ > 1;  // the policy measures decode steps
   const auto t0 =
       timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+  const double cpu0 = timed ? thread_cpu_ms() : 0;
   for (int64_t i0 = 0; i0 < n; i0 += chunk_) {
     const int64_t rows = std::min(chunk_, n - i0);
     const bool last_chunk = i0 + rows == n;
@@ -408,9 +455,12 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
     tokens_.insert(tokens_.end(), ids + i0, ids + i0 + rows);  // capacity reserved: no allocation
   }
   has_last_logits_ = out == LogitsOut::last;
-  if (timed)
-    account_decode_step(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  if (timed) {
+    const double cpu = thread_cpu_ms() - cpu0;
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    account_decode_step(ms, ms - cpu);
+  }
   return Status::ok;
 }
 

@@ -72,15 +72,27 @@ class Session {
   //   - then every kPolicyWindow decode steps the measured mean decides, with hysteresis:
   //     one core more as soon as the mean misses the budget, one fewer only when the mean
   //     scaled to one fewer core (linear scaling, the pessimistic case) stays under 85 %.
+  // target_ms == 0 ("fastest"): all max_cores, unless a core turns out to be taken by
+  // another process. A window whose calling thread was off its core for more than
+  // kContendedWait of the time (wall minus thread CPU time: parked at a run's end waiting for
+  // a descheduled worker's chunk, or descheduled itself; a few % otherwise) triggers a trial
+  // on one core fewer; the trial window's mean decides, against the window
+  // before it, whether to keep the change (more than kTrialGain faster) or undo it. The shed
+  // core is tried again after a hold of windows; a failed trial holds all trials off and
+  // doubles the hold (kHoldMin..kHoldMax windows); regaining the core resets it. At most one
+  // core is shed.
   // Results never depend on it.
   static constexpr int kPolicyWindow = 16;
+  static constexpr double kContendedWait = 0.2, kTrialGain = 0.03;
+  static constexpr int kHoldMin = 4, kHoldMax = 64;
   void set_policy(int max_cores, double target_ms);
   int max_active_threads() const { return max_active_; }
   // Weight bytes one decode step reads (dense layers, top-k experts of average size, lm_head,
   // one embedding row): the cost model's numerator.
   double decode_bytes_per_token() const { return decode_bytes_; }
-  // Feeds the latency policy one decode step's time (eval does it for each 1-token step).
-  void account_decode_step(double ms);
+  // Feeds the policy one decode step's wall time and the part of it the calling thread was
+  // off its core (eval does it for each 1-token step).
+  void account_decode_step(double ms, double off_cpu_ms);
   double target_ms_per_token() const { return target_ms_; }
   int active_threads() const { return active_threads_; }
 
@@ -146,7 +158,13 @@ class Session {
   int64_t ctx_ = 0, chunk_ = 0;
   int active_threads_ = 1, max_active_ = 1;
   double target_ms_ = 0, window_ms_ = 0;  // policy; decode time summed over the window
+  double window_off_ms_ = 0;              // caller's off-core time summed over the window
   int window_steps_ = 0;
+  // "fastest" under contention: the trial under way (0 none, -1 one core fewer, +1 the shed
+  // core back), the mean of the window before it, windows before the next trial, next hold.
+  int trial_ = 0, hold_ = 0, hold_next_ = kHoldMin;
+  double before_trial_ms_ = 0;
+  void fastest_policy_window(double avg_ms, double off_fraction);
   double decode_bytes_ = 0;
   uint64_t weight_bytes_read_ = 0;
 };

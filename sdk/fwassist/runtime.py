@@ -209,8 +209,9 @@ class Session:
     def set_policy(self, max_active_cores: int = 0, target_ms_per_token: float = 0.0) -> None:
         """Scheduler policy: at most ``max_active_cores`` of the session's threads (0: all;
         the others stay parked); with ``target_ms_per_token`` > 0 the fewest cores that meet
-        that decode latency, re-decided every 16 decode steps with hysteresis. Results never
-        depend on it."""
+        that decode latency, re-decided every 16 decode steps with hysteresis; with 0
+        ("fastest") all of them, except one shed while another process takes its core
+        (found by trial, docs/runtime.md). Results never depend on it."""
         threads = int(self._get().threads)
         if max_active_cores < 0 or max_active_cores > threads:
             raise ValueError(f"max_active_cores must be in [0, {threads}], "

@@ -334,6 +334,68 @@ TEST_CASE("an expert released under a budget is verified again: tampering on dis
   std::remove(path.c_str());
 }
 
+TEST_CASE("the fastest policy sheds a contended core by trial, retries it after a hold") {
+  auto m = load_test_model();
+  auto s = make(m, ComputeMode::fast, 2, 8);
+  const int w = Session::kPolicyWindow;
+  // One window of steps of `ms`, the caller off its core for `off` of each.
+  auto feed = [&](double ms, double off) {
+    for (int i = 0; i < w; ++i) s->account_decode_step(ms, off * ms);
+  };
+  auto held = [&](int windows, double ms) {  // contended windows that change nothing
+    const int n = s->active_threads();
+    for (int i = 0; i < windows; ++i) {
+      feed(ms, 0.5);
+      CHECK(s->active_threads() == n);
+    }
+  };
+  s->set_policy(0, 0.0);
+  CHECK(s->active_threads() == 2);
+  feed(6.0, 0.05);  // a few % off-core: balanced, nothing to try
+  CHECK(s->active_threads() == 2);
+  for (int i = 0; i < w - 1; ++i) s->account_decode_step(10.0, 5.0);
+  CHECK(s->active_threads() == 2);  // the window is not over
+  s->account_decode_step(10.0, 5.0);
+  CHECK(s->active_threads() == 1);  // half the time off-core: trial on one core fewer
+  feed(8.0, 0.0);                   // clearly faster: kept
+  CHECK(s->active_threads() == 1);
+  for (int i = 0; i < Session::kHoldMin; ++i) {
+    feed(8.0, 0.0);
+    CHECK(s->active_threads() == 1);  // held
+  }
+  feed(8.0, 0.0);
+  CHECK(s->active_threads() == 2);  // hold over: the core is tried again
+  feed(10.0, 0.5);                  // still contended, slower: back to one core
+  CHECK(s->active_threads() == 1);
+  for (int i = 0; i < 2 * Session::kHoldMin; ++i) {
+    feed(8.0, 0.0);
+    CHECK(s->active_threads() == 1);  // the failed retry doubled the hold
+  }
+  feed(8.0, 0.0);
+  CHECK(s->active_threads() == 2);
+  feed(6.0, 0.02);  // the neighbour left: faster on two, kept, hold reset
+  CHECK(s->active_threads() == 2);
+  feed(6.0, 0.02);
+  CHECK(s->active_threads() == 2);
+
+  // A false alarm: one core fewer is slower, so the trial is undone and trials are held off.
+  feed(6.0, 0.5);
+  CHECK(s->active_threads() == 1);
+  feed(9.0, 0.0);
+  CHECK(s->active_threads() == 2);
+  held(2 * Session::kHoldMin, 6.0);
+  feed(6.0, 0.5);  // hold over: contention is tried again
+  CHECK(s->active_threads() == 1);
+
+  // A 1-core cap or a latency budget leaves the contention trials out.
+  s->set_policy(1, 0.0);
+  feed(6.0, 0.9);
+  CHECK(s->active_threads() == 1);
+  s->set_policy(2, 1e-9);
+  feed(6.0, 0.9);
+  CHECK(s->active_threads() == 2);
+}
+
 TEST_CASE("the latency policy: cost model first, then measured steps with hysteresis") {
   auto m = load_test_model();
   const auto ids = prompt(*m, 40, 21);
@@ -357,7 +419,7 @@ TEST_CASE("the latency policy: cost model first, then measured steps with hyster
   CHECK(s->active_threads() == 3);
   s->set_policy(3, 10.0);
   auto feed = [&](double ms) {
-    for (int i = 0; i < w; ++i) s->account_decode_step(ms);
+    for (int i = 0; i < w; ++i) s->account_decode_step(ms, 0.0);
   };
   const int start = s->active_threads();
   feed(20.0);  // misses the budget
@@ -369,9 +431,9 @@ TEST_CASE("the latency policy: cost model first, then measured steps with hyster
   CHECK(s->active_threads() == 3);
   feed(5.0);   // 7.5 ms on 2 cores: shed one
   CHECK(s->active_threads() == 2);
-  for (int i = 0; i < w - 1; ++i) s->account_decode_step(1.0);
+  for (int i = 0; i < w - 1; ++i) s->account_decode_step(1.0, 0.0);
   CHECK(s->active_threads() == 2);  // a window is not over yet
-  s->account_decode_step(1.0);
+  s->account_decode_step(1.0, 0.0);
   CHECK(s->active_threads() == 1);
 
   // Whatever the decisions, the logits are those of one thread.

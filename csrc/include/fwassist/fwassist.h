@@ -210,7 +210,8 @@ fwa_status fwa_session_reset(fwa_session* session);
  * attention and experts may use (1..n_threads; 0 = all); the others stay parked.
  * target_ms_per_token > 0: a decode latency budget; the session then runs on the fewest
  * cores that meet it, re-decided every 16 decode steps from the measured step time with
- * hysteresis (docs/runtime.md); 0 = always max_active_cores. memory_budget_bytes: bytes of
+ * hysteresis (docs/runtime.md); 0 = max_active_cores, minus one while another process
+ * takes one of those cores (found by trial windows). memory_budget_bytes: bytes of
  * expert weights kept resident (0 = unlimited); it belongs to the session's model and so
  * applies to every session of that model. Cold experts beyond it are dropped from RAM
  * (madvise) and verified again on their next use; with lock_experts the resident ones are
