@@ -29,6 +29,7 @@
 #include <type_traits>
 
 #include "kernels/kernel.h"
+#include "kernels/x86/gemv_prefetch.h"
 #include "kernels/variants.h"
 
 namespace fwa {
@@ -250,8 +251,8 @@ inline __m256i dot_unpacked(const __m256i* w, const int8_t* x, __m256i init) {
 template <int BITS, bool ZP, int NT, int NH, int MB>
 void fast_kernel(const Ctx& c, int64_t t0, int h0, int64_t m0) {
   constexpr int32_t Z = 1 << (BITS - 1);
-  constexpr int kPfStep = (MB == 1 && BITS >= 4) ? 128 : 64;
-  constexpr int kPfLines = 64 * BITS / kPfStep;
+  // GEMV: gemv_prefetch.h; GEMM (a tile is reused by every row block): ahead in memory.
+  GemvPrefetch<NT> gemv_pf(c.w, c.tile_bytes, c.N, t0, kPrefetchAhead);
   const uint8_t* p[NT];
   const uint8_t* sp[NT];
   const uint8_t* zp[NT];
@@ -280,10 +281,11 @@ void fast_kernel(const Ctx& c, int64_t t0, int h0, int64_t m0) {
     }
     --left;
     const int8_t* x = xq + ch * kChunk;
+    if constexpr (MB == 1) gemv_pf.next_chunk(BITS, cb);
     for (int t = 0; t < NT; ++t) {
-      for (int l = 0; l < kPfLines; ++l) {
-        _mm_prefetch(reinterpret_cast<const char*>(p[t] + kPrefetchAhead + kPfStep * l),
-                     _MM_HINT_T1);
+      if constexpr (MB > 1) {
+        for (int l = 0; l < BITS; ++l)
+          _mm_prefetch(reinterpret_cast<const char*>(p[t] + kPrefetchAhead + 64 * l), _MM_HINT_T1);
       }
       for (int hh = 0; hh < NH; ++hh) {
         const int h = h0 + hh;

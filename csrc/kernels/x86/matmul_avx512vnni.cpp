@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "kernels/kernel.h"
+#include "kernels/x86/gemv_prefetch.h"
 #include "kernels/variants.h"
 
 // GCC 12 warns about the deliberately undefined pass-through operand inside its own AVX-512
@@ -183,10 +184,8 @@ inline void store_tile(const Ctx& c, int64_t t, float* yrow, __m512 v) {
 template <int BITS, bool ZP, int NT, int MB>
 void fast_kernel(const Ctx& c, int64_t t0, int64_t m0) {
   constexpr int32_t Z = 1 << (BITS - 1);
-  // Prefetch every line of the chunk, except for GEMV at >= 4 bits (memory bound: every other
-  // line, the hardware fetches the rest; measured faster).
-  constexpr int kPfStep = (MB == 1 && BITS >= 4) ? 128 : 64;
-  constexpr int kPfLines = 64 * BITS / kPfStep;
+  // GEMV: gemv_prefetch.h; GEMM (a tile is reused by every row block): ahead in memory.
+  GemvPrefetch<NT> gemv_pf(c.w, c.tile_bytes, c.N, t0, kPrefetchAhead);
   const uint8_t* p[NT];
   const uint8_t* sp[NT];
   const uint8_t* zp[NT];
@@ -225,10 +224,11 @@ void fast_kernel(const Ctx& c, int64_t t0, int64_t m0) {
     }
     --left;
     const int8_t* x = xq + ch * kChunk;
+    if constexpr (MB == 1) gemv_pf.next_chunk(BITS, cb);
     for (int t = 0; t < NT; ++t) {
-      for (int l = 0; l < kPfLines; ++l) {
-        _mm_prefetch(reinterpret_cast<const char*>(p[t] + kPrefetchAhead + kPfStep * l),
-                     _MM_HINT_T1);
+      if constexpr (MB > 1) {
+        for (int l = 0; l < BITS; ++l)
+          _mm_prefetch(reinterpret_cast<const char*>(p[t] + kPrefetchAhead + 64 * l), _MM_HINT_T1);
       }
       if constexpr (MB == 1) {
         // zv holds z in the low 16 bits of each lane, so VPMADDWD gives z * (-xsum).
