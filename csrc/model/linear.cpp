@@ -89,6 +89,16 @@ Status bind_linear(const TensorInfo& info, const uint8_t* data, Linear* out,
   return Status::ok;
 }
 
+void linear_prefetch_head(const Linear& w) {
+  if (w.dtype != DType::packed || !w.data) return;
+  constexpr int64_t kStreams = 4, kHeadBytes = 3072;  // the x86 GEMV's streams and lead
+  const int64_t tb = int64_t(w.layout.tile_bytes);
+  const int64_t tiles = std::min<int64_t>(kStreams, int64_t(w.layout.n_tiles));
+  const int64_t head = std::min<int64_t>(kHeadBytes, tb);
+  for (int64_t t = 0; t < tiles; ++t)
+    for (int64_t b = 0; b < head; b += 64) __builtin_prefetch(w.data + t * tb + b, 0, 2);
+}
+
 size_t linear_bytes(const Linear& w) {
   if (w.dtype == DType::packed) return w.layout.total_bytes;
   return size_t(w.N * w.K) * (w.dtype == DType::f32 ? 4 : 2);

@@ -33,6 +33,11 @@ Status bind_linear(const TensorInfo& info, const uint8_t* data, Linear* out,
 // Bytes of the weights (what one forward pass over all rows reads from the artifact).
 size_t linear_bytes(const Linear& w);
 
+// Prefetches into L2 the head of the first tile streams of a packed layer (what its GEMV
+// reads first, before the kernel's own prefetch is ahead of it), so that a layer run right
+// after another does not start cold. No-op for float layers.
+void linear_prefetch_head(const Linear& w);
+
 // Workspace bytes linear_forward needs for up to M rows in `mode`.
 size_t linear_workspace_bytes(const Linear& w, int64_t M, ComputeMode mode);
 

@@ -296,6 +296,12 @@ void run_expert_bin(void* ctx, int bin) {
   Status st = Status::ok;
   for (int32_t k = j.bin_start[bin]; k < j.bin_start[bin + 1] && st == Status::ok; ++k) {
     const int32_t i = j.bin_items[k];
+    linear_prefetch_head(*j.lin[2 * j.n_req + i]);
+    if (k + 1 < j.bin_start[bin + 1]) {
+      const int32_t next = j.bin_items[k + 1];
+      linear_prefetch_head(*j.lin[2 * next]);
+      linear_prefetch_head(*j.lin[2 * next + 1]);
+    }
     st = linear_batch(j.lin + 2 * i, j.req + 2 * i, 2);
     if (st != Status::ok) break;
     const LinearRequest& gate = j.req[2 * i];
