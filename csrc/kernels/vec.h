@@ -11,10 +11,12 @@ namespace fwa {
 
 struct VecOps {
   const char* name;
-  // y[j] = sum over i in [0, rows) ascending of a[i] * x[i * ld + j], j in [0, n), each sum
-  // started from 0.0f: attention's scores (a = q, x = K^T) and output (a = p, x = V).
-  void (*weighted_row_sum)(const float* a, const float* x, int64_t ld, int64_t rows, int64_t n,
-                           float* y);
+  // For k in [0, g): y_k[j] = sum over i in [0, rows) ascending of a_k[i] * x[i * ld + j],
+  // j in [0, n), each sum started from 0.0f, with a_k = a + k * a_stride and
+  // y_k = y + k * y_stride: attention's scores (a_k = the q of the g heads sharing a KV head,
+  // x = K^T) and outputs (a_k = their probabilities, x = V), x read once for all g.
+  void (*weighted_row_sums)(int g, const float* a, int64_t a_stride, const float* x,
+                            int64_t ld, int64_t rows, int64_t n, float* y, int64_t y_stride);
   // x[i] = x[i] / d
   void (*divide)(float* x, float d, int64_t n);
   // x[i] = exp(x[i] - m), the float exp of vec_body.inc (0 for -inf or NaN differences)

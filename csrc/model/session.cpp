@@ -54,35 +54,40 @@ Status fail(std::string* message, Status st, const std::string& text) {
   return st;
 }
 
-// One attention task: every row of the chunk for one query head.
+// One attention task: every row of the chunk for `per_task` query heads of one KV head (the
+// heads sharing it are split into group / per_task tasks).
 struct AttentionJob {
   const float* q;        // [rows, nh*hd]
   const float* k_cache;  // this layer: [nkv, hd, ctx]
   const float* v_cache;  // this layer: [nkv, ctx, hd]
   float* out;            // [rows, nh*hd]
   float* scores;         // [nh, ctx]
-  int64_t rows, pos0, nh, group, hd, ctx;
+  int64_t rows, pos0, nh, group, per_task, hd, ctx;
   float sqrt_hd;
 };
 
 // Scores s[j] = sum_d q[d] * K[d][j] accumulated over d ascending (lanes are positions),
 // divided by sqrt(head_dim); softmax; out[d] = sum_j p[j] * V[j][d] over j ascending (lanes are
-// dimensions). Multiply then add, never fused: the same bits on every ISA.
-void attention_heads(void* ctx, int head) {
+// dimensions). Multiply then add, never fused: the same bits on every ISA, however the heads
+// are grouped into tasks. K and V are read once for the task's heads.
+void attention_heads(void* ctx, int task) {
   const AttentionJob& a = *static_cast<AttentionJob*>(ctx);
   const VecOps& ops = vec_ops();
-  const int64_t h = head, g = h / a.group, hd = a.hd;
+  const int64_t tasks_per_kv = a.group / a.per_task;
+  const int64_t g = task / tasks_per_kv, hd = a.hd, nt = a.per_task;
+  const int64_t h0 = g * a.group + (task % tasks_per_kv) * nt;
   const float* K = a.k_cache + g * hd * a.ctx;
   const float* V = a.v_cache + g * a.ctx * hd;
-  float* s = a.scores + h * a.ctx;
+  float* s = a.scores + h0 * a.ctx;
   for (int64_t r = 0; r < a.rows; ++r) {
-    const float* q = a.q + (r * a.nh + h) * hd;
+    const float* q = a.q + (r * a.nh + h0) * hd;
     const int64_t n = a.pos0 + r + 1;  // causal: positions 0..pos
-    ops.weighted_row_sum(q, K, a.ctx, hd, n, s);
-    ops.divide(s, a.sqrt_hd, n);
-    softmax_inplace(s, n);
-    float* o = a.out + (r * a.nh + h) * hd;
-    ops.weighted_row_sum(s, V, hd, n, hd, o);
+    ops.weighted_row_sums(int(nt), q, hd, K, a.ctx, hd, n, s, a.ctx);
+    for (int64_t k = 0; k < nt; ++k) {
+      ops.divide(s + k * a.ctx, a.sqrt_hd, n);
+      softmax_inplace(s + k * a.ctx, n);
+    }
+    ops.weighted_row_sums(int(nt), s, a.ctx, V, hd, n, hd, a.out + (r * a.nh + h0) * hd, hd);
   }
 }
 
@@ -539,12 +544,21 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
       }
     }
   }
-  AttentionJob job{q_.data(), kc, vc, attn_.data(), scores_.data(), rows, pos0, nh, nh / nkv,
-                   hd, ctx_, std::sqrt(float(hd))};
+  // All heads of a KV head in one task, unless that leaves cores idle: then the fewest splits
+  // of each group (a divisor of it) that give every active core a task.
+  const int64_t group = nh / nkv;
+  int64_t splits = 1;
+  while (nkv * splits < active_threads_ && splits < group) {
+    ++splits;
+    while (group % splits) ++splits;
+  }
+  AttentionJob job{q_.data(), kc, vc, attn_.data(), scores_.data(), rows, pos0, nh, group,
+                   group / splits, hd, ctx_, std::sqrt(float(hd))};
+  const int tasks = int(nkv * splits);
   if (active_threads_ > 1)
-    pool_->run(int(nh), active_threads_, attention_heads, &job);
+    pool_->run(tasks, active_threads_, attention_heads, &job);
   else
-    for (int64_t h = 0; h < nh; ++h) attention_heads(&job, int(h));
+    for (int t = 0; t < tasks; ++t) attention_heads(&job, t);
   if ((st = run_linear(w.o, attn_.data(), rows, qd, tmp_.data(), H)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
   return Status::ok;

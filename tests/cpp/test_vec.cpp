@@ -43,21 +43,29 @@ TEST_CASE("vec: every variant equals the reference bit for bit") {
       const auto x = random_vector(rng, n, 30.0f);  // reaches both exp clamps
       const auto w = random_vector(rng, n, 1.0f);
       for (int64_t rows : {int64_t(1), int64_t(5), int64_t(64)}) {
-        CAPTURE(rows);
-        const int64_t ld = n + 3;  // rows padded, as the K cache's context stride
-        const auto coef = random_vector(rng, rows, 1.0f);
-        const auto mat = random_vector(rng, rows * ld, 1.0f);
-        const size_t un = static_cast<size_t>(n);
-        std::vector<float> want(un), got(un, -1.0f), ref_out(un, -1.0f);
-        for (int64_t j = 0; j < n; ++j) {  // the definition: rows ascending, from 0.0f
-          float acc = 0.0f;
-          for (int64_t i = 0; i < rows; ++i) acc = acc + coef[size_t(i)] * mat[size_t(i * ld + j)];
-          want[size_t(j)] = acc;
+        for (int g : {1, 3, 4, 6}) {  // 4: one block of four outputs; 6: four, then singles
+          CAPTURE(rows);
+          CAPTURE(g);
+          const int64_t ld = n + 3;        // rows padded, as the K cache's context stride
+          const int64_t a_stride = rows + 2, y_stride = n + 5;
+          const auto coef = random_vector(rng, g * a_stride, 1.0f);
+          const auto mat = random_vector(rng, rows * ld, 1.0f);
+          const size_t ny = static_cast<size_t>(g * y_stride);
+          std::vector<float> want(ny, -1.0f), got(ny, -1.0f), ref_out(ny, -1.0f);
+          for (int k = 0; k < g; ++k)  // the definition: rows ascending, from 0.0f
+            for (int64_t j = 0; j < n; ++j) {
+              float acc = 0.0f;
+              for (int64_t i = 0; i < rows; ++i)
+                acc = acc + coef[size_t(k * a_stride + i)] * mat[size_t(i * ld + j)];
+              want[size_t(k * y_stride + j)] = acc;
+            }
+          ref->weighted_row_sums(g, coef.data(), a_stride, mat.data(), ld, rows, n,
+                                 ref_out.data(), y_stride);
+          ops->weighted_row_sums(g, coef.data(), a_stride, mat.data(), ld, rows, n, got.data(),
+                                 y_stride);
+          CHECK(same(want, ref_out));  // also: nothing written between the outputs
+          CHECK(same(want, got));
         }
-        ref->weighted_row_sum(coef.data(), mat.data(), ld, rows, n, ref_out.data());
-        ops->weighted_row_sum(coef.data(), mat.data(), ld, rows, n, got.data());
-        CHECK(same(want, ref_out));
-        CHECK(same(want, got));
       }
       std::vector<float> a = x, b = x;
       b = x;
