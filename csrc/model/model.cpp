@@ -1,10 +1,12 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <map>
 #include <new>
 #include <tuple>
 
 #include "artifact/json.h"
+#include "sched/bandwidth.h"
 
 namespace fwa {
 
@@ -193,6 +195,24 @@ Status Model::use_expert(int64_t layer, int64_t expert, std::string* message) co
 
 void Model::release_expert(int64_t layer, int64_t expert) const {
   residency_.release(size_t(layers_[size_t(layer)].experts[size_t(expert)].block));
+}
+
+const double* Model::read_bandwidth(ThreadPool* pool, int n) const {
+  std::lock_guard<std::mutex> lock(bandwidth_mu_);
+  n = std::min(n, 64);
+  if (n > bandwidth_threads_) {
+    const Linear* big = &lm_head_;
+    auto consider = [&big](const Linear& w) {
+      if (w.present() && linear_bytes(w) > linear_bytes(*big)) big = &w;
+    };
+    consider(embed_);
+    for (const LayerWeights& w : layers_)
+      for (const Linear* lin : {&w.q, &w.k, &w.v, &w.o, &w.mlp_gate, &w.mlp_up, &w.mlp_down})
+        consider(*lin);
+    measure_read_bandwidth(pool, n, big->data, linear_bytes(*big), bandwidth_);
+    bandwidth_threads_ = n;
+  }
+  return bandwidth_;
 }
 
 Status Model::encode(std::string_view text, std::vector<int32_t>* ids,

@@ -15,6 +15,7 @@
 
 #include "artifact/reader.h"
 #include "core/status.h"
+#include "core/thread_pool.h"
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/tokenizer.h"
@@ -78,6 +79,11 @@ class Model {
   // The config object of the manifest, as canonical JSON.
   std::string_view config_json() const { return config_json_; }
 
+  // Read bandwidth with 1..n threads of `pool` over this model's largest dense weight tensor
+  // (resident for every forward pass, so measuring costs no memory), measured once per model
+  // for each thread count (sched/bandwidth.h): the latency policy's cost model. Thread-safe.
+  const double* read_bandwidth(ThreadPool* pool, int n) const;
+
  private:
   Model() = default;
   Status bind(std::string* message);
@@ -91,6 +97,9 @@ class Model {
   std::string_view tokenizer_json_, config_json_;
   mutable std::mutex tokenizer_mu_;
   mutable ExpertResidency residency_;
+  mutable std::mutex bandwidth_mu_;
+  mutable double bandwidth_[64] = {};
+  mutable int bandwidth_threads_ = 0;  // thread counts measured so far
 };
 
 }  // namespace fwa

@@ -5,12 +5,10 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
-#include <mutex>
 #include <new>
 
 #include "kernels/vec.h"
 #include "model/math.h"
-#include "sched/bandwidth.h"
 
 namespace fwa {
 
@@ -33,20 +31,6 @@ double decode_step_bytes(const Model& m) {
       bytes += experts / double(w.experts.size()) * double(m.config().experts_per_tok);
   }
   return bytes;
-}
-
-// Read bandwidth with 1..n threads, measured once per process on the first pool that asks
-// for that many (sched/bandwidth.h).
-const double* process_read_bandwidth(ThreadPool* pool, int n) {
-  static std::mutex mu;
-  static double bw[64];
-  static int measured = 0;
-  std::lock_guard<std::mutex> lock(mu);
-  if (n > measured) {
-    measure_read_bandwidth(pool, n, bw);
-    measured = n;
-  }
-  return bw;
 }
 
 Status fail(std::string* message, Status st, const std::string& text) {
@@ -371,7 +355,7 @@ void Session::set_policy(int max_cores, double target_ms) {
   trial_ = hold_ = 0;
   hold_next_ = kHoldMin;
   if (target_ms_ == 0) return;
-  const double* bw = process_read_bandwidth(pool_.get(), max_active_);
+  const double* bw = model_->read_bandwidth(pool_.get(), max_active_);
   for (int n = 1; n <= max_active_; ++n)
     if (decode_bytes_ / bw[n - 1] * 1e3 < 0.85 * target_ms_) {
       active_threads_ = n;

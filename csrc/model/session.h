@@ -68,7 +68,7 @@ class Session {
   // fewest cores:
   //   - at set_policy, a cost model picks the first core count whose predicted step time
   //     (the weight bytes of one decode step / the read bandwidth measured with that many
-  //     threads, once per process) is under 85 % of the budget (all cores if none is);
+  //     threads, Model::read_bandwidth) is under 85 % of the budget (all cores if none is);
   //   - then every kPolicyWindow decode steps the measured mean decides, with hysteresis:
   //     one core more as soon as the mean misses the budget, one fewer only when the mean
   //     scaled to one fewer core (linear scaling, the pessimistic case) stays under 85 %.

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
-#include <memory>
 
 namespace fwa {
 
@@ -45,15 +43,17 @@ double read_pass_seconds(ThreadPool* pool, int threads, const uint8_t* bytes, si
   return std::chrono::duration<double>(t1 - t0).count();
 }
 
-void measure_read_bandwidth(ThreadPool* pool, int threads, double* out) {
-  const size_t n = size_t(64) << 20;
-  std::unique_ptr<uint64_t[]> buf(new uint64_t[n / 8]);
-  std::memset(buf.get(), 1, n);  // fault the pages in before timing
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(buf.get());
+void measure_read_bandwidth(ThreadPool* pool, int threads, const uint8_t* bytes, size_t n,
+                            double* out) {
+  const size_t passes = std::max<size_t>(1, ((size_t(16) << 20) + n - 1) / std::max<size_t>(n, 1));
   for (int t = 1; t <= threads; ++t) {
     double best = 1e30;
-    for (int rep = 0; rep < 3; ++rep) best = std::min(best, read_pass_seconds(pool, t, p, n));
-    out[t - 1] = double(n) / best;
+    for (int rep = 0; rep < 3; ++rep) {
+      double s = 0;
+      for (size_t i = 0; i < passes; ++i) s += read_pass_seconds(pool, t, bytes, n);
+      best = std::min(best, s);
+    }
+    out[t - 1] = double(n) * double(passes) / std::max(best, 1e-9);
   }
 }
 

@@ -13,9 +13,11 @@ namespace fwa {
 // each a contiguous slice. XORs the words so the loads cannot be elided.
 double read_pass_seconds(ThreadPool* pool, int threads, const uint8_t* bytes, size_t n);
 
-// Bytes per second reading from DRAM with 1..threads threads of `pool`: out[t - 1] is the
-// best of three passes over a 64 MiB buffer (larger than the last-level caches of the
-// targets). Allocates the buffer for the measurement (~20 ms per thread count on a desktop).
-void measure_read_bandwidth(ThreadPool* pool, int threads, double* out);
+// Bytes per second reading bytes[0..n) with 1..threads threads of `pool`: out[t - 1] is the
+// best of three measurements, each enough passes to read at least 16 MiB. The caller picks
+// memory that is already resident (the session: its model's largest dense weight tensor, so
+// the probe adds nothing to the process's memory and measures where decode reads from).
+void measure_read_bandwidth(ThreadPool* pool, int threads, const uint8_t* bytes, size_t n,
+                            double* out);
 
 }  // namespace fwa
