@@ -47,18 +47,25 @@ float float_row_dot(const Linear& w, int64_t n, const float* x) {
   return dot8(x, K, [row](int64_t i) { return fp16_to_fp32(row[i]); });
 }
 
-constexpr int64_t kFloatRowsPerChunk = 64;
+// A float layer's work is split into (weight rows x activation rows) chunks: weight rows in
+// blocks of up to 64, fewer when that leaves cores without a chunk (a router has 64 rows),
+// activation rows in blocks of 16 (a prefill chunk's rows). Every output is one dot product,
+// so the split never changes a value.
+constexpr int64_t kFloatRowsPerChunk = 64, kFloatActRowsPerChunk = 16;
 
 struct FloatJob {
   const Linear* w;
   const LinearRequest* r;
+  int64_t rows_per_chunk, n_blocks;
 };
 
 void float_rows(void* ctx, int chunk) {
   const FloatJob& j = *static_cast<FloatJob*>(ctx);
-  const int64_t n0 = int64_t(chunk) * kFloatRowsPerChunk;
-  const int64_t n1 = std::min(j.w->N, n0 + kFloatRowsPerChunk);
-  for (int64_t m = 0; m < j.r->M; ++m) {
+  const int64_t n0 = int64_t(chunk) % j.n_blocks * j.rows_per_chunk;
+  const int64_t n1 = std::min(j.w->N, n0 + j.rows_per_chunk);
+  const int64_t m0 = int64_t(chunk) / j.n_blocks * kFloatActRowsPerChunk;
+  const int64_t m1 = std::min(j.r->M, m0 + kFloatActRowsPerChunk);
+  for (int64_t m = m0; m < m1; ++m) {
     const float* x = j.r->x + m * j.r->x_stride;
     float* y = j.r->y + m * j.r->y_stride;
     for (int64_t n = n0; n < n1; ++n) y[n] = float_row_dot(*j.w, n, x);
@@ -128,10 +135,16 @@ static MatmulRequest matmul_request(const Linear& w, const LinearRequest& r) {
 
 Status linear_forward(const Linear& w, const LinearRequest& r) {
   if (w.dtype == DType::packed) return matmul(matmul_request(w, r));
-  FloatJob job{&w, &r};
-  const int64_t n_chunks = (w.N + kFloatRowsPerChunk - 1) / kFloatRowsPerChunk;
-  if (r.pool && r.n_threads > 1 && n_chunks > 1)
-    r.pool->run(int(n_chunks), r.n_threads, float_rows, &job);
+  const int threads = r.pool ? std::max(1, r.n_threads) : 1;
+  const int64_t m_blocks = (r.M + kFloatActRowsPerChunk - 1) / kFloatActRowsPerChunk;
+  int64_t rows_per_chunk = kFloatRowsPerChunk;
+  while (rows_per_chunk > 8 && m_blocks * ((w.N + rows_per_chunk - 1) / rows_per_chunk) < threads)
+    rows_per_chunk /= 2;
+  const int64_t n_blocks = (w.N + rows_per_chunk - 1) / rows_per_chunk;
+  FloatJob job{&w, &r, rows_per_chunk, n_blocks};
+  const int64_t n_chunks = n_blocks * m_blocks;
+  if (threads > 1 && n_chunks > 1)
+    r.pool->run(int(n_chunks), threads, float_rows, &job);
   else
     for (int64_t c = 0; c < n_chunks; ++c) float_rows(&job, int(c));
   return Status::ok;
