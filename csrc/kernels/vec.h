@@ -1,5 +1,5 @@
-// Elementwise float kernels of the model's non-matmul work (attention sums, softmax, SwiGLU),
-// one variant per ISA, all computing exactly the same bits: every output is its own sequence
+// Float kernels of the model's non-matmul work (attention sums, softmax, SwiGLU) and the fast
+// mode's activation quantization, one variant per ISA, all computing exactly the same bits: every output is its own sequence
 // of IEEE operations (multiply then add, never fused; lanes are independent outputs), so the
 // vector width changes only how many outputs run at once. The body is one source
 // (kernels/vec_body.inc) compiled per ISA; kernels/ref/vec_ref.cpp is the baseline build
@@ -28,6 +28,9 @@ struct VecOps {
   // Eight strided partial sums (lane j takes i = j mod 8, ascending), combined as
   // ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7)).
   float (*sum8)(const float* x, int64_t n);
+  // quantize_activations (kernels/kernel.h); false when a value is NaN or infinite.
+  bool (*quantize_chunks)(const float* x, int64_t M, int64_t K, int64_t x_stride,
+                          int64_t k_chunks, int8_t* xq, float* xd, int32_t* xsum);
 };
 
 // The variant for this CPU (after FWA_CPU_FEATURES), chosen once.

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/kernel.h"
 #include "kernels/vec.h"
 
 using namespace fwa;
@@ -92,6 +93,53 @@ TEST_CASE("vec: every variant equals the reference bit for bit") {
   }
   CHECK(checked >= 1);
   CHECK(&vec_ops() != nullptr);
+}
+
+TEST_CASE("vec: activation quantization of every variant equals the reference byte for byte") {
+  const VecOps* ref = vec_ops_variant("ref");
+  REQUIRE(ref != nullptr);
+  std::mt19937 rng(5);
+  for (const char* name : {"avx2", "avx512"}) {
+    const VecOps* ops = vec_ops_variant(name);
+    if (!ops) continue;
+    CAPTURE(name);
+    for (int64_t K : {1, 31, 32, 33, 100, 256, 1000}) {
+      CAPTURE(K);
+      const int64_t M = 3, chunks = (K + kChunk - 1) / kChunk, stride = K + 7;
+      auto x = random_vector(rng, M * stride, 3.0f);
+      for (int64_t k = 0; k < K && k < 40; ++k) x[size_t(stride + k)] = 0.0f;  // an all-zero chunk
+      x[size_t(2 * stride)] = 1e30f;                                         // a huge value
+      x[size_t(2 * stride + 1)] = 0.5f * 127.0f / 1e30f;                    // ties / tiny
+      const size_t nq = size_t(M * chunks * kChunk), nd = size_t(M * chunks);
+      std::vector<int8_t> q1(nq, 7), q2(nq, 7);
+      std::vector<float> d1(nd), d2(nd);
+      std::vector<int32_t> s1(nd), s2(nd);
+      REQUIRE(ref->quantize_chunks(x.data(), M, K, stride, chunks, q1.data(), d1.data(),
+                                   s1.data()));
+      REQUIRE(ops->quantize_chunks(x.data(), M, K, stride, chunks, q2.data(), d2.data(),
+                                   s2.data()));
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(d1.data(), d2.data(), nd * 4) == 0);
+      CHECK(s1 == s2);
+      for (int64_t m = 0; m < M; ++m)  // |q| <= 127 and the sums are the codes' sums
+        for (int64_t c = 0; c < chunks; ++c) {
+          int32_t sum = 0;
+          for (int i = 0; i < kChunk; ++i) {
+            const int8_t v = q1[size_t((m * chunks + c) * kChunk + i)];
+            CHECK(v >= -127);
+            sum += v;
+          }
+          CHECK(sum == s1[size_t(m * chunks + c)]);
+        }
+      for (float bad : {std::numeric_limits<float>::infinity(),
+                        std::numeric_limits<float>::quiet_NaN()}) {
+        auto y = x;
+        y[size_t(stride + K - 1)] = bad;
+        CHECK_FALSE(ops->quantize_chunks(y.data(), M, K, stride, chunks, q2.data(), d2.data(),
+                                         s2.data()));
+      }
+    }
+  }
 }
 
 TEST_CASE("vec: exp and silu accuracy, edge values") {
