@@ -38,6 +38,9 @@ Status fail(std::string* message, Status st, const std::string& text) {
   return st;
 }
 
+// Rows per block of the per-row work spread over the cores (norms, RoPE, routing, sums).
+constexpr int64_t kRowsPerBlock = 8;
+
 // One attention task: every row of the chunk for `per_task` query heads of one KV head (the
 // heads sharing it are split into group / per_task tasks).
 struct AttentionJob {
@@ -171,6 +174,7 @@ Status Session::allocate(std::string* message) {
     reserve_zero(&router_, C * E);
     reserve_zero(&topk_w_, C * K);
     reserve_zero(&topk_e_, C * K);
+    reserve_zero(&token_entries_, C * K);
     reserve_zero(&group_w_, C * K);
     reserve_zero(&group_row_, C * K);
     reserve_zero(&group_start_, E + 1);
@@ -257,6 +261,25 @@ LinearRequest Session::request(const float* x, int64_t rows, int64_t x_stride, f
   r.pool = pool_.get();
   r.n_threads = active_threads_;
   return r;
+}
+
+template <typename F>
+void Session::for_blocks(int64_t n, int64_t per, F&& f) {
+  struct Job {
+    F* f;
+    int64_t n, per;
+  };
+  Job job{&f, n, per};
+  auto block = [](void* ctx, int c) {
+    const Job& j = *static_cast<const Job*>(ctx);
+    const int64_t b = int64_t(c) * j.per;
+    (*j.f)(b, std::min(j.n, b + j.per));
+  };
+  const int64_t blocks = (n + per - 1) / per;
+  if (active_threads_ > 1 && blocks > 1)
+    pool_->run(int(blocks), active_threads_, block, &job);
+  else
+    for (int64_t c = 0; c < blocks; ++c) block(&job, int(c));
 }
 
 Status Session::run_linear(const Linear& w, const float* x, int64_t rows, int64_t x_stride,
@@ -469,16 +492,24 @@ Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, Lo
   Status st;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = model_->layer(l);
-    for (int64_t r = 0; r < rows; ++r)
-      rms_norm(&x_[size_t(r * H)], w.input_norm.data(), H, eps, &xn_[size_t(r * H)]);
+    // Per row: the residual add of the previous block (none before layer 0), then the norm.
+    auto residual_norm = [&](const std::vector<float>& norm, bool add) {
+      for_blocks(rows, kRowsPerBlock, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          float* x = &x_[size_t(r * H)];
+          if (add)
+            for (int64_t i = 0; i < H; ++i) x[i] = x[i] + tmp_[size_t(r * H + i)];
+          rms_norm(x, norm.data(), H, eps, &xn_[size_t(r * H)]);
+        }
+      });
+    };
+    residual_norm(w.input_norm, l > 0);
     if ((st = attention_block(l, rows, pos0, message)) != Status::ok) return st;
-    for (int64_t i = 0; i < rows * H; ++i) x_[size_t(i)] = x_[size_t(i)] + tmp_[size_t(i)];
-    for (int64_t r = 0; r < rows; ++r)
-      rms_norm(&x_[size_t(r * H)], w.post_attention_norm.data(), H, eps, &xn_[size_t(r * H)]);
+    residual_norm(w.post_attention_norm, true);
     st = w.moe ? moe_block(l, rows, message) : dense_block(l, rows, message);
     if (st != Status::ok) return st;
-    for (int64_t i = 0; i < rows * H; ++i) x_[size_t(i)] = x_[size_t(i)] + tmp_[size_t(i)];
   }
+  for (int64_t i = 0; i < rows * H; ++i) x_[size_t(i)] = x_[size_t(i)] + tmp_[size_t(i)];
   if (out == LogitsOut::none) return Status::ok;
   const int64_t first = out == LogitsOut::all ? 0 : rows - 1;
   for (int64_t r = first; r < rows; ++r)
@@ -508,26 +539,28 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
                                  status_string(st));
   float* kc = k_cache_.get() + size_t(l * nkv * hd * ctx_);
   float* vc = v_cache_.get() + size_t(l * nkv * ctx_ * hd);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t pos = pos0 + r;
-    const float* cs = &rope_cos_[size_t(pos * half)];
-    const float* sn = &rope_sin_[size_t(pos * half)];
-    for (int64_t h = 0; h < nh; ++h) {
-      float* qh = &q_[size_t(r * qd + h * hd)];
-      rms_norm(qh, w.q_norm.data(), hd, eps, qh);
-      rope_apply(qh, hd, cs, sn);
-    }
-    for (int64_t g = 0; g < nkv; ++g) {
-      float* kh = &k_[size_t(r * kd + g * hd)];
-      rms_norm(kh, w.k_norm.data(), hd, eps, kh);
-      rope_apply(kh, hd, cs, sn);
-      const float* vh = &v_[size_t(r * kd + g * hd)];
-      for (int64_t d = 0; d < hd; ++d) {
-        kc[size_t((g * hd + d) * ctx_ + pos)] = kh[d];
-        vc[size_t((g * ctx_ + pos) * hd + d)] = vh[d];
+  for_blocks(rows, kRowsPerBlock, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t pos = pos0 + r;
+      const float* cs = &rope_cos_[size_t(pos * half)];
+      const float* sn = &rope_sin_[size_t(pos * half)];
+      for (int64_t h = 0; h < nh; ++h) {
+        float* qh = &q_[size_t(r * qd + h * hd)];
+        rms_norm(qh, w.q_norm.data(), hd, eps, qh);
+        rope_apply(qh, hd, cs, sn);
+      }
+      for (int64_t g = 0; g < nkv; ++g) {
+        float* kh = &k_[size_t(r * kd + g * hd)];
+        rms_norm(kh, w.k_norm.data(), hd, eps, kh);
+        rope_apply(kh, hd, cs, sn);
+        const float* vh = &v_[size_t(r * kd + g * hd)];
+        for (int64_t d = 0; d < hd; ++d) {
+          kc[size_t((g * hd + d) * ctx_ + pos)] = kh[d];
+          vc[size_t((g * ctx_ + pos) * hd + d)] = vh[d];
+        }
       }
     }
-  }
+  });
   // All heads of a KV head in one task, unless that leaves cores idle: then the fewest splits
   // of each group (a divisor of it) that give every active core a task.
   const int64_t group = nh / nkv;
@@ -574,37 +607,40 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
   Status st = run_linear(w.router, xn_.data(), rows, H, router_.data(), E);
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " router: " + status_string(st));
-  for (int64_t e = 0; e <= E; ++e) group_start_[size_t(e)] = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    float* p = &router_[size_t(r * E)];
-    softmax_inplace(p, E);
-    int32_t* te = &topk_e_[size_t(r * K)];
-    float* tw = &topk_w_[size_t(r * K)];
-    float sum = 0.0f;
-    for (int64_t j = 0; j < K; ++j) {
-      int64_t best = -1;
-      for (int64_t e = 0; e < E; ++e) {
-        bool taken = false;
-        for (int64_t i = 0; i < j; ++i) taken = taken || te[i] == e;
-        if (!taken && (best < 0 || p[e] > p[best])) best = e;
+  for_blocks(rows, kRowsPerBlock, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* p = &router_[size_t(r * E)];
+      softmax_inplace(p, E);
+      int32_t* te = &topk_e_[size_t(r * K)];
+      float* tw = &topk_w_[size_t(r * K)];
+      float sum = 0.0f;
+      for (int64_t j = 0; j < K; ++j) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < E; ++e) {
+          bool taken = false;
+          for (int64_t i = 0; i < j; ++i) taken = taken || te[i] == e;
+          if (!taken && (best < 0 || p[e] > p[best])) best = e;
+        }
+        te[j] = int32_t(best);
+        tw[j] = p[best];
+        sum = sum + p[best];
       }
-      te[j] = int32_t(best);
-      tw[j] = p[best];
-      sum = sum + p[best];
-      group_start_[size_t(best + 1)] += 1;
+      if (c.norm_topk_prob)
+        for (int64_t j = 0; j < K; ++j) tw[j] = tw[j] / sum;
     }
-    if (c.norm_topk_prob)
-      for (int64_t j = 0; j < K; ++j) tw[j] = tw[j] / sum;
-  }
+  });
+  for (int64_t e = 0; e <= E; ++e) group_start_[size_t(e)] = 0;
+  for (int64_t i = 0; i < rows * K; ++i) group_start_[size_t(topk_e_[size_t(i)] + 1)] += 1;
   for (int64_t e = 0; e < E; ++e) group_start_[size_t(e + 1)] += group_start_[size_t(e)];
   // Scatter (row, weight) pairs per expert, rows ascending; group_row_ reuses group_start_ as
-  // a cursor, restored below.
+  // a cursor, restored below. token_entries_ keeps each row's slots.
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < K; ++j) {
       const int32_t e = topk_e_[size_t(r * K + j)];
       const int32_t at = group_start_[size_t(e)]++;
       group_row_[size_t(at)] = int32_t(r);
       group_w_[size_t(at)] = topk_w_[size_t(r * K + j)];
+      token_entries_[size_t(r * K + j)] = at;
     }
   for (int64_t e = E; e > 0; --e) group_start_[size_t(e)] = group_start_[size_t(e - 1)];
   group_start_[0] = 0;
@@ -622,10 +658,15 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
     }
     expert_tokens_[size_t(l * E + e)] += uint64_t(g1 - g0);
     expert_ids_[size_t(n_req++)] = int32_t(e);
-    if (g1 - g0 == rows) continue;  // takes xn_ as is
-    for (int32_t i = g0; i < g1; ++i)
-      std::memcpy(&xe_[size_t(i * H)], &xn_[size_t(group_row_[size_t(i)] * H)],
-                  size_t(H) * sizeof(float));
+  }
+  if (rows > 1) {  // gather the rows of the experts that do not take them all
+    for_blocks(E, 1, [&](int64_t e, int64_t) {
+      const int32_t g0 = group_start_[size_t(e)], g1 = group_start_[size_t(e + 1)];
+      if (g1 == g0 || g1 - g0 == rows) return;  // not routed / takes xn_ as is
+      for (int32_t i = g0; i < g1; ++i)
+        std::memcpy(&xe_[size_t(i * H)], &xn_[size_t(group_row_[size_t(i)] * H)],
+                    size_t(H) * sizeof(float));
+    });
   }
   auto input_of = [&](int64_t e) -> const float* {
     const int32_t g0 = group_start_[size_t(e)];
@@ -675,14 +716,21 @@ Status Session::moe_block(int64_t l, int64_t rows, std::string* message) {
   release_experts(l, n_req);  // their weights are read: the residency may drop them now
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " experts: " + status_string(st));
-  // Weighted sum per token in ascending expert order (groups are in expert order).
-  for (int64_t i = 0; i < rows * H; ++i) tmp_[size_t(i)] = 0.0f;
-  for (int64_t i = 0; i < routed; ++i) {
-    const float wt = group_w_[size_t(i)];
-    float* dst = &tmp_[size_t(group_row_[size_t(i)] * H)];
-    const float* src = &down_[size_t(i * H)];
-    for (int64_t d = 0; d < H; ++d) dst[d] = dst[d] + wt * src[d];
-  }
+  // Weighted sum per token in ascending expert order: a row's slots sorted ascending (groups
+  // are in expert order).
+  for_blocks(rows, kRowsPerBlock, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int32_t* slots = &token_entries_[size_t(r * K)];
+      std::sort(slots, slots + K);
+      float* dst = &tmp_[size_t(r * H)];
+      for (int64_t d = 0; d < H; ++d) dst[d] = 0.0f;
+      for (int64_t j = 0; j < K; ++j) {
+        const float wt = group_w_[size_t(slots[j])];
+        const float* src = &down_[size_t(slots[j]) * size_t(H)];
+        for (int64_t d = 0; d < H; ++d) dst[d] = dst[d] + wt * src[d];
+      }
+    }
+  });
   return Status::ok;
 }
 

@@ -118,6 +118,10 @@ class Session {
   Status attention_block(int64_t l, int64_t rows, int64_t pos0, std::string* message);
   Status moe_block(int64_t l, int64_t rows, std::string* message);
   Status dense_block(int64_t l, int64_t rows, std::string* message);
+  // Runs f(begin, end) over [0, n) in blocks of `per` on the active cores (one block: inline,
+  // no region). For per-row work whose rows are independent: results never depend on it.
+  template <typename F>
+  void for_blocks(int64_t n, int64_t per, F&& f);
   // A request on the session's pool, mode and workspace.
   LinearRequest request(const float* x, int64_t rows, int64_t x_stride, float* y,
                         int64_t y_stride) const;
@@ -140,6 +144,7 @@ class Session {
   std::vector<float> rope_cos_, rope_sin_;                // [ctx, hd/2]
   std::vector<float> router_, topk_w_, group_w_;          // [C, E], [C, K], [C*K]
   std::vector<int32_t> topk_e_, group_row_, group_start_; // [C, K], [C*K], [E+1]
+  std::vector<int32_t> token_entries_;                    // [C, K]: a row's group slots, sorted
   std::vector<float> xe_, gate_, up_, down_;              // [C*K, H], [C*K, I] x2, [C*K, H]
   std::vector<int32_t> expert_ids_;                       // routed experts of a chunk, ascending
   std::vector<const Linear*> expert_lin_;                 // [3E]: gate/up pairs, then downs
