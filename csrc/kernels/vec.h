@@ -11,12 +11,13 @@ namespace fwa {
 
 struct VecOps {
   const char* name;
-  // For k in [0, g): y_k[j] = sum over i in [0, rows) ascending of a_k[i] * x[i * ld + j],
-  // j in [0, n), each sum started from 0.0f, with a_k = a + k * a_stride and
-  // y_k = y + k * y_stride: attention's scores (a_k = the q of the g heads sharing a KV head,
-  // x = K^T) and outputs (a_k = their probabilities, x = V), x read once for all g.
-  void (*weighted_row_sums)(int g, const float* a, int64_t a_stride, const float* x,
-                            int64_t ld, int64_t rows, int64_t n, float* y, int64_t y_stride);
+  // For k in [0, g): y[k][j] = sum over i in [0, rows) ascending of a[k][i] * x[i * ld + j],
+  // j in [0, n), each sum started from 0.0f, x read once for all g outputs (the y[k] must
+  // not overlap x or each other): attention's scores (a[k] = the q of heads sharing a KV
+  // head, of one or more query rows; x = K^T) and outputs (a[k] = their probabilities,
+  // x = V).
+  void (*weighted_row_sums)(int g, const float* const* a, const float* x, int64_t ld,
+                            int64_t rows, int64_t n, float* const* y);
   // x[i] = x[i] / d
   void (*divide)(float* x, float d, int64_t n);
   // x[i] = exp(x[i] - m), the float exp of vec_body.inc (0 for -inf or NaN differences)
@@ -31,6 +32,10 @@ struct VecOps {
   // quantize_activations (kernels/kernel.h); false when a value is NaN or infinite.
   bool (*quantize_chunks)(const float* x, int64_t M, int64_t K, int64_t x_stride,
                           int64_t k_chunks, int8_t* xq, float* xd, int32_t* xsum);
+  // y[r] = sum over i in [0, n) of x[i] * w[r * ld + i], r in [0, rows), in sum8's order
+  // (eight strided partial sums): float layers.
+  void (*dot8_rows)(const float* x, const float* w, int64_t ld, int64_t rows, int64_t n,
+                    float* y);
 };
 
 // The variant for this CPU (after FWA_CPU_FEATURES), chosen once.

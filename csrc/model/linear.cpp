@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/vec.h"
+
 namespace fwa {
 
 namespace {
@@ -36,12 +38,9 @@ float dot8(const float* x, int64_t K, Load load) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-float float_row_dot(const Linear& w, int64_t n, const float* x) {
+// A 16-bit float row (f32 rows go through VecOps::dot8_rows, vectorised per ISA).
+float half_row_dot(const Linear& w, int64_t n, const float* x) {
   const int64_t K = w.K;
-  if (w.dtype == DType::f32) {
-    const float* row = reinterpret_cast<const float*>(w.data) + n * K;  // 64-byte aligned data
-    return dot8(x, K, [row](int64_t i) { return row[i]; });
-  }
   const uint16_t* row = reinterpret_cast<const uint16_t*>(w.data) + n * K;
   if (w.dtype == DType::bf16) return dot8(x, K, [row](int64_t i) { return bf16_to_fp32(row[i]); });
   return dot8(x, K, [row](int64_t i) { return fp16_to_fp32(row[i]); });
@@ -65,10 +64,16 @@ void float_rows(void* ctx, int chunk) {
   const int64_t n1 = std::min(j.w->N, n0 + j.rows_per_chunk);
   const int64_t m0 = int64_t(chunk) / j.n_blocks * kFloatActRowsPerChunk;
   const int64_t m1 = std::min(j.r->M, m0 + kFloatActRowsPerChunk);
+  const Linear& w = *j.w;
   for (int64_t m = m0; m < m1; ++m) {
     const float* x = j.r->x + m * j.r->x_stride;
     float* y = j.r->y + m * j.r->y_stride;
-    for (int64_t n = n0; n < n1; ++n) y[n] = float_row_dot(*j.w, n, x);
+    if (w.dtype == DType::f32) {  // vectorised per ISA, several rows at once
+      vec_ops().dot8_rows(x, reinterpret_cast<const float*>(w.data) + n0 * w.K, w.K, n1 - n0,
+                          w.K, y + n0);
+    } else {
+      for (int64_t n = n0; n < n1; ++n) y[n] = half_row_dot(w, n, x);
+    }
   }
 }
 

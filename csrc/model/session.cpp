@@ -40,6 +40,11 @@ Status fail(std::string* message, Status st, const std::string& text) {
 
 // Rows per block of the per-row work spread over the cores (norms, RoPE, routing, sums).
 constexpr int64_t kRowsPerBlock = 8;
+// Attention: query rows whose scores share one pass over K, and the most outputs of a pass.
+constexpr int64_t kAttentionRows = 4, kAttentionOutputs = 32;
+// Score rows are padded by a cache line: at a power-of-two context they would all map to the
+// same L1 sets as each other and as the K rows (4 KiB apart at 1024 positions).
+inline int64_t score_stride(int64_t ctx) { return ctx + 16; }
 
 // One attention task: every row of the chunk for `per_task` query heads of one KV head (the
 // heads sharing it are split into group / per_task tasks).
@@ -48,15 +53,17 @@ struct AttentionJob {
   const float* k_cache;  // this layer: [nkv, hd, ctx]
   const float* v_cache;  // this layer: [nkv, ctx, hd]
   float* out;            // [rows, nh*hd]
-  float* scores;         // [nh, ctx]
-  int64_t rows, pos0, nh, group, per_task, hd, ctx;
+  float* scores;         // [kAttentionRows, nh, score_stride]
+  int64_t rows, pos0, nh, group, per_task, hd, ctx, score_stride;
   float sqrt_hd;
 };
 
 // Scores s[j] = sum_d q[d] * K[d][j] accumulated over d ascending (lanes are positions),
 // divided by sqrt(head_dim); softmax; out[d] = sum_j p[j] * V[j][d] over j ascending (lanes are
-// dimensions). Multiply then add, never fused: the same bits on every ISA, however the heads
-// are grouped into tasks. K and V are read once for the task's heads.
+// dimensions). Multiply then add, never fused: the same bits on every ISA, however heads and
+// rows are grouped. K is read once for the task's heads and up to kAttentionRows query rows
+// (each row's scores run to the block's last position: the extra ones, of positions of this
+// chunk already in the cache, are never used); V once per row for the task's heads.
 void attention_heads(void* ctx, int task) {
   const AttentionJob& a = *static_cast<AttentionJob*>(ctx);
   const VecOps& ops = vec_ops();
@@ -65,16 +72,29 @@ void attention_heads(void* ctx, int task) {
   const int64_t h0 = g * a.group + (task % tasks_per_kv) * nt;
   const float* K = a.k_cache + g * hd * a.ctx;
   const float* V = a.v_cache + g * a.ctx * hd;
-  float* s = a.scores + h0 * a.ctx;
-  for (int64_t r = 0; r < a.rows; ++r) {
-    const float* q = a.q + (r * a.nh + h0) * hd;
-    const int64_t n = a.pos0 + r + 1;  // causal: positions 0..pos
-    ops.weighted_row_sums(int(nt), q, hd, K, a.ctx, hd, n, s, a.ctx);
-    for (int64_t k = 0; k < nt; ++k) {
-      ops.divide(s + k * a.ctx, a.sqrt_hd, n);
-      softmax_inplace(s + k * a.ctx, n);
+  const int64_t block = std::max<int64_t>(1, std::min(kAttentionRows, kAttentionOutputs / nt));
+  const float* in[kAttentionOutputs];
+  float* sc[kAttentionOutputs];
+  float* out[kAttentionOutputs];
+  for (int64_t r0 = 0; r0 < a.rows; r0 += block) {
+    const int64_t r1 = std::min(a.rows, r0 + block);
+    int m = 0;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t k = 0; k < nt; ++k, ++m) {
+        in[m] = a.q + (r * a.nh + h0 + k) * hd;
+        sc[m] = a.scores + ((r - r0) * a.nh + h0 + k) * a.score_stride;
+      }
+    ops.weighted_row_sums(m, in, K, a.ctx, hd, a.pos0 + r1, sc);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = a.pos0 + r + 1;  // causal: positions 0..pos
+      float* const* p = sc + (r - r0) * nt;
+      for (int64_t k = 0; k < nt; ++k) {
+        ops.divide(p[k], a.sqrt_hd, n);
+        softmax_inplace(p[k], n);
+        out[k] = a.out + (r * a.nh + h0 + k) * hd;
+      }
+      ops.weighted_row_sums(int(nt), p, V, hd, n, hd, out);
     }
-    ops.weighted_row_sums(int(nt), s, a.ctx, V, hd, n, hd, a.out + (r * a.nh + h0) * hd, hd);
   }
 }
 
@@ -151,7 +171,7 @@ Status Session::allocate(std::string* message) {
   reserve_zero(&attn_, C * nh * hd);
   reserve_zero(&k_, C * nkv * hd);
   reserve_zero(&v_, C * nkv * hd);
-  reserve_zero(&scores_, nh * ctx_);
+  reserve_zero(&scores_, kAttentionRows * nh * score_stride(ctx_));
   // The KV cache is left uninitialised: only positions < n_past are ever read, so its pages
   // are touched (and count in RSS) as the context grows, not at creation.
   k_cache_.reset(new float[size_t(L * nkv * hd * ctx_)]);
@@ -561,16 +581,18 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
       }
     }
   });
-  // All heads of a KV head in one task, unless that leaves cores idle: then the fewest splits
-  // of each group (a divisor of it) that give every active core a task.
+  // All heads of a KV head in one task, unless that leaves cores idle or passes
+  // kAttentionOutputs heads: then the fewest splits of each group (a divisor of it) that
+  // give every active core a task.
   const int64_t group = nh / nkv;
   int64_t splits = 1;
-  while (nkv * splits < active_threads_ && splits < group) {
+  while ((nkv * splits < active_threads_ || group / splits > kAttentionOutputs) &&
+         splits < group) {
     ++splits;
     while (group % splits) ++splits;
   }
   AttentionJob job{q_.data(), kc, vc, attn_.data(), scores_.data(), rows, pos0, nh, group,
-                   group / splits, hd, ctx_, std::sqrt(float(hd))};
+                   group / splits, hd, ctx_, score_stride(ctx_), std::sqrt(float(hd))};
   const int tasks = int(nkv * splits);
   if (active_threads_ > 1)
     pool_->run(tasks, active_threads_, attention_heads, &job);

@@ -139,7 +139,7 @@ class Session {
 
   // Buffers (floats unless stated), C = prefill_chunk rows.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, tmp_;  // [C, H] / [C, nh*hd] / [C, nkv*hd]
-  std::vector<float> scores_;                             // [nh, max_context]
+  std::vector<float> scores_;                             // [4, nh, max_context + 16]
   std::unique_ptr<float[]> k_cache_, v_cache_;            // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
   std::vector<float> rope_cos_, rope_sin_;                // [ctx, hd/2]
   std::vector<float> router_, topk_w_, group_w_;          // [C, E], [C, K], [C*K]

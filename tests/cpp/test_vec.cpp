@@ -60,10 +60,16 @@ TEST_CASE("vec: every variant equals the reference bit for bit") {
                 acc = acc + coef[size_t(k * a_stride + i)] * mat[size_t(i * ld + j)];
               want[size_t(k * y_stride + j)] = acc;
             }
-          ref->weighted_row_sums(g, coef.data(), a_stride, mat.data(), ld, rows, n,
-                                 ref_out.data(), y_stride);
-          ops->weighted_row_sums(g, coef.data(), a_stride, mat.data(), ld, rows, n, got.data(),
-                                 y_stride);
+          const size_t ng = static_cast<size_t>(g);
+          std::vector<const float*> in(ng);
+          std::vector<float*> y_ref(ng), y_got(ng);
+          for (int k = 0; k < g; ++k) {
+            in[size_t(k)] = &coef[size_t(k * a_stride)];
+            y_ref[size_t(k)] = &ref_out[size_t(k * y_stride)];
+            y_got[size_t(k)] = &got[size_t(k * y_stride)];
+          }
+          ref->weighted_row_sums(g, in.data(), mat.data(), ld, rows, n, y_ref.data());
+          ops->weighted_row_sums(g, in.data(), mat.data(), ld, rows, n, y_got.data());
           CHECK(same(want, ref_out));  // also: nothing written between the outputs
           CHECK(same(want, got));
         }
@@ -89,6 +95,18 @@ TEST_CASE("vec: every variant equals the reference bit for bit") {
       CHECK(same(a, b));
       const float s1 = ref->sum8(x.data(), n), s2 = ops->sum8(x.data(), n);
       CHECK(std::memcmp(&s1, &s2, 4) == 0);
+      float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // dot8's definition
+      for (int64_t i = 0; i < n; ++i) lanes[i % 8] = lanes[i % 8] + x[size_t(i)] * w[size_t(i)];
+      const float want = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+      float d1[5], d2[5];  // the same row five times: four at once, then one alone
+      for (int r = 0; r < 5; ++r) d1[r] = d2[r] = -1.0f;
+      ref->dot8_rows(x.data(), w.data(), 0, 5, n, d1);
+      ops->dot8_rows(x.data(), w.data(), 0, 5, n, d2);
+      for (int r = 0; r < 5; ++r) {
+        CHECK(std::memcmp(&want, &d1[r], 4) == 0);
+        CHECK(std::memcmp(&d1[r], &d2[r], 4) == 0);
+      }
     }
   }
   CHECK(checked >= 1);
