@@ -16,6 +16,10 @@
 #include "kernels/kernel.h"
 
 namespace fwa {
+// Internal linkage on purpose: each ISA file gets its own copy, compiled with its own flags
+// (a shared COMDAT instantiation could be picked for another ISA's caller; see
+// tests/check_isa_objects.sh).
+namespace {
 
 template <int NT>
 class GemvPrefetch {
@@ -52,4 +56,5 @@ class GemvPrefetch {
   int64_t tile_bytes_, n_tiles_, tile_, off_;
 };
 
+}  // namespace
 }  // namespace fwa
