@@ -415,13 +415,35 @@ void Session::account_decode_step(double ms, double off_cpu_ms) {
   const double off = window_ms_ > 0 ? window_off_ms_ / window_ms_ : 0;
   window_ms_ = window_off_ms_ = 0;
   window_steps_ = 0;
-  if (target_ms_ <= 0) {
+  if (target_ms_ <= 0)
     fastest_policy_window(avg, off);
-  } else if (avg > target_ms_ && active_threads_ < max_active_) {
+  else
+    latency_policy_window(avg);
+}
+
+void Session::latency_policy_window(double avg_ms) {
+  if (trial_ != 0) {  // this window ran on one core fewer: kept if it met the budget
+    if (avg_ms <= target_ms_) {
+      hold_next_ = kHoldMin;
+    } else {
+      ++active_threads_;
+      hold_next_ = std::min(2 * hold_next_, kHoldMax);
+      hold_ = hold_next_;
+    }
+    trial_ = 0;
+    return;
+  }
+  if (avg_ms > target_ms_ && active_threads_ < max_active_) {
     ++active_threads_;
+    hold_ = hold_next_;
   } else if (active_threads_ > 1 &&
-             avg * active_threads_ / (active_threads_ - 1) < 0.85 * target_ms_) {
-    --active_threads_;
+             avg_ms * active_threads_ / (active_threads_ - 1) < 0.85 * target_ms_) {
+    --active_threads_;  // even linear scaling would meet the budget
+  } else if (hold_ > 0) {
+    --hold_;
+  } else if (active_threads_ > 1 && avg_ms < 0.85 * target_ms_) {
+    --active_threads_;  // decode rarely scales linearly: measure one core fewer
+    trial_ = -1;
   }
 }
 

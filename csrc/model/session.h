@@ -70,8 +70,12 @@ class Session {
   //     (the weight bytes of one decode step / the read bandwidth measured with that many
   //     threads, Model::read_bandwidth) is under 85 % of the budget (all cores if none is);
   //   - then every kPolicyWindow decode steps the measured mean decides, with hysteresis:
-  //     one core more as soon as the mean misses the budget, one fewer only when the mean
-  //     scaled to one fewer core (linear scaling, the pessimistic case) stays under 85 %.
+  //     one core more as soon as the mean misses the budget, one fewer at once when the mean
+  //     scaled to one fewer core (linear scaling, the pessimistic case) stays under 85 %;
+  //     otherwise, while the mean stays under 85 %, a trial window on one core fewer after a
+  //     hold (kHoldMin windows after a core was added): kept if it meets the budget, undone
+  //     otherwise with the hold doubled (up to kHoldMax). A miss caused by a passing load
+  //     therefore does not keep the extra core for good.
   // target_ms == 0 ("fastest"): all max_cores, unless a core turns out to be taken by
   // another process. A window whose calling thread was off its core for more than
   // kContendedWait of the time (wall minus thread CPU time: parked at a run's end waiting for
@@ -165,11 +169,12 @@ class Session {
   double target_ms_ = 0, window_ms_ = 0;  // policy; decode time summed over the window
   double window_off_ms_ = 0;              // caller's off-core time summed over the window
   int window_steps_ = 0;
-  // "fastest" under contention: the trial under way (0 none, -1 one core fewer, +1 the shed
-  // core back), the mean of the window before it, windows before the next trial, next hold.
+  // Trials of both policies: the trial under way (0 none, -1 one core fewer, +1 the shed core
+  // back), the mean of the window before it, windows before the next trial, next hold.
   int trial_ = 0, hold_ = 0, hold_next_ = kHoldMin;
   double before_trial_ms_ = 0;
   void fastest_policy_window(double avg_ms, double off_fraction);
+  void latency_policy_window(double avg_ms);
   double decode_bytes_ = 0;
   uint64_t weight_bytes_read_ = 0;
 };

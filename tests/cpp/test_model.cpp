@@ -436,6 +436,31 @@ TEST_CASE("the latency policy: cost model first, then measured steps with hyster
   s->account_decode_step(1.0, 0.0);
   CHECK(s->active_threads() == 1);
 
+  // In between (6 ms on 2 cores: 12 ms if scaling were linear), after the hold a trial
+  // window on one core fewer decides; a failed trial doubles the hold.
+  s->set_policy(2, 10.0);
+  CHECK(s->active_threads() == 1);  // the cost model: the test model is tiny
+  feed(20.0);
+  CHECK(s->active_threads() == 2);
+  for (int i = 0; i < Session::kHoldMin; ++i) {
+    feed(6.0);
+    CHECK(s->active_threads() == 2);
+  }
+  feed(6.0);
+  CHECK(s->active_threads() == 1);  // the trial
+  feed(12.0);                       // misses: back to two cores
+  CHECK(s->active_threads() == 2);
+  for (int i = 0; i < 2 * Session::kHoldMin; ++i) {
+    feed(6.0);
+    CHECK(s->active_threads() == 2);
+  }
+  feed(6.0);
+  CHECK(s->active_threads() == 1);
+  feed(8.0);  // meets the budget: kept
+  CHECK(s->active_threads() == 1);
+  feed(8.0);
+  CHECK(s->active_threads() == 1);
+
   // Whatever the decisions, the logits are those of one thread.
   s->reset();
   std::vector<float> got(ids.size() * size_t(s->vocab_size()));
