@@ -65,12 +65,13 @@ void float_rows(void* ctx, int chunk) {
   const int64_t m0 = int64_t(chunk) / j.n_blocks * kFloatActRowsPerChunk;
   const int64_t m1 = std::min(j.r->M, m0 + kFloatActRowsPerChunk);
   const Linear& w = *j.w;
+  const VecOps& ops = vec_ops();
   for (int64_t m = m0; m < m1; ++m) {
     const float* x = j.r->x + m * j.r->x_stride;
     float* y = j.r->y + m * j.r->y_stride;
     if (w.dtype == DType::f32) {  // vectorised per ISA, several rows at once
-      vec_ops().dot8_rows(x, reinterpret_cast<const float*>(w.data) + n0 * w.K, w.K, n1 - n0,
-                          w.K, y + n0);
+      ops.dot8_rows(x, reinterpret_cast<const float*>(w.data) + n0 * w.K, w.K, n1 - n0, w.K,
+                    y + n0);
     } else {
       for (int64_t n = n0; n < n1; ++n) y[n] = half_row_dot(w, n, x);
     }

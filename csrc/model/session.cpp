@@ -551,11 +551,14 @@ Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, Lo
     st = w.moe ? moe_block(l, rows, message) : dense_block(l, rows, message);
     if (st != Status::ok) return st;
   }
-  for (int64_t i = 0; i < rows * H; ++i) x_[size_t(i)] = x_[size_t(i)] + tmp_[size_t(i)];
   if (out == LogitsOut::none) return Status::ok;
+  // The last block's residual add, then the final norm, for the rows whose logits are asked.
   const int64_t first = out == LogitsOut::all ? 0 : rows - 1;
-  for (int64_t r = first; r < rows; ++r)
-    rms_norm(&x_[size_t(r * H)], model_->final_norm().data(), H, eps, &xn_[size_t(r * H)]);
+  for (int64_t r = first; r < rows; ++r) {
+    float* x = &x_[size_t(r * H)];
+    for (int64_t i = 0; i < H; ++i) x[i] = x[i] + tmp_[size_t(r * H + i)];
+    rms_norm(x, model_->final_norm().data(), H, eps, &xn_[size_t(r * H)]);
+  }
   float* y = out == LogitsOut::all ? logits : last_logits_.data();
   st = run_linear(model_->lm_head(), &xn_[size_t(first * H)], rows - first, H, y, c.vocab_size);
   if (st != Status::ok)
@@ -615,11 +618,7 @@ Status Session::attention_block(int64_t l, int64_t rows, int64_t pos0, std::stri
   }
   AttentionJob job{q_.data(), kc, vc, attn_.data(), scores_.data(), rows, pos0, nh, group,
                    group / splits, hd, ctx_, score_stride(ctx_), std::sqrt(float(hd))};
-  const int tasks = int(nkv * splits);
-  if (active_threads_ > 1)
-    pool_->run(tasks, active_threads_, attention_heads, &job);
-  else
-    for (int t = 0; t < tasks; ++t) attention_heads(&job, t);
+  for_blocks(nkv * splits, 1, [&](int64_t t, int64_t) { attention_heads(&job, int(t)); });
   if ((st = run_linear(w.o, attn_.data(), rows, qd, tmp_.data(), H)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
   return Status::ok;
