@@ -1,8 +1,11 @@
 #include "artifact/reader.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +15,16 @@
 #include <new>
 
 #include "artifact/json.h"
+
+#if defined(__linux__)
+#include <linux/fs.h>
+// FS_VERITY_FL (linux/fs.h of 5.4+), as FS_IOC_GETFLAGS reports it.
+#ifdef FS_VERITY_FL
+constexpr int kFsVerityFlag = FS_VERITY_FL;
+#else
+constexpr int kFsVerityFlag = 0x00100000;
+#endif
+#endif
 
 namespace fwa {
 
@@ -109,19 +122,106 @@ size_t first_nonzero(const uint8_t* p, size_t n) {
   return n;
 }
 
+// ---- SIGBUS: a mapped file truncated under the mapping.
+// Live file mappings, in slots the signal handler reads without locks. A read past the end of
+// a shrunk file raises SIGBUS; for an address inside a registered mapping the handler maps
+// anonymous zero pages over the rest of that mapping, marks it faulted and returns, so the
+// read completes (on zeros) and the runtime reports the fault instead of the process dying.
+// Any other SIGBUS goes to the handler installed before ours (or the default action).
+constexpr size_t kMaxMappings = 1024;
+
+struct MappingSlot {
+  std::atomic<bool> used{false};    // claimed by a MappedFile
+  std::atomic<uintptr_t> begin{0};  // 0 while being set up or torn down
+  std::atomic<uintptr_t> end{0};
+  std::atomic<bool> faulted{false};
+};
+
+MappingSlot g_mappings[kMaxMappings];
+struct sigaction g_previous_sigbus;
+uintptr_t g_page_size = 4096;
+
+void on_sigbus(int sig, siginfo_t* info, void* context) {
+  const int saved_errno = errno;
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(info->si_addr);
+  for (MappingSlot& m : g_mappings) {
+    const uintptr_t begin = m.begin.load(std::memory_order_acquire);
+    if (begin == 0 || addr < begin || addr >= m.end.load(std::memory_order_relaxed)) continue;
+    const uintptr_t page = addr & ~(g_page_size - 1);
+    const uintptr_t end = m.end.load(std::memory_order_relaxed);
+    // mmap is a plain system call on Linux: safe here in practice.
+    if (mmap(reinterpret_cast<void*>(page), size_t(end - page), PROT_READ,
+             MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != MAP_FAILED) {
+      m.faulted.store(true, std::memory_order_release);
+      errno = saved_errno;
+      return;
+    }
+    break;
+  }
+  errno = saved_errno;
+  const struct sigaction& prev = g_previous_sigbus;
+  if (prev.sa_flags & SA_SIGINFO) {
+    if (prev.sa_sigaction) prev.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+    prev.sa_handler(sig);
+    return;
+  }
+  // The default action: re-raised for a sent signal; a fault repeats on return, now fatal.
+  signal(SIGBUS, SIG_DFL);
+  if (info->si_code <= 0) raise(sig);
+}
+
+void install_sigbus_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const long page = sysconf(_SC_PAGESIZE);
+    if (page > 0) g_page_size = uintptr_t(page);
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigaction(SIGBUS, &sa, &g_previous_sigbus);
+  });
+}
+
+MappingSlot* claim_mapping_slot(const void* map, size_t size) {
+  for (MappingSlot& m : g_mappings) {
+    bool expected = false;
+    if (!m.used.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) continue;
+    m.faulted.store(false, std::memory_order_relaxed);
+    m.end.store(reinterpret_cast<uintptr_t>(map) + size, std::memory_order_relaxed);
+    m.begin.store(reinterpret_cast<uintptr_t>(map), std::memory_order_release);
+    return &m;
+  }
+  return nullptr;
+}
+
 class MappedFile : public ByteSource {
  public:
-  MappedFile(void* map, size_t size) : map_(map) {
+  MappedFile(void* map, size_t size, Protection protection, MappingSlot* slot)
+      : map_(map), slot_(slot) {
     data_ = static_cast<const uint8_t*>(map);
     size_ = size;
     file_backed_ = true;
+    protection_ = protection;
   }
   ~MappedFile() override {
+    if (slot_) {
+      slot_->begin.store(0, std::memory_order_release);
+      slot_->used.store(false, std::memory_order_release);
+    }
     if (map_) munmap(map_, size_);
+  }
+  bool faulted() const override {
+    return slot_ && slot_->faulted.load(std::memory_order_acquire);
   }
 
  private:
   void* map_;
+  MappingSlot* slot_;
 };
 
 class BorrowedMemory : public ByteSource {
@@ -129,8 +229,142 @@ class BorrowedMemory : public ByteSource {
   BorrowedMemory(const void* data, size_t size) {
     data_ = static_cast<const uint8_t*>(data);
     size_ = size;
+    protection_ = Protection::caller_memory;
   }
 };
+
+// Private anonymous memory, page-aligned like a mapping (the tensors' alignment holds), made
+// read-only once filled.
+class PrivateCopy : public ByteSource {
+ public:
+  explicit PrivateCopy(size_t size) {
+    protection_ = Protection::copy;
+    size_ = size;
+    if (size == 0) return;
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    map_ = static_cast<uint8_t*>(p);
+    data_ = map_;
+  }
+  ~PrivateCopy() override {
+    if (map_) munmap(map_, size_);
+  }
+  uint8_t* writable() { return map_; }
+  void seal() {
+    if (map_) mprotect(map_, size_, PROT_READ);
+  }
+
+ private:
+  uint8_t* map_ = nullptr;
+};
+
+const char* file_type_name(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+// An open regular file: the one way map_file and read_file open a path.
+class RegularFile {
+ public:
+  ~RegularFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status open(const std::string& path, std::string* message) {
+    if (path.find('\0') != std::string::npos)
+      return fail(message, Status::invalid_argument,
+                  "the path " + quote(path.substr(0, path.find('\0'))) +
+                      "... contains a NUL character");
+    // O_NONBLOCK: opening a FIFO or a device must not wait for a writer; refused below.
+    fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd_ < 0)
+      return fail(message, Status::io_error,
+                  "cannot open " + quote(path) + ": " + std::strerror(errno));
+    if (fstat(fd_, &st_) != 0)
+      return fail(message, Status::io_error,
+                  "cannot stat " + quote(path) + ": " + std::strerror(errno));
+    if (!S_ISREG(st_.st_mode))
+      return fail(message, Status::io_error,
+                  quote(path) + " is " + file_type_name(st_.st_mode) +
+                      ", not a regular file: only regular files are opened");
+    if (uint64_t(st_.st_size) > uint64_t(SIZE_MAX) / 2)
+      return fail(message, Status::io_error, quote(path) + " is too large to open");
+    return Status::ok;
+  }
+  int fd() const { return fd_; }
+  size_t size() const { return size_t(st_.st_size); }
+
+ private:
+  int fd_ = -1;
+  struct stat st_ {};
+};
+
+// True when the file system of fd is read-only in its superblock: a read-only bind mount of a
+// writable file system is not (the file stays writable through its other mounts). Reads the
+// mount id from /proc/self/fdinfo and the super options from /proc/self/mountinfo.
+bool superblock_read_only(int fd) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  FILE* f = std::fopen(path, "re");
+  if (!f) return false;
+  long mnt_id = -1;
+  char line[512];
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "mnt_id: %ld", &mnt_id) == 1) break;
+  std::fclose(f);
+  if (mnt_id < 0) return false;
+  f = std::fopen("/proc/self/mountinfo", "re");
+  if (!f) return false;
+  bool ro = false;
+  std::string entry;
+  while (std::fgets(line, sizeof line, f)) {
+    entry += line;
+    if (entry.back() != '\n' && !std::feof(f)) continue;  // a long line: read the rest
+    long id = -1;
+    if (std::sscanf(entry.c_str(), "%ld", &id) == 1 && id == mnt_id) {
+      // "... - <fstype> <source> <super options>"
+      const size_t sep = entry.find(" - ");
+      if (sep != std::string::npos) {
+        size_t p = sep + 3;
+        for (int field = 0; field < 2 && p != std::string::npos; ++field) {
+          p = entry.find(' ', p);
+          if (p != std::string::npos) ++p;
+        }
+        ro = p != std::string::npos && entry.compare(p, 2, "ro") == 0 &&
+             (p + 2 == entry.size() || entry[p + 2] == ',' || entry[p + 2] == '\n');
+      }
+      break;
+    }
+    entry.clear();
+  }
+  std::fclose(f);
+  return ro;
+}
+
+// The protection in force for a mapping of the open regular file fd.
+Protection detect_protection(int fd) {
+#if defined(__linux__)
+  int flags = 0;
+  if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+    if (flags & kFsVerityFlag) return Protection::fs_verity;
+    if (flags & FS_IMMUTABLE_FL) return Protection::immutable;
+  }
+  struct statvfs vfs;
+  if (fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_RDONLY) && superblock_read_only(fd))
+    return Protection::read_only_mount;
+#ifdef F_GET_SEALS
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (seals >= 0 && (seals & F_SEAL_WRITE) && (seals & F_SEAL_SHRINK))
+    return Protection::memfd_sealed;
+#endif
+#else
+  (void)fd;
+#endif
+  return Protection::none;
+}
 
 // ---- Manifest field helpers. `where` names the object for messages.
 
@@ -184,49 +418,97 @@ std::string type_of(const Value& v) { return v.valid() ? json::type_name(v.type(
 
 }  // namespace
 
+const char* protection_name(Protection p) {
+  switch (p) {
+    case Protection::none: return "none";
+    case Protection::copy: return "copy";
+    case Protection::caller_memory: return "caller-memory";
+    case Protection::fs_verity: return "fs-verity";
+    case Protection::immutable: return "immutable";
+    case Protection::read_only_mount: return "read-only-mount";
+    case Protection::memfd_sealed: return "memfd-sealed";
+  }
+  return "unknown";
+}
+
+Status parse_pin(std::string_view text, Sha256Digest* out, std::string* message) {
+  if (text.size() != 71 || text.compare(0, 7, "sha256:") != 0 ||
+      !parse_digest_hex(text.data() + 7, 64, out)) {
+    return fail(message, Status::invalid_argument,
+                "pin must be 'sha256:' followed by 64 lowercase hex digits, got " +
+                    quote(text) + (text.empty() ? " (an empty pin is not 'no pin')" : ""));
+  }
+  return Status::ok;
+}
+
 Status map_file(const std::string& path, std::shared_ptr<const ByteSource>* out,
                 std::string* message) {
   try {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      return fail(message, Status::io_error,
-                  "cannot open " + quote(path) + ": " + std::strerror(errno));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-      const int e = errno;
-      ::close(fd);
-      return fail(message, Status::io_error, "cannot stat " + quote(path) + ": " + std::strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return fail(message, Status::io_error, quote(path) + " is not a regular file");
-    }
-    const uint64_t size = uint64_t(st.st_size);
-    if (size > uint64_t(SIZE_MAX) / 2) {
-      ::close(fd);
-      return fail(message, Status::io_error, quote(path) + " is too large to map");
-    }
+    RegularFile file;
+    Status st = file.open(path, message);
+    if (st != Status::ok) return st;
+    const size_t size = file.size();
+    const Protection protection = detect_protection(file.fd());
     void* map = nullptr;
+    MappingSlot* slot = nullptr;
     if (size > 0) {
-      map = mmap(nullptr, size_t(size), PROT_READ, MAP_PRIVATE, fd, 0);
-      if (map == MAP_FAILED) {
-        const int e = errno;
-        ::close(fd);
+      install_sigbus_handler();
+      map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.fd(), 0);
+      if (map == MAP_FAILED)
         return fail(message, Status::io_error,
-                    "cannot map " + quote(path) + ": " + std::strerror(e));
+                    "cannot map " + quote(path) + ": " + std::strerror(errno));
+      slot = claim_mapping_slot(map, size);
+      if (!slot) {
+        munmap(map, size);
+        return fail(message, Status::io_error,
+                    "cannot map " + quote(path) + ": " + num(kMaxMappings) +
+                        " artifact files are mapped already");
       }
     }
-    ::close(fd);  // the mapping stays valid
     try {
-      *out = std::make_shared<MappedFile>(map, size_t(size));
+      *out = std::make_shared<MappedFile>(map, size, protection, slot);
     } catch (...) {
-      if (map) munmap(map, size_t(size));
+      if (slot) {
+        slot->begin.store(0, std::memory_order_release);
+        slot->used.store(false, std::memory_order_release);
+      }
+      if (map) munmap(map, size);
       throw;
     }
-    return Status::ok;
+    return Status::ok;  // the mapping outlives the descriptor
   } catch (const std::bad_alloc&) {
     return fail(message, Status::io_error, "out of memory");
+  }
+}
+
+Status read_file(const std::string& path, std::shared_ptr<const ByteSource>* out,
+                 std::string* message) {
+  try {
+    RegularFile file;
+    Status st = file.open(path, message);
+    if (st != Status::ok) return st;
+    const size_t size = file.size();
+    auto copy = std::make_shared<PrivateCopy>(size);
+    // Bounded reads straight into the private pages: no mapping of the file is involved.
+    constexpr size_t kChunk = size_t(8) << 20;
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::read(file.fd(), copy->writable() + done, std::min(kChunk, size - done));
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n < 0)
+        return fail(message, Status::io_error,
+                    "cannot read " + quote(path) + ": " + std::strerror(errno));
+      if (n == 0)
+        return fail(message, Status::io_error,
+                    quote(path) + " shrank from " + num(size) + " to " + num(done) +
+                        " bytes while it was read");
+      done += size_t(n);
+    }
+    copy->seal();
+    *out = std::move(copy);
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    return fail(message, Status::io_error, "out of memory for a private copy of " + quote(path));
   }
 }
 
@@ -234,13 +516,33 @@ std::shared_ptr<const ByteSource> borrow_memory(const void* data, size_t size) {
   return std::make_shared<BorrowedMemory>(data, size);
 }
 
+std::shared_ptr<const ByteSource> copy_memory(const void* data, size_t size) {
+  auto copy = std::make_shared<PrivateCopy>(size);
+  if (size) std::memcpy(copy->writable(), data, size);
+  copy->seal();
+  return copy;
+}
+
 Artifact::~Artifact() = default;
 
 Status Artifact::open_file(const std::string& path, const OpenOptions& options,
                            std::unique_ptr<Artifact>* out, std::string* message) {
+  Sha256Digest pin;
+  if (options.pin) {  // a malformed pin fails before the file is touched
+    const Status st = parse_pin(*options.pin, &pin, message);
+    if (st != Status::ok) return st;
+  }
   std::shared_ptr<const ByteSource> src;
-  const Status st = map_file(path, &src, message);
+  const Status st = options.copy ? read_file(path, &src, message) : map_file(path, &src, message);
   if (st != Status::ok) return st;
+  if (options.strict && src->protection() == Protection::none) {
+    return fail(message, Status::io_error,
+                "unprotected mapping: " + quote(path) +
+                    " can be written or truncated while mapped (no fs-verity, no immutable "
+                    "flag, not on a read-only file system), so its verified bytes could change "
+                    "after open: use copy=True (FWA_OPEN_COPY, --copy) or put the file on "
+                    "read-only or verity-protected storage");
+  }
   return open(std::move(src), options, out, message);
 }
 
@@ -249,9 +551,14 @@ Status Artifact::open_memory(const void* data, size_t size, const OpenOptions& o
   if (data == nullptr && size != 0) {
     return fail(message, Status::invalid_argument, "null buffer with a non-zero size");
   }
+  Sha256Digest pin;
+  if (options.pin) {
+    const Status st = parse_pin(*options.pin, &pin, message);
+    if (st != Status::ok) return st;
+  }
   std::shared_ptr<const ByteSource> src;
   try {
-    src = borrow_memory(data, size);
+    src = options.copy ? copy_memory(data, size) : borrow_memory(data, size);
   } catch (const std::bad_alloc&) {
     return fail(message, Status::io_error, "out of memory");
   }
@@ -265,7 +572,11 @@ Status Artifact::open(std::shared_ptr<const ByteSource> source, const OpenOption
   try {
     std::unique_ptr<Artifact> a(new Artifact());
     a->src_ = std::move(source);
-    const Status st = a->load(options, message);
+    Status st = a->load(options, message);
+    // Verified over zero pages after a SIGBUS: the file shrank while it was read.
+    if (a->src_->faulted())
+      st = fail(message, Status::io_error,
+                "the artifact file was truncated while it was being verified (SIGBUS)");
     if (st != Status::ok) return st;
     *out = std::move(a);
     return Status::ok;
@@ -279,14 +590,10 @@ Status Artifact::open(std::shared_ptr<const ByteSource> source, const OpenOption
 Status Artifact::load(const OpenOptions& options, std::string* msg) {
   lazy_ = options.lazy;
   Sha256Digest pin{};
-  const bool has_pin = !options.pin.empty();
+  const bool has_pin = options.pin.has_value();
   if (has_pin) {
-    const std::string& p = options.pin;
-    if (p.size() != 71 || p.compare(0, 7, "sha256:") != 0 ||
-        !parse_digest_hex(p.data() + 7, 64, &pin)) {
-      return fail(msg, Status::invalid_argument,
-                  "pin must be 'sha256:' followed by 64 lowercase hex digits, got " + quote(p));
-    }
+    const Status st = parse_pin(*options.pin, &pin, msg);
+    if (st != Status::ok) return st;
   }
   base_ = src_->data();
   size_ = src_->size();

@@ -18,9 +18,15 @@
 // size arithmetic is checked for overflow; memory use is bounded by the manifest's size, so a
 // small file never causes a large allocation.
 //
-// Files are mapped read-only (MAP_PRIVATE), never read into the heap. A mapped file must not be
-// modified or truncated while it is open (the kernel would show the new bytes, or raise
-// SIGBUS): keep artifacts on storage nobody writes to, or open a private in-memory copy.
+// Files are opened only if they are regular files (O_NONBLOCK, then fstat: a FIFO or device
+// never blocks the open) and mapped read-only, or with OpenOptions::copy read into private
+// memory first. A private mapping does not freeze the file on Linux: a later write to it shows
+// through the pages not yet copied, so a mapping is only as safe as the storage; its
+// Protection (fs-verity, immutable, read-only filesystem, sealed memfd or none) is detected at
+// open and OpenOptions::strict refuses "none". A file truncated while mapped does not kill the
+// process: the SIGBUS handler maps zero pages over the lost range and marks the source
+// faulted(), and the runtime turns that into an error (docs/runtime.md, "Verification
+// guarantees per open mode").
 #pragma once
 #include <array>
 #include <atomic>
@@ -28,6 +34,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,31 +61,65 @@ extern const uint8_t kArtifactMagic[8];
 // The identifier of a status ("truncated", "bad_magic", "digest_mismatch", ...).
 const char* status_name(Status s);
 
-// Bytes an artifact is read from: a mapped file or caller-owned memory. Handles and views
-// share it; it is released with the last reference.
+// Parses a pin, "sha256:" followed by the 64 lowercase hex digits of a root digest: the one
+// parser behind every entry point (C++, C, Python). An empty string is malformed, never "no
+// pin" (no pin is an absent std::optional / a NULL pointer / None). invalid_argument with a
+// message quoting the value.
+Status parse_pin(std::string_view text, Sha256Digest* out, std::string* message);
+
+// What keeps an opened artifact's bytes equal to the verified ones until it is closed.
+enum class Protection : uint8_t {
+  none,             // a mapping of a file that can still be written or truncated
+  copy,             // private memory the file was read into (OpenOptions::copy)
+  caller_memory,    // memory the caller owns (open_memory): keeping it unchanged is its job
+  fs_verity,        // fs-verity file: no writes; the kernel checks every page read from disk
+  immutable,        // the inode's immutable flag (chattr +i): no writes, no truncation
+  read_only_mount,  // the file system itself (its superblock, not just this mount) is read-only
+  memfd_sealed,     // a memfd sealed against writes and shrinking (F_SEAL_WRITE|F_SEAL_SHRINK)
+};
+// "none", "copy", "caller-memory", "fs-verity", "immutable", "read-only-mount", "memfd-sealed".
+const char* protection_name(Protection p);
+
+// Bytes an artifact is read from: a mapped file, a private copy or caller-owned memory.
+// Handles and views share it; it is released with the last reference.
 class ByteSource {
  public:
   virtual ~ByteSource() = default;
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   // True for a file mapping: its pages may be dropped (madvise) and are read again from the
-  // file on the next access. Caller-owned memory is never advised.
+  // file on the next access. Copies and caller-owned memory are never advised.
   bool file_backed() const { return file_backed_; }
+  Protection protection() const { return protection_; }
+  // True once a read of a mapping hit a page past the end of its file (SIGBUS: the file was
+  // truncated while mapped). Those pages now read as zeros: nothing computed from the source
+  // since may be used. Never resets.
+  virtual bool faulted() const { return false; }
 
  protected:
   bool file_backed_ = false;
+  Protection protection_ = Protection::caller_memory;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
 
-// Maps a regular file read-only (MAP_PRIVATE). io_error when it cannot be opened, sized or
-// mapped.
+// Maps a regular file read-only (MAP_PRIVATE) and detects its Protection. invalid_argument
+// for a path with an embedded NUL; io_error when it cannot be opened, is not a regular file
+// (FIFO, directory, device, socket: refused without blocking), or cannot be sized or mapped.
 Status map_file(const std::string& path, std::shared_ptr<const ByteSource>* out,
                 std::string* message);
+
+// Reads a regular file into private, read-only memory (Protection::copy) with bounded reads;
+// the file can change afterwards without effect. Statuses as map_file's, and io_error when
+// the file shrinks while it is read.
+Status read_file(const std::string& path, std::shared_ptr<const ByteSource>* out,
+                 std::string* message);
 
 // Caller-owned memory, not copied: it must stay alive and unchanged while any artifact opened
 // from it is in use.
 std::shared_ptr<const ByteSource> borrow_memory(const void* data, size_t size);
+// A private, read-only copy of data[0, size) (Protection::copy). Throws std::bad_alloc.
+std::shared_ptr<const ByteSource> copy_memory(const void* data, size_t size);
 
 enum class DType : uint8_t { packed, f32, f16, bf16 };
 const char* dtype_name(DType d);
@@ -111,8 +152,13 @@ struct TensorView {
 };
 
 struct OpenOptions {
-  std::string pin;    // empty, or "sha256:" + the 64 lowercase hex digits of the root digest
-  bool lazy = false;  // verify expert blocks on first use instead of at open
+  // Absent, or "sha256:" + the 64 lowercase hex digits of the root digest (parse_pin). An
+  // empty string is a malformed pin, not "no pin".
+  std::optional<std::string> pin;
+  bool lazy = false;    // verify expert blocks on first use instead of at open
+  bool copy = false;    // open_file reads the file into private memory (read_file) and
+                        // open_memory copies the buffer: verified bytes cannot change later
+  bool strict = false;  // open_file refuses a mapping with Protection::none (io_error)
 };
 
 // What a digest job of the verifier stands for (internal: names it in messages).
@@ -128,6 +174,8 @@ class Artifact {
   // `data` is borrowed (see borrow_memory).
   static Status open_memory(const void* data, size_t size, const OpenOptions& options,
                             std::unique_ptr<Artifact>* out, std::string* message);
+  // Opens from a source as is (options.copy and options.strict apply to open_file and
+  // open_memory, which make the source).
   static Status open(std::shared_ptr<const ByteSource> source, const OpenOptions& options,
                      std::unique_ptr<Artifact>* out, std::string* message);
 
@@ -143,6 +191,7 @@ class Artifact {
   uint64_t data_length() const { return data_length_; }
   bool lazy() const { return lazy_; }
   const std::shared_ptr<const ByteSource>& source() const { return src_; }
+  Protection protection() const { return src_->protection(); }
 
   // Metadata (always available; the bytes are reached only through tensor()/tensor_at()).
   const std::vector<TensorInfo>& tensors() const { return tensors_; }

@@ -13,6 +13,15 @@ using fwa_capi::fail;
 using fwa_capi::fail_core;
 using fwa_capi::guarded;
 
+static_assert(int(fwa::Protection::none) == FWA_PROTECTION_NONE &&
+                  int(fwa::Protection::copy) == FWA_PROTECTION_COPY &&
+                  int(fwa::Protection::caller_memory) == FWA_PROTECTION_CALLER_MEMORY &&
+                  int(fwa::Protection::fs_verity) == FWA_PROTECTION_FS_VERITY &&
+                  int(fwa::Protection::immutable) == FWA_PROTECTION_IMMUTABLE &&
+                  int(fwa::Protection::read_only_mount) == FWA_PROTECTION_READ_ONLY_MOUNT &&
+                  int(fwa::Protection::memfd_sealed) == FWA_PROTECTION_MEMFD_SEALED,
+              "fwa_protection mirrors fwa::Protection");
+
 namespace {
 
 const fwa::Model& model_of(const fwa_model* m) { return *m->model; }
@@ -28,11 +37,20 @@ fwa_status read_open_options(const fwa_open_options* options, fwa::OpenOptions* 
   if (!options) return FWA_OK;
   const fwa_status st = fwa_capi::check_struct(options, sizeof *options, fn);
   if (st != FWA_OK) return st;
-  if (options->flags & ~uint32_t(FWA_OPEN_LAZY_VERIFY))
+  const uint32_t known = FWA_OPEN_LAZY_VERIFY | FWA_OPEN_COPY | FWA_OPEN_STRICT;
+  if (options->flags & ~known)
     return fail(FWA_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
-                unsigned(options->flags & ~uint32_t(FWA_OPEN_LAZY_VERIFY)));
+                unsigned(options->flags & ~known));
   o->lazy = (options->flags & FWA_OPEN_LAZY_VERIFY) != 0;
-  if (options->pin) o->pin = options->pin;
+  o->copy = (options->flags & FWA_OPEN_COPY) != 0;
+  o->strict = (options->flags & FWA_OPEN_STRICT) != 0;
+  if (options->pin) {  // NULL is "no pin"; "" is a malformed pin like any other text
+    fwa::Sha256Digest digest;
+    std::string message;
+    if (fwa::parse_pin(options->pin, &digest, &message) != fwa::Status::ok)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: %s", fn, message.c_str());
+    o->pin = options->pin;
+  }
   return FWA_OK;
 }
 
@@ -190,6 +208,21 @@ fwa_status fwa_model_get_info(const fwa_model* model, fwa_model_info* info) {
     *info = out;
     return FWA_OK;
   });
+}
+
+fwa_status fwa_model_protection(const fwa_model* model, int32_t* protection) {
+  const char* fn = "fwa_model_protection";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(protection, fn);
+    *protection = int32_t(model_of(model).protection());  // the values of fwa::Protection
+    return FWA_OK;
+  });
+}
+
+const char* fwa_protection_string(int32_t protection) {
+  if (protection < 0 || protection > int32_t(fwa::Protection::memfd_sealed)) return "unknown";
+  return fwa::protection_name(fwa::Protection(protection));
 }
 
 fwa_status fwa_model_manifest_json(const fwa_model* model, const char* section, char* buf,

@@ -82,6 +82,8 @@ Status Model::load(const std::string& path, const ModelLoadOptions& options,
   OpenOptions o;
   o.pin = options.pin;
   o.lazy = options.lazy;
+  o.copy = options.copy;
+  o.strict = options.strict;
   std::unique_ptr<Artifact> a;
   const Status st = Artifact::open_file(path, o, &a, message);
   if (st != Status::ok) return st;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,8 +39,12 @@ struct LayerWeights {
 };
 
 struct ModelLoadOptions {
-  std::string pin;    // "" or "sha256:<hex>": checked before anything is parsed
-  bool lazy = false;  // verify expert blocks on first use
+  // Absent or "sha256:<64 lowercase hex>" (parse_pin; "" is malformed): checked before
+  // anything is parsed.
+  std::optional<std::string> pin;
+  bool lazy = false;    // verify expert blocks on first use
+  bool copy = false;    // read the file into private memory and verify that (OpenOptions::copy)
+  bool strict = false;  // refuse a mapping nothing protects (OpenOptions::strict)
 };
 
 class Model {
@@ -52,6 +57,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   Artifact& artifact() const { return *artifact_; }
   std::string pin() const { return artifact_->pin(); }
+  // What keeps the weights equal to the verified bytes (reader.h); a mapping may fault later.
+  Protection protection() const { return artifact_->protection(); }
   const Linear& embed() const { return embed_; }
   const Linear& lm_head() const { return lm_head_; }  // the embedding when tied
   const std::vector<float>& final_norm() const { return final_norm_; }

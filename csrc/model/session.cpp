@@ -514,6 +514,12 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
     }
     tokens_.insert(tokens_.end(), ids + i0, ids + i0 + rows);  // capacity reserved: no allocation
   }
+  if (model_->artifact().source()->faulted()) {  // SIGBUS: computed on zero pages (reader.h)
+    tokens_.resize(size_t(start));
+    return fail(message, Status::io_error,
+                "the artifact file was truncated while mapped (SIGBUS): its weights are gone; "
+                "reload the model (copy=True or protected storage prevents this)");
+  }
   has_last_logits_ = out == LogitsOut::last;
   if (timed) {
     const double cpu = thread_cpu_ms() - cpu0;

@@ -8,9 +8,11 @@
 // reference to the artifact, so the memory stays valid after close() until the last view dies.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -67,11 +69,19 @@ class ArtifactHandle {
   std::shared_ptr<fwa::Artifact> a_;
 };
 
-ArtifactHandle open_source(std::shared_ptr<const fwa::ByteSource> src, const std::string& pin,
-                           bool lazy) {
+using Pin = std::optional<std::string>;  // None: no pin; "" is a malformed pin (parse_pin)
+
+fwa::OpenOptions open_options(const Pin& pin, bool lazy, bool copy, bool strict) {
   fwa::OpenOptions opt;
   opt.pin = pin;
   opt.lazy = lazy;
+  opt.copy = copy;
+  opt.strict = strict;
+  return opt;
+}
+
+ArtifactHandle open_source(std::shared_ptr<const fwa::ByteSource> src,
+                           const fwa::OpenOptions& opt) {
   std::unique_ptr<fwa::Artifact> a;
   std::string msg;
   fwa::Status st;
@@ -84,20 +94,31 @@ ArtifactHandle open_source(std::shared_ptr<const fwa::ByteSource> src, const std
   return ArtifactHandle(std::shared_ptr<fwa::Artifact>(std::move(a)));
 }
 
-ArtifactHandle open_path(const std::string& path, const std::string& pin, bool lazy) {
-  std::shared_ptr<const fwa::ByteSource> src;
+ArtifactHandle open_path(const std::string& path, const Pin& pin, bool lazy, bool copy,
+                         bool strict) {
+  const fwa::OpenOptions opt = open_options(pin, lazy, copy, strict);
+  std::unique_ptr<fwa::Artifact> a;
   std::string msg;
   fwa::Status st;
   {
     nb::gil_scoped_release release;
-    st = fwa::map_file(path, &src, &msg);
+    st = fwa::Artifact::open_file(path, opt, &a, &msg);
   }
   if (st != fwa::Status::ok) raise(st, msg);
-  return open_source(std::move(src), pin, lazy);
+  return ArtifactHandle(std::shared_ptr<fwa::Artifact>(std::move(a)));
 }
 
-ArtifactHandle open_buffer(nb::handle obj, const std::string& pin, bool lazy) {
-  return open_source(std::make_shared<PyBufferSource>(obj), pin, lazy);
+// copy: the buffer's bytes go into private memory and the buffer is released at once.
+ArtifactHandle open_buffer(nb::handle obj, const Pin& pin, bool lazy, bool copy) {
+  const fwa::OpenOptions opt = open_options(pin, lazy, false, false);
+  if (!copy) return open_source(std::make_shared<PyBufferSource>(obj), opt);
+  std::shared_ptr<const fwa::ByteSource> private_copy;
+  {
+    PyBufferSource view(obj);
+    nb::gil_scoped_release release;
+    private_copy = fwa::copy_memory(view.data(), view.size());
+  }
+  return open_source(std::move(private_copy), opt);
 }
 
 nb::bytes sha256_bytes(nb::handle obj, const std::string& backend) {
@@ -276,8 +297,10 @@ void bind_artifact(nb::module_& m) {
   m.def("sha256_backend", [] { return std::string(fwa::sha256_backend().name); });
 
   nb::class_<ArtifactHandle>(m, "ArtifactHandle")
-      .def_static("open_path", &open_path, "path"_a, "pin"_a = "", "lazy"_a = false)
-      .def_static("open_buffer", &open_buffer, "buffer"_a, "pin"_a = "", "lazy"_a = false)
+      .def_static("open_path", &open_path, "path"_a, "pin"_a = nb::none(), "lazy"_a = false,
+                  "copy"_a = false, "strict"_a = false)
+      .def_static("open_buffer", &open_buffer, "buffer"_a, "pin"_a = nb::none(),
+                  "lazy"_a = false, "copy"_a = false)
       .def("root_digest",
            [](const ArtifactHandle& h) {
              const auto& d = h.get().root_digest();
@@ -291,6 +314,8 @@ void bind_artifact(nb::module_& m) {
                               a.manifest_size());
            })
       .def_prop_ro("lazy", [](const ArtifactHandle& h) { return h.get().lazy(); })
+      .def_prop_ro("protection",
+                   [](const ArtifactHandle& h) { return fwa::protection_name(h.get().protection()); })
       .def_prop_ro("closed", &ArtifactHandle::closed)
       .def_prop_ro("data_offset", [](const ArtifactHandle& h) { return h.get().data_offset(); })
       .def_prop_ro("data_length", [](const ArtifactHandle& h) { return h.get().data_length(); })

@@ -10,12 +10,14 @@
 // after close and anything else RuntimeError.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -69,10 +71,14 @@ auto with_session(NativeSession& ns, F&& f) -> decltype(f(*ns.session)) {
   }
 }
 
-NativeModel load_model(const std::string& path, const std::string& pin, bool lazy) {
+// pin: None for no pin; "" is a malformed pin (parse_pin).
+NativeModel load_model(const std::string& path, const std::optional<std::string>& pin, bool lazy,
+                       bool copy, bool strict) {
   fwa::ModelLoadOptions o;
   o.pin = pin;
   o.lazy = lazy;
+  o.copy = copy;
+  o.strict = strict;
   std::shared_ptr<fwa::Model> m;
   std::string msg;
   fwa::Status st;
@@ -202,8 +208,11 @@ nb::dict generation_stats(const NativeGeneration& g) {
 
 void bind_model(nb::module_& m) {
   nb::class_<NativeModel>(m, "NativeModel")
-      .def_static("load", &load_model, "path"_a, "pin"_a = "", "lazy"_a = false)
+      .def_static("load", &load_model, "path"_a, "pin"_a = nb::none(), "lazy"_a = false,
+                  "copy"_a = false, "strict"_a = false)
       .def("pin", [](const NativeModel& m) { return m.model->pin(); })
+      .def("protection",
+           [](const NativeModel& m) { return fwa::protection_name(m.model->protection()); })
       .def("config_json",
            [](const NativeModel& m) { return std::string(m.model->config_json()); })
       .def("tokenizer_json",

@@ -36,7 +36,7 @@ struct Result {
 Result open_and_use(const uint8_t* data, size_t size, bool lazy, const std::string& pin) {
   fwa::OpenOptions opt;
   opt.lazy = lazy;
-  opt.pin = pin;
+  if (!pin.empty()) opt.pin = pin;  // "" here: no pin (an empty pin itself is malformed)
   std::unique_ptr<fwa::Artifact> a;
   std::string msg;
   Result r;

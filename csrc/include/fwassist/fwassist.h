@@ -122,22 +122,34 @@ fwa_status fwa_kernel_choices(char* buf, size_t cap, size_t* needed);
 
 /* ---- model ------------------------------------------------------------------------ */
 
-enum { FWA_OPEN_LAZY_VERIFY = 1 };  /* verify expert blocks on first use, not at open */
+/* FWA_OPEN_LAZY_VERIFY: verify expert blocks on first use, not at open.
+ * FWA_OPEN_COPY: read the file (fwa_model_open_file) or copy the buffer (fwa_model_open_memory)
+ *   into private memory, then verify that copy: later writes to the file or buffer change
+ *   nothing (FWA_PROTECTION_COPY). Costs RAM for the whole artifact.
+ * FWA_OPEN_STRICT: fwa_model_open_file refuses (FWA_ERR_IO, "unprotected mapping: ...") to map
+ *   a file whose bytes could change after verification (FWA_PROTECTION_NONE). */
+enum { FWA_OPEN_LAZY_VERIFY = 1, FWA_OPEN_COPY = 2, FWA_OPEN_STRICT = 4 };
 
 typedef struct fwa_open_options {
   uint32_t struct_size;
   uint32_t flags;        /* FWA_OPEN_* */
-  const char* pin;       /* NULL, or "sha256:<64 hex>": open fails unless it matches */
+  const char* pin;       /* NULL (no pin), or "sha256:<64 lowercase hex>": open fails unless it
+                            matches. "" or any other text: FWA_ERR_INVALID_ARGUMENT */
 } fwa_open_options;
 
 void fwa_open_options_init(fwa_open_options* options);
 
 /* Opens, bounds-checks and verifies an artifact before any byte reaches a kernel; on any
- * failure nothing is kept and *model is left unchanged. options may be NULL (defaults). */
+ * failure nothing is kept and *model is left unchanged. options may be NULL (defaults).
+ * Only a regular file is opened (a FIFO, directory or device: FWA_ERR_IO, without blocking).
+ * Without FWA_OPEN_COPY the file is mapped: the verified bytes stay the file's bytes, so they
+ * stay as verified only if the storage keeps the file unchanged (fwa_model_protection). A file
+ * truncated while mapped does not crash the process: evaluation then fails with FWA_ERR_IO. */
 fwa_status fwa_model_open_file(const char* path, const fwa_open_options* options,
                                fwa_model** model);
 /* The same over a caller-owned buffer (no file system needed). The buffer is borrowed: it
- * must stay valid and unchanged until the model and all its sessions are freed. */
+ * must stay valid and unchanged until the model and all its sessions are freed
+ * (FWA_PROTECTION_CALLER_MEMORY); with FWA_OPEN_COPY it is copied and may go at once. */
 fwa_status fwa_model_open_memory(const void* data, size_t size, const fwa_open_options* options,
                                  fwa_model** model);
 void fwa_model_free(fwa_model* model);
@@ -155,6 +167,23 @@ typedef struct fwa_model_info {
 
 void fwa_model_info_init(fwa_model_info* info);
 fwa_status fwa_model_get_info(const fwa_model* model, fwa_model_info* info);
+
+/* What keeps an open model's weights equal to the bytes verified at open (docs/runtime.md,
+ * "Verification guarantees per open mode"). */
+typedef enum fwa_protection {
+  FWA_PROTECTION_NONE = 0,            /* a mapped file that can still be written or truncated */
+  FWA_PROTECTION_COPY = 1,            /* private memory (FWA_OPEN_COPY) */
+  FWA_PROTECTION_CALLER_MEMORY = 2,   /* the caller's buffer: the caller keeps it unchanged */
+  FWA_PROTECTION_FS_VERITY = 3,       /* an fs-verity file */
+  FWA_PROTECTION_IMMUTABLE = 4,       /* the inode's immutable flag */
+  FWA_PROTECTION_READ_ONLY_MOUNT = 5, /* a file system mounted read-only (its superblock) */
+  FWA_PROTECTION_MEMFD_SEALED = 6     /* a memfd sealed with F_SEAL_WRITE and F_SEAL_SHRINK */
+} fwa_protection;
+
+fwa_status fwa_model_protection(const fwa_model* model, int32_t* protection);
+/* "none", "copy", "caller-memory", "fs-verity", "immutable", "read-only-mount",
+ * "memfd-sealed"; "unknown" for another value. Never NULL. */
+const char* fwa_protection_string(int32_t protection);
 
 /* A top-level manifest section as canonical JSON: "config", "model_card" (with
  * known_limitations), "provenance", "evidence", "sbom", ... FWA_ERR_NOT_FOUND if absent. */
