@@ -1,7 +1,7 @@
 """Loading `.fwa` artifacts through the fail-closed C++ reader (docs/artifact-format.md).
 
-:func:`load_artifact` opens a file (mapped read-only, never copied) or a bytes-like object and
-verifies it before anything is handed out: header, root digest against the optional pin,
+:func:`load_artifact` opens a regular file (mapped read-only, or with ``copy=True`` read into
+private memory) or a bytes-like object and verifies it before anything is handed out: header, root digest against the optional pin,
 manifest, tables, zero padding and the sha256 of every tensor; with ``lazy=True`` the expert
 blocks are verified on first use instead (a tensor of an unverified expert is never returned
 unverified). Any failure raises :class:`ArtifactError` with the status name and a message that
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import _core
 from .kernels import PackedMatrix
+from .pin import check_path, parse_pin
 
 __all__ = ["ArtifactError", "Artifact", "load_artifact", "STATUSES"]
 
@@ -30,8 +30,6 @@ __all__ = ["ArtifactError", "Artifact", "load_artifact", "STATUSES"]
 STATUSES = ("io_error", "truncated", "bad_magic", "unsupported_version", "malformed",
             "cap_exceeded", "trailing_bytes", "out_of_bounds", "overlap", "nonzero_padding",
             "digest_mismatch", "pin_mismatch", "incompatible")
-
-_PIN = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 PathOrBuffer = Union[str, bytes, "os.PathLike[str]", bytearray, memoryview, np.ndarray, Any]
 
@@ -99,6 +97,13 @@ class Artifact:
     @property
     def lazy(self) -> bool:
         return bool(self._handle().lazy)
+
+    @property
+    def protection(self) -> str:
+        """What keeps the bytes as verified until close: "copy", "caller-memory" (a buffer you
+        passed: keep it unchanged), "fs-verity", "immutable", "read-only-mount",
+        "memfd-sealed", or "none" (a mapped file that can still change; docs/runtime.md)."""
+        return str(self._handle().protection)
 
     @property
     def closed(self) -> bool:
@@ -171,29 +176,32 @@ class Artifact:
 
 
 def load_artifact(path_or_buffer: PathOrBuffer, pin: Optional[str] = None,
-                  lazy: bool = False) -> Artifact:
+                  lazy: bool = False, copy: bool = False, strict: bool = False) -> Artifact:
     """Opens and verifies an artifact.
 
-    path_or_buffer: a file path (str or os.PathLike; the file is mapped read-only and must not
-    change while open) or a bytes-like object (bytes, bytearray, memoryview, contiguous numpy
-    array; borrowed without a copy and held until the artifact and all its views are gone).
-    pin: ``"sha256:<64 lowercase hex>"``; the root digest must equal it (checked before the
-    manifest is parsed), else ArtifactError("pin_mismatch"). lazy: verify expert blocks on
-    first use instead of now.
+    path_or_buffer: a path (str or os.PathLike) of a regular file, or a bytes-like object
+    (bytes, bytearray, memoryview, contiguous numpy array; borrowed without a copy and held
+    until the artifact and all its views are gone: keep it unchanged).
+    pin: None, or ``"sha256:<64 lowercase hex>"`` (:func:`fwassist.pin.parse_pin`; "" is an
+    error, not "no pin"); the root digest must equal it (checked before the manifest is
+    parsed), else ArtifactError("pin_mismatch"). lazy: verify expert blocks on first use
+    instead of now. copy: read the file (or copy the buffer) into private memory and verify
+    that, so later changes to the file cannot reach the views. strict: refuse to map a file
+    whose bytes could still change (:attr:`Artifact.protection` "none"), ArtifactError
+    ("io_error", "unprotected mapping: ...").
 
-    Raises ArtifactError (``.status``, ``.message``) for a file that fails any check,
-    ValueError for a malformed pin, TypeError for an unsupported argument type.
+    Without ``copy`` a file stays mapped: its bytes are the verified ones only while nobody
+    writes the file (see :attr:`Artifact.protection` and docs/runtime.md).
+
+    Raises ArtifactError (``.status``, ``.message``) for a file that fails any check or is not
+    a regular file, ValueError for a malformed pin or a path with a NUL character, TypeError
+    for an unsupported argument type.
     """
-    if pin is not None:
-        if not isinstance(pin, str):
-            raise TypeError(f"pin must be a string, got {type(pin).__name__}")
-        if not _PIN.match(pin):
-            raise ValueError(f"pin must be 'sha256:' followed by 64 lowercase hex digits, "
-                             f"got {pin!r}")
-    pin_arg = pin or ""
+    pin = parse_pin(pin)
     if isinstance(path_or_buffer, (str, os.PathLike)):
-        path = os.fsdecode(os.fspath(path_or_buffer))
-        handle = _native(_core.ArtifactHandle.open_path, path, pin_arg, bool(lazy))
+        path = check_path(path_or_buffer)
+        handle = _native(_core.ArtifactHandle.open_path, path, pin, bool(lazy), bool(copy),
+                         bool(strict))
         return Artifact(handle, repr(path))
     try:
         memoryview(path_or_buffer)
@@ -201,7 +209,8 @@ def load_artifact(path_or_buffer: PathOrBuffer, pin: Optional[str] = None,
         raise TypeError("load_artifact needs a path or a bytes-like object, got "
                         f"{type(path_or_buffer).__name__}") from None
     try:
-        handle = _native(_core.ArtifactHandle.open_buffer, path_or_buffer, pin_arg, bool(lazy))
+        handle = _native(_core.ArtifactHandle.open_buffer, path_or_buffer, pin, bool(lazy),
+                         bool(copy))
     except BufferError as e:
         raise TypeError(f"the buffer must be C-contiguous bytes: {e}") from None
     return Artifact(handle, f"<buffer of {memoryview(path_or_buffer).nbytes} bytes>")

@@ -1,7 +1,8 @@
 """The runtime: load a verified ``.fwa`` model and run it (native, csrc/model).
 
-``Model.load(path, pin=...)`` maps and verifies the artifact (fail closed: any bad byte, or a
-pin that differs, raises :class:`fwassist.ArtifactError`). A model is read-only and shared;
+``Model.load(path, pin=...)`` maps (or with ``copy=True`` reads into private memory) and
+verifies the artifact (fail closed: any bad byte, or a pin that differs, raises
+:class:`fwassist.ArtifactError`). A model is read-only and shared;
 ``model.session(...)`` creates a context with its own KV cache and buffers, allocated once.
 Logits are bit-identical across thread counts, prefill chunk sizes, runs and CPUs (x86 and
 aarch64, every kernel variant) for a given compute mode:
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import _core
 from .loader import ArtifactError
+from .pin import check_path, parse_pin
 from .tokenizer import Tokenizer
 
 __all__ = ["Model", "Session", "Generation", "Token", "Stream"]
@@ -74,7 +76,7 @@ class Generation:
 
 
 class Model:
-    """A verified, memory-mapped model. Thread-safe; create sessions to run it."""
+    """A verified model (mapped, or a private copy). Thread-safe; create sessions to run it."""
 
     def __init__(self, native: Any, path: str) -> None:
         self._native = native
@@ -87,18 +89,39 @@ class Model:
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
-             lazy: bool = False) -> Model:
-        """Opens and verifies ``path``. ``pin`` ("sha256:<hex>") is checked before anything is
-        parsed; ``lazy`` verifies each expert's block on its first use instead of now."""
-        import os
+             lazy: bool = False, copy: bool = False, strict: bool = False) -> Model:
+        """Opens and verifies the regular file ``path`` (a FIFO, directory or device raises
+        ArtifactError("io_error") at once; a path with a NUL character ValueError).
 
-        p = os.fspath(path)
-        native = _artifact_errors(_core.NativeModel.load, p, pin or "", bool(lazy))
+        pin: None or "sha256:<64 lowercase hex>" (:func:`fwassist.pin.parse_pin`: "" is an
+        error, not "no pin"), checked before anything is parsed. lazy: verify each expert's
+        block on its first use instead of now.
+
+        What stays verified after load depends on the mode (docs/runtime.md, "Verification
+        guarantees per open mode"). By default the file is mapped: every byte is verified
+        before its first use, but a later write to the file shows through the mapping, so the
+        weights stay the verified ones only if the storage prevents writes
+        (:attr:`protection` names what does; "none" if nothing). ``copy=True`` reads the file
+        into private memory and verifies that copy: nothing done to the file afterwards
+        changes the model (costs RAM for the whole file). ``strict=True`` refuses a mapping
+        whose protection is "none" (ArtifactError "io_error", "unprotected mapping: ...").
+        A file truncated while mapped makes the next evaluation raise ArtifactError
+        ("io_error") instead of crashing the process."""
+        p = check_path(path)
+        native = _artifact_errors(_core.NativeModel.load, p, parse_pin(pin), bool(lazy),
+                                  bool(copy), bool(strict))
         return cls(native, p)
 
     @property
     def pin(self) -> str:
         return str(self._native.pin())
+
+    @property
+    def protection(self) -> str:
+        """What keeps the weights equal to the verified bytes until close: "copy" (private
+        memory), "fs-verity", "immutable", "read-only-mount", "memfd-sealed", or "none" (a
+        mapped file that can still be written or truncated)."""
+        return str(self._native.protection())
 
     @property
     def vocab_size(self) -> int:

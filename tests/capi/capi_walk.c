@@ -5,9 +5,12 @@
  * ASan + UBSan (tests/fuzz/run_fuzz.sh).
  *
  *   fwa_capi_walk MODEL.fwa      (any valid artifact; tests/cross/make_test_model.py's) */
+#define _POSIX_C_SOURCE 200809L /* mkfifo, mkdtemp, alarm */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fwassist/fwassist.h"
 
@@ -129,6 +132,109 @@ static void walk_open(const char* path, const unsigned char* data, size_t size) 
   EXPECT_STATUS(fwa_model_open_memory(copy, size, NULL, &model), FWA_ERR_BAD_MAGIC);
   free(copy);
   EXPECT(model == NULL);
+}
+
+/* The open path's guarantees (docs/runtime.md, "Verification guarantees per open mode"): an
+ * empty pin is malformed, only regular files are opened (a FIFO must fail at once: the alarm
+ * turns a hang into a failure), copies are private, strict refuses an unprotected mapping. */
+static void walk_open_guarantees(const char* path, const unsigned char* data, size_t size) {
+  fwa_model* model = NULL;
+  fwa_model* reference = NULL;
+  fwa_session* s = NULL;
+  fwa_session_options so;
+  fwa_open_options opts;
+  int32_t protection = -1;
+  int32_t mapped_protection = -1;
+  char dir[] = "/tmp/fwa_capi_walk_XXXXXX";
+  char fifo[64];
+  unsigned char* buffer;
+  const float* logits = NULL;
+  const float* ref_logits = NULL;
+  size_t n_vocab = 0, ref_vocab = 0;
+
+  fwa_open_options_init(&opts);
+  opts.pin = "";
+  EXPECT_STATUS(fwa_model_open_file(path, &opts, &model), FWA_ERR_INVALID_ARGUMENT);
+  EXPECT(strstr(fwa_last_error(), "pin") != NULL);
+  EXPECT_STATUS(fwa_model_open_memory(data, size, &opts, &model), FWA_ERR_INVALID_ARGUMENT);
+  EXPECT(model == NULL);
+
+  if (mkdtemp(dir)) {
+    snprintf(fifo, sizeof fifo, "%s/model.fwa", dir);
+    if (mkfifo(fifo, 0600) == 0) {
+      alarm(20);
+      EXPECT_STATUS(fwa_model_open_file(fifo, NULL, &model), FWA_ERR_IO);
+      EXPECT(strstr(fwa_last_error(), "FIFO") != NULL);
+      alarm(0);
+      unlink(fifo);
+    }
+    EXPECT_STATUS(fwa_model_open_file(dir, NULL, &model), FWA_ERR_IO);
+    EXPECT(strstr(fwa_last_error(), "directory") != NULL);
+    rmdir(dir);
+  }
+  EXPECT(model == NULL);
+
+  EXPECT(strcmp(fwa_protection_string(FWA_PROTECTION_NONE), "none") == 0);
+  EXPECT(strcmp(fwa_protection_string(FWA_PROTECTION_COPY), "copy") == 0);
+  EXPECT(strcmp(fwa_protection_string(FWA_PROTECTION_READ_ONLY_MOUNT), "read-only-mount") == 0);
+  EXPECT(strcmp(fwa_protection_string(99), "unknown") == 0);
+  EXPECT_STATUS(fwa_model_protection(NULL, &protection), FWA_ERR_NULL_ARGUMENT);
+
+  /* Mapped: strict refuses it exactly when nothing protects the file. */
+  EXPECT_STATUS(fwa_model_open_file(path, NULL, &model), FWA_OK);
+  if (model) {
+    EXPECT_STATUS(fwa_model_protection(model, NULL), FWA_ERR_NULL_ARGUMENT);
+    EXPECT_STATUS(fwa_model_protection(model, &mapped_protection), FWA_OK);
+    EXPECT(mapped_protection != FWA_PROTECTION_COPY &&
+           mapped_protection != FWA_PROTECTION_CALLER_MEMORY);
+    fwa_model_free(model);
+    model = NULL;
+  }
+  opts.pin = NULL;
+  opts.flags = FWA_OPEN_STRICT;
+  if (mapped_protection == FWA_PROTECTION_NONE) {
+    EXPECT_STATUS(fwa_model_open_file(path, &opts, &model), FWA_ERR_IO);
+    EXPECT(strstr(fwa_last_error(), "unprotected mapping") != NULL);
+  } else {
+    EXPECT_STATUS(fwa_model_open_file(path, &opts, &model), FWA_OK);
+  }
+  fwa_model_free(model);
+  model = NULL;
+  opts.flags = FWA_OPEN_COPY | FWA_OPEN_STRICT;
+  EXPECT_STATUS(fwa_model_open_file(path, &opts, &model), FWA_OK);
+  EXPECT_STATUS(fwa_model_protection(model, &protection), FWA_OK);
+  EXPECT(protection == FWA_PROTECTION_COPY);
+  fwa_model_free(model);
+  model = NULL;
+
+  /* A caller buffer is the caller's; copied, it may be overwritten at once. */
+  EXPECT_STATUS(fwa_model_open_memory(data, size, NULL, &reference), FWA_OK);
+  EXPECT_STATUS(fwa_model_protection(reference, &protection), FWA_OK);
+  EXPECT(protection == FWA_PROTECTION_CALLER_MEMORY);
+  buffer = (unsigned char*)malloc(size);
+  if (buffer && reference) {
+    int32_t prompt[3] = {1, 2, 3};
+    memcpy(buffer, data, size);
+    opts.flags = FWA_OPEN_COPY;
+    EXPECT_STATUS(fwa_model_open_memory(buffer, size, &opts, &model), FWA_OK);
+    memset(buffer, 0x55, size);
+    fwa_session_options_init(&so);
+    if (model && fwa_session_create(model, &so, &s) == FWA_OK) {
+      EXPECT_STATUS(fwa_session_eval(s, prompt, 3), FWA_OK);
+      EXPECT_STATUS(fwa_session_logits(s, &logits, &n_vocab), FWA_OK);
+      fwa_session* r = NULL;
+      EXPECT_STATUS(fwa_session_create(reference, &so, &r), FWA_OK);
+      EXPECT_STATUS(fwa_session_eval(r, prompt, 3), FWA_OK);
+      EXPECT_STATUS(fwa_session_logits(r, &ref_logits, &ref_vocab), FWA_OK);
+      EXPECT(logits && ref_logits && n_vocab == ref_vocab &&
+             memcmp(logits, ref_logits, n_vocab * sizeof(float)) == 0);
+      fwa_session_free(r);
+      fwa_session_free(s);
+    }
+    fwa_model_free(model);
+  }
+  free(buffer);
+  fwa_model_free(reference);
 }
 
 static void walk_model(fwa_model* model) {
@@ -351,6 +457,7 @@ int main(int argc, char** argv) {
   }
   walk_library();
   walk_open(argv[1], data, size);
+  walk_open_guarantees(argv[1], data, size);
   EXPECT_STATUS(fwa_model_open_memory(data, size, NULL, &model), FWA_OK);
   if (model) {
     walk_model(model);
