@@ -8,6 +8,7 @@
 // n-MB artifact (skipped otherwise).
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -794,6 +795,152 @@ TEST_CASE("reader: open_file maps the file; I/O errors are io_error") {
 
 // =============================================================================================
 // Reader: header
+
+namespace {
+
+// A temporary file holding `bytes`; removed with the object.
+struct TempFile {
+  std::string path;
+  explicit TempFile(const std::vector<uint8_t>& bytes) {
+    char p[] = "/tmp/fwa_open_testXXXXXX";
+    const int fd = mkstemp(p);
+    REQUIRE(fd >= 0);
+    REQUIRE(write(fd, bytes.data(), bytes.size()) == ssize_t(bytes.size()));
+    close(fd);
+    path = p;
+  }
+  ~TempFile() { unlink(path.c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("reader: parse_pin is the one pin rule; an empty pin is malformed, no pin is absent") {
+  const Built& b = model();
+  const std::string pin = "sha256:" + sha_hex(dump(b.manifest));
+  Sha256Digest d{};
+  std::string m;
+  CHECK(parse_pin(pin, &d, &m) == Status::ok);
+  CHECK("sha256:" + digest_hex(d) == pin);
+  CHECK(parse_pin("", &d, &m) == Status::invalid_argument);
+  CHECK(contains(m, "empty pin"));
+  CHECK(parse_pin(std::string_view(pin.data(), 70), &d, &m) == Status::invalid_argument);
+  // An empty pin is refused by every open, before the file is even looked at.
+  OpenOptions opt;
+  opt.pin = std::string();
+  std::unique_ptr<Artifact> a;
+  CHECK(Artifact::open_memory(b.file.data(), b.file.size(), opt, &a, &m) ==
+        Status::invalid_argument);
+  CHECK(Artifact::open_file("/nonexistent/model.fwa", opt, &a, &m) == Status::invalid_argument);
+  CHECK(contains(m, "empty pin"));
+  TempFile f(b.file);
+  opt.copy = true;
+  CHECK(Artifact::open_file(f.path, opt, &a, &m) == Status::invalid_argument);
+  CHECK(!a);
+  opt.pin.reset();
+  CHECK(Artifact::open_file(f.path, opt, &a, &m) == Status::ok);
+}
+
+TEST_CASE("reader: only regular files are opened, at once; a path with a NUL is refused") {
+  const Built& b = model();
+  TempFile f(b.file);
+  char dir[] = "/tmp/fwa_open_dirXXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  const std::string fifo = std::string(dir) + "/model.fwa";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  std::unique_ptr<Artifact> a;
+  std::string m;
+  for (bool copy : {false, true}) {
+    OpenOptions opt;
+    opt.copy = copy;
+    alarm(20);  // a blocking open of the FIFO fails the run instead of hanging it
+    CHECK(Artifact::open_file(fifo, opt, &a, &m) == Status::io_error);
+    alarm(0);
+    CHECK(contains(m, "is a FIFO, not a regular file"));
+    CHECK(Artifact::open_file(dir, opt, &a, &m) == Status::io_error);
+    CHECK(contains(m, "is a directory"));
+    CHECK(Artifact::open_file("/dev/null", opt, &a, &m) == Status::io_error);
+    CHECK(contains(m, "is a character device"));
+    // Cut at the NUL, the path names a valid artifact: it must not be opened.
+    CHECK(Artifact::open_file(f.path + std::string(1, '\0') + ".other", opt, &a, &m) ==
+          Status::invalid_argument);
+    CHECK(contains(m, "NUL"));
+    CHECK(!a);
+  }
+  unlink(fifo.c_str());
+  rmdir(dir);
+}
+
+TEST_CASE("reader: copies are private; strict refuses an unprotected mapping") {
+  const Built& b = model();
+  TempFile f(b.file);
+  std::unique_ptr<Artifact> mapped, copied;
+  std::string m;
+  OpenOptions opt;
+  REQUIRE(Artifact::open_file(f.path, opt, &mapped, &m) == Status::ok);
+  CHECK(mapped->source()->file_backed());
+  opt.copy = true;
+  opt.strict = true;  // a copy is protected
+  REQUIRE(Artifact::open_file(f.path, opt, &copied, &m) == Status::ok);
+  CHECK(copied->protection() == Protection::copy);
+  CHECK(!copied->source()->file_backed());
+  CHECK(std::string(protection_name(copied->protection())) == "copy");
+  // Overwrite the data region in place: the copy keeps the verified bytes.
+  const uint64_t off = copied->data_offset();
+  const std::vector<uint8_t> junk(b.data.size(), 0xA5);
+  {
+    FILE* w = std::fopen(f.path.c_str(), "r+b");
+    REQUIRE(w);
+    std::fseek(w, long(off), SEEK_SET);
+    std::fwrite(junk.data(), 1, junk.size(), w);
+    std::fclose(w);
+  }
+  TensorView v;
+  REQUIRE(copied->tensor("lm_head.weight", &v, &m) == Status::ok);
+  CHECK(std::memcmp(v.data, b.data.data() + v.info->offset, v.info->length) == 0);
+  if (mapped->protection() == Protection::none) {
+    // The same write shows through the mapping: why "none" must be reported and refusable.
+    REQUIRE(mapped->tensor("lm_head.weight", &v, &m) == Status::ok);
+    CHECK(std::memcmp(v.data, junk.data(), v.info->length) == 0);
+    opt.copy = false;
+    std::unique_ptr<Artifact> strict;
+    CHECK(Artifact::open_file(f.path, opt, &strict, &m) == Status::io_error);
+    CHECK(contains(m, "unprotected mapping"));
+    CHECK(!strict);
+  }
+  // Caller memory is the caller's; copied, it is private.
+  std::vector<uint8_t> buf = b.file;
+  OpenOptions mem;
+  std::unique_ptr<Artifact> borrowed;
+  REQUIRE(Artifact::open_memory(buf.data(), buf.size(), mem, &borrowed, &m) == Status::ok);
+  CHECK(borrowed->protection() == Protection::caller_memory);
+  mem.copy = true;
+  REQUIRE(Artifact::open_memory(buf.data(), buf.size(), mem, &copied, &m) == Status::ok);
+  CHECK(copied->protection() == Protection::copy);
+  std::fill(buf.begin(), buf.end(), uint8_t(0));
+  REQUIRE(copied->tensor("lm_head.weight", &v, &m) == Status::ok);
+  CHECK(std::memcmp(v.data, b.data.data() + v.info->offset, v.info->length) == 0);
+}
+
+TEST_CASE("reader: a mapped file truncated after open reads as zeros and marks the source") {
+  const Built& b = model();
+  TempFile f(b.file), other(b.file);
+  std::unique_ptr<Artifact> a, untouched;
+  std::string m;
+  REQUIRE(Artifact::open_file(f.path, OpenOptions(), &a, &m) == Status::ok);
+  REQUIRE(Artifact::open_file(other.path, OpenOptions(), &untouched, &m) == Status::ok);
+  CHECK(!a->source()->faulted());
+  REQUIRE(truncate(f.path.c_str(), 4096) == 0);
+  // Every byte past the first page is gone: reading them raises SIGBUS, which the reader's
+  // handler turns into zero pages and the faulted flag.
+  const uint8_t* p = a->source()->data();
+  unsigned sum = 0;
+  for (size_t i = 4096; i < a->source()->size(); ++i) sum += p[i];
+  CHECK(sum == 0);
+  CHECK(a->source()->faulted());
+  CHECK(!untouched->source()->faulted());
+  a.reset();
+  CHECK(Artifact::open_file(f.path, OpenOptions(), &a, &m) == Status::truncated);
+}
 
 TEST_CASE("reader: each corrupted header field gives its status") {
   const std::vector<uint8_t>& good = model().file;
