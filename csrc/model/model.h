@@ -1,6 +1,7 @@
-// A loaded model: the verified, mapped artifact plus the weights bound to its bytes (no copy,
-// no repacking; only the small norm vectors are widened to float32). Read-only after load(), so
-// one Model serves any number of sessions on any threads.
+// A loaded model: the verified artifact (mapped, or read into private memory with
+// ModelLoadOptions::copy) plus the weights bound to its bytes (no repacking; only the small
+// norm vectors are widened to float32). Read-only after load(), so one Model serves any number
+// of sessions on any threads.
 //
 // Tensors are found by (role, layer, expert) from the manifest's tensor table; a missing or
 // misshapen tensor fails the load with malformed and a message naming it. In lazy mode an
