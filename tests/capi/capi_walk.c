@@ -134,6 +134,32 @@ static void walk_open(const char* path, const unsigned char* data, size_t size) 
   EXPECT(model == NULL);
 }
 
+/* A mapped file truncated after open: evaluation fails with FWA_ERR_IO, the process lives. */
+static void walk_truncated_mapping(const unsigned char* data, size_t size) {
+  char path[] = "/tmp/fwa_capi_walk_truncXXXXXX";
+  const int fd = mkstemp(path);
+  fwa_model* model = NULL;
+  fwa_session* s = NULL;
+  int32_t protection = -1;
+  int32_t prompt[3] = {1, 2, 3};
+  if (fd < 0) return;
+  EXPECT(write(fd, data, size) == (ssize_t)size);
+  close(fd);
+  EXPECT_STATUS(fwa_model_open_file(path, NULL, &model), FWA_OK);
+  if (model && fwa_model_protection(model, &protection) == FWA_OK &&
+      protection == FWA_PROTECTION_NONE &&
+      fwa_session_create(model, NULL, &s) == FWA_OK) {
+    EXPECT_STATUS(fwa_session_eval(s, prompt, 3), FWA_OK);
+    EXPECT(truncate(path, 4096) == 0);
+    EXPECT_STATUS(fwa_session_eval(s, prompt, 3), FWA_ERR_IO);
+    EXPECT(strstr(fwa_last_error(), "SIGBUS") != NULL);
+    EXPECT_STATUS(fwa_session_decode(s, 1), FWA_ERR_IO);
+    fwa_session_free(s);
+  }
+  fwa_model_free(model);
+  unlink(path);
+}
+
 /* The open path's guarantees (docs/runtime.md, "Verification guarantees per open mode"): an
  * empty pin is malformed, only regular files are opened (a FIFO must fail at once: the alarm
  * turns a hang into a failure), copies are private, strict refuses an unprotected mapping. */
@@ -235,6 +261,7 @@ static void walk_open_guarantees(const char* path, const unsigned char* data, si
   }
   free(buffer);
   fwa_model_free(reference);
+  walk_truncated_mapping(data, size);
 }
 
 static void walk_model(fwa_model* model) {
