@@ -16,6 +16,7 @@ aarch64, every kernel variant) for a given compute mode:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional, Union
