@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "artifact/caps.h"
+
 namespace fwa {
 namespace {
 
@@ -37,6 +39,8 @@ struct JVal {
 class JsonParser {
  public:
   JsonParser(std::string_view s) : s_(s) {}
+  // Nesting deeper than the manifest's cap (64) is cap_exceeded, any other error malformed.
+  bool too_deep = false;
   bool parse(JVal* out, std::string* err) {
     ws();
     if (!value(out, 0)) {
@@ -146,9 +150,12 @@ class JsonParser {
     }
   }
   bool value(JVal* v, int depth) {
-    if (depth > 64) return fail("nesting too deep");
     if (p_ >= s_.size()) return fail("unexpected end");
     char c = s_[p_];
+    if ((c == '{' || c == '[') && depth >= 64) {
+      too_deep = true;
+      return fail("arrays and objects nested deeper than the cap of 64");
+    }
     if (c == '{') {
       v->t = JVal::Obj;
       ++p_;
@@ -578,8 +585,17 @@ struct MergeItem {
 }  // namespace
 
 struct Tokenizer::Impl {
-  std::vector<std::string> id_to_token;   // model vocab, overridden by added tokens
-  std::vector<uint8_t> id_kind;           // 0 absent, 1 model, 2 added, 3 special added
+  // Every id with its token (model vocab, overridden by added tokens), sorted by id: memory
+  // proportional to the tokens present, not to the largest id (docs/artifact-format.md §3.8).
+  std::vector<int32_t> ids;
+  std::vector<std::string> id_token;
+  std::vector<uint8_t> id_kind;           // 1 model, 2 added, 3 special added
+  int32_t n_ids = 0;                      // largest id + 1
+  // Position of `id` in `ids`, or -1.
+  int64_t find_id(int32_t id) const {
+    auto it = std::lower_bound(ids.begin(), ids.end(), id);
+    return it != ids.end() && *it == id ? int64_t(it - ids.begin()) : -1;
+  }
   std::vector<std::string> model_tokens;  // owns the keys of `vocab`
   std::unordered_map<std::string_view, int32_t> vocab;
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (a,b) -> (rank, new id)
@@ -620,6 +636,10 @@ Status incompatible(std::string* msg, const std::string& what) {
   if (msg) *msg = "unsupported tokenizer.json feature: " + what;
   return Status::incompatible;
 }
+Status cap_exceeded(std::string* msg, const std::string& what) {
+  if (msg) *msg = "tokenizer.json exceeds a cap: " + what;
+  return Status::cap_exceeded;
+}
 Status malformed(std::string* msg, const std::string& what) {
   if (msg) *msg = "malformed tokenizer.json: " + what;
   return Status::malformed;
@@ -656,23 +676,46 @@ Status Tokenizer::Impl::load(const JVal& root, std::string* msg) {
   ignore_merges = get_bool(model, "ignore_merges", false);
   const JVal* jvocab = model->get("vocab");
   if (!jvocab || jvocab->t != JVal::Obj) return malformed(msg, "model.vocab is not an object");
+  // Caps (§3.8) before anything is sized by a declared number.
+  if (jvocab->obj.size() > kMaxVocabEntries)
+    return cap_exceeded(msg, "model.vocab has " + std::to_string(jvocab->obj.size()) +
+                                 " entries, the cap is " + std::to_string(kMaxVocabEntries));
   int64_t max_id = -1;
   for (const auto& kv : jvocab->obj) {
-    if (kv.second.t != JVal::Num || kv.second.num < 0 || kv.second.num > 1e8 ||
+    if (kv.second.t != JVal::Num || kv.second.num < 0 ||
         double(int64_t(kv.second.num)) != kv.second.num)
       return malformed(msg, "vocab id of \"" + kv.first + "\" is not a non-negative integer");
+    if (kv.second.num >= double(kMaxTokenId))
+      return cap_exceeded(msg, "model.vocab id of \"" + kv.first + "\" is " +
+                                   std::to_string(int64_t(kv.second.num)) +
+                                   ", token ids must be below the cap of " +
+                                   std::to_string(kMaxTokenId));
     max_id = std::max(max_id, int64_t(kv.second.num));
   }
   const JVal* jadded = root.get("added_tokens");
   if (jadded && jadded->t != JVal::Arr && jadded->t != JVal::Null)
     return malformed(msg, "added_tokens is not an array");
+  if (jadded && jadded->t == JVal::Arr && jadded->arr.size() > kMaxAddedTokens)
+    return cap_exceeded(msg, "added_tokens has " + std::to_string(jadded->arr.size()) +
+                                 " entries, the cap is " + std::to_string(kMaxAddedTokens));
+  const JVal* jmerges = model->get("merges");
+  if (!jmerges || jmerges->t != JVal::Arr) return malformed(msg, "model.merges is not an array");
+  if (jmerges->arr.size() > kMaxMerges)
+    return cap_exceeded(msg, "model.merges has " + std::to_string(jmerges->arr.size()) +
+                                 " entries, the cap is " + std::to_string(kMaxMerges));
   if (jadded && jadded->t == JVal::Arr) {
     for (const JVal& a : jadded->arr) {
       const JVal* id = a.get("id");
       const JVal* content = a.get("content");
-      if (!id || id->t != JVal::Num || id->num < 0 || id->num > 1e8 || !content ||
+      if (!id || id->t != JVal::Num || id->num < 0 ||
+          double(int64_t(id->num)) != id->num || !content ||
           content->t != JVal::Str || content->s.empty())
         return malformed(msg, "an added token has no integer id or no content");
+      if (id->num >= double(kMaxTokenId))
+        return cap_exceeded(msg, "added token \"" + content->s + "\" has id " +
+                                     std::to_string(int64_t(id->num)) +
+                                     ", token ids must be below the cap of " +
+                                     std::to_string(kMaxTokenId));
       for (const char* k : {"single_word", "lstrip", "rstrip"})
         if (get_bool(&a, k, false))
           return incompatible(msg, std::string("added token ") + k + " (\"" + content->s + "\")");
@@ -682,26 +725,37 @@ Status Tokenizer::Impl::load(const JVal& root, std::string* msg) {
       max_id = std::max(max_id, int64_t(id->num));
     }
   }
-  id_to_token.assign(size_t(max_id + 1), std::string());
-  id_kind.assign(size_t(max_id + 1), 0);
+  n_ids = int32_t(max_id + 1);
   model_tokens.reserve(jvocab->obj.size());
-  for (const auto& kv : jvocab->obj) {
-    const size_t id = size_t(kv.second.num);
-    id_to_token[id] = kv.first;
-    id_kind[id] = 1;
-    model_tokens.push_back(kv.first);
-  }
+  for (const auto& kv : jvocab->obj) model_tokens.push_back(kv.first);
   vocab.reserve(model_tokens.size());
   for (size_t k = 0; k < model_tokens.size(); ++k)
     vocab[model_tokens[k]] = int32_t(jvocab->obj[k].second.num);
-  for (const AddedToken& a : added) {
-    id_to_token[size_t(a.id)] = a.content;
-    id_kind[size_t(a.id)] = a.special ? 3 : 2;
-    (a.normalized ? added_norm : added_raw) = true;
+  // The id table: model tokens, then added tokens; for one id the last listed wins (an added
+  // token overrides the model's), as a dense table written in that order would hold.
+  std::vector<uint32_t> order(model_tokens.size() + added.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = uint32_t(k);
+  auto id_of = [&](uint32_t k) {
+    return k < model_tokens.size() ? int32_t(jvocab->obj[k].second.num)
+                                   : added[k - model_tokens.size()].id;
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t x, uint32_t y) { return id_of(x) < id_of(y); });
+  for (size_t k = 0; k < order.size(); ++k) {
+    if (k + 1 < order.size() && id_of(order[k + 1]) == id_of(order[k])) continue;
+    const uint32_t src = order[k];
+    ids.push_back(id_of(src));
+    if (src < model_tokens.size()) {
+      id_token.push_back(model_tokens[src]);
+      id_kind.push_back(1);
+    } else {
+      const AddedToken& a = added[src - model_tokens.size()];
+      id_token.push_back(a.content);
+      id_kind.push_back(a.special ? 3 : 2);
+    }
   }
+  for (const AddedToken& a : added) (a.normalized ? added_norm : added_raw) = true;
   // Merges.
-  const JVal* jmerges = model->get("merges");
-  if (!jmerges || jmerges->t != JVal::Arr) return malformed(msg, "model.merges is not an array");
   merges.reserve(jmerges->arr.size());
   std::string a, b;
   int32_t rank = 0;
@@ -918,9 +972,10 @@ Status Tokenizer::load(std::string_view json_text, std::string* message) {
   try {
     JVal root;
     std::string err;
-    if (!JsonParser(json_text).parse(&root, &err)) {
+    JsonParser parser(json_text);
+    if (!parser.parse(&root, &err)) {
       if (message) *message = err;
-      return Status::malformed;
+      return parser.too_deep ? Status::cap_exceeded : Status::malformed;
     }
     auto impl = std::make_unique<Impl>();
     Status st = impl->load(root, message);
@@ -933,7 +988,7 @@ Status Tokenizer::load(std::string_view json_text, std::string* message) {
   }
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_ ? int32_t(impl_->id_to_token.size()) : 0; }
+int32_t Tokenizer::vocab_size() const { return impl_ ? impl_->n_ids : 0; }
 
 Status Tokenizer::encode(std::string_view text, int32_t* ids, size_t capacity, size_t* n_ids) {
   *n_ids = 0;
@@ -967,11 +1022,10 @@ Status Tokenizer::decode(const int32_t* ids, size_t n, bool skip_special, char* 
   try {
     m.bytes.clear();
     for (size_t k = 0; k < n; ++k) {
-      const int32_t id = ids[k];
-      if (id < 0 || size_t(id) >= m.id_to_token.size() || m.id_kind[size_t(id)] == 0)
-        return Status::invalid_argument;
-      if (skip_special && m.id_kind[size_t(id)] == 3) continue;
-      const std::string& t = m.id_to_token[size_t(id)];
+      const int64_t at = m.find_id(ids[k]);
+      if (at < 0) return Status::invalid_argument;
+      if (skip_special && m.id_kind[size_t(at)] == 3) continue;
+      const std::string& t = m.id_token[size_t(at)];
       // ByteLevel decoder: every char mapped back to its byte, or the token's own bytes if one
       // char is outside the byte-level alphabet.
       const size_t start = m.bytes.size();
