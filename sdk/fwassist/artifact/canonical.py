@@ -58,7 +58,7 @@ def normalize(value: Any, _path: str = "$", _depth: int = 0) -> Any:
         pass
     if isinstance(value, (dict, list, tuple)) and _depth >= MAX_DEPTH:
         # Refused here, before the recursion could reach Python's own limit.
-        raise ValueError(f"{_path}: arrays and objects nested deeper than {MAX_DEPTH}")
+        raise ValueError(f"{_path}: nesting of arrays and objects deeper than {MAX_DEPTH}")
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -74,7 +74,7 @@ def normalize(value: Any, _path: str = "$", _depth: int = 0) -> Any:
 def _check(value: Any, depth: int, path: str) -> None:
     """``depth``: the arrays and objects around ``value``."""
     if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
-        raise ValueError(f"{path}: arrays and objects nested deeper than {MAX_DEPTH}")
+        raise ValueError(f"{path}: nesting of arrays and objects deeper than {MAX_DEPTH}")
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
