@@ -192,3 +192,17 @@ def test_export_refuses_to_write_beyond_the_caps(field: str, tmp_path):
         write_artifact(out, model, model_card=model_card(), options={}, evidence={},
                        exporter_version="0")
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_a_manifest_of_tiny_values_costs_a_small_multiple_of_its_size(tmp_path):
+    """8 MB of `0,` in the tokenizer (valid: the tokenizer ignores unknown keys): the parsed
+    forms (the manifest tape, the tokenizer's nodes) stay within a small multiple of the text.
+    Before, each value cost a 96-byte tree node plus vector growth (~0.8 GB here)."""
+    blob, pin = resealed(lambda m: m["tokenizer"].update(x=[0] * 4_000_000))
+    p = tmp_path / "wide.fwa"
+    p.write_bytes(blob)
+    r = _measure(f"""
+        m = fwassist.Model.load({str(p)!r}, pin={pin!r})
+        result["vocab"] = m.vocab_size
+    """)
+    assert r["rss_mb"] < 150, r
