@@ -117,25 +117,42 @@ def _canon(value: Any) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def _walk_ok(value: Any) -> bool:
-    """Caps and integer range of a parsed value (the fast path's checks after the re-dump)."""
-    stack = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, (dict, list)):
-            if depth >= _MAX_DEPTH:
-                return False
-            items = v.items() if isinstance(v, dict) else ((None, x) for x in v)
-            for k, x in items:
-                if k is not None and len(k.encode("utf-8")) > _MAX_STRING:
+_LONG_INT = re.compile(rb"[0-9]{16,}")
+
+
+def _caps_ok(value: Any, raw: bytes) -> bool:
+    """The caps and integer range of `value`, parsed from `raw`, a canonical document (the
+    fast path's checks after the re-dump): container depth level by level; integers and
+    string lengths only when `raw` could hold an offender at all."""
+    ints = _LONG_INT.search(raw) is not None      # no run of 16 digits: every |int| < 2^53
+    strs = len(raw) > _MAX_STRING                 # else no string is longer than the cap
+
+    def scalar_ok(v: Any) -> bool:
+        if ints and type(v) is int and not -_MAX_INT <= v <= _MAX_INT:
+            return False
+        return not (strs and type(v) is str and len(v) > _MAX_STRING // 4
+                    and len(v.encode("utf-8")) > _MAX_STRING)
+
+    level = [value] if isinstance(value, (dict, list)) else []
+    if not level:
+        return scalar_ok(value)
+    depth = 0
+    while level:
+        depth += 1                                # the containers in `level` are this deep
+        if depth > _MAX_DEPTH:
+            return False
+        below = []
+        for c in level:
+            if type(c) is dict:
+                if strs and not all(scalar_ok(k) for k in c):
                     return False
-                stack.append((x, depth + 1))
-        elif isinstance(v, str):
-            if len(v.encode("utf-8")) > _MAX_STRING:
-                return False
-        elif isinstance(v, int) and not isinstance(v, bool):
-            if not -_MAX_INT <= v <= _MAX_INT:
-                return False
+                c = c.values()
+            for v in c:
+                if type(v) is dict or type(v) is list:
+                    below.append(v)
+                elif (ints or strs) and not scalar_ok(v):
+                    return False
+        level = below
     return True
 
 
@@ -295,7 +312,7 @@ def _parse_manifest(raw: bytes) -> Any:
 
         value = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_float=no_float,
                            parse_constant=no_float)
-        if _canon(value) == raw and _walk_ok(value):
+        if _canon(value) == raw and _caps_ok(value, raw):
             return value
     except (ValueError, RecursionError):
         pass
