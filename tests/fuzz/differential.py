@@ -17,6 +17,9 @@ mutations:
   fixed or not;
 * header bytes and data-region bytes.
 
+A quarter of the inputs are opened lazily; each expert block is then verified on its own, as
+on first use, and those verdicts are compared too.
+
 Inputs that both readers accept join the pool, so mutations stack on valid artifacts.
 
     python tests/fuzz/differential.py [--seconds 60] [--seed N] [--out DIR]
@@ -283,8 +286,13 @@ def mutate(rng: random.Random, blob: bytes) -> bytes:
 # ---- The two readers
 
 def native_verdict(blob: bytes, lazy: bool) -> tuple[str, str]:
+    """The C++ reader's verdict; lazy: then each expert block's, on first use, in table
+    order (the first failure decides)."""
     try:
-        load_artifact(blob, lazy=lazy)
+        art = load_artifact(blob, lazy=lazy)
+        if lazy:
+            for layer, expert in _blocks(blob):
+                art.verify_expert(layer, expert)
         return "ok", ""
     except ArtifactError as e:
         return e.status, e.message
@@ -292,10 +300,19 @@ def native_verdict(blob: bytes, lazy: bool) -> tuple[str, str]:
 
 def python_verdict(path: str, lazy: bool) -> tuple[str, str]:
     try:
-        pyverify.verify(path, lazy=lazy)
+        art = pyverify.verify(path, lazy=lazy)
+        if lazy:
+            for b in art.manifest["expert_blocks"]:
+                art.verify_expert(b["layer"], b["expert"])
         return "ok", ""
     except pyverify.PyArtifactError as e:
         return e.status, e.message
+
+
+def _blocks(blob: bytes) -> list[tuple[int, int]]:
+    """(layer, expert) of each expert block of a file the C++ reader opened."""
+    manifest = json.loads(split(blob)[0])
+    return [(b["layer"], b["expert"]) for b in manifest["expert_blocks"]]
 
 
 def compare(blob: bytes, path: str, lazy: bool) -> Optional[str]:
