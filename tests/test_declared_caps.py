@@ -206,3 +206,24 @@ def test_a_manifest_of_tiny_values_costs_a_small_multiple_of_its_size(tmp_path):
         result["vocab"] = m.vocab_size
     """)
     assert r["rss_mb"] < 150, r
+
+
+@pytest.mark.parametrize("where", ["config", "tokenizer", "model_card"])
+def test_export_refuses_deep_nesting_with_a_value_error(where: str, tmp_path):
+    """Nesting beyond the manifest's cap is refused by the writer's normalisation before
+    Python's recursion limit is reached (a RecursionError traceback before)."""
+    deep: object = 0
+    for _ in range(5000):
+        deep = {"a": deep}
+    model = make_model()
+    card = model_card()
+    if where == "config":
+        model.config["extra"] = deep
+    elif where == "tokenizer":
+        model.tokenizer["extra"] = deep
+    else:
+        card["extra"] = deep
+    with pytest.raises(ValueError, match="nesting of arrays and objects deeper than 64"):
+        write_artifact(tmp_path / "m.fwa", model, model_card=card, options={}, evidence={},
+                       exporter_version="0")
+    assert os.listdir(tmp_path) == []
