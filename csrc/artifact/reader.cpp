@@ -14,6 +14,7 @@
 #include <cstring>
 #include <new>
 
+#include "artifact/caps.h"
 #include "artifact/json.h"
 
 #if defined(__linux__)
@@ -706,6 +707,63 @@ Status Artifact::check_header(std::string* msg) {
   return Status::ok;
 }
 
+namespace {
+
+// §3.8: the sizes the config and the tokenizer declare, checked before anything allocates for
+// them (the model binder and the tokenizer trust these caps). Only integers are compared here;
+// the types and lower bounds are the binder's and the tokenizer's to check.
+Status check_declared_sizes(const Value& root, std::string* msg) {
+  const Value config = root.find("config");
+  for (const ConfigCap& c : kConfigCaps) {
+    int64_t v;
+    if (config.find(c.key).get_int(&v) && v > c.max) {
+      return fail(msg, Status::cap_exceeded,
+                  std::string("manifest: config.") + c.key + " = " + std::to_string(v) +
+                      " exceeds the cap of " + std::to_string(c.max));
+    }
+  }
+  const Value tok = root.find("tokenizer");
+  auto too_many = [&](const Value& v, size_t cap, const char* field) {
+    const size_t n = v.size();
+    if (n <= cap) return false;
+    fail(msg, Status::cap_exceeded,
+         std::string("manifest: tokenizer.") + field + " has " + num(n) +
+             " entries, the cap is " + num(cap));
+    return true;
+  };
+  auto id_too_large = [&](const Value& v, const char* field) {
+    int64_t id;
+    if (!v.get_int(&id) || id < kMaxTokenId) return false;
+    fail(msg, Status::cap_exceeded,
+         std::string("manifest: tokenizer.") + field + " holds token id " +
+             std::to_string(id) + ", ids must be below the cap of " +
+             std::to_string(kMaxTokenId));
+    return true;
+  };
+  const Value model = tok.find("model");
+  const Value vocab = model.find("vocab");
+  if (vocab.is(Type::object)) {
+    if (too_many(vocab, kMaxVocabEntries, "model.vocab")) return Status::cap_exceeded;
+    for (Value v = vocab.first(); v.valid(); v = v.next()) {
+      if (id_too_large(v, "model.vocab")) return Status::cap_exceeded;
+    }
+  }
+  const Value merges = model.find("merges");
+  if (merges.is(Type::array) && too_many(merges, kMaxMerges, "model.merges")) {
+    return Status::cap_exceeded;
+  }
+  const Value added = tok.find("added_tokens");
+  if (added.is(Type::array)) {
+    if (too_many(added, kMaxAddedTokens, "added_tokens")) return Status::cap_exceeded;
+    for (Value a = added.first(); a.valid(); a = a.next()) {
+      if (id_too_large(a.find("id"), "added_tokens")) return Status::cap_exceeded;
+    }
+  }
+  return Status::ok;
+}
+
+}  // namespace
+
 Status Artifact::check_manifest(std::string* msg) {
   json::Document doc;
   json::Limits lim;  // the spec's caps are the defaults
@@ -809,12 +867,16 @@ Status Artifact::check_manifest(std::string* msg) {
   {
     const Value kl = root.find("model_card").find("known_limitations");
     bool ok = kl.is(Type::array) && kl.size() > 0;
-    for (Value v = kl.first(); ok && v.valid(); v = v.next()) ok = v.is(Type::string);
+    for (Value v = kl.first(); ok && v.valid(); v = v.next()) {
+      ok = v.is(Type::string) && v.raw().size() > 2;  // "" is the only 2-byte literal
+    }
     if (!ok) {
       return fail(msg, Status::malformed,
-                  "manifest: model_card.known_limitations must be a non-empty array of strings");
+                  "manifest: model_card.known_limitations must be a non-empty array of "
+                  "non-empty strings");
     }
   }
+  if ((st = check_declared_sizes(root, msg)) != Status::ok) return st;
   {
     const Value secs = root.find("sections");
     if (!secs.is(Type::object)) {

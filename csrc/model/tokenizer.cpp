@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "artifact/caps.h"
+
 namespace fwa {
 namespace {
 
@@ -19,27 +21,113 @@ namespace {
 
 // ---------------------------------------------------------------------------------------------
 // JSON
-struct JVal {
-  enum T { Null, Bool, Num, Str, Arr, Obj } t = Null;
-  bool b = false;
-  double num = 0;
-  std::string s;
-  std::vector<JVal> arr;
-  std::vector<std::pair<std::string, JVal>> obj;
-  const JVal* get(const char* key) const {
-    if (t != Obj) return nullptr;
-    for (const auto& kv : obj)
-      if (kv.first == key) return &kv.second;
-    return nullptr;
-  }
+//
+// The parsed document is one flat array of 16-byte nodes in document order plus one buffer
+// holding every unescaped string, so its memory is a small multiple of the text's size (at
+// most 8 bytes of nodes per byte of text) whatever the text holds (docs/artifact-format.md
+// §3.8). An object's members are a key node followed by the value node.
+struct JNode {
+  uint8_t t;      // J::T
+  bool b;         // Bool: the value; Arr/Obj: non-empty
+  uint32_t next;  // the next element or member value of the same container, 0 after the last
+  union {
+    double num;
+    struct {
+      uint32_t off, len;
+    } str;  // Str: its bytes in JDoc::pool
+  };
 };
+
+struct JDoc {
+  std::vector<JNode> nodes;
+  std::string pool;
+};
+
+// A value of a JDoc (cheap to copy); a default-constructed J is "absent".
+class J {
+ public:
+  enum T : uint8_t { Null, Bool, Num, Str, Arr, Obj };
+  J() = default;
+  J(const JDoc* d, uint32_t i) : d_(d), i_(i) {}
+  explicit operator bool() const { return d_ != nullptr; }
+  T t() const { return T(node().t); }
+  bool is(T x) const { return d_ && t() == x; }
+  bool b() const { return node().b; }
+  double num() const { return node().num; }
+  std::string_view sv() const {
+    return std::string_view(d_->pool).substr(node().str.off, node().str.len);
+  }
+  std::string s() const { return std::string(sv()); }
+  // The first element (Arr) or member value (Obj); absent if empty or not a container.
+  J first() const {
+    if (!d_ || !(t() == Arr || t() == Obj) || !b()) return J();
+    return J(d_, i_ + (t() == Obj ? 2 : 1));
+  }
+  J next() const { return node().next ? J(d_, node().next) : J(); }
+  std::string_view key() const { return J(d_, i_ - 1).sv(); }  // of a member value
+  size_t size() const {
+    size_t n = 0;
+    for (J v = first(); v; v = v.next()) ++n;
+    return n;
+  }
+  J at(size_t k) const {
+    J v = first();
+    while (v && k-- > 0) v = v.next();
+    return v;
+  }
+  // Member `key` of an object (the first if repeated); absent otherwise.
+  J get(const char* key) const {
+    if (!is(Obj)) return J();
+    for (J v = first(); v; v = v.next())
+      if (v.key() == key) return v;
+    return J();
+  }
+
+ private:
+  const JNode& node() const { return d_->nodes[i_]; }
+  const JDoc* d_ = nullptr;
+  uint32_t i_ = 0;
+};
+
+// Nodes a valid document needs: one per string (keys included), container, number, literal.
+size_t count_nodes(std::string_view s) {
+  size_t n = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '"') {
+      ++n;
+      for (++i; i < s.size() && s[i] != '"'; ++i)
+        if (s[i] == '\\') ++i;
+    } else if (c == '{' || c == '[') {
+      ++n;
+    } else if (c == '-' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')) {
+      ++n;
+      while (i + 1 < s.size() && (std::strchr("+-.", s[i + 1]) ||
+                                  (s[i + 1] >= '0' && s[i + 1] <= '9') ||
+                                  (s[i + 1] >= 'a' && s[i + 1] <= 'z') ||
+                                  s[i + 1] == 'E'))
+        ++i;
+    }
+  }
+  return n;
+}
 
 class JsonParser {
  public:
   JsonParser(std::string_view s) : s_(s) {}
-  bool parse(JVal* out, std::string* err) {
+  // Nesting deeper than the manifest's cap (64) is cap_exceeded, any other error malformed.
+  bool too_deep = false;
+  bool parse(JDoc* doc, std::string* err) {
+    if (s_.size() >= UINT32_MAX) {
+      *err = "tokenizer.json: larger than 4 GiB";
+      return false;
+    }
+    doc_ = doc;
+    doc->nodes.reserve(count_nodes(s_));
+    doc->pool.reserve(s_.size());  // unescaping never lengthens a string
     ws();
-    if (!value(out, 0)) {
+    uint32_t root;
+    if (!value(&root, 0)) {
       *err = "tokenizer.json: invalid JSON at byte " + std::to_string(p_) + ": " + err_;
       return false;
     }
@@ -55,6 +143,16 @@ class JsonParser {
   std::string_view s_;
   size_t p_ = 0;
   std::string err_;
+  JDoc* doc_ = nullptr;
+  uint32_t push(J::T t) {
+    JNode n;
+    n.t = t;
+    n.b = false;
+    n.next = 0;
+    n.num = 0;
+    doc_->nodes.push_back(n);
+    return uint32_t(doc_->nodes.size() - 1);
+  }
   bool fail(const char* m) {
     err_ = m;
     return false;
@@ -99,13 +197,18 @@ class JsonParser {
       o->push_back(char(0x80 | (cp & 0x3F)));
     }
   }
-  bool str(std::string* o) {
+  // The string at p_ as node `idx` (its bytes appended to the pool).
+  bool str(uint32_t idx) {
+    std::string* o = &doc_->pool;
+    const size_t start = o->size();
     ++p_;  // opening quote
     for (;;) {
       if (p_ >= s_.size()) return fail("unterminated string");
       unsigned char c = static_cast<unsigned char>(s_[p_]);
       if (c == '"') {
         ++p_;
+        doc_->nodes[idx].str.off = uint32_t(start);
+        doc_->nodes[idx].str.len = uint32_t(o->size() - start);
         return true;
       }
       if (c < 0x20) return fail("control character in string");
@@ -145,67 +248,66 @@ class JsonParser {
       }
     }
   }
-  bool value(JVal* v, int depth) {
-    if (depth > 64) return fail("nesting too deep");
+  bool value(uint32_t* out, int depth) {
     if (p_ >= s_.size()) return fail("unexpected end");
-    char c = s_[p_];
-    if (c == '{') {
-      v->t = JVal::Obj;
+    const char c = s_[p_];
+    if (c == '{' || c == '[') {
+      if (depth >= 64) {
+        too_deep = true;
+        return fail("arrays and objects nested deeper than the cap of 64");
+      }
+      const bool obj = c == '{';
+      const uint32_t me = push(obj ? J::Obj : J::Arr);
+      *out = me;
       ++p_;
       ws();
-      if (p_ < s_.size() && s_[p_] == '}') {
+      if (p_ < s_.size() && s_[p_] == (obj ? '}' : ']')) {
         ++p_;
         return true;
       }
+      uint32_t prev = 0;
       for (;;) {
         ws();
-        if (p_ >= s_.size() || s_[p_] != '"') return fail("expected key");
-        v->obj.emplace_back();
-        if (!str(&v->obj.back().first)) return false;
-        ws();
-        if (p_ >= s_.size() || s_[p_] != ':') return fail("expected ':'");
-        ++p_;
-        ws();
-        if (!value(&v->obj.back().second, depth + 1)) return false;
-        ws();
-        if (p_ < s_.size() && s_[p_] == ',') { ++p_; continue; }
-        if (p_ < s_.size() && s_[p_] == '}') { ++p_; return true; }
-        return fail("expected ',' or '}'");
-      }
-    }
-    if (c == '[') {
-      v->t = JVal::Arr;
-      ++p_;
-      ws();
-      if (p_ < s_.size() && s_[p_] == ']') {
-        ++p_;
-        return true;
-      }
-      for (;;) {
-        ws();
-        v->arr.emplace_back();
-        if (!value(&v->arr.back(), depth + 1)) return false;
+        if (obj) {
+          if (p_ >= s_.size() || s_[p_] != '"') return fail("expected key");
+          if (!str(push(J::Str))) return false;
+          ws();
+          if (p_ >= s_.size() || s_[p_] != ':') return fail("expected ':'");
+          ++p_;
+          ws();
+        }
+        uint32_t v;
+        if (!value(&v, depth + 1)) return false;
+        if (prev) doc_->nodes[prev].next = v;
+        else doc_->nodes[me].b = true;
+        prev = v;
         ws();
         if (p_ < s_.size() && s_[p_] == ',') { ++p_; continue; }
-        if (p_ < s_.size() && s_[p_] == ']') { ++p_; return true; }
-        return fail("expected ',' or ']'");
+        if (p_ < s_.size() && s_[p_] == (obj ? '}' : ']')) { ++p_; return true; }
+        return fail(obj ? "expected ',' or '}'" : "expected ',' or ']'");
       }
     }
     if (c == '"') {
-      v->t = JVal::Str;
-      return str(&v->s);
+      *out = push(J::Str);
+      return str(*out);
     }
-    if (c == 't') { v->t = JVal::Bool; v->b = true; return lit("true"); }
-    if (c == 'f') { v->t = JVal::Bool; v->b = false; return lit("false"); }
-    if (c == 'n') { v->t = JVal::Null; return lit("null"); }
+    if (c == 't' || c == 'f') {
+      *out = push(J::Bool);
+      doc_->nodes[*out].b = c == 't';
+      return lit(c == 't' ? "true" : "false");
+    }
+    if (c == 'n') {
+      *out = push(J::Null);
+      return lit("null");
+    }
     if (c == '-' || (c >= '0' && c <= '9')) {
       size_t st = p_;
       while (p_ < s_.size() && (std::strchr("+-.eE", s_[p_]) || (s_[p_] >= '0' && s_[p_] <= '9')))
         ++p_;
       std::string t(s_.substr(st, p_ - st));
       char* end = nullptr;
-      v->t = JVal::Num;
-      v->num = std::strtod(t.c_str(), &end);
+      *out = push(J::Num);
+      doc_->nodes[*out].num = std::strtod(t.c_str(), &end);
       if (end != t.c_str() + t.size()) return fail("bad number");
       return true;
     }
@@ -578,8 +680,17 @@ struct MergeItem {
 }  // namespace
 
 struct Tokenizer::Impl {
-  std::vector<std::string> id_to_token;   // model vocab, overridden by added tokens
-  std::vector<uint8_t> id_kind;           // 0 absent, 1 model, 2 added, 3 special added
+  // Every id with its token (model vocab, overridden by added tokens), sorted by id: memory
+  // proportional to the tokens present, not to the largest id (docs/artifact-format.md §3.8).
+  std::vector<int32_t> ids;
+  std::vector<std::string> id_token;
+  std::vector<uint8_t> id_kind;           // 1 model, 2 added, 3 special added
+  int32_t n_ids = 0;                      // largest id + 1
+  // Position of `id` in `ids`, or -1.
+  int64_t find_id(int32_t id) const {
+    auto it = std::lower_bound(ids.begin(), ids.end(), id);
+    return it != ids.end() && *it == id ? int64_t(it - ids.begin()) : -1;
+  }
   std::vector<std::string> model_tokens;  // owns the keys of `vocab`
   std::unordered_map<std::string_view, int32_t> vocab;
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (a,b) -> (rank, new id)
@@ -604,7 +715,7 @@ struct Tokenizer::Impl {
     ++count;
   }
 
-  Status load(const JVal& root, std::string* msg);
+  Status load(J root, std::string* msg);
   void bpe(std::string_view word);
   void pretokenize(std::string_view s);
   void normalized_segment(std::string_view s);
@@ -620,102 +731,144 @@ Status incompatible(std::string* msg, const std::string& what) {
   if (msg) *msg = "unsupported tokenizer.json feature: " + what;
   return Status::incompatible;
 }
+Status cap_exceeded(std::string* msg, const std::string& what) {
+  if (msg) *msg = "tokenizer.json exceeds a cap: " + what;
+  return Status::cap_exceeded;
+}
 Status malformed(std::string* msg, const std::string& what) {
   if (msg) *msg = "malformed tokenizer.json: " + what;
   return Status::malformed;
 }
-bool is_null_or_absent(const JVal* v) { return !v || v->t == JVal::Null; }
-bool get_bool(const JVal* obj, const char* key, bool dflt) {
-  const JVal* v = obj->get(key);
-  return v && v->t == JVal::Bool ? v->b : dflt;
+bool is_null_or_absent(J v) { return !v || v.t() == J::Null; }
+bool get_bool(J obj, const char* key, bool dflt) {
+  const J v = obj.get(key);
+  return v.is(J::Bool) ? v.b() : dflt;
 }
-std::string type_of(const JVal* v) {
-  const JVal* t = v ? v->get("type") : nullptr;
-  return t && t->t == JVal::Str ? t->s : std::string();
+std::string type_of(J v) {
+  const J t = v.get("type");
+  return t.is(J::Str) ? t.s() : std::string();
 }
 
 }  // namespace
 
-Status Tokenizer::Impl::load(const JVal& root, std::string* msg) {
-  if (root.t != JVal::Obj) return malformed(msg, "the root is not an object");
+Status Tokenizer::Impl::load(J root, std::string* msg) {
+  if (!root.is(J::Obj)) return malformed(msg, "the root is not an object");
   // Model.
-  const JVal* model = root.get("model");
-  if (!model || model->t != JVal::Obj) return malformed(msg, "no \"model\" object");
+  const J model = root.get("model");
+  if (!model.is(J::Obj)) return malformed(msg, "no \"model\" object");
   const std::string mtype = type_of(model);
   if (!mtype.empty() && mtype != "BPE") return incompatible(msg, "model type " + mtype);
   if (mtype.empty()) return malformed(msg, "model has no type");
-  const JVal* dropout = model->get("dropout");
-  if (!is_null_or_absent(dropout)) return incompatible(msg, "BPE dropout");
-  if (!is_null_or_absent(model->get("unk_token"))) return incompatible(msg, "BPE unk_token");
+  if (!is_null_or_absent(model.get("dropout"))) return incompatible(msg, "BPE dropout");
+  if (!is_null_or_absent(model.get("unk_token"))) return incompatible(msg, "BPE unk_token");
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-    const JVal* v = model->get(k);
-    if (!is_null_or_absent(v) && !(v->t == JVal::Str && v->s.empty()))
+    const J v = model.get(k);
+    if (!is_null_or_absent(v) && !(v.is(J::Str) && v.sv().empty()))
       return incompatible(msg, std::string("BPE ") + k);
   }
   if (get_bool(model, "byte_fallback", false)) return incompatible(msg, "BPE byte_fallback");
   ignore_merges = get_bool(model, "ignore_merges", false);
-  const JVal* jvocab = model->get("vocab");
-  if (!jvocab || jvocab->t != JVal::Obj) return malformed(msg, "model.vocab is not an object");
+  const J jvocab = model.get("vocab");
+  if (!jvocab.is(J::Obj)) return malformed(msg, "model.vocab is not an object");
+  // Caps (§3.8) before anything is sized by a declared number.
+  const size_t n_vocab = jvocab.size();
+  if (n_vocab > kMaxVocabEntries)
+    return cap_exceeded(msg, "model.vocab has " + std::to_string(n_vocab) +
+                                 " entries, the cap is " + std::to_string(kMaxVocabEntries));
   int64_t max_id = -1;
-  for (const auto& kv : jvocab->obj) {
-    if (kv.second.t != JVal::Num || kv.second.num < 0 || kv.second.num > 1e8 ||
-        double(int64_t(kv.second.num)) != kv.second.num)
-      return malformed(msg, "vocab id of \"" + kv.first + "\" is not a non-negative integer");
-    max_id = std::max(max_id, int64_t(kv.second.num));
+  for (J v = jvocab.first(); v; v = v.next()) {
+    if (!v.is(J::Num) || v.num() < 0 || double(int64_t(v.num())) != v.num())
+      return malformed(msg, "vocab id of \"" + std::string(v.key()) +
+                                "\" is not a non-negative integer");
+    if (v.num() >= double(kMaxTokenId))
+      return cap_exceeded(msg, "model.vocab id of \"" + std::string(v.key()) + "\" is " +
+                                   std::to_string(int64_t(v.num())) +
+                                   ", token ids must be below the cap of " +
+                                   std::to_string(kMaxTokenId));
+    max_id = std::max(max_id, int64_t(v.num()));
   }
-  const JVal* jadded = root.get("added_tokens");
-  if (jadded && jadded->t != JVal::Arr && jadded->t != JVal::Null)
+  const J jadded = root.get("added_tokens");
+  if (jadded && !jadded.is(J::Arr) && !jadded.is(J::Null))
     return malformed(msg, "added_tokens is not an array");
-  if (jadded && jadded->t == JVal::Arr) {
-    for (const JVal& a : jadded->arr) {
-      const JVal* id = a.get("id");
-      const JVal* content = a.get("content");
-      if (!id || id->t != JVal::Num || id->num < 0 || id->num > 1e8 || !content ||
-          content->t != JVal::Str || content->s.empty())
-        return malformed(msg, "an added token has no integer id or no content");
-      for (const char* k : {"single_word", "lstrip", "rstrip"})
-        if (get_bool(&a, k, false))
-          return incompatible(msg, std::string("added token ") + k + " (\"" + content->s + "\")");
-      if (!valid_utf8(content->s)) return malformed(msg, "added token is not UTF-8");
-      const bool special = get_bool(&a, "special", false);
-      added.push_back({content->s, int32_t(id->num), special, get_bool(&a, "normalized", !special)});
-      max_id = std::max(max_id, int64_t(id->num));
-    }
+  if (jadded.is(J::Arr) && jadded.size() > kMaxAddedTokens)
+    return cap_exceeded(msg, "added_tokens has " + std::to_string(jadded.size()) +
+                                 " entries, the cap is " + std::to_string(kMaxAddedTokens));
+  const J jmerges = model.get("merges");
+  if (!jmerges.is(J::Arr)) return malformed(msg, "model.merges is not an array");
+  const size_t n_merges = jmerges.size();
+  if (n_merges > kMaxMerges)
+    return cap_exceeded(msg, "model.merges has " + std::to_string(n_merges) +
+                                 " entries, the cap is " + std::to_string(kMaxMerges));
+  for (J a = jadded.is(J::Arr) ? jadded.first() : J(); a; a = a.next()) {
+    const J id = a.get("id");
+    const J content = a.get("content");
+    if (!id.is(J::Num) || id.num() < 0 || double(int64_t(id.num())) != id.num() ||
+        !content.is(J::Str) || content.sv().empty())
+      return malformed(msg, "an added token has no integer id or no content");
+    if (id.num() >= double(kMaxTokenId))
+      return cap_exceeded(msg, "added token \"" + content.s() + "\" has id " +
+                                   std::to_string(int64_t(id.num())) +
+                                   ", token ids must be below the cap of " +
+                                   std::to_string(kMaxTokenId));
+    for (const char* k : {"single_word", "lstrip", "rstrip"})
+      if (get_bool(a, k, false))
+        return incompatible(msg, std::string("added token ") + k + " (\"" + content.s() + "\")");
+    if (!valid_utf8(content.sv())) return malformed(msg, "added token is not UTF-8");
+    const bool special = get_bool(a, "special", false);
+    added.push_back({content.s(), int32_t(id.num()), special, get_bool(a, "normalized", !special)});
+    max_id = std::max(max_id, int64_t(id.num()));
   }
-  id_to_token.assign(size_t(max_id + 1), std::string());
-  id_kind.assign(size_t(max_id + 1), 0);
-  model_tokens.reserve(jvocab->obj.size());
-  for (const auto& kv : jvocab->obj) {
-    const size_t id = size_t(kv.second.num);
-    id_to_token[id] = kv.first;
-    id_kind[id] = 1;
-    model_tokens.push_back(kv.first);
+  n_ids = int32_t(max_id + 1);
+  model_tokens.reserve(n_vocab);
+  std::vector<int32_t> model_ids;
+  model_ids.reserve(n_vocab);
+  for (J v = jvocab.first(); v; v = v.next()) {
+    model_tokens.emplace_back(v.key());
+    model_ids.push_back(int32_t(v.num()));
   }
   vocab.reserve(model_tokens.size());
-  for (size_t k = 0; k < model_tokens.size(); ++k)
-    vocab[model_tokens[k]] = int32_t(jvocab->obj[k].second.num);
-  for (const AddedToken& a : added) {
-    id_to_token[size_t(a.id)] = a.content;
-    id_kind[size_t(a.id)] = a.special ? 3 : 2;
-    (a.normalized ? added_norm : added_raw) = true;
+  for (size_t k = 0; k < model_tokens.size(); ++k) vocab[model_tokens[k]] = model_ids[k];
+  // The id table: model tokens, then added tokens; for one id the last listed wins (an added
+  // token overrides the model's), as a dense table written in that order would hold.
+  std::vector<uint32_t> order(model_tokens.size() + added.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = uint32_t(k);
+  auto id_of = [&](uint32_t k) {
+    return k < model_tokens.size() ? model_ids[k] : added[k - model_tokens.size()].id;
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t x, uint32_t y) { return id_of(x) < id_of(y); });
+  ids.reserve(order.size());
+  id_token.reserve(order.size());
+  id_kind.reserve(order.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    if (k + 1 < order.size() && id_of(order[k + 1]) == id_of(order[k])) continue;
+    const uint32_t src = order[k];
+    ids.push_back(id_of(src));
+    if (src < model_tokens.size()) {
+      id_token.push_back(model_tokens[src]);
+      id_kind.push_back(1);
+    } else {
+      const AddedToken& a = added[src - model_tokens.size()];
+      id_token.push_back(a.content);
+      id_kind.push_back(a.special ? 3 : 2);
+    }
   }
+  for (const AddedToken& a : added) (a.normalized ? added_norm : added_raw) = true;
   // Merges.
-  const JVal* jmerges = model->get("merges");
-  if (!jmerges || jmerges->t != JVal::Arr) return malformed(msg, "model.merges is not an array");
-  merges.reserve(jmerges->arr.size());
+  merges.reserve(n_merges);
   std::string a, b;
   int32_t rank = 0;
-  for (const JVal& m : jmerges->arr) {
-    if (m.t == JVal::Str) {
-      const size_t sp = m.s.find(' ');
-      if (sp == std::string::npos || m.s.find(' ', sp + 1) != std::string::npos)
-        return malformed(msg, "merge \"" + m.s + "\" is not two space-separated tokens");
-      a = m.s.substr(0, sp);
-      b = m.s.substr(sp + 1);
-    } else if (m.t == JVal::Arr && m.arr.size() == 2 && m.arr[0].t == JVal::Str &&
-               m.arr[1].t == JVal::Str) {
-      a = m.arr[0].s;
-      b = m.arr[1].s;
+  for (J m = jmerges.first(); m; m = m.next()) {
+    if (m.is(J::Str)) {
+      const std::string_view ms = m.sv();
+      const size_t sp = ms.find(' ');
+      if (sp == std::string::npos || ms.find(' ', sp + 1) != std::string::npos)
+        return malformed(msg, "merge \"" + m.s() + "\" is not two space-separated tokens");
+      a = std::string(ms.substr(0, sp));
+      b = std::string(ms.substr(sp + 1));
+    } else if (m.is(J::Arr) && m.size() == 2 && m.at(0).is(J::Str) && m.at(1).is(J::Str)) {
+      a = m.at(0).s();
+      b = m.at(1).s();
     } else {
       return malformed(msg, "a merge is neither \"a b\" nor [a, b]");
     }
@@ -737,16 +890,16 @@ Status Tokenizer::Impl::load(const JVal& root, std::string* msg) {
     byte_id[k] = it == vocab.end() ? -1 : it->second;
   }
   // Normalizer.
-  const JVal* norm_j = root.get("normalizer");
+  const J norm_j = root.get("normalizer");
   if (!is_null_or_absent(norm_j)) {
     const std::string t = type_of(norm_j);
     if (t != "NFC") return incompatible(msg, "normalizer " + (t.empty() ? "(no type)" : t));
     nfc = true;
   }
   // Pre-tokenizer.
-  const JVal* pt = root.get("pre_tokenizer");
+  const J pt = root.get("pre_tokenizer");
   const std::string ptype = type_of(pt);
-  auto byte_level = [&](const JVal* v, bool allow_regex, bool allow_prefix) -> Status {
+  auto byte_level = [&](J v, bool allow_regex, bool allow_prefix) -> Status {
     if (get_bool(v, "add_prefix_space", false)) {
       if (!allow_prefix) return incompatible(msg, "ByteLevel add_prefix_space after Split");
       add_prefix_space = true;
@@ -761,23 +914,21 @@ Status Tokenizer::Impl::load(const JVal& root, std::string* msg) {
     Status st = byte_level(pt, true, true);
     if (st != Status::ok) return st;
   } else if (ptype == "Sequence") {
-    const JVal* list = pt->get("pretokenizers");
-    if (!list || list->t != JVal::Arr || list->arr.size() != 2 || type_of(&list->arr[0]) != "Split" ||
-        type_of(&list->arr[1]) != "ByteLevel")
+    const J list = pt.get("pretokenizers");
+    if (!list.is(J::Arr) || list.size() != 2 || type_of(list.at(0)) != "Split" ||
+        type_of(list.at(1)) != "ByteLevel")
       return incompatible(msg, "pre_tokenizer Sequence other than [Split, ByteLevel]");
-    const JVal& split = list->arr[0];
-    const JVal* pattern = split.get("pattern");
-    const JVal* regex = pattern ? pattern->get("Regex") : nullptr;
-    if (!regex || regex->t != JVal::Str)
-      return incompatible(msg, "Split pre-tokenizer without a Regex pattern");
-    if (regex->s == kQwen2Pattern) pretok = Pretok::qwen2;
-    else if (regex->s == kGpt2Pattern) pretok = Pretok::gpt2;
-    else return incompatible(msg, "Split regex " + regex->s);
-    const JVal* behavior = split.get("behavior");
-    if (!behavior || behavior->t != JVal::Str || behavior->s != "Isolated")
+    const J split = list.at(0);
+    const J regex = split.get("pattern").get("Regex");
+    if (!regex.is(J::Str)) return incompatible(msg, "Split pre-tokenizer without a Regex pattern");
+    if (regex.sv() == kQwen2Pattern) pretok = Pretok::qwen2;
+    else if (regex.sv() == kGpt2Pattern) pretok = Pretok::gpt2;
+    else return incompatible(msg, "Split regex " + regex.s());
+    const J behavior = split.get("behavior");
+    if (!behavior.is(J::Str) || behavior.sv() != "Isolated")
       return incompatible(msg, "Split behavior other than Isolated");
-    if (get_bool(&split, "invert", false)) return incompatible(msg, "Split invert=true");
-    Status st = byte_level(&list->arr[1], false, false);
+    if (get_bool(split, "invert", false)) return incompatible(msg, "Split invert=true");
+    Status st = byte_level(list.at(1), false, false);
     if (st != Status::ok) return st;
   } else {
     return incompatible(msg, "pre_tokenizer " + (ptype.empty() ? std::string("null") : ptype));
@@ -785,13 +936,11 @@ Status Tokenizer::Impl::load(const JVal& root, std::string* msg) {
   // Decoder and post-processor.
   const std::string dtype = type_of(root.get("decoder"));
   if (dtype != "ByteLevel") return incompatible(msg, "decoder " + (dtype.empty() ? "null" : dtype));
-  const JVal* post = root.get("post_processor");
+  const J post = root.get("post_processor");
   if (!is_null_or_absent(post) && type_of(post) != "ByteLevel")
     return incompatible(msg, "post_processor " + type_of(post));
-  const JVal* trunc = root.get("truncation");
-  if (!is_null_or_absent(trunc)) return incompatible(msg, "truncation");
-  const JVal* pad = root.get("padding");
-  if (!is_null_or_absent(pad)) return incompatible(msg, "padding");
+  if (!is_null_or_absent(root.get("truncation"))) return incompatible(msg, "truncation");
+  if (!is_null_or_absent(root.get("padding"))) return incompatible(msg, "padding");
   // Scratch sized once (grown on demand later).
   syms.reserve(256);
   heap.reserve(256);
@@ -916,14 +1065,15 @@ Tokenizer::~Tokenizer() = default;
 Status Tokenizer::load(std::string_view json_text, std::string* message) {
   impl_.reset();
   try {
-    JVal root;
+    JDoc doc;
     std::string err;
-    if (!JsonParser(json_text).parse(&root, &err)) {
+    JsonParser parser(json_text);
+    if (!parser.parse(&doc, &err)) {
       if (message) *message = err;
-      return Status::malformed;
+      return parser.too_deep ? Status::cap_exceeded : Status::malformed;
     }
     auto impl = std::make_unique<Impl>();
-    Status st = impl->load(root, message);
+    Status st = impl->load(J(&doc, 0), message);
     if (st != Status::ok) return st;
     impl_ = std::move(impl);
     return Status::ok;
@@ -933,7 +1083,7 @@ Status Tokenizer::load(std::string_view json_text, std::string* message) {
   }
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_ ? int32_t(impl_->id_to_token.size()) : 0; }
+int32_t Tokenizer::vocab_size() const { return impl_ ? impl_->n_ids : 0; }
 
 Status Tokenizer::encode(std::string_view text, int32_t* ids, size_t capacity, size_t* n_ids) {
   *n_ids = 0;
@@ -967,11 +1117,10 @@ Status Tokenizer::decode(const int32_t* ids, size_t n, bool skip_special, char* 
   try {
     m.bytes.clear();
     for (size_t k = 0; k < n; ++k) {
-      const int32_t id = ids[k];
-      if (id < 0 || size_t(id) >= m.id_to_token.size() || m.id_kind[size_t(id)] == 0)
-        return Status::invalid_argument;
-      if (skip_special && m.id_kind[size_t(id)] == 3) continue;
-      const std::string& t = m.id_to_token[size_t(id)];
+      const int64_t at = m.find_id(ids[k]);
+      if (at < 0) return Status::invalid_argument;
+      if (skip_special && m.id_kind[size_t(at)] == 3) continue;
+      const std::string& t = m.id_token[size_t(at)];
       // ByteLevel decoder: every char mapped back to its byte, or the token's own bytes if one
       // char is outside the byte-level alphabet.
       const size_t start = m.bytes.size();

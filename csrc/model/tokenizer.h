@@ -38,7 +38,10 @@ class Tokenizer {
   Tokenizer& operator=(const Tokenizer&) = delete;
 
   // Parses the tokenizer.json text. malformed: not JSON or a field of the wrong type;
-  // incompatible: a feature this implementation does not support (named in *message).
+  // incompatible: a feature this implementation does not support (named in *message);
+  // cap_exceeded: a size above the caps of docs/artifact-format.md §3.8 (token ids, entries
+  // of vocab, merges and added_tokens, nesting), refused before anything is allocated for it.
+  // Memory is proportional to the text and the tokens present, never to the largest id.
   Status load(std::string_view json_text, std::string* message);
 
   // Vocabulary size: the largest id + 1 (model vocab and added tokens).

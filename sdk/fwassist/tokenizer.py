@@ -19,8 +19,10 @@ class Tokenizer:
 
     @classmethod
     def from_json(cls, text: str) -> Tokenizer:
-        """Loads the text of a ``tokenizer.json``. Raises ValueError if it is malformed or uses
-        an unsupported feature."""
+        """Loads the text of a ``tokenizer.json``. Raises ValueError if it is malformed, uses
+        an unsupported feature or exceeds a cap of docs/artifact-format.md §3.8 (token ids
+        below 2^21, entries of vocab, merges and added_tokens, nesting), checked before
+        anything is allocated for it."""
         if not isinstance(text, str):
             raise TypeError("from_json expects the JSON text as str")
         return cls(_core.NativeTokenizer(text))

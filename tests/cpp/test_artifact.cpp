@@ -1173,6 +1173,37 @@ TEST_CASE("reader: manifest and table errors give their status and name the culp
       {"known_limitations not strings",
        [](J& m) { m.o["model_card"]["known_limitations"] = J::arr({J(1)}); }, Status::malformed,
        "known_limitations"},
+      // The spec (§3.2) asks for limitations, so "" is not one (the Python verifier agreed).
+      {"known_limitations holding an empty string",
+       [](J& m) { m.o["model_card"]["known_limitations"] = J::arr({J("a"), J("")}); },
+       Status::malformed, "non-empty strings"},
+      // §3.8 caps: refused at open, before the tokenizer or the binder allocates for them.
+      {"vocab token id at the cap",
+       [](J& m) { m["tokenizer"]["model"]["vocab"]["a"] = J(int64_t(1) << 21); },
+       Status::cap_exceeded, "tokenizer.model.vocab holds token id 2097152"},
+      {"added token id 1e8",
+       [](J& m) {
+         J a = J::obj();
+         a["id"] = J(100000000);
+         a["content"] = J("<x>");
+         m["tokenizer"]["added_tokens"] = J::arr({a});
+       },
+       Status::cap_exceeded, "100000000"},
+      {"too many added tokens",
+       [](J& m) {
+         m["tokenizer"]["added_tokens"] = J::arr();
+         m.o["tokenizer"].o["added_tokens"].a.assign(65537, J(0));
+       },
+       Status::cap_exceeded, "added_tokens has 65537 entries"},
+      {"config vocab_size above the cap",
+       [](J& m) { m["config"]["vocab_size"] = J((int64_t(1) << 21) + 1); },
+       Status::cap_exceeded, "config.vocab_size"},
+      {"config num_hidden_layers above the cap",
+       [](J& m) { m["config"]["num_hidden_layers"] = J(4097); }, Status::cap_exceeded,
+       "config.num_hidden_layers"},
+      {"config max_position_embeddings above the cap",
+       [](J& m) { m["config"]["max_position_embeddings"] = J(int64_t(1) << 30); },
+       Status::cap_exceeded, "config.max_position_embeddings"},
       {"tensor unknown key",
        [](J& m) { tensor_entry(m, "model.norm.weight")["comment"] = J("x"); }, Status::malformed,
        "comment"},
@@ -1330,6 +1361,18 @@ TEST_CASE("reader: manifest and table errors give their status and name the culp
     Opened l = open_buf(f, true);
     CHECK(l.st == o.st);
   }
+}
+
+TEST_CASE("reader: sizes at the caps of §3.8 are accepted") {
+  const std::vector<uint8_t> f = with_manifest(model(), [](J& m) {
+    m["tokenizer"]["model"]["vocab"]["a"] = J((int64_t(1) << 21) - 1);
+    m["tokenizer"]["model"]["merges"] = J::arr();
+    m["config"]["vocab_size"] = J(int64_t(1) << 21);
+    m["config"]["max_position_embeddings"] = J(int64_t(1) << 24);
+    m["config"]["num_experts"] = J(65536);
+  });
+  Opened o = open_buf(f);
+  CHECK_MESSAGE(o.st == Status::ok, o.msg);
 }
 
 TEST_CASE("reader: non-canonical manifests and wrong section digests") {

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <string>
 
 #include "model/tokenizer.h"
@@ -68,4 +69,73 @@ TEST_CASE("tokenizer: refusals") {
   int32_t ids[4];
   size_t n;
   CHECK(tok.encode("a", ids, 4, &n) == Status::invalid_argument);  // not loaded
+}
+
+namespace {
+// s with the first occurrence of `from` replaced by `to`.
+std::string sub(std::string s, const std::string& from, const std::string& to) {
+  const size_t at = s.find(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+}  // namespace
+
+TEST_CASE("tokenizer: declared sizes above the caps are refused before any allocation") {
+  fwa::Tokenizer tok;
+  std::string msg;
+  std::string j = kJson;
+  // One id of 1e8 cost a 1e8-entry table (3.2 GB) before the review; now cap_exceeded at once.
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string big = sub(j, "\"id\": 7", "\"id\": 100000000");
+  CHECK(tok.load(big, &msg) == Status::cap_exceeded);
+  CHECK(msg.find("100000000") != std::string::npos);
+  CHECK(msg.find("2097152") != std::string::npos);
+  big = sub(j, "\"a\": 0", "\"a\": 2097152");
+  CHECK(tok.load(big, &msg) == Status::cap_exceeded);
+  CHECK(msg.find("model.vocab") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+  // Nesting beyond the manifest's 64 levels (here under an unused key).
+  std::string deep =
+      sub(j, "\"1.0\"", std::string(64, '[') + std::string(64, ']'));
+  CHECK(tok.load(deep, &msg) == Status::cap_exceeded);
+  CHECK(msg.find("nested") != std::string::npos);
+  deep = sub(j, "\"1.0\"", std::string(63, '[') + std::string(63, ']'));
+  CHECK(tok.load(deep, &msg) == Status::ok);
+}
+
+TEST_CASE("tokenizer: the largest id below the cap, and sparse ids, cost only their tokens") {
+  fwa::Tokenizer tok;
+  std::string msg;
+  std::string j = kJson;
+  j = sub(j, "\"id\": 7", "\"id\": 2097151");
+  REQUIRE(tok.load(j, &msg) == Status::ok);
+  CHECK(tok.vocab_size() == 2097152);
+  int32_t ids[8];
+  size_t n = 0;
+  REQUIRE(tok.encode("ab<s>", ids, 8, &n) == Status::ok);
+  REQUIRE(n == 2);
+  CHECK(ids[1] == 2097151);
+  char out[16];
+  REQUIRE(tok.decode(ids, 2, false, out, sizeof out, &n) == Status::ok);
+  CHECK(std::string(out, n) == "ab<s>");
+  const int32_t gap[] = {6, 1000, 2097150};
+  for (const int32_t& id : gap) {
+    CHECK(tok.decode(&id, 1, false, out, sizeof out, &n) == Status::invalid_argument);
+  }
+}
+
+TEST_CASE("tokenizer: an added token overrides the model token of the same id") {
+  fwa::Tokenizer tok;
+  std::string msg;
+  std::string j = kJson;
+  j = sub(j, "\"id\": 7", "\"id\": 5");
+  REQUIRE(tok.load(j, &msg) == Status::ok);
+  CHECK(tok.vocab_size() == 6);
+  char out[16];
+  size_t n = 0;
+  const int32_t id = 5;
+  REQUIRE(tok.decode(&id, 1, false, out, sizeof out, &n) == Status::ok);
+  CHECK(std::string(out, n) == "<s>");
+  CHECK(tok.decode(&id, 1, true, out, sizeof out, &n) == Status::ok);
+  CHECK(n == 0);
 }

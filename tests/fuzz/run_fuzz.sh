@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the artifact reader and runs the C++ artifact tests under sanitizers:
+#   0. differential fuzzing (tests/fuzz/differential.py): the C++ reader (fwassist.load_artifact)
+#      and the Python verifier (fwassist.artifact.pyverify) on the same mutated artifacts for the
+#      same bounded time; any disagreement fails (inputs saved to <build>/differential; needs
+#      the fwassist package installed, PYTHON picks the interpreter);
 #   1. builds tests/fuzz/fuzz_artifact.cpp with clang -fsanitize=fuzzer,address,undefined and
 #      runs it for a bounded time from the kept seed corpus (tests/fuzz/corpus, left untouched;
 #      new inputs go to <build>/corpus, crashes to <build>/crash-*);
@@ -15,6 +19,14 @@ secs=${1:-60}
 out=${FWA_FUZZ_BUILD:-$root/build-fuzz}
 jobs=${FWA_FUZZ_JOBS:-1}
 mkdir -p "$out/obj" "$out/corpus"
+status=0
+
+echo "### differential fuzzing (C++ reader vs Python verifier) for ${secs}s"
+if ! "${PYTHON:-python}" "$root/tests/fuzz/differential.py" --seconds "$secs" \
+    --out "$out/differential"; then
+  echo "FAILED: the readers disagree (see $out/differential)"
+  status=1
+fi
 
 cxx=""
 for c in clang++ clang++-19 clang++-18 clang++-17 clang++-16 clang++-15 clang++-14; do
@@ -51,7 +63,6 @@ done
 echo "### fuzzing for ${secs}s"
 cd "$out"
 rm -f fuzz-*.log
-status=0
 par=()
 [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")  # workers log to fuzz-N.log
 ./fuzz_artifact -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -timeout=20 \

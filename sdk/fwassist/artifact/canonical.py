@@ -18,7 +18,7 @@ from typing import Any
 __all__ = ["dumps", "normalize", "digest", "float_str", "MAX_INT", "MAX_DEPTH", "MAX_STRING"]
 
 MAX_INT = 1 << 53
-MAX_DEPTH = 64                  # reader cap: nesting depth
+MAX_DEPTH = 64                  # reader cap: arrays and objects nested (scalars do not count)
 MAX_STRING = 4 << 20            # reader cap: UTF-8 bytes of any one string
 
 
@@ -30,7 +30,7 @@ def float_str(x: float) -> str:
     return repr(x)
 
 
-def normalize(value: Any, _path: str = "$") -> Any:
+def normalize(value: Any, _path: str = "$", _depth: int = 0) -> Any:
     """A copy of ``value`` made of dict/list/str/int/bool/None only.
 
     Floats (Python or numpy) become :func:`float_str` strings, numpy integers and booleans
@@ -56,21 +56,25 @@ def normalize(value: Any, _path: str = "$") -> Any:
             return normalize(float(value), _path)
     except ImportError:  # pragma: no cover - numpy is a dependency
         pass
+    if isinstance(value, (dict, list, tuple)) and _depth >= MAX_DEPTH:
+        # Refused here, before the recursion could reach Python's own limit.
+        raise ValueError(f"{_path}: nesting of arrays and objects deeper than {MAX_DEPTH}")
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"{_path}: object key {k!r} is not a string")
-            out[k] = normalize(v, f"{_path}.{k}")
+            out[k] = normalize(v, f"{_path}.{k}", _depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [normalize(v, f"{_path}[{i}]") for i, v in enumerate(value)]
+        return [normalize(v, f"{_path}[{i}]", _depth + 1) for i, v in enumerate(value)]
     raise TypeError(f"{_path}: {type(value).__name__} cannot be stored in an artifact manifest")
 
 
 def _check(value: Any, depth: int, path: str) -> None:
-    if depth > MAX_DEPTH:
-        raise ValueError(f"{path}: nesting deeper than {MAX_DEPTH}")
+    """``depth``: the arrays and objects around ``value``."""
+    if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+        raise ValueError(f"{path}: nesting of arrays and objects deeper than {MAX_DEPTH}")
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
@@ -106,7 +110,7 @@ def _check(value: Any, depth: int, path: str) -> None:
 
 def dumps(value: Any) -> bytes:
     """The canonical JSON bytes of ``value`` (dict/list/str/int/bool/None only)."""
-    _check(value, 1, "$")
+    _check(value, 0, "$")
     # Code-point order (sort_keys) == UTF-8 byte order for strings without surrogates.
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)

@@ -4,6 +4,11 @@ It follows docs/artifact-format.md §5 step by step with hashlib and the statuse
 ``csrc/core/status.h`` (by name). It serves the artifact tools (inspect, diff, sbom) as their
 reader, the tests as a second implementation next to the C++ loader, and the tools as their
 verifier when ``fwassist.load_artifact`` is not available.
+
+It is the second implementation that checks the first (the writer): every constant, cap and
+rule below is taken from the spec, not imported from the writer or its canonical-JSON module,
+so a mistake in one is caught by the other. It reaches the same verdict (status) as the C++
+reader on every input: the checks run in the same order (tests/fuzz/differential.py).
 """
 
 from __future__ import annotations
@@ -18,8 +23,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from . import canonical
-
 __all__ = ["PyArtifactError", "VerifiedArtifact", "verify", "read_manifest", "packed_size",
            "HEADER", "MAGIC", "STATUSES"]
 
@@ -31,6 +34,18 @@ MAX_MANIFEST = 16 << 20
 MAX_TENSORS = 65536
 MAX_BLOCKS = 65536
 MAX_DIM = 1 << 31
+MAX_RANK = 4
+# §3.8: sizes the manifest declares.
+MAX_TOKEN_ID = 1 << 21              # token ids lie in [0, MAX_TOKEN_ID)
+MAX_VOCAB_ENTRIES = 1 << 21
+MAX_MERGES = 1 << 21
+MAX_ADDED_TOKENS = 65536
+CONFIG_CAPS = (("vocab_size", 1 << 21), ("hidden_size", 1 << 20), ("num_hidden_layers", 4096),
+               ("num_attention_heads", 4096), ("num_key_value_heads", 4096),
+               ("head_dim", 4096), ("intermediate_size", 1 << 22),
+               ("moe_intermediate_size", 1 << 22), ("num_experts", 65536),
+               ("num_experts_per_tok", 65536), ("decoder_sparse_step", 4096),
+               ("max_position_embeddings", 1 << 24))
 PAGE = 4096
 ALIGN = 64
 TOP_KEYS = frozenset(("format", "format_version", "requires", "data_length", "config",
@@ -80,47 +95,229 @@ def packed_size(N: int, K: int, bits: int, block: int, zero_points: bool, scale:
     return n_tiles * _roundup(end, 64)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+# ---- Canonical JSON (§3.1), checked independently of the writer's serializer.
+
+_MAX_DEPTH = 64                 # arrays and objects nested (scalars do not count)
+_MAX_STRING = 4 << 20           # UTF-8 bytes of one string, key or value, unescaped
+_MAX_INT = 1 << 53
+_PLAIN = re.compile(rb'[^"\\\x00-\x1f\x80-\xff]+')
+_UTF8 = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]"
+                   rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+                   rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
+                   rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}")
+_SHORT_ESC = {ord('"'): 0x22, ord("\\"): 0x5C, ord("b"): 8, ord("f"): 12, ord("n"): 10,
+              ord("r"): 13, ord("t"): 9}
+_HEXL = b"0123456789abcdef"
+_DIGITS = b"0123456789"
 
 
-def _parse_manifest(raw: bytes) -> dict[str, Any]:
+def _canon(value: Any) -> bytes:
+    """The canonical bytes of a value already known to be canonical-compatible."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+_LONG_INT = re.compile(rb"[0-9]{16,}")
+
+
+def _caps_ok(value: Any, raw: bytes) -> bool:
+    """The caps and integer range of `value`, parsed from `raw`, a canonical document (the
+    fast path's checks after the re-dump): container depth level by level; integers and
+    string lengths only when `raw` could hold an offender at all."""
+    ints = _LONG_INT.search(raw) is not None      # no run of 16 digits: every |int| < 2^53
+    strs = len(raw) > _MAX_STRING                 # else no string is longer than the cap
+
+    def scalar_ok(v: Any) -> bool:
+        if ints and type(v) is int and not -_MAX_INT <= v <= _MAX_INT:
+            return False
+        return not (strs and type(v) is str and len(v) > _MAX_STRING // 4
+                    and len(v.encode("utf-8")) > _MAX_STRING)
+
+    level = [value] if isinstance(value, (dict, list)) else []
+    if not level:
+        return scalar_ok(value)
+    depth = 0
+    while level:
+        depth += 1                                # the containers in `level` are this deep
+        if depth > _MAX_DEPTH:
+            return False
+        below = []
+        for c in level:
+            if type(c) is dict:
+                if strs and not all(scalar_ok(k) for k in c):
+                    return False
+                c = c.values()
+            for v in c:
+                if type(v) is dict or type(v) is list:
+                    below.append(v)
+                elif (ints or strs) and not scalar_ok(v):
+                    return False
+        level = below
+    return True
+
+
+def _scan_string(raw: bytes, pos: int) -> tuple[int, bytes]:
+    """The string literal at raw[pos] ('"'): (position after it, unescaped bytes)."""
+    start, p, n = pos, pos + 1, len(raw)
+    out = bytearray()
+    while True:
+        if p >= n:
+            raise _fail("malformed", f"manifest byte {start}: unterminated string")
+        m = _PLAIN.match(raw, p)
+        if m:
+            out += m.group()
+            p = m.end()
+        else:
+            c = raw[p]
+            if c == 0x22:
+                return p + 1, bytes(out)
+            if c == 0x5C:
+                if p + 1 >= n:
+                    raise _fail("malformed", f"manifest byte {start}: unterminated string")
+                e = raw[p + 1]
+                if e in _SHORT_ESC:
+                    out.append(_SHORT_ESC[e])
+                    p += 2
+                elif e == ord("u"):
+                    h = raw[p + 2:p + 6]
+                    if len(h) < 4 or any(x not in _HEXL for x in h):
+                        raise _fail("malformed", f"manifest byte {p}: \\u escape needs 4 "
+                                                 f"lowercase hex digits")
+                    v = int(h, 16)
+                    if v >= 0x20 or v in (8, 9, 10, 12, 13):
+                        raise _fail("malformed", f"manifest byte {p}: non-canonical \\u escape")
+                    out.append(v)
+                    p += 6
+                else:
+                    raise _fail("malformed", f"manifest byte {p}: invalid or non-canonical "
+                                             f"escape")
+            elif c < 0x20:
+                raise _fail("malformed", f"manifest byte {p}: unescaped control character")
+            else:
+                u = _UTF8.match(raw, p)
+                if not u:
+                    raise _fail("malformed", f"manifest byte {p}: invalid UTF-8 in a string")
+                out += u.group()
+                p = u.end()
+        if len(out) > _MAX_STRING:
+            raise _fail("cap_exceeded", f"manifest byte {start}: string longer than the cap "
+                                        f"of {_MAX_STRING} bytes")
+
+
+def _scan_number(raw: bytes, pos: int) -> int:
+    p, n = pos, len(raw)
+    neg = raw[p] == 0x2D
+    if neg:
+        p += 1
+    if p >= n or raw[p] not in _DIGITS:
+        raise _fail("malformed", f"manifest byte {pos}: invalid number")
+    if raw[p] == 0x30:
+        p += 1
+        if p < n and raw[p] in _DIGITS:
+            raise _fail("malformed", f"manifest byte {pos}: number with a leading zero")
+        if neg:
+            raise _fail("malformed", f"manifest byte {pos}: -0 is not canonical")
+    else:
+        q = p
+        while q < n and raw[q] in _DIGITS:
+            q += 1
+        if q - p > 16 or int(raw[p:q]) > _MAX_INT:
+            raise _fail("malformed", f"manifest byte {pos}: integer outside [-2^53, 2^53]")
+        p = q
+    if p < n and raw[p] in b".eE":
+        raise _fail("malformed", f"manifest byte {pos}: non-integer number")
+    return p
+
+
+def _scan(raw: bytes) -> None:
+    """Finds the first departure from the canonical form in document order, as a one-pass
+    reader meets it (so a cap and a syntax error get the same precedence in every reader);
+    returns if there is none."""
+    n, p = len(raw), 0
+    stack: list[list[Any]] = []          # [is_object, previous key (unescaped) or None]
+    state = "value"
+    while True:
+        if state == "key":
+            if p >= n or raw[p] != 0x22:
+                raise _fail("malformed", f"manifest byte {p}: expected a key")
+            kpos = p
+            p, key = _scan_string(raw, p)
+            prev = stack[-1][1]
+            if prev is not None and key <= prev:
+                what = "duplicate key" if key == prev else "object keys not sorted"
+                raise _fail("malformed", f"manifest byte {kpos}: {what}")
+            stack[-1][1] = key
+            if p >= n or raw[p] != 0x3A:
+                raise _fail("malformed", f"manifest byte {p}: expected ':'")
+            p += 1
+            state = "value"
+            continue
+        if state == "value":
+            if p >= n:
+                raise _fail("malformed", f"manifest byte {p}: unexpected end")
+            c = raw[p]
+            if c in b"{[":
+                if len(stack) >= _MAX_DEPTH:
+                    raise _fail("cap_exceeded", f"manifest byte {p}: nesting deeper than the "
+                                                f"cap of {_MAX_DEPTH}")
+                stack.append([c == 0x7B, None])
+                p += 1
+                if p < n and raw[p] == (0x7D if c == 0x7B else 0x5D):
+                    state = "after"
+                else:
+                    state = "key" if c == 0x7B else "value"
+                continue
+            if c == 0x22:
+                p = _scan_string(raw, p)[0]
+            elif c == 0x2D or c in _DIGITS:
+                p = _scan_number(raw, p)
+            elif raw.startswith(b"true", p) or raw.startswith(b"null", p):
+                p += 4
+            elif raw.startswith(b"false", p):
+                p += 5
+            else:
+                raise _fail("malformed", f"manifest byte {p}: unexpected character")
+            state = "after"
+            continue
+        if not stack:
+            if p != n:
+                raise _fail("malformed", f"manifest byte {p}: data after the top-level value")
+            return
+        if p >= n:
+            raise _fail("malformed", f"manifest byte {p}: unclosed container")
+        obj = stack[-1][0]
+        if raw[p] == (0x7D if obj else 0x5D):
+            stack.pop()
+            p += 1
+        elif raw[p] == 0x2C:
+            p += 1
+            state = "key" if obj else "value"
+        else:
+            raise _fail("malformed", f"manifest byte {p}: expected ',' or a closing bracket")
+
+
+def _parse_manifest(raw: bytes) -> Any:
+    """The manifest's value, if it is canonical JSON within the caps; else PyArtifactError
+    with the first departure in document order. Fast path: the json module, a re-dump that
+    must give the same bytes, and a walk for the caps; the scanner names the failure."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _fail("malformed", f"manifest is not valid UTF-8: {e}") from None
+        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            obj = dict(items)
+            if len(obj) != len(items):
+                raise ValueError("duplicate key")
+            return obj
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj: dict[str, Any] = {}
-        for k, v in items:
-            if k in obj:
-                raise _fail("malformed", f"duplicate key {k!r} in the manifest")
-            obj[k] = v
-        return obj
+        def no_float(s: str) -> Any:
+            raise ValueError("non-integer number")
 
-    def no_float(s: str) -> Any:
-        raise _fail("malformed", f"non-integer number {s} in the manifest")
-
-    try:
-        value = json.loads(text, object_pairs_hook=pairs, parse_float=no_float,
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_float=no_float,
                            parse_constant=no_float)
-    except PyArtifactError:
-        raise
-    except RecursionError:
-        raise _fail("cap_exceeded", "manifest nesting too deep") from None
-    except ValueError as e:
-        raise _fail("malformed", f"manifest is not JSON: {e}") from None
-    try:
-        canon = canonical.dumps(value)
-    except (TypeError, ValueError) as e:
-        msg = str(e)
-        status = "cap_exceeded" if ("cap" in msg or "deeper" in msg) else "malformed"
-        raise _fail(status, f"manifest: {msg}") from None
-    if canon != raw:
-        raise _fail("malformed", "manifest is not in canonical form")
-    if not isinstance(value, dict):
-        raise _fail("malformed", "manifest is not a JSON object")
-    return value
+        if _canon(value) == raw and _caps_ok(value, raw):
+            return value
+    except (ValueError, RecursionError):
+        pass
+    _scan(raw)
+    raise _fail("malformed", "manifest is not in canonical form")
 
 
 @dataclass
@@ -190,7 +387,8 @@ class _Mapped:
         self.f.close()
 
 
-def _check_header(mv: memoryview, size: int, pin: Optional[str]) -> tuple[int, int, int, bytes]:
+def _check_header(mv: memoryview, size: int,
+                  pin: Optional[str]) -> tuple[int, int, int, int, bytes]:
     if size < HEADER.size:
         raise _fail("truncated", f"file of {size} bytes is shorter than the 128-byte header")
     (magic, vmaj, vmin, flags, mlen, doff, dlen, flen, digest,
@@ -207,6 +405,8 @@ def _check_header(mv: memoryview, size: int, pin: Optional[str]) -> tuple[int, i
         raise _fail("malformed", f"manifest_length {mlen} < 2")
     if doff != _roundup(HEADER.size + mlen, PAGE):
         raise _fail("malformed", f"data_offset {doff} != roundup(128 + {mlen}, 4096)")
+    if dlen % ALIGN:
+        raise _fail("malformed", f"data_length {dlen} is not a multiple of 64")
     if flen != doff + dlen:
         raise _fail("malformed", f"file_length {flen} != data_offset + data_length")
     if size < flen:
@@ -219,7 +419,7 @@ def _check_header(mv: memoryview, size: int, pin: Optional[str]) -> tuple[int, i
         raise _fail("pin_mismatch", f"root digest sha256:{root} is not the pin {pin}")
     if digest != bytes.fromhex(root):
         raise _fail("digest_mismatch", "manifest digest differs from the header")
-    return mlen, doff, dlen, raw
+    return vmin, mlen, doff, dlen, raw
 
 
 def _check_pin_syntax(pin: Optional[str]) -> None:
@@ -229,156 +429,292 @@ def _check_pin_syntax(pin: Optional[str]) -> None:
                                         f"{pin!r}")
 
 
-def _check_manifest(m: dict[str, Any], dlen: int) -> None:
-    keys = set(m)
-    if keys != TOP_KEYS:
-        extra, missing = sorted(keys - TOP_KEYS), sorted(TOP_KEYS - keys)
-        raise _fail("malformed", f"top-level keys: unknown {extra}, missing {missing}")
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _index(v: Any) -> bool:               # an integer in [0, 2^31)
+    return _int(v) and 0 <= v < MAX_DIM
+
+
+def _u64(v: Any) -> bool:
+    return _int(v) and v >= 0
+
+
+def _digest(v: Any) -> bool:
+    return isinstance(v, str) and _HEX64.match(v) is not None
+
+
+def _type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    return {int: "integer", str: "string", list: "array", dict: "object"}.get(type(v), "?")
+
+
+def _exact_keys(obj: dict[str, Any], keys: frozenset, where: str) -> None:
+    for k in obj:                               # document (= sorted) order
+        if k not in keys:
+            raise _fail("malformed", f"{where}: unknown key {k!r}")
+    for k in sorted(keys):
+        if k not in obj:
+            raise _fail("malformed", f"{where}: missing key {k!r}")
+
+
+def _check_declared_sizes(m: dict[str, Any]) -> None:
+    """§3.8, in the spec's order: config caps, then the tokenizer's."""
+    config = m["config"]
+    for key, cap in CONFIG_CAPS:
+        v = config.get(key)
+        if _int(v) and v > cap:
+            raise _fail("cap_exceeded", f"config.{key} = {v} exceeds the cap of {cap}")
+    tok = m["tokenizer"]
+    if not isinstance(tok, dict):
+        return
+    model = tok.get("model")
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(vocab, dict):
+        if len(vocab) > MAX_VOCAB_ENTRIES:
+            raise _fail("cap_exceeded", f"tokenizer.model.vocab has {len(vocab)} entries, the "
+                                        f"cap is {MAX_VOCAB_ENTRIES}")
+        for k, v in vocab.items():
+            if _int(v) and v >= MAX_TOKEN_ID:
+                raise _fail("cap_exceeded", f"tokenizer.model.vocab holds token id {v} "
+                                            f"({k!r}), ids must be below {MAX_TOKEN_ID}")
+    merges = model.get("merges") if isinstance(model, dict) else None
+    if isinstance(merges, list) and len(merges) > MAX_MERGES:
+        raise _fail("cap_exceeded", f"tokenizer.model.merges has {len(merges)} entries, the "
+                                    f"cap is {MAX_MERGES}")
+    added = tok.get("added_tokens")
+    if isinstance(added, list):
+        if len(added) > MAX_ADDED_TOKENS:
+            raise _fail("cap_exceeded", f"tokenizer.added_tokens has {len(added)} entries, the "
+                                        f"cap is {MAX_ADDED_TOKENS}")
+        for a in added:
+            v = a.get("id") if isinstance(a, dict) else None
+            if _int(v) and v >= MAX_TOKEN_ID:
+                raise _fail("cap_exceeded", f"tokenizer.added_tokens holds token id {v}, ids "
+                                            f"must be below {MAX_TOKEN_ID}")
+
+
+def _check_manifest(m: Any, dlen: int, minor: int) -> None:
+    """§3.2-3.3, 3.6, 3.8 in the order of §5."""
+    if not isinstance(m, dict):
+        raise _fail("malformed", "manifest: the top-level value must be an object")
+    if "requires" not in m:
+        raise _fail("malformed", "manifest: missing key 'requires'")
+    req = m["requires"]
+    if not isinstance(req, dict):
+        raise _fail("malformed", "manifest: 'requires' must be an object")
+    for k, v in req.items():
+        if k == "endianness":
+            if not isinstance(v, str):
+                raise _fail("malformed", "manifest: requires.endianness must be a string")
+            if v != REQUIRES[k]:
+                raise _fail("incompatible", f"manifest: requires endianness {v!r}, this reader "
+                                            f"implements 'little'")
+        elif k == "kernel_layout":
+            if not _int(v):
+                raise _fail("malformed", "manifest: requires.kernel_layout must be an integer")
+            if v != REQUIRES[k]:
+                raise _fail("incompatible", f"manifest: requires kernel_layout {v}, this "
+                                            f"reader implements 1")
+        else:
+            raise _fail("incompatible", f"manifest: requires {k!r}, which this reader does "
+                                        f"not implement")
+    for k in REQUIRES:
+        if k not in req:
+            raise _fail("malformed", f"manifest: requires.{k} is missing")
+    _exact_keys(m, TOP_KEYS, "manifest")
     if m["format"] != "fwassist.artifact":
-        raise _fail("malformed", f"format {m['format']!r}")
-    if m["format_version"] != list(VERSION):
-        raise _fail("malformed", f"format_version {m['format_version']!r} != header 1.0")
-    if not isinstance(m["requires"], dict):
-        raise _fail("malformed", "requires is not an object")
-    if m["requires"] != REQUIRES:
-        raise _fail("incompatible", f"requires {m['requires']!r}; this reader implements "
-                                    f"{REQUIRES!r}")
-    if not _is_int(m["data_length"]) or m["data_length"] != dlen or dlen % ALIGN:
-        raise _fail("malformed", f"data_length {m['data_length']!r} (header {dlen}, must be a "
-                                 f"multiple of 64)")
-    if not isinstance(m["config"], dict):
-        raise _fail("malformed", "config is not an object")
-    if m["tokenizer"] is not None and not isinstance(m["tokenizer"], dict):
-        raise _fail("malformed", "tokenizer is neither an object nor null")
-    for k in ("provenance", "model_card", "sbom", "evidence", "sections"):
+        raise _fail("malformed", f"manifest: format {m['format']!r}")
+    fv = m["format_version"]
+    if not (isinstance(fv, list) and len(fv) == 2 and _int(fv[0]) and _int(fv[1])
+            and fv[0] == VERSION[0] and fv[1] == minor):
+        raise _fail("malformed", f"manifest: format_version {fv!r}, the header says "
+                                 f"[{VERSION[0]},{minor}]")
+    if not _u64(m["data_length"]) or m["data_length"] != dlen:
+        raise _fail("malformed", f"manifest: data_length {m['data_length']!r}, the header "
+                                 f"says {dlen}")
+    for k in ("config", "provenance", "sbom", "evidence", "model_card"):
         if not isinstance(m[k], dict):
-            raise _fail("malformed", f"{k} is not an object")
+            raise _fail("malformed", f"manifest: {k} must be an object, got {_type(m[k])}")
+    if not isinstance(m["config"].get("architecture"), str):
+        raise _fail("malformed", "manifest: config.architecture must be a string")
+    if m["tokenizer"] is not None and not isinstance(m["tokenizer"], dict):
+        raise _fail("malformed", f"manifest: tokenizer must be an object or null, got "
+                                 f"{_type(m['tokenizer'])}")
     lim = m["model_card"].get("known_limitations")
     if (not isinstance(lim, list) or not lim
             or not all(isinstance(s, str) and s for s in lim)):
-        raise _fail("malformed", "model_card.known_limitations is not a non-empty array of "
-                                 "strings")
-    if set(m["sections"]) != set(SECTION_KEYS):
-        raise _fail("malformed", "sections must name exactly " + ", ".join(SECTION_KEYS))
-    for k in SECTION_KEYS:
-        if m["sections"][k] != canonical.digest(m[k]):
+        raise _fail("malformed", "manifest: model_card.known_limitations must be a non-empty "
+                                 "array of non-empty strings")
+    _check_declared_sizes(m)
+    secs = m["sections"]
+    if not isinstance(secs, dict):
+        raise _fail("malformed", "manifest: sections must be an object")
+    _exact_keys(secs, frozenset(SECTION_KEYS), "manifest: sections")
+    for k in sorted(SECTION_KEYS):
+        if not _digest(secs[k]):
+            raise _fail("malformed", f"manifest: sections.{k} must be 64 lowercase hex digits")
+        if secs[k] != hashlib.sha256(_canon(m[k])).hexdigest():
             raise _fail("digest_mismatch", f"sections.{k} is not the digest of {k}")
-    if not isinstance(m["tensors"], list) or not isinstance(m["expert_blocks"], list):
-        raise _fail("malformed", "tensors and expert_blocks must be arrays")
-    if len(m["tensors"]) > MAX_TENSORS or len(m["expert_blocks"]) > MAX_BLOCKS:
-        raise _fail("cap_exceeded", "more than 65,536 tensors or expert blocks")
 
 
-def _check_tensor(t: Any, i: int) -> None:
-    if not isinstance(t, dict) or set(t) != TENSOR_KEYS:
-        raise _fail("malformed", f"tensors[{i}] keys must be {sorted(TENSOR_KEYS)}")
-    name = t["name"]
-    if not isinstance(name, str) or not name:
-        raise _fail("malformed", f"tensors[{i}].name")
-    if not isinstance(t["role"], str) or not t["role"]:
-        raise _fail("malformed", f"tensor {name}: role")
-    for k in ("layer", "expert"):
-        if t[k] is not None and (not _is_int(t[k]) or t[k] < 0):
-            raise _fail("malformed", f"tensor {name}: {k} {t[k]!r}")
-    if t["expert"] is not None and t["layer"] is None:
-        raise _fail("malformed", f"tensor {name}: an expert index without a layer")
-    shape = t["shape"]
-    if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
-        raise _fail("malformed", f"tensor {name}: shape {shape!r}")
-    if not 1 <= len(shape) <= 4 or any(d > MAX_DIM for d in shape):
-        raise _fail("cap_exceeded", f"tensor {name}: shape {shape} outside rank 1..4, "
-                                    f"dims 1..2^31")
-    if any(d < 1 for d in shape):
-        raise _fail("malformed", f"tensor {name}: shape {shape} has a dimension < 1")
-    for k in ("offset", "length"):
-        if not _is_int(t[k]) or t[k] < 0:
-            raise _fail("malformed", f"tensor {name}: {k} {t[k]!r}")
-    if t["offset"] % ALIGN:
-        raise _fail("malformed", f"tensor {name}: offset {t['offset']} not a multiple of 64")
-    if not isinstance(t["sha256"], str) or not _HEX64.match(t["sha256"]):
-        raise _fail("malformed", f"tensor {name}: sha256")
-    dtype, q = t["dtype"], t["quant"]
-    if dtype == "packed":
-        if (not isinstance(q, dict) or set(q) != QUANT_KEYS or q["bits"] not in (2, 3, 4, 8)
-                or not _is_int(q["bits"]) or not _is_int(q["block"])
-                or q["block"] not in (32, 64, 128) or not isinstance(q["zero_points"], bool)
-                or q["scale"] not in ("f16", "f32")):
-            raise _fail("malformed", f"tensor {name}: quant {q!r}")
-        if len(shape) != 2:
-            raise _fail("malformed", f"tensor {name}: a packed tensor has shape [N, K]")
-        want = packed_size(shape[0], shape[1], q["bits"], q["block"], q["zero_points"],
-                           q["scale"])
-    elif dtype in FLOAT_SIZES:
-        if q is not None:
-            raise _fail("malformed", f"tensor {name}: quant must be null for {dtype}")
-        want = FLOAT_SIZES[dtype]
-        for d in shape:
-            want *= d
-    else:
-        raise _fail("malformed", f"tensor {name}: dtype {dtype!r}")
-    if t["length"] != want:
-        raise _fail("malformed", f"tensor {name}: length {t['length']} != {want} for its "
-                                 f"dtype, shape and quant")
-
-
-def _check_table(m: dict[str, Any]) -> None:
-    dlen = m["data_length"]
-    names: set[str] = set()
-    end = 0
-    for i, t in enumerate(m["tensors"]):
-        _check_tensor(t, i)
-        if t["name"] in names:
-            raise _fail("malformed", f"duplicate tensor name {t['name']}")
-        names.add(t["name"])
-        if t["offset"] < end and i:
-            prev = m["tensors"][i - 1]
-            if t["offset"] < prev["offset"]:
-                raise _fail("malformed", "tensors are not sorted by offset")
-            raise _fail("overlap", f"tensor {t['name']} overlaps {prev['name']}")
+def _check_tensors(m: dict[str, Any], dlen: int) -> None:
+    ts = m["tensors"]
+    if not isinstance(ts, list):
+        raise _fail("malformed", "manifest: tensors must be an array")
+    if len(ts) > MAX_TENSORS:
+        raise _fail("cap_exceeded", f"manifest: {len(ts)} tensors, the cap is {MAX_TENSORS}")
+    prev: Optional[dict[str, Any]] = None
+    for i, t in enumerate(ts):
+        where = f"tensor #{i}"
+        if not isinstance(t, dict):
+            raise _fail("malformed", f"{where}: must be an object")
+        _exact_keys(t, TENSOR_KEYS, where)
+        name = t["name"]
+        if not isinstance(name, str) or not name:
+            raise _fail("malformed", f"{where}: name must be a non-empty string")
+        where = f"tensor {name!r}"
+        if not isinstance(t["role"], str) or not t["role"]:
+            raise _fail("malformed", f"{where}: role must be a non-empty string")
+        for k in ("layer", "expert"):
+            if t[k] is not None and not _index(t[k]):
+                raise _fail("malformed", f"{where}: {k} must be null or an integer in "
+                                         f"[0, 2^31), got {t[k]!r}")
+        if t["expert"] is not None and t["layer"] is None:
+            raise _fail("malformed", f"{where}: an expert tensor needs a layer")
+        dtype = t["dtype"]
+        if not isinstance(dtype, str) or (dtype != "packed" and dtype not in FLOAT_SIZES):
+            raise _fail("malformed", f"{where}: dtype {dtype!r}")
+        shape = t["shape"]
+        if not isinstance(shape, list):
+            raise _fail("malformed", f"{where}: shape must be an array")
+        if not shape:
+            raise _fail("malformed", f"{where}: shape is empty (rank 0)")
+        if len(shape) > MAX_RANK:
+            raise _fail("cap_exceeded", f"{where}: rank {len(shape)} exceeds the cap of 4")
+        for r, d in enumerate(shape):
+            if not _int(d):
+                raise _fail("malformed", f"{where}: shape holds a non-integer")
+            if d < 1:
+                raise _fail("malformed", f"{where}: dimension {r} is {d}, must be >= 1")
+            if d > MAX_DIM:
+                raise _fail("cap_exceeded", f"{where}: dimension {r} is {d}, the cap is 2^31")
+        q = t["quant"]
+        if dtype == "packed":
+            if len(shape) != 2:
+                raise _fail("malformed", f"{where}: a packed tensor has shape [N, K]")
+            if not isinstance(q, dict):
+                raise _fail("malformed", f"{where}: quant must be an object for dtype packed")
+            _exact_keys(q, QUANT_KEYS, f"{where}: quant")
+            if not (_int(q["bits"]) and _int(q["block"]) and isinstance(q["zero_points"], bool)
+                    and isinstance(q["scale"], str)):
+                raise _fail("malformed", f"{where}: quant needs integer bits and block, "
+                                         f"boolean zero_points and a string scale")
+            if q["scale"] not in ("f16", "f32"):
+                raise _fail("incompatible", f"{where}: quant scale {q['scale']!r}")
+            if q["bits"] not in (2, 3, 4, 8) or q["block"] not in (32, 64, 128):
+                raise _fail("incompatible", f"{where}: quant bits={q['bits']} "
+                                            f"block={q['block']} is not supported")
+            want = packed_size(shape[0], shape[1], q["bits"], q["block"], q["zero_points"],
+                               q["scale"])
+        else:
+            if q is not None:
+                raise _fail("malformed", f"{where}: quant must be null for dtype {dtype}")
+            want = FLOAT_SIZES[dtype]
+            for d in shape:
+                want *= d
+            if want >= 1 << 64:
+                raise _fail("malformed", f"{where}: byte size of the shape overflows")
+        if not _u64(t["offset"]) or not _u64(t["length"]):
+            raise _fail("malformed", f"{where}: offset and length must be non-negative "
+                                     f"integers")
+        if t["length"] != want:
+            raise _fail("malformed", f"{where}: length {t['length']} != {want} for its dtype, "
+                                     f"shape and quant")
+        if t["offset"] % ALIGN:
+            raise _fail("malformed", f"{where}: offset {t['offset']} is not a multiple of 64")
         if t["offset"] + t["length"] > dlen:
-            raise _fail("out_of_bounds", f"tensor {t['name']} ends past the data region")
-        end = t["offset"] + t["length"]
-    blocks: dict[tuple[int, int], dict[str, Any]] = {}
-    end = 0
-    for i, b in enumerate(m["expert_blocks"]):
-        if not isinstance(b, dict) or set(b) != BLOCK_KEYS:
-            raise _fail("malformed", f"expert_blocks[{i}] keys must be {sorted(BLOCK_KEYS)}")
-        if not all(_is_int(b[k]) and b[k] >= 0 for k in ("layer", "expert", "offset", "length")):
-            raise _fail("malformed", f"expert_blocks[{i}]: integers expected")
-        if not isinstance(b["sha256"], str) or not _HEX64.match(b["sha256"]):
-            raise _fail("malformed", f"expert_blocks[{i}].sha256")
+            raise _fail("out_of_bounds", f"{where} lies outside the data region")
+        if not _digest(t["sha256"]):
+            raise _fail("malformed", f"{where}: sha256 must be 64 lowercase hex digits")
+        if prev is not None:
+            if t["offset"] < prev["offset"]:
+                raise _fail("malformed", f"{where}: tensors are not sorted by offset")
+            if t["offset"] < prev["offset"] + prev["length"]:
+                raise _fail("overlap", f"{where} overlaps tensor {prev['name']!r}")
+        prev = t
+    names: set[str] = set()
+    for t in sorted(ts, key=lambda t: t["name"].encode("utf-8")):
+        if t["name"] in names:
+            raise _fail("malformed", f"tensor {t['name']!r}: duplicate name")
+        names.add(t["name"])
+
+
+def _check_blocks(m: dict[str, Any], dlen: int) -> None:
+    bs = m["expert_blocks"]
+    if not isinstance(bs, list):
+        raise _fail("malformed", "manifest: expert_blocks must be an array")
+    if len(bs) > MAX_BLOCKS:
+        raise _fail("cap_exceeded", f"manifest: {len(bs)} expert blocks, the cap is "
+                                    f"{MAX_BLOCKS}")
+    prev: Optional[dict[str, Any]] = None
+    for i, b in enumerate(bs):
+        where = f"expert block #{i}"
+        if not isinstance(b, dict):
+            raise _fail("malformed", f"{where}: must be an object")
+        _exact_keys(b, BLOCK_KEYS, where)
+        if not _index(b["layer"]) or not _index(b["expert"]):
+            raise _fail("malformed", f"{where}: layer and expert must be integers in [0, 2^31)")
+        where = f"expert block ({b['layer']}, {b['expert']})"
+        if not _u64(b["offset"]) or not _u64(b["length"]):
+            raise _fail("malformed", f"{where}: offset and length must be non-negative "
+                                     f"integers")
         if b["offset"] % PAGE or b["length"] % PAGE or b["length"] == 0:
-            raise _fail("malformed", f"expert block ({b['layer']}, {b['expert']}): offset and "
-                                     f"length must be non-zero multiples of 4096")
-        key = (b["layer"], b["expert"])
-        if key in blocks:
-            raise _fail("malformed", f"duplicate expert block {key}")
-        if i and b["offset"] < m["expert_blocks"][i - 1]["offset"]:
-            raise _fail("malformed", "expert_blocks are not sorted by offset")
-        if b["offset"] < end:
-            raise _fail("overlap", f"expert block {key} overlaps the previous block")
+            raise _fail("malformed", f"{where}: offset and length must be multiples of 4096, "
+                                     f"the length non-zero")
         if b["offset"] + b["length"] > dlen:
-            raise _fail("out_of_bounds", f"expert block {key} ends past the data region")
-        end = b["offset"] + b["length"]
-        blocks[key] = b
+            raise _fail("out_of_bounds", f"{where} lies outside the data region")
+        if not _digest(b["sha256"]):
+            raise _fail("malformed", f"{where}: sha256 must be 64 lowercase hex digits")
+        if prev is not None:
+            if b["offset"] < prev["offset"]:
+                raise _fail("malformed", f"{where}: expert blocks are not sorted by offset")
+            if b["offset"] < prev["offset"] + prev["length"]:
+                raise _fail("overlap", f"{where} overlaps the previous block")
+        prev = b
+    seen: set[tuple[int, int]] = set()
+    for b in sorted(bs, key=lambda b: (b["layer"], b["expert"])):
+        key = (b["layer"], b["expert"])
+        if key in seen:
+            raise _fail("malformed", f"expert block {key}: listed twice")
+        seen.add(key)
+
+
+def _check_layout(m: dict[str, Any]) -> None:
+    """Every expert tensor inside its own block; no other tensor touches a block (§3.5)."""
+    blocks = {(b["layer"], b["expert"]): b for b in m["expert_blocks"]}
     starts = [b["offset"] for b in m["expert_blocks"]]      # sorted, non-overlapping
     for t in m["tensors"]:
         lo, hi = t["offset"], t["offset"] + t["length"]
         if t["expert"] is not None:
             b = blocks.get((t["layer"], t["expert"]))
             if b is None:
-                raise _fail("malformed", f"tensor {t['name']}: no expert block "
-                                         f"({t['layer']}, {t['expert']})")
+                raise _fail("malformed", f"tensor {t['name']!r} ({t['layer']}, {t['expert']}) "
+                                         f"has no expert block")
             if lo < b["offset"] or hi > b["offset"] + b["length"]:
-                raise _fail("out_of_bounds", f"tensor {t['name']} lies outside its expert "
+                raise _fail("out_of_bounds", f"tensor {t['name']!r} is not inside its expert "
                                              f"block")
         else:
             i = bisect.bisect_left(starts, hi) - 1          # the last block starting < hi
             if i >= 0:
                 b = m["expert_blocks"][i]
-                if lo < b["offset"] + b["length"]:
-                    raise _fail("overlap", f"non-expert tensor {t['name']} overlaps expert "
-                                           f"block ({b['layer']}, {b['expert']})")
+                if b["offset"] + b["length"] > lo:
+                    raise _fail("overlap", f"tensor {t['name']!r} overlaps expert block "
+                                           f"({b['layer']}, {b['expert']})")
 
 
 def _zero(mv: memoryview, lo: int, hi: int, what: str) -> None:
@@ -448,10 +784,12 @@ def _verify_block(art: VerifiedArtifact, mv: memoryview, layer: int, expert: int
 def _open(path: Union[str, os.PathLike], pin: Optional[str], mv: memoryview,
           size: int) -> VerifiedArtifact:
     _check_pin_syntax(pin)
-    mlen, doff, dlen, raw = _check_header(mv, size, pin)
+    minor, mlen, doff, dlen, raw = _check_header(mv, size, pin)
     m = _parse_manifest(raw)
-    _check_manifest(m, dlen)
-    _check_table(m)
+    _check_manifest(m, dlen, minor)
+    _check_tensors(m, dlen)
+    _check_blocks(m, dlen)
+    _check_layout(m)
     return VerifiedArtifact(os.fspath(path), "sha256:" + hashlib.sha256(raw).hexdigest(), m,
                             doff, doff + dlen, mlen)
 

@@ -1,4 +1,4 @@
-"""Writes an :class:`~fwassist.export.model.ImportedModel` as a `.fwa` artifact
+"""Writes an :class:`~fwassist.artifact.model.ImportedModel` as a `.fwa` artifact
 (docs/artifact-format.md), deterministically and atomically.
 
 Layout of the data region:
@@ -6,7 +6,7 @@ Layout of the data region:
 1. the non-expert tensors, ordered by (position, layer, role, name): ``embed`` and other
    layer-less tensors whose role comes before the per-layer roles first, then layer 0, 1, …,
    then the remaining layer-less tensors (``final_norm``, ``lm_head``); roles in the order of
-   :data:`fwassist.export.model.ROLES`. Each tensor starts at a multiple of 64 bytes.
+   :data:`fwassist.artifact.model.ROLES`. Each tensor starts at a multiple of 64 bytes.
 2. the expert blocks, ordered by (layer, expert), each starting at a multiple of 4096 and
    holding that expert's ``gate``, ``up`` and ``down`` projections (in that order, each at a
    multiple of 64 from the block start), its length rounded up to 4096.
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import struct
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -33,15 +35,38 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from .. import kernels
-from ..export.model import EXPERT_ROLES, ROLES, BF16Array, ImportedModel, QuantizedWeight
 from . import canonical, pyverify
+from .model import EXPERT_ROLES, ROLES, BF16Array, ImportedModel, QuantizedWeight
 from .sbom import build_sbom
 
 __all__ = ["write_artifact", "EXPORTER_NAME", "tensor_order_key"]
 
 EXPORTER_NAME = "fwassist"
-ALIGN = pyverify.ALIGN
-PAGE = pyverify.PAGE
+# The format as the writer reads docs/artifact-format.md. The verifier (pyverify) keeps its own
+# copy on purpose: it is the independent second implementation that checks this one.
+MAGIC = b"\x89FWA\r\n\x1a\n"
+HEADER = struct.Struct("<8sHHIQQQQ32s48s")      # 128 bytes
+VERSION = (1, 0)
+ALIGN = 64                      # tensor offsets, data_length
+PAGE = 4096                     # data_offset, expert blocks
+MAX_MANIFEST = 16 << 20
+MAX_TENSORS = 65536
+MAX_BLOCKS = 65536
+MAX_DIM = 1 << 31
+SECTION_KEYS = ("config", "tokenizer", "tensors", "expert_blocks", "provenance", "model_card",
+                "sbom", "evidence")
+REQUIRES = {"endianness": "little", "kernel_layout": 1}
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+# §3.8: caps on the sizes a manifest declares (a reader refuses an artifact exceeding them).
+MAX_TOKEN_ID = 1 << 21
+MAX_VOCAB_ENTRIES = 1 << 21
+MAX_MERGES = 1 << 21
+MAX_ADDED_TOKENS = 65536
+CONFIG_CAPS = {"vocab_size": 1 << 21, "hidden_size": 1 << 20, "num_hidden_layers": 4096,
+               "num_attention_heads": 4096, "num_key_value_heads": 4096, "head_dim": 4096,
+               "intermediate_size": 1 << 22, "moe_intermediate_size": 1 << 22,
+               "num_experts": 65536, "num_experts_per_tok": 65536,
+               "decoder_sparse_step": 4096, "max_position_embeddings": 1 << 24}
 _ROLE_INDEX = {r: i for i, r in enumerate(ROLES)}
 _FIRST_LAYER_ROLE = _ROLE_INDEX["q_proj"]
 _ZEROS = bytes(1 << 16)
@@ -93,7 +118,7 @@ def _index(v: Any, what: str) -> Optional[int]:
 
 
 def _shape(shape: tuple[int, ...], name: str) -> list[int]:
-    if not 1 <= len(shape) <= 4 or any(d < 1 or d > pyverify.MAX_DIM for d in shape):
+    if not 1 <= len(shape) <= 4 or any(d < 1 or d > MAX_DIM for d in shape):
         raise ValueError(f"tensor {name}: shape {tuple(shape)} is outside rank 1..4 with "
                          f"dimensions 1..2^31")
     return [int(d) for d in shape]
@@ -183,6 +208,43 @@ def _check_model_card(card: Any) -> None:
                          f"strings, got {lim!r}")
 
 
+def _check_declared_sizes(config: dict[str, Any], tokenizer: Optional[dict[str, Any]]) -> None:
+    """§3.8: an artifact whose config or tokenizer declares more than a reader accepts is not
+    written (every reader would refuse it, after allocating nothing for it)."""
+    for key, cap in CONFIG_CAPS.items():
+        v = config.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > cap:
+            raise ValueError(f"config.{key} = {v} exceeds the artifact format's cap of {cap}")
+    if tokenizer is None:
+        return
+
+    def token_id(v: Any, what: str) -> None:
+        if isinstance(v, int) and not isinstance(v, bool) and v >= MAX_TOKEN_ID:
+            raise ValueError(f"tokenizer: {what} has token id {v}; the artifact format caps "
+                             f"token ids below {MAX_TOKEN_ID} (2^21)")
+
+    def count(v: Any, cap: int, what: str) -> None:
+        if len(v) > cap:
+            raise ValueError(f"tokenizer: {what} has {len(v)} entries; the artifact format's "
+                             f"cap is {cap}")
+
+    model = tokenizer.get("model")
+    model = model if isinstance(model, dict) else {}
+    vocab = model.get("vocab")
+    if isinstance(vocab, dict):
+        count(vocab, MAX_VOCAB_ENTRIES, "model.vocab")
+        for k, v in vocab.items():
+            token_id(v, f"model.vocab entry {k!r}")
+    if isinstance(model.get("merges"), list):
+        count(model["merges"], MAX_MERGES, "model.merges")
+    added = tokenizer.get("added_tokens")
+    if isinstance(added, list):
+        count(added, MAX_ADDED_TOKENS, "added_tokens")
+        for a in added:
+            if isinstance(a, dict):
+                token_id(a.get("id"), f"added token {a.get('content')!r}")
+
+
 def _check_config(config: dict[str, Any], entries: list[_Entry]) -> None:
     n_layers = config.get("num_hidden_layers")
     n_experts = config.get("num_experts")
@@ -237,7 +299,7 @@ def _plan(entries: list[_Entry]) -> tuple[list[_Entry], list[dict[str, Any]], in
         cursor = start + _roundup(cursor - start, PAGE)
         blocks.append({"layer": key[0], "expert": key[1], "offset": start,
                        "length": cursor - start, "sha256": ""})
-    if len(ordered) > pyverify.MAX_TENSORS or len(blocks) > pyverify.MAX_BLOCKS:
+    if len(ordered) > MAX_TENSORS or len(blocks) > MAX_BLOCKS:
         raise ValueError("more than 65,536 tensors or expert blocks")
     return ordered, blocks, _roundup(cursor, ALIGN)
 
@@ -261,7 +323,7 @@ def _manifest(fixed: dict[str, Any], tensors: list[_Entry], blocks: list[dict[st
         table = [e.table() for e in tensors]
         blks = blocks
     m = dict(fixed, data_length=data_length, tensors=table, expert_blocks=blks)
-    sections = {k: canonical.digest(m[k]) for k in pyverify.SECTION_KEYS if k != "sbom"}
+    sections = {k: canonical.digest(m[k]) for k in SECTION_KEYS if k != "sbom"}
     m["sbom"] = build_sbom(config=m["config"], model_card=m["model_card"],
                            source_name=fixed["provenance"]["source"]["name"],
                            source_sha256=fixed["provenance"]["source"]["sha256"],
@@ -270,7 +332,7 @@ def _manifest(fixed: dict[str, Any], tensors: list[_Entry], blocks: list[dict[st
     sections["sbom"] = canonical.digest(m["sbom"])
     m["sections"] = sections
     raw = canonical.dumps(m)
-    if len(raw) > pyverify.MAX_MANIFEST:
+    if len(raw) > MAX_MANIFEST:
         raise ValueError(f"manifest of {len(raw)} bytes exceeds the 16 MiB cap")
     return raw
 
@@ -305,12 +367,12 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
         if not isinstance(v, dict):
             raise ValueError(f"{what} must be a dict")
     if not isinstance(model, ImportedModel):
-        raise TypeError("model must be a fwassist.export.model.ImportedModel")
+        raise TypeError("model must be a fwassist.artifact.model.ImportedModel")
     if not isinstance(model.config, dict):
         raise ValueError("model.config must be a dict")
     if not isinstance(exporter_version, str) or not exporter_version:
         raise ValueError("exporter_version must be a non-empty string")
-    if not isinstance(model.source_sha256, str) or not pyverify._HEX64.match(model.source_sha256):
+    if not isinstance(model.source_sha256, str) or not _HEX64.match(model.source_sha256):
         raise ValueError("model.source_sha256 must be the source checkpoint's sha256 (64 "
                          f"lowercase hex digits), got {model.source_sha256!r}")
     if model.tokenizer is not None and not isinstance(model.tokenizer, dict):
@@ -320,14 +382,16 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
 
     entries = [_entry(t) for t in model.tensors]
     config = canonical.normalize(model.config, "config")
+    tokenizer = canonical.normalize(model.tokenizer, "tokenizer")
+    _check_declared_sizes(config, tokenizer)
     _check_config(config, entries)
     tensors, blocks, data_length = _plan(entries)
     fixed = {
         "format": "fwassist.artifact",
-        "format_version": list(pyverify.VERSION),
-        "requires": dict(pyverify.REQUIRES),
+        "format_version": list(VERSION),
+        "requires": dict(REQUIRES),
         "config": config,
-        "tokenizer": canonical.normalize(model.tokenizer, "tokenizer"),
+        "tokenizer": tokenizer,
         "provenance": {
             "source": {"name": str(model.source_name), "sha256": model.source_sha256},
             "exporter": {"name": EXPORTER_NAME, "version": exporter_version,
@@ -340,7 +404,7 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
     # Digests have a fixed width, so the manifest length is known before any tensor is packed;
     # the data can then be streamed to its final place one tensor at a time.
     manifest_length = len(_manifest(fixed, tensors, blocks, data_length, placeholder=True))
-    data_offset = _roundup(pyverify.HEADER.size + manifest_length, PAGE)
+    data_offset = _roundup(HEADER.size + manifest_length, PAGE)
 
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -381,13 +445,12 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
         if len(raw) != manifest_length:
             raise RuntimeError("manifest length changed between planning and writing")
         root = hashlib.sha256(raw).digest()
-        header = pyverify.HEADER.pack(pyverify.MAGIC, pyverify.VERSION[0], pyverify.VERSION[1],
-                                      0, manifest_length, data_offset, data_length,
-                                      data_offset + data_length, root, bytes(48))
+        header = HEADER.pack(MAGIC, VERSION[0], VERSION[1], 0, manifest_length, data_offset,
+                             data_length, data_offset + data_length, root, bytes(48))
         os.lseek(fd, 0, os.SEEK_SET)
         _write_all(fd, header)
         _write_all(fd, raw)
-        _write_zeros(fd, data_offset - pyverify.HEADER.size - manifest_length)
+        _write_zeros(fd, data_offset - HEADER.size - manifest_length)
         if os.fstat(fd).st_size != data_offset + data_length:
             raise RuntimeError("written file size differs from the planned file_length")
         os.fsync(fd)

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .model import ImportedModel
+from ..artifact.model import ImportedModel
+from ..artifact.writer import write_artifact
 from .onnx_import import import_onnx
 from .reference import Reference
 
@@ -147,8 +148,6 @@ def _evidence_with_runtime(model: ImportedModel, onnx_path: str,
     the evidence on it with the runtime, and removes it."""
     import tempfile
 
-    from ..artifact.writer import write_artifact
-
     d = os.path.dirname(os.path.abspath(out_path))
     fd, tmp = tempfile.mkstemp(prefix=".fwassist-evidence-", suffix=".fwa", dir=d)
     os.close(fd)
@@ -172,7 +171,6 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     """Exports ``onnx_path`` to ``out_path`` and returns the pin. The model card (card.json
     beside the model or ``card_path``) must list known limitations."""
     from .. import __version__
-    from ..artifact.writer import write_artifact
 
     config_path = config_path or _beside(onnx_path, "config.json")
     tokenizer_path = tokenizer_path or _beside(onnx_path, "tokenizer.json")
