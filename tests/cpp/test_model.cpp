@@ -148,6 +148,44 @@ TEST_CASE("a decode step allocates nothing") {
   }
 }
 
+TEST_CASE("lazy mode: the first use of every expert allocates nothing") {
+  const char* path = std::getenv("FWA_TEST_MODEL");
+  REQUIRE(path != nullptr);
+  for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
+    std::shared_ptr<Model> m;
+    std::string msg;
+    ModelLoadOptions o;
+    o.lazy = true;
+    REQUIRE_MESSAGE(Model::load(path, o, &m, &msg) == Status::ok, msg);
+    auto s = make(m, mode, 2, 16, 160);
+    Sampler sampler;
+    REQUIRE(sampler.init(int32_t(s->vocab_size()), &msg) == Status::ok);
+    SamplingParams p;
+    p.temperature = 1.0f;
+    p.seed = 9;
+    sampler.reset(p);
+    const int32_t first = 3;
+    REQUIRE(s->eval(&first, 1, LogitsOut::last, nullptr, &msg) == Status::ok);
+    size_t verified_before = 0;
+    for (size_t b = 0; b < m->artifact().expert_blocks().size(); ++b)
+      verified_before += m->artifact().block_verified(b);
+    g_allocs = 0;
+    g_counting = true;
+    Status st = Status::ok;
+    for (int i = 0; i < 100 && st == Status::ok; ++i) {
+      const int32_t t = sampler.sample(s->last_logits(), s->tokens().data(), size_t(s->n_past()));
+      st = s->eval(&t, 1, LogitsOut::last, nullptr, nullptr);
+    }
+    g_counting = false;
+    CHECK(st == Status::ok);
+    CHECK(g_allocs.load() == 0);
+    size_t verified_after = 0;
+    for (size_t b = 0; b < m->artifact().expert_blocks().size(); ++b)
+      verified_after += m->artifact().block_verified(b);
+    CHECK(verified_after > verified_before);  // experts were verified on first use meanwhile
+  }
+}
+
 TEST_CASE("bad input is refused and leaves the session unchanged") {
   auto m = load_test_model();
   auto s = make(m, ComputeMode::fast, 1, 8, 16);
