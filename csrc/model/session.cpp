@@ -96,6 +96,18 @@ void attention_heads(void* ctx, int task) {
   }
 }
 
+// True when every x[0..n) is finite: a scan of the exponent bits (vectorisable, no branch per
+// value).
+bool all_finite(const float* x, int64_t n) {
+  uint32_t hit = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t v;
+    std::memcpy(&v, x + i, 4);
+    hit |= uint32_t((v & 0x7f800000u) == 0x7f800000u);
+  }
+  return hit == 0;
+}
+
 // CPU time of the calling thread: a decode step's wall time minus it is the time the caller
 // was off its core, parked waiting for another thread's chunk or descheduled itself.
 double thread_cpu_ms() {
@@ -316,6 +328,14 @@ Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, Lo
                : dense_block(ctx, l, rows, message);
     if (st != Status::ok) return st;
   }
+  // Finite weights can still overflow float32 (a NaN or Inf then reaches every later value of
+  // its row, and the rows that attend to it): the residual stream and the last block's output
+  // must be finite, in both modes (fast mode's activation quantization also refuses them).
+  if (!all_finite(x_, rows * H) || !all_finite(tmp_, rows * H))
+    return fail(message, Status::non_finite,
+                "the hidden states of positions " + std::to_string(pos0) + ".." +
+                    std::to_string(pos0 + rows - 1) +
+                    " are not finite (NaN or Inf): the model's values overflow float32");
   if (out == LogitsOut::none) return Status::ok;
   // The last block's residual add, then the final norm, for the rows whose logits are asked.
   const int64_t first = out == LogitsOut::all ? 0 : rows - 1;
@@ -328,6 +348,10 @@ Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, Lo
   st = ctx.run_linear(model_->lm_head(), xn_ + first * H, rows - first, H, y, c.vocab_size);
   if (st != Status::ok)
     return fail(message, st, std::string("lm_head: ") + status_string(st));
+  if (!all_finite(y, (rows - first) * c.vocab_size))
+    return fail(message, Status::non_finite,
+                "the logits of position " + std::to_string(pos0 + rows - 1) +
+                    " are not finite (NaN or Inf): the model's values overflow float32");
   return Status::ok;
 }
 

@@ -49,7 +49,9 @@ class Session {
   // Appends ids[0..n) to the context and runs them. LogitsOut::all writes n rows of vocab
   // floats to `logits`; ::last keeps the last token's row in last_logits(). Nothing changes on
   // failure: invalid_argument for an id outside the vocabulary or a context overflow (checked
-  // before any work), or the status of a failed step (the context is rewound to where it was).
+  // before any work), non_finite when a hidden state or a logit is NaN or Inf (finite weights
+  // that overflow float32: both modes report it instead of producing garbage), or the status
+  // of a failed step (the context is rewound to where it was).
   Status eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits,
               std::string* message);
 

@@ -31,10 +31,13 @@ using namespace nb::literals;
 
 namespace {
 
-// Artifact statuses (10..22) become fwassist._core.ArtifactFailure through the translator of
-// bind_artifact.cpp; invalid arguments ValueError; anything else RuntimeError.
+// Artifact statuses (10..22) and non_finite (a NaN or Inf weight refused at open or on an
+// expert's first use, or values that overflow float32, in either mode) become
+// fwassist._core.ArtifactFailure through the translator of bind_artifact.cpp; invalid
+// arguments ValueError; anything else RuntimeError.
 [[noreturn]] void raise_status(fwa::Status st, const std::string& message) {
-  if (int(st) >= 10 && int(st) <= 22) throw fwa_python::ArtifactFailure{st, message};
+  if ((int(st) >= 10 && int(st) <= 22) || st == fwa::Status::non_finite)
+    throw fwa_python::ArtifactFailure{st, message};
   if (st == fwa::Status::invalid_argument) throw nb::value_error(message.c_str());
   throw std::runtime_error(std::string(fwa::status_string(st)) + ": " + message);
 }

@@ -6,17 +6,23 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <cstring>
 #include <new>
 #include <string>
 #include <vector>
 
+#include "artifact/json.h"
+#include "artifact/sha256.h"
 #include "count_allocations.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/session.h"
+#include "quant/format.h"
 
 using namespace fwa;
 
@@ -66,6 +72,107 @@ std::vector<float> all_logits(Session& s, const std::vector<int32_t>& ids) {
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+std::string temp_path(const char* name) {
+  return std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/" + name;
+}
+
+// Writes to `dst` a copy of the test model with patch() applied to the bytes of each tensor of
+// `names`, and every digest the change touches resealed (the tensors', their expert blocks',
+// the manifest sections' and the header's): an artifact that verifies and holds the values a
+// test wants.
+using Patch = std::function<void(uint8_t* bytes, const TensorInfo& t)>;
+void resealed_copy(const std::string& dst, const std::vector<std::string>& names,
+                   const Patch& patch) {
+  const char* src = std::getenv("FWA_TEST_MODEL");
+  REQUIRE(src != nullptr);
+  std::unique_ptr<Artifact> a;
+  std::string msg;
+  REQUIRE_MESSAGE(Artifact::open_file(src, OpenOptions(), &a, &msg) == Status::ok, msg);
+  std::vector<uint8_t> buf;
+  {
+    FILE* f = std::fopen(src, "rb");
+    REQUIRE(f != nullptr);
+    uint8_t chunk[65536];
+    size_t n;
+    while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) buf.insert(buf.end(), chunk, chunk + n);
+    std::fclose(f);
+  }
+  const uint64_t doff = a->data_offset();
+  std::string m(reinterpret_cast<const char*>(buf.data()) + kArtifactHeaderBytes,
+                a->manifest_size());
+  auto section_digest = [](const std::string& manifest, const char* key) {
+    json::Document doc;
+    std::string why;
+    REQUIRE(doc.parse(reinterpret_cast<const uint8_t*>(manifest.data()), manifest.size(),
+                      json::Limits(), &why) == Status::ok);
+    const std::string_view raw = doc.root().find(key).raw();
+    return digest_hex(sha256(raw.data(), raw.size()));
+  };
+  const std::string old_tensors = section_digest(m, "tensors");
+  const std::string old_blocks = section_digest(m, "expert_blocks");
+  auto replace_after = [&m](size_t from, const std::string& old_hex, const std::string& hex) {
+    const size_t at = m.find(old_hex, from);
+    REQUIRE(at != std::string::npos);
+    m.replace(at, old_hex.size(), hex);
+  };
+  for (const std::string& name : names) {
+    const TensorInfo* t = a->find_tensor(name);
+    REQUIRE_MESSAGE(t != nullptr, name);
+    uint8_t* bytes = buf.data() + doff + t->offset;
+    patch(bytes, *t);
+    replace_after(m.find("\"name\":\"" + name + "\""), digest_hex(t->sha256),
+                  digest_hex(sha256(bytes, size_t(t->length))));
+    if (t->block >= 0) {
+      const ExpertBlockInfo& b = a->expert_blocks()[size_t(t->block)];
+      replace_after(m.find("\"expert_blocks\""), digest_hex(b.sha256),
+                    digest_hex(sha256(buf.data() + doff + b.offset, size_t(b.length))));
+    }
+  }
+  const size_t sections = m.find("\"sections\"");
+  replace_after(sections, old_tensors, section_digest(m, "tensors"));
+  replace_after(sections, old_blocks, section_digest(m, "expert_blocks"));
+  std::memcpy(buf.data() + kArtifactHeaderBytes, m.data(), m.size());
+  const Sha256Digest root = sha256(m.data(), m.size());
+  std::memcpy(buf.data() + 48, root.data(), 32);
+  FILE* f = std::fopen(dst.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  REQUIRE(std::fwrite(buf.data(), 1, buf.size(), f) == buf.size());
+  std::fclose(f);
+}
+
+// Sets every f32 value of a float tensor to v.
+Patch fill_f32(float v) {
+  return [v](uint8_t* bytes, const TensorInfo& t) {
+    REQUIRE(t.dtype == DType::f32);
+    for (uint64_t i = 0; i < t.length; i += 4) std::memcpy(bytes + i, &v, 4);
+  };
+}
+
+// Sets the first block scale of row `row` of a packed tensor to NaN.
+Patch nan_scale(int64_t row) {
+  return [row](uint8_t* bytes, const TensorInfo& t) {
+    REQUIRE(t.dtype == DType::packed);
+    PackedLayout L;
+    REQUIRE(packed_layout(t.quant, t.shape[0], t.shape[1], &L) == Status::ok);
+    uint8_t* scale = bytes + size_t(row / kTileRows) * L.tile_bytes + L.scales_offset;
+    if (L.fmt.scale == ScaleType::f16) {
+      const uint16_t h = 0x7e00;
+      std::memcpy(scale + size_t(row % kTileRows) * 2, &h, 2);
+    } else {
+      const uint32_t f = 0x7fc00000u;
+      std::memcpy(scale + size_t(row % kTileRows) * 4, &f, 4);
+    }
+  };
+}
+
+std::vector<std::string> expert_gate_names(int layer, int experts) {
+  std::vector<std::string> names;
+  for (int e = 0; e < experts; ++e)
+    names.push_back("model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(e) +
+                    ".gate_proj.weight");
+  return names;
 }
 
 }  // namespace
@@ -404,4 +511,84 @@ TEST_CASE("the latency policy: the cost model picks the first cores; logits neve
             Status::ok);
   }
   CHECK(same_bits(got, want));
+}
+
+TEST_CASE("non-finite weights are refused at open, naming the tensor") {
+  const std::string path = temp_path("fwa-nan-norm.fwa");
+  std::shared_ptr<Model> m;
+  std::string msg;
+  // Resealed but unchanged: the helper itself gives a loadable artifact.
+  resealed_copy(path, {"model.layers.0.input_layernorm.weight"}, [](uint8_t*, const TensorInfo&) {});
+  REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    resealed_copy(path, {"model.layers.0.input_layernorm.weight"},
+                  [bad](uint8_t* bytes, const TensorInfo&) { std::memcpy(bytes + 4 * 5, &bad, 4); });
+    CHECK(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::non_finite);
+    CHECK(msg.find("model.layers.0.input_layernorm.weight") != std::string::npos);
+    CHECK(msg.find("column 5") != std::string::npos);
+  }
+  // A float matrix (the embedding), and a quantization scale of a packed layer.
+  resealed_copy(path, {"model.embed_tokens.weight"}, [](uint8_t* bytes, const TensorInfo&) {
+    const float nan = std::nanf("");
+    std::memcpy(bytes + 4 * (3 * 128 + 7), &nan, 4);
+  });
+  CHECK(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::non_finite);
+  CHECK(msg.find("model.embed_tokens.weight holds a non-finite value (NaN or Inf) at row 3, "
+                 "column 7") != std::string::npos);
+  resealed_copy(path, {"model.layers.0.self_attn.k_proj.weight"}, nan_scale(17));
+  CHECK(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::non_finite);
+  CHECK(msg.find("k_proj.weight holds a non-finite value (NaN or Inf) in the scale of row 17, "
+                 "block 0") != std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("a NaN scale in an expert: refused at open, or at its first use in lazy mode") {
+  const std::string path = temp_path("fwa-nan-expert.fwa");
+  resealed_copy(path, expert_gate_names(0, 16), nan_scale(2));
+  std::shared_ptr<Model> m;
+  std::string msg;
+  CHECK(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::non_finite);
+  CHECK(msg.find("mlp.experts.0.gate_proj.weight") != std::string::npos);
+  ModelLoadOptions lazy;
+  lazy.lazy = true;
+  REQUIRE_MESSAGE(Model::load(path, lazy, &m, &msg) == Status::ok, msg);
+  for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
+    auto s = make(m, mode, 1, 4);
+    const auto ids = prompt(*m, 3, 8);
+    CHECK(s->eval(ids.data(), 3, LogitsOut::last, nullptr, &msg) == Status::non_finite);
+    CHECK(msg.find("gate_proj.weight holds a non-finite value (NaN or Inf) in the scale of row "
+                   "2, block 0") != std::string::npos);
+    CHECK(s->n_past() == 0);
+    CHECK(m->residency_stats().resident_bytes == 0);
+  }
+  std::remove(path.c_str());
+}
+
+TEST_CASE("finite weights that overflow: non_finite in exact mode as in fast mode") {
+  const std::string path = temp_path("fwa-overflow.fwa");
+  // Huge but finite norm weights: the hidden states (input norm of layer 0) or the logits
+  // (final norm) overflow float32.
+  for (const char* name : {"model.layers.0.input_layernorm.weight", "model.norm.weight"}) {
+    CAPTURE(name);
+    resealed_copy(path, {name}, fill_f32(3e38f));
+    std::shared_ptr<Model> m;
+    std::string msg;
+    REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
+    for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
+      CAPTURE(int(mode));
+      auto s = make(m, mode, 2, 4);
+      const auto ids = prompt(*m, 6, 3);
+      std::vector<float> logits(6 * size_t(s->vocab_size()));
+      CHECK(s->eval(ids.data(), 6, LogitsOut::all, logits.data(), &msg) == Status::non_finite);
+      CHECK(s->n_past() == 0);
+      CHECK(s->eval(ids.data(), 1, LogitsOut::last, nullptr, &msg) == Status::non_finite);
+      CHECK(!s->has_last_logits());
+      // Generation reports it too, instead of emitting a token.
+      Generation g;
+      GenerateParams p;
+      p.max_tokens = 4;
+      CHECK(g.start(s.get(), ids.data(), 6, p, &msg) == Status::non_finite);
+    }
+  }
+  std::remove(path.c_str());
 }
