@@ -225,6 +225,7 @@ Status Session::truncate(int64_t n, std::string* message) {
                     std::to_string(n_past()));
   tokens_.resize(size_t(n));
   has_last_logits_ = false;
+  ++epoch_;
   return Status::ok;
 }
 
@@ -270,6 +271,7 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
                 "session: " + std::to_string(n) + " tokens after " + std::to_string(start) +
                     " exceed the context of " + std::to_string(ctx_) + " tokens");
   has_last_logits_ = false;
+  ++epoch_;
   const bool timed = n == 1 && policy_.max_active() > 1;  // the policy measures decode steps
   const auto t0 =
       timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();

@@ -56,6 +56,10 @@ class Session {
               std::string* message);
 
   const float* last_logits() const { return last_logits_; }
+  // Counts the calls that changed the context (eval past its argument checks, truncate,
+  // reset): a generation compares it with its own last step to find out that another call
+  // used the session since (Generation::superseded).
+  uint64_t epoch() const { return epoch_; }
   bool has_last_logits() const { return has_last_logits_; }
 
   // Context management: truncate(n) keeps the first n tokens (their KV entries stay valid).
@@ -141,6 +145,7 @@ class Session {
   // touched (and count in RSS) as the context grows, not at creation.
   std::unique_ptr<float[]> k_cache_, v_cache_;  // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
   bool has_last_logits_ = false;
+  uint64_t epoch_ = 0;
   int64_t ctx_ = 0, chunk_ = 0;
   double decode_bytes_ = 0;
   uint64_t weight_bytes_read_ = 0;

@@ -174,9 +174,16 @@ NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64
 nb::tuple generation_next(NativeGeneration& g) {
   int32_t tok = -1;
   std::string piece, msg;
-  bool done = false;
-  const fwa::Status st = with_session(
-      *g.ns, [&](fwa::Session&) { return g.gen.next(&tok, &piece, &done, &msg); });
+  bool done = false, superseded = false;
+  const fwa::Status st = with_session(*g.ns, [&](fwa::Session&) {
+    superseded = g.gen.superseded();
+    return g.gen.next(&tok, &piece, &done, &msg);
+  });
+  // Not a bad argument of this call: the stream's session moved on (RuntimeError).
+  if (superseded)
+    throw std::runtime_error(
+        "this stream was superseded by a later generation or call (logits, truncate, reset) on "
+        "the same session: its context is gone; start a new stream");
   check(st, msg);
   return nb::make_tuple(tok, nb::str(piece.data(), piece.size()), done);
 }

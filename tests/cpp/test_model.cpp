@@ -592,3 +592,63 @@ TEST_CASE("finite weights that overflow: non_finite in exact mode as in fast mod
   }
   std::remove(path.c_str());
 }
+
+TEST_CASE("interleaved generations on one session: the earlier one is superseded") {
+  auto m = load_test_model();
+  auto s = make(m, ComputeMode::exact, 1, 8);
+  const auto pa = prompt(*m, 5, 31), pb = prompt(*m, 7, 32);
+  GenerateParams p;
+  p.max_tokens = 8;
+  std::string msg, piece;
+  int32_t tok;
+  bool done = false;
+  Generation a, b;
+  REQUIRE(a.start(s.get(), pa.data(), 5, p, &msg) == Status::ok);
+  REQUIRE(a.next(&tok, &piece, &done, &msg) == Status::ok);
+  CHECK(!a.superseded());
+  REQUIRE(b.start(s.get(), pb.data(), 7, p, &msg) == Status::ok);
+  CHECK(a.superseded());
+  CHECK(a.next(&tok, &piece, &done, &msg) == Status::invalid_argument);
+  CHECK(msg.find("superseded") != std::string::npos);
+  CHECK(a.next(&tok, &piece, &done, &msg) == Status::invalid_argument);  // for good
+  // b is unaffected and continues from its own prompt: the same tokens as alone.
+  while (!done) REQUIRE(b.next(&tok, &piece, &done, &msg) == Status::ok);
+  auto ref_s = make(m, ComputeMode::exact, 1, 8);
+  Generation ref;
+  REQUIRE(generate(ref_s.get(), pb.data(), 7, p, nullptr, nullptr, &ref, &msg) == Status::ok);
+  CHECK(b.token_ids() == ref.token_ids());
+  CHECK(!b.superseded());  // finished: nothing left to refuse
+
+  // Any call that changes the context supersedes a generation under way.
+  for (int how = 0; how < 3; ++how) {
+    Generation g;
+    done = false;
+    REQUIRE(g.start(s.get(), pa.data(), 5, p, &msg) == Status::ok);
+    REQUIRE(g.next(&tok, &piece, &done, &msg) == Status::ok);
+    if (how == 0) REQUIRE(s->eval(pb.data(), 1, LogitsOut::last, nullptr, &msg) == Status::ok);
+    if (how == 1) REQUIRE(s->truncate(s->n_past() - 1, &msg) == Status::ok);
+    if (how == 2) s->reset();
+    CHECK(g.next(&tok, &piece, &done, &msg) == Status::invalid_argument);
+  }
+  // A refused call changes nothing, so it supersedes nothing.
+  Generation g;
+  REQUIRE(g.start(s.get(), pa.data(), 5, p, &msg) == Status::ok);
+  const int32_t bad = int32_t(s->vocab_size());
+  CHECK(s->eval(&bad, 1, LogitsOut::last, nullptr, &msg) == Status::invalid_argument);
+  CHECK(s->truncate(1000, &msg) == Status::invalid_argument);
+  CHECK(g.next(&tok, &piece, &done, &msg) == Status::ok);
+
+  // The callback API: a callback that uses the session ends the generation with the error.
+  struct Ctx {
+    Session* s;
+    int32_t id;
+  } ctx{s.get(), pb[0]};
+  auto cb = [](void* user, int32_t, const char*, size_t) {
+    Ctx& c = *static_cast<Ctx*>(user);
+    c.s->eval(&c.id, 1, LogitsOut::last, nullptr, nullptr);
+    return true;
+  };
+  Generation h;
+  CHECK(generate(s.get(), pa.data(), 5, p, cb, &ctx, &h, &msg) == Status::invalid_argument);
+  CHECK(msg.find("superseded") != std::string::npos);
+}
