@@ -20,6 +20,7 @@
 #include "count_allocations.h"
 #include "model/generate.h"
 #include "model/model.h"
+#include "model/moe.h"
 #include "model/sampler.h"
 #include "model/session.h"
 #include "quant/format.h"
@@ -651,4 +652,41 @@ TEST_CASE("interleaved generations on one session: the earlier one is superseded
   Generation h;
   CHECK(generate(s.get(), pa.data(), 5, p, cb, &ctx, &h, &msg) == Status::invalid_argument);
   CHECK(msg.find("superseded") != std::string::npos);
+}
+
+TEST_CASE("the MoE block refuses a chunk larger than its scratch plan instead of overflowing") {
+  auto m = load_test_model();
+  const ModelConfig& c = m->config();
+  int64_t moe_layer = -1;
+  for (int64_t l = 0; l < c.num_layers && moe_layer < 0; ++l)
+    if (m->layer(l).moe) moe_layer = l;
+  REQUIRE(moe_layer >= 0);
+  // The block's persistent buffers and a scratch planned for 2 rows.
+  MoeBlock moe;
+  BufferPlan persistent;
+  moe.declare(*m, 1, 2, ComputeMode::exact, &persistent);
+  std::unique_ptr<uint8_t[]> storage;
+  std::string msg;
+  REQUIRE(persistent.allocate(&storage, &msg) == Status::ok);
+  BufferPlan scratch_plan;
+  moe.declare_scratch(2, &scratch_plan);
+  const size_t bytes = scratch_plan.bytes();
+  // Guard bytes after the scratch: nothing may be written there.
+  std::vector<uint8_t> scratch(bytes + 64 + 4096, 0xA5);
+  uint8_t* base = scratch.data() + (64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64;
+  ThreadPool pool(1);
+  uint64_t read = 0;
+  BlockContext ctx;
+  ctx.pool = &pool;
+  ctx.weight_bytes_read = &read;
+  const int64_t H = c.hidden_size;
+  std::vector<float> xn(size_t(8 * H), 0.25f), out(size_t(8 * H), 0.0f);
+  for (int64_t rows : {1, 2}) {
+    CHECK(moe.run(ctx, moe_layer, xn.data(), rows, out.data(), base, bytes, &msg) == Status::ok);
+  }
+  CHECK(moe.run(ctx, moe_layer, xn.data(), 3, out.data(), base, bytes, &msg) ==
+        Status::buffer_too_small);
+  CHECK(msg.find("does not fit") != std::string::npos);
+  for (size_t i = size_t(base - scratch.data()) + bytes; i < scratch.size(); ++i)
+    REQUIRE(scratch[i] == 0xA5);
 }
