@@ -72,6 +72,9 @@ void MoeBlock::declare(const Model& model, int n_threads, int64_t chunk, Compute
                                          linear_workspace_bytes(e.down, chunk * K_, mode) +
                                          size_t(3 * E_) * 256);
   }
+  // The routing statistics exist for every model (zero rows for dense layers, all zero
+  // without MoE layers), so readers of [L, E] counts never meet a null array.
+  plan->declare(&expert_tokens_, L_ * E_, "moe expert tokens");
   if (!any) {
     model_ = nullptr;
     return;
@@ -84,7 +87,6 @@ void MoeBlock::declare(const Model& model, int n_threads, int64_t chunk, Compute
   plan->declare(&bin_start_, n_threads + 1, "moe bin starts");
   plan->declare(&bin_load_, n_threads, "moe bin loads");
   plan->declare(&bin_status_, n_threads, "moe bin statuses");
-  plan->declare(&expert_tokens_, L_ * E_, "moe expert tokens");
 }
 
 void MoeBlock::declare_scratch(int64_t rows, BufferPlan* plan) {
@@ -109,7 +111,7 @@ void MoeBlock::clear_expert_hits() {
 }
 
 int64_t MoeBlock::experts_activated(int64_t layer) const {
-  if (!expert_tokens_ || !model_->layer(layer).moe) return 0;
+  if (!model_ || !model_->layer(layer).moe) return 0;
   int64_t n = 0;
   for (int64_t e = 0; e < E_; ++e) n += expert_tokens_[size_t(layer * E_ + e)] != 0;
   return n;
