@@ -320,7 +320,8 @@ Status Artifact::load(const OpenOptions& options, std::string* msg) {
   // The digest jobs of the largest block, reused by every lazy verification (verify_block
   // allocates nothing: it runs inside the decode loop on an expert's first use).
   size_t most = 0;
-  for (const ExpertBlockInfo& b : blocks_) most = std::max<size_t>(most, b.end_tensor - b.first_tensor);
+  for (const ExpertBlockInfo& b : blocks_)
+    most = std::max<size_t>(most, b.end_tensor - b.first_tensor);
   block_jobs_.reserve(most + 1);
   block_refs_.reserve(most + 1);
 

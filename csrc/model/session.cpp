@@ -177,7 +177,8 @@ Status Session::allocate(std::string* message) {
     const LayerWeights& w = model_->layer(l);
     for (const Linear* lin : {&w.q, &w.k, &w.v, &w.o, &w.router, &w.mlp_gate, &w.mlp_up,
                               &w.mlp_down})
-      if (lin->present()) ws_bytes_ = std::max(ws_bytes_, linear_workspace_bytes(*lin, C, opt_.mode));
+      if (lin->present())
+        ws_bytes_ = std::max(ws_bytes_, linear_workspace_bytes(*lin, C, opt_.mode));
     for (const ExpertWeights& e : w.experts)
       for (const Linear* lin : {&e.gate, &e.up, &e.down})
         ws_bytes_ = std::max(ws_bytes_, linear_workspace_bytes(*lin, C, opt_.mode));

@@ -10,6 +10,10 @@
 // the token's own inputs, never on the chunking, the thread count or the ISA, so logits are
 // bit-identical whichever way a prompt is fed.
 //
+// Parts: the MoE block (router, top-k, grouping, expert execution) is model/moe.h, the
+// core-count policy sched/core_policy.h; every buffer but the KV cache is declared once in a
+// buffer plan (model/buffer_plan.h) and carved from one allocation with bounds-checked takes.
+//
 // KV cache layout, per layer and kv head: K transposed [head_dim][max_context] (the scores of
 // one query are then a vector loop over positions) and V [max_context][head_dim].
 #pragma once

@@ -519,13 +519,15 @@ TEST_CASE("non-finite weights are refused at open, naming the tensor") {
   std::shared_ptr<Model> m;
   std::string msg;
   // Resealed but unchanged: the helper itself gives a loadable artifact.
-  resealed_copy(path, {"model.layers.0.input_layernorm.weight"}, [](uint8_t*, const TensorInfo&) {});
+  const std::string norm = "model.layers.0.input_layernorm.weight";
+  resealed_copy(path, {norm}, [](uint8_t*, const TensorInfo&) {});
   REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
   for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
-    resealed_copy(path, {"model.layers.0.input_layernorm.weight"},
-                  [bad](uint8_t* bytes, const TensorInfo&) { std::memcpy(bytes + 4 * 5, &bad, 4); });
+    resealed_copy(path, {norm}, [bad](uint8_t* bytes, const TensorInfo&) {
+      std::memcpy(bytes + 4 * 5, &bad, 4);
+    });
     CHECK(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::non_finite);
-    CHECK(msg.find("model.layers.0.input_layernorm.weight") != std::string::npos);
+    CHECK(msg.find(norm) != std::string::npos);
     CHECK(msg.find("column 5") != std::string::npos);
   }
   // A float matrix (the embedding), and a quantization scale of a packed layer.
