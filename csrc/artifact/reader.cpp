@@ -625,6 +625,13 @@ Status Artifact::load(const OpenOptions& options, std::string* msg) {
   for (size_t i = 0; i < nb; ++i) block_state_[i].store(0, std::memory_order_relaxed);
   block_status_.assign(nb, Status::ok);
   block_error_.assign(nb, std::string());
+  // The digest jobs of the largest block, reused by every lazy verification (verify_block
+  // allocates nothing: it runs inside the decode loop on an expert's first use).
+  size_t most = 0;
+  for (const ExpertBlockInfo& b : blocks_)
+    most = std::max<size_t>(most, b.end_tensor - b.first_tensor);
+  block_jobs_.reserve(most + 1);
+  block_refs_.reserve(most + 1);
 
   if ((st = check_padding(msg)) != Status::ok) return st;
   if ((st = check_digests(msg)) != Status::ok) return st;
@@ -1432,11 +1439,12 @@ Status Artifact::check_digests(std::string* msg) const {
   return run_jobs(jobs, refs, msg);
 }
 
+// Caller holds mu_: the job arrays reserved at open for the largest block are reused.
 Status Artifact::check_block_digests(size_t block, std::string* msg) const {
-  std::vector<Sha256Job> jobs;
-  std::vector<ArtifactJobRef> refs;
-  add_block_jobs(block, &jobs, &refs);
-  return run_jobs(jobs, refs, msg);
+  block_jobs_.clear();
+  block_refs_.clear();
+  add_block_jobs(block, &block_jobs_, &block_refs_);
+  return run_jobs(block_jobs_, block_refs_, msg);
 }
 
 const TensorInfo* Artifact::find_tensor(std::string_view name) const {

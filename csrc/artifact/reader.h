@@ -244,6 +244,9 @@ class Artifact {
   std::unique_ptr<std::atomic<uint8_t>[]> block_state_;
   std::vector<Status> block_status_;     // guarded by mu_
   std::vector<std::string> block_error_;  // guarded by mu_
+  // check_block_digests' jobs, reserved at open for the largest block; guarded by mu_.
+  mutable std::vector<Sha256Job> block_jobs_;
+  mutable std::vector<ArtifactJobRef> block_refs_;
   mutable std::mutex mu_;
 };
 

@@ -87,6 +87,7 @@ Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
     stats_.prompt_tokens = n;
     stats_.cached_tokens = keep;
     st = session->eval(prompt + keep, n - keep, LogitsOut::last, nullptr, message);
+    epoch_ = session->epoch();
     stats_.prefill_ms = ms_since(t_start_);
     if (st != Status::ok) {
       done_ = true;
@@ -172,11 +173,10 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
   *done = done_;
   if (done_ || !s_) return Status::ok;
   try {
-    if (!s_->has_last_logits()) {
-      done_ = *done = true;
+    if (superseded())  // stays refused: the context it continued is gone
       return fail(message, Status::invalid_argument,
-                  "generate: the session was changed outside this generation");
-    }
+                  "generate: this generation was superseded: its session was used by a later "
+                  "generation or call (eval, truncate, reset) since its last token");
     Status st;
     const auto t0 = std::chrono::steady_clock::now();
     if (s_->n_past() >= s_->options().max_context) {
@@ -194,6 +194,7 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
       } else {
         // The token joins the context, so the session continues exactly after the text.
         st = s_->eval(&tok, 1, LogitsOut::last, nullptr, message);
+        epoch_ = s_->epoch();
         if (st != Status::ok) {
           done_ = *done = true;
           finish_stats();

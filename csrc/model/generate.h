@@ -58,6 +58,11 @@ class Generation {
   // Ends the generation now (stop reason `cancelled`); the context keeps what was evaluated.
   void cancel();
 
+  // True when its session was used by another call (a generation, eval, truncate or reset)
+  // since this generation's last step: its context is no longer the one this generation
+  // left, so next() refuses to continue (invalid_argument) instead of mixing the two.
+  bool superseded() const { return s_ && !done_ && s_->epoch() != epoch_; }
+
   StopReason stop_reason() const { return reason_; }
   const GenerationStats& stats() const { return stats_; }
   const std::vector<int32_t>& token_ids() const { return generated_; }
@@ -82,6 +87,7 @@ class Generation {
   ThreadPoolStats pool_start_;   // the session pool's counters at start()
   uint64_t bytes_start_ = 0;
   std::string decoded_;         // scratch
+  uint64_t epoch_ = 0;          // the session's epoch after this generation's last eval
 };
 
 // Streaming with a C callback: called once per generated token with its text piece (UTF-8,

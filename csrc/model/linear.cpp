@@ -192,4 +192,68 @@ void linear_row(const Linear& w, int64_t n, float* out) {
   }
 }
 
+namespace {
+
+// Index of the first stored value whose exponent bits are all ones (NaN or Inf), or n. The
+// check is over bits, not values, so it vectorises and needs no conversion.
+template <typename U>
+int64_t first_all_ones(const uint8_t* p, int64_t n, U mask) {
+  constexpr int64_t kBlock = 256;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    U hit = 0;
+    for (int64_t i = b; i < e; ++i) {
+      U v;
+      std::memcpy(&v, p + i * int64_t(sizeof(U)), sizeof(U));
+      hit |= U((v & mask) == mask);
+    }
+    if (hit)
+      for (int64_t i = b; i < e; ++i) {
+        U v;
+        std::memcpy(&v, p + i * int64_t(sizeof(U)), sizeof(U));
+        if ((v & mask) == mask) return i;
+      }
+  }
+  return n;
+}
+
+}  // namespace
+
+bool linear_find_non_finite(const Linear& w, int64_t* row, int64_t* col, bool* is_scale) {
+  if (w.dtype != DType::packed) {
+    const int64_t n = w.N * w.K;
+    const int64_t i = w.dtype == DType::f32 ? first_all_ones<uint32_t>(w.data, n, 0x7f800000u)
+                      : w.dtype == DType::f16 ? first_all_ones<uint16_t>(w.data, n, 0x7c00)
+                                              : first_all_ones<uint16_t>(w.data, n, 0x7f80);
+    if (i == n) return false;
+    *row = i / w.K;
+    *col = i % w.K;
+    *is_scale = false;
+    return true;
+  }
+  // Each tile's scales are one run of [n_blocks][16 rows]; rows past N (the last tile's
+  // padding) are never used.
+  const PackedLayout& L = w.layout;
+  const bool f16 = L.fmt.scale == ScaleType::f16;
+  const int64_t per_tile = L.n_blocks * kTileRows;
+  for (int64_t t = 0; t < L.n_tiles; ++t) {
+    const uint8_t* scales = w.data + size_t(t) * L.tile_bytes + L.scales_offset;
+    for (int64_t from = 0; from < per_tile;) {
+      const uint8_t* p = scales + from * (f16 ? 2 : 4);
+      const int64_t i = from + (f16 ? first_all_ones<uint16_t>(p, per_tile - from, 0x7c00)
+                                     : first_all_ones<uint32_t>(p, per_tile - from, 0x7f800000u));
+      if (i == per_tile) break;
+      const int64_t n = t * kTileRows + i % kTileRows;
+      if (n < L.N) {
+        *row = n;
+        *col = i / kTileRows;
+        *is_scale = true;
+        return true;
+      }
+      from = i + 1;
+    }
+  }
+  return false;
+}
+
 }  // namespace fwa

@@ -61,6 +61,11 @@ Status linear_forward(const Linear& w, const LinearRequest& r);
 // those of linear_forward, request by request.
 Status linear_batch(const Linear* const* w, const LinearRequest* r, int n);
 
+// The first non-finite (NaN or Inf) number w is made of: a float value (*row, *col), or a
+// packed layer's block scale (*row, *col = its block). False when every one is finite. A scan
+// of the stored bits, for the checks at open (Model::load) and on an expert's first use.
+bool linear_find_non_finite(const Linear& w, int64_t* row, int64_t* col, bool* is_scale);
+
 // Row n of W as float32 (a dequantized row for packed weights: float(u - z) * s), K values.
 void linear_row(const Linear& w, int64_t n, float* out);
 

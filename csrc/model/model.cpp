@@ -26,6 +26,21 @@ std::string describe(const std::string& role, int64_t layer, int64_t expert) {
   return s;
 }
 
+// non_finite, naming the tensor and the place, if a value or scale of w is NaN or Inf: such a
+// weight turns every output it touches into NaN (fast mode would refuse it at run time, exact
+// mode would emit token 0 forever), so the model is refused where it is found.
+Status check_finite(const TensorInfo& t, const Linear& w, std::string* message) {
+  int64_t row = 0, col = 0;
+  bool is_scale = false;
+  if (!linear_find_non_finite(w, &row, &col, &is_scale)) return Status::ok;
+  return fail(message, Status::non_finite,
+              "model: tensor " + t.name + " holds a non-finite value (NaN or Inf)" +
+                  (is_scale ? " in the scale of row " + std::to_string(row) + ", block " +
+                                  std::to_string(col)
+                            : " at row " + std::to_string(row) + ", column " +
+                                  std::to_string(col)));
+}
+
 struct Binder {
   Artifact& a;
   std::map<Key, size_t> index;
@@ -51,7 +66,11 @@ struct Binder {
       return fail(message, Status::malformed,
                   "model: tensor " + t->name + " must have shape [" + std::to_string(N) + ", " +
                       std::to_string(K) + "] for this config");
-    return bind_linear(*t, bytes(*t), out, message);
+    const Status st = bind_linear(*t, bytes(*t), out, message);
+    if (st != Status::ok) return st;
+    // An expert block not verified yet (lazy mode) is checked on its first use instead.
+    if (expert >= 0 && a.lazy()) return Status::ok;
+    return check_finite(*t, *out, message);
   }
 
   Status vector(const std::string& role, int64_t layer, int64_t n, std::vector<float>* out,
@@ -71,7 +90,7 @@ struct Binder {
     l.data = bytes(*t);
     out->resize(size_t(n));
     linear_row(l, 0, out->data());
-    return Status::ok;
+    return check_finite(*t, l, message);
   }
 };
 
@@ -127,6 +146,11 @@ Status Model::bind(std::string* message) {
                   "model: the tokenizer has " + std::to_string(tokenizer_->vocab_size()) +
                       " ids but vocab_size is " + std::to_string(c.vocab_size));
   }
+
+  // Per expert block: its values checked finite (at open unless lazy; see use_expert).
+  const size_t nb = a.expert_blocks().size();
+  expert_finite_.reset(new std::atomic<uint8_t>[nb]);
+  for (size_t i = 0; i < nb; ++i) expert_finite_[i].store(a.lazy() ? 0 : 1);
 
   Binder b{a, {}};
   for (size_t i = 0; i < a.tensors().size(); ++i) {
@@ -191,8 +215,31 @@ Status Model::bind(std::string* message) {
 }
 
 Status Model::use_expert(int64_t layer, int64_t expert, std::string* message) const {
-  return residency_.acquire(size_t(layers_[size_t(layer)].experts[size_t(expert)].block),
-                            message);
+  const ExpertWeights& x = layers_[size_t(layer)].experts[size_t(expert)];
+  const size_t block = size_t(x.block);
+  Status st = residency_.acquire(block, message);
+  if (st != Status::ok || expert_finite_[block].load(std::memory_order_acquire) == 1) return st;
+  // The block's first verification in lazy mode: its values were not checked at open.
+  // Allocates nothing unless it fails; concurrent first uses compute the same answer.
+  const Artifact& a = *artifact_;
+  const ExpertBlockInfo& b = a.expert_blocks()[block];
+  const uint8_t* base = a.source()->data() + a.data_offset();
+  for (const Linear* lin : {&x.gate, &x.up, &x.down})
+    for (uint32_t ti = b.first_tensor; ti < b.end_tensor; ++ti) {
+      const TensorInfo& t = a.tensors()[ti];
+      if (base + t.offset != lin->data) continue;
+      try {
+        st = check_finite(t, *lin, message);
+      } catch (const std::bad_alloc&) {
+        st = Status::non_finite;
+      }
+      if (st != Status::ok) {
+        residency_.release(block);
+        return st;
+      }
+    }
+  expert_finite_[block].store(1, std::memory_order_release);
+  return Status::ok;
 }
 
 void Model::release_expert(int64_t layer, int64_t expert) const {

@@ -4,9 +4,11 @@
 // of sessions on any threads.
 //
 // Tensors are found by (role, layer, expert) from the manifest's tensor table; a missing or
-// misshapen tensor fails the load with malformed and a message naming it. In lazy mode an
-// expert's block is verified on its first use (Model::use_expert), never before.
+// misshapen tensor fails the load with malformed and a message naming it, a NaN or Inf value
+// of a float tensor or scale of a packed one with non_finite. In lazy mode an expert's block
+// is verified, and its values checked, on its first use (Model::use_expert), never before.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -67,7 +69,8 @@ class Model {
 
   // Makes sure the block of (layer, expert) is verified and resident, and pins it until
   // release_expert() (sched/residency.h). Without a memory budget: a cached check, no
-  // allocation once verified (lazy mode verifies on the first use). Thread-safe.
+  // allocation once verified (lazy mode verifies on the first use: digest_mismatch for
+  // changed bytes, non_finite for a NaN or Inf value or scale). Thread-safe.
   Status use_expert(int64_t layer, int64_t expert, std::string* message) const;
   void release_expert(int64_t layer, int64_t expert) const;
   // Expert memory budget of this model, shared by its sessions (0: unlimited; mlock: lock
@@ -105,6 +108,9 @@ class Model {
   std::string_view tokenizer_json_, config_json_;
   mutable std::mutex tokenizer_mu_;
   mutable ExpertResidency residency_;
+  // Per expert block: 1 once its values are checked finite (at bind, or on the first use of
+  // a lazily verified block).
+  std::unique_ptr<std::atomic<uint8_t>[]> expert_finite_;
   mutable std::mutex bandwidth_mu_;
   mutable double bandwidth_[64] = {};
   mutable int bandwidth_threads_ = 0;  // thread counts measured so far

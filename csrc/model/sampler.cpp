@@ -74,15 +74,23 @@ inline int32_t bucket_of(float w) {
 }  // namespace
 
 Status check_sampling_params(const SamplingParams& p, std::string* message) {
-  if (!std::isfinite(p.temperature) || p.temperature < 0.0f) {
-    return bad_param(message, "temperature must be finite and >= 0", p.temperature);
+  // NaN fails every comparison below, so each rule is written as "value in range".
+  if (!(p.temperature == 0.0f ||
+        (p.temperature >= kMinTemperature && p.temperature <= kMaxTemperature))) {
+    return bad_param(message,
+                     "temperature must be 0 (greedy) or in [0.001, 1000]: a smaller one "
+                     "overflows logits / temperature (use 0 for greedy decoding)",
+                     p.temperature);
   }
   if (p.top_k < 0) return bad_param(message, "top_k must be >= 0 (0: off)", p.top_k);
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) {
     return bad_param(message, "top_p must be in (0, 1] (1: off)", p.top_p);
   }
-  if (!std::isfinite(p.repetition_penalty) || !(p.repetition_penalty > 0.0f)) {
-    return bad_param(message, "repetition_penalty must be finite and > 0 (1: off)",
+  if (!(p.repetition_penalty >= kMinRepetitionPenalty &&
+        p.repetition_penalty <= kMaxRepetitionPenalty)) {
+    return bad_param(message,
+                     "repetition_penalty must be in [0.001, 1000] (1: off): logits are divided "
+                     "or multiplied by it",
                      p.repetition_penalty);
   }
   return Status::ok;

@@ -28,15 +28,23 @@ class Rng {
 };
 
 struct SamplingParams {
-  float temperature = 0.0f;         // <= 0: greedy (argmax, ties to the lower id)
+  float temperature = 0.0f;         // 0: greedy (argmax, ties to the lower id)
   int32_t top_k = 0;                // 0: off
   float top_p = 1.0f;               // 1: off; (0, 1]
-  float repetition_penalty = 1.0f;  // 1: off; > 0
+  float repetition_penalty = 1.0f;  // 1: off; [1e-3, 1e3]
   uint64_t seed = 0;
 };
 
-// Checks ranges (temperature finite >= 0, top_k >= 0, 0 < top_p <= 1, penalty finite > 0);
-// invalid_argument with a message naming the parameter otherwise. message may be null.
+// The ranges check_sampling_params enforces. A temperature in (0, kMinTemperature) (down to
+// 1e-38 and the subnormals) or a penalty far from 1 only overflows logits / temperature or
+// logits * penalty (a distribution of Infs and NaNs); 0 is the way to ask for greedy decoding.
+constexpr float kMinTemperature = 1e-3f, kMaxTemperature = 1e3f;
+constexpr float kMinRepetitionPenalty = 1e-3f, kMaxRepetitionPenalty = 1e3f;
+
+// Checks ranges (temperature 0 or in [kMinTemperature, kMaxTemperature], top_k >= 0,
+// 0 < top_p <= 1, penalty in [kMinRepetitionPenalty, kMaxRepetitionPenalty]; NaN is never in
+// range); invalid_argument with a message naming the parameter otherwise. message may be null.
+// The C ABI and Python share it.
 Status check_sampling_params(const SamplingParams& p, std::string* message);
 
 // Picks the next token from a row of logits. All scratch memory (vocab-sized arrays) is

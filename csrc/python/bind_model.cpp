@@ -33,10 +33,13 @@ using namespace nb::literals;
 
 namespace {
 
-// Artifact statuses (10..22) become fwassist._core.ArtifactFailure through the translator of
-// bind_artifact.cpp; invalid arguments ValueError; anything else RuntimeError.
+// Artifact statuses (10..22) and non_finite (a NaN or Inf weight refused at open or on an
+// expert's first use, or values that overflow float32, in either mode) become
+// fwassist._core.ArtifactFailure through the translator of bind_artifact.cpp; invalid
+// arguments ValueError; anything else RuntimeError.
 [[noreturn]] void raise_status(fwa::Status st, const std::string& message) {
-  if (int(st) >= 10 && int(st) <= 22) throw fwa_python::ArtifactFailure{st, message};
+  if ((int(st) >= 10 && int(st) <= 22) || st == fwa::Status::non_finite)
+    throw fwa_python::ArtifactFailure{st, message};
   if (st == fwa::Status::invalid_argument) throw nb::value_error(message.c_str());
   throw std::runtime_error(std::string(fwa::status_string(st)) + ": " + message);
 }
@@ -177,9 +180,16 @@ NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64
 nb::tuple generation_next(NativeGeneration& g) {
   int32_t tok = -1;
   std::string piece, msg;
-  bool done = false;
-  const fwa::Status st = with_session(
-      *g.ns, [&](fwa::Session&) { return g.gen.next(&tok, &piece, &done, &msg); });
+  bool done = false, superseded = false;
+  const fwa::Status st = with_session(*g.ns, [&](fwa::Session&) {
+    superseded = g.gen.superseded();
+    return g.gen.next(&tok, &piece, &done, &msg);
+  });
+  // Not a bad argument of this call: the stream's session moved on (RuntimeError).
+  if (superseded)
+    throw std::runtime_error(
+        "this stream was superseded by a later generation or call (logits, truncate, reset) on "
+        "the same session: its context is gone; start a new stream");
   check(st, msg);
   return nb::make_tuple(tok, nb::str(piece.data(), piece.size()), done);
 }

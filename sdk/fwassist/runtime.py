@@ -289,8 +289,16 @@ class Session:
                stop: Sequence[str] = (), stop_ids: Sequence[int] = ()) -> Stream:
         """Starts a generation (the prompt is prefilled now, reusing the context's longest
         common prefix with it) and returns an iterator of :class:`Token`. The context then
-        holds the prompt and every generated token."""
+        holds the prompt and every generated token. Any later call that uses the context (a
+        new stream, ``logits``, ``truncate``, ``reset``) supersedes the stream: iterating it
+        then raises RuntimeError instead of continuing from another context.
+
+        ``temperature``: 0 (greedy) or in [0.001, 1000]; ``top_p`` in (0, 1];
+        ``repetition_penalty`` in [0.001, 1000] (ValueError otherwise, naming it)."""
         native = self._get()
+        for name, value in (("temperature", temperature), ("top_p", top_p),
+                            ("repetition_penalty", repetition_penalty)):
+            self._check_float32(name, value)
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("pass exactly one of prompt (text) and prompt_ids")
         ids = _ids(self.model.encode(prompt) if prompt is not None else prompt_ids,
@@ -306,6 +314,18 @@ class Session:
                              float(repetition_penalty), int(seed), [str(s) for s in stop],
                              [int(i) for i in stop_ids])
         return Stream(g)
+
+    @staticmethod
+    def _check_float32(name: str, value: float) -> None:
+        """The sampling parameters travel as float32: a value that rounds to 0 or to infinity
+        would change meaning on the way (1e-50 would become greedy), so it is refused here;
+        the native check (shared with the C ABI) enforces the ranges."""
+        v = float(value)
+        if np.isfinite(v) and (abs(v) > float(np.finfo(np.float32).max)
+                               or (v != 0.0 and float(np.float32(v)) == 0.0)):
+            raise ValueError(f"{name} {v!r} is outside the float32 range the sampler takes "
+                             f"(it would become 0 or infinity); see Session.stream for the "
+                             f"allowed range")
 
     def generate(self, prompt: Optional[str] = None, **kwargs: Any) -> Generation:
         """Generates to the end (see :meth:`stream` for the arguments)."""

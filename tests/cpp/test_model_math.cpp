@@ -433,6 +433,12 @@ TEST_CASE("check_sampling_params") {
   ok.top_p = 0.8f;
   ok.repetition_penalty = 1.1f;
   CHECK(check_sampling_params(ok, nullptr) == Status::ok);
+  for (float t : {0.0f, -0.0f, kMinTemperature, kMaxTemperature}) {
+    SamplingParams p;
+    p.temperature = t;
+    p.repetition_penalty = t == 0.0f ? kMaxRepetitionPenalty : kMinRepetitionPenalty;
+    CHECK(check_sampling_params(p, nullptr) == Status::ok);
+  }
 
   struct Bad {
     SamplingParams p;
@@ -440,7 +446,8 @@ TEST_CASE("check_sampling_params") {
   };
   const float nan = std::nanf("");
   std::vector<Bad> bad;
-  for (float t : {-0.1f, nan, kInfF}) {
+  // Tiny temperatures (down to the subnormals) overflow logits / T; huge ones are refused too.
+  for (float t : {-0.1f, nan, kInfF, -kInfF, 1e-38f, 1e-45f, 1e-30f, 9.99e-4f, 1000.5f, -0.0001f}) {
     SamplingParams p;
     p.temperature = t;
     bad.push_back({p, "temperature"});
@@ -455,7 +462,7 @@ TEST_CASE("check_sampling_params") {
     p.top_p = tp;
     bad.push_back({p, "top_p"});
   }
-  for (float r : {0.0f, -1.0f, kInfF, nan}) {
+  for (float r : {0.0f, -1.0f, kInfF, nan, 1e-38f, 9.99e-4f, 1e38f, 1000.5f}) {
     SamplingParams p;
     p.repetition_penalty = r;
     bad.push_back({p, "repetition_penalty"});
