@@ -8,7 +8,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 echo "### C++ tests (native): every test binary under ctest"
-cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON >/dev/null
+# The C ABI tests link the shared libfwassist (run_examples.sh switches this directory to the
+# static one afterwards).
+cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
+  -DFWA_CAPI_SHARED=ON >/dev/null
 cmake --build build-native
 export FWA_TEST_MODEL="$root/build-native/test-model.fwa"
 python tests/cross/make_test_model.py "$FWA_TEST_MODEL"

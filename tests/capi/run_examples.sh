@@ -29,10 +29,14 @@ build_example() {  # prefix build-dir [cmake args...]
 }
 
 echo "--- installing the C package: native shared, native static, aarch64 shared, aarch64 static"
-install_package "${FWA_NATIVE_BUILD:-$work/build-shared}" "$work/prefix"
-install_package "$work/build-static" "$work/prefix-static" -DFWA_CAPI_SHARED=OFF
-install_package "${FWA_AARCH64_BUILD:-$work/build-aarch64}" "$work/prefix-aarch64" -DCMAKE_TOOLCHAIN_FILE="$toolchain"
-install_package "$work/build-aarch64-static" "$work/prefix-aarch64-static" -DFWA_CAPI_SHARED=OFF \
+# One build directory per architecture makes both packages: switching FWA_CAPI_SHARED
+# recompiles the three C ABI files and relinks libfwassist, the core's objects stay.
+native=${FWA_NATIVE_BUILD:-$work/build-native}
+aarch64=${FWA_AARCH64_BUILD:-$work/build-aarch64}
+install_package "$native" "$work/prefix" -DFWA_CAPI_SHARED=ON
+install_package "$native" "$work/prefix-static" -DFWA_CAPI_SHARED=OFF
+install_package "$aarch64" "$work/prefix-aarch64" -DFWA_CAPI_SHARED=ON -DCMAKE_TOOLCHAIN_FILE="$toolchain"
+install_package "$aarch64" "$work/prefix-aarch64-static" -DFWA_CAPI_SHARED=OFF \
   -DCMAKE_TOOLCHAIN_FILE="$toolchain"
 
 echo "--- libfwassist.a (native, aarch64): only the C ABI global, no clash with a program's fwa::"
