@@ -7,43 +7,38 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-echo "### C++ kernel tests (native)"
-cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON >/dev/null
-cmake --build build-native --target fwa_kernel_tests
+echo "### C++ tests (native): every test binary under ctest"
+# The C ABI tests link the shared libfwassist (run_examples.sh switches this directory to the
+# static one afterwards).
+cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
+  -DFWA_CAPI_SHARED=ON >/dev/null
+cmake --build build-native
+export FWA_TEST_MODEL="$root/build-native/test-model.fwa"
+python tests/cross/make_test_model.py "$FWA_TEST_MODEL"
+# kernels (every variant the CPU has), artifact reader, tokenizer, deterministic math and
+# sampler, the runtime on a real artifact, logits with every feature and none, and the C ABI
+# (bad-input walk, allocation-free decode, generation-tagged handles).
+ctest --test-dir build-native --output-on-failure
+
+echo "### C++ kernel tests (native): forced lower feature sets"
 bin=build-native/tests/cpp/fwa_kernel_tests
 if [ "$(uname -m)" = x86_64 ]; then
   # Each row forces a lower feature set (FWA_CPU_FEATURES only lowers) and states the variants
-  # that must then be usable; rows the CPU cannot reach are skipped with a message.
+  # that must then be usable, from the variant list (tests/variants.sh); rows the CPU cannot
+  # reach are skipped with a message.
   full=$("$bin" -tc="report*" 2>/dev/null | sed -n 's/.*usable variants=\(.*\)/\1/p')
-  for row in "avx2,avx512f,avx512bw,avx512vl,avx512vnni|avx512vnni,avx512,avx2,ref" \
-             "avx2,avx512f,avx512bw,avx512vl|avx512,avx2,ref" "avx2|avx2,ref" "none|ref"; do
-    IFS='|' read -r feats expect <<<"$row"
+  while IFS='|' read -r feats expect; do
     case ",$full," in *",${expect%%,*},"*) ;; *)
       echo "--- skipped FWA_CPU_FEATURES=$feats: this CPU lacks ${expect%%,*}"; continue;; esac
     echo "--- FWA_CPU_FEATURES=$feats"
     FWA_CPU_FEATURES=$feats FWA_EXPECT_VARIANTS=$expect "$bin"
-  done
-else
-  "$bin"
+  done < <(bash tests/variants.sh rows x86_64)
 fi
 
-echo "### C++ artifact tests (native: SHA-256 on every backend, JSON, reader)"
-cmake --build build-native --target fwa_artifact_tests
-abin=build-native/tests/cpp/fwa_artifact_tests
-"$abin"
-echo "--- FWA_CPU_FEATURES=none (scalar SHA-256 dispatch)"
-FWA_CPU_FEATURES=none FWA_EXPECT_SHA256_BACKEND=scalar "$abin"
+echo "### C++ artifact tests (native): scalar SHA-256 dispatch"
+FWA_CPU_FEATURES=none FWA_EXPECT_SHA256_BACKEND=scalar build-native/tests/cpp/fwa_artifact_tests
 
-echo "### C++ tokenizer tests (native)"
-cmake --build build-native --target fwa_tokenizer_tests
-build-native/tests/cpp/fwa_tokenizer_tests
-
-echo "### C++ runtime tests (native): deterministic math, sampler, model on a real artifact"
-cmake --build build-native --target fwa_model_math_tests fwa_model_tests fwa_logits_digest
-build-native/tests/cpp/fwa_model_math_tests
-export FWA_TEST_MODEL="$root/build-native/test-model.fwa"
-python tests/cross/make_test_model.py "$FWA_TEST_MODEL"
-build-native/tests/cpp/fwa_model_tests
+echo "### C++ runtime (native): identical logits and samples on every x86 kernel path"
 # The logits every kernel path must reproduce bit for bit (x86 rows here, aarch64 under qemu).
 export FWA_EXPECT_DIGESTS="$root/build-native/logits-digests.txt"
 build-native/tests/cpp/fwa_logits_digest "$FWA_TEST_MODEL" | tee "$FWA_EXPECT_DIGESTS"
@@ -60,10 +55,7 @@ fi
 echo "### C++ kernel, artifact and runtime tests (aarch64 under qemu)"
 bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
 
-echo "### C ABI: bad-input walk, allocation-free decode, installed package + examples/c"
-cmake --build build-native --target fwa_capi_walk fwa_capi_tests
-build-native/tests/cpp/fwa_capi_walk "$FWA_TEST_MODEL"
-build-native/tests/cpp/fwa_capi_tests
+echo "### C ABI: installed packages (shared, static; native, aarch64), symbols, examples/c"
 FWA_NATIVE_BUILD="$root/build-native" FWA_AARCH64_BUILD="$root/build-aarch64" \
   bash tests/capi/run_examples.sh "$root/build-capi"
 export FWA_C_PREFIX="$root/build-capi/prefix"  # the cffi tests use this installed package

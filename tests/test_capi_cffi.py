@@ -8,6 +8,7 @@ else this module builds and installs one into a temporary prefix with cmake."""
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
@@ -426,6 +427,44 @@ def test_bad_handles_structs_buffers(c, built, bare):
     m.close()
     assert name(lib.fwa_model_get_info(m_handle, info)) == "bad_handle"
     assert "not a live model handle" in c.last_error()
+
+
+def test_stale_handles_after_slot_reuse(c, built):
+    # A freed handle stays bad when a new handle takes its slot (generation-tagged handles:
+    # the slot is the token's low 32 bits), and freeing it again leaves the new handle alone.
+    lib = c.lib
+    name = c.status_name
+    info = c.ffi.new("fwa_model_info*")
+    lib.fwa_model_info_init(info)
+
+    def slot(handle) -> int:
+        return int(c.ffi.cast("uintptr_t", handle)) & 0xFFFFFFFF
+
+    gc.collect()
+    gc.disable()  # no other handle freed in between: the new handles take the freed slots
+    try:
+        old = c.open_file(built[0])
+        old_model = old.handle
+        old_session = old.session()
+        old_session_handle = old_session.handle
+        old_session.close()
+        old.close()
+        new = c.open_file(built[0])
+        new_session = new.session()
+    finally:
+        gc.enable()
+    assert slot(new.handle) == slot(old_model) and new.handle != old_model
+    assert slot(new_session.handle) == slot(old_session_handle)
+    assert new_session.handle != old_session_handle
+    assert name(lib.fwa_model_get_info(old_model, info)) == "bad_handle"
+    assert name(lib.fwa_session_decode(old_session_handle, 1)) == "bad_handle"
+    assert name(lib.fwa_session_create(old_model, c.ffi.NULL, c.ffi.new("fwa_session**"))) == "bad_handle"
+    lib.fwa_model_free(old_model)
+    lib.fwa_session_free(old_session_handle)
+    assert name(lib.fwa_model_get_info(new.handle, info)) == "ok"
+    new_session.eval([1, 2])
+    new_session.close()
+    new.close()
 
 
 def test_session_outlives_its_model_handle(c, built, ids, nb_model):

@@ -71,10 +71,9 @@ fwa_status open_model(const fwa_open_options* options, fwa_model** model, const 
   st = fwa::Model::from_artifact(std::move(a), &m, &message);
   if (st != fwa::Status::ok) return fail_core(st, message);
   std::unique_ptr<fwa_model> h(new fwa_model{std::move(m)});
-  if (!fwa_capi::register_handle(h.get(), fwa_capi::Kind::model))
-    return fail(FWA_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-  *model = h.release();
-  return FWA_OK;
+  const fwa_status registered = fwa_capi::register_handle(h.get(), model, fn);
+  if (registered == FWA_OK) h.release();  // the table owns it now
+  return registered;
 }
 
 }  // namespace
@@ -158,9 +157,9 @@ fwa_status fwa_model_open_memory(const void* data, size_t size, const fwa_open_o
 }
 
 void fwa_model_free(fwa_model* model) {
-  if (!model || !fwa_capi::is_live(model, fwa_capi::Kind::model)) return;
-  fwa_capi::unregister_handle(model);
-  delete model;  // the weights stay mapped while a session still holds the model
+  // Not a live model handle (NULL, freed, forged): nothing to delete. The weights stay
+  // mapped while a session still holds the model.
+  delete fwa_capi::unregister_handle(model);
 }
 
 void fwa_model_info_init(fwa_model_info* info) {

@@ -1,6 +1,6 @@
 // C ABI: sessions (eval, decode, logits, context), the scheduler policy, sampling and
 // generation. The decode path (fwa_session_decode, fwa_session_logits, fwa_sampler_sample)
-// allocates nothing: checks, a registry lookup and the core calls only.
+// allocates nothing: checks, a handle-table lookup and the core calls only.
 #include <sys/resource.h>
 
 #include <chrono>
@@ -197,17 +197,14 @@ fwa_status fwa_session_create(fwa_model* model, const fwa_session_options* optio
     std::string message;
     const fwa::Status st = fwa::Session::create(model->model, so, &h->session, &message);
     if (st != fwa::Status::ok) return fail_core(st, message);
-    if (!fwa_capi::register_handle(h.get(), fwa_capi::Kind::session))
-      return fail(FWA_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-    *session = h.release();
-    return FWA_OK;
+    const fwa_status registered = fwa_capi::register_handle(h.get(), session, fn);
+    if (registered == FWA_OK) h.release();  // the table owns it now
+    return registered;
   });
 }
 
 void fwa_session_free(fwa_session* session) {
-  if (!session || !fwa_capi::is_live(session, fwa_capi::Kind::session)) return;
-  fwa_capi::unregister_handle(session);
-  delete session;
+  delete fwa_capi::unregister_handle(session);  // nothing when not a live session handle
 }
 
 fwa_status fwa_session_eval(fwa_session* session, const int32_t* ids, size_t n) {
@@ -423,17 +420,14 @@ fwa_status fwa_sampler_create(const fwa_model* model, const fwa_sampling_params*
     const fwa::Status st = h->sampler.init(h->vocab_size, &message);
     if (st != fwa::Status::ok) return fail_core(st, message);
     h->sampler.reset(sp);
-    if (!fwa_capi::register_handle(h.get(), fwa_capi::Kind::sampler))
-      return fail(FWA_ERR_OUT_OF_MEMORY, "%s: out of memory", fn);
-    *sampler = h.release();
-    return FWA_OK;
+    const fwa_status registered = fwa_capi::register_handle(h.get(), sampler, fn);
+    if (registered == FWA_OK) h.release();  // the table owns it now
+    return registered;
   });
 }
 
 void fwa_sampler_free(fwa_sampler* sampler) {
-  if (!sampler || !fwa_capi::is_live(sampler, fwa_capi::Kind::sampler)) return;
-  fwa_capi::unregister_handle(sampler);
-  delete sampler;
+  delete fwa_capi::unregister_handle(sampler);  // nothing when not a live sampler handle
 }
 
 fwa_status fwa_sampler_reset(fwa_sampler* sampler, const fwa_sampling_params* params) {

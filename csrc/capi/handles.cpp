@@ -3,19 +3,50 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <unordered_map>
+#include <new>
 
 namespace fwa_capi {
 namespace {
 
-// Live handles and their kinds. Function-local statics: no static initialiser runs at load.
-std::mutex& registry_mutex() {
-  static std::mutex mu;
-  return mu;
+constexpr uint32_t kNoSlot = 0xffffffffu;
+constexpr uint32_t kLastGeneration = 0xffffffffu;
+
+struct Slot {
+  void* object;         // null while free
+  uint32_t generation;  // of the token naming the object (bumped on free)
+  Kind kind;
+  uint32_t next_free;   // while free: the next free slot, or kNoSlot
+};
+
+// Constant-initialised (no static initialiser runs at load); chunks are never freed, so a
+// lookup never reads freed memory, whatever token it is given.
+struct Table {
+  std::mutex mu;
+  Slot* chunks[kMaxChunks] = {};
+  uint32_t used = 0;  // slots ever handed out: indices [0, used) exist
+  uint32_t free_head = kNoSlot;
+};
+Table& table() {
+  static Table t;
+  return t;
 }
-std::unordered_map<const void*, Kind>& registry() {
-  static std::unordered_map<const void*, Kind> handles;
-  return handles;
+
+Slot& slot_at(Table& t, uint32_t index) {
+  return t.chunks[index / kChunkSlots][index % kChunkSlots];
+}
+
+uintptr_t encode(uint32_t index, Kind kind, uint32_t generation) {
+  return uintptr_t(generation) << 32 | uintptr_t(kind) << 24 | uintptr_t(index + 1);
+}
+
+// The live slot `token` names, or null. The caller holds the mutex.
+Slot* find_locked(Table& t, uintptr_t token, Kind kind) {
+  const uint32_t index_plus_1 = uint32_t(token & 0xffffff);
+  if (Kind((token >> 24) & 0xff) != kind || index_plus_1 == 0 || index_plus_1 > t.used)
+    return nullptr;
+  Slot& s = slot_at(t, index_plus_1 - 1);
+  if (!s.object || s.kind != kind || s.generation != uint32_t(token >> 32)) return nullptr;
+  return &s;
 }
 
 // fwa_last_error(): per thread, fixed size (no allocation on the error path either).
@@ -23,25 +54,59 @@ thread_local char t_error[1024];
 
 }  // namespace
 
-bool register_handle(const void* h, Kind kind) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  try {
-    registry()[h] = kind;
-  } catch (const std::bad_alloc&) {
-    return false;
+fwa_status add_handle(void* object, Kind kind, uintptr_t* token, const char* function) {
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mu);
+  uint32_t index;
+  if (t.free_head != kNoSlot) {
+    index = t.free_head;
+    t.free_head = slot_at(t, index).next_free;
+  } else {
+    if (t.used == kMaxHandles)
+      return fail(FWA_ERR_OUT_OF_MEMORY, "%s: handle table full (%u live handles, or slots "
+                  "retired after 2^32 reuses)", function, unsigned(kMaxHandles));
+    Slot*& chunk = t.chunks[t.used / kChunkSlots];
+    if (!chunk) {
+      chunk = new (std::nothrow) Slot[kChunkSlots];
+      if (!chunk) return fail(FWA_ERR_OUT_OF_MEMORY, "%s: out of memory", function);
+      for (uint32_t i = 0; i < kChunkSlots; ++i) chunk[i] = Slot{nullptr, 1, kind, kNoSlot};
+    }
+    index = t.used++;
   }
-  return true;
+  Slot& s = slot_at(t, index);
+  s.object = object;
+  s.kind = kind;
+  s.next_free = kNoSlot;
+  *token = encode(index, kind, s.generation);
+  return FWA_OK;
 }
 
-void unregister_handle(const void* h) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  registry().erase(h);
+void* find_handle(uintptr_t token, Kind kind) {
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mu);
+  const Slot* s = find_locked(t, token, kind);
+  return s ? s->object : nullptr;
 }
 
-bool is_live(const void* h, Kind kind) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
-  const auto it = registry().find(h);
-  return it != registry().end() && it->second == kind;
+void* remove_handle(uintptr_t token, Kind kind) {
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mu);
+  Slot* s = find_locked(t, token, kind);
+  if (!s) return nullptr;
+  void* object = s->object;
+  s->object = nullptr;
+  if (s->generation == kLastGeneration) return object;  // retired: its tokens are all used
+  ++s->generation;
+  s->next_free = t.free_head;
+  t.free_head = uint32_t(uintptr_t(token & 0xffffff) - 1);
+  return object;
+}
+
+fwa_status handle_error(const void* token, const char* name, const char* kind,
+                        const char* function) {
+  if (!token) return fail(FWA_ERR_NULL_ARGUMENT, "%s: %s is NULL", function, name);
+  return fail(FWA_ERR_BAD_HANDLE, "%s: %s is not a live %s handle (freed, or another kind)",
+              function, name, kind);
 }
 
 fwa_status fail(fwa_status status, const char* format, ...) {

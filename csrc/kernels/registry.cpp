@@ -8,34 +8,23 @@
 namespace fwa {
 namespace {
 
-// Best first. ops order: gemv_exact, gemv_fast, gemm_exact, gemm_fast (MatmulOp).
+// The rows of variants.def for this architecture, best first. ops order: gemv_exact,
+// gemv_fast, gemm_exact, gemm_fast (MatmulOp); none: the next usable variant's.
+#define FWA_OP_exact(name) matmul_exact_##name
+#define FWA_OP_fast(name) matmul_fast_##name
+#define FWA_OP_none(name) nullptr
 const KernelVariant kVariants[] = {
-#if defined(FWA_HAVE_AVX512VNNI)
-    {"avx512vnni", kAVX2 | kAVX512F | kAVX512BW | kAVX512VL | kAVX512VNNI,
-     {nullptr, matmul_fast_avx512vnni, nullptr, matmul_fast_avx512vnni}},
-#endif
-#if defined(FWA_HAVE_AVX512)
-    {"avx512", kAVX2 | kAVX512F | kAVX512BW | kAVX512VL,
-     {matmul_exact_avx512, matmul_fast_avx512, matmul_exact_avx512, matmul_fast_avx512}},
-#endif
-#if defined(FWA_HAVE_AVX2)
-    {"avx2", kAVX2, {matmul_exact_avx2, matmul_fast_avx2, matmul_exact_avx2, matmul_fast_avx2}},
-#endif
-// SMMLA does twice the MACs of SDOT per instruction: it leads for GEMM even on SVE CPUs.
-#if defined(FWA_HAVE_I8MM)
-    {"i8mm", kNEON | kDOTPROD | kI8MM, {nullptr, nullptr, nullptr, matmul_fast_i8mm}},
-#endif
-#if defined(FWA_HAVE_SVE)
-    {"sve", kNEON | kSVE, {matmul_exact_sve, matmul_fast_sve, matmul_exact_sve, matmul_fast_sve}},
-#endif
-#if defined(FWA_HAVE_DOTPROD)
-    {"dotprod", kNEON | kDOTPROD, {nullptr, matmul_fast_dotprod, nullptr, matmul_fast_dotprod}},
-#endif
-#if defined(FWA_HAVE_NEON)
-    {"neon", kNEON, {matmul_exact_neon, matmul_fast_neon, matmul_exact_neon, matmul_fast_neon}},
-#endif
-    {"ref", 0, {matmul_exact_ref, matmul_fast_ref, matmul_exact_ref, matmul_fast_ref}},
+#define FWA_KERNEL_VARIANT(name, arch, required, gemv_exact, gemv_fast, gemm_exact, gemm_fast, \
+                           flags)                                                              \
+  FWA_VARIANT_ON_##arch({#name, uint64_t(required),                                            \
+                         {FWA_OP_##gemv_exact(name), FWA_OP_##gemv_fast(name),                 \
+                          FWA_OP_##gemm_exact(name), FWA_OP_##gemm_fast(name)}}, )
+#include "kernels/variants.def"
+#undef FWA_KERNEL_VARIANT
 };
+#undef FWA_OP_exact
+#undef FWA_OP_fast
+#undef FWA_OP_none
 constexpr int kNumVariants = int(sizeof(kVariants) / sizeof(kVariants[0]));
 
 bool usable(const KernelVariant& v) { return (cpu_info().features & v.required) == v.required; }

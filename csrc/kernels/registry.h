@@ -1,6 +1,7 @@
-// The one list of kernel variants, and dispatch. A variant names the CPU features it needs and
-// the operations it implements; an operation left null falls through to the next variant in
-// priority order (for example the i8mm variant brings a GEMM and reuses the dotprod GEMV).
+// Dispatch over the kernel variants of the one list, kernels/variants.def. A variant names the
+// CPU features it needs and the operations it implements; an operation left null falls
+// through to the next variant in priority order (for example the i8mm variant brings a GEMM
+// and reuses the dotprod GEMV).
 #pragma once
 #include <cstdint>
 
@@ -13,7 +14,7 @@ constexpr int kNumMatmulOps = 4;
 const char* matmul_op_name(MatmulOp op);
 
 struct KernelVariant {
-  const char* name;    // "ref", "avx2", "avx512", "avx512vnni", "neon", "dotprod", "i8mm", "sve"
+  const char* name;    // a row of kernels/variants.def: "avx512vnni", ..., "ref"
   uint64_t required;   // CpuFeature mask
   MatmulFn ops[kNumMatmulOps];
 };

@@ -473,18 +473,20 @@ int main(int argc, char** argv) {
   unsigned char* data;
   fwa_model* model = NULL;
   fwa_model_info info;
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s MODEL.fwa\n", argv[0]);
+  /* The model: the argument, or FWA_TEST_MODEL (as ctest runs it). */
+  const char* path = argc == 2 ? argv[1] : getenv("FWA_TEST_MODEL");
+  if (argc > 2 || !path) {
+    fprintf(stderr, "usage: %s MODEL.fwa (or set FWA_TEST_MODEL)\n", argv[0]);
     return 2;
   }
-  data = read_file(argv[1], &size);
+  data = read_file(path, &size);
   if (!data) {
-    fprintf(stderr, "cannot read %s\n", argv[1]);
+    fprintf(stderr, "cannot read %s\n", path);
     return 2;
   }
   walk_library();
-  walk_open(argv[1], data, size);
-  walk_open_guarantees(argv[1], data, size);
+  walk_open(path, data, size);
+  walk_open_guarantees(path, data, size);
   EXPECT_STATUS(fwa_model_open_memory(data, size, NULL, &model), FWA_OK);
   if (model) {
     walk_model(model);

@@ -5,7 +5,8 @@
 # example natively and under qemu-aarch64 (cortex-a53 and SVE-512) on a pinned artifact with
 # a tokenizer: the bundled model (sdk/fwassist/models) with its pin. Every run must print the
 # golden greedy completion of tests/golden, in exact and in fast mode (the runtime is
-# bit-identical across ISAs). Also checks that libfwassist.so exports only fwa_* symbols.
+# bit-identical across ISAs). Also checks that libfwassist.so exports only fwa_* symbols and
+# that libfwassist.a (native, aarch64) has only the C ABI global (check_static_symbols.sh).
 # Usage: tests/capi/run_examples.sh WORK_DIR   (prints FWA_C_PREFIX=<native prefix> last;
 #        FWA_NATIVE_BUILD / FWA_AARCH64_BUILD reuse existing build directories)
 set -euo pipefail
@@ -27,10 +28,21 @@ build_example() {  # prefix build-dir [cmake args...]
   cmake --build "$build"
 }
 
-echo "--- installing the C package: native shared, native static, aarch64 shared"
-install_package "${FWA_NATIVE_BUILD:-$work/build-shared}" "$work/prefix"
-install_package "$work/build-static" "$work/prefix-static" -DFWA_CAPI_SHARED=OFF
-install_package "${FWA_AARCH64_BUILD:-$work/build-aarch64}" "$work/prefix-aarch64" -DCMAKE_TOOLCHAIN_FILE="$toolchain"
+echo "--- installing the C package: native shared, native static, aarch64 shared, aarch64 static"
+# One build directory per architecture makes both packages: switching FWA_CAPI_SHARED
+# recompiles the three C ABI files and relinks libfwassist, the core's objects stay.
+native=${FWA_NATIVE_BUILD:-$work/build-native}
+aarch64=${FWA_AARCH64_BUILD:-$work/build-aarch64}
+install_package "$native" "$work/prefix" -DFWA_CAPI_SHARED=ON
+install_package "$native" "$work/prefix-static" -DFWA_CAPI_SHARED=OFF
+install_package "$aarch64" "$work/prefix-aarch64" -DFWA_CAPI_SHARED=ON -DCMAKE_TOOLCHAIN_FILE="$toolchain"
+install_package "$aarch64" "$work/prefix-aarch64-static" -DFWA_CAPI_SHARED=OFF \
+  -DCMAKE_TOOLCHAIN_FILE="$toolchain"
+
+echo "--- libfwassist.a (native, aarch64): only the C ABI global, no clash with a program's fwa::"
+bash "$root/tests/capi/check_static_symbols.sh" "$work/prefix-static" "$work/symbols-static"
+bash "$root/tests/capi/check_static_symbols.sh" "$work/prefix-aarch64-static" \
+  "$work/symbols-aarch64-static" aarch64
 
 so="$work/prefix/lib/libfwassist.so"
 others=$(nm -D --defined-only "$so" | awk '{print $NF}' | grep -v '^fwa_' || true)

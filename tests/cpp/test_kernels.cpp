@@ -3,11 +3,15 @@
 // M from 1 to 64), and through the threaded driver at several thread counts.
 #include <doctest/doctest.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "cpu/cpu_features.h"
 #include "kernels/matmul.h"
@@ -78,6 +82,54 @@ TEST_CASE("report and check the detected CPU features") {
   if (const char* bits = std::getenv("FWA_EXPECT_SVE_BITS")) {
     CHECK(info.sve_vector_bits == std::atoi(bits));
   }
+}
+
+// The compiled registry is kernels/variants.def, read here as the scripts read it (text): the
+// rows of this architecture and "ref", in order, with their features and operations.
+TEST_CASE("the registry holds exactly the rows of kernels/variants.def for this architecture") {
+#if defined(__x86_64__)
+  const std::string arch = "x86_64";
+#elif defined(__aarch64__)
+  const std::string arch = "aarch64";
+#else
+  const std::string arch = "other";
+#endif
+  std::ifstream in(FWA_VARIANTS_DEF);
+  REQUIRE_MESSAGE(in.good(), "cannot read " FWA_VARIANTS_DEF);
+  const std::string prefix = "FWA_KERNEL_VARIANT(";
+  int n = 0;
+  const KernelVariant* vs = kernel_variants(&n);
+  int i = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, prefix.size(), prefix) != 0) continue;
+    std::vector<std::string> cols;  // name, arch, required, 4 operations (flags left out)
+    std::istringstream fields(line.substr(prefix.size()));
+    for (std::string col; cols.size() < 7 && std::getline(fields, col, ',');)
+      cols.push_back(col.substr(col.find_first_not_of(' ')));
+    REQUIRE(cols.size() == 7);
+    if (cols[1] != arch && cols[1] != "any") continue;
+    INFO("variants.def row " << cols[0]);
+    REQUIRE(i < n);
+    const KernelVariant& v = vs[i++];
+    CHECK(std::string(v.name) == cols[0]);
+    uint64_t required = 0;  // "kAVX2 | kAVX512F": each name known to FWA_CPU_FEATURES
+    for (size_t k = cols[2].find('k'); k != std::string::npos; k = cols[2].find('k', k + 1)) {
+      std::string name;
+      for (size_t j = k + 1; j < cols[2].size() && std::isalnum(uint8_t(cols[2][j])); ++j)
+        name += char(std::tolower(uint8_t(cols[2][j])));
+      const uint64_t bit = parse_cpu_feature_list(name.c_str());
+      CHECK_MESSAGE(bit != 0, "unknown feature " << name);
+      required |= bit;
+    }
+    CHECK(v.required == required);
+    for (int op = 0; op < kNumMatmulOps; ++op) {
+      INFO(matmul_op_name(MatmulOp(op)) << " = " << cols[3 + op]);
+      CHECK((v.ops[op] != nullptr) == (cols[3 + op] != "none"));
+    }
+  }
+  CHECK(i == n);
+  CHECK(std::string(vs[n - 1].name) == "ref");
 }
 
 TEST_CASE("the reference agrees with a float64 matmul of the dequantized weights") {

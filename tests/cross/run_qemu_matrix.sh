@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cross-compiles the C++ kernel tests for aarch64 and runs them under qemu-aarch64 for every ARM
 # kernel path: ARMv8.0 (cortex-a53), dotprod (cortex-a76), i8mm without SVE, and SVE at vector
-# lengths 128, 256, 512 and 2048 bits. Each run states the variants the emulated CPU must
-# expose, so a wrong -cpu setting fails instead of silently testing only the reference.
+# lengths 128, 256, 512 and 2048 bits. Each row states the features the emulated CPU has, and
+# the variants it must then expose come from the variant list (tests/variants.sh), so a wrong
+# -cpu setting fails instead of silently testing only the reference.
 # Then the artifact tests (SHA-256, JSON, reader) twice: with the ARMv8 SHA-256 instructions
 # (qemu's cortex-a53 and max both have them) and with them masked off (scalar dispatch); every
 # run also checks the scalar SHA-256 against the NIST vectors.
@@ -23,20 +24,21 @@ cmake --build "$build" --target fwa_kernel_tests fwa_artifact_tests fwa_model_ma
 test_bin="$build/tests/cpp/fwa_kernel_tests"
 artifact_bin="$build/tests/cpp/fwa_artifact_tests"
 
-# cpu model | expected usable variants (best first) | expected SVE bits
+# cpu model | its features (of those the kernel variants need) | expected SVE bits
 matrix=(
-  "cortex-a53|neon,ref|0"
-  "cortex-a76|dotprod,neon,ref|0"
-  "max,sve=off|i8mm,dotprod,neon,ref|0"
-  "max,sve128=on|i8mm,sve,dotprod,neon,ref|128"
-  "max,sve256=on|i8mm,sve,dotprod,neon,ref|256"
-  "max,sve512=on|i8mm,sve,dotprod,neon,ref|512"
-  "max,sve2048=on,sve-default-vector-length=256|i8mm,sve,dotprod,neon,ref|2048"
+  "cortex-a53|neon|0"
+  "cortex-a76|neon,dotprod|0"
+  "max,sve=off|neon,dotprod,i8mm|0"
+  "max,sve128=on|neon,dotprod,i8mm,sve|128"
+  "max,sve256=on|neon,dotprod,i8mm,sve|256"
+  "max,sve512=on|neon,dotprod,i8mm,sve|512"
+  "max,sve2048=on,sve-default-vector-length=256|neon,dotprod,i8mm,sve|2048"
 )
 failed=0
 for row in "${matrix[@]}"; do
-  IFS='|' read -r cpu variants sve_bits <<<"$row"
-  echo "=== qemu-aarch64 -cpu $cpu"
+  IFS='|' read -r cpu feats sve_bits <<<"$row"
+  variants=$(bash "$root/tests/variants.sh" expect aarch64 "$feats")
+  echo "=== qemu-aarch64 -cpu $cpu (variants $variants)"
   if ! FWA_EXPECT_VARIANTS="$variants" FWA_EXPECT_SVE_BITS="$sve_bits" \
       qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "$test_bin"; then
     echo "FAILED: -cpu $cpu"
@@ -65,7 +67,7 @@ total=$((total + ${#artifact_matrix[@]}))
 # The runtime across ISAs: digests of logits (exact and fast) and of seeded samples.
 if [ -n "${FWA_TEST_MODEL:-}" ]; then
   for row in "${matrix[@]}"; do
-    IFS='|' read -r cpu variants sve_bits <<<"$row"
+    IFS='|' read -r cpu feats sve_bits <<<"$row"
     echo "=== runtime: qemu-aarch64 -cpu $cpu"
     run=(qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu)
     ok=1

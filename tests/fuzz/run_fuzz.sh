@@ -7,8 +7,9 @@
 #   1. builds tests/fuzz/fuzz_artifact.cpp with clang -fsanitize=fuzzer,address,undefined and
 #      runs it for a bounded time from the kept seed corpus (tests/fuzz/corpus, left untouched;
 #      new inputs go to <build>/corpus, crashes to <build>/crash-*);
-#   2. builds fwa_artifact_tests with -DFWA_SANITIZE=ON (ASan + UBSan) and runs it; with
-#      FWA_TEST_MODEL set, also the runtime tests and the C ABI's bad-input walk.
+#   2. builds fwa_artifact_tests with -DFWA_SANITIZE=ON (ASan + UBSan) and runs it, then the
+#      runtime tests and the C ABI tests (bad-input walk, handles, decode loop) on
+#      FWA_TEST_MODEL (made with tests/cross/make_test_model.py when unset).
 # Usage: tests/fuzz/run_fuzz.sh [seconds]   (default 60; FWA_FUZZ_BUILD sets the build dir,
 #        FWA_FUZZ_JOBS the parallel fuzz jobs, default 1)
 # Needs clang and its libFuzzer/sanitizer runtimes. Debian 12:
@@ -85,22 +86,25 @@ if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace
   echo "FAILED: artifact tests under sanitizers"
   status=1
 fi
-if [ -n "${FWA_TEST_MODEL:-}" ]; then
-  echo "### C++ runtime tests under ASan + UBSan"
-  cmake --build "$out/asan" --target fwa_model_tests fwa_model_math_tests fwa_capi_walk \
-    fwa_capi_tests
-  san=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1)
-  if ! "${san[@]}" "$out/asan/tests/cpp/fwa_model_math_tests" ||
-     ! "${san[@]}" "$out/asan/tests/cpp/fwa_model_tests"; then
-    echo "FAILED: runtime tests under sanitizers"
-    status=1
-  fi
-  echo "### C ABI bad-input walk and decode loop under ASan + UBSan"
-  if ! "${san[@]}" "$out/asan/tests/cpp/fwa_capi_walk" "$FWA_TEST_MODEL" ||
-     ! "${san[@]}" "$out/asan/tests/cpp/fwa_capi_tests"; then
-    echo "FAILED: C ABI tests under sanitizers"
-    status=1
-  fi
+# The runtime and the C ABI need an artifact: FWA_TEST_MODEL, or one made here (never skipped).
+if [ -z "${FWA_TEST_MODEL:-}" ]; then
+  export FWA_TEST_MODEL="$out/test-model.fwa"
+  python "$root/tests/cross/make_test_model.py" "$FWA_TEST_MODEL" >/dev/null
+fi
+echo "### C++ runtime tests under ASan + UBSan"
+cmake --build "$out/asan" --target fwa_model_tests fwa_model_math_tests fwa_capi_walk \
+  fwa_capi_tests
+san=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1)
+if ! "${san[@]}" "$out/asan/tests/cpp/fwa_model_math_tests" ||
+   ! "${san[@]}" "$out/asan/tests/cpp/fwa_model_tests"; then
+  echo "FAILED: runtime tests under sanitizers"
+  status=1
+fi
+echo "### C ABI bad-input walk, handles and decode loop under ASan + UBSan"
+if ! "${san[@]}" "$out/asan/tests/cpp/fwa_capi_walk" "$FWA_TEST_MODEL" ||
+   ! "${san[@]}" "$out/asan/tests/cpp/fwa_capi_tests"; then
+  echo "FAILED: C ABI tests under sanitizers"
+  status=1
 fi
 [ "$status" -eq 0 ] && echo "run_fuzz.sh: fuzzing and sanitizer tests passed"
 exit "$status"

@@ -9,10 +9,14 @@
  *     fwa_last_error() returns a message naming the problem (thread-local: it describes the
  *     last failed call on the calling thread and stays valid until that thread's next failing
  *     call). Out-parameters are written only on success unless stated.
- *   - Handles are opaque. fwa_model_free/fwa_session_free/fwa_sampler_free accept NULL. A
- *     handle that was freed, or a pointer that is not a live handle of the right kind, is
- *     detected and gives FWA_ERR_BAD_HANDLE (the library keeps a registry of live handles;
- *     a new handle may reuse a freed address, which is then simply that new handle).
+ *   - Handles are opaque values, not addresses: the library never dereferences them and
+ *     neither may the caller (compare them with NULL or each other only). A handle that was
+ *     freed, a value that was never a handle, or a handle of another kind gives
+ *     FWA_ERR_BAD_HANDLE, always: each handle carries its slot's generation, so a freed handle
+ *     stays bad after its slot is reused. fwa_model_free/fwa_session_free/fwa_sampler_free
+ *     accept NULL and ignore any value that is not a live handle of their kind. At most
+ *     1,048,576 handles (models, sessions and samplers together) are live at once; creating
+ *     one more gives FWA_ERR_OUT_OF_MEMORY.
  *   - Options and report structs begin with their size: set struct_size = sizeof(the struct)
  *     (the *_init functions do it and fill the defaults). Later versions append fields only,
  *     so a program compiled against an older header keeps working; a size the library does
