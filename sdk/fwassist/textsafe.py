@@ -68,7 +68,8 @@ def json_text(obj: Any, **kwargs: Any) -> str:
         return s
     out = []
     for ch in s:
-        if ch != "\\" and is_unsafe_char(ch):
+        # json.dumps escapes C0 controls inside strings: a raw newline is indentation.
+        if ch not in "\\\n" and is_unsafe_char(ch):
             o = ord(ch)
             if o < 0x10000:
                 out.append(f"\\u{o:04x}")
