@@ -81,6 +81,7 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     m["config"][HOSTILE] = HOSTILE
     m["tensors"][0]["name"] = HOSTILE
     m["evidence"] = {HOSTILE: [HOSTILE]}
+    m["sbom"] = dict(m["sbom"], metadata={"component": {"name": HOSTILE}})
     (d / "hostile.fwa").write_bytes(assemble(m, data))
     (d / "empty.fwa").write_bytes(b"")
     (d / "junk.fwa").write_bytes(b"this is not an artifact\n" * 10)
