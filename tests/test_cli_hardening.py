@@ -546,14 +546,14 @@ def test_energy_functions_refuse_nan_and_negative():
 
 
 @pytest.fixture(scope="module")
-def clib():
+def clib(tmp_path_factory):
     """The C library (FWA_C_PREFIX, else built like tests/test_capi_cffi.py)."""
     from test_capi_cffi import _install_prefix
 
     from fwassist._cffi import CLibrary
 
     env = os.environ.get("FWA_C_PREFIX")
-    prefix = Path(env) if env else _install_prefix(Path(__import__("tempfile").mkdtemp()))
+    prefix = Path(env) if env else _install_prefix(tmp_path_factory.mktemp("capi"))
     libs = sorted(prefix.glob("lib*/libfwassist.so"))
     assert libs, f"no libfwassist.so under {prefix}"
     return CLibrary(str(libs[0]))

@@ -109,7 +109,8 @@ def int_range(lo: int, hi: Optional[int] = None) -> Callable[[str], int]:
     return parse
 
 
-def float_range(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Callable[[str], float]:
+def float_range(lo: float, hi: float = math.inf, *,
+                lo_open: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
     def parse(s: str) -> float:
         try:
