@@ -3,7 +3,9 @@ input is missing or the output cannot be written, found before any work).
 
 The output is written atomically. An existing output is replaced only with ``--force``, and
 never when it is one of the export's inputs: the model, its external data files, the config,
-the tokenizer or the model card.
+the tokenizer or the model card. The evidence step writes a provisional copy of the artifact
+into a private directory under the temporary directory ($TMPDIR), removed on exit, SIGTERM and
+Ctrl-C; a killed export leaves nothing beside its output.
 """
 
 from __future__ import annotations

@@ -144,7 +144,8 @@ def _evidence_with_runtime(model: ImportedModel, onnx_path: str) -> dict[str, An
     """Writes a provisional artifact (same tensors, no evidence) into a private directory under
     the OS temp directory, measures the evidence on it with the runtime, and removes both. Never
     beside the output: a process killed there (SIGKILL) would leave it in the user's tree; the
-    command line turns SIGTERM into an exception, so this ``finally`` runs then too."""
+    command line turns SIGTERM into an exception, so this ``finally`` runs then too. The copy is
+    as large as the artifact: TMPDIR chooses where it goes."""
     import shutil
     import tempfile
 
@@ -172,7 +173,6 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     beside the model or ``card_path``) must list known limitations."""
     from .. import __version__
     from ..artifact.writer import write_artifact
-
     from ..outpath import check_input_file, same_file
     from .jsonfile import load_file
     from .onnx_import import source_files
