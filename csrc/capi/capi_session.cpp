@@ -542,11 +542,21 @@ fwa_status fwa_energy_estimate(const fwa_generation_stats* stats, const fwa_ener
                   {"core_parked_power_w", model->core_parked_power_w},
                   {"dram_energy_j_per_byte", model->dram_energy_j_per_byte},
                   {"grid_intensity_g_per_kwh", grid_intensity_g_per_kwh},
-                  {"embodied_g", embodied_g}};
+                  {"embodied_g", embodied_g},
+                  // The activity too: a NaN or negative figure would come out as a NaN or
+                  // negative report with FWA_OK.
+                  {"stats->wall_s", stats->wall_s},
+                  {"stats->busy_core_s", stats->busy_core_s},
+                  {"stats->spin_core_s", stats->spin_core_s},
+                  {"stats->parked_core_s", stats->parked_core_s},
+                  {"stats->process_cpu_s", stats->process_cpu_s}};
     for (const auto& in : inputs)
       if (!std::isfinite(in.value) || in.value < 0)
         return fail(FWA_ERR_INVALID_ARGUMENT, "%s: %s must be finite and >= 0, got %g", fn,
                     in.name, in.value);
+    if (stats->weight_bytes_read < 0 || stats->generated_tokens < 0)
+      return fail(FWA_ERR_INVALID_ARGUMENT,
+                  "%s: stats->weight_bytes_read and stats->generated_tokens must be >= 0", fn);
     fwa::EnergyModel m;
     m.idle_power_w = model->idle_power_w;
     m.core_busy_power_w = model->core_busy_power_w;

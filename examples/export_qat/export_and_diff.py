@@ -186,7 +186,7 @@ def derived_variants(out: Path, args: argparse.Namespace) -> list[Variant]:
 
 
 def export(v: Variant) -> str:
-    cmd = ["export", str(v.onnx), "-o", str(v.fwa)]
+    cmd = ["export", str(v.onnx), "-o", str(v.fwa), "--force"]  # a rerun replaces its output
     for flag, p in (("--config", v.config), ("--tokenizer", v.tokenizer), ("--card", v.card)):
         if p is not None:
             cmd += [flag, str(p)]

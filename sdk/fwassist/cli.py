@@ -1,16 +1,29 @@
 """Command line: ``fwassist info | check | demo | run | export | verify | inspect | diff | sbom``.
 
-Exit codes: 0 success, 1 a check failed or a model was refused, 2 bad usage, 3 an invalid
-artifact; ``diff`` exits with the class of the change (see ``fwassist diff --help``).
+Exit codes: 0 success, 1 a check failed, a model was refused or the work failed, 2 bad usage
+or input (every option and path is checked before any work), 3 an invalid artifact; ``diff``
+exits with the class of the change (see ``fwassist diff --help``). Every failure is one line on
+stderr, ``fwassist <command>: error: <message>``, with untrusted text escaped (\x1b, \u202e).
+Outputs: an existing output file is replaced only with ``--force``, and never when it is one of
+the command's inputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import threading
 import time
-from typing import Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
+
+from .textsafe import printable
+
+# `check` builds dense float layers of rows x cols x tokens: bounded so a typo is an error,
+# not minutes of swapping.
+MAX_CHECK_DIM = 16384
+MAX_CHECK_TOKENS = 4096
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -69,18 +82,143 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``fwassist <cmd>: error: <message>``
+    (exit 2), like every other failure of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)}\n")
+
+
+def _int_in(s: str, lo: int, hi: Optional[int] = None) -> int:
+    try:
+        v = int(s, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+    if v < lo or (hi is not None and v > hi):
+        raise argparse.ArgumentTypeError(
+            f"{v} is outside [{lo}, {hi}]" if hi is not None else f"{v} must be >= {lo}")
+    return v
+
+
+def int_range(lo: int, hi: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: a decimal integer in [lo, hi]."""
+    def parse(s: str) -> int:
+        return _int_in(s, lo, hi)
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(lo: float, hi: float = math.inf, *,
+                lo_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{s!r} is not a finite number")
+        if v < lo or (lo_open and v == lo) or v > hi:
+            bounds = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"{v:g} is outside {bounds}")
+        return v
+    parse.__name__ = "number"
+    return parse
+
+
+def input_file(s: str) -> str:
+    """An argparse type: an existing regular file (checked without opening it)."""
+    from .outpath import check_input_file
+
+    try:
+        return check_input_file(s, "")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MAX_THREADS = 1024
+EXIT_FAILED, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
+
+
+class Terminated(SystemExit):
+    """Raised by the SIGTERM handler so that cleanup (``finally``) runs before the exit."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(128 + signum)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> int:
+    """Parses ``argv`` and runs the subcommand. Every expected failure is one line on stderr,
+    ``fwassist <cmd>: error: <message>``, with exit 2 (bad usage or input), 1 (the work failed)
+    or 3 (an invalid artifact). SIGTERM and Ctrl-C unwind through the cleanup code; an
+    unexpected exception is one line too, its traceback shown with FWASSIST_TRACEBACK=1."""
+    import os
+    import signal
+
+    args = parser.parse_args(argv)
+    prog = f"fwassist {args.command}"
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def fail(code: int, msg: str) -> int:
+        print(f"{prog}: error: {printable(msg)}", file=sys.stderr, flush=True)
+        return code
+
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return fail(130, "interrupted")
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): nothing more can be shown.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001 - each failure is one line; see _exit_code
+        code = _exit_code(e)
+        if code is None:
+            if os.environ.get("FWASSIST_TRACEBACK"):
+                raise
+            return fail(EXIT_FAILED, f"internal error: {type(e).__name__}: {e} (set "
+                                     f"FWASSIST_TRACEBACK=1 to see where)")
+        if isinstance(e, OSError) and e.strerror:
+            return fail(code, (f"{e.filename}: " if e.filename else "") + e.strerror)
+        if isinstance(e, (MemoryError, RecursionError)):
+            return fail(code, f"{type(e).__name__}: {e}")
+        return fail(code, str(e))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_code(e: BaseException) -> Optional[int]:
+    """The exit code of an expected failure, None for an unexpected one (a bug)."""
+    from .artifact.verify import ArtifactInvalid
+    from .loader import ArtifactError
+
+    if isinstance(e, (ArtifactError, ArtifactInvalid)):
+        return EXIT_INVALID
+    if isinstance(e, (ValueError, TypeError)):
+        return EXIT_USAGE
+    if isinstance(e, (OSError, MemoryError, RecursionError)):
+        return EXIT_FAILED
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="fwassist", description=__doc__)
+    parser = Parser(prog="fwassist", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="CPU features and the kernel chosen per operation")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=_cmd_info)
     p = sub.add_parser("check", help="run every kernel variant on a model-sized layer")
-    p.add_argument("--rows", type=int, default=768)
-    p.add_argument("--cols", type=int, default=2048)
-    p.add_argument("--tokens", type=int, default=8)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int_range(1, MAX_CHECK_DIM), default=768)
+    p.add_argument("--cols", type=int_range(1, MAX_CHECK_DIM), default=2048)
+    p.add_argument("--tokens", type=int_range(1, MAX_CHECK_TOKENS), default=8)
+    p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1)
+    p.add_argument("--seed", type=int_range(0), default=0)
     p.set_defaults(fn=_cmd_check)
     from .artifact.cli import register as register_artifact
     from .export.cli import register as register_export
@@ -92,12 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_run(sub)
     register_export(sub)
     register_artifact(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except (ValueError, TypeError) as e:
-        print(f"fwassist: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":

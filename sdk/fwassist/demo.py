@@ -11,7 +11,6 @@ counters are readable; the report says which).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from typing import Any, Optional, TextIO
@@ -30,23 +29,36 @@ DEFAULT_GRID_G_PER_KWH = 460.0
 
 
 def register(sub: Any) -> None:
+    from .cli import MAX_THREADS, float_range, int_range
+    from .run_cli import MAX_TOKENS
+
     p = sub.add_parser("demo", help="verify the bundled model and complete firmware C code",
                        description=__doc__)
-    p.add_argument("--prompt", action="append",
+    p.add_argument("--prompt", action="append", type=_prompt,
                    help="a C prompt to complete instead of the built-in ones (repeatable)")
-    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--max-tokens", type=int_range(1, MAX_TOKENS), default=64)
     p.add_argument("--mode", choices=("exact", "fast"), default="fast")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=0.0,
+    p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1)
+    p.add_argument("--temperature", type=float_range(0.0), default=0.0,
                    help="0 = greedy (default: the same bits on every CPU)")
-    p.add_argument("--repetition-penalty", type=float, default=1.15,
+    p.add_argument("--repetition-penalty", type=float_range(0.0, lo_open=True), default=1.15,
                    help="1 = off (default 1.15: a tiny model's greedy output loops without it)")
-    p.add_argument("--grid-intensity", type=float, default=None,
+    p.add_argument("--grid-intensity", type=float_range(0.0), default=None,
                    help=f"gCO2e/kWh of your grid (default {DEFAULT_GRID_G_PER_KWH:g}, a world "
                         "average)")
     p.add_argument("--energy-profile", metavar="NAME|PATH",
                    help="device energy profile (default by CPU architecture)")
+    p.add_argument("--copy", action="store_true",
+                   help="read and verify the model into private memory")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a mapped model whose file is not protected against writes")
     p.set_defaults(fn=run)
+
+
+def _prompt(s: str) -> str:
+    if not s:
+        raise argparse.ArgumentTypeError("a prompt may not be empty")
+    return s
 
 
 def _out(msg: str, f: TextIO = sys.stderr) -> None:
@@ -105,13 +117,15 @@ def run(args: argparse.Namespace) -> int:
     from .models import TINY_CODER_PIN, tiny_coder_path
     from .runtime import Model
 
-    if args.max_tokens < 1:
-        _out("fwassist demo: --max-tokens must be >= 1")
-        return 2
+    from .run_cli import default_profile_name
+
+    # Every option is checked (the profile loaded) before the model is.
+    profile = energy.load_profile(args.energy_profile or default_profile_name())
+    opts: dict[str, Any] = {k: True for k in ("copy", "strict") if getattr(args, k)}
     path = tiny_coder_path()
     t0 = time.perf_counter()
     try:
-        model = Model.load(path, pin=TINY_CODER_PIN)
+        model = Model.load(path, pin=TINY_CODER_PIN, **opts)
     except ArtifactError as e:
         _out(f"fwassist demo: the bundled model failed verification, refusing to run: {e}")
         return 3
@@ -119,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
     _print_identity(_identity(path, model.pin), path)
     _out(_cpu_line())
     grid = DEFAULT_GRID_G_PER_KWH if args.grid_intensity is None else args.grid_intensity
-    profile = energy.load_profile(args.energy_profile or (
-        "cortex-a76-rpi5" if platform.machine() in ("aarch64", "arm64") else "generic-x86"))
     meter = energy.EnergyMeter()
     prompts = args.prompt or list(PROMPTS)
     totals: dict[str, float] = {k: 0.0 for k in (

@@ -49,19 +49,28 @@ J_PER_KWH = 3.6e6
 """Joules in one kilowatt-hour (1000 W × 3600 s)."""
 
 
+def _amount(name: str, value: Any) -> float:
+    """``value`` as a float; ValueError unless it is a finite number >= 0 (an energy figure
+    that is NaN or negative is an error, never a NaN report)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def joules_to_kwh(joules: float) -> float:
     """Energy in kWh from joules (÷ 3.6e6)."""
-    return joules / J_PER_KWH
+    return _amount("joules", joules) / J_PER_KWH
 
 
 def kwh_to_joules(kwh: float) -> float:
     """Energy in joules from kWh (× 3.6e6)."""
-    return kwh * J_PER_KWH
+    return _amount("kwh", kwh) * J_PER_KWH
 
 
 def pj_per_bit_to_j_per_byte(pj_per_bit: float) -> float:
     """A DRAM figure in pJ/bit as J/byte (× 8 bits, × 1e-12): 20 pJ/bit -> 1.6e-10 J/byte."""
-    return pj_per_bit * 8.0 * 1e-12
+    return _amount("pj_per_bit", pj_per_bit) * 8.0 * 1e-12
 
 
 # ---------------------------------------------------------------------------------------------
@@ -858,15 +867,15 @@ def sci_report(activity: Activity, profile: Profile, *, grid_intensity_g_per_kwh
     """
     for name, value in (("grid_intensity_g_per_kwh", grid_intensity_g_per_kwh),
                         ("resource_share", resource_share), ("pue", pue)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+        _amount(name, value)
     if pue < 1:
         raise ValueError(f"pue: must be >= 1, got {pue!r}")
     if resource_share > 1:
         raise ValueError(f"resource_share: must be <= 1, got {resource_share!r}")
-    if embodied_g is not None and (not math.isfinite(embodied_g) or embodied_g < 0):
-        raise ValueError(f"embodied_g: must be finite and >= 0, got {embodied_g!r}")
+    if embodied_g is not None:
+        _amount("embodied_g", embodied_g)
+    if measured is not None and measured.joules is not None:
+        _amount("measured.joules", measured.joules)
 
     model = estimate(activity, profile)
     if measured is not None and measured.joules is not None:

@@ -10,59 +10,121 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from .cli import MAX_THREADS, float_range, input_file, int_range
+
     p = sub.add_parser("run", help="generate text with a .fwa model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="the .fwa artifact")
+    p.add_argument("model", type=input_file, help="the .fwa artifact")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--prompt", help="prompt text")
-    g.add_argument("--prompt-ids", help="prompt token ids, comma-separated")
-    p.add_argument("--pin", help="expected pin sha256:<hex>; refuse any other model")
+    g.add_argument("--prompt-ids", type=_prompt_ids, help="prompt token ids, comma-separated")
+    p.add_argument("--pin", help="expected pin sha256:<hex>; refuse any other model (an empty "
+                                 "value is an error, not \"no pin\")")
     p.add_argument("--lazy", action="store_true", help="verify experts on first use")
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--copy", action="store_true",
+                   help="read and verify the model into private memory (later writes to the "
+                        "file cannot change it)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a mapped model whose file is not protected against writes")
+    p.add_argument("--max-tokens", type=int_range(1, MAX_TOKENS), default=64)
+    p.add_argument("--temperature", type=float_range(0.0), default=0.0,
+                   help="0: greedy (default)")
+    p.add_argument("--top-k", type=int_range(0, 2**31 - 1), default=0)
+    p.add_argument("--top-p", type=float_range(0.0, 1.0, lo_open=True), default=1.0)
+    p.add_argument("--repetition-penalty", type=float_range(0.0, lo_open=True), default=1.0)
+    p.add_argument("--seed", type=int_range(0, 2**64 - 1), default=0)
+    p.add_argument("--stop", action="append", default=[], type=_stop,
+                   help="stop string (repeatable)")
     p.add_argument("--no-eos", action="store_true",
                    help="do not stop at the tokenizer's <|endoftext|> / <|im_end|>")
     p.add_argument("--mode", choices=("exact", "fast"), default="exact")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--ctx", type=int, default=0, help="max context (default: model, <= 4096)")
-    p.add_argument("--expert-budget", type=int, default=0, metavar="BYTES",
+    p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1)
+    p.add_argument("--ctx", type=int_range(0), default=0,
+                   help="max context (default 0: the model's, <= 4096)")
+    p.add_argument("--expert-budget", type=int_range(0), default=0, metavar="BYTES",
                    help="expert weights kept resident; colder ones are dropped and verified "
                         "again on reuse (default 0: all)")
     e = p.add_argument_group("energy and carbon (docs/energy.md)")
     e.add_argument("--energy", action="store_true",
                    help="print a Software Carbon Intensity report (JSON) to stderr")
-    e.add_argument("--grid-intensity", type=float, metavar="G_PER_KWH",
+    e.add_argument("--grid-intensity", type=float_range(0.0), metavar="G_PER_KWH",
                    help="grid carbon intensity in gCO2e/kWh (required with --energy)")
     e.add_argument("--energy-profile", metavar="NAME|PATH",
                    help="device profile (default: generic-x86 or cortex-a76-rpi5 by CPU)")
-    e.add_argument("--embodied-g", type=float, help="embodied emissions share M, in gCO2e")
+    e.add_argument("--embodied-g", type=float_range(0.0),
+                   help="embodied emissions share M, in gCO2e")
     e.add_argument("--codecarbon-csv", metavar="PATH",
-                   help="append the report as a CodeCarbon emissions.csv row")
+                   help="append the report as a CodeCarbon emissions.csv row (needs --energy; "
+                        "the directory must exist)")
     p.set_defaults(fn=run)
 
 
-def energy_report(args: argparse.Namespace, result: Any, wall_s: float, cpu_s: float,
-                  reading: Any) -> Any:
-    """The SCI report of one generation: the session's measured core-seconds and weight bytes,
-    the process CPU time, RAPL/hwmon energy when readable (else the profile's model)."""
+# Far beyond any context this runtime opens (4096 by default); a typo is an error.
+MAX_TOKENS = 1 << 20
+
+
+def _prompt_ids(s: str) -> list[int]:
+    try:
+        ids = [int(x, 10) for x in s.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be comma-separated integers") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("no token ids")
+    return ids
+
+
+def _stop(s: str) -> str:
+    if not s:
+        raise argparse.ArgumentTypeError("a stop string may not be empty")
+    return s
+
+
+def default_profile_name() -> str:
     import platform
 
+    return "cortex-a76-rpi5" if platform.machine() in ("aarch64", "arm64") else "generic-x86"
+
+
+def validate(args: argparse.Namespace) -> Any:
+    """Every check that needs no model, before the model is loaded: the pin, the energy
+    options (the profile is loaded here and returned) and the CSV output."""
+    from .outpath import check_output_file
+    from .pin import parse_pin
+
+    parse_pin(args.pin)
+    if args.energy and args.grid_intensity is None:
+        raise ValueError("--energy needs --grid-intensity G (gCO2e/kWh of your grid)")
+    if not args.energy:
+        for flag, v in (("--grid-intensity", args.grid_intensity),
+                        ("--energy-profile", args.energy_profile),
+                        ("--embodied-g", args.embodied_g),
+                        ("--codecarbon-csv", args.codecarbon_csv)):
+            if v is not None:
+                raise ValueError(f"{flag} needs --energy")
+        return None
+    from . import energy
+
+    profile = energy.load_profile(args.energy_profile or default_profile_name())
+    if args.codecarbon_csv is not None:
+        check_output_file(args.codecarbon_csv, "--codecarbon-csv", [args.model], append=True)
+    return profile
+
+
+def energy_report(args: argparse.Namespace, result: Any, wall_s: float, cpu_s: float,
+                  reading: Any, profile: Any = None) -> Any:
+    """The SCI report of one generation: the session's measured core-seconds and weight bytes,
+    the process CPU time, RAPL/hwmon energy when readable (else the profile's model)."""
     from . import energy
 
     st = result.stats
-    name = args.energy_profile or (
-        "cortex-a76-rpi5" if platform.machine() in ("aarch64", "arm64") else "generic-x86")
+    if profile is None:
+        profile = energy.load_profile(args.energy_profile or default_profile_name())
     activity = energy.Activity(
         wall_s=wall_s, busy_core_s=st["busy_core_s"], spin_core_s=st["spin_core_s"],
         parked_core_s=st["parked_core_s"], process_cpu_s=cpu_s,
         weight_bytes_read=st["weight_bytes_read"], prompt_tokens=st["prompt_tokens"],
         generated_tokens=st["generated_tokens"], generated_lines=result.text.count("\n"))
-    return energy.sci_report(activity, energy.load_profile(name),
+    return energy.sci_report(activity, profile,
                              grid_intensity_g_per_kwh=args.grid_intensity,
                              measured=reading,
                              embodied_g=args.embodied_g,
@@ -74,27 +136,25 @@ def run(args: argparse.Namespace) -> int:
 
     from .loader import ArtifactError
     from .runtime import Model
+    from .textsafe import printable
 
-    if args.energy and args.grid_intensity is None:
-        print("fwassist run: --energy needs --grid-intensity G (gCO2e/kWh of your grid)",
-              file=sys.stderr)
-        return 2
-
+    profile = validate(args)
+    # --copy/--strict only when asked: the keywords exist from the Model.load that has them.
+    opts: dict[str, Any] = {k: True for k in ("copy", "strict") if getattr(args, k)}
     try:
-        model = Model.load(args.model, pin=args.pin, lazy=args.lazy)
+        model = Model.load(args.model, pin=args.pin, lazy=args.lazy, **opts)
     except ArtifactError as e:
-        print(f"fwassist run: refused {args.model}: {e}", file=sys.stderr)
+        print(f"fwassist run: refused {printable(args.model)}: {printable(e)}", file=sys.stderr)
         return 3
     if args.expert_budget:
         model.set_expert_budget(args.expert_budget)
     if args.prompt_ids is not None:
-        try:
-            ids = [int(x) for x in args.prompt_ids.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise ValueError("--prompt-ids must be comma-separated integers") from None
-        kwargs: dict[str, Any] = {"prompt_ids": ids}
+        kwargs: dict[str, Any] = {"prompt_ids": args.prompt_ids}
     else:
         kwargs = {"prompt": args.prompt}
+    # Generated text comes from the artifact's tokenizer: escaped when shown on a terminal,
+    # passed through (newlines and all) to a pipe or file.
+    shown = (lambda t: printable(t, keep="\n\t")) if sys.stdout.isatty() else (lambda t: t)
     with model.session(max_context=args.ctx or None, mode=args.mode,
                        threads=args.threads) as s:
         meter = None
@@ -110,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                           **kwargs)
         text_mode = model.tokenizer is not None
         for tok in stream:
-            sys.stdout.write(tok.text if text_mode else f"{tok.id} ")
+            sys.stdout.write(shown(tok.text) if text_mode else f"{tok.id} ")
             sys.stdout.flush()
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -118,15 +178,17 @@ def run(args: argparse.Namespace) -> int:
         assert r is not None
         st = r.stats
         evaluated = st["prompt_tokens"] - st["cached_tokens"] + st["generated_tokens"]
+        protection = getattr(model, "protection", None)
         print(f"[fwassist] prompt {st['prompt_tokens']} tok (cached {st['cached_tokens']}), "
               f"generated {st['generated_tokens']} tok, "
               f"prefill {st['prefill_tokens_per_s']:.1f} tok/s, "
               f"decode {st['decode_tokens_per_s']:.1f} tok/s, TTFT {st['ttft_ms']:.1f} ms, "
-              f"stop {r.stop_reason}, experts/layer "
+              f"stop {printable(r.stop_reason)}, experts/layer "
               f"{','.join(str(x) for x in st['experts_activated'])}, mode {args.mode}, "
               f"threads {args.threads}, weights read "
               f"{st['weight_bytes_read'] / max(1, evaluated) / 2**20:.1f} MiB/token, "
-              f"core-s busy {st['busy_core_s']:.3f} spin {st['spin_core_s']:.3f}",
+              f"core-s busy {st['busy_core_s']:.3f} spin {st['spin_core_s']:.3f}"
+              + (f", protection {printable(protection)}" if protection is not None else ""),
               file=sys.stderr)
         if args.expert_budget:
             res = model.residency()
@@ -136,13 +198,19 @@ def run(args: argparse.Namespace) -> int:
         if args.energy:
             wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
             assert meter is not None
-            report = energy_report(args, r, wall_s, cpu_s, meter.stop())
+            report = energy_report(args, r, wall_s, cpu_s, meter.stop(), profile)
             print(report.to_json(), file=sys.stderr)
             if args.codecarbon_csv:
-                import os
-                new = not os.path.exists(args.codecarbon_csv)
-                with open(args.codecarbon_csv, "a", encoding="utf-8") as f:
-                    if new:
-                        f.write(report.codecarbon_csv_header() + "\n")
-                    f.write(report.codecarbon_csv_row() + "\n")
+                _append_csv(args.codecarbon_csv, report)
     return 0
+
+
+def _append_csv(path: str, report: Any) -> None:
+    """Appends the report's row, with the header first when the file is new or empty; one
+    write, so an interrupted run leaves no half row."""
+    import os
+
+    with open(path, "a", encoding="utf-8") as f:
+        new = os.fstat(f.fileno()).st_size == 0
+        f.write((report.codecarbon_csv_header() + "\n" if new else "")
+                + report.codecarbon_csv_row() + "\n")

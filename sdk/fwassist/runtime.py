@@ -278,6 +278,12 @@ class Session:
         a = _ids(ids)
         if a.size == 0:
             raise ValueError("no token ids")
+        # Checked before the [n, vocab] output is allocated: 10^7 ids would otherwise end in
+        # a MemoryError instead of naming the context.
+        start, ctx = int(native.n_past), int(native.max_context)
+        if a.size > ctx - start:
+            raise ValueError(f"session: {a.size} tokens after {start} exceed the context of "
+                             f"{ctx} tokens")
         out = np.empty((a.size, self.model.vocab_size), dtype=np.float32)
         _artifact_errors(native.logits, a, out)
         return out

@@ -5,40 +5,59 @@ and ``sbom``. :func:`register` adds them to the main parser's subparsers; each s
 Exit codes: ``verify`` 0 when every byte checks out; ``inspect`` and ``sbom`` 0; ``diff`` the
 class code (0 identical, 10 metadata-only, 20 tokenizer, 30 config, 40 weights,
 50 quantization, 60 architecture); every command 3 when an artifact is invalid or unreadable
-and 2 on bad usage.
+and 2 on bad usage. Every string taken from an artifact is escaped before it is shown
+(:mod:`fwassist.textsafe`); ``sbom -o`` refuses to replace an existing file without ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 from typing import Any
 
+from ..textsafe import json_text, printable
 from .diff import EXIT_INVALID, EXIT_USAGE
 
 __all__ = ["register", "main"]
 
 
 def _invalid(e: Any) -> int:
-    print(f"fwassist: INVALID {e.path}: {e.status}: {e.message}", file=sys.stderr)
+    print(f"fwassist: INVALID {printable(e.path)}: {printable(e.status)}: "
+          f"{printable(e.message)}", file=sys.stderr)
     return EXIT_INVALID
 
 
+def _artifact_path(path: str) -> str:
+    """An argparse type: a path without NUL that, if it exists, is a regular file (a FIFO would
+    block the reader forever). A missing file is left to the reader (``io_error``, exit 3)."""
+    import stat
+
+    if not path or "\x00" in path:
+        raise argparse.ArgumentTypeError(f"{printable(path)!s}: not a usable path")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path
+    if not stat.S_ISREG(st.st_mode):
+        raise argparse.ArgumentTypeError(f"{printable(path)}: not a regular file")
+    return path
+
+
 def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
+    return json_text(obj, indent=2, sort_keys=True)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .verify import ArtifactInvalid, native_loader, verify
 
-    from .pyverify import PyArtifactError, _check_pin_syntax
+    from ..pin import parse_pin
 
     try:
-        _check_pin_syntax(args.pin)
-    except PyArtifactError as e:
-        print(f"fwassist: error: {e.message}", file=sys.stderr)
+        parse_pin(args.pin)
+    except ValueError as e:
+        print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
     engine = "fwassist.load_artifact" if native_loader() else "pure-Python verifier"
     try:
@@ -54,7 +73,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return _invalid(e)
     m = art.manifest
     print(f"OK {art.pin}")
-    print(f"  {art.path}: {art.file_length} bytes, {len(m['tensors'])} tensors, "
+    print(f"  {printable(art.path)}: {art.file_length} bytes, {len(m['tensors'])} tensors, "
           f"{len(m['expert_blocks'])} expert blocks, every byte verified by {engine} "
           f"in {full_ms:.1f} ms" + (f" (lazy open {lazy_ms:.1f} ms)" if args.lazy else ""))
     if args.pin:
@@ -87,13 +106,19 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_sbom(args: argparse.Namespace) -> int:
+    from ..outpath import check_output_file, write_text_atomic
     from .verify import ArtifactInvalid, verify
 
+    if args.output is not None:
+        check_output_file(args.output, "sbom -o", [args.file], force=args.force)
     try:
         art = verify(args.file)
     except ArtifactInvalid as e:
         return _invalid(e)
-    print(_json(art.manifest["sbom"]))
+    if args.output is None:
+        print(_json(art.manifest["sbom"]))
+    else:
+        write_text_atomic(args.output, _json(art.manifest["sbom"]) + "\n")
     return 0
 
 
@@ -101,38 +126,39 @@ def register(subparsers: Any) -> None:
     """Adds ``verify``, ``inspect``, ``diff`` and ``sbom`` to ``subparsers``
     (from ``ArgumentParser.add_subparsers``)."""
     p = subparsers.add_parser("verify", help="verify every byte of an artifact (exit 0 or 3)")
-    p.add_argument("file")
+    p.add_argument("file", type=_artifact_path)
     p.add_argument("--pin", help="expected root digest, 'sha256:<64 hex>'")
     p.add_argument("--lazy", action="store_true",
                    help="also time the lazy open (expert blocks deferred) a device performs")
     p.set_defaults(fn=_cmd_verify)
     p = subparsers.add_parser("inspect", help="configuration, tensor table, totals, sections")
-    p.add_argument("file")
+    p.add_argument("file", type=_artifact_path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=_cmd_inspect)
     p = subparsers.add_parser(
         "diff", help="classify the change between two artifacts (exit code = class)",
         description="Exit codes: 0 identical, 10 metadata-only, 20 tokenizer, 30 config, "
                     "40 weights, 50 quantization, 60 architecture; 2 usage, 3 invalid.")
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("a", type=_artifact_path)
+    p.add_argument("b", type=_artifact_path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=_cmd_diff)
     p = subparsers.add_parser("sbom", help="print the artifact's CycloneDX 1.6 ML-BOM")
-    p.add_argument("file")
+    p.add_argument("file", type=_artifact_path)
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="write the BOM to PATH (atomically) instead of stdout")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --output file (never the artifact itself)")
     p.set_defaults(fn=_cmd_sbom)
 
 
 def main(argv: Any = None) -> int:
     """Standalone entry (``python -m fwassist.artifact.cli``) with only these subcommands."""
-    parser = argparse.ArgumentParser(prog="fwassist")
+    from ..cli import Parser, run_command
+
+    parser = Parser(prog="fwassist")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except (ValueError, TypeError) as e:
-        print(f"fwassist: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .. import kernels
+from ..textsafe import printable
 from .verify import verify
 
 __all__ = ["diff", "DiffResult", "DIFF_CLASSES", "EXIT_CODES", "EXIT_USAGE", "EXIT_INVALID",
@@ -115,7 +116,7 @@ class DiffResult:
                 out.append(f"  ... {len(items) - 50} more (use --json)")
         if self.klass == "identical":
             out.append("the artifacts are byte-identical")
-        return "\n".join(out)
+        return "\n".join(printable(line) for line in out)
 
 
 def _short(v: Any) -> str:

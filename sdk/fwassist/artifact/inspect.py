@@ -1,13 +1,33 @@
-"""``inspect(path)``: what an artifact holds, from its verified manifest."""
+"""``inspect(path)``: what an artifact holds, from its verified manifest.
+
+The verifier fixes the tensor table, the expert blocks and the section types; the contents of
+config, tokenizer, provenance, model card and evidence are free JSON that a valid artifact may
+shape any way, so they are read with :func:`_at` (never indexed) and every line of the text
+report is escaped for the terminal (:func:`fwassist.textsafe.printable`)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Union
 
+from ..textsafe import printable
 from .verify import verify
 
 __all__ = ["inspect", "render_text", "summarize"]
+
+
+def _at(d: Any, *keys: str) -> Any:
+    """``d[k0][k1]...`` of untrusted JSON, None where a key is missing or a value not an
+    object."""
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _count(v: Any) -> Any:
+    return len(v) if isinstance(v, (dict, list)) else None
 
 
 def _params(t: dict[str, Any]) -> int:
@@ -45,11 +65,9 @@ def summarize(art: Any) -> dict[str, Any]:
     tok = m["tokenizer"]
     tok_summary = None
     if tok is not None:
-        model = tok.get("model") if isinstance(tok.get("model"), dict) else {}
-        vocab = model.get("vocab")
-        tok_summary = {"type": model.get("type"),
-                       "vocab": len(vocab) if isinstance(vocab, (dict, list)) else None,
-                       "added_tokens": len(tok.get("added_tokens") or [])}
+        tok_summary = {"type": _at(tok, "model", "type"),
+                       "vocab": _count(_at(tok, "model", "vocab")),
+                       "added_tokens": _count(tok.get("added_tokens")) or 0}
     total_params = sum(_params(t) for t in m["tensors"])
     tensor_bytes = sum(t["length"] for t in m["tensors"])
     return {
@@ -107,8 +125,10 @@ def render_text(info: dict[str, Any], *, max_tensors: int = 200) -> str:
            f"{tot['bits_per_param']} bits/param   expert blocks {tot['expert_blocks']} "
            f"({_size(tot['expert_block_bytes'])})"]
     prov = info["provenance"]
-    out.append(f"source    {prov['source']['name'] or '-'}  sha256:{prov['source']['sha256']}")
-    out.append(f"exporter  {prov['exporter']['name']} {prov['exporter']['version']}")
+    out.append(f"source    {_at(prov, 'source', 'name') or '-'}  "
+               f"sha256:{_at(prov, 'source', 'sha256') or '-'}")
+    out.append(f"exporter  {_at(prov, 'exporter', 'name') or '-'} "
+               f"{_at(prov, 'exporter', 'version') or '-'}")
     if info["tokenizer"]:
         t = info["tokenizer"]
         out.append(f"tokenizer {t['type']}  vocab {t['vocab']}  added {t['added_tokens']}")
@@ -137,7 +157,7 @@ def render_text(info: dict[str, Any], *, max_tensors: int = 200) -> str:
     out.append("sections")
     for k, v in info["sections"].items():
         out.append(f"  {k:<14} sha256:{v}")
-    lim = info["model_card"].get("known_limitations") or []
+    lim = _at(info, "model_card", "known_limitations")
     out.append("known limitations")
-    out += [f"  - {s}" for s in lim]
-    return "\n".join(out)
+    out += [f"  - {s}" for s in (lim if isinstance(lim, list) else [])]
+    return "\n".join(printable(line) for line in out)

@@ -1,35 +1,79 @@
-"""``fwassist export MODEL.onnx -o OUT.fwa`` (exit 0, or 1 when the model is refused)."""
+"""``fwassist export MODEL.onnx -o OUT.fwa`` (exit 0; 1 when the model is refused; 2 when an
+input is missing or the output cannot be written, found before any work).
+
+The output is written atomically. An existing output is replaced only with ``--force``, and
+never when it is one of the export's inputs: the model, its external data files, the config,
+the tokenizer or the model card. The evidence step writes a provisional copy of the artifact
+into a private directory under the temporary directory ($TMPDIR), removed on exit, SIGTERM and
+Ctrl-C; a killed export leaves nothing beside its output.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import Any, Optional
+
+
+def _beside(model: str, name: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(model)), name)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any work: the output's directory is writable, the output is not an input, and it
+    exists only with --force. ValueError otherwise."""
+    from ..outpath import check_output_file
+    from .onnx_import import source_files
+
+    inputs: list[Optional[str]] = [args.model, args.config, args.tokenizer, args.card]
+    inputs += [_beside(args.model, n) for n in ("config.json", "tokenizer.json", "card.json")]
+    if os.path.lexists(args.output):
+        # Only an existing file can be an input: the external data files are looked up (the
+        # graph parsed without its data) only then.
+        inputs += source_files(args.model)
+    check_output_file(args.output, "export -o", inputs, force=args.force)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from ..textsafe import printable
     from .pipeline import export_onnx
     from .tensors import OnnxImportError
 
+    try:
+        check_paths(args)
+    except OnnxImportError as e:  # the model's external data cannot be resolved
+        print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
+        return 1
     try:
         pin = export_onnx(args.model, args.output, config_path=args.config,
                           tokenizer_path=args.tokenizer, card_path=args.card,
                           evidence=not args.no_evidence, quiet=args.quiet)
     except (OnnxImportError, ValueError, OSError) as e:
-        print(f"fwassist export: error: {e}", file=sys.stderr)
+        print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
         return 1
     print(pin)
     return 0
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("export", help="QAT ONNX -> pinned .fwa artifact")
-    p.add_argument("model", help="the QAT checkpoint as ONNX")
-    p.add_argument("-o", "--output", required=True, help="the artifact to write")
-    p.add_argument("--config", help="Hugging Face config.json (default: beside the model)")
-    p.add_argument("--tokenizer", help="tokenizer.json (default: beside the model)")
-    p.add_argument("--card", help="model card JSON with known_limitations (default: card.json "
-                                  "beside the model)")
+    from ..cli import input_file
+
+    p = subparsers.add_parser("export", help="QAT ONNX -> pinned .fwa artifact",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=input_file, help="the QAT checkpoint as ONNX")
+    p.add_argument("-o", "--output", required=True,
+                   help="the artifact to write (its directory must exist)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file (never one of the inputs)")
+    p.add_argument("--config", type=input_file,
+                   help="Hugging Face config.json (default: beside the model)")
+    p.add_argument("--tokenizer", type=input_file,
+                   help="tokenizer.json (default: beside the model)")
+    p.add_argument("--card", type=input_file,
+                   help="model card JSON with known_limitations (default: card.json beside "
+                        "the model)")
     p.add_argument("--no-evidence", action="store_true",
                    help="skip the onnxruntime equivalence measurement")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

@@ -23,6 +23,7 @@ import numpy as np
 
 from .model import ROLES, BF16Array, ModelTensor, QuantizedWeight
 from .patterns import Graph, WeightRecord, _attrs, name_scopes
+from .jsonfile import MAX_DEPTH, load_file, nesting_depth
 from .tensors import OnnxImportError
 
 # ---------------------------------------------------------------------------------------
@@ -43,6 +44,8 @@ CONFIG_INT_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attent
 
 
 def _parse_meta_value(v: str) -> Any:
+    if nesting_depth(v) > MAX_DEPTH:
+        raise OnnxImportError(f"model metadata value nested deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(v)
     except (ValueError, TypeError):
@@ -176,8 +179,7 @@ def load_config(model, model_path: str, config_path: Optional[str]) -> tuple[dic
     notes: list[str] = []
     raw = None
     if config_path is not None:
-        with open(config_path, "r", encoding="utf-8") as f:
-            raw = json.load(f)
+        raw = load_file(config_path, "config")
         notes.append(f"config: from {os.path.basename(config_path)}")
     else:
         raw = raw_config_from_metadata(model)
@@ -186,8 +188,7 @@ def load_config(model, model_path: str, config_path: Optional[str]) -> tuple[dic
         else:
             beside = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
             if os.path.isfile(beside):
-                with open(beside, "r", encoding="utf-8") as f:
-                    raw = json.load(f)
+                raw = load_file(beside, "config")
                 notes.append("config: from config.json beside the model")
     if raw is None:
         raise OnnxImportError("config: none found (no config metadata in the ONNX model, no "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Optional
 
@@ -22,9 +21,10 @@ import numpy as np
 from .mapping import assign_roles, load_config
 from .model import ImportedModel, ModelTensor, QuantizedWeight
 from .patterns import Graph, WeightRecord, find_weights
-from .tensors import OnnxImportError
+from .jsonfile import load_file
+from .tensors import ExternalData, ExternalDataError, OnnxImportError
 
-__all__ = ["OnnxImportError", "import_onnx", "load_graph", "extract_weights"]
+__all__ = ["OnnxImportError", "import_onnx", "load_graph", "extract_weights", "source_files"]
 
 
 def _onnx():
@@ -50,6 +50,28 @@ def load_graph(path_or_model, base_dir: Optional[str] = None) -> Graph:
         model = path_or_model
         base = base_dir or os.getcwd()
     return Graph(model, base)
+
+
+def source_files(path: str) -> list[str]:
+    """The model file and every external data file its tensors name (resolved; a location
+    escaping the model's directory raises :class:`ExternalDataError`), without reading any
+    tensor data: the files an output of the export must not be."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    path = os.fspath(path)
+    try:
+        model = _onnx().load(path, load_external_data=False)
+    except Exception as e:  # protobuf errors
+        raise OnnxImportError(f"{path}: not a readable ONNX model ({e})") from None
+    ext = ExternalData(os.path.dirname(os.path.abspath(path)))
+    out = [os.path.abspath(path)]
+    for t in _get_all_tensors(model):
+        if t.data_location == 1:  # EXTERNAL
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            real = ext.resolve(loc, f"tensor '{t.name}'")
+            if real not in out:
+                out.append(real)
+    return out
 
 
 def extract_weights(path_or_model, base_dir: Optional[str] = None) -> list[WeightRecord]:
@@ -88,6 +110,11 @@ def import_onnx(path, *, config_path: Optional[str] = None,
     path = os.fspath(path)
     g = load_graph(path)
     records = find_weights(g)
+    # A weight whose external data escapes the directory is refused as such, even where the
+    # pattern layer keeps other failures of a candidate (a Gather may be unrelated).
+    for r in records:
+        if isinstance(r.error, ExternalDataError):
+            raise r.error
     config, notes = load_config(g.model, path, config_path)
     tensors, config, n2 = assign_roles(g, records, config, strategy)
     notes += n2
@@ -101,8 +128,7 @@ def import_onnx(path, *, config_path: Optional[str] = None,
         beside = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
         tp = beside if os.path.isfile(beside) else None
     if tp is not None:
-        with open(tp, "r", encoding="utf-8") as f:
-            tokenizer = json.load(f)
+        tokenizer = load_file(tp, "tokenizer")
         if not isinstance(tokenizer, dict):
             raise OnnxImportError(f"{tp}: tokenizer.json is not a JSON object")
     h = hashlib.sha256()

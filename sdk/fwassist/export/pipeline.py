@@ -11,7 +11,6 @@ same inputs give the same bytes on any machine.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any, Callable, Optional
@@ -142,22 +141,23 @@ def _greedy_evidence(rt: Any, ort_run: Callable[[np.ndarray], np.ndarray], ref: 
             "identical": got[:n] == want[:n]}
 
 
-def _evidence_with_runtime(model: ImportedModel, onnx_path: str,
-                           out_path: str) -> dict[str, Any]:
-    """Writes a provisional artifact (same tensors, no evidence) beside the output, measures
-    the evidence on it with the runtime, and removes it."""
+def _evidence_with_runtime(model: ImportedModel, onnx_path: str) -> dict[str, Any]:
+    """Writes a provisional artifact (same tensors, no evidence) into a private directory under
+    the OS temp directory, measures the evidence on it with the runtime, and removes both. Never
+    beside the output: a process killed there (SIGKILL) would leave it in the user's tree; the
+    command line turns SIGTERM into an exception, so this ``finally`` runs then too. The copy is
+    as large as the artifact: TMPDIR chooses where it goes."""
+    import shutil
     import tempfile
 
-    d = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".fwassist-evidence-", suffix=".fwa", dir=d)
-    os.close(fd)
+    d = tempfile.mkdtemp(prefix="fwassist-evidence-")
     try:
+        tmp = os.path.join(d, "provisional.fwa")
         write_artifact(tmp, model, model_card={"known_limitations": ["provisional"]},
                        options={}, evidence={"measured": False}, exporter_version="provisional")
         return measure_evidence(model, onnx_path, runtime_path=tmp)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _beside(onnx_path: str, name: str) -> Optional[str]:
@@ -171,15 +171,26 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     """Exports ``onnx_path`` to ``out_path`` and returns the pin. The model card (card.json
     beside the model or ``card_path``) must list known limitations."""
     from .. import __version__
+    from ..outpath import check_input_file, same_file
+    from .jsonfile import load_file
+    from .onnx_import import source_files
 
+    # The inputs first, so that a missing model is reported as such.
+    for what, p in (("model", onnx_path), ("config", config_path),
+                    ("tokenizer", tokenizer_path), ("model card", card_path)):
+        if p is not None:
+            check_input_file(p, what)
     config_path = config_path or _beside(onnx_path, "config.json")
     tokenizer_path = tokenizer_path or _beside(onnx_path, "tokenizer.json")
     card_path = card_path or _beside(onnx_path, "card.json")
     if card_path is None:
         raise ValueError("a model card is required: pass --card card.json (or put card.json "
                          "beside the model) with a non-empty \"known_limitations\" list")
-    with open(card_path, "r", encoding="utf-8") as f:
-        card = json.load(f)
+    if os.path.lexists(out_path):  # only an existing file can be an input
+        for p in [config_path, tokenizer_path, card_path] + source_files(onnx_path):
+            if p is not None and same_file(out_path, p):
+                raise ValueError(f"the output {out_path} is also an input of the export ({p})")
+    card = load_file(card_path, "model card")
     _log(f"importing {os.path.basename(onnx_path)}", quiet)
     model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path)
     n_q = sum(1 for t in model.tensors if not isinstance(t.value, np.ndarray))
@@ -187,7 +198,7 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     ev: dict[str, Any] = {"measured": False}
     if evidence:
         _log("measuring equivalence evidence against onnxruntime", quiet)
-        ev = {"measured": True, **_evidence_with_runtime(model, onnx_path, out_path)}
+        ev = {"measured": True, **_evidence_with_runtime(model, onnx_path)}
     options = {
         "source": os.path.basename(onnx_path),
         "config": os.path.basename(config_path) if config_path else None,

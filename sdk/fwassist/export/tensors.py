@@ -18,6 +18,7 @@ bfloat16 tensors decode to their ``uint16`` bit patterns (``Decoded.dtype == "bf
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -28,6 +29,14 @@ import numpy as np
 
 class OnnxImportError(ValueError):
     """A model the importer refuses. The message names the node, the tensor and the reason."""
+
+
+class ExternalDataError(OnnxImportError):
+    """An external data reference that names no readable file inside the model's directory.
+    Always fatal, whichever weight it belongs to: it is never a question of graph structure."""
+
+
+_ESCAPES = "external data location escapes the model directory"
 
 
 # onnx.TensorProto.DataType values (kept here so that this module needs no onnx import).
@@ -138,60 +147,63 @@ class ExternalData:
 
     def resolve(self, location: str, what: str) -> str:
         if not isinstance(location, str) or not location or "\x00" in location:
-            raise OnnxImportError(f"{what}: external data location {location!r} is invalid")
+            raise ExternalDataError(f"{what}: external data location {location!r} is invalid")
         if (os.path.isabs(location) or location.startswith(("/", "\\"))
                 or (len(location) > 1 and location[1] == ":")):
-            raise OnnxImportError(f"{what}: external data location {location!r} is an absolute "
-                                  f"path (path traversal refused)")
+            raise ExternalDataError(f"{what}: external data location {location!r} is an absolute "
+                                    f"path: {_ESCAPES} (path traversal refused)")
         parts = location.replace("\\", "/").split("/")
         if any(p == ".." for p in parts):
-            raise OnnxImportError(f"{what}: external data location {location!r} contains '..' "
-                                  f"(path traversal refused)")
+            raise ExternalDataError(f"{what}: external data location {location!r} contains '..' "
+                                    f"({_ESCAPES}: path traversal refused)")
         if location.startswith("*/"):
-            raise OnnxImportError(f"{what}: external data location {location!r} is an "
-                                  f"in-memory reference, not a file")
+            raise ExternalDataError(f"{what}: external data location {location!r} is an "
+                                    f"in-memory reference, not a file")
         cur = self.base_dir
         for p in parts:
             if p in ("", "."):
                 continue
             cur = os.path.join(cur, p)
             if os.path.islink(cur):
-                raise OnnxImportError(f"{what}: external data location {location!r} goes "
-                                      f"through a symbolic link ({p}) (path traversal refused)")
+                raise ExternalDataError(f"{what}: external data location {location!r} goes "
+                                        f"through a symbolic link ({p}) ({_ESCAPES}: path "
+                                        f"traversal refused)")
         real = os.path.realpath(cur)
         if not (real == self.base_dir or real.startswith(self.base_dir + os.sep)):
-            raise OnnxImportError(f"{what}: external data location {location!r} resolves "
-                                  f"outside the model's directory (path traversal refused)")
+            raise ExternalDataError(f"{what}: external data location {location!r} resolves "
+                                    f"outside the model's directory ({_ESCAPES}: path traversal "
+                                    f"refused)")
         try:
             st = os.stat(real)
         except OSError as e:
-            raise OnnxImportError(f"{what}: external data file {location!r} cannot be read: "
-                                  f"{e.strerror}") from None
+            raise ExternalDataError(f"{what}: external data file {location!r} cannot be read: "
+                                    f"{e.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
-            raise OnnxImportError(f"{what}: external data location {location!r} is not a "
-                                  f"regular file")
+            raise ExternalDataError(f"{what}: external data location {location!r} is not a "
+                                    f"regular file")
         return real
 
     def read(self, tensor, what: str) -> bytes:
         info = {e.key: e.value for e in tensor.external_data}
         unknown = set(info) - {"location", "offset", "length", "checksum", "basepath"}
         if unknown:
-            raise OnnxImportError(f"{what}: unknown external data keys {sorted(unknown)}")
+            raise ExternalDataError(f"{what}: unknown external data keys {sorted(unknown)}")
         path = self.resolve(info.get("location", ""), what)
         size = os.path.getsize(path)
         try:
             offset = int(info.get("offset", "0"))
             length = int(info["length"]) if "length" in info else size - offset
         except ValueError:
-            raise OnnxImportError(f"{what}: external data offset/length are not integers") from None
+            raise ExternalDataError(f"{what}: external data offset/length are not "
+                                    f"integers") from None
         if offset < 0 or length < 0 or offset + length > size:
-            raise OnnxImportError(f"{what}: external data range [{offset}, {offset + length}) "
-                                  f"lies outside {info['location']!r} ({size} bytes)")
+            raise ExternalDataError(f"{what}: external data range [{offset}, {offset + length}) "
+                                    f"lies outside {info['location']!r} ({size} bytes)")
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read(length)
         if len(data) != length:
-            raise OnnxImportError(f"{what}: short read from external data file")
+            raise ExternalDataError(f"{what}: short read from external data file")
         if path not in self.files:
             self.files.append(path)
         return data
@@ -203,7 +215,7 @@ def decode_tensor(tensor, what: str, external: Optional[ExternalData] = None) ->
     dims = [int(d) for d in tensor.dims]
     if any(d < 0 for d in dims):
         raise OnnxImportError(f"{what}: negative dimension in {dims}")
-    n = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    n = math.prod(dims)  # Python ints: a numpy int64 product wraps for huge dims
     if tensor.HasField("segment"):
         raise OnnxImportError(f"{what}: segmented tensors are not supported")
     if t not in _RAW_DTYPE and t not in SUBBYTE_TYPES:
