@@ -75,7 +75,16 @@ def measure_evidence(model: ImportedModel, onnx_path: str,
     float noise) are left out and counted: either expert choice is right there, and later
     positions attend to that choice."""
     ref = Reference(model)
-    ort_run = _onnxruntime_logits(onnx_path)
+    if os.path.isdir(onnx_path):
+        # A safetensors checkpoint has no graph to run: the oracle is the float64 forward of
+        # its codes and scales dequantized in float32 (float weights as stored).
+        ort_run = lambda ids: ref.forward(ids).logits  # noqa: E731
+        oracle = ("the numpy float64 reference forward of the checkpoint's weights (codes and "
+                  "scales dequantized in float32: (q - zp) * s, one float32 multiply); no "
+                  "onnxruntime for a safetensors source")
+    else:
+        ort_run = _onnxruntime_logits(onnx_path)
+        oracle = "onnxruntime, graph optimizations disabled, on the source ONNX"
     rt = None
     if runtime_path is not None:
         from ..runtime import Model
@@ -115,7 +124,7 @@ def measure_evidence(model: ImportedModel, onnx_path: str,
         "reference": "numpy float64 forward of the dequantized weights (fwassist.export."
                      "reference)" + ("; the C++ runtime (fwassist.Model) in exact and fast "
                                      "mode" if rt is not None else ""),
-        "oracle": "onnxruntime, graph optimizations disabled, on the source ONNX",
+        "oracle": oracle,
         "probe_seed": PROBE_SEED,
         "probes": probes,
     }
@@ -161,7 +170,8 @@ def _evidence_with_runtime(model: ImportedModel, onnx_path: str,
 
 
 def _beside(onnx_path: str, name: str) -> Optional[str]:
-    p = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), name)
+    d = onnx_path if os.path.isdir(onnx_path) else os.path.dirname(os.path.abspath(onnx_path))
+    p = os.path.join(d, name)
     return p if os.path.isfile(p) else None
 
 
@@ -181,7 +191,13 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     with open(card_path, "r", encoding="utf-8") as f:
         card = json.load(f)
     _log(f"importing {os.path.basename(onnx_path)}", quiet)
-    model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path)
+    if os.path.isdir(onnx_path):
+        from .hf_checkpoint import import_checkpoint
+
+        model = import_checkpoint(onnx_path, config_path=config_path,
+                                  tokenizer_path=tokenizer_path)
+    else:
+        model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path)
     n_q = sum(1 for t in model.tensors if not isinstance(t.value, np.ndarray))
     _log(f"{len(model.tensors)} tensors ({n_q} quantized)", quiet)
     ev: dict[str, Any] = {"measured": False}
