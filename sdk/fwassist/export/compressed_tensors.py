@@ -237,13 +237,21 @@ class PackedModule:
     def _layout(self, words: int, n: int, bits: int, what: str) -> bool:
         """True for the dense layout, False for 32//bits per word."""
         d, p = _words_dense(n, bits), _words_padded(n, bits)
-        if d == p:
+        if 32 % bits == 0:              # 2, 4, 8 bits: both layouts are the same
             if words != d:
                 raise CheckpointError(f"{what}: {words} int32 words per line, {n} {bits}-bit "
                                       f"values need {d}")
             return True
         v = self.cfg.version
         by_version = None if v is None else v >= DENSE_SINCE
+        if d == p == words:
+            # the size fits both layouts: only the writer's version tells them apart
+            if by_version is None:
+                raise CheckpointError(
+                    f"{what}: {n} {bits}-bit values in {words} int32 words fit both the dense "
+                    f"layout (compressed-tensors >= 0.18) and the 32//bits-per-word one "
+                    f"(0.17), and quantization_config records no version")
+            return by_version
         if words == d and (by_version in (None, True)):
             return True
         if words == p and (by_version in (None, False)):
