@@ -356,3 +356,32 @@ def test_3bit_size_that_fits_both_layouts_needs_the_version(tmp_path: Path):
     _edit_config(src, lambda q: q.pop("version"))
     with pytest.raises(CheckpointError, match="records no version"):
         import_checkpoint(str(src))
+
+
+_BLOCK = ("import sys\n"
+          "for m in ('onnx', 'onnxruntime', 'torch', 'safetensors'):\n"
+          "    sys.modules[m] = None\n"
+          "from fwassist.cli import main\n"
+          "sys.exit(main(sys.argv[1:]))\n")
+
+
+def test_safetensors_export_needs_neither_onnx_nor_torch(tmp_path: Path):
+    out = tmp_path / "m.fwa"
+    r = subprocess.run([sys.executable, "-c", _BLOCK, "export", "-q",
+                        str(FIXTURES / "ct_w4g32_sym_mixed"), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and r.stdout.startswith("sha256:")
+
+
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path: Path):
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07")
+    (tmp_path / "card.json").write_text(json.dumps({"known_limitations": ["x"]}))
+    (tmp_path / "config.json").write_text(
+        (FIXTURES / "ct_w4g32_sym_mixed" / "config.json").read_text())
+    r = subprocess.run([sys.executable, "-c", _BLOCK, "export", "-q",
+                        str(tmp_path / "model.onnx"), "-o", str(tmp_path / "o.fwa")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'fwassist[export]'" in lines[0], r.stderr

@@ -18,13 +18,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except (OnnxImportError, ValueError, OSError) as e:
         print(f"fwassist export: error: {e}", file=sys.stderr)
         return 1
+    except ImportError as e:    # an optional package of the [export] extra is missing
+        print(f"fwassist export: error: {e}", file=sys.stderr)
+        return 1
     print(pin)
     return 0
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("export", help="QAT ONNX -> pinned .fwa artifact")
-    p.add_argument("model", help="the QAT checkpoint as ONNX")
+    p = subparsers.add_parser("export", help="QAT ONNX or safetensors checkpoint -> pinned .fwa")
+    p.add_argument("model", help="the checkpoint: an ONNX file or a Hugging Face safetensors "
+                                 "directory (float or compressed-tensors pack-quantized)")
     p.add_argument("-o", "--output", required=True, help="the artifact to write")
     p.add_argument("--config", help="Hugging Face config.json (default: beside the model)")
     p.add_argument("--tokenizer", help="tokenizer.json (default: beside the model)")

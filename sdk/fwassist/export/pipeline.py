@@ -40,7 +40,11 @@ def probe_inputs(vocab_size: int) -> list[np.ndarray]:
 
 
 def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("the equivalence evidence of an ONNX source runs onnxruntime: "
+                          "pip install 'fwassist[export]' (or pass --no-evidence)") from e
 
     so = ort.SessionOptions()
     # Unfused: the optimizer's DQ+MatMul fusion would switch to int8 activations.
