@@ -36,7 +36,8 @@ def _expected(d: Path) -> tuple[dict, np.ndarray]:
 # ---------------------------------------------------------------------------------------
 # safetensors writing helpers (tests only)
 
-_NP = {"F32": "<f4", "F16": "<f2", "I32": "<i4", "I64": "<i8", "U16": "<u2", "I8": "i1"}
+_NP = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I32": "<i4", "I64": "<i8", "U16": "<u2",
+       "I8": "i1"}
 
 
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:

@@ -80,9 +80,10 @@ def logits(model) -> np.ndarray:
 class _Expert(torch.nn.Module):
     def __init__(self, gate, up, down):
         super().__init__()
-        self.gate_proj = torch.nn.Linear(gate.shape[1], gate.shape[0], bias=False)
-        self.up_proj = torch.nn.Linear(up.shape[1], up.shape[0], bias=False)
-        self.down_proj = torch.nn.Linear(down.shape[1], down.shape[0], bias=False)
+        dt = gate.dtype
+        self.gate_proj = torch.nn.Linear(gate.shape[1], gate.shape[0], bias=False, dtype=dt)
+        self.up_proj = torch.nn.Linear(up.shape[1], up.shape[0], bias=False, dtype=dt)
+        self.down_proj = torch.nn.Linear(down.shape[1], down.shape[0], bias=False, dtype=dt)
         with torch.no_grad():
             self.gate_proj.weight.copy_(gate)
             self.up_proj.weight.copy_(up)
@@ -144,15 +145,22 @@ def write_state(model, d: str, shards: int) -> None:
 
 
 def quantized_fixture(name: str, seed: int, hidden: int, moe_inter: int, groups: dict,
-                      shards: int = 1, tie: bool = False, **shape) -> None:
+                      shards: int = 1, tie: bool = False, bf16: bool = False,
+                      ignore: tuple = ("lm_head", "re:.*mlp\\.gate$"), **shape) -> None:
+    """bf16: the model (and so the scales compressed-tensors computes) in bfloat16; the
+    reference still dequantizes in float32 (scales widened exactly), as the contract says."""
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     ref_model = make_model(seed, hidden, 64, moe_inter, tie, **shape)
     model = make_model(seed, hidden, 64, moe_inter, tie, **shape)
+    if bf16:
+        model = model.to(torch.bfloat16)
+        with torch.no_grad():   # parameters only: rotary buffers stay float32
+            for p in ref_model.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
     linearize_experts(model)
-    qc = QuantizationConfig(config_groups=groups, ignore=["lm_head", "re:.*mlp\\.gate$"],
-                            format="pack-quantized")
+    qc = QuantizationConfig(config_groups=groups, ignore=list(ignore), format="pack-quantized")
     apply_quantization_config(model, qc)
     calibrate(model)
     comp = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
@@ -170,10 +178,13 @@ def quantized_fixture(name: str, seed: int, hidden: int, moe_inter: int, groups:
             from compressed_tensors.compressors.pack_quantized import (
                 PackedQuantizationCompressor)
             st = {k: v for k, v in mod.state_dict().items()}
+            st["weight_scale"] = st["weight_scale"].float()      # dequantize in float32
             deq[mn] = PackedQuantizationCompressor.decompress(st, mod.quantization_scheme)[
                 "weight"].float()
     I = moe_inter
     with torch.no_grad():
+        if "lm_head" in deq:
+            ref_model.lm_head.weight.copy_(deq["lm_head"])
         for li, layer in enumerate(ref_model.model.layers):
             for p in ("q_proj", "k_proj", "v_proj", "o_proj"):
                 key = f"model.layers.{li}.self_attn.{p}"
@@ -230,12 +241,12 @@ def main() -> None:
     quantized_fixture("ct_w4g32_sym_mixed", 1, 32, 32, {
         "group_0": _scheme(attn, 8, "channel"),
         "group_1": _scheme(experts, 4, "group", 32)})
-    # 3-bit group 32 with zero points, sharded
+    # 3-bit group 32 with zero points, sharded, bfloat16 model and scales
     quantized_fixture("ct_w3g32_asym_sharded", 2, 32, 32, {
-        "group_0": _scheme(["Linear"], 3, "group", 32, symmetric=False)}, shards=2)
-    # 2-bit channel-wise, K % (32 / bits) != 0 for down_proj (K = 36)
+        "group_0": _scheme(["Linear"], 3, "group", 32, symmetric=False)}, shards=2, bf16=True)
+    # 2-bit channel-wise, K % (32 / bits) != 0 for down_proj (K = 36); lm_head quantized too
     quantized_fixture("ct_w2ch_sym_k36", 3, 32, 36, {
-        "group_0": _scheme(["Linear"], 2, "channel")})
+        "group_0": _scheme(["Linear"], 2, "channel")}, ignore=("re:.*mlp\\.gate$",))
     # 3-bit channel-wise with zero points, K = 36: 108 bits, dense and 10-per-word layouts
     # both need 4 words (the version in quantization_config decides)
     quantized_fixture("ct_w3ch_asym_k36", 4, 32, 36, {

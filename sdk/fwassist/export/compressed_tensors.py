@@ -356,8 +356,10 @@ class PackedModule:
         lo, hi = quant_range(bits, True)
         declared = f"config group {s.group!r} ({bits}-bit {s.strategy})"
         try:
+            # no ": " in the label, so that notes about many weights aggregate
+            label = f"{self._name('weight_packed')} ({ck.where[self._name('weight_packed')].label})"
             qw, n2 = finish_quantized(q, np.ascontiguousarray(s_el), s_type, z_el, src_block,
-                                      bits, True, lo, hi, what, declared)
+                                      bits, True, lo, hi, label, declared)
         except CheckpointError:
             raise
         except ValueError as e:

@@ -22,8 +22,8 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .compressed_tensors import PARAM_SUFFIXES, CompressedTensorsConfig, PackedModule
-from .mapping import (_required_keys, _sort_key, expected_shape, hf_name, is_moe_layer,
-                      normalize_config, role_from_string)
+from .mapping import (_aggregate, _required_keys, _sort_key, expected_shape, hf_name,
+                      is_moe_layer, normalize_config, role_from_string)
 from .model import BF16Array, ImportedModel, ModelTensor, QuantizedWeight
 from .safetensors_io import Checkpoint, CheckpointError
 
@@ -261,7 +261,7 @@ def import_checkpoint(path: str, *, config_path: Optional[str] = None,
     b = _Builder(ck, config, qcfg)
     b.run()
     tensors, config = b.tensors()
-    notes += b.notes
+    notes += _aggregate(b.notes)
     if len(ck.files) > 1:
         notes.append(f"source: {len(ck.files)} files (index and shards) in the source digest")
     tokenizer = None
