@@ -386,3 +386,51 @@ def test_onnx_export_without_onnx_says_what_to_install(tmp_path: Path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'fwassist[export]'" in lines[0], r.stderr
+
+
+def test_group_wider_than_the_row_is_one_short_group(tmp_path: Path):
+    """compressed-tensors <= 0.19 accepted K < group_size (one group of K columns; 0.20 refuses
+    it): the same scales as the channel-wise fixture, so the same weights."""
+    src = copy_fixture("ct_w3ch_asym_k36", tmp_path)
+    base = import_checkpoint(str(src))
+    _edit_config(src, lambda q: q["config_groups"]["group_0"]["weights"].update(
+        strategy="group", group_size=128))
+    grouped = import_checkpoint(str(src))
+    for a, b in zip(base.tensors, grouped.tensors):
+        assert a.name == b.name
+        if isinstance(a.value, QuantizedWeight):
+            assert np.array_equal(a.value.q, b.value.q)
+            assert np.array_equal(a.value.scales, b.value.scales)
+            assert np.array_equal(a.value.zero_points, b.value.zero_points)
+
+
+def test_tensors_without_a_role_are_refused_by_name(tmp_path: Path):
+    src = copy_fixture("float_bf16_per_expert", tmp_path)
+    t = read_all(src)
+    t["model.layers.0.self_attn.q_proj.bias"] = ("F32", np.zeros(32, np.float32))
+    write_safetensors(src / "model.safetensors", t)
+    with pytest.raises(CheckpointError, match=r"q_proj.bias.*no role for 'bias'"):
+        import_checkpoint(str(src))
+    del t["model.layers.0.self_attn.q_proj.bias"]
+    del t["model.layers.1.mlp.experts.2.up_proj.weight"]
+    write_safetensors(src / "model.safetensors", t)
+    with pytest.raises(CheckpointError, match="missing expert_up of layer 1, expert 2"):
+        import_checkpoint(str(src))
+
+
+def test_unpacked_zero_points_of_older_checkpoints(tmp_path: Path):
+    """Before zero points were packed, group/channel checkpoints stored them as plain integers
+    of the scale's shape: the same weights."""
+    src = copy_fixture("ct_w3ch_asym_k36", tmp_path)
+    base = import_checkpoint(str(src))
+    t = read_all(src)
+    for n in [n for n in t if n.endswith("weight_zero_point")]:
+        N = int(t[n.replace("weight_zero_point", "weight_shape")][1][0])
+        vals = unpack_rows(np.ascontiguousarray(t[n][1].T), N, 3, True, n).T - 4
+        t[n] = ("I8", vals.astype(np.int8))
+    write_safetensors(src / "model.safetensors", t)
+    plain = import_checkpoint(str(src))
+    for a, b in zip(base.tensors, plain.tensors):
+        if isinstance(a.value, QuantizedWeight):
+            assert np.array_equal(a.value.zero_points, b.value.zero_points)
+            assert np.array_equal(a.value.q, b.value.q)

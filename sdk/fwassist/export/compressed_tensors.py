@@ -371,7 +371,8 @@ class PackedModule:
 
     def _zero_points(self, zname: str, sshape: tuple[int, ...], bits: int) -> np.ndarray:
         """Zero points of the scale's shape, signed. group/channel: int32 words packed along
-        dim 0 like the codes; tensor/block: stored as plain integers."""
+        dim 0 like the codes; tensor/block (and older group/channel checkpoints): plain
+        integers of the scale's shape."""
         ck, s = self.ck, self.scheme
         z = ck.read(zname)
         label = ck.label(zname)
@@ -379,7 +380,9 @@ class PackedModule:
             raise CheckpointError(f"{label}: dtype {ck.info(zname).dtype} is not an integer "
                                   f"type")
         lo, hi = quant_range(bits, True)
-        if s.strategy in ("group", "channel"):
+        if s.strategy in ("group", "channel") and z.shape != sshape:
+            # packed along dim 0 since compressed-tensors PR #296 (2025); before it, plain
+            # integers of the scale's shape (the else branch)
             if ck.info(zname).dtype != "I32" or z.ndim != 2 or z.shape[1] != sshape[1]:
                 raise CheckpointError(f"{label}: {ck.info(zname).dtype} {list(z.shape)}, "
                                       f"expected int32 words packed along dim 0 of "
