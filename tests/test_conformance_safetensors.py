@@ -434,3 +434,32 @@ def test_unpacked_zero_points_of_older_checkpoints(tmp_path: Path):
         if isinstance(a.value, QuantizedWeight):
             assert np.array_equal(a.value.zero_points, b.value.zero_points)
             assert np.array_equal(a.value.q, b.value.q)
+
+
+@pytest.mark.parametrize("strategy", ["block", "tensor"])
+def test_block_and_tensor_strategies(tmp_path: Path, strategy: str):
+    """The attention group of the mixed fixture re-declared as block [2, 32] (one scale per two
+    rows) or tensor (one scale): the codes stay, the scales are the declared ones replicated."""
+    src = copy_fixture("ct_w4g32_sym_mixed", tmp_path)
+    w = {"strategy": strategy}
+    if strategy == "block":
+        w["block_structure"] = [2, 32]
+    _edit_config(src, lambda q: q["config_groups"]["group_0"]["weights"].update(w))
+    base = import_checkpoint(str(FIXTURES / "ct_w4g32_sym_mixed"))
+    t = read_all(src)
+    declared = {}
+    for n in [n for n in t if "self_attn" in n and n.endswith("weight_scale")]:
+        s = t[n][1]
+        s2 = s[::2] if strategy == "block" else s[:1, 0]
+        t[n] = ("F32", np.ascontiguousarray(s2))
+        declared[n.replace(".weight_scale", ".weight")] = (
+            np.repeat(s[::2], 2, axis=0) if strategy == "block" else np.full_like(s, s[0, 0]))
+    write_safetensors(src / "model.safetensors", t)
+    m = import_checkpoint(str(src))
+    checked = 0
+    for a, b in zip(base.tensors, m.tensors):
+        if a.name in declared:
+            assert np.array_equal(a.value.q, b.value.q)
+            assert np.array_equal(b.value.scales.astype(np.float32)[:, :1], declared[a.name])
+            checked += 1
+    assert checked == 8

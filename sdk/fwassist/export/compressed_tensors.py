@@ -360,9 +360,7 @@ class PackedModule:
             label = f"{self._name('weight_packed')} ({ck.where[self._name('weight_packed')].label})"
             qw, n2 = finish_quantized(q, np.ascontiguousarray(s_el), s_type, z_el, src_block,
                                       bits, True, lo, hi, label, declared)
-        except CheckpointError:
-            raise
-        except ValueError as e:
+        except ValueError as e:     # finish_quantized's refusal, named for this module
             if self._has(gname) and src_block == 1:
                 raise CheckpointError(f"{ck.label(gname)}: activation reordering (weight_g_idx) "
                                       f"cannot be stored exactly: {e}") from None

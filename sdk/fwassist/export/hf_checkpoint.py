@@ -27,16 +27,12 @@ from .mapping import (_aggregate, _required_keys, _sort_key, expected_shape, hf_
 from .model import BF16Array, ImportedModel, ModelTensor, QuantizedWeight
 from .safetensors_io import Checkpoint, CheckpointError
 
-__all__ = ["CheckpointError", "import_checkpoint", "is_checkpoint_dir"]
+__all__ = ["CheckpointError", "import_checkpoint"]
 
 Value = Union[np.ndarray, QuantizedWeight, BF16Array]
 Key = tuple
 _FUSED = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts$")
 _EMBEDDING_MODULES = ("model.embed_tokens",)
-
-
-def is_checkpoint_dir(path: str) -> bool:
-    return os.path.isdir(path)
 
 
 def _float_value(arr: np.ndarray, dtype: str, what: str) -> Value:
