@@ -275,6 +275,9 @@ def test_activation_reordering_applied_exactly_or_refused(tmp_path: Path):
 
 @pytest.mark.parametrize("edit,match", [
     (lambda q: q.update(format="float-quantized"), "format 'float-quantized'"),
+    (lambda q: (q.update(format="mixed-precision"),
+                q["config_groups"]["group_0"].update(format="float-quantized")),
+     "group_0: format 'float-quantized'"),
     (lambda q: q.update(quant_method="gptq"), "quant_method 'gptq'"),
     (lambda q: q["config_groups"]["group_1"].update(
         input_activations={"num_bits": 8, "type": "int"}), "input_activations"),
@@ -463,3 +466,10 @@ def test_block_and_tensor_strategies(tmp_path: Path, strategy: str):
             assert np.array_equal(b.value.scales.astype(np.float32)[:, :1], declared[a.name])
             checked += 1
     assert checked == 8
+
+
+def test_mixed_precision_of_pack_quantized_groups(tmp_path: Path):
+    src = copy_fixture("ct_w4g32_sym_mixed", tmp_path)
+    _edit_config(src, lambda q: q.update(format="mixed-precision"))
+    m = import_checkpoint(str(src))
+    assert sum(isinstance(t.value, QuantizedWeight) for t in m.tensors) == 32

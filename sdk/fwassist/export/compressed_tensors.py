@@ -68,9 +68,11 @@ class CompressedTensorsConfig:
                                   f"{qc.get('quant_method')!r} is not supported (only "
                                   f"compressed-tensors pack-quantized)")
         fmt = qc.get("format")
-        if fmt != "pack-quantized":
+        # mixed-precision: each config group names its own format (all must be pack-quantized)
+        if fmt not in ("pack-quantized", "mixed-precision"):
             raise CheckpointError(f"config: compressed-tensors format {fmt!r} is not supported "
                                   f"(only pack-quantized: integer weights packed in int32)")
+        self.mixed = fmt == "mixed-precision"
         status = qc.get("quantization_status")
         if status not in (None, "compressed"):
             raise CheckpointError(f"config: quantization_status {status!r}: the checkpoint's "
@@ -96,6 +98,9 @@ class CompressedTensorsConfig:
         self.groups: list[tuple[list[str], WeightScheme]] = []
         for gname, g in groups.items():
             self.groups.append(self._scheme(gname, g))
+            if self.mixed and g.get("format") is None:
+                raise CheckpointError(f"config: config_groups.{gname} names no format in a "
+                                      f"mixed-precision checkpoint")
 
     @staticmethod
     def _scheme(gname: str, g: Any) -> tuple[list[str], WeightScheme]:
