@@ -22,6 +22,7 @@ from fwassist.export.compressed_tensors import unpack_rows
 from fwassist.export.hf_checkpoint import import_checkpoint
 from fwassist.export.model import QuantizedWeight
 from fwassist.export.pipeline import export_onnx
+from fwassist.export.reference import dequantize
 from fwassist.export.safetensors_io import Checkpoint, CheckpointError, SafetensorsFile
 
 FIXTURES = Path(__file__).parent / "conformance" / "fixtures" / "safetensors"
@@ -115,12 +116,15 @@ def test_exact_logits_match_the_tools_reference(name: str, exported: dict[str, P
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_codes_equal_compressed_tensors_unpacking(name: str):
+def test_codes_and_weights_equal_compressed_tensors_own(name: str):
     exp, _ = _expected(FIXTURES / name)
     m = import_checkpoint(str(FIXTURES / name))
     got = {t.name[: -len(".weight")]: hashlib.sha256(t.value.q.astype(np.int8).tobytes())
            .hexdigest() for t in m.tensors if isinstance(t.value, QuantizedWeight)}
     assert got == exp["codes_sha256"]
+    deq = {t.name[: -len(".weight")]: hashlib.sha256(dequantize(t.value).tobytes()).hexdigest()
+           for t in m.tensors if isinstance(t.value, QuantizedWeight)}
+    assert deq == exp["dequantized_sha256"], "dequantized weights differ from the tool's"
     if name.startswith("ct_"):
         assert got, "a compressed-tensors fixture without packed weights"
 

@@ -16,8 +16,9 @@ Each fixture is a small random Qwen3-MoE made by transformers 5.x:
 
 Beside each fixture, ``expected.json`` holds the tool's own reference: the logits of the
 transformers model whose weights are compressed-tensors' own decompression (float32 scales,
-so dequantized in float32), on fixed probe ids, and the sha256 of the codes compressed-tensors'
-``unpack_from_int32`` returns for every packed weight (int8, row-major).
+so dequantized in float32), on fixed probe ids, the sha256 of the codes compressed-tensors'
+``unpack_from_int32`` returns for every packed weight (int8, row-major) and of the float32
+weight its decompressor returns (scales widened to float32 first).
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def quantized_fixture(name: str, seed: int, hidden: int, moe_inter: int, groups:
     model.config.save_pretrained(d)
     comp.update_config(d)
     # the tool's own unpacking and dequantization
-    codes, deq = {}, {}
+    codes, deq, weights = {}, {}, {}
     for mn, mod in model.named_modules():
         if hasattr(mod, "weight_packed"):
             a = mod.quantization_scheme.weights
@@ -181,6 +182,7 @@ def quantized_fixture(name: str, seed: int, hidden: int, moe_inter: int, groups:
             st["weight_scale"] = st["weight_scale"].float()      # dequantize in float32
             deq[mn] = PackedQuantizationCompressor.decompress(st, mod.quantization_scheme)[
                 "weight"].float()
+            weights[mn] = hashlib.sha256(deq[mn].numpy().tobytes()).hexdigest()
     I = moe_inter
     with torch.no_grad():
         if "lm_head" in deq:
@@ -198,7 +200,7 @@ def quantized_fixture(name: str, seed: int, hidden: int, moe_inter: int, groups:
                     layer.mlp.experts.down_proj[e].copy_(deq[f"{base}.down_proj"])
     exp = {"tool": f"compressed-tensors {compressed_tensors.__version__}, transformers "
                    f"{transformers.__version__}, torch {torch.__version__}",
-           "probe": PROBE, "codes_sha256": codes,
+           "probe": PROBE, "codes_sha256": codes, "dequantized_sha256": weights,
            "transformers_load": transformers_load_check(d, logits(ref_model))}
     np.save(os.path.join(d, "expected_logits.npy"), logits(ref_model).astype(np.float32))
     with open(os.path.join(d, "expected.json"), "w") as f:
@@ -229,7 +231,7 @@ def float_fixture(name: str, seed: int, fused: bool, dtype: torch.dtype) -> None
     # the tool's own reading of the checkpoint, computed in float32
     ref = transformers.Qwen3MoeForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     exp = {"tool": f"transformers {transformers.__version__}, torch {torch.__version__}",
-           "probe": PROBE, "codes_sha256": {}}
+           "probe": PROBE, "codes_sha256": {}, "dequantized_sha256": {}}
     np.save(os.path.join(d, "expected_logits.npy"), logits(ref).astype(np.float32))
     with open(os.path.join(d, "expected.json"), "w") as f:
         json.dump(exp, f)
