@@ -186,6 +186,8 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     beside the model or ``card_path``) must list known limitations."""
     from .. import __version__
 
+    if os.path.isdir(onnx_path):    # "dir/" and "dir" name the same source
+        onnx_path = os.path.normpath(onnx_path)
     config_path = config_path or _beside(onnx_path, "config.json")
     tokenizer_path = tokenizer_path or _beside(onnx_path, "tokenizer.json")
     card_path = card_path or _beside(onnx_path, "card.json")
