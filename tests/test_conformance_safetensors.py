@@ -478,3 +478,11 @@ def test_mixed_precision_of_pack_quantized_groups(tmp_path: Path):
     _edit_config(src, lambda q: q.update(format="mixed-precision"))
     m = import_checkpoint(str(src))
     assert sum(isinstance(t.value, QuantizedWeight) for t in m.tensors) == 32
+
+
+def test_symlinked_weights_are_refused(tmp_path: Path):
+    src = copy_fixture("float_bf16_per_expert", tmp_path)
+    (src / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    (src / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        import_checkpoint(str(src))
