@@ -329,6 +329,7 @@ def _raw(header: bytes, data: bytes = b"") -> bytes:
     (struct.pack("<Q", 64) + b"{}", "runs past the end"),
     (_raw(b"[1]"), "not a JSON object"),
     (_raw(b"{\"a\": 1, \"a\": 2}"), "not valid JSON"),
+    (_raw(b"[" * 200000 + b"]" * 200000), "not valid JSON"),
     (_raw(b"{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 4]}}", b"\0" * 8),
      "needs 8 bytes"),
     (_raw(b"{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", b"\0" * 4),

@@ -63,7 +63,7 @@ def _load_json(path: str, what: str) -> Any:
     try:
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{what}: not a readable JSON file ({e})") from None
 
 

@@ -99,9 +99,9 @@ class SafetensorsFile:
             raise CheckpointError(f"{self.label}: cannot be read: {e.strerror}") from None
         try:
             header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_object)
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise CheckpointError(f"{self.label}: safetensors header is not valid JSON "
-                                  f"({e})") from None
+                                  f"({type(e).__name__}: {e})") from None
         if not isinstance(header, dict):
             raise CheckpointError(f"{self.label}: safetensors header is not a JSON object")
         data_start = 8 + n
@@ -227,8 +227,9 @@ class Checkpoint:
         try:
             with open(ipath, "r", encoding="utf-8") as f:
                 idx = json.load(f, object_pairs_hook=_unique_object)
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise CheckpointError(f"{INDEX_NAME}: not a readable JSON object ({e})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise CheckpointError(f"{INDEX_NAME}: not a readable JSON object "
+                                  f"({type(e).__name__}: {e})") from None
         wm = idx.get("weight_map") if isinstance(idx, dict) else None
         if not isinstance(wm, dict) or not wm:
             raise CheckpointError(f"{INDEX_NAME}: no weight_map object")
