@@ -1,7 +1,7 @@
-"""Safetensors checkpoints made by the real tools (tests/conformance/make_compressed_tensors.py:
-transformers 5.25, compressed-tensors 0.20.1, torch 2.13 CPU) export to a pinned artifact:
-exact-mode logits vs the tool's reference <= 1e-4 relative, codes equal to compressed-tensors'
-own unpacking, the same bytes twice. Plus the refusals: pickle files, malformed safetensors,
+"""Safetensors checkpoints made by the real tools (tests/conformance/make_compressed_tensors.py
+and make_torchao.py: transformers 5.25, compressed-tensors 0.20.1, torchao 0.18, torch 2.13
+CPU) export to a pinned artifact: exact-mode logits vs the tool's reference <= 1e-4 relative,
+codes and dequantized weights equal to the tool's own, the same bytes twice. Plus the refusals: pickle files, malformed safetensors,
 layouts and schemes the importer cannot store exactly."""
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ _NP = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "I32": "<i4", "I64": "<i8", "U
        "I8": "i1"}
 
 
-def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
-    header, blobs, off = {}, [], 0
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]],
+                      metadata: dict[str, str] | None = None) -> None:
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    blobs, off = [], 0
     for name, (dt, arr) in tensors.items():
         b = np.ascontiguousarray(arr).astype(_NP[dt]).tobytes()
         header[name] = {"dtype": dt, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
@@ -125,8 +127,8 @@ def test_codes_and_weights_equal_compressed_tensors_own(name: str):
     deq = {t.name[: -len(".weight")]: hashlib.sha256(dequantize(t.value).tobytes()).hexdigest()
            for t in m.tensors if isinstance(t.value, QuantizedWeight)}
     assert deq == exp["dequantized_sha256"], "dequantized weights differ from the tool's"
-    if name.startswith("ct_"):
-        assert got, "a compressed-tensors fixture without packed weights"
+    if not name.startswith("float_"):
+        assert got, "a quantized fixture without quantized weights"
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -486,4 +488,42 @@ def test_symlinked_weights_are_refused(tmp_path: Path):
     (src / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
     (src / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
     with pytest.raises(CheckpointError, match="symbolic link"):
+        import_checkpoint(str(src))
+
+
+Q = "model.layers.0.self_attn.q_proj"
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d.update(_type="Int4Tensor"), "torchao tensor type 'Int4Tensor' is not supported"),
+    (lambda d: d["_data"].update(activation_quantization="int8_asym_per_token"),
+     "activation_quantization"),
+    (lambda d: d["_data"].update(target_dtype={"_type": "torch.dtype", "_data": "int5"}),
+     "target_dtype int5"),
+    (lambda d: d["_data"].update(block_size=[1, 5]), "does not divide"),
+])
+def test_torchao_forms_refused_by_name(tmp_path: Path, edit, match):
+    src = copy_fixture("torchao_w4g32_sym", tmp_path)
+    f = SafetensorsFile(str(src / "model.safetensors"))
+    meta = dict(f.metadata)
+    d = json.loads(meta[Q + ".weight"])
+    edit(d)
+    meta[Q + ".weight"] = json.dumps(d)
+    write_safetensors(src / "model.safetensors", read_all(src), meta)
+    with pytest.raises(ValueError, match=match):
+        import_checkpoint(str(src))
+
+
+def test_torchao_float_zero_points_must_be_integers(tmp_path: Path):
+    src = copy_fixture("torchao_w4g32_sym", tmp_path)
+    meta = SafetensorsFile(str(src / "model.safetensors")).metadata
+    t = read_all(src)
+    z = t[Q + "._weight_zero_point"][1].astype(np.float32)
+    t[Q + "._weight_zero_point"] = ("F32", z)
+    write_safetensors(src / "model.safetensors", t, meta)
+    import_checkpoint(str(src))                  # integral float zero points: the same
+    z[0, 0] = 0.5
+    t[Q + "._weight_zero_point"] = ("F32", z)
+    write_safetensors(src / "model.safetensors", t, meta)
+    with pytest.raises(CheckpointError, match="not integers"):
         import_checkpoint(str(src))

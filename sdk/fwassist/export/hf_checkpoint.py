@@ -1,7 +1,7 @@
 """Imports a Hugging Face safetensors checkpoint directory of a Qwen3-MoE decoder into an
-:class:`ImportedModel`: float checkpoints (F32/F16/BF16 weights stay float) and
-compressed-tensors ``pack-quantized`` ones (:mod:`.compressed_tensors`), single-file or
-sharded (:mod:`.safetensors_io`).
+:class:`ImportedModel`: float checkpoints (F32/F16/BF16 weights stay float), compressed-tensors
+``pack-quantized`` ones (:mod:`.compressed_tensors`) and torchao intx ones
+(:mod:`.torchao_checkpoint`), single-file or sharded (:mod:`.safetensors_io`).
 
 Roles come from the Hugging Face parameter names. Experts may be stored per expert, 2-D
 (``mlp.experts.N.{gate,up,down}_proj.weight``, the hub layout) or fused, 3-D, as transformers
@@ -26,6 +26,8 @@ from .mapping import (_aggregate, _required_keys, _sort_key, expected_shape, hf_
                       is_moe_layer, normalize_config, role_from_string)
 from .model import BF16Array, ImportedModel, ModelTensor, QuantizedWeight
 from .safetensors_io import Checkpoint, CheckpointError
+from .torchao_checkpoint import PARAMS as TORCHAO_PARAMS
+from .torchao_checkpoint import load_intx, torchao_metadata
 
 __all__ = ["CheckpointError", "import_checkpoint"]
 
@@ -70,6 +72,7 @@ def _load_json(path: str, what: str) -> Any:
 class _Builder:
     def __init__(self, ck: Checkpoint, config: dict, qcfg: Optional[CompressedTensorsConfig]):
         self.ck, self.c, self.qcfg = ck, config, qcfg
+        self.torchao = torchao_metadata(ck)
         self.values: dict[Key, Value] = {}
         self.source: dict[Key, str] = {}
         self.notes: list[str] = []
@@ -108,13 +111,25 @@ class _Builder:
         for name in ck.names():
             mod, _, param = name.rpartition(".")
             modules[mod].add(param)
-        n_q = 0
+        n_q = n_tao = 0
         for mod in sorted(modules):
             params = modules[mod]
             fm = _FUSED.match(mod)
             if fm and params <= {"gate_up_proj", "down_proj"}:
                 for p in sorted(params):
                     self._fused(int(fm.group(1)), p, f"{mod}.{p}")
+                continue
+            if params & set(TORCHAO_PARAMS):
+                name = f"{mod}._weight_qdata"
+                if params != set(TORCHAO_PARAMS) or f"{mod}.weight" not in self.torchao:
+                    raise CheckpointError(f"{ck.label(mod + '.' + sorted(params)[0])}: the "
+                                          f"torchao weight of {mod} needs exactly "
+                                          f"{', '.join(TORCHAO_PARAMS)} and its __metadata__ "
+                                          f"description")
+                qw, notes = load_intx(ck, mod, self.torchao[f"{mod}.weight"])
+                self.notes.extend(notes)
+                self.put(self._key(mod, name), qw, name)
+                n_tao += 1
                 continue
             if "weight_packed" in params:
                 extra = params - set(PARAM_SUFFIXES)
@@ -140,6 +155,8 @@ class _Builder:
                 key = self._key(mod, name)
                 info = ck.info(name)
                 self.put(key, _float_value(ck.read(name), info.dtype, ck.label(name)), name)
+        if n_tao:
+            self.notes.append(f"torchao: {n_tao} IntxUnpackedToInt8Tensor weight(s)")
         if n_q and self.qcfg is not None:
             ver = self.qcfg.version_text or "(version not recorded)"
             self.notes.append(f"compressed-tensors {ver}: {n_q} packed weight(s)")
@@ -253,7 +270,9 @@ def import_checkpoint(path: str, *, config_path: Optional[str] = None,
     if qc is not None:
         if not isinstance(qc, dict):
             raise CheckpointError("config: quantization_config is not an object")
-        qcfg = CompressedTensorsConfig(qc)
+        # torchao describes its tensors in the safetensors metadata (torchao_checkpoint)
+        if qc.get("quant_method") != "torchao":
+            qcfg = CompressedTensorsConfig(qc)
     b = _Builder(ck, config, qcfg)
     b.run()
     tensors, config = b.tensors()
