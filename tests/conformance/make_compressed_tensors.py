@@ -40,7 +40,10 @@ from compressed_tensors.compressors.pack_quantized import unpack_from_int32
 from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
 from compressed_tensors.quantization.utils.helpers import calculate_qparams
 
-PINS = {"torch": "2.13.0", "transformers": "5.25.0", "compressed_tensors": "0.20.1"}
+# transformers 5.25.0 makes the 5.x fixtures; run again under transformers 4.57.6 (the last 4.x,
+# per-expert nn.Linear experts: no linearization needed) for the tf4_ fixtures.
+PINS = {"torch": "2.13.0", "transformers": ("5.25.0", "4.57.6"), "compressed_tensors": "0.20.1"}
+TF4 = transformers.__version__.startswith("4.")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "safetensors")
 PROBE = [3, 17, 42, 5, 60, 11, 29, 8, 51, 33, 2, 47, 19, 38, 24, 14]
 
@@ -48,7 +51,8 @@ PROBE = [3, 17, 42, 5, 60, 11, 29, 8, 51, 33, 2, 47, 19, 38, 24, 14]
 def check_pins() -> None:
     got = {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
            "compressed_tensors": compressed_tensors.__version__}
-    if got != PINS:
+    if (got["torch"], got["compressed_tensors"]) != (PINS["torch"], PINS["compressed_tensors"]) \
+            or got["transformers"] not in PINS["transformers"]:
         sys.exit(f"pinned versions {PINS}, found {got}")
 
 
@@ -160,7 +164,8 @@ def quantized_fixture(name: str, seed: int, hidden: int, moe_inter: int, groups:
         with torch.no_grad():   # parameters only: rotary buffers stay float32
             for p in ref_model.parameters():
                 p.copy_(p.to(torch.bfloat16).float())
-    linearize_experts(model)
+    if not TF4:
+        linearize_experts(model)
     qc = QuantizationConfig(config_groups=groups, ignore=list(ignore), format="pack-quantized")
     apply_quantization_config(model, qc)
     calibrate(model)
@@ -194,7 +199,10 @@ def quantized_fixture(name: str, seed: int, hidden: int, moe_inter: int, groups:
                     getattr(layer.self_attn, p).weight.copy_(deq[key])
             for e in range(ref_model.config.num_experts):
                 base = f"model.layers.{li}.mlp.experts.{e}"
-                if f"{base}.gate_proj" in deq:
+                if TF4 and f"{base}.gate_proj" in deq:
+                    for p in ("gate_proj", "up_proj", "down_proj"):
+                        getattr(layer.mlp.experts[e], p).weight.copy_(deq[f"{base}.{p}"])
+                elif f"{base}.gate_proj" in deq:
                     layer.mlp.experts.gate_up_proj[e, :I].copy_(deq[f"{base}.gate_proj"])
                     layer.mlp.experts.gate_up_proj[e, I:].copy_(deq[f"{base}.up_proj"])
                     layer.mlp.experts.down_proj[e].copy_(deq[f"{base}.down_proj"])
@@ -255,6 +263,13 @@ def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     experts = ["re:.*mlp\\.experts\\.\\d+\\.(gate|up|down)_proj$"]
     attn = ["re:.*self_attn\\.[qkvo]_proj$"]
+    if TF4:
+        # transformers 4.x: the router mlp.gate is an nn.Linear too (ignored, as users do)
+        quantized_fixture("ct_tf4_w4g32_asym", 8, 32, 32, {
+            "group_0": _scheme(["Linear"], 4, "group", 32, symmetric=False)})
+        quantized_fixture("ct_tf4_w2g32_sym", 9, 32, 32, {
+            "group_0": _scheme(["Linear"], 2, "group", 32)})
+        return
     # mixed widths per role: 8-bit channel attention, 4-bit group-32 experts
     quantized_fixture("ct_w4g32_sym_mixed", 1, 32, 32, {
         "group_0": _scheme(attn, 8, "channel"),
