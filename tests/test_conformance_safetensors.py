@@ -112,9 +112,59 @@ def test_exact_logits_match_the_tools_reference(name: str, exported: dict[str, P
     rel = np.abs(got - want).max() / np.abs(want).max()
     print(f"\n[{name}] exact vs {exp['tool']}: max rel {rel:.2e}")
     assert rel <= 1e-4, f"{name}: exact-mode logits differ from the tool's by {rel:.2e}"
-    with m.session(mode="fast") as s:
-        fast = s.logits(np.asarray(exp["probe"], np.int64)).astype(np.float64)
-    assert np.mean(fast.argmax(1) == want.argmax(1)) >= 0.9
+
+
+def _fast_oracle(model):
+    """model_fixtures.FastOracle (the fast mode's documented int8 arithmetic) over an imported
+    checkpoint instead of an ONNX file."""
+    from fwassist.export.mapping import is_moe_layer
+    from model_fixtures import FastOracle
+
+    o = FastOracle.__new__(FastOracle)
+    o.c = model.config
+    o.moe = [is_moe_layer(o.c, i) for i in range(o.c["num_hidden_layers"])]
+    o.w = {(t.role, t.layer, t.expert): (t.value if isinstance(t.value, QuantizedWeight)
+                                         else dequantize(t.value).astype(np.float64))
+           for t in model.tensors}
+    o.w.setdefault(("lm_head", None, None), o.w[("embed", None, None)])
+    return o
+
+
+def _miss_kl(got: np.ndarray, want: np.ndarray) -> tuple[int, float]:
+    def ls(x):
+        x = x - x.max(axis=1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+    lp, lq = ls(want), ls(got)
+    return (int(np.sum(got.argmax(1) != want.argmax(1))),
+            float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1))))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fast_logits_within_the_int8_activation_bound(name: str, exported: dict[str, Path]):
+    """The bound of test_runtime_vs_onnx: top-1 agreement >= 99 % and mean KL < 1e-3 against
+    the tool's reference, unless the documented int8 arithmetic itself cannot reach that on
+    these tiny random models; then as well as that arithmetic (one tie of slack)."""
+    from fwassist.export.reference import Reference
+    from fwassist.runtime import Model
+
+    exp, want = _expected(FIXTURES / name)
+    ids = np.asarray(exp["probe"], np.int64)
+    model = import_checkpoint(str(FIXTURES / name))
+    amb = Reference(model).forward(ids).first_ambiguous
+    k = ids.size if amb is None else amb
+    if k == 0:
+        pytest.skip("router near-tie at the first position")
+    with Model.load(str(exported[name])).session(mode="fast") as s:
+        fast = s.logits(ids).astype(np.float64)
+    oracle = _fast_oracle(model).forward(ids, tie_rel=0.0, round_eps=-1.0)[0]
+    miss, kl = _miss_kl(fast[:k], want[:k])
+    o_miss, o_kl = _miss_kl(oracle[:k], want[:k])
+    allowed = max(int(np.floor(0.01 * k + 1e-9)), o_miss + 1)
+    kl_bound = max(1e-3, 1.25 * o_kl + 1e-4)
+    print(f"\n[{name}] fast: {k - miss}/{k} top-1, mean KL {kl:.2e} (int8 arithmetic: "
+          f"{k - o_miss}/{k}, {o_kl:.2e})")
+    assert miss <= allowed and kl < kl_bound
 
 
 @pytest.mark.parametrize("name", CASES)
