@@ -28,7 +28,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="QAT ONNX or safetensors checkpoint -> pinned .fwa")
     p.add_argument("model", help="the checkpoint: an ONNX file or a Hugging Face safetensors "
-                                 "directory (float or compressed-tensors pack-quantized)")
+                                 "directory (float, compressed-tensors pack-quantized or "
+                                 "torchao intx)")
     p.add_argument("-o", "--output", required=True, help="the artifact to write")
     p.add_argument("--config", help="Hugging Face config.json (default: beside the model)")
     p.add_argument("--tokenizer", help="tokenizer.json (default: beside the model)")

@@ -82,7 +82,9 @@ def measure_evidence(model: ImportedModel, onnx_path: str,
     if os.path.isdir(onnx_path):
         # A safetensors checkpoint has no graph to run: the oracle is the float64 forward of
         # its codes and scales dequantized in float32 (float weights as stored).
-        ort_run = lambda ids: ref.forward(ids).logits  # noqa: E731
+        def ort_run(ids: np.ndarray) -> np.ndarray:
+            return ref.forward(ids).logits
+
         oracle = ("the numpy float64 reference forward of the checkpoint's weights (codes and "
                   "scales dequantized in float32: (q - zp) * s, one float32 multiply); no "
                   "onnxruntime for a safetensors source")
