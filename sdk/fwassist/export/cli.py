@@ -17,21 +17,22 @@ from typing import Any, Optional
 
 
 def _beside(model: str, name: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(model)), name)
+    d = model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model))
+    return os.path.join(d, name)
 
 
 def check_paths(args: argparse.Namespace) -> None:
     """Before any work: the output's directory is writable, the output is not an input, and it
     exists only with --force. ValueError otherwise."""
     from ..outpath import check_output_file
-    from .onnx_import import source_files
+    from .pipeline import weight_files
 
     inputs: list[Optional[str]] = [args.model, args.config, args.tokenizer, args.card]
     inputs += [_beside(args.model, n) for n in ("config.json", "tokenizer.json", "card.json")]
     if os.path.lexists(args.output):
         # Only an existing file can be an input: the external data files are looked up (the
         # graph parsed without its data) only then.
-        inputs += source_files(args.model)
+        inputs += weight_files(args.model)
     check_output_file(args.output, "export -o", inputs, force=args.force)
 
 
@@ -52,6 +53,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except (OnnxImportError, ValueError, OSError) as e:
         print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
         return 1
+    except ImportError as e:    # an optional package of the [export] extra is missing
+        print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
+        return 1
     print(pin)
     return 0
 
@@ -59,10 +63,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     from ..cli import input_file
 
-    p = subparsers.add_parser("export", help="QAT ONNX -> pinned .fwa artifact",
+    def source(s: str) -> str:  # an ONNX file, or a checkpoint directory
+        return s if os.path.isdir(s) else input_file(s)
+
+    p = subparsers.add_parser("export", help="QAT ONNX or safetensors checkpoint -> pinned .fwa",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=input_file, help="the QAT checkpoint as ONNX")
+    p.add_argument("model", type=source,
+                   help="the checkpoint: an ONNX file or a Hugging Face safetensors directory "
+                        "(float, compressed-tensors pack-quantized or torchao intx)")
     p.add_argument("-o", "--output", required=True,
                    help="the artifact to write (its directory must exist)")
     p.add_argument("--force", action="store_true",

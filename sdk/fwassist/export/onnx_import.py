@@ -30,8 +30,9 @@ __all__ = ["OnnxImportError", "import_onnx", "load_graph", "extract_weights", "s
 def _onnx():
     try:
         import onnx
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("importing ONNX models needs the 'onnx' package") from e
+    except ImportError as e:
+        raise ImportError("importing ONNX models needs the 'onnx' package: "
+                          "pip install 'fwassist[export]'") from e
     return onnx
 
 

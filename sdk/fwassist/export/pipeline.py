@@ -39,7 +39,11 @@ def probe_inputs(vocab_size: int) -> list[np.ndarray]:
 
 
 def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("the equivalence evidence of an ONNX source runs onnxruntime: "
+                          "pip install 'fwassist[export]' (or pass --no-evidence)") from e
 
     so = ort.SessionOptions()
     # Unfused: the optimizer's DQ+MatMul fusion would switch to int8 activations.
@@ -74,7 +78,18 @@ def measure_evidence(model: ImportedModel, onnx_path: str,
     float noise) are left out and counted: either expert choice is right there, and later
     positions attend to that choice."""
     ref = Reference(model)
-    ort_run = _onnxruntime_logits(onnx_path)
+    if os.path.isdir(onnx_path):
+        # A safetensors checkpoint has no graph to run: the oracle is the float64 forward of
+        # its codes and scales dequantized in float32 (float weights as stored).
+        def ort_run(ids: np.ndarray) -> np.ndarray:
+            return ref.forward(ids).logits
+
+        oracle = ("the numpy float64 reference forward of the checkpoint's weights (codes and "
+                  "scales dequantized in float32: (q - zp) * s, one float32 multiply); no "
+                  "onnxruntime for a safetensors source")
+    else:
+        ort_run = _onnxruntime_logits(onnx_path)
+        oracle = "onnxruntime, graph optimizations disabled, on the source ONNX"
     rt = None
     if runtime_path is not None:
         from ..runtime import Model
@@ -114,7 +129,7 @@ def measure_evidence(model: ImportedModel, onnx_path: str,
         "reference": "numpy float64 forward of the dequantized weights (fwassist.export."
                      "reference)" + ("; the C++ runtime (fwassist.Model) in exact and fast "
                                      "mode" if rt is not None else ""),
-        "oracle": "onnxruntime, graph optimizations disabled, on the source ONNX",
+        "oracle": oracle,
         "probe_seed": PROBE_SEED,
         "probes": probes,
     }
@@ -161,8 +176,19 @@ def _evidence_with_runtime(model: ImportedModel, onnx_path: str) -> dict[str, An
 
 
 def _beside(onnx_path: str, name: str) -> Optional[str]:
-    p = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), name)
+    d = onnx_path if os.path.isdir(onnx_path) else os.path.dirname(os.path.abspath(onnx_path))
+    p = os.path.join(d, name)
     return p if os.path.isfile(p) else None
+
+
+def weight_files(path: str) -> list[str]:
+    """The files an export reads its weights from: the ONNX file and its external data, or
+    every file of a checkpoint directory."""
+    if os.path.isdir(path):
+        return [os.path.join(path, n) for n in sorted(os.listdir(path))]
+    from .onnx_import import source_files
+
+    return source_files(path)
 
 
 def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = None,
@@ -173,11 +199,14 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     from .. import __version__
     from ..outpath import check_input_file, same_file
     from .jsonfile import load_file
-    from .onnx_import import source_files
 
     # The inputs first, so that a missing model is reported as such.
-    for what, p in (("model", onnx_path), ("config", config_path),
-                    ("tokenizer", tokenizer_path), ("model card", card_path)):
+    if os.path.isdir(onnx_path):    # "dir/" and "dir" name the same source
+        onnx_path = os.path.normpath(onnx_path)
+    else:
+        check_input_file(onnx_path, "model")
+    for what, p in (("config", config_path), ("tokenizer", tokenizer_path),
+                    ("model card", card_path)):
         if p is not None:
             check_input_file(p, what)
     config_path = config_path or _beside(onnx_path, "config.json")
@@ -187,12 +216,18 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
         raise ValueError("a model card is required: pass --card card.json (or put card.json "
                          "beside the model) with a non-empty \"known_limitations\" list")
     if os.path.lexists(out_path):  # only an existing file can be an input
-        for p in [config_path, tokenizer_path, card_path] + source_files(onnx_path):
+        for p in [config_path, tokenizer_path, card_path] + weight_files(onnx_path):
             if p is not None and same_file(out_path, p):
                 raise ValueError(f"the output {out_path} is also an input of the export ({p})")
     card = load_file(card_path, "model card")
     _log(f"importing {os.path.basename(onnx_path)}", quiet)
-    model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path)
+    if os.path.isdir(onnx_path):
+        from .hf_checkpoint import import_checkpoint
+
+        model = import_checkpoint(onnx_path, config_path=config_path,
+                                  tokenizer_path=tokenizer_path)
+    else:
+        model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path)
     n_q = sum(1 for t in model.tensors if not isinstance(t.value, np.ndarray))
     _log(f"{len(model.tensors)} tensors ({n_q} quantized)", quiet)
     ev: dict[str, Any] = {"measured": False}
