@@ -33,8 +33,10 @@ Status BufferPlan::carve(void* base, size_t bytes, bool construct, std::string* 
 
 Status BufferPlan::allocate(std::unique_ptr<uint8_t[]>* storage, std::string* message) const {
   const size_t n = bytes() + kBufferAlign;
-  uint8_t* p = new (std::nothrow) uint8_t[n]();
-  if (!p) {
+  uint8_t* p = nullptr;
+  try {
+    p = new uint8_t[n]();
+  } catch (const std::bad_alloc&) {
     if (message) *message = "buffer plan: out of memory for " + std::to_string(n) + " bytes";
     return Status::io_error;
   }
