@@ -127,6 +127,21 @@ def float_range(lo: float, hi: float = math.inf, *,
     return parse
 
 
+# The sampler's ranges (csrc/model/sampler.h): a temperature below 1e-3 or a penalty far from 1
+# only overflows the logits.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
+MIN_PENALTY, MAX_PENALTY = 1e-3, 1e3
+
+
+def temperature(s: str) -> float:
+    """An argparse type: 0 (greedy) or a temperature in [MIN_TEMPERATURE, MAX_TEMPERATURE]."""
+    v = float_range(0.0, MAX_TEMPERATURE)(s)
+    if 0.0 < v < MIN_TEMPERATURE:
+        raise argparse.ArgumentTypeError(f"{v:g} is neither 0 (greedy) nor in "
+                                         f"[{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]")
+    return v
+
+
 def input_file(s: str) -> str:
     """An argparse type: an existing regular file (checked without opening it)."""
     from .outpath import check_input_file

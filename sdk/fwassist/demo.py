@@ -29,7 +29,7 @@ DEFAULT_GRID_G_PER_KWH = 460.0
 
 
 def register(sub: Any) -> None:
-    from .cli import MAX_THREADS, float_range, int_range
+    from .cli import MAX_PENALTY, MAX_THREADS, MIN_PENALTY, float_range, int_range, temperature
     from .run_cli import MAX_TOKENS
 
     p = sub.add_parser("demo", help="verify the bundled model and complete firmware C code",
@@ -39,9 +39,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-tokens", type=int_range(1, MAX_TOKENS), default=64)
     p.add_argument("--mode", choices=("exact", "fast"), default="fast")
     p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1)
-    p.add_argument("--temperature", type=float_range(0.0), default=0.0,
+    p.add_argument("--temperature", type=temperature, default=0.0,
                    help="0 = greedy (default: the same bits on every CPU)")
-    p.add_argument("--repetition-penalty", type=float_range(0.0, lo_open=True), default=1.15,
+    p.add_argument("--repetition-penalty", type=float_range(MIN_PENALTY, MAX_PENALTY), default=1.15,
                    help="1 = off (default 1.15: a tiny model's greedy output loops without it)")
     p.add_argument("--grid-intensity", type=float_range(0.0), default=None,
                    help=f"gCO2e/kWh of your grid (default {DEFAULT_GRID_G_PER_KWH:g}, a world "

@@ -29,7 +29,7 @@ __all__ = ["ArtifactError", "Artifact", "load_artifact", "STATUSES"]
 # The artifact statuses of csrc/core/status.h, by name.
 STATUSES = ("io_error", "truncated", "bad_magic", "unsupported_version", "malformed",
             "cap_exceeded", "trailing_bytes", "out_of_bounds", "overlap", "nonzero_padding",
-            "digest_mismatch", "pin_mismatch", "incompatible")
+            "digest_mismatch", "pin_mismatch", "incompatible", "non_finite")
 
 PathOrBuffer = Union[str, bytes, "os.PathLike[str]", bytearray, memoryview, np.ndarray, Any]
 

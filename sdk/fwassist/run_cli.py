@@ -10,7 +10,8 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    from .cli import MAX_THREADS, float_range, input_file, int_range
+    from .cli import (MAX_PENALTY, MAX_THREADS, MIN_PENALTY, float_range, input_file,
+                      int_range, temperature)
 
     p = sub.add_parser("run", help="generate text with a .fwa model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,11 +28,11 @@ def register(sub: Any) -> None:
     p.add_argument("--strict", action="store_true",
                    help="refuse a mapped model whose file is not protected against writes")
     p.add_argument("--max-tokens", type=int_range(1, MAX_TOKENS), default=64)
-    p.add_argument("--temperature", type=float_range(0.0), default=0.0,
+    p.add_argument("--temperature", type=temperature, default=0.0,
                    help="0: greedy (default)")
     p.add_argument("--top-k", type=int_range(0, 2**31 - 1), default=0)
     p.add_argument("--top-p", type=float_range(0.0, 1.0, lo_open=True), default=1.0)
-    p.add_argument("--repetition-penalty", type=float_range(0.0, lo_open=True), default=1.0)
+    p.add_argument("--repetition-penalty", type=float_range(MIN_PENALTY, MAX_PENALTY), default=1.0)
     p.add_argument("--seed", type=int_range(0, 2**64 - 1), default=0)
     p.add_argument("--stop", action="append", default=[], type=_stop,
                    help="stop string (repeatable)")

@@ -290,10 +290,11 @@ fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stat
 
 typedef struct fwa_sampling_params {
   uint32_t struct_size;
-  float temperature;         /* <= 0: greedy (argmax, ties to the lower id); default 0 */
+  float temperature;         /* 0: greedy (argmax, ties to the lower id), else in [1e-3, 1e3];
+                                default 0 (other values: FWA_ERR_INVALID_ARGUMENT) */
   int32_t top_k;             /* 0: off */
   float top_p;               /* 1: off; in (0, 1] */
-  float repetition_penalty;  /* 1: off; > 0 */
+  float repetition_penalty;  /* 1: off; in [1e-3, 1e3] */
   uint64_t seed;             /* PCG32: same seed, same tokens on every CPU */
 } fwa_sampling_params;
 
