@@ -382,8 +382,11 @@ def test_latency_policy_sheds_cores_not_bits(model, ids):
     windows of 16 decode steps; the tokens are those of the unconstrained session."""
     with model.session(threads=2, mode="fast") as s:
         want = s.generate(prompt_ids=ids, max_tokens=40, temperature=0.0)
-        assert s.policy() == {"max_active_cores": 2, "target_ms_per_token": 0.0,
-                              "active_cores": 2}
+        # "Fastest" may legitimately shed a core another process is using (a busy host);
+        # the state machine itself is tested on synthetic timings (tests/cpp/test_core_policy).
+        p = s.policy()
+        assert (p["max_active_cores"], p["target_ms_per_token"]) == (2, 0.0)
+        assert p["active_cores"] in (1, 2)
         s.set_policy(target_ms_per_token=1e9)
         s.reset()
         got = s.generate(prompt_ids=ids, max_tokens=40, temperature=0.0)
