@@ -115,3 +115,195 @@ def test_export_is_deterministic(name: str, tmp_path: Path, exported: dict[str, 
     pin = export_onnx(str(FIXTURES / name / "model.onnx"), str(again), quiet=True)
     assert again.read_bytes() == exported[name].read_bytes()
     assert pin.startswith("sha256:")
+
+
+# ---------------------------------------------------------------------------------------
+# role mapping on the tool-made graphs
+
+QOP = "tf4_dynamo_ortq_qop_w4g32_asym_k48"
+
+
+def _explain(path: Path, **kw) -> tuple[object, list[dict]]:
+    rows: list[dict] = []
+    return import_onnx(path, config_path=str(FIXTURES / QOP / "config.json")
+                       if "config_path" not in kw else kw.pop("config_path"),
+                       explain=rows, **kw), rows
+
+
+def _same_tensors(a, b) -> None:
+    from fwassist.export.mapping import _same_value
+
+    ka = {(t.role, t.layer, t.expert): t.value for t in a.tensors}
+    kb = {(t.role, t.layer, t.expert): t.value for t in b.tensors}
+    assert ka.keys() == kb.keys()
+    for k in ka:
+        assert _same_value(ka[k], kb[k]), k
+
+
+def _mutated(tmp_path: Path, edit) -> Path:
+    import shutil
+
+    import onnx
+
+    d = tmp_path / "m"
+    shutil.copytree(FIXTURES / QOP, d)
+    m = onnx.load(str(d / "model.onnx"))
+    edit(m)
+    onnx.save_model(m, str(d / "model.onnx"))
+    return d / "model.onnx"
+
+
+def _hide_routing_columns(m) -> None:
+    """The routing-weight columns taken by Slice with computed starts (Add of constants):
+    a form the structure's walk does not read."""
+    from onnx import TensorProto, helper
+
+    m.graph.initializer.append(helper.make_tensor("zero_i64", TensorProto.INT64, [1], [0]))
+    extra = []
+    for n in m.graph.node:
+        if n.op_type == "Slice":
+            out = n.input[1] + "_computed_" + n.name
+            extra.append(helper.make_node("Add", [n.input[1], "zero_i64"], [out]))
+            n.input[1] = out
+    m.graph.node.extend(extra)
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(extra + [n for n in nodes if n not in extra])
+
+
+def _drop_scopes(m) -> None:
+    for n in m.graph.node:
+        keep = [p for p in n.metadata_props if p.key != "pkg.torch.onnx.name_scopes"]
+        del n.metadata_props[:]
+        n.metadata_props.extend(keep)
+
+
+def test_explain_gives_every_weight_its_role_and_signal():
+    model, rows = _explain(FIXTURES / QOP / "model.onnx")
+    assert len(rows) == len(model.tensors) == 45
+    by_w = {r["weight"]: r for r in rows}
+    # the quantizer dropped the MatMulNBits nodes' metadata; their neighbours' scopes agree
+    assert by_w["val_278_Q4"]["role"] == "expert_down" and by_w["val_278_Q4"]["expert"] == 0
+    assert "neighbour name_scopes agree" in by_w["val_278_Q4"]["signal"]
+    assert by_w["val_117_Q4"]["signal"] == "graph structure"
+    assert by_w["m.model.embed_tokens.weight"]["signal"].startswith("Hugging Face name")
+
+
+def test_cli_explain_prints_the_table(tmp_path: Path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fwassist", "export",
+                        str(FIXTURES / QOP / "model.onnx"), "-o", str(tmp_path / "o.fwa"),
+                        "--no-evidence", "--explain", "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["weight", "node", "role", "layer", "expert", "decided", "by"]
+    assert len(lines) == 1 + 45 + 1 and lines[-1].startswith("sha256:")
+    assert any("val_278_Q4" in x and "expert_down" in x for x in lines)
+
+
+def test_neighbour_scopes_give_the_expert_when_the_routing_walk_cannot(tmp_path: Path):
+    path = _mutated(tmp_path, _hide_routing_columns)
+    model, rows = _explain(path)
+    _same_tensors(model, import_onnx(FIXTURES / QOP / "model.onnx"))
+    sig = {r["signal"] for r in rows if r["role"].startswith("expert_")}
+    assert sig == {"graph structure (expert index: neighbour name_scopes)"}
+
+
+def test_unmappable_graph_gets_one_error_naming_the_weight_and_what_was_tried(tmp_path: Path):
+    from fwassist.export.tensors import OnnxImportError
+
+    def edit(m):
+        _hide_routing_columns(m)
+        _drop_scopes(m)
+    path = _mutated(tmp_path, edit)
+    with pytest.raises(OnnxImportError) as e:
+        import_onnx(path)
+    msg = str(e.value)
+    assert msg.startswith("com.microsoft::MatMulNBits node 'node_linear_Q4', weight "
+                          "'val_117_Q4': no role found; tried Hugging Face names")
+    for part in ("the node's name_scopes (none)", "its neighbours' name_scopes (none)",
+                 "cannot find the expert index", "--map mapping.json"):
+        assert part in msg, part
+
+
+def test_role_map_overrides_and_completes_the_mapping(tmp_path: Path):
+    from fwassist.export.mapping import hf_name
+
+    def edit(m):
+        _hide_routing_columns(m)
+        _drop_scopes(m)
+    path = _mutated(tmp_path, edit)
+    _, rows = _explain(FIXTURES / QOP / "model.onnx")
+    mp = {r["weight"]: hf_name(r["role"], r["layer"], r["expert"]) for r in rows
+          if r["weight"].startswith("val_")}
+    (tmp_path / "map.json").write_text(json.dumps(mp))
+    model, got = _explain(path, map_path=str(tmp_path / "map.json"))
+    _same_tensors(model, import_onnx(FIXTURES / QOP / "model.onnx"))
+    assert {r["signal"] for r in got if r["weight"] in mp} == {"--map"}
+    # a map entry naming nothing in the graph is refused by name
+    (tmp_path / "bad.json").write_text(json.dumps({**mp, "val_9999": mp["val_117_Q4"]}))
+    from fwassist.export.tensors import OnnxImportError
+    with pytest.raises(OnnxImportError, match="'val_9999' names no weight"):
+        import_onnx(path, map_path=str(tmp_path / "bad.json"))
+    (tmp_path / "bad2.json").write_text(json.dumps({"val_117_Q4": "model.layers.0.foo"}))
+    with pytest.raises(OnnxImportError, match="not a Qwen3-MoE parameter name"):
+        import_onnx(path, map_path=str(tmp_path / "bad2.json"))
+
+
+@pytest.mark.parametrize("scope,key", [
+    ("m.model.layers.slice(None, 2, None).1.mlp.experts.3.down_proj",
+     ("expert_down", 1, 3)),
+    ("model.layers.slice(1, None, None).0.self_attn.q_proj", ("q_proj", 1, None)),
+    ("model.layers.slice(None, None, 2).1.input_layernorm", ("input_norm", 2, None)),
+    ("model.layers.ModuleList.1.mlp.gate", ("router", 1, None)),
+    ("model.layers.slice(-1, None, None).0.self_attn.q_proj", None),
+])
+def test_scope_noise_is_removed(scope: str, key):
+    from fwassist.export.mapping import role_from_string
+
+    assert role_from_string(scope) == key
+
+
+def test_brevitas_sliced_scopes_alone_map_every_weight():
+    """Brevitas/transformers 4.57 scopes read ``m.model.layers.slice(None, 2, None).0...``:
+    the node metadata alone names every role."""
+    p = FIXTURES / "tf4_brevitas_qcdq_w3ch" / "model.onnx"
+    _same_tensors(import_onnx(p, strategy="metadata"), import_onnx(p))
+
+
+def test_fused_3d_experts_are_read_through_gathernd():
+    model, rows = _explain(FIXTURES / "tf5_dynamo_float" / "model.onnx",
+                           config_path=str(FIXTURES / "tf5_dynamo_float" / "config.json"))
+    fused = [r for r in rows if r["role"].startswith("expert_")]
+    assert len(fused) == 2 * 3 * 4
+    assert {r["signal"] for r in fused} <= {
+        "fused 3-D experts (GatherND), layer from node name_scopes, gate rows first",
+        "fused 3-D experts (GatherND), layer from node name_scopes"}
+
+
+def test_quantized_fused_3d_experts_are_refused_by_name(tmp_path: Path):
+    import shutil
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from fwassist.export.tensors import OnnxImportError
+
+    d = tmp_path / "q"
+    shutil.copytree(FIXTURES / "tf5_dynamo_float", d)
+    m = onnx.load(str(d / "model.onnx"))
+    g = m.graph
+    node = next(n for n in g.node if n.op_type == "GatherND"
+                and any(i.name == n.input[0] and len(i.dims) == 3 for i in g.initializer))
+    w = next(i for i in g.initializer if i.name == node.input[0])
+    codes = np.zeros(tuple(w.dims), np.int8)
+    g.initializer.append(numpy_helper.from_array(codes, "codes3d"))
+    g.initializer.append(numpy_helper.from_array(np.float32(0.1), "scale3d"))
+    g.node.insert(0, helper.make_node("DequantizeLinear", ["codes3d", "scale3d"], ["deq3d"]))
+    node.input[0] = "deq3d"
+    onnx.save_model(m, str(d / "model.onnx"))
+    with pytest.raises(OnnxImportError, match="quantized fused 3-D expert weights "
+                                              r"\(DequantizeLinear before GatherND\)"):
+        import_onnx(d / "model.onnx")
