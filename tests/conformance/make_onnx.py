@@ -120,6 +120,26 @@ def torch_export(model, path: str) -> None:
                       dynamic_shapes={"input_ids": {1: torch.export.Dim("seq", max=64)}})
 
 
+class LogitsWithMask(LogitsOnly):
+    def forward(self, input_ids):
+        return self.m(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                      use_cache=False).logits
+
+
+def torchscript_export(model, path: str) -> None:
+    """The TorchScript exporter (dynamo=False). transformers 4.57 builds its attention mask with
+    torch.vmap on torch >= 2.6, which the tracer cannot record ("unordered_map::at"); its own
+    pre-2.6 mask function is put in its place. The trace fixes the sequence length in the
+    graph's Reshapes (onnxruntime then runs only the traced length)."""
+    import transformers.masking_utils as mu
+
+    mu.sdpa_mask = mu.sdpa_mask_older_torch
+    mu.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"] = mu.sdpa_mask_older_torch
+    torch.onnx.export(LogitsWithMask(model).eval(), (torch.tensor([PROBE]),), path,
+                      dynamo=False, opset_version=18, input_names=["input_ids"],
+                      output_names=["logits"], dynamic_axes={"input_ids": {1: "seq"}})
+
+
 def ort_logits(path: str) -> np.ndarray:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -182,21 +202,23 @@ def write_fixture(name: str, cfg, build) -> None:
 
 
 def ortq_fixture(prefix: str, seed: int, bits: int, block: int, sym: bool, qdq: bool,
-                 external: bool, tie: bool = False, hidden: int = 64) -> None:
+                 external: bool, tie: bool = False, hidden: int = 64,
+                 exporter: str = "dynamo") -> None:
     form = "qdq" if qdq else "qop"
-    name = f"{prefix}_dynamo_ortq_{form}_w{bits}g{block}_{'sym' if sym else 'asym'}"
+    name = f"{prefix}_{exporter}_ortq_{form}_w{bits}g{block}_{'sym' if sym else 'asym'}"
     if hidden % block:
         name += f"_k{hidden}"
     model, cfg = make_model(seed, tie, hidden)
 
     def build(path: str) -> str:
         tmp = path + ".float.onnx"
-        torch_export(model, tmp)
+        (torch_export if exporter == "dynamo" else torchscript_export)(model, tmp)
         ort_quantize(tmp, path, bits, block, sym, qdq, external)
         for f in os.listdir(os.path.dirname(path)):
             if f.startswith("model.onnx.float"):
                 os.remove(os.path.join(os.path.dirname(path), f))
-        return (f"torch.onnx.export(dynamo=True) + onnxruntime MatMulNBitsQuantizer "
+        return (f"torch.onnx.export(dynamo={exporter == 'dynamo'}) + onnxruntime "
+                f"MatMulNBitsQuantizer "
                 f"({form.upper()}, {bits}-bit, block {block}, "
                 f"{'symmetric' if sym else 'asymmetric'})")
     write_fixture(name, cfg, build)
@@ -240,6 +262,15 @@ def brevitas_fixture(seed: int, bits: int) -> None:
     write_fixture(f"tf4_brevitas_qcdq_w{bits}ch", cfg, build)
 
 
+def torchscript_float_fixture(seed: int) -> None:
+    model, cfg = make_model(seed)
+
+    def build(path: str) -> str:
+        torchscript_export(model, path)
+        return "torch.onnx.export(dynamo=False) (TorchScript), float weights inline"
+    write_fixture("tf4_torchscript_float", cfg, build)
+
+
 def main() -> None:
     check_pins()
     os.makedirs(OUT, exist_ok=True)
@@ -253,6 +284,8 @@ def main() -> None:
         ortq_fixture(p, 5, 2, 32, False, False, False)
         ortq_fixture(p, 6, 4, 64, False, True, False)
         brevitas_fixture(7, 3)
+        torchscript_float_fixture(8)
+        ortq_fixture(p, 9, 4, 32, True, False, False, exporter="torchscript")
 
 
 if __name__ == "__main__":

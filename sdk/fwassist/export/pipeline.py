@@ -20,6 +20,7 @@ import numpy as np
 from ..artifact.model import ImportedModel
 from ..artifact.writer import write_artifact
 from .onnx_import import import_onnx
+from .tensors import OnnxImportError
 from .reference import Reference
 
 PROBE_LENGTHS = (1, 7, 16)
@@ -53,7 +54,14 @@ def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
     name = sess.get_inputs()[0].name
 
     def run(ids: np.ndarray) -> np.ndarray:
-        out = sess.run(None, {name: ids.reshape(1, -1)})[0]
+        try:
+            out = sess.run(None, {name: ids.reshape(1, -1)})[0]
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            msg = " ".join(str(e).split())[:300]
+            raise OnnxImportError(
+                f"evidence: onnxruntime cannot run the source graph on a {ids.size}-token probe "
+                f"({msg}); the graph may fix the sequence length (a traced export with static "
+                f"shapes): export it with a dynamic sequence axis, or pass --no-evidence") from None
         return np.asarray(out, dtype=np.float64).reshape(ids.size, -1)
 
     return run
