@@ -19,11 +19,15 @@ Each fixture is a small random Qwen3-MoE (2 layers, 4 experts top-2, hidden 32) 
 * ``*_ortq_{qop,qdq}_*``: onnxruntime's ``MatMulNBitsQuantizer`` (QOperator: MatMulNBits;
   QDQ: DequantizeLinear -> MatMul) over every MatMul with a constant 2-D weight.
 * ``*_brevitas_qcdq_*``: Brevitas 0.13.4 ``QuantLinear`` layers replacing the linear layers,
-  ``export_onnx_qcdq(dynamo=True)`` (QuantizeLinear -> Clip -> DequantizeLinear).
+  ``export_onnx_qcdq(dynamo=True)`` (QuantizeLinear -> Clip -> DequantizeLinear);
+  ``*_brevitas_qonnx_*``: the same through ``export_qonnx`` (qonnx ``Quant`` nodes);
+* ``*_torchscript_*``: ``torch.onnx.export(dynamo=False)``.
 
 Beside each fixture, ``expected.json`` names the tool and the probe ids, and
 ``expected_logits.npy`` holds the tool's own reference: onnxruntime 1.32.0 with graph
-optimizations disabled (ORT_DISABLE_ALL) on the final graph.
+optimizations disabled (ORT_DISABLE_ALL) on the final graph, or, for QONNX (which onnxruntime
+cannot run), Brevitas' own forward (weights fake-quantized in float32). The exporters' debugging
+node metadata is dropped (see strip_debug_metadata); nothing else is changed.
 """
 
 from __future__ import annotations
@@ -182,7 +186,7 @@ def strip_debug_metadata(path: str) -> None:
     onnx.save_model(m, path)
 
 
-def write_fixture(name: str, cfg, build) -> None:
+def write_fixture(name: str, cfg, build, reference: np.ndarray | None = None) -> None:
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -193,9 +197,13 @@ def write_fixture(name: str, cfg, build) -> None:
         f.write(cfg.to_json_string())
     with open(os.path.join(d, "card.json"), "w") as f:
         json.dump({"known_limitations": ["random weights: a conformance fixture"]}, f)
-    np.save(os.path.join(d, "expected_logits.npy"), ort_logits(path))
-    tool += (f", transformers {transformers.__version__}, torch {torch.__version__}, "
-             f"onnxruntime {ort.__version__} (ORT_DISABLE_ALL reference)")
+    tool += f", transformers {transformers.__version__}, torch {torch.__version__}"
+    if reference is None:
+        reference = ort_logits(path)
+        tool += f", onnxruntime {ort.__version__} (ORT_DISABLE_ALL reference)"
+    else:
+        tool += " (the tool's own float32 forward as reference)"
+    np.save(os.path.join(d, "expected_logits.npy"), reference.astype(np.float32))
     with open(os.path.join(d, "expected.json"), "w") as f:
         json.dump({"tool": tool, "probe": PROBE}, f)
     print(name, sorted(os.listdir(d)))
@@ -233,11 +241,13 @@ def float_fixture(prefix: str, seed: int) -> None:
     write_fixture(f"{prefix}_dynamo_float", cfg, build)
 
 
-def brevitas_fixture(seed: int, bits: int) -> None:
+def brevitas_fixture(seed: int, bits: int, form: str = "qcdq") -> None:
     """Brevitas QuantLinear (signed narrow-range weights, per output channel) in place of every
-    attention and expert projection; the router and lm_head stay float."""
+    attention and expert projection; the router and lm_head stay float. ``form`` "qcdq":
+    export_onnx_qcdq, reference onnxruntime; "qonnx": export_qonnx (the qonnx ``Quant`` op,
+    which onnxruntime cannot run), reference Brevitas' own float32 forward."""
     import brevitas
-    from brevitas.export import export_onnx_qcdq
+    from brevitas.export import export_onnx_qcdq, export_qonnx
     from brevitas.nn import QuantLinear
 
     model, cfg = make_model(seed)
@@ -254,12 +264,17 @@ def brevitas_fixture(seed: int, bits: int) -> None:
 
     def build(path: str) -> str:
         ids = torch.tensor([PROBE])
-        export_onnx_qcdq(LogitsOnly(model).eval(), args=(ids,), export_path=path, dynamo=True,
-                         optimize=True, input_names=["input_ids"], output_names=["logits"],
-                         dynamic_shapes={"input_ids": {1: torch.export.Dim("seq", max=64)}})
+        export = export_onnx_qcdq if form == "qcdq" else export_qonnx
+        export(LogitsOnly(model).eval(), args=(ids,), export_path=path, dynamo=True,
+               optimize=True, input_names=["input_ids"], output_names=["logits"],
+               dynamic_shapes={"input_ids": {1: torch.export.Dim("seq", max=64)}})
         return (f"brevitas {brevitas.__version__} QuantLinear {bits}-bit per channel, "
-                f"export_onnx_qcdq(dynamo=True)")
-    write_fixture(f"tf4_brevitas_qcdq_w{bits}ch", cfg, build)
+                f"export_{'onnx_qcdq' if form == 'qcdq' else 'qonnx'}(dynamo=True)")
+    ref = None
+    if form == "qonnx":
+        with torch.no_grad():
+            ref = LogitsOnly(model).eval()(torch.tensor([PROBE]))[0].float().numpy()
+    write_fixture(f"tf4_brevitas_{form}_w{bits}ch", cfg, build, ref)
 
 
 def torchscript_float_fixture(seed: int) -> None:
@@ -284,6 +299,7 @@ def main() -> None:
         ortq_fixture(p, 5, 2, 32, False, False, False)
         ortq_fixture(p, 6, 4, 64, False, True, False)
         brevitas_fixture(7, 3)
+        brevitas_fixture(10, 2, "qonnx")
         torchscript_float_fixture(8)
         ortq_fixture(p, 9, 4, 32, True, False, False, exporter="torchscript")
 
