@@ -40,9 +40,20 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 
 
 def _traced(name: str) -> bool:
-    """TorchScript traces fix the sequence length: onnxruntime runs them only at the probe's
-    length, so the export's own evidence step (other lengths) is skipped for them."""
-    return "_torchscript_" in name
+    """The export's own evidence step (onnxruntime at several lengths) is skipped where
+    onnxruntime cannot run the source: TorchScript traces fix the sequence length, and qonnx
+    ``Quant`` is no onnxruntime op. The tool's reference logits are checked all the same."""
+    return "_torchscript_" in name or "_qonnx_" in name
+
+
+def test_a_qonnx_graph_fails_the_evidence_step_with_a_clear_error(tmp_path: Path):
+    from fwassist.export.tensors import OnnxImportError
+
+    with pytest.raises(OnnxImportError, match=r"^evidence: onnxruntime cannot load the source "
+                                              r"graph .*qonnx.*--no-evidence$"):
+        export_onnx(str(FIXTURES / "tf4_brevitas_qonnx_w2ch" / "model.onnx"),
+                    str(tmp_path / "o.fwa"), quiet=True)
+    assert not (tmp_path / "o.fwa").exists()
 
 
 def test_a_traced_graph_fails_the_evidence_step_with_a_clear_error(tmp_path: Path):
@@ -60,7 +71,7 @@ def test_every_form_has_a_fixture():
     want = {"tf4_dynamo_float", "tf4_dynamo_ortq_qop_w4g32_asym_k48",
             "tf4_dynamo_ortq_qdq_w4g32_sym", "tf4_dynamo_ortq_qop_w8g32_sym",
             "tf4_dynamo_ortq_qop_w2g32_asym", "tf4_dynamo_ortq_qdq_w4g64_asym",
-            "tf4_brevitas_qcdq_w3ch", "tf4_torchscript_float",
+            "tf4_brevitas_qcdq_w3ch", "tf4_brevitas_qonnx_w2ch", "tf4_torchscript_float",
             "tf4_torchscript_ortq_qop_w4g32_sym", "tf5_dynamo_float",
             "tf5_dynamo_ortq_qdq_w4g32_sym", "tf5_dynamo_ortq_qop_w4g32_asym_k48"}
     assert want <= set(CASES), sorted(want - set(CASES))

@@ -66,6 +66,11 @@ def _layer(g: Graph, src: str, nodes: list[int]) -> Optional[tuple[int, str]]:
     return None
 
 
+def _rank(g: Graph, t: str) -> int:
+    init = g.inits.get(t)
+    return len(init.dims) if init is not None else -1
+
+
 def fused_expert_records(g: Graph, config: dict) -> list[WeightRecord]:
     out: list[WeightRecord] = []
     for i in g.order:
@@ -78,7 +83,7 @@ def fused_expert_records(g: Graph, config: dict) -> list[WeightRecord]:
         lab = f"{g.label(i)}, weight '{src}'"
         p = g.producer.get(src)
         if src not in g.inits and p is not None and g.nodes[p].op_type in (
-                "DequantizeLinear", "MatMulNBits", "Quant"):
+                "DequantizeLinear", "Quant") and _rank(g, g.nodes[p].input[0]) == 3:
             raise OnnxImportError(f"{lab}: quantized fused 3-D expert weights "
                                   f"({g.nodes[p].op_type} before {n.op_type}) are not supported "
                                   f"(no quantization tool produces them; quantize per-expert 2-D "

@@ -50,7 +50,13 @@ def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
     # Unfused: the optimizer's DQ+MatMul fusion would switch to int8 activations.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        msg = " ".join(str(e).split())[:300]
+        raise OnnxImportError(f"evidence: onnxruntime cannot load the source graph ({msg}); a "
+                              f"graph with ops onnxruntime lacks (e.g. qonnx Quant) exports "
+                              f"with --no-evidence") from None
     name = sess.get_inputs()[0].name
 
     def run(ids: np.ndarray) -> np.ndarray:
