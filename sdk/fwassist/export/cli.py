@@ -27,7 +27,8 @@ def check_paths(args: argparse.Namespace) -> None:
     from ..outpath import check_output_file
     from .pipeline import weight_files
 
-    inputs: list[Optional[str]] = [args.model, args.config, args.tokenizer, args.card]
+    inputs: list[Optional[str]] = [args.model, args.config, args.tokenizer, args.card,
+                                  args.map]
     inputs += [_beside(args.model, n) for n in ("config.json", "tokenizer.json", "card.json")]
     if os.path.lexists(args.output):
         # Only an existing file can be an input: the external data files are looked up (the
@@ -46,18 +47,38 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except OnnxImportError as e:  # the model's external data cannot be resolved
         print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
         return 1
+    table: Optional[list[dict]] = [] if args.explain else None
     try:
         pin = export_onnx(args.model, args.output, config_path=args.config,
                           tokenizer_path=args.tokenizer, card_path=args.card,
-                          evidence=not args.no_evidence, quiet=args.quiet)
+                          evidence=not args.no_evidence, quiet=args.quiet,
+                          map_path=args.map, explain=table)
     except (OnnxImportError, ValueError, OSError) as e:
+        if table:
+            print_table(table)
         print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
         return 1
     except ImportError as e:    # an optional package of the [export] extra is missing
         print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
         return 1
+    if table is not None:
+        print_table(table)
     print(pin)
     return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    """--explain: every weight -> role, layer, expert, and the signal that decided it."""
+    from ..textsafe import printable
+
+    head = ("weight", "node", "role", "layer", "expert", "decided by")
+    cells = [[printable(str(r["weight"])), printable(str(r["node"])), r["role"],
+              "" if r["layer"] is None else str(r["layer"]),
+              "" if r["expert"] is None else str(r["expert"]), r["signal"]] for r in rows]
+    w = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+         for i, h in enumerate(head)]
+    for line in [list(head)] + cells:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(line)).rstrip())
 
 
 def register(subparsers: Any) -> None:
@@ -85,5 +106,13 @@ def register(subparsers: Any) -> None:
                         "the model)")
     p.add_argument("--no-evidence", action="store_true",
                    help="skip the onnxruntime equivalence measurement")
+    p.add_argument("--explain", action="store_true",
+                   help="print the mapping table: every weight -> role, layer, expert, and the "
+                        "signal that decided it (Hugging Face name, node name_scopes, "
+                        "neighbours' name_scopes, graph structure, --map)")
+    p.add_argument("--map", type=input_file, metavar="MAPPING.json",
+                   help="role map overriding the automatic mapping: a JSON object of "
+                        "initializer or node name -> Hugging Face parameter name, e.g. "
+                        "{\"val_117_Q4\": \"model.layers.0.mlp.experts.1.gate_proj.weight\"}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(fn=_cmd_export)

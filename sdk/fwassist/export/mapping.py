@@ -263,7 +263,24 @@ _NAME_PATTERNS: list[tuple[re.Pattern, Any]] = [
 Key = tuple  # (role, layer, expert)
 
 
+_SLICE = re.compile(r"[./]slice\((None|\d+), ?(None|-?\d+), ?(None|\d+)\)[./](\d+)")
+_MODULELIST = re.compile(r"[./]ModuleList(?=[./]\d)")
+
+
+def normalize_scope(s: str) -> str:
+    """Drops the noise tools add to module paths: a sliced layer list
+    (``layers.slice(None, 2, None).0`` -> ``layers.0``; ``slice(1, None, 2).1`` -> ``layers.3``)
+    and ``ModuleList`` class segments. A slice with a negative start cannot be resolved without
+    the list's length and is left as it is (it then matches no role)."""
+    def sub(m: re.Match) -> str:
+        start = 0 if m.group(1) == "None" else int(m.group(1))
+        step = 1 if m.group(3) == "None" else int(m.group(3))
+        return f".{start + step * int(m.group(4))}"
+    return _MODULELIST.sub("", _SLICE.sub(sub, s))
+
+
 def role_from_string(s: str) -> Optional[Key]:
+    s = normalize_scope(s)
     for pat, f in _NAME_PATTERNS:
         m = pat.search(s)
         if m:
@@ -309,6 +326,45 @@ def role_by_metadata(r: WeightRecord) -> Optional[Key]:
     return None
 
 
+_EXPERT_SCOPE = re.compile(rf"model{_S}layers{_S}(\d+){_S}mlp{_S}experts{_S}(\d+)(?![0-9])")
+PASS_OPS = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten", "Transpose"}
+
+
+def neighbour_scopes(g: Graph, node_index: int) -> list[str]:
+    """The name_scopes of the nodes next to a weight's consumer: the producers of its inputs and
+    the consumers of its outputs, looking through shape-only ops. A tool that replaces a node
+    (onnxruntime's MatMulNBitsQuantizer) drops the node's own metadata, not its neighbours'."""
+    n = g.nodes[node_index]
+    out: list[str] = []
+    seen = {node_index}
+    todo = [(g.producer.get(t), "in") for t in n.input if t]
+    todo += [(ci, "out") for t in n.output if t for ci, _ in g.consumers.get(t, ())]
+    while todo:
+        i, way = todo.pop(0)
+        if i is None or i in seen:
+            continue
+        seen.add(i)
+        m = g.nodes[i]
+        if m.op_type in PASS_OPS and len(seen) < 16:
+            if way == "in":
+                todo += [(g.producer.get(t), "in") for t in m.input[:1] if t]
+            else:
+                todo += [(ci, "out") for t in m.output if t for ci, _ in g.consumers.get(t, ())]
+            continue
+        out.extend(name_scopes(m))     # module paths, outermost first, then the op's name
+    return out
+
+
+def neighbour_expert(g: Graph, node_index: int) -> Optional[tuple[int, int]]:
+    """(layer, expert) when the neighbours' scopes name exactly one expert module."""
+    found = set()
+    for s in neighbour_scopes(g, node_index):
+        m = _EXPERT_SCOPE.search(normalize_scope(s))
+        if m:
+            found.add((int(m.group(1)), int(m.group(2))))
+    return found.pop() if len(found) == 1 else None
+
+
 # ---------------------------------------------------------------------------------------
 # structure
 
@@ -325,10 +381,14 @@ class Structure:
         self.g = g
         self.recs = records
         self.c = config
-        self.rec_at = {r.node_index: i for i, r in enumerate(records) if r.error is None}
-        self.lin = {r.node_index for r in records if r.error is None and r.kind == "linear"}
+        # fused 3-D expert slices share one MatMul each: the structure leaves them alone
+        self.rec_at = {r.node_index: i for i, r in enumerate(records)
+                       if r.error is None and r.fused_key is None}
+        self.lin = {r.node_index for r in records if r.error is None and r.kind == "linear"
+                    and r.fused_key is None}
         self.norm = {r.node_index for r in records if r.error is None and r.kind == "norm"}
         self.gather = {r.node_index for r in records if r.error is None and r.kind == "gather"}
+        self.expert_signal: dict[int, str] = {}     # node -> where its expert index came from
 
     def fail(self, msg: str) -> OnnxImportError:
         return OnnxImportError(f"graph structure: {msg} (the weights carry no Hugging Face names "
@@ -566,7 +626,7 @@ class Structure:
                     raise self.fail(f"cannot tell gate from up for {g.label(down)}")
                 gate, up = (a, b) if ga else (b, a)
                 if moe:
-                    e = self._expert_index(down)
+                    e = self._expert_index(down, (gate, up))
                     keys = (("expert_gate", gate), ("expert_up", up), ("expert_down", down))
                     for role, node in keys:
                         put(node, (role, layer, e))
@@ -635,7 +695,33 @@ class Structure:
             return None
         return None
 
-    def _expert_index(self, down: int) -> int:
+    def _expert_index(self, down: int, gate_up: tuple[int, int] = ()) -> int:
+        try:
+            e = self._expert_index_from_flow(down)
+            sig = "routing-weight column"
+            for x in (down,) + tuple(gate_up):
+                nb = neighbour_expert(self.g, x)
+                if nb is not None and nb[1] != e:
+                    raise self.fail(f"{self.g.label(x)}: the routing-weight column says expert "
+                                    f"{e} but its neighbours' name_scopes say expert {nb[1]}")
+                if nb is not None:
+                    sig = "routing-weight column, neighbour name_scopes agree"
+        except OnnxImportError as err:
+            if str(err).startswith("graph structure:"):
+                raise
+            # The routing weights reach the expert's output in a form the walk does not know:
+            # the neighbours' name_scopes (kept where a tool dropped the node's own) decide.
+            got = {neighbour_expert(self.g, x) for x in (down,) + tuple(gate_up)} - {None}
+            if len(got) != 1:
+                raise self.fail(f"{err}; the neighbouring nodes' name_scopes name "
+                                f"{'no expert' if not got else sorted(got)}") from None
+            e = got.pop()[1]
+            sig = "neighbour name_scopes"
+        for x in (down,) + tuple(gate_up):
+            self.expert_signal[x] = sig
+        return e
+
+    def _expert_index_from_flow(self, down: int) -> int:
         g = self.g
         start = g.nodes[down].output[0]
         seen = set()
@@ -657,7 +743,7 @@ class Structure:
                         return e
                 if op in ("Unsqueeze", "Reshape", "Cast", "Identity", "Mul", "Expand"):
                     q.extend(o for o in n.output if o)
-        raise self.fail(f"cannot find the expert index of {g.label(down)} (no routing-weight "
+        raise OnnxImportError(f"cannot find the expert index of {g.label(down)} (no routing-weight "
                         f"column or Concat slot multiplies its output)")
 
 
@@ -700,51 +786,136 @@ def _same_value(a, b) -> bool:
         a.view(np.uint8), b.view(np.uint8))
 
 
+def load_role_map(path: str) -> dict[str, Key]:
+    """``--map mapping.json``: {"<initializer or node name>": "<Hugging Face parameter name>"}."""
+    raw = load_file(path, "role map")
+    if not isinstance(raw, dict):
+        raise OnnxImportError(f"{path}: the role map must be a JSON object of weight or node "
+                              f"name -> Hugging Face parameter name")
+    out: dict[str, Key] = {}
+    for name, hf in raw.items():
+        k = role_from_string(hf) if isinstance(hf, str) else None
+        if k is None:
+            raise OnnxImportError(f"{path}: {name!r} -> {hf!r} is not a Qwen3-MoE parameter name "
+                                  f"(e.g. model.layers.0.mlp.experts.3.down_proj.weight)")
+        out[name] = k
+    return out
+
+
+def _tried(g: Graph, r: WeightRecord, structure_error: Optional[Exception]) -> str:
+    names = [n for n in r.names] + [n.name for n in [r.node] + list(r.chain) if n.name]
+    own = [s for n in [r.node] + list(r.chain) for s in name_scopes(n)]
+    nb = sorted(set(neighbour_scopes(g, r.node_index)), key=len)[::-1]
+    parts = [f"Hugging Face names (none in {names[:4]})",
+             f"the node's name_scopes ({'none' if not own else 'no role in ' + repr(own[-1])})",
+             f"its neighbours' name_scopes ({'none' if not nb else 'no role in ' + repr(nb[:3])})"]
+    parts.append(f"the graph structure ({structure_error})" if structure_error is not None
+                 else "the graph structure (complete without it)")
+    return "; ".join(parts)
+
+
 def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
-                 strategy: str = "auto") -> tuple[list[ModelTensor], dict, list[str]]:
+                 strategy: str = "auto", role_map: Optional[dict[str, Key]] = None,
+                 explain: Optional[list[dict]] = None
+                 ) -> tuple[list[ModelTensor], dict, list[str]]:
     """Assigns roles; returns (tensors, config updated for tying, notes). ``strategy``:
-    "auto" (names, then metadata, then structure), or "names", "metadata", "structure" only."""
+    "auto" (names, then metadata, then structure), or "names", "metadata", "structure" only.
+    ``role_map`` (weight or node name -> key) overrides every other signal; ``explain``, if
+    given, receives one row per weight: its role, layer, expert and the signal that decided."""
     notes: list[str] = []
     valid = [i for i, r in enumerate(records) if r.error is None]
     assigned: dict[int, Key] = {}
+    signal: dict[int, str] = {}
     how: dict[str, int] = defaultdict(int)
+    mapped: set[int] = set()
+    if role_map:
+        used = set()
+        for i in valid:
+            r = records[i]
+            for nm in (r.tensor_name, r.node.name):
+                if nm in role_map:
+                    k = _fit_kind(role_map[nm], r)
+                    if k is None:
+                        raise OnnxImportError(f"role map: {nm!r} is a {r.kind} weight, not "
+                                              f"{_kname(role_map[nm])}")
+                    assigned[i], signal[i] = k, "--map"
+                    mapped.add(i)
+                    used.add(nm)
+                    how["--map"] += 1
+                    break
+        unknown = sorted(set(role_map) - used)
+        if unknown:
+            raise OnnxImportError(f"role map: {unknown[0]!r} names no weight or weight-consuming "
+                                  f"node of the graph")
+    for i in valid:
+        r = records[i]
+        if r.fused_key is not None and i not in mapped:
+            assigned[i], signal[i] = r.fused_key, r.fused_signal
+            how["fused 3-D experts"] += 1
     if strategy in ("auto", "names", "metadata"):
         for i in valid:
+            if i in mapped or records[i].fused_key is not None:
+                continue
             r = records[i]
             k = role_by_name(r) if strategy in ("auto", "names") else None
             if k is not None:
                 how["names"] += 1
+                signal[i] = "Hugging Face name"
             elif strategy in ("auto", "metadata"):
                 k = role_by_metadata(r)
                 if k is not None:
                     how["metadata"] += 1
+                    signal[i] = "node name_scopes"
             if k is not None:
                 assigned[i] = k
     required = _required_keys(config)
     have = set(assigned.values())
     st: Optional[dict] = None
-    if strategy == "structure":
-        st = Structure(g, records, config).run()
-    elif strategy == "auto":
+    so: Optional[Structure] = None
+    st_error: Optional[Exception] = None
+    if strategy in ("structure", "auto"):
         # The structure is computed whenever it can be: it fills what names and metadata leave
         # open, and cross-checks what they say.
+        so = Structure(g, records, config)
         try:
-            st = Structure(g, records, config).run()
+            st = so.run()
         except Exception as e:  # noqa: BLE001 - any failure of the analysis
+            st_error = e if isinstance(e, OnnxImportError) else OnnxImportError(
+                f"graph structure: analysis failed ({e!r})")
+            if strategy == "structure":
+                raise st_error from e
             if not required <= have:
-                if isinstance(e, OnnxImportError):
-                    raise
-                raise OnnxImportError(f"graph structure: analysis failed ({e!r})") from e
-            notes.append(f"roles: graph-structure cross-check not possible ({e})")
+                first = next((i for i in valid if records[i].kind == "linear"
+                              and i not in assigned), None)
+                if first is None:
+                    raise st_error from e
+                r = records[first]
+                raise OnnxImportError(f"{r.what()}: no role found; tried {_tried(g, r, st_error)}"
+                                      f". Name it with --map mapping.json") from e
+            notes.append(f"roles: graph-structure cross-check not possible ({st_error})")
     if st is not None:
         for i, k in st.items():
+            if i in mapped:
+                continue
             if i in assigned and assigned[i] != k:
                 raise OnnxImportError(
                     f"{records[i].what()}: its name/metadata says {_kname(assigned[i])} but the "
                     f"graph structure says {_kname(k)}")
             if i not in assigned:
                 how["structure"] += 1
+                sig = "graph structure"
+                e_sig = so.expert_signal.get(records[i].node_index)
+                signal[i] = f"{sig} (expert index: {e_sig})" if e_sig else sig
+            else:
+                signal[i] += " (structure agrees)"
             assigned[i] = k
+    if explain is not None:
+        for i in valid:
+            if i in assigned:
+                role, layer, expert = assigned[i]
+                explain.append({"weight": records[i].tensor_name, "node": records[i].label,
+                                "role": role, "layer": layer, "expert": expert,
+                                "signal": signal[i]})
     msg = "roles: " + ", ".join(f"{v} from {k}" for k, v in sorted(how.items()))
     if st is not None and strategy == "auto" and how.get("structure", 0) < len(st):
         msg += f"; the graph structure agrees on {len(st) - how.get('structure', 0)}"
@@ -753,9 +924,8 @@ def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
     for i in valid:
         r = records[i]
         if r.kind == "linear" and i not in assigned:
-            raise OnnxImportError(f"{r.what()}: no role found (no Hugging Face name, no "
-                                  f"name_scopes metadata, and the graph structure was complete "
-                                  f"without it)")
+            raise OnnxImportError(f"{r.what()}: no role found; tried {_tried(g, r, st_error)}. "
+                                  f"Name it with --map mapping.json")
     by_key: dict[Key, int] = {}
     for i, k in assigned.items():
         if k in by_key:

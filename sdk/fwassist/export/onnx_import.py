@@ -18,7 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-from .mapping import assign_roles, load_config
+from .fused_experts import fused_expert_records
+from .mapping import assign_roles, load_config, load_role_map
 from .model import ImportedModel, ModelTensor, QuantizedWeight
 from .patterns import Graph, WeightRecord, find_weights
 from .jsonfile import load_file
@@ -100,13 +101,17 @@ def narrow_exact_scales(tensors: list[ModelTensor]) -> tuple[list[ModelTensor], 
 
 
 def import_onnx(path, *, config_path: Optional[str] = None,
-                tokenizer_path: Optional[str] = None, strategy: str = "auto") -> ImportedModel:
+                tokenizer_path: Optional[str] = None, strategy: str = "auto",
+                map_path: Optional[str] = None,
+                explain: Optional[list[dict]] = None) -> ImportedModel:
     """Imports the QAT ONNX model at ``path``.
 
     config_path: a Hugging Face config.json (default: the model's metadata_props, else
     config.json beside the model). tokenizer_path: a tokenizer.json (default: tokenizer.json
     beside the model, if any). strategy: role mapping, "auto" (names, then node metadata, then
-    graph structure) or one of "names", "metadata", "structure" (for tests).
+    graph structure) or one of "names", "metadata", "structure" (for tests). map_path: a JSON
+    role map (weight or node name -> Hugging Face parameter name) that overrides every other
+    signal. explain: receives the mapping table (see mapping.assign_roles).
     """
     path = os.fspath(path)
     g = load_graph(path)
@@ -117,7 +122,12 @@ def import_onnx(path, *, config_path: Optional[str] = None,
         if isinstance(r.error, ExternalDataError):
             raise r.error
     config, notes = load_config(g.model, path, config_path)
-    tensors, config, n2 = assign_roles(g, records, config, strategy)
+    records += fused_expert_records(g, config)
+    role_map = load_role_map(map_path) if map_path is not None else None
+    tensors, config, n2 = assign_roles(g, records, config, strategy, role_map, explain)
+    if map_path is not None:
+        n2.append(f"roles: {len(role_map or {})} named by the role map "
+                  f"{os.path.basename(map_path)}")
     notes += n2
     tensors, narrowed = narrow_exact_scales(tensors)
     if narrowed:

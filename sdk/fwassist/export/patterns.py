@@ -103,6 +103,8 @@ class WeightRecord:
     transposed: bool = False        # stored [K, N] (HF value = stored.T)
     notes: list[str] = field(default_factory=list)
     error: Optional[OnnxImportError] = None
+    fused_key: Optional[tuple] = None    # (role, layer, expert) of a fused 3-D expert slice
+    fused_signal: str = ""
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ import numpy as np
 from ..artifact.model import ImportedModel
 from ..artifact.writer import write_artifact
 from .onnx_import import import_onnx
+from .tensors import OnnxImportError
 from .reference import Reference
 
 PROBE_LENGTHS = (1, 7, 16)
@@ -49,11 +50,24 @@ def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
     # Unfused: the optimizer's DQ+MatMul fusion would switch to int8 activations.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        msg = " ".join(str(e).split())[:300]
+        raise OnnxImportError(f"evidence: onnxruntime cannot load the source graph ({msg}); a "
+                              f"graph with ops onnxruntime lacks (e.g. qonnx Quant) exports "
+                              f"with --no-evidence") from None
     name = sess.get_inputs()[0].name
 
     def run(ids: np.ndarray) -> np.ndarray:
-        out = sess.run(None, {name: ids.reshape(1, -1)})[0]
+        try:
+            out = sess.run(None, {name: ids.reshape(1, -1)})[0]
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            msg = " ".join(str(e).split())[:300]
+            raise OnnxImportError(
+                f"evidence: onnxruntime cannot run the source graph on a {ids.size}-token probe "
+                f"({msg}); the graph may fix the sequence length (a traced export with static "
+                f"shapes): export it with a dynamic sequence axis, or pass --no-evidence") from None
         return np.asarray(out, dtype=np.float64).reshape(ids.size, -1)
 
     return run
@@ -193,9 +207,11 @@ def weight_files(path: str) -> list[str]:
 
 def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = None,
                 tokenizer_path: Optional[str] = None, card_path: Optional[str] = None,
-                evidence: bool = True, quiet: bool = False) -> str:
+                evidence: bool = True, quiet: bool = False, map_path: Optional[str] = None,
+                explain: Optional[list[dict]] = None) -> str:
     """Exports ``onnx_path`` to ``out_path`` and returns the pin. The model card (card.json
-    beside the model or ``card_path``) must list known limitations."""
+    beside the model or ``card_path``) must list known limitations. ``map_path``: a role map
+    for ONNX graphs (see mapping.load_role_map); ``explain`` receives the mapping table."""
     from .. import __version__
     from ..outpath import check_input_file, same_file
     from .jsonfile import load_file
@@ -206,7 +222,7 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     else:
         check_input_file(onnx_path, "model")
     for what, p in (("config", config_path), ("tokenizer", tokenizer_path),
-                    ("model card", card_path)):
+                    ("model card", card_path), ("role map", map_path)):
         if p is not None:
             check_input_file(p, what)
     config_path = config_path or _beside(onnx_path, "config.json")
@@ -224,10 +240,17 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     if os.path.isdir(onnx_path):
         from .hf_checkpoint import import_checkpoint
 
+        if map_path is not None:
+            raise ValueError("--map applies to ONNX graphs; a checkpoint's tensors are named")
         model = import_checkpoint(onnx_path, config_path=config_path,
                                   tokenizer_path=tokenizer_path)
+        if explain is not None:
+            explain.extend({"weight": t.name, "node": "", "role": t.role, "layer": t.layer,
+                            "expert": t.expert, "signal": "Hugging Face name"}
+                           for t in model.tensors)
     else:
-        model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path)
+        model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path,
+                            map_path=map_path, explain=explain)
     n_q = sum(1 for t in model.tensors if not isinstance(t.value, np.ndarray))
     _log(f"{len(model.tensors)} tensors ({n_q} quantized)", quiet)
     ev: dict[str, Any] = {"measured": False}
@@ -239,6 +262,7 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
         "config": os.path.basename(config_path) if config_path else None,
         "tokenizer": os.path.basename(tokenizer_path) if tokenizer_path else None,
         "evidence": evidence,
+        **({"role_map": os.path.basename(map_path)} if map_path is not None else {}),
         "importer_notes": list(model.notes),
     }
     _log(f"writing {os.path.basename(out_path)}", quiet)

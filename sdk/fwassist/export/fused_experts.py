@@ -1,0 +1,162 @@
+"""Fused 3-D expert tensors in ONNX: transformers 5.x Qwen3-MoE with
+``experts_implementation="batched_mm"`` exports ``mlp.experts.gate_up_proj`` ``[E, 2I, H]`` and
+``mlp.experts.down_proj`` ``[E, H, I]`` as float initializers read by ``GatherND`` (or
+``Gather`` on axis 0) with the routed expert ids, whose rows then enter a batched ``MatMul``.
+
+Each such tensor becomes one record per expert (gate_up split into its gate and up halves) in
+Hugging Face orientation [N, K]:
+- the orientation comes from the MatMul: the weight as its first input computes ``W @ x``
+  (stored [E, N, K]); as its second, ``x @ W`` (stored [E, K, N]); a Transpose(perm [0, 2, 1])
+  between them flips it;
+- gate_up vs down: the product of gate_up is split in two (Split), one half feeding the
+  activation: that half is the gate; down's product is not split;
+- the layer comes from the Hugging Face name of the initializer or the name_scopes of the
+  GatherND / MatMul (``model.layers.N.mlp.experts``), ``slice(...)`` noise removed.
+No tool quantizes fused 3-D experts (onnxruntime's quantizer handles 2-D constant MatMul
+weights only), so a quantized source before the GatherND is refused by name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import numpy as np
+
+from .mapping import _S, ACTIVATION_OPS, normalize_scope
+from .patterns import Graph, WeightRecord, _attrs, _float_value, name_scopes
+from .tensors import Decoded, OnnxImportError
+
+_LAYER = re.compile(rf"model{_S}layers{_S}(\d+){_S}mlp{_S}experts(?![A-Za-z0-9]|{_S}\d)")
+_PASS = ("Reshape", "Squeeze", "Unsqueeze", "Identity", "Cast")
+
+
+def _follow(g: Graph, t: str) -> list[tuple[int, int]]:
+    """Consumers of ``t`` past shape-only ops: (node, input position)."""
+    out = []
+    todo = [t]
+    seen = set()
+    while todo:
+        x = todo.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        for ci, j in g.consumers.get(x, ()):
+            n = g.nodes[ci]
+            if n.op_type in _PASS and j == 0:
+                todo.extend(o for o in n.output if o)
+            else:
+                out.append((ci, j))
+    return out
+
+
+def _feeds_activation(g: Graph, t: str) -> bool:
+    return any(g.nodes[ci].op_type in ACTIVATION_OPS for ci, _ in _follow(g, t))
+
+
+def _layer(g: Graph, src: str, nodes: list[int]) -> Optional[tuple[int, str]]:
+    m = _LAYER.search(normalize_scope(src))
+    if m:
+        return int(m.group(1)), "Hugging Face name"
+    for i in nodes:
+        for s in reversed(name_scopes(g.nodes[i])):
+            m = _LAYER.search(normalize_scope(s))
+            if m:
+                return int(m.group(1)), "node name_scopes"
+    return None
+
+
+def _rank(g: Graph, t: str) -> int:
+    init = g.inits.get(t)
+    return len(init.dims) if init is not None else -1
+
+
+def fused_expert_records(g: Graph, config: dict) -> list[WeightRecord]:
+    out: list[WeightRecord] = []
+    for i in g.order:
+        n = g.nodes[i]
+        if n.domain not in ("", "ai.onnx") or n.op_type not in ("GatherND", "Gather"):
+            continue
+        src, idx = n.input[0], n.input[1] if len(n.input) > 1 else ""
+        if idx not in g.live or src in g.live:
+            continue
+        lab = f"{g.label(i)}, weight '{src}'"
+        p = g.producer.get(src)
+        if src not in g.inits and p is not None and g.nodes[p].op_type in (
+                "DequantizeLinear", "Quant") and _rank(g, g.nodes[p].input[0]) == 3:
+            raise OnnxImportError(f"{lab}: quantized fused 3-D expert weights "
+                                  f"({g.nodes[p].op_type} before {n.op_type}) are not supported "
+                                  f"(no quantization tool produces them; quantize per-expert 2-D "
+                                  f"weights instead)")
+        d = g.const(src, lab)
+        if d is None or d.array.ndim != 3:
+            continue
+        a = _attrs(n)
+        if n.op_type == "GatherND" and int(a.get("batch_dims", 0)) != 0:
+            raise OnnxImportError(f"{lab}: GatherND batch_dims {a['batch_dims']} is not 0")
+        if n.op_type == "Gather" and int(a.get("axis", 0)) != 0:
+            raise OnnxImportError(f"{lab}: Gather over a 3-D weight must use axis 0")
+        if not d.is_float:
+            raise OnnxImportError(f"{lab}: fused 3-D expert weights of type {d.dtype} are not "
+                                  f"supported (float only)")
+        arr = d.array
+        chain = [i]
+        uses = _follow(g, n.output[0])
+        flip = False
+        if len(uses) == 1 and g.nodes[uses[0][0]].op_type == "Transpose":
+            t = uses[0][0]
+            if list(_attrs(g.nodes[t]).get("perm", [])) != [0, 2, 1]:
+                raise OnnxImportError(f"{lab}: Transpose perm "
+                                      f"{list(_attrs(g.nodes[t]).get('perm', []))} after "
+                                      f"{n.op_type} (only [0, 2, 1])")
+            flip = True
+            chain.append(t)
+            uses = _follow(g, g.nodes[t].output[0])
+        if len(uses) != 1 or g.nodes[uses[0][0]].op_type != "MatMul":
+            raise OnnxImportError(f"{lab}: a 3-D weight read by {n.op_type} must feed exactly one "
+                                  f"MatMul (found {[g.label(c) for c, _ in uses][:3]})")
+        mm, pos = uses[0]
+        # stored [E, N, K] when the weight is MatMul's first input (W @ x), else [E, K, N]
+        if (pos == 1) != flip:
+            arr = np.ascontiguousarray(arr.transpose(0, 2, 1))
+        lay = _layer(g, src, [i, mm])
+        if lay is None:
+            raise OnnxImportError(f"{lab}: fused 3-D expert weights without a layer (no Hugging "
+                                  f"Face name, no model.layers.N.mlp.experts name_scopes on "
+                                  f"{g.label(i)} or {g.label(mm)})")
+        layer, how = lay
+        prod = _follow(g, g.nodes[mm].output[0])
+        split = [c for c, _ in prod if g.nodes[c].op_type == "Split"]
+        E, N, K = arr.shape
+        if split:
+            s = g.nodes[split[0]]
+            outs = [o for o in s.output]
+            if len(prod) != 1 or len(outs) != 2 or N % 2:
+                raise OnnxImportError(f"{lab}: the fused gate/up product must be split in two "
+                                      f"equal halves")
+            first, second = (_feeds_activation(g, outs[0]), _feeds_activation(g, outs[1]))
+            if first == second:
+                raise OnnxImportError(f"{lab}: cannot tell the gate half from the up half "
+                                      f"(neither or both feed the activation)")
+            h = N // 2
+            gate, up = (arr[:, :h], arr[:, h:]) if first else (arr[:, h:], arr[:, :h])
+            parts = [("expert_gate", gate), ("expert_up", up)]
+            order = "gate rows first" if first else "up rows first"
+        else:
+            parts = [("expert_down", arr)]
+            order = ""
+        sig = f"fused 3-D experts ({n.op_type}), layer from {how}" + (f", {order}" if order
+                                                                         else "")
+        for role, w in parts:
+            for e in range(E):
+                what = f"{lab} (expert {e}, {role})"
+                value = _float_value(Decoded(np.ascontiguousarray(w[e]), d.onnx_type), what)
+                out.append(WeightRecord(
+                    kind="linear", node=g.nodes[mm], node_index=mm,
+                    label=f"{g.label(mm)} via {g.label(i)} (expert {e})",
+                    activation=g.nodes[mm].input[1 - pos], output=g.nodes[mm].output[0],
+                    value=value, source=(src, role, e), names=[src],
+                    chain=[g.nodes[c] for c in chain], pattern=f"fused 3-D float {d.dtype}",
+                    transposed=(pos == 1) != flip, fused_key=(role, layer, e),
+                    fused_signal=sig))
+    return out

@@ -1,0 +1,308 @@
+"""Builds the ONNX conformance fixtures with the real tools (not needed to run the tests).
+
+Pinned: torch 2.13.0 (CPU), transformers 4.57.6 or 5.25.0, onnx 1.23.2, onnxruntime 1.32.0
+(its quantizer ``onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer``),
+onnxscript 0.7.2, onnx-ir 1.1.0, brevitas 0.13.4 (+ onnxoptimizer). Install them in a scratch
+virtualenv (``pip install torch==2.13.0`` takes the CPU wheel; never a CUDA build) and run
+``python tests/conformance/make_onnx.py`` once under transformers 4.57.6 and once under 5.25.0;
+each run writes the fixtures its transformers line can make.
+
+Each fixture is a small random Qwen3-MoE (2 layers, 4 experts top-2, hidden 32) exported by
+``torch.onnx.export(dynamo=True)`` with a dynamic sequence axis, then, where named, quantized:
+
+* ``tf4_*``: transformers 4.57 (per-expert ``nn.Linear`` experts). Its expert loop iterates over
+  ``nonzero()`` of the routing mask, which no exporter can trace (data-dependent length), so the
+  sparse MoE block's forward is replaced by the usual export form: every expert runs and its
+  output is multiplied by its column of the dense routing weights (same numbers).
+* ``tf5_*``: transformers 5.25 with ``experts_implementation="batched_mm"``: fused 3-D experts
+  read through GatherND and multiplied by MatMul, as transformers itself exports them.
+* ``*_ortq_{qop,qdq}_*``: onnxruntime's ``MatMulNBitsQuantizer`` (QOperator: MatMulNBits;
+  QDQ: DequantizeLinear -> MatMul) over every MatMul with a constant 2-D weight.
+* ``*_brevitas_qcdq_*``: Brevitas 0.13.4 ``QuantLinear`` layers replacing the linear layers,
+  ``export_onnx_qcdq(dynamo=True)`` (QuantizeLinear -> Clip -> DequantizeLinear);
+  ``*_brevitas_qonnx_*``: the same through ``export_qonnx`` (qonnx ``Quant`` nodes);
+* ``*_torchscript_*``: ``torch.onnx.export(dynamo=False)``.
+
+Beside each fixture, ``expected.json`` names the tool and the probe ids, and
+``expected_logits.npy`` holds the tool's own reference: onnxruntime 1.32.0 with graph
+optimizations disabled (ORT_DISABLE_ALL) on the final graph, or, for QONNX (which onnxruntime
+cannot run), Brevitas' own forward (weights fake-quantized in float32). The exporters' debugging
+node metadata is dropped (see strip_debug_metadata); nothing else is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import transformers
+
+PINS = {"torch": "2.13.0", "transformers": ("4.57.6", "5.25.0"), "onnx": "1.23.2",
+        "onnxruntime": "1.32.0"}
+TF4 = transformers.__version__.startswith("4.")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "onnx")
+PROBE = [3, 17, 42, 5, 60, 11, 29, 8, 51, 33, 2, 47, 19, 38, 24, 14]
+
+
+def check_pins() -> None:
+    got = {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
+           "onnx": onnx.__version__, "onnxruntime": ort.__version__}
+    if (got["torch"], got["onnx"], got["onnxruntime"]) != (
+            PINS["torch"], PINS["onnx"], PINS["onnxruntime"]) \
+            or got["transformers"] not in PINS["transformers"]:
+        sys.exit(f"pinned versions {PINS}, found {got}")
+
+
+def config(tie: bool = False, hidden: int = 64):
+    from transformers import Qwen3MoeConfig
+
+    return Qwen3MoeConfig(vocab_size=64, hidden_size=hidden, intermediate_size=64,
+                          moe_intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=1, head_dim=hidden // 2, num_experts=4,
+                          num_experts_per_tok=2, norm_topk_prob=True, tie_word_embeddings=tie,
+                          max_position_embeddings=64, rope_theta=10000.0)
+
+
+def _dense_moe_forward(self, hidden_states):
+    """transformers 4.57's Qwen3MoeSparseMoeBlock.forward without the data-dependent loop."""
+    import torch.nn.functional as F
+
+    b, t, h = hidden_states.shape
+    router_logits = self.gate(hidden_states.view(-1, h))
+    rw = F.softmax(router_logits, dim=1, dtype=torch.float)
+    rw, sel = torch.topk(rw, self.top_k, dim=-1)
+    if self.norm_topk_prob:
+        rw = rw / rw.sum(dim=-1, keepdim=True)
+    full = torch.zeros_like(router_logits).scatter(1, sel, rw.to(hidden_states.dtype))
+    full = full.view(b, t, -1)
+    out = torch.zeros_like(hidden_states)
+    for e in range(self.num_experts):
+        out = out + self.experts[e](hidden_states) * full[:, :, e:e + 1]
+    return out, router_logits
+
+
+def make_model(seed: int, tie: bool = False, hidden: int = 64):
+    from transformers import Qwen3MoeForCausalLM
+
+    cfg = config(tie, hidden)
+    if TF4:
+        import transformers.models.qwen3_moe.modeling_qwen3_moe as qm
+
+        qm.Qwen3MoeSparseMoeBlock.forward = _dense_moe_forward
+        m = Qwen3MoeForCausalLM(cfg)
+    else:
+        m = Qwen3MoeForCausalLM._from_config(cfg, experts_implementation="batched_mm")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "norm" in n:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+    return m.eval(), cfg
+
+
+class LogitsOnly(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids):
+        return self.m(input_ids=input_ids, use_cache=False).logits
+
+
+def torch_export(model, path: str) -> None:
+    ids = torch.tensor([PROBE])
+    torch.onnx.export(LogitsOnly(model).eval(), (ids,), path, dynamo=True, input_names=["input_ids"],
+                      output_names=["logits"],
+                      dynamic_shapes={"input_ids": {1: torch.export.Dim("seq", max=64)}})
+
+
+class LogitsWithMask(LogitsOnly):
+    def forward(self, input_ids):
+        return self.m(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                      use_cache=False).logits
+
+
+def torchscript_export(model, path: str) -> None:
+    """The TorchScript exporter (dynamo=False). transformers 4.57 builds its attention mask with
+    torch.vmap on torch >= 2.6, which the tracer cannot record ("unordered_map::at"); its own
+    pre-2.6 mask function is put in its place. The trace fixes the sequence length in the
+    graph's Reshapes (onnxruntime then runs only the traced length)."""
+    import transformers.masking_utils as mu
+
+    mu.sdpa_mask = mu.sdpa_mask_older_torch
+    mu.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"] = mu.sdpa_mask_older_torch
+    torch.onnx.export(LogitsWithMask(model).eval(), (torch.tensor([PROBE]),), path,
+                      dynamo=False, opset_version=18, input_names=["input_ids"],
+                      output_names=["logits"], dynamic_axes={"input_ids": {1: "seq"}})
+
+
+def ort_logits(path: str) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return s.run(None, {"input_ids": np.asarray([PROBE], np.int64)})[0][0].astype(np.float32)
+
+
+def ort_quantize(src: str, dst: str, bits: int, block: int, sym: bool, qdq: bool,
+                 external: bool) -> None:
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(onnx.load(src), bits=bits, block_size=block, is_symmetric=sym,
+                             quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator)
+    q.process()
+    save(q.model.model, dst, external)
+
+
+def save(model, dst: str, external: bool) -> None:
+    if external:
+        onnx.save_model(model, dst, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(dst) + ".data")
+    else:
+        onnx.save_model(model, dst)
+
+
+DEBUG_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node",
+                  "pkg.torch.onnx.class_hierarchy", "namespace")
+
+
+def strip_debug_metadata(path: str) -> None:
+    """Drops the exporter's debugging node metadata (stack traces with the generating machine's
+    file paths, FX node dumps, class hierarchies: four fifths of a small graph's bytes). Every
+    other byte the tools wrote is kept, ``pkg.torch.onnx.name_scopes`` included."""
+    m = onnx.load(path, load_external_data=False)
+    for n in m.graph.node:
+        keep = [p for p in n.metadata_props if p.key not in DEBUG_METADATA]
+        del n.metadata_props[:]
+        n.metadata_props.extend(keep)
+    onnx.save_model(m, path)
+
+
+def write_fixture(name: str, cfg, build, reference: np.ndarray | None = None) -> None:
+    d = os.path.join(OUT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    path = os.path.join(d, "model.onnx")
+    tool = build(path)
+    strip_debug_metadata(path)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        f.write(cfg.to_json_string())
+    with open(os.path.join(d, "card.json"), "w") as f:
+        json.dump({"known_limitations": ["random weights: a conformance fixture"]}, f)
+    tool += f", transformers {transformers.__version__}, torch {torch.__version__}"
+    if reference is None:
+        reference = ort_logits(path)
+        tool += f", onnxruntime {ort.__version__} (ORT_DISABLE_ALL reference)"
+    else:
+        tool += " (the tool's own float32 forward as reference)"
+    np.save(os.path.join(d, "expected_logits.npy"), reference.astype(np.float32))
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump({"tool": tool, "probe": PROBE}, f)
+    print(name, sorted(os.listdir(d)))
+
+
+def ortq_fixture(prefix: str, seed: int, bits: int, block: int, sym: bool, qdq: bool,
+                 external: bool, tie: bool = False, hidden: int = 64,
+                 exporter: str = "dynamo") -> None:
+    form = "qdq" if qdq else "qop"
+    name = f"{prefix}_{exporter}_ortq_{form}_w{bits}g{block}_{'sym' if sym else 'asym'}"
+    if hidden % block:
+        name += f"_k{hidden}"
+    model, cfg = make_model(seed, tie, hidden)
+
+    def build(path: str) -> str:
+        tmp = path + ".float.onnx"
+        (torch_export if exporter == "dynamo" else torchscript_export)(model, tmp)
+        ort_quantize(tmp, path, bits, block, sym, qdq, external)
+        for f in os.listdir(os.path.dirname(path)):
+            if f.startswith("model.onnx.float"):
+                os.remove(os.path.join(os.path.dirname(path), f))
+        return (f"torch.onnx.export(dynamo={exporter == 'dynamo'}) + onnxruntime "
+                f"MatMulNBitsQuantizer "
+                f"({form.upper()}, {bits}-bit, block {block}, "
+                f"{'symmetric' if sym else 'asymmetric'})")
+    write_fixture(name, cfg, build)
+
+
+def float_fixture(prefix: str, seed: int) -> None:
+    model, cfg = make_model(seed, hidden=48)
+
+    def build(path: str) -> str:
+        torch_export(model, path)
+        return "torch.onnx.export(dynamo=True), float weights in external data"
+    write_fixture(f"{prefix}_dynamo_float", cfg, build)
+
+
+def brevitas_fixture(seed: int, bits: int, form: str = "qcdq") -> None:
+    """Brevitas QuantLinear (signed narrow-range weights, per output channel) in place of every
+    attention and expert projection; the router and lm_head stay float. ``form`` "qcdq":
+    export_onnx_qcdq, reference onnxruntime; "qonnx": export_qonnx (the qonnx ``Quant`` op,
+    which onnxruntime cannot run), reference Brevitas' own float32 forward."""
+    import brevitas
+    from brevitas.export import export_onnx_qcdq, export_qonnx
+    from brevitas.nn import QuantLinear
+
+    model, cfg = make_model(seed)
+    for name, mod in list(model.named_modules()):
+        for child, lin in list(mod.named_children()):
+            if not isinstance(lin, torch.nn.Linear) or child in ("gate", "lm_head"):
+                continue
+            q = QuantLinear(lin.in_features, lin.out_features, bias=False,
+                            weight_bit_width=bits, weight_scaling_per_output_channel=True)
+            with torch.no_grad():
+                q.weight.copy_(lin.weight)
+            setattr(mod, child, q)
+    model.eval()
+
+    def build(path: str) -> str:
+        ids = torch.tensor([PROBE])
+        export = export_onnx_qcdq if form == "qcdq" else export_qonnx
+        export(LogitsOnly(model).eval(), args=(ids,), export_path=path, dynamo=True,
+               optimize=True, input_names=["input_ids"], output_names=["logits"],
+               dynamic_shapes={"input_ids": {1: torch.export.Dim("seq", max=64)}})
+        return (f"brevitas {brevitas.__version__} QuantLinear {bits}-bit per channel, "
+                f"export_{'onnx_qcdq' if form == 'qcdq' else 'qonnx'}(dynamo=True)")
+    ref = None
+    if form == "qonnx":
+        with torch.no_grad():
+            ref = LogitsOnly(model).eval()(torch.tensor([PROBE]))[0].float().numpy()
+    write_fixture(f"tf4_brevitas_{form}_w{bits}ch", cfg, build, ref)
+
+
+def torchscript_float_fixture(seed: int) -> None:
+    model, cfg = make_model(seed)
+
+    def build(path: str) -> str:
+        torchscript_export(model, path)
+        return "torch.onnx.export(dynamo=False) (TorchScript), float weights inline"
+    write_fixture("tf4_torchscript_float", cfg, build)
+
+
+def main() -> None:
+    check_pins()
+    os.makedirs(OUT, exist_ok=True)
+    p = "tf4" if TF4 else "tf5"
+    float_fixture(p, 1)
+    # hidden 48: K % 32 != 0, the quantizer pads the last block (a short last group)
+    ortq_fixture(p, 2, 4, 32, False, False, False, hidden=48)
+    ortq_fixture(p, 3, 4, 32, True, True, True)
+    if TF4:
+        ortq_fixture(p, 4, 8, 32, True, False, False, tie=True)
+        ortq_fixture(p, 5, 2, 32, False, False, False)
+        ortq_fixture(p, 6, 4, 64, False, True, False)
+        brevitas_fixture(7, 3)
+        brevitas_fixture(10, 2, "qonnx")
+        torchscript_float_fixture(8)
+        ortq_fixture(p, 9, 4, 32, True, False, False, exporter="torchscript")
+
+
+if __name__ == "__main__":
+    main()
