@@ -209,11 +209,12 @@ def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) 
 
 def _exit_code(e: BaseException) -> Optional[int]:
     """The exit code of an expected failure, None for an unexpected one (a bug)."""
-    from .artifact.verify import ArtifactInvalid
-    from .loader import ArtifactError
+    from .errors import ArtifactError, MissingExtraError
 
-    if isinstance(e, (ArtifactError, ArtifactInvalid)):
+    if isinstance(e, ArtifactError):
         return EXIT_INVALID
+    if isinstance(e, MissingExtraError):
+        return EXIT_FAILED
     if isinstance(e, (ValueError, TypeError)):
         return EXIT_USAGE
     if isinstance(e, (OSError, MemoryError, RecursionError)):

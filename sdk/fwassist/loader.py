@@ -21,6 +21,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
+from .errors import ArtifactError
 from .kernels import PackedMatrix
 from .pin import check_path, parse_pin
 
@@ -32,18 +33,6 @@ STATUSES = ("io_error", "truncated", "bad_magic", "unsupported_version", "malfor
             "digest_mismatch", "pin_mismatch", "incompatible", "non_finite")
 
 PathOrBuffer = Union[str, bytes, "os.PathLike[str]", bytearray, memoryview, np.ndarray, Any]
-
-
-class ArtifactError(ValueError):
-    """An artifact failed to open or verify.
-
-    ``status`` is the status name (one of :data:`STATUSES`, e.g. ``"digest_mismatch"``),
-    ``message`` the reader's description of the problem."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
 
 
 def _native(fn: Any, *args: Any) -> Any:

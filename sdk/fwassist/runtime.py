@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Optional, Union
 import numpy as np
 
 from . import _core
-from .loader import ArtifactError
+from .errors import ArtifactError
 from .pin import check_path, parse_pin
 from .tokenizer import Tokenizer
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from .canonical import dumps as canonical_json
 from .diff import DIFF_CLASSES, EXIT_CODES, DiffResult, diff
 from .inspect import inspect, render_text
-from .verify import ArtifactInvalid, verify
+from .verify import verify
 from .writer import write_artifact
 
 __all__ = ["write_artifact", "inspect", "render_text", "diff", "DiffResult", "DIFF_CLASSES",
-           "EXIT_CODES", "verify", "ArtifactInvalid", "canonical_json"]
+           "EXIT_CODES", "verify", "canonical_json"]

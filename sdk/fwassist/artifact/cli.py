@@ -17,13 +17,14 @@ import sys
 import time
 from typing import Any
 
+from ..errors import ArtifactError
 from ..textsafe import json_text, printable
 from .diff import EXIT_INVALID, EXIT_USAGE
 
 __all__ = ["register", "main"]
 
 
-def _invalid(e: Any) -> int:
+def _invalid(e: ArtifactError) -> int:
     print(f"fwassist: INVALID {printable(e.path)}: {printable(e.status)}: "
           f"{printable(e.message)}", file=sys.stderr)
     return EXIT_INVALID
@@ -50,7 +51,7 @@ def _json(obj: Any) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import ArtifactInvalid, native_loader, verify
+    from .verify import native_loader, verify
 
     from ..pin import parse_pin
 
@@ -69,7 +70,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         art = verify(args.file, pin=args.pin, lazy=False)
         full_ms = (time.perf_counter() - t0) * 1e3
-    except ArtifactInvalid as e:
+    except ArtifactError as e:
         return _invalid(e)
     m = art.manifest
     print(f"OK {art.pin}")
@@ -83,11 +84,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect, render_text
-    from .verify import ArtifactInvalid
 
     try:
         info = inspect(args.file)
-    except ArtifactInvalid as e:
+    except ArtifactError as e:
         return _invalid(e)
     print(_json(info) if args.json else render_text(info))
     return 0
@@ -95,11 +95,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from .diff import diff
-    from .verify import ArtifactInvalid
 
     try:
         res = diff(args.a, args.b)
-    except ArtifactInvalid as e:
+    except ArtifactError as e:
         return _invalid(e)
     print(_json(res.to_dict()) if args.json else res.render_text())
     return res.exit_code
@@ -107,13 +106,13 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _cmd_sbom(args: argparse.Namespace) -> int:
     from ..outpath import check_output_file, write_text_atomic
-    from .verify import ArtifactInvalid, verify
+    from .verify import verify
 
     if args.output is not None:
         check_output_file(args.output, "sbom -o", [args.file], force=args.force)
     try:
         art = verify(args.file)
-    except ArtifactInvalid as e:
+    except ArtifactError as e:
         return _invalid(e)
     if args.output is None:
         print(_json(art.manifest["sbom"]))

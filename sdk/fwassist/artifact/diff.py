@@ -1,7 +1,7 @@
 """``diff(a, b)``: classifies the change between two artifacts.
 
 Both files are verified first (every byte); an invalid one raises
-:class:`fwassist.artifact.ArtifactInvalid`. The class is the most severe kind of difference
+:class:`fwassist.ArtifactError`. The class is the most severe kind of difference
 present, from the manifests alone (tensor digests, formats, shapes, section digests); the
 tensor data is then read only to describe weight changes (changed quantization blocks or
 elements, max |dequantized delta|).

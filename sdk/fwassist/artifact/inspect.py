@@ -102,7 +102,7 @@ def inspect(path: Union[str, os.PathLike], *, lazy: bool = False) -> dict[str, A
     ``tokenizer`` summary, ``tensors`` (name, role, layer, expert, dtype, bits, block,
     zero_points, scale, shape, offset, bytes, sha256), ``totals`` (by role and by format),
     ``expert_blocks``, ``sections``, ``provenance``, ``model_card``, ``evidence``.
-    Raises :class:`fwassist.artifact.ArtifactInvalid`."""
+    Raises :class:`fwassist.ArtifactError`."""
     return summarize(verify(path, lazy=lazy))
 
 

@@ -26,8 +26,10 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import ExportError
 
-class OnnxImportError(ValueError):
+
+class OnnxImportError(ExportError):
     """A model the importer refuses. The message names the node, the tensor and the reason."""
 
 
