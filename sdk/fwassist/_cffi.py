@@ -19,14 +19,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-import cffi
 import numpy as np
+
+from .errors import Error, require
+
+cffi = require("cffi", "test", "the C ABI binding fwassist._cffi")
 
 _BEGIN = "FWA_CDEF_BEGIN"
 _END = "/* FWA_CDEF_END */"
 
 
-class CError(Exception):
+class CError(Error):
     """A C ABI call returned a status other than FWA_OK."""
 
     def __init__(self, function: str, status: int, name: str, message: str) -> None:

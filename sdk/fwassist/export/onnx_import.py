@@ -22,18 +22,14 @@ from .mapping import assign_roles, load_config
 from .model import ImportedModel, ModelTensor, QuantizedWeight
 from .patterns import Graph, WeightRecord, find_weights
 from .jsonfile import load_file
+from ..errors import require
 from .tensors import ExternalData, ExternalDataError, OnnxImportError
 
 __all__ = ["OnnxImportError", "import_onnx", "load_graph", "extract_weights", "source_files"]
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError as e:
-        raise ImportError("importing ONNX models needs the 'onnx' package: "
-                          "pip install 'fwassist[export]'") from e
-    return onnx
+    return require("onnx", "export", "importing ONNX models")
 
 
 def load_graph(path_or_model, base_dir: Optional[str] = None) -> Graph:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..artifact.model import ImportedModel
 from ..artifact.writer import write_artifact
+from ..errors import require
 from .onnx_import import import_onnx
 from .reference import Reference
 
@@ -39,11 +40,8 @@ def probe_inputs(vocab_size: int) -> list[np.ndarray]:
 
 
 def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ImportError("the equivalence evidence of an ONNX source runs onnxruntime: "
-                          "pip install 'fwassist[export]' (or pass --no-evidence)") from e
+    ort = require("onnxruntime", "export",
+                  "the equivalence evidence of an ONNX source (or pass --no-evidence)")
 
     so = ort.SessionOptions()
     # Unfused: the optimizer's DQ+MatMul fusion would switch to int8 activations.

@@ -24,10 +24,12 @@ import json
 import os
 import random
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from ..errors import require
 from .mapping import hf_name, is_moe_layer, normalize_config
 from .tensors import pack_subbyte
 
@@ -219,9 +221,8 @@ def codes_for(W: np.ndarray, p: dict) -> np.ndarray:
 # the graph builder
 
 
-def _onnx():
-    import onnx
-    return onnx
+def _onnx() -> ModuleType:
+    return require("onnx", "export", "building an ONNX graph")
 
 
 class _Builder:
