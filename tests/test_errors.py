@@ -12,6 +12,8 @@ import importlib.util
 import inspect as pyinspect
 import io
 import os
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Callable
@@ -135,3 +137,42 @@ def test_one_exception_hierarchy():
     assert not any(getattr(fwassist, n, None) is fwassist._core.ArtifactFailure
                    for n in fwassist.__all__)
     assert fwassist.ArtifactError.__mro__[1:3] == (fwassist.Error, ValueError)
+
+
+# ---- Extras (issue 16 item 4): a missing optional package is one line naming the extra.
+
+def test_export_without_onnx_names_the_extra(tmp_path, monkeypatch):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not parsed: onnx is missing")
+    (tmp_path / "card.json").write_text('{"known_limitations": ["a test"]}')
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(["export", str(model), "-o", str(tmp_path / "o.fwa")])
+    assert rc == 1 and out.getvalue() == ""
+    assert err.getvalue() == ("fwassist export: error: importing ONNX models needs the 'onnx' "
+                              "package: pip install 'fwassist[export]'\n")
+    assert not (tmp_path / "o.fwa").exists()
+
+
+@pytest.mark.parametrize("module,extra", [("onnxruntime", "export"), ("onnx", "export"),
+                                          ("cffi", "test")])
+def test_require_names_the_extra(monkeypatch, module, extra):
+    from fwassist.errors import MissingExtraError, require
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtraError) as e:
+        require(module, extra, "this step")
+    assert str(e.value) == f"this step needs the '{module}' package: pip install 'fwassist[{extra}]'"
+    assert isinstance(e.value, ImportError) and isinstance(e.value, fwassist.Error)
+    assert (e.value.package, e.value.extra) == (module, extra)
+
+
+def test_cffi_binding_without_cffi_names_the_extra():
+    code = ("import sys; sys.modules['cffi'] = None\n"
+            "try:\n    import fwassist._cffi\n"
+            "except ImportError as e:\n    print(type(e).__name__, e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("MissingExtraError the C ABI binding fwassist._cffi needs the 'cffi' "
+                        "package: pip install 'fwassist[test]'\n")

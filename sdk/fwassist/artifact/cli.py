@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from ..errors import ArtifactError
+from ..progress import Progress
 from ..textsafe import json_text, printable
 from .diff import EXIT_INVALID, EXIT_USAGE
 
@@ -46,6 +47,14 @@ def _artifact_path(path: str) -> str:
     return path
 
 
+def _size(path: str) -> int:
+    """The file's size for the progress line (0 when it cannot be read: the verifier says why)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def _json(obj: Any) -> str:
     return json_text(obj, indent=2, sort_keys=True)
 
@@ -61,14 +70,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
     engine = "fwassist.load_artifact" if native_loader() else "pure-Python verifier"
+    progress = Progress("fwassist verify", quiet=args.quiet)
     try:
         if args.lazy:
             # The device's open path first (expert blocks deferred), then every byte.
             t0 = time.perf_counter()
-            verify(args.file, pin=args.pin, lazy=True)
+            with progress.waiting("lazy open", _size(args.file)):
+                verify(args.file, pin=args.pin, lazy=True)
             lazy_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        art = verify(args.file, pin=args.pin, lazy=False)
+        with progress.waiting("verifying", _size(args.file)):
+            art = verify(args.file, pin=args.pin, lazy=False)
         full_ms = (time.perf_counter() - t0) * 1e3
     except ArtifactError as e:
         return _invalid(e)
@@ -111,7 +123,8 @@ def _cmd_sbom(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_output_file(args.output, "sbom -o", [args.file], force=args.force)
     try:
-        art = verify(args.file)
+        with Progress("fwassist sbom", quiet=args.quiet).waiting("verifying", _size(args.file)):
+            art = verify(args.file)
     except ArtifactError as e:
         return _invalid(e)
     if args.output is None:
@@ -129,6 +142,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pin", help="expected root digest, 'sha256:<64 hex>'")
     p.add_argument("--lazy", action="store_true",
                    help="also time the lazy open (expert blocks deferred) a device performs")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (shown only on a terminal anyway)")
     p.set_defaults(fn=_cmd_verify)
     p = subparsers.add_parser("inspect", help="configuration, tensor table, totals, sections")
     p.add_argument("file", type=_artifact_path)
@@ -148,6 +163,8 @@ def register(subparsers: Any) -> None:
                    help="write the BOM to PATH (atomically) instead of stdout")
     p.add_argument("--force", action="store_true",
                    help="replace an existing --output file (never the artifact itself)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (shown only on a terminal anyway)")
     p.set_defaults(fn=_cmd_sbom)
 
 

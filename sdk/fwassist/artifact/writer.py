@@ -353,7 +353,8 @@ def _write_zeros(fd: int, n: int) -> None:
 
 def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
                    model_card: dict, options: dict, evidence: dict,
-                   exporter_version: str) -> str:
+                   exporter_version: str,
+                   progress: Optional[Callable[[int, int], None]] = None) -> str:
     """Writes ``model`` to ``path`` and returns its pin ``"sha256:<root digest>"``.
 
     model_card: must hold a non-empty ``known_limitations`` list of strings (else ValueError);
@@ -361,6 +362,7 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
     CycloneDX model card. options: the exporter options, recorded in the provenance.
     evidence: the equivalence evidence measured at export. Floats anywhere in config, options,
     tokenizer, model card or evidence are stored as their shortest round-trip decimal string.
+    progress: called with (data bytes written, data bytes in all) after each tensor.
     """
     _check_model_card(model_card)
     for what, v in (("options", options), ("evidence", evidence)):
@@ -429,6 +431,8 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
                 raise RuntimeError(f"tensor {e.name}: {len(data)} bytes, planned {e.length}")
             e.sha256 = hashlib.sha256(data).hexdigest()
             _write_all(fd, data)
+            if progress is not None:
+                progress(e.offset + e.length, data_length)
             if block_hash is not None:
                 block_hash.update(bytes(gap))
                 block_hash.update(data)

@@ -12,7 +12,7 @@ same inputs give the same bytes on any machine.
 from __future__ import annotations
 
 import os
-import sys
+import time
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from ..artifact.model import ImportedModel
 from ..artifact.writer import write_artifact
 from ..errors import require
+from ..progress import Progress
 from .onnx_import import import_onnx
 from .reference import Reference
 
@@ -28,9 +29,6 @@ PROBE_SEED = 20261125
 GREEDY_TOKENS = 32
 
 
-def _log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"fwassist export: {msg}", file=sys.stderr, flush=True)
 
 
 def probe_inputs(vocab_size: int) -> list[np.ndarray]:
@@ -218,7 +216,9 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
             if p is not None and same_file(out_path, p):
                 raise ValueError(f"the output {out_path} is also an input of the export ({p})")
     card = load_file(card_path, "model card")
-    _log(f"importing {os.path.basename(onnx_path)}", quiet)
+    # Progress on a terminal only (fwassist.progress): phases, then the bytes written.
+    progress = Progress("fwassist export", quiet=quiet)
+    progress.phase(f"importing {os.path.basename(onnx_path)}")
     if os.path.isdir(onnx_path):
         from .hf_checkpoint import import_checkpoint
 
@@ -227,10 +227,10 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     else:
         model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path)
     n_q = sum(1 for t in model.tensors if not isinstance(t.value, np.ndarray))
-    _log(f"{len(model.tensors)} tensors ({n_q} quantized)", quiet)
+    progress.phase(f"{len(model.tensors)} tensors ({n_q} quantized)")
     ev: dict[str, Any] = {"measured": False}
     if evidence:
-        _log("measuring equivalence evidence against onnxruntime", quiet)
+        progress.phase("measuring equivalence evidence against onnxruntime")
         ev = {"measured": True, **_evidence_with_runtime(model, onnx_path)}
     options = {
         "source": os.path.basename(onnx_path),
@@ -239,8 +239,12 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
         "evidence": evidence,
         "importer_notes": list(model.notes),
     }
-    _log(f"writing {os.path.basename(out_path)}", quiet)
+    progress.phase(f"writing {os.path.basename(out_path)}")
+    started = time.monotonic()
     pin = write_artifact(out_path, model, model_card=card, options=options, evidence=ev,
-                         exporter_version=__version__)
-    _log(f"done: {pin}", quiet)
+                         exporter_version=__version__,
+                         progress=lambda done, total: progress.bytes_done(
+                             "written", done, total, started))
+    progress.end()
+    progress.phase(f"done: {pin}")
     return pin
