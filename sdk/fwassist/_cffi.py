@@ -401,7 +401,6 @@ class CSession:
         pieces: list[tuple[int, str]] = []
         raw: list[bytes] = []
 
-        @c.ffi.callback("fwa_token_callback")
         def on_token(user: Any, token: int, piece: Any, n: int) -> int:
             data = bytes(c.ffi.buffer(piece, n)) if n else b""
             raw.append(data)
@@ -409,15 +408,17 @@ class CSession:
             tokens = sum(1 for t, _ in pieces if t >= 0)
             return 1 if cancel_after is not None and tokens >= cancel_after else 0
 
+        callback = c.ffi.callback("fwa_token_callback")(on_token)
+
         if prompt is not None:
             text = prompt.encode("utf-8")
             c.check("fwa_generate_text", c.lib.fwa_generate_text(
-                self.handle, text, len(text), params, on_token, c.ffi.NULL, stats))
+                self.handle, text, len(text), params, callback, c.ffi.NULL, stats))
         else:
             ids = list(prompt_ids or [])
             arr = c.ffi.new("int32_t[]", ids)
             c.check("fwa_generate", c.lib.fwa_generate(
-                self.handle, arr, len(ids), params, on_token, c.ffi.NULL, stats))
+                self.handle, arr, len(ids), params, callback, c.ffi.NULL, stats))
         st = {name: (int(getattr(stats, name)) if ctype.type.kind == "primitive" and
                      ctype.type.cname.startswith(("int", "uint")) else float(getattr(stats, name)))
               for name, ctype in c.ffi.typeof("fwa_generation_stats").fields

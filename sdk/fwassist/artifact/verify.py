@@ -35,7 +35,7 @@ def native_loader() -> Optional[Any]:
     return getattr(fwassist, "load_artifact", None)
 
 
-def verify(path: Union[str, os.PathLike], pin: Optional[str] = None, lazy: bool = False,
+def verify(path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None, lazy: bool = False,
            *, native: Optional[bool] = None) -> pyverify.VerifiedArtifact:
     """Verifies ``path`` (every byte, or all but the expert blocks when ``lazy``) and returns
     the reader of its manifest and data. Raises :class:`fwassist.ArtifactError` (with ``path``).
