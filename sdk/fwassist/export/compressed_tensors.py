@@ -62,7 +62,7 @@ def _version(v: Any) -> Optional[tuple[int, int]]:
 class CompressedTensorsConfig:
     """The ``quantization_config`` of a compressed-tensors checkpoint."""
 
-    def __init__(self, qc: dict):
+    def __init__(self, qc: dict[str, Any]) -> None:
         if qc.get("quant_method") != "compressed-tensors":
             raise CheckpointError(f"config: quantization_config.quant_method "
                                   f"{qc.get('quant_method')!r} is not supported (only "

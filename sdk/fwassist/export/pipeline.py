@@ -63,7 +63,8 @@ def _sig3(x: float) -> float:
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    out: np.ndarray = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return out
 
 
 def measure_evidence(model: ImportedModel, onnx_path: str,
@@ -74,11 +75,14 @@ def measure_evidence(model: ImportedModel, onnx_path: str,
     float noise) are left out and counted: either expert choice is right there, and later
     positions attend to that choice."""
     ref = Reference(model)
+    ort_run: Callable[[np.ndarray], np.ndarray]
     if os.path.isdir(onnx_path):
         # A safetensors checkpoint has no graph to run: the oracle is the float64 forward of
         # its codes and scales dequantized in float32 (float weights as stored).
-        def ort_run(ids: np.ndarray) -> np.ndarray:
+        def ref_run(ids: np.ndarray) -> np.ndarray:
             return ref.forward(ids).logits
+
+        ort_run = ref_run
 
         oracle = ("the numpy float64 reference forward of the checkpoint's weights (codes and "
                   "scales dequantized in float32: (q - zp) * s, one float32 multiply); no "
