@@ -59,7 +59,8 @@ class Reference:
 
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         eps = self.c["rms_norm_eps"]
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+        out: np.ndarray = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+        return out
 
     def forward(self, input_ids: ArrayLike, tie_rel: float = 1e-4) -> ReferenceResult:
         c, w, dt = self.c, self.w, self.dtype
