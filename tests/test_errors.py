@@ -153,6 +153,14 @@ def test_export_without_onnx_names_the_extra(tmp_path, monkeypatch):
     assert err.getvalue() == ("fwassist export: error: importing ONNX models needs the 'onnx' "
                               "package: pip install 'fwassist[export]'\n")
     assert not (tmp_path / "o.fwa").exists()
+    # An existing output (--force) makes the export list the model's external data first.
+    (tmp_path / "o.fwa").write_bytes(b"old")
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(["export", str(model), "-o", str(tmp_path / "o.fwa"), "--force"])
+    assert rc == 1 and err.getvalue().endswith("pip install 'fwassist[export]'\n"), err.getvalue()
+    assert len(err.getvalue().splitlines()) == 1
+    assert (tmp_path / "o.fwa").read_bytes() == b"old"
 
 
 @pytest.mark.parametrize("module,extra", [("onnxruntime", "export"), ("onnx", "export"),

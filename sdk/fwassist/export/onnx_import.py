@@ -53,11 +53,12 @@ def source_files(path: str) -> list[str]:
     """The model file and every external data file its tensors name (resolved; a location
     escaping the model's directory raises :class:`ExternalDataError`), without reading any
     tensor data: the files an output of the export must not be."""
+    onnx = _onnx()  # first: a missing onnx is MissingExtraError, not a bare ImportError
     from onnx.external_data_helper import _get_all_tensors
 
     path = os.fspath(path)
     try:
-        model = _onnx().load(path, load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf errors
         raise OnnxImportError(f"{path}: not a readable ONNX model ({e})") from None
     ext = ExternalData(os.path.dirname(os.path.abspath(path)))
