@@ -113,7 +113,7 @@ def _cpu_line() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from . import energy
-    from .loader import ArtifactError
+    from .errors import ArtifactError
     from .models import TINY_CODER_PIN, tiny_coder_path
     from .runtime import Model
 

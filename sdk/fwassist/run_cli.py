@@ -135,7 +135,7 @@ def energy_report(args: argparse.Namespace, result: Any, wall_s: float, cpu_s: f
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from .loader import ArtifactError
+    from .errors import ArtifactError
     from .runtime import Model
     from .textsafe import printable
 
