@@ -274,7 +274,7 @@ def test_cli_diff(base, tmp_path, capsys):
 
 
 def test_main_module_usage_error(capsys):
-    from fwassist.artifact.cli import main
+    from fwassist.cli.artifact import main
     with pytest.raises(SystemExit) as e:
         main(["diff"])
     assert e.value.code == 2

@@ -24,7 +24,7 @@ import pytest
 import fwassist
 from fwassist import kernels
 from fwassist.artifact import canonical, pyverify
-from fwassist.artifact.cli import register
+from fwassist.cli.artifact import register
 from fwassist.artifact.inspect import inspect, render_text
 from fwassist import ArtifactError
 from fwassist.artifact.verify import status_name, verify

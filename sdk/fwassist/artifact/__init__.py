@@ -6,7 +6,7 @@
 * :func:`verify` — full verification, by ``fwassist.load_artifact`` when the package has it,
   otherwise by the pure-Python reader in :mod:`fwassist.artifact.pyverify`.
 
-The command line subcommands live in :mod:`fwassist.artifact.cli`. The package attributes
+The command line subcommands live in :mod:`fwassist.cli.artifact`. The package attributes
 ``inspect``, ``diff`` and ``verify`` are the functions; import the modules of the same names
 with ``from fwassist.artifact.diff import ...``.
 """

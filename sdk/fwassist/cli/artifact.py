@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ArtifactError
 from ..progress import Progress
 from ..textsafe import json_text, printable
-from .diff import EXIT_INVALID, EXIT_USAGE
+from ..artifact.diff import EXIT_INVALID, EXIT_USAGE
 
 __all__ = ["register", "main"]
 
@@ -60,7 +60,7 @@ def _json(obj: Any) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import native_loader, verify
+    from ..artifact.verify import native_loader, verify
 
     from ..pin import parse_pin
 
@@ -95,7 +95,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect, render_text
+    from ..artifact.inspect import inspect, render_text
 
     try:
         info = inspect(args.file)
@@ -106,7 +106,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from .diff import diff
+    from ..artifact.diff import diff
 
     try:
         res = diff(args.a, args.b)
@@ -118,7 +118,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _cmd_sbom(args: argparse.Namespace) -> int:
     from ..outpath import check_output_file, write_text_atomic
-    from .verify import verify
+    from ..artifact.verify import verify
 
     if args.output is not None:
         check_output_file(args.output, "sbom -o", [args.file], force=args.force)
@@ -169,8 +169,8 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: Any = None) -> int:
-    """Standalone entry (``python -m fwassist.artifact.cli``) with only these subcommands."""
-    from ..cli import Parser, run_command
+    """Standalone entry (``python -m fwassist.cli.artifact``) with only these subcommands."""
+    from . import Parser, run_command
 
     parser = Parser(prog="fwassist")
     register(parser.add_subparsers(dest="command", required=True))
