@@ -248,6 +248,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_artifact(sub)
     return run_command(parser, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
