@@ -171,7 +171,8 @@ def test_require_names_the_extra(monkeypatch, module, extra):
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingExtraError) as e:
         require(module, extra, "this step")
-    assert str(e.value) == f"this step needs the '{module}' package: pip install 'fwassist[{extra}]'"
+    assert str(e.value) == (f"this step needs the '{module}' package: "
+                            f"pip install 'fwassist[{extra}]'")
     assert isinstance(e.value, ImportError) and isinstance(e.value, fwassist.Error)
     assert (e.value.package, e.value.extra) == (module, extra)
 
