@@ -22,7 +22,8 @@ from test_artifact_writer import (  # noqa: E402
 )
 
 from fwassist import kernels  # noqa: E402
-from fwassist.artifact import ArtifactInvalid, pyverify  # noqa: E402
+from fwassist import ArtifactError  # noqa: E402
+from fwassist.artifact import pyverify  # noqa: E402
 from fwassist.artifact.diff import DIFF_CLASSES, EXIT_CODES, diff  # noqa: E402
 from fwassist.export.model import QuantizedWeight  # noqa: E402
 
@@ -244,7 +245,7 @@ def test_invalid_artifact(base, tmp_path):
     raw[art.data_offset + t["offset"] + 3] ^= 0x80
     bad = tmp_path / "bad.fwa"
     bad.write_bytes(bytes(raw))
-    with pytest.raises(ArtifactInvalid) as e:
+    with pytest.raises(ArtifactError) as e:
         diff(base, bad)
     assert e.value.status == "digest_mismatch" and e.value.path == str(bad)
     with pytest.raises(pyverify.PyArtifactError):
@@ -273,7 +274,7 @@ def test_cli_diff(base, tmp_path, capsys):
 
 
 def test_main_module_usage_error(capsys):
-    from fwassist.artifact.cli import main
+    from fwassist.cli.artifact import main
     with pytest.raises(SystemExit) as e:
         main(["diff"])
     assert e.value.code == 2

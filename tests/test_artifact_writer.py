@@ -24,9 +24,10 @@ import pytest
 import fwassist
 from fwassist import kernels
 from fwassist.artifact import canonical, pyverify
-from fwassist.artifact.cli import register
+from fwassist.cli.artifact import register
 from fwassist.artifact.inspect import inspect, render_text
-from fwassist.artifact.verify import ArtifactInvalid, status_name, verify
+from fwassist import ArtifactError
+from fwassist.artifact.verify import status_name, verify
 from fwassist.artifact.writer import tensor_order_key, write_artifact
 from fwassist.export.model import (
     EXPERT_ROLES,
@@ -406,7 +407,7 @@ def _statuses(path, pin=None, lazy=False) -> list[str]:
         try:
             verify(path, pin=pin, lazy=lazy, native=native)
             out.append("ok")
-        except ArtifactInvalid as e:
+        except ArtifactError as e:
             out.append(e.status)
     return out
 

@@ -19,14 +19,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-import cffi
 import numpy as np
+
+from .errors import Error, require
+
+cffi = require("cffi", "test", "the C ABI binding fwassist._cffi")
 
 _BEGIN = "FWA_CDEF_BEGIN"
 _END = "/* FWA_CDEF_END */"
 
 
-class CError(Exception):
+class CError(Error):
     """A C ABI call returned a status other than FWA_OK."""
 
     def __init__(self, function: str, status: int, name: str, message: str) -> None:
@@ -398,7 +401,6 @@ class CSession:
         pieces: list[tuple[int, str]] = []
         raw: list[bytes] = []
 
-        @c.ffi.callback("fwa_token_callback")
         def on_token(user: Any, token: int, piece: Any, n: int) -> int:
             data = bytes(c.ffi.buffer(piece, n)) if n else b""
             raw.append(data)
@@ -406,15 +408,17 @@ class CSession:
             tokens = sum(1 for t, _ in pieces if t >= 0)
             return 1 if cancel_after is not None and tokens >= cancel_after else 0
 
+        callback = c.ffi.callback("fwa_token_callback")(on_token)
+
         if prompt is not None:
             text = prompt.encode("utf-8")
             c.check("fwa_generate_text", c.lib.fwa_generate_text(
-                self.handle, text, len(text), params, on_token, c.ffi.NULL, stats))
+                self.handle, text, len(text), params, callback, c.ffi.NULL, stats))
         else:
             ids = list(prompt_ids or [])
             arr = c.ffi.new("int32_t[]", ids)
             c.check("fwa_generate", c.lib.fwa_generate(
-                self.handle, arr, len(ids), params, on_token, c.ffi.NULL, stats))
+                self.handle, arr, len(ids), params, callback, c.ffi.NULL, stats))
         st = {name: (int(getattr(stats, name)) if ctype.type.kind == "primitive" and
                      ctype.type.cname.startswith(("int", "uint")) else float(getattr(stats, name)))
               for name, ctype in c.ffi.typeof("fwa_generation_stats").fields

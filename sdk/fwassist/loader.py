@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import numpy as np
 
 from . import _core
+from .errors import ArtifactError
 from .kernels import PackedMatrix
 from .pin import check_path, parse_pin
 
@@ -32,21 +33,10 @@ STATUSES = ("io_error", "truncated", "bad_magic", "unsupported_version", "malfor
             "digest_mismatch", "pin_mismatch", "incompatible", "non_finite")
 
 PathOrBuffer = Union[str, bytes, "os.PathLike[str]", bytearray, memoryview, np.ndarray, Any]
+T = TypeVar("T")
 
 
-class ArtifactError(ValueError):
-    """An artifact failed to open or verify.
-
-    ``status`` is the status name (one of :data:`STATUSES`, e.g. ``"digest_mismatch"``),
-    ``message`` the reader's description of the problem."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-
-
-def _native(fn: Any, *args: Any) -> Any:
+def _native(fn: Callable[..., T], *args: Any) -> T:
     """Calls into _core, turning its failures into the typed errors of this module."""
     try:
         return fn(*args)
@@ -61,11 +51,11 @@ class Artifact:
     """A verified artifact. Use :func:`load_artifact` to open one; close it (or use ``with``)
     to release the mapping once no view is left."""
 
-    def __init__(self, handle: Any, source: str):
-        self._h = handle
+    def __init__(self, handle: _core.ArtifactHandle, source: str):
+        self._h: Optional[_core.ArtifactHandle] = handle
         self._source = source
         self._root = handle.root_digest().hex()
-        self._manifest: Optional[dict] = None
+        self._manifest: Optional[dict[str, Any]] = None
 
     # -- identity -------------------------------------------------------------------------
 
@@ -84,15 +74,17 @@ class Artifact:
         return self._handle().manifest()
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
         """The verified manifest (real numbers are strings, as stored)."""
         if self._manifest is None:
-            self._manifest = json.loads(self._handle().manifest().decode("utf-8"))
+            m: dict[str, Any] = json.loads(self._handle().manifest().decode("utf-8"))
+            self._manifest = m
         return self._manifest
 
     @property
-    def config(self) -> dict:
-        return self.manifest["config"]
+    def config(self) -> dict[str, Any]:
+        c: dict[str, Any] = self.manifest["config"]
+        return c
 
     @property
     def lazy(self) -> bool:
@@ -115,7 +107,7 @@ class Artifact:
         """Names in table (offset) order."""
         return list(self._handle().tensor_names())
 
-    def tensor_info(self, name: str) -> dict:
+    def tensor_info(self, name: str) -> dict[str, Any]:
         """name, role, dtype, shape, quant, offset, length, layer, expert, sha256."""
         return dict(_native(self._handle().tensor_info, name))
 
@@ -125,7 +117,7 @@ class Artifact:
         PackedMatrix over the packed bytes. KeyError for an unknown name."""
         h = self._handle()
         info = _native(h.tensor_info, name)
-        arr = _native(h.tensor_array, name)
+        arr: np.ndarray = _native(h.tensor_array, name)
         if info["dtype"] != "packed":
             return arr
         q = info["quant"]
@@ -135,11 +127,12 @@ class Artifact:
 
     def tensor_bytes(self, name: str) -> np.ndarray:
         """The tensor's raw bytes as a read-only uint8 view (verified like :meth:`tensor`)."""
-        return _native(self._handle().tensor_bytes, name)
+        b: np.ndarray = _native(self._handle().tensor_bytes, name)
+        return b
 
     # -- experts --------------------------------------------------------------------------
 
-    def expert_blocks(self) -> list[dict]:
+    def expert_blocks(self) -> list[dict[str, Any]]:
         """layer, expert, offset, length, sha256 and verified for every expert block."""
         return [dict(b) for b in self._handle().expert_blocks()]
 
@@ -169,7 +162,7 @@ class Artifact:
         return (f"<fwassist.Artifact {self._source} {self.pin} "
                 f"{len(self.tensor_names())} tensors{' lazy' if self.lazy else ''}>")
 
-    def _handle(self) -> Any:
+    def _handle(self) -> _core.ArtifactHandle:
         if self._h is None or self._h.closed:
             raise ValueError("the artifact is closed")
         return self._h
@@ -203,14 +196,15 @@ def load_artifact(path_or_buffer: PathOrBuffer, pin: Optional[str] = None,
         handle = _native(_core.ArtifactHandle.open_path, path, pin, bool(lazy), bool(copy),
                          bool(strict))
         return Artifact(handle, repr(path))
+    buf: Any = path_or_buffer  # any object with the buffer protocol, checked here
     try:
-        memoryview(path_or_buffer)
+        memoryview(buf)
     except TypeError:
         raise TypeError("load_artifact needs a path or a bytes-like object, got "
                         f"{type(path_or_buffer).__name__}") from None
     try:
-        handle = _native(_core.ArtifactHandle.open_buffer, path_or_buffer, pin, bool(lazy),
+        handle = _native(_core.ArtifactHandle.open_buffer, buf, pin, bool(lazy),
                          bool(copy))
     except BufferError as e:
         raise TypeError(f"the buffer must be C-contiguous bytes: {e}") from None
-    return Artifact(handle, f"<buffer of {memoryview(path_or_buffer).nbytes} bytes>")
+    return Artifact(handle, f"<buffer of {memoryview(buf).nbytes} bytes>")

@@ -19,12 +19,12 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, TypeVar, Union
 
 import numpy as np
 
 from . import _core
-from .loader import ArtifactError
+from .errors import ArtifactError
 from .pin import check_path, parse_pin
 from .tokenizer import Tokenizer
 
@@ -35,7 +35,10 @@ EOS_TEXTS = ("<|endoftext|>", "<|im_end|>")
 _REALS = ("rms_norm_eps", "rope_theta")
 
 
-def _artifact_errors(fn: Any, *args: Any, **kwargs: Any) -> Any:
+T = TypeVar("T")
+
+
+def _artifact_errors(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except _core.ArtifactFailure as e:
@@ -79,14 +82,15 @@ class Generation:
 class Model:
     """A verified model (mapped, or a private copy). Thread-safe; create sessions to run it."""
 
-    def __init__(self, native: Any, path: str) -> None:
+    def __init__(self, native: _core.NativeModel, path: str) -> None:
         self._native = native
         self.path = path
         self.config: dict[str, Any] = json.loads(native.config_json())
         for k in _REALS:
             self.config[k] = float(self.config[k])
-        tj = native.tokenizer_json()
-        self.tokenizer: Optional[Tokenizer] = Tokenizer.from_json(tj) if tj is not None else None
+        tj = native.tokenizer_json()  # the tokenizer.json text, or None without a tokenizer
+        self.tokenizer: Optional[Tokenizer] = (Tokenizer.from_json(tj) if isinstance(tj, str)
+                                               else None)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
@@ -178,7 +182,7 @@ class Model:
 class Stream:
     """Iterator of :class:`Token` for one generation; ``result`` is set when it ends."""
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: _core.NativeGeneration) -> None:
         self._native = native
         self._done = False
         self.result: Optional[Generation] = None
@@ -201,11 +205,11 @@ class Stream:
 class Session:
     """A context over a model: KV cache, history and buffers. One call at a time."""
 
-    def __init__(self, model: Model, native: Any) -> None:
+    def __init__(self, model: Model, native: _core.NativeSession) -> None:
         self.model = model
         self._native = native
 
-    def _get(self) -> Any:
+    def _get(self) -> _core.NativeSession:
         if self._native.closed:
             raise RuntimeError("the session is closed")
         return self._native
@@ -272,7 +276,7 @@ class Session:
         self.close()
 
     # forward -------------------------------------------------------------------------------
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
+    def logits(self, ids: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         """Appends ``ids`` to the context and returns their logits, float32 [len(ids), vocab]."""
         native = self._get()
         a = _ids(ids)

@@ -6,7 +6,7 @@
 * :func:`verify` — full verification, by ``fwassist.load_artifact`` when the package has it,
   otherwise by the pure-Python reader in :mod:`fwassist.artifact.pyverify`.
 
-The command line subcommands live in :mod:`fwassist.artifact.cli`. The package attributes
+The command line subcommands live in :mod:`fwassist.cli.artifact`. The package attributes
 ``inspect``, ``diff`` and ``verify`` are the functions; import the modules of the same names
 with ``from fwassist.artifact.diff import ...``.
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 from .canonical import dumps as canonical_json
 from .diff import DIFF_CLASSES, EXIT_CODES, DiffResult, diff
 from .inspect import inspect, render_text
-from .verify import ArtifactInvalid, verify
+from .verify import verify
 from .writer import write_artifact
 
 __all__ = ["write_artifact", "inspect", "render_text", "diff", "DiffResult", "DIFF_CLASSES",
-           "EXIT_CODES", "verify", "ArtifactInvalid", "canonical_json"]
+           "EXIT_CODES", "verify", "canonical_json"]

@@ -1,7 +1,7 @@
 """``diff(a, b)``: classifies the change between two artifacts.
 
 Both files are verified first (every byte); an invalid one raises
-:class:`fwassist.artifact.ArtifactInvalid`. The class is the most severe kind of difference
+:class:`fwassist.ArtifactError`. The class is the most severe kind of difference
 present, from the manifests alone (tensor digests, formats, shapes, section digests); the
 tensor data is then read only to describe weight changes (changed quantization blocks or
 elements, max |dequantized delta|).
@@ -217,14 +217,14 @@ def _tokenizer_change(a: Any, b: Any) -> dict[str, Any]:
 
 def _structure(m: dict[str, Any]) -> tuple[int, dict[int, int]]:
     layers = {t["layer"] for t in m["tensors"] if t["layer"] is not None}
-    experts: dict[int, set] = {}
+    experts: dict[int, set[int]] = {}
     for t in m["tensors"]:
         if t["expert"] is not None:
             experts.setdefault(t["layer"], set()).add(t["expert"])
     return (max(layers) + 1 if layers else 0), {k: len(v) for k, v in sorted(experts.items())}
 
 
-def diff(a: Union[str, os.PathLike], b: Union[str, os.PathLike], *,
+def diff(a: Union[str, "os.PathLike[str]"], b: Union[str, "os.PathLike[str]"], *,
          details: bool = True) -> DiffResult:
     """Verifies both artifacts and classifies their difference (see the module doc).
     details=False skips reading tensor data (the class does not depend on it)."""

@@ -97,16 +97,16 @@ def summarize(art: Any) -> dict[str, Any]:
     }
 
 
-def inspect(path: Union[str, os.PathLike], *, lazy: bool = False) -> dict[str, Any]:
+def inspect(path: Union[str, "os.PathLike[str]"], *, lazy: bool = False) -> dict[str, Any]:
     """Verifies the artifact (all of it unless ``lazy``) and describes it: ``pin``, ``config``,
     ``tokenizer`` summary, ``tensors`` (name, role, layer, expert, dtype, bits, block,
     zero_points, scale, shape, offset, bytes, sha256), ``totals`` (by role and by format),
     ``expert_blocks``, ``sections``, ``provenance``, ``model_card``, ``evidence``.
-    Raises :class:`fwassist.artifact.ArtifactInvalid`."""
+    Raises :class:`fwassist.ArtifactError`."""
     return summarize(verify(path, lazy=lazy))
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

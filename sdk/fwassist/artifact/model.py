@@ -36,7 +36,7 @@ class ModelTensor:
     role: str                           # one of ROLES
     layer: Optional[int]
     expert: Optional[int]
-    value: Union[np.ndarray, QuantizedWeight]  # float32/float16 array, bf16 as BF16Array
+    value: Union[np.ndarray, QuantizedWeight, BF16Array]  # float32/float16, bf16 as BF16Array
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def _caps_ok(value: Any, raw: bytes) -> bool:
             if type(c) is dict:
                 if strs and not all(scalar_ok(k) for k in c):
                     return False
-                c = c.values()
+                c = list(c.values())
             for v in c:
                 if type(v) is dict or type(v) is list:
                     below.append(v)
@@ -332,14 +332,18 @@ class VerifiedArtifact:
     file_length: int
     manifest_length: int
     lazy: bool = False
-    verified_blocks: set = field(default_factory=set)
-    _blocks: Optional[dict] = field(default=None, repr=False, compare=False)
-    _members: Optional[dict] = field(default=None, repr=False, compare=False)
-    _by_name: Optional[dict] = field(default=None, repr=False, compare=False)
+    verified_blocks: set[tuple[int, int]] = field(default_factory=set)
+    _blocks: Optional[dict[tuple[int, int], dict[str, Any]]] = field(
+        default=None, repr=False, compare=False)
+    _members: Optional[dict[tuple[int, int], list[dict[str, Any]]]] = field(
+        default=None, repr=False, compare=False)
+    _by_name: Optional[dict[str, dict[str, Any]]] = field(default=None, repr=False,
+                                                         compare=False)
 
     @property
     def tensors(self) -> list[dict[str, Any]]:
-        return self.manifest["tensors"]
+        tensors: list[dict[str, Any]] = self.manifest["tensors"]
+        return tensors
 
     def tensor(self, name: str) -> dict[str, Any]:
         if self._by_name is None:
@@ -453,7 +457,7 @@ def _type(v: Any) -> str:
     return {int: "integer", str: "string", list: "array", dict: "object"}.get(type(v), "?")
 
 
-def _exact_keys(obj: dict[str, Any], keys: frozenset, where: str) -> None:
+def _exact_keys(obj: dict[str, Any], keys: frozenset[str], where: str) -> None:
     for k in obj:                               # document (= sorted) order
         if k not in keys:
             raise _fail("malformed", f"{where}: unknown key {k!r}")
@@ -465,6 +469,7 @@ def _exact_keys(obj: dict[str, Any], keys: frozenset, where: str) -> None:
 def _check_declared_sizes(m: dict[str, Any]) -> None:
     """§3.8, in the spec's order: config caps, then the tokenizer's."""
     config = m["config"]
+    v: Any
     for key, cap in CONFIG_CAPS:
         v = config.get(key)
         if _int(v) and v > cap:
@@ -734,14 +739,16 @@ def _sha(mv: memoryview, lo: int, hi: int) -> str:
     return h.hexdigest()
 
 
-def _expert_index(art: VerifiedArtifact) -> tuple[dict, dict]:
+def _expert_index(art: VerifiedArtifact) -> tuple[dict[tuple[int, int], dict[str, Any]],
+                                                  dict[tuple[int, int], list[dict[str, Any]]]]:
     """(layer, expert) -> block, and -> its tensors sorted by offset (built once)."""
-    if art._blocks is None:
-        art._blocks = {(b["layer"], b["expert"]): b for b in art.manifest["expert_blocks"]}
-        art._members = {}
+    if art._blocks is None or art._members is None:
+        members: dict[tuple[int, int], list[dict[str, Any]]] = {}
         for t in art.manifest["tensors"]:                  # sorted by offset
             if t["expert"] is not None:
-                art._members.setdefault((t["layer"], t["expert"]), []).append(t)
+                members.setdefault((t["layer"], t["expert"]), []).append(t)
+        art._blocks = {(b["layer"], b["expert"]): b for b in art.manifest["expert_blocks"]}
+        art._members = members
     return art._blocks, art._members
 
 
@@ -781,7 +788,7 @@ def _verify_block(art: VerifiedArtifact, mv: memoryview, layer: int, expert: int
     art.verified_blocks.add((layer, expert))
 
 
-def _open(path: Union[str, os.PathLike], pin: Optional[str], mv: memoryview,
+def _open(path: Union[str, "os.PathLike[str]"], pin: Optional[str], mv: memoryview,
           size: int) -> VerifiedArtifact:
     _check_pin_syntax(pin)
     minor, mlen, doff, dlen, raw = _check_header(mv, size, pin)
@@ -794,7 +801,7 @@ def _open(path: Union[str, os.PathLike], pin: Optional[str], mv: memoryview,
                             doff, doff + dlen, mlen)
 
 
-def read_manifest(path: Union[str, os.PathLike], pin: Optional[str] = None) -> VerifiedArtifact:
+def read_manifest(path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None) -> VerifiedArtifact:
     """Header, root digest (and pin), manifest and table checks only: no data is read."""
     try:
         with _Mapped(os.fspath(path)) as mv:
@@ -803,7 +810,7 @@ def read_manifest(path: Union[str, os.PathLike], pin: Optional[str] = None) -> V
         raise _fail("io_error", f"{path}: {e.strerror or e}") from None
 
 
-def verify(path: Union[str, os.PathLike], pin: Optional[str] = None,
+def verify(path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
            lazy: bool = False) -> VerifiedArtifact:
     """Every check of §5, in its order; raises :class:`PyArtifactError` on the first failure.
     ``lazy``: expert blocks are left for :meth:`VerifiedArtifact.verify_expert`."""

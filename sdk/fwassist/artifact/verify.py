@@ -11,18 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
+from ..errors import ArtifactError
 from . import pyverify
 
-__all__ = ["ArtifactInvalid", "verify", "status_name", "native_loader"]
-
-
-class ArtifactInvalid(Exception):
-    """An artifact failed verification: ``status`` (a status name of csrc/core/status.h),
-    ``message`` and the ``path``."""
-
-    def __init__(self, path: str, status: str, message: str):
-        super().__init__(f"{path}: {status}: {message}")
-        self.path, self.status, self.message = path, status, message
+__all__ = ["verify", "status_name", "native_loader"]
 
 
 def status_name(err: BaseException) -> str:
@@ -43,15 +35,10 @@ def native_loader() -> Optional[Any]:
     return getattr(fwassist, "load_artifact", None)
 
 
-def _message(err: BaseException) -> str:
-    m = getattr(err, "message", None)
-    return str(m) if m else str(err)
-
-
-def verify(path: Union[str, os.PathLike], pin: Optional[str] = None, lazy: bool = False,
+def verify(path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None, lazy: bool = False,
            *, native: Optional[bool] = None) -> pyverify.VerifiedArtifact:
     """Verifies ``path`` (every byte, or all but the expert blocks when ``lazy``) and returns
-    the reader of its manifest and data. Raises :class:`ArtifactInvalid`.
+    the reader of its manifest and data. Raises :class:`fwassist.ArtifactError` (with ``path``).
 
     native: True to require the C++ loader, False to use only the Python reader, None (default)
     to use the C++ loader when present."""
@@ -60,23 +47,20 @@ def verify(path: Union[str, os.PathLike], pin: Optional[str] = None, lazy: bool 
     if native and load is None:
         raise RuntimeError("fwassist.load_artifact is not available in this build")
     if load is not None:
-        import fwassist
-
-        err_type = getattr(fwassist, "ArtifactError", Exception)
         try:
             handle = load(p, pin=pin, lazy=lazy)
-        except err_type as e:
-            raise ArtifactInvalid(p, status_name(e), _message(e)) from None
+        except ArtifactError as e:
+            raise ArtifactError(e.status, e.message, p) from None
         close = getattr(handle, "close", None)
         if callable(close):
             close()
         try:
             art = pyverify.read_manifest(p, pin=pin)
         except pyverify.PyArtifactError as e:
-            raise ArtifactInvalid(p, e.status, e.message) from None
+            raise ArtifactError(e.status, e.message, p) from None
         art.lazy = lazy
         return art
     try:
         return pyverify.verify(p, pin=pin, lazy=lazy)
     except pyverify.PyArtifactError as e:
-        raise ArtifactInvalid(p, e.status, e.message) from None
+        raise ArtifactError(e.status, e.message, p) from None

@@ -76,7 +76,7 @@ def _roundup(x: int, a: int) -> int:
     return -(-x // a) * a
 
 
-def tensor_order_key(role: str, layer: Optional[int], name: str) -> tuple:
+def tensor_order_key(role: str, layer: Optional[int], name: str) -> tuple[Any, ...]:
     """Sort key of a non-expert tensor: layer-less tensors whose role precedes the per-layer
     roles (``embed``) first, then by layer, then the other layer-less ones; then role order
     and name."""
@@ -166,9 +166,10 @@ def _entry(t: Any) -> _Entry:
                 raise ValueError(f"tensor {name}: {e}") from None
             if (pm.nbytes != length or pm.has_zero != has_zero or pm.scale_dtype != scale):
                 raise RuntimeError(f"tensor {name}: packed layout differs from the plan")
-            return memoryview(pm.data).cast("B")
+            return pm.data.data.cast("B")
 
         return _Entry(name, t.role, layer, expert, "packed", shape, quant, length, produce)
+    le: np.dtype[Any]
     if isinstance(v, BF16Array):
         arr, dtype, le = v.bits, "bf16", np.dtype("<u2")
         if not isinstance(arr, np.ndarray) or arr.dtype != np.uint16:
@@ -189,7 +190,7 @@ def _entry(t: Any) -> _Entry:
     length = int(arr.size) * le.itemsize
 
     def produce_float(arr: np.ndarray = arr, le: np.dtype = le) -> memoryview:
-        return memoryview(np.ascontiguousarray(arr, dtype=le)).cast("B")
+        return np.ascontiguousarray(arr, dtype=le).data.cast("B")
 
     return _Entry(name, t.role, layer, expert, dtype, shape, None, length, produce_float)
 
@@ -266,7 +267,7 @@ def _plan(entries: list[_Entry]) -> tuple[list[_Entry], list[dict[str, Any]], in
         names.add(e.name)
     dense = sorted((e for e in entries if e.expert is None),
                    key=lambda e: tensor_order_key(e.role, e.layer, e.name))
-    experts: dict[tuple[int, int], dict[str, _Entry]] = {}
+    experts: dict[tuple[Optional[int], int], dict[str, _Entry]] = {}
     for e in entries:
         if e.expert is not None:
             slot = experts.setdefault((e.layer, e.expert), {})
@@ -351,9 +352,11 @@ def _write_zeros(fd: int, n: int) -> None:
         n -= k
 
 
-def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
-                   model_card: dict, options: dict, evidence: dict,
-                   exporter_version: str) -> str:
+def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *,
+                   model_card: dict[str, Any], options: dict[str, Any],
+                   evidence: dict[str, Any],
+                   exporter_version: str,
+                   progress: Optional[Callable[[int, int], None]] = None) -> str:
     """Writes ``model`` to ``path`` and returns its pin ``"sha256:<root digest>"``.
 
     model_card: must hold a non-empty ``known_limitations`` list of strings (else ValueError);
@@ -361,6 +364,7 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
     CycloneDX model card. options: the exporter options, recorded in the provenance.
     evidence: the equivalence evidence measured at export. Floats anywhere in config, options,
     tokenizer, model card or evidence are stored as their shortest round-trip decimal string.
+    progress: called with (data bytes written, data bytes in all) after each tensor.
     """
     _check_model_card(model_card)
     for what, v in (("options", options), ("evidence", evidence)):
@@ -429,12 +433,15 @@ def write_artifact(path: Union[str, os.PathLike], model: ImportedModel, *,
                 raise RuntimeError(f"tensor {e.name}: {len(data)} bytes, planned {e.length}")
             e.sha256 = hashlib.sha256(data).hexdigest()
             _write_all(fd, data)
+            if progress is not None:
+                progress(e.offset + e.length, data_length)
             if block_hash is not None:
                 block_hash.update(bytes(gap))
                 block_hash.update(data)
             pos = e.offset + e.length
             del data
-            if current is not None and e.role == EXPERT_ROLES[-1]:   # down: the block's last
+            if current is not None and block_hash is not None and e.role == EXPERT_ROLES[-1]:
+                # down: the block's last
                 end = current["offset"] + current["length"]
                 _write_zeros(fd, end - pos)
                 block_hash.update(bytes(end - pos))

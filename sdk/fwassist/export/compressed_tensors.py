@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def _version(v: Any) -> Optional[tuple[int, int]]:
 class CompressedTensorsConfig:
     """The ``quantization_config`` of a compressed-tensors checkpoint."""
 
-    def __init__(self, qc: dict):
+    def __init__(self, qc: dict[str, Any]) -> None:
         if qc.get("quant_method") != "compressed-tensors":
             raise CheckpointError(f"config: quantization_config.quant_method "
                                   f"{qc.get('quant_method')!r} is not supported (only "
@@ -302,11 +302,13 @@ class PackedModule:
         sc = ck.read(sname)
         # per-element column -> scale column, and row -> scale row
         rows = np.arange(N)
+        want: tuple[int, ...]
         if s.strategy == "group":
-            G = -(-K // s.group_size)
+            group = cast(int, s.group_size)  # a positive int for this strategy (parse checks)
+            G = -(-K // group)
             want = (N, G)
-            cols = np.arange(K) // s.group_size
-            src_block = s.group_size
+            cols = np.arange(K) // group
+            src_block = group
         elif s.strategy == "channel":
             want, cols, src_block = (N, 1), np.zeros(K, np.int64), K
         elif s.strategy == "tensor":

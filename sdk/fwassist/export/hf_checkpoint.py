@@ -17,7 +17,7 @@ import json
 import os
 import re
 from collections import defaultdict
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import numpy as np
 
@@ -32,12 +32,13 @@ from .torchao_checkpoint import load_intx, torchao_metadata
 __all__ = ["CheckpointError", "import_checkpoint"]
 
 Value = Union[np.ndarray, QuantizedWeight, BF16Array]
-Key = tuple
+FloatValue = Union[np.ndarray, BF16Array]
+Key = tuple[str, Optional[int], Optional[int]]   # (role, layer, expert)
 _FUSED = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts$")
 _EMBEDDING_MODULES = ("model.embed_tokens",)
 
 
-def _float_value(arr: np.ndarray, dtype: str, what: str) -> Value:
+def _float_value(arr: np.ndarray, dtype: str, what: str) -> FloatValue:
     if dtype == "BF16":
         return BF16Array(bits=np.ascontiguousarray(arr))
     if dtype not in ("F32", "F16"):
@@ -49,13 +50,13 @@ def _float_value(arr: np.ndarray, dtype: str, what: str) -> Value:
     return np.ascontiguousarray(arr)
 
 
-def _slice(v: Value, sl: Any) -> Value:
+def _slice(v: FloatValue, sl: Any) -> FloatValue:
     if isinstance(v, BF16Array):
         return BF16Array(bits=np.ascontiguousarray(v.bits[sl]))
     return np.ascontiguousarray(v[sl])
 
 
-def _transpose(v: Value) -> Value:
+def _transpose(v: FloatValue) -> FloatValue:
     if isinstance(v, BF16Array):
         return BF16Array(bits=np.ascontiguousarray(v.bits.T))
     return np.ascontiguousarray(v.T)
@@ -70,7 +71,8 @@ def _load_json(path: str, what: str) -> Any:
 
 
 class _Builder:
-    def __init__(self, ck: Checkpoint, config: dict, qcfg: Optional[CompressedTensorsConfig]):
+    def __init__(self, ck: Checkpoint, config: dict[str, Any],
+                 qcfg: Optional[CompressedTensorsConfig]) -> None:
         self.ck, self.c, self.qcfg = ck, config, qcfg
         self.torchao = torchao_metadata(ck)
         self.values: dict[Key, Value] = {}
@@ -86,14 +88,15 @@ class _Builder:
         what = self.ck.label(name)
         if layer is not None and not 0 <= layer < L:
             raise CheckpointError(f"{what}: layer {layer} but num_hidden_layers is {L}")
+        # Expert, router and mlp roles always name a layer (_key).
         if role.startswith("expert_") or role == "router":
-            if not is_moe_layer(self.c, layer):
+            if not is_moe_layer(self.c, cast(int, layer)):
                 raise CheckpointError(f"{what}: {_kname(key)} but layer {layer} is a dense MLP "
                                       f"layer in the config")
             if expert is not None and not 0 <= expert < self.c["num_experts"]:
                 raise CheckpointError(f"{what}: expert {expert} but num_experts is "
                                       f"{self.c['num_experts']}")
-        if role.startswith("mlp_") and is_moe_layer(self.c, layer):
+        if role.startswith("mlp_") and is_moe_layer(self.c, cast(int, layer)):
             raise CheckpointError(f"{what}: {_kname(key)} but layer {layer} is a MoE layer in "
                                   f"the config")
         shape = value.q.shape if isinstance(value, QuantizedWeight) else (
@@ -201,7 +204,7 @@ class _Builder:
             else:
                 self.put(("expert_down", layer, e), m, name)
 
-    def tensors(self) -> tuple[list[ModelTensor], dict]:
+    def tensors(self) -> tuple[list[ModelTensor], dict[str, Any]]:
         cfg = dict(self.c)
         vals = self.values
         emb, lm = ("embed", None, None), ("lm_head", None, None)
@@ -233,9 +236,11 @@ class _Builder:
 def _same(a: Value, b: Value) -> bool:
     if type(a) is not type(b) or isinstance(a, QuantizedWeight):
         return False
-    if isinstance(a, BF16Array):
-        return np.array_equal(a.bits, b.bits)  # type: ignore[union-attr]
-    return a.dtype == b.dtype and np.array_equal(a, b)  # type: ignore[union-attr]
+    if isinstance(a, BF16Array) and isinstance(b, BF16Array):
+        return bool(np.array_equal(a.bits, b.bits))
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.dtype == b.dtype and bool(np.array_equal(a, b))
+    return False
 
 
 def _kname(k: Key) -> str:

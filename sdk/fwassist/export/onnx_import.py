@@ -23,18 +23,14 @@ from .mapping import assign_roles, load_config, load_role_map
 from .model import ImportedModel, ModelTensor, QuantizedWeight
 from .patterns import Graph, WeightRecord, find_weights
 from .jsonfile import load_file
+from ..errors import require
 from .tensors import ExternalData, ExternalDataError, OnnxImportError
 
 __all__ = ["OnnxImportError", "import_onnx", "load_graph", "extract_weights", "source_files"]
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError as e:
-        raise ImportError("importing ONNX models needs the 'onnx' package: "
-                          "pip install 'fwassist[export]'") from e
-    return onnx
+    return require("onnx", "export", "importing ONNX models")
 
 
 def load_graph(path_or_model, base_dir: Optional[str] = None) -> Graph:
@@ -58,11 +54,12 @@ def source_files(path: str) -> list[str]:
     """The model file and every external data file its tensors name (resolved; a location
     escaping the model's directory raises :class:`ExternalDataError`), without reading any
     tensor data: the files an output of the export must not be."""
+    onnx = _onnx()  # first: a missing onnx is MissingExtraError, not a bare ImportError
     from onnx.external_data_helper import _get_all_tensors
 
     path = os.fspath(path)
     try:
-        model = _onnx().load(path, load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception as e:  # protobuf errors
         raise OnnxImportError(f"{path}: not a readable ONNX model ({e})") from None
     ext = ExternalData(os.path.dirname(os.path.abspath(path)))

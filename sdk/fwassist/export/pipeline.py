@@ -12,13 +12,15 @@ same inputs give the same bytes on any machine.
 from __future__ import annotations
 
 import os
-import sys
+import time
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from ..artifact.model import ImportedModel
 from ..artifact.writer import write_artifact
+from ..errors import require
+from ..progress import Progress
 from .onnx_import import import_onnx
 from .tensors import OnnxImportError
 from .reference import Reference
@@ -28,9 +30,6 @@ PROBE_SEED = 20261125
 GREEDY_TOKENS = 32
 
 
-def _log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"fwassist export: {msg}", file=sys.stderr, flush=True)
 
 
 def probe_inputs(vocab_size: int) -> list[np.ndarray]:
@@ -40,11 +39,8 @@ def probe_inputs(vocab_size: int) -> list[np.ndarray]:
 
 
 def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ImportError("the equivalence evidence of an ONNX source runs onnxruntime: "
-                          "pip install 'fwassist[export]' (or pass --no-evidence)") from e
+    ort = require("onnxruntime", "export",
+                  "the equivalence evidence of an ONNX source (or pass --no-evidence)")
 
     so = ort.SessionOptions()
     # Unfused: the optimizer's DQ+MatMul fusion would switch to int8 activations.
@@ -81,7 +77,8 @@ def _sig3(x: float) -> float:
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    out: np.ndarray = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return out
 
 
 def measure_evidence(model: ImportedModel, onnx_path: str,
@@ -92,11 +89,14 @@ def measure_evidence(model: ImportedModel, onnx_path: str,
     float noise) are left out and counted: either expert choice is right there, and later
     positions attend to that choice."""
     ref = Reference(model)
+    ort_run: Callable[[np.ndarray], np.ndarray]
     if os.path.isdir(onnx_path):
         # A safetensors checkpoint has no graph to run: the oracle is the float64 forward of
         # its codes and scales dequantized in float32 (float weights as stored).
-        def ort_run(ids: np.ndarray) -> np.ndarray:
+        def ref_run(ids: np.ndarray) -> np.ndarray:
             return ref.forward(ids).logits
+
+        ort_run = ref_run
 
         oracle = ("the numpy float64 reference forward of the checkpoint's weights (codes and "
                   "scales dequantized in float32: (q - zp) * s, one float32 multiply); no "
@@ -236,7 +236,9 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
             if p is not None and same_file(out_path, p):
                 raise ValueError(f"the output {out_path} is also an input of the export ({p})")
     card = load_file(card_path, "model card")
-    _log(f"importing {os.path.basename(onnx_path)}", quiet)
+    # Progress on a terminal only (fwassist.progress): phases, then the bytes written.
+    progress = Progress("fwassist export", quiet=quiet)
+    progress.phase(f"importing {os.path.basename(onnx_path)}")
     if os.path.isdir(onnx_path):
         from .hf_checkpoint import import_checkpoint
 
@@ -252,10 +254,10 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
         model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path,
                             map_path=map_path, explain=explain)
     n_q = sum(1 for t in model.tensors if not isinstance(t.value, np.ndarray))
-    _log(f"{len(model.tensors)} tensors ({n_q} quantized)", quiet)
+    progress.phase(f"{len(model.tensors)} tensors ({n_q} quantized)")
     ev: dict[str, Any] = {"measured": False}
     if evidence:
-        _log("measuring equivalence evidence against onnxruntime", quiet)
+        progress.phase("measuring equivalence evidence against onnxruntime")
         ev = {"measured": True, **_evidence_with_runtime(model, onnx_path)}
     options = {
         "source": os.path.basename(onnx_path),
@@ -265,8 +267,12 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
         **({"role_map": os.path.basename(map_path)} if map_path is not None else {}),
         "importer_notes": list(model.notes),
     }
-    _log(f"writing {os.path.basename(out_path)}", quiet)
+    progress.phase(f"writing {os.path.basename(out_path)}")
+    started = time.monotonic()
     pin = write_artifact(out_path, model, model_card=card, options=options, evidence=ev,
-                         exporter_version=__version__)
-    _log(f"done: {pin}", quiet)
+                         exporter_version=__version__,
+                         progress=lambda done, total: progress.bytes_done(
+                             "written", done, total, started))
+    progress.end()
+    progress.phase(f"done: {pin}")
     return pin

@@ -24,10 +24,13 @@ import json
 import os
 import random
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from ..errors import require
 from .mapping import hf_name, is_moe_layer, normalize_config
 from .tensors import pack_subbyte
 
@@ -72,10 +75,10 @@ class QuantSpec:
 
 
 FLOAT_SPEC = QuantSpec(pattern="float")
-QuantArg = Union[None, QuantSpec, dict, Callable[[str, str], Optional[QuantSpec]]]
+QuantArg = Union[None, QuantSpec, dict[str, QuantSpec], Callable[[str, str], Optional[QuantSpec]]]
 
 
-def tiny_config(**overrides) -> dict:
+def tiny_config(**overrides: Any) -> dict[str, Any]:
     """A small Qwen3-MoE config (Hugging Face keys) for tests."""
     c = {"model_type": "qwen3_moe", "vocab_size": 128, "hidden_size": 64,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -88,17 +91,17 @@ def tiny_config(**overrides) -> dict:
     return c
 
 
-def random_weights(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
+def random_weights(config: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     """Random float32 weights with Hugging Face names and [N, K] Linear orientation."""
     c, _ = normalize_config(config)
     rng = np.random.default_rng(seed)
     H, hd = c["hidden_size"], c["head_dim"]
     w: dict[str, np.ndarray] = {}
 
-    def lin(name, n, k, gain=1.0):
+    def lin(name: str, n: int, k: int, gain: float = 1.0) -> None:
         w[name] = (rng.standard_normal((n, k)) * gain / np.sqrt(k)).astype(np.float32)
 
-    def norm(name, n):
+    def norm(name: str, n: int) -> None:
         w[name] = (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
 
     w[hf_name("embed", None, None)] = rng.standard_normal((c["vocab_size"], H)).astype(np.float32)
@@ -205,33 +208,33 @@ def quant_params(W: np.ndarray, spec: QuantSpec) -> dict[str, Any]:
             "per_tensor": per_tensor}
 
 
-def codes_for(W: np.ndarray, p: dict) -> np.ndarray:
+def codes_for(W: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     """clamp(rne(W / s) + zp) with an IEEE float32 division, per (row, block)."""
     N, K = W.shape
     s_el = np.repeat(p["s32"], p["b"], axis=1)[:, :K]
     r = np.rint(np.divide(W.astype(np.float32), s_el, dtype=np.float32)).astype(np.int64)
     if p["zp"] is not None:
         r = r + np.repeat(p["zp"], p["b"], axis=1)[:, :K]
-    return np.clip(r, p["lo"], p["hi"])
+    out: np.ndarray = np.clip(r, p["lo"], p["hi"])
+    return out
 
 
 # ---------------------------------------------------------------------------------------
 # the graph builder
 
 
-def _onnx():
-    import onnx
-    return onnx
+def _onnx() -> ModuleType:
+    return require("onnx", "export", "building an ONNX graph")
 
 
 class _Builder:
-    def __init__(self, naming: str, encoding_default: str = "raw"):
+    def __init__(self, naming: str, encoding_default: str = "raw") -> None:
         onnx = _onnx()
         self.onnx = onnx
         self.TP = onnx.TensorProto
         self.naming = naming
-        self.nodes: list = []
-        self.inits: list = []
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
         self.counter = 0
         self.scope_path = ""
         self.opset_need = 21
@@ -259,7 +262,7 @@ class _Builder:
         return self.tname("w")
 
     def node(self, op: str, inputs: list[str], n_out: int = 1, domain: str = "",
-             outputs: Optional[list[str]] = None, **attrs) -> list[str]:
+             outputs: Optional[list[str]] = None, **attrs: Any) -> list[str]:
         helper = self.onnx.helper
         outs = outputs or [self.tname(f"{op}_output") for _ in range(n_out)]
         k = self._n()
@@ -288,21 +291,21 @@ class _Builder:
         self.nodes.append(n)
         return outs
 
-    def op(self, op: str, *inputs: str, domain: str = "", **attrs) -> str:
+    def op(self, op: str, *inputs: str, domain: str = "", **attrs: Any) -> str:
         return self.node(op, list(inputs), 1, domain=domain, **attrs)[0]
 
     class _Scope:
-        def __init__(self, b, path):
+        def __init__(self, b: _Builder, path: str) -> None:
             self.b, self.path = b, path
 
-        def __enter__(self):
+        def __enter__(self) -> None:
             self.old = self.b.scope_path
             self.b.scope_path = self.path
 
-        def __exit__(self, *a):
+        def __exit__(self, *a: Any) -> None:
             self.b.scope_path = self.old
 
-    def scope(self, path: str):
+    def scope(self, path: str) -> _Builder._Scope:
         return self._Scope(self, path)
 
     # -- initializers ---------------------------------------------------------------------
@@ -349,13 +352,13 @@ class _Builder:
         self.inits.append(t)
         return name
 
-    def const_i64(self, vals) -> str:
+    def const_i64(self, vals: ArrayLike) -> str:
         key = ("i64", tuple(np.asarray(vals).reshape(-1).tolist()), np.asarray(vals).shape)
         if key not in self.cache:
             self.cache[key] = self.init_array(np.asarray(vals, dtype=np.int64))
         return self.cache[key]
 
-    def const_f32(self, vals) -> str:
+    def const_f32(self, vals: ArrayLike) -> str:
         a = np.asarray(vals, dtype=np.float32)
         key = ("f32", a.tobytes(), a.shape)
         if key not in self.cache:
@@ -364,8 +367,8 @@ class _Builder:
 
 
 class _Model:
-    def __init__(self, weights: dict, config: dict, quant: QuantArg, naming: str,
-                 moe_combine: str, opset: Optional[int]):
+    def __init__(self, weights: dict[str, np.ndarray], config: dict[str, Any], quant: QuantArg,
+                 naming: str, moe_combine: str, opset: Optional[int]) -> None:
         self.c, _ = normalize_config(config)
         self.raw_config = config
         self.w = weights
@@ -408,14 +411,14 @@ class _Model:
             if spec.float_dtype == "float16":
                 t = b.init_array(arr.astype(np.float16), b.wname(name))
             else:
-                bits, _ = _to_scale_dtype(np.ascontiguousarray(arr), "bfloat16")
-                t = b.init_bf16(bits, b.wname(name))
+                bf16, _ = _to_scale_dtype(np.ascontiguousarray(arr), "bfloat16")
+                t = b.init_bf16(bf16, b.wname(name))
             return b.op("Cast", t, to=TP.FLOAT), spec
         p = quant_params(W, spec)
         bits, signed = spec.bits, spec.is_signed
         # scale/zp tensors in stored orientation
         if spec.pattern == "matmulnbits":
-            return None, spec  # handled by linear()
+            raise ValueError(f"{name}: matmulnbits weights are built by linear()")
         if spec.block == 0:
             s_st, z_st, axis, block = p["scales"][0, 0], (None if p["zp"] is None
                                                           else p["zp"][0, 0]), 0, 0
@@ -430,7 +433,7 @@ class _Model:
         s_st = np.ascontiguousarray(s_st)
         if spec.scale_dtype != "float32":
             b.opset_need = max(b.opset_need, 23)
-        attrs = {"axis": axis}
+        attrs: dict[str, Any] = {"axis": axis}
         if block:
             attrs["block_size"] = block
         if spec.pattern == "qonnx":
@@ -578,7 +581,7 @@ class _Model:
             v = b.op("Transpose", heads["v_proj"], perm=[1, 0, 2])
             rep = nh // nkv
             if rep > 1:
-                def repeat(t):
+                def repeat(t: str) -> str:
                     t = b.op("Unsqueeze", t, b.const_i64([1]))
                     t = b.op("Tile", t, b.const_i64([1, rep, 1, 1]))
                     return b.op("Reshape", t, b.const_i64([nh, -1, hd]))
@@ -635,9 +638,11 @@ class _Model:
                 st = b.op("Concat", *ys, axis=0)                                 # [E, T, H]
                 w = b.op("Unsqueeze", b.op("Transpose", rw, perm=[1, 0]), b.const_i64([2]))
                 acc = b.op("ReduceSum", b.op("Mul", st, w), b.const_i64([0]), keepdims=0)
+        if acc is None:
+            raise ValueError(f"layer {l}: a MoE layer needs at least one expert")
         return acc
 
-    def build(self):
+    def build(self) -> Any:
         b, c = self.b, self.c
         TP = b.TP
         helper = b.onnx.helper
@@ -695,7 +700,7 @@ class _Model:
         return helper.make_model(graph, opset_imports=imports, producer_name="fwassist.qat_builder")
 
 
-def _shuffle_topo(model, seed: int) -> None:
+def _shuffle_topo(model: Any, seed: int) -> None:
     """Rewrites the node list in a random topological order and shuffles initializers."""
     g = model.graph
     nodes = list(g.node)
@@ -725,10 +730,11 @@ def _shuffle_topo(model, seed: int) -> None:
     g.initializer.extend(inits)
 
 
-def build_qat_onnx(path: Optional[str], weights: dict, config: dict, quant: QuantArg = None, *,
+def build_qat_onnx(path: Optional[str], weights: dict[str, np.ndarray], config: dict[str, Any],
+                   quant: QuantArg = None, *,
                    naming: str = "hf", opset: Optional[int] = None, external_data: bool = False,
                    config_metadata: Optional[bool] = None, config_json: bool = False,
-                   moe_combine: str = "gather", shuffle_seed: Optional[int] = None):
+                   moe_combine: str = "gather", shuffle_seed: Optional[int] = None) -> Any:
     """Builds (and, when ``path`` is given, writes) a QAT ONNX Qwen3-MoE decoder.
 
     weights: Hugging Face names -> float32 arrays ([N, K] for Linear weights), e.g. from

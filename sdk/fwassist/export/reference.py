@@ -15,15 +15,16 @@ against onnxruntime on the QAT ONNX graph.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .mapping import is_moe_layer
 from .model import BF16Array, ImportedModel, QuantizedWeight
 
 
-def dequantize(v) -> np.ndarray:
+def dequantize(v: Union[np.ndarray, QuantizedWeight, BF16Array]) -> np.ndarray:
     """float32 weights: fp32(q - zp) * s with one float32 multiply (QuantizedWeight), the
     exact widening of float16/bfloat16, or the float32 array itself."""
     if isinstance(v, QuantizedWeight):
@@ -47,20 +48,21 @@ class ReferenceResult:
 
 
 class Reference:
-    def __init__(self, model: ImportedModel, dtype=np.float64):
+    def __init__(self, model: ImportedModel, dtype: DTypeLike = np.float64) -> None:
         self.c = model.config
         self.dtype = dtype
-        self.w: dict = {}
+        self.w: dict[tuple[str, Optional[int], Optional[int]], np.ndarray] = {}
         for t in model.tensors:
             self.w[(t.role, t.layer, t.expert)] = dequantize(t.value).astype(dtype)
         if ("lm_head", None, None) not in self.w:
             self.w[("lm_head", None, None)] = self.w[("embed", None, None)]
 
-    def _rms(self, x, w):
+    def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         eps = self.c["rms_norm_eps"]
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+        out: np.ndarray = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+        return out
 
-    def forward(self, input_ids, tie_rel: float = 1e-4) -> ReferenceResult:
+    def forward(self, input_ids: ArrayLike, tie_rel: float = 1e-4) -> ReferenceResult:
         c, w, dt = self.c, self.w, self.dtype
         ids = np.asarray(input_ids).reshape(-1)
         if ids.size == 0:
@@ -78,7 +80,7 @@ class Reference:
         res = ReferenceResult(logits=np.zeros(0))
         amb: set[int] = set()
 
-        def rot(x):
+        def rot(x: np.ndarray) -> np.ndarray:
             return np.concatenate([-x[..., hd // 2:], x[..., : hd // 2]], axis=-1)
 
         for l in range(c["num_hidden_layers"]):
@@ -136,6 +138,7 @@ class Reference:
         return res
 
 
-def reference_logits(model: ImportedModel, input_ids, dtype=np.float64) -> np.ndarray:
+def reference_logits(model: ImportedModel, input_ids: ArrayLike,
+                     dtype: DTypeLike = np.float64) -> np.ndarray:
     """Logits [T, vocab] of the reference forward."""
     return Reference(model, dtype).forward(input_ids).logits

@@ -113,12 +113,12 @@ class SafetensorsFile:
         self.metadata: dict[str, str] = dict(meta or {})
         self.tensors: dict[str, TensorInfo] = {}
         spans = []
-        for name, e in header.items():
+        for name, entry in header.items():
             what = f"{self.label}: tensor {name!r}"
-            if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
                 raise CheckpointError(f"{what}: header entry must have exactly dtype, shape "
                                       f"and data_offsets")
-            dt, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
+            dt, shape, offs = entry["dtype"], entry["shape"], entry["data_offsets"]
             if dt not in ITEMSIZE and dt not in DTYPES:
                 raise CheckpointError(f"{what}: unknown dtype {dt!r}")
             if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
@@ -239,15 +239,15 @@ class Checkpoint:
             if shard not in shards:
                 p = _plain_file(self.dir, shard, INDEX_NAME)
                 shards[shard] = SafetensorsFile(p)
-            f = shards[shard]
-            if name not in f.tensors:
+            sf = shards[shard]
+            if name not in sf.tensors:
                 raise CheckpointError(f"{INDEX_NAME}: tensor {name!r} is mapped to {shard!r}, "
                                       f"which does not hold it")
-            self.where[name] = f
+            self.where[name] = sf
         for shard in sorted(shards):
-            f = shards[shard]
-            self.files.append(f.path)
-            extra = sorted(set(f.tensors) - {n for n, g in self.where.items() if g is f})
+            sf = shards[shard]
+            self.files.append(sf.path)
+            extra = sorted(set(sf.tensors) - {n for n, g in self.where.items() if g is sf})
             if extra:
                 raise CheckpointError(f"{shard}: tensor {extra[0]!r} is not in {INDEX_NAME}'s "
                                       f"weight_map for this shard")

@@ -22,12 +22,14 @@ import math
 import os
 import stat
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
+from ..errors import ExportError
 
-class OnnxImportError(ValueError):
+
+class OnnxImportError(ExportError):
     """A model the importer refuses. The message names the node, the tensor and the reason."""
 
 
@@ -183,7 +185,7 @@ class ExternalData:
                                     f"regular file")
         return real
 
-    def read(self, tensor, what: str) -> bytes:
+    def read(self, tensor: Any, what: str) -> bytes:
         info = {e.key: e.value for e in tensor.external_data}
         unknown = set(info) - {"location", "offset", "length", "checksum", "basepath"}
         if unknown:
@@ -209,7 +211,7 @@ class ExternalData:
         return data
 
 
-def decode_tensor(tensor, what: str, external: Optional[ExternalData] = None) -> Decoded:
+def decode_tensor(tensor: Any, what: str, external: Optional[ExternalData] = None) -> Decoded:
     """Decodes a TensorProto. ``what`` names it (node and tensor) in error messages."""
     t = int(tensor.data_type)
     dims = [int(d) for d in tensor.dims]

@@ -59,7 +59,7 @@ def torchao_metadata(ck: Checkpoint) -> dict[str, dict[str, Any]]:
 
 def _dtype_name(x: Any) -> str:
     if isinstance(x, dict) and x.get("_type") == "torch.dtype" and isinstance(x.get("_data"), str):
-        return x["_data"]
+        return str(x["_data"])
     raise CheckpointError(f"not a torch.dtype description: {x!r}")
 
 

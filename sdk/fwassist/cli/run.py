@@ -10,7 +10,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    from .cli import (MAX_PENALTY, MAX_THREADS, MIN_PENALTY, float_range, input_file,
+    from . import (MAX_PENALTY, MAX_THREADS, MIN_PENALTY, float_range, input_file,
                       int_range, temperature)
 
     p = sub.add_parser("run", help="generate text with a .fwa model",
@@ -89,8 +89,8 @@ def default_profile_name() -> str:
 def validate(args: argparse.Namespace) -> Any:
     """Every check that needs no model, before the model is loaded: the pin, the energy
     options (the profile is loaded here and returned) and the CSV output."""
-    from .outpath import check_output_file
-    from .pin import parse_pin
+    from ..outpath import check_output_file
+    from ..pin import parse_pin
 
     parse_pin(args.pin)
     if args.energy and args.grid_intensity is None:
@@ -103,7 +103,7 @@ def validate(args: argparse.Namespace) -> Any:
             if v is not None:
                 raise ValueError(f"{flag} needs --energy")
         return None
-    from . import energy
+    from .. import energy
 
     profile = energy.load_profile(args.energy_profile or default_profile_name())
     if args.codecarbon_csv is not None:
@@ -115,7 +115,7 @@ def energy_report(args: argparse.Namespace, result: Any, wall_s: float, cpu_s: f
                   reading: Any, profile: Any = None) -> Any:
     """The SCI report of one generation: the session's measured core-seconds and weight bytes,
     the process CPU time, RAPL/hwmon energy when readable (else the profile's model)."""
-    from . import energy
+    from .. import energy
 
     st = result.stats
     if profile is None:
@@ -135,9 +135,9 @@ def energy_report(args: argparse.Namespace, result: Any, wall_s: float, cpu_s: f
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from .loader import ArtifactError
-    from .runtime import Model
-    from .textsafe import printable
+    from ..errors import ArtifactError
+    from ..runtime import Model
+    from ..textsafe import printable
 
     profile = validate(args)
     # --copy/--strict only when asked: the keywords exist from the Model.load that has them.
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                        threads=args.threads) as s:
         meter = None
         if args.energy:
-            from .energy import EnergyMeter
+            from ..energy import EnergyMeter
             meter = EnergyMeter()
             meter.start()
         wall0, cpu0 = time.perf_counter(), time.process_time()

@@ -25,7 +25,7 @@ def check_paths(args: argparse.Namespace) -> None:
     """Before any work: the output's directory is writable, the output is not an input, and it
     exists only with --force. ValueError otherwise."""
     from ..outpath import check_output_file
-    from .pipeline import weight_files
+    from ..export.pipeline import weight_files
 
     inputs: list[Optional[str]] = [args.model, args.config, args.tokenizer, args.card,
                                   args.map]
@@ -39,8 +39,8 @@ def check_paths(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from ..textsafe import printable
-    from .pipeline import export_onnx
-    from .tensors import OnnxImportError
+    from ..export.pipeline import export_onnx
+    from ..export.tensors import OnnxImportError
 
     try:
         check_paths(args)
@@ -82,7 +82,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def register(subparsers: Any) -> None:
-    from ..cli import input_file
+    from . import input_file
 
     def source(s: str) -> str:  # an ONNX file, or a checkpoint directory
         return s if os.path.isdir(s) else input_file(s)

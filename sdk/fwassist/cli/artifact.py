@@ -17,13 +17,15 @@ import sys
 import time
 from typing import Any
 
+from ..errors import ArtifactError
+from ..progress import Progress
 from ..textsafe import json_text, printable
-from .diff import EXIT_INVALID, EXIT_USAGE
+from ..artifact.diff import EXIT_INVALID, EXIT_USAGE
 
 __all__ = ["register", "main"]
 
 
-def _invalid(e: Any) -> int:
+def _invalid(e: ArtifactError) -> int:
     print(f"fwassist: INVALID {printable(e.path)}: {printable(e.status)}: "
           f"{printable(e.message)}", file=sys.stderr)
     return EXIT_INVALID
@@ -45,12 +47,20 @@ def _artifact_path(path: str) -> str:
     return path
 
 
+def _size(path: str) -> int:
+    """The file's size for the progress line (0 when it cannot be read: the verifier says why)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def _json(obj: Any) -> str:
     return json_text(obj, indent=2, sort_keys=True)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import ArtifactInvalid, native_loader, verify
+    from ..artifact.verify import native_loader, verify
 
     from ..pin import parse_pin
 
@@ -60,16 +70,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
     engine = "fwassist.load_artifact" if native_loader() else "pure-Python verifier"
+    progress = Progress("fwassist verify", quiet=args.quiet)
     try:
         if args.lazy:
             # The device's open path first (expert blocks deferred), then every byte.
             t0 = time.perf_counter()
-            verify(args.file, pin=args.pin, lazy=True)
+            with progress.waiting("lazy open", _size(args.file)):
+                verify(args.file, pin=args.pin, lazy=True)
             lazy_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        art = verify(args.file, pin=args.pin, lazy=False)
+        with progress.waiting("verifying", _size(args.file)):
+            art = verify(args.file, pin=args.pin, lazy=False)
         full_ms = (time.perf_counter() - t0) * 1e3
-    except ArtifactInvalid as e:
+    except ArtifactError as e:
         return _invalid(e)
     m = art.manifest
     print(f"OK {art.pin}")
@@ -82,24 +95,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect, render_text
-    from .verify import ArtifactInvalid
+    from ..artifact.inspect import inspect, render_text
 
     try:
         info = inspect(args.file)
-    except ArtifactInvalid as e:
+    except ArtifactError as e:
         return _invalid(e)
     print(_json(info) if args.json else render_text(info))
     return 0
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from .diff import diff
-    from .verify import ArtifactInvalid
+    from ..artifact.diff import diff
 
     try:
         res = diff(args.a, args.b)
-    except ArtifactInvalid as e:
+    except ArtifactError as e:
         return _invalid(e)
     print(_json(res.to_dict()) if args.json else res.render_text())
     return res.exit_code
@@ -107,13 +118,14 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _cmd_sbom(args: argparse.Namespace) -> int:
     from ..outpath import check_output_file, write_text_atomic
-    from .verify import ArtifactInvalid, verify
+    from ..artifact.verify import verify
 
     if args.output is not None:
         check_output_file(args.output, "sbom -o", [args.file], force=args.force)
     try:
-        art = verify(args.file)
-    except ArtifactInvalid as e:
+        with Progress("fwassist sbom", quiet=args.quiet).waiting("verifying", _size(args.file)):
+            art = verify(args.file)
+    except ArtifactError as e:
         return _invalid(e)
     if args.output is None:
         print(_json(art.manifest["sbom"]))
@@ -130,6 +142,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pin", help="expected root digest, 'sha256:<64 hex>'")
     p.add_argument("--lazy", action="store_true",
                    help="also time the lazy open (expert blocks deferred) a device performs")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (shown only on a terminal anyway)")
     p.set_defaults(fn=_cmd_verify)
     p = subparsers.add_parser("inspect", help="configuration, tensor table, totals, sections")
     p.add_argument("file", type=_artifact_path)
@@ -149,12 +163,14 @@ def register(subparsers: Any) -> None:
                    help="write the BOM to PATH (atomically) instead of stdout")
     p.add_argument("--force", action="store_true",
                    help="replace an existing --output file (never the artifact itself)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (shown only on a terminal anyway)")
     p.set_defaults(fn=_cmd_sbom)
 
 
 def main(argv: Any = None) -> int:
-    """Standalone entry (``python -m fwassist.artifact.cli``) with only these subcommands."""
-    from ..cli import Parser, run_command
+    """Standalone entry (``python -m fwassist.cli.artifact``) with only these subcommands."""
+    from . import Parser, run_command
 
     parser = Parser(prog="fwassist")
     register(parser.add_subparsers(dest="command", required=True))

@@ -29,8 +29,8 @@ DEFAULT_GRID_G_PER_KWH = 460.0
 
 
 def register(sub: Any) -> None:
-    from .cli import MAX_PENALTY, MAX_THREADS, MIN_PENALTY, float_range, int_range, temperature
-    from .run_cli import MAX_TOKENS
+    from . import MAX_PENALTY, MAX_THREADS, MIN_PENALTY, float_range, int_range, temperature
+    from .run import MAX_TOKENS
 
     p = sub.add_parser("demo", help="verify the bundled model and complete firmware C code",
                        description=__doc__)
@@ -66,7 +66,7 @@ def _out(msg: str, f: TextIO = sys.stderr) -> None:
 
 
 def _identity(path: str, pin: str) -> dict[str, Any]:
-    from .artifact.inspect import inspect
+    from ..artifact.inspect import inspect
 
     info = inspect(path)
     if info["pin"] != pin:  # the C++ loader checked the same bytes; a second opinion is cheap
@@ -103,7 +103,7 @@ def _print_identity(info: dict[str, Any], path: str) -> None:
 
 
 def _cpu_line() -> str:
-    from . import cpu_info
+    from .. import cpu_info
 
     ci = cpu_info()
     k = ci["kernels"]
@@ -112,12 +112,12 @@ def _cpu_line() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import energy
-    from .loader import ArtifactError
-    from .models import TINY_CODER_PIN, tiny_coder_path
-    from .runtime import Model
+    from .. import energy
+    from ..errors import ArtifactError
+    from ..models import TINY_CODER_PIN, tiny_coder_path
+    from ..runtime import Model
 
-    from .run_cli import default_profile_name
+    from .run import default_profile_name
 
     # Every option is checked (the profile loaded) before the model is.
     profile = energy.load_profile(args.energy_profile or default_profile_name())

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from .textsafe import printable
+from ..textsafe import printable
 
 # `check` builds dense float layers of rows x cols x tokens: bounded so a typo is an error,
 # not minutes of swapping.
@@ -27,7 +27,7 @@ MAX_CHECK_TOKENS = 4096
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import __version__, cpu_info
+    from .. import __version__, cpu_info
 
     info = cpu_info()
     if args.json:
@@ -51,7 +51,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     numpy. This is the job the kernels do inside the runtime, on a layer the tool makes itself."""
     import numpy as np
 
-    from . import _core, cpu_info, kernels
+    from .. import _core, cpu_info, kernels
 
     rng = np.random.default_rng(args.seed)
     N, K = args.rows, args.cols
@@ -144,7 +144,7 @@ def temperature(s: str) -> float:
 
 def input_file(s: str) -> str:
     """An argparse type: an existing regular file (checked without opening it)."""
-    from .outpath import check_input_file
+    from ..outpath import check_input_file
 
     try:
         return check_input_file(s, "")
@@ -209,11 +209,12 @@ def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) 
 
 def _exit_code(e: BaseException) -> Optional[int]:
     """The exit code of an expected failure, None for an unexpected one (a bug)."""
-    from .artifact.verify import ArtifactInvalid
-    from .loader import ArtifactError
+    from ..errors import ArtifactError, MissingExtraError
 
-    if isinstance(e, (ArtifactError, ArtifactInvalid)):
+    if isinstance(e, ArtifactError):
         return EXIT_INVALID
+    if isinstance(e, MissingExtraError):
+        return EXIT_FAILED
     if isinstance(e, (ValueError, TypeError)):
         return EXIT_USAGE
     if isinstance(e, (OSError, MemoryError, RecursionError)):
@@ -235,11 +236,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1)
     p.add_argument("--seed", type=int_range(0), default=0)
     p.set_defaults(fn=_cmd_check)
-    from .artifact.cli import register as register_artifact
-    from .export.cli import register as register_export
+    from .artifact import register as register_artifact
+    from .export import register as register_export
 
     from .demo import register as register_demo
-    from .run_cli import register as register_run
+    from .run import register as register_run
 
     register_demo(sub)
     register_run(sub)
@@ -247,6 +248,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_artifact(sub)
     return run_command(parser, argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

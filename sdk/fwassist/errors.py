@@ -1,0 +1,63 @@
+"""The exceptions of fwassist, one hierarchy (README "Errors")::
+
+    Error                          every failure fwassist itself reports
+    ├── ArtifactError              an artifact failed to open or verify (also a ValueError)
+    ├── ExportError                a source model cannot be exported (also a ValueError)
+    └── MissingExtraError          an optional package is not installed (also an ImportError)
+
+``ArtifactError.status`` is the status name of csrc/core/status.h (``"digest_mismatch"`` ...),
+``.message`` the reader's description and ``.path`` the file when there is one. Plain argument
+errors stay the built-in ``ValueError``, ``TypeError`` and ``KeyError``.
+
+Two internal carriers never reach user code: the native module's ``_core.ArtifactFailure`` and
+the standalone verifier's ``pyverify.PyArtifactError`` (that module must import without the
+package); every public entry point translates them into :class:`ArtifactError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Optional
+
+__all__ = ["Error", "ArtifactError", "ExportError", "MissingExtraError", "require"]
+
+
+class Error(Exception):
+    """The base of every exception fwassist raises for a failure of its own."""
+
+
+class ArtifactError(Error, ValueError):
+    """An artifact failed to open or verify.
+
+    ``status`` is the status name (one of :data:`fwassist.loader.STATUSES`, e.g.
+    ``"digest_mismatch"``), ``message`` the description of the problem, ``path`` the file (None
+    for a buffer)."""
+
+    def __init__(self, status: str, message: str, path: Optional[str] = None) -> None:
+        super().__init__(f"{path}: {status}: {message}" if path else f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.path = path
+
+
+class ExportError(Error, ValueError):
+    """A source model (ONNX graph or checkpoint) cannot be exported exactly."""
+
+
+class MissingExtraError(Error, ImportError):
+    """An optional package is not installed; ``extra`` names the extra that installs it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(f"{purpose} needs the '{package}' package: "
+                         f"pip install 'fwassist[{extra}]'")
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str) -> ModuleType:
+    """Imports an optional ``module``, or raises :class:`MissingExtraError` naming ``extra``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module.partition(".")[0], extra, purpose) from None
