@@ -51,8 +51,8 @@ export FWA_ZIG
 zig_version=$("$FWA_ZIG" version)
 export PATH=$tools/bin:$PATH
 
-# The demo's completions: from each "[k/3] completing" line to its token count line. The
-# figures around them (timings, paths, energy) differ from run to run.
+# The demo's completions (stdout; stderr has the report: both, in order, into one file): each
+# "[k/3] completing" line to its token count line. The figures around them differ run to run.
 completions() { awk '/^\[[0-9]+\/[0-9]+\] completing/{on=1} on{print} /^  [0-9]+ tokens \(/{on=0}' "$1" \
                 | sed -E 's/^(  [0-9]+ tokens \([a-z_]+\)).*/\1/'; }
 
@@ -62,7 +62,7 @@ smoke_venv() {  # <python> <what to pip install> <name>: fresh venv, install, in
   "$py" -m venv "$venv"
   "$venv/bin/pip" install -q "$pkg"
   (cd "$work" && "$venv/bin/fwassist" info > "$out/$name.info.txt")
-  (cd "$work" && "$venv/bin/fwassist" demo > "$out/$name.demo.txt")
+  (cd "$work" && "$venv/bin/fwassist" demo > "$out/$name.demo.txt" 2>&1)
   completions "$out/$name.demo.txt" > "$out/$name.completions.txt"
 }
 
@@ -153,7 +153,7 @@ smoke_arm64() {  # <wheel> <python>: installed into a target dir, run by qemu-aa
     (cd "$work" && PYTHONPATH=$site qemu-aarch64 -cpu $cpu -L "$arm64_root" \
         "$arm64_root/usr/bin/python$py" -m fwassist info > "$out/$name.info.txt")
     (cd "$work" && PYTHONPATH=$site qemu-aarch64 -cpu $cpu -L "$arm64_root" \
-        "$arm64_root/usr/bin/python$py" -m fwassist demo > "$out/$name.demo.txt")
+        "$arm64_root/usr/bin/python$py" -m fwassist demo > "$out/$name.demo.txt" 2>&1)
     completions "$out/$name.demo.txt" > "$out/$name.completions.txt"
     cmp "$out/sdist.completions.txt" "$out/$name.completions.txt" \
       || { echo "$name: demo completions differ from the sdist build's" >&2; exit 1; }
