@@ -5,7 +5,7 @@
 # The release files of the Python package (docs/packaging.md):
 #   1. the sdist, installed into a fresh venv (the machine's compiler): `fwassist demo`'s
 #      completions from it are the reference;
-#   2. from the sdist, a wheel per architecture and CPython, compiled by zig for glibc 2.31
+#   2. from the sdist, a wheel per arch and CPython, compiled by zig for glibc 2.31
 #      (scripts/wheel_zigcc.sh), repaired and checked by auditwheel (manylinux <= 2.31);
 #   3. each wheel in a fresh venv (aarch64: qemu-aarch64 cortex-a76, then an SVE CPU):
 #      `fwassist info`, and `fwassist demo` must print the reference completions;
@@ -111,8 +111,7 @@ build_wheel() {  # <arch> <python>: one repaired wheel into $out
   local env_extra=()
   if [ "$arch" = aarch64 ]; then
     [ -n "$arm64_root" ] || { echo "aarch64 needs --arm64-root (or FWA_ARM64_ROOT)" >&2; exit 2; }
-    # Python.h from the arm64 root, pyconfig.h its aarch64 one; nothing else of the root (its
-    # glibc headers are 2.36: zig's own 2.31 headers must win).
+    # Python.h and the aarch64 pyconfig.h from the root; not its glibc 2.36 headers.
     local inc=$work/pyinc-aarch64-$py
     rm -rf "$inc"
     mkdir -p "$inc"
@@ -129,9 +128,10 @@ build_wheel() {  # <arch> <python>: one repaired wheel into $out
       "${defs[@]}" "$work/src" > "$work/wheel-$arch-$py.log" 2>&1 \
     || { tail -40 "$work/wheel-$arch-$py.log" >&2; exit 1; }
   log "wheel $arch cp${py/./}: auditwheel repair + show"
-  auditwheel repair    --plat "manylinux_2_31_$arch" -w "$out" "$raw"/fwassist-*.whl
+  # auto: the lowest manylinux tag the symbol versions allow (a host-arch --plat is refused).
+  auditwheel repair --plat auto -w "$out" "$raw"/fwassist-*.whl
   local whl
-  whl=$(ls "$out"/fwassist-*-cp${py/./}-cp${py/./}-*manylinux_2_31_$arch*.whl)
+  whl=$(ls "$out"/fwassist-*-cp${py/./}-cp${py/./}-*manylinux*_$arch.whl)
   auditwheel show "$whl" > "$whl.auditwheel.txt"
   cat "$whl.auditwheel.txt"
   # The tag auditwheel derives from the symbol versions (not the file name) must be <= 2.31.
@@ -166,7 +166,7 @@ for arch in $archs; do
   for py in $arch_pythons; do
     build_wheel "$arch" "$py"
     [ $smoke = 1 ] || continue
-    whl=$(ls "$out"/fwassist-*-cp${py/./}-cp${py/./}-*manylinux_2_31_$arch*.whl)
+    whl=$(ls "$out"/fwassist-*-cp${py/./}-cp${py/./}-*manylinux*_$arch.whl)
     if [ "$arch" = aarch64 ]; then
       smoke_arm64 "$whl" "$py"
     else
