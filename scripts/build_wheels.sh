@@ -145,9 +145,8 @@ build_wheel() {  # <arch> <python>: one repaired wheel into $out
 smoke_arm64() {  # <wheel> <python>: installed into a target dir, run by qemu-aarch64
   local whl=$1 py=$2 site=$work/site-aarch64-$2 cpu
   rm -rf "$site"
-  python3 -m pip install -q --target "$site" --no-deps "$whl"
   python3 -m pip install -q --target "$site" --only-binary=:all: --platform manylinux2014_aarch64 \
-      --python-version "$py" --implementation cp "numpy>=1.22"
+      --python-version "$py" --implementation cp "$whl"
   for cpu in cortex-a76 max; do
     local name=aarch64-cp${py/./}-$cpu
     (cd "$work" && PYTHONPATH=$site qemu-aarch64 -cpu $cpu -L "$arm64_root" \
