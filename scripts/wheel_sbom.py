@@ -184,7 +184,7 @@ def build_sbom(wheel_path: str) -> Dict[str, Any]:
                           "properties": rt_props}
     if runtime == "libc++" and compiler.get("id") == "Clang":
         rt["version"] = compiler.get("version", "")  # libc++ ships with its clang
-        rt["licenses"] = [{"license": {"id": "Apache-2.0 WITH LLVM-exception"}}]
+        rt["licenses"] = [{"expression": "Apache-2.0 WITH LLVM-exception"}]
     components.append(rt)
     deps.append(rt_ref)
 

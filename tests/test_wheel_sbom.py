@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 import pytest
 
@@ -31,8 +32,9 @@ def _wheel_sbom() -> ModuleType:
     return mod
 
 
-def _make_wheel(path: Path, skip: str = "") -> Path:
-    """A wheel-shaped zip of the installed package's files the SBOM reads."""
+def _make_wheel(path: Path, skip: str = "", build_info: Optional[dict] = None) -> Path:
+    """A wheel-shaped zip of the installed package's files the SBOM reads (build_info replaces
+    fwassist/_build_info.json)."""
     pkg = Path(fwassist.__file__).parent
     dist = importlib.metadata.distribution("fwassist")
     info_dir = f"fwassist-{dist.version}.dist-info"
@@ -43,7 +45,10 @@ def _make_wheel(path: Path, skip: str = "") -> Path:
         for p in sorted(pkg.rglob("*")):
             rel = p.relative_to(pkg.parent).as_posix()
             if p.is_file() and "__pycache__" not in rel and not (skip and rel.endswith(skip)):
-                z.write(p, rel)
+                if build_info is not None and rel == "fwassist/_build_info.json":
+                    z.writestr(rel, json.dumps(build_info))
+                else:
+                    z.write(p, rel)
     return whl
 
 
@@ -91,6 +96,27 @@ def test_wheel_sbom_is_valid_cyclonedx_16_and_records_what_the_wheel_holds(tmp_p
     # The schema check can fail: a hash that is not hex is refused.
     bom["components"][-1]["hashes"][0]["content"] = "not-hex"
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(bom)) is not None
+
+
+def test_wheel_sbom_of_a_zig_build_is_valid_too(tmp_path):
+    """The wheels of scripts/build_wheels.sh: Clang with a static libc++ (its licence an SPDX
+    expression with an exception) and the glibc the toolchain targets."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    ws = _wheel_sbom()
+    info = {"compiler": {"id": "Clang", "version": "22.1.8"}, "cxx_runtime": "libc++",
+            "toolchain": "ziglang 0.17.1: zig cc -target x86_64-linux-gnu.2.31",
+            "glibc_target": "2.31", "nanobind_version": "3.1.0"}
+    bom = ws.build_sbom(str(_make_wheel(tmp_path, build_info=info)))
+    err = JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(bom))
+    assert err is None, err
+    rt = next(c for c in bom["components"] if c["name"] == "libc++")
+    assert rt["licenses"] == [{"expression": "Apache-2.0 WITH LLVM-exception"}]
+    assert rt["version"] == "22.1.8"
+    glibc = next(c for c in bom["components"] if c["name"] == "glibc")
+    assert {"name": "fwassist:glibc-target", "value": "2.31"} in glibc["properties"]
+    assert bom["metadata"]["tools"]["components"][0]["description"].startswith("ziglang")
 
 
 def test_wheel_sbom_names_what_is_missing(tmp_path, capsys):
