@@ -171,8 +171,8 @@ for arch in $archs; do
     else
       smoke_venv "$(find_python "$py")" "$whl" "x86_64-cp${py/./}"
       cmp "$out/sdist.completions.txt" "$out/x86_64-cp${py/./}.completions.txt" \
-        || { echo "x86_64 cp$py: demo completions differ from the sdist build's" >&2; exit 1; }
-      log "x86_64 cp$py: demo completions equal the sdist build's"
+        || { echo "x86_64 cp${py/./}: demo completions differ from the sdist build's" >&2; exit 1; }
+      log "x86_64 cp${py/./}: demo completions equal the sdist build's"
     fi
   done
 done
