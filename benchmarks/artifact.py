@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Artifact benchmark: write (export) time and verification throughput of a ~1 GB artifact.
 
 Side by side in one run: the artifact writer, our full verify (SHA-256 on the best backend

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The synthetic models of benchmarks/llamacpp_compare.py: one set of seeded float weights per
 model, written both as a QAT ONNX (exported to ``.fwa`` by our exporter) and as a GGUF
 (quantized by ``llama-quantize``), so both runtimes run the same weights.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """One runtime, one model, one thread count, in a process of its own: the workload of
 benchmarks/llamacpp_compare.py, measured the same way for both runtimes.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """End-to-end generation benchmark: prefill and decode speed, time to first token, peak RSS and
 decode vs the memory roofline, on synthetic Qwen3-MoE models.
 

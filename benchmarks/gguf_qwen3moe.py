@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Writes Qwen3-MoE (and dense Qwen3) weights as GGUF for llama.cpp with the PyPI ``gguf``
 package, and quantizes them with ``llama-quantize``.
 

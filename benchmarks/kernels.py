@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Kernel benchmark: fwassist GEMV/GEMM vs onnxruntime MatMulNBits vs a memory-bandwidth probe.
 
     python benchmarks/kernels.py --json OUT [--quick]

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Builds the llama.cpp that the PyPI ``llama-cpp-python`` source distribution vendors, for
 benchmarks/llamacpp_compare.py.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Side by side with llama.cpp on the same synthetic Qwen3-MoE weights: decode and prefill
 speed, CPU core-seconds per token (max rate and paced), idle CPU, peak RSS, an oversubscribed
 core, and the MoE's cost against a dense model with the same active parameters.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the benchmarks record about the machine and the checkout, shared by kernels.py and
 generate.py: a DRAM read-bandwidth probe, the LLC size and the git commit."""
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # usage: bash scripts/build_wheels.sh [--arch "x86_64 aarch64"] [--python "3.11"] [--out DIR]
 #                                     [--arm64-root DIR] [--no-smoke]
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """The CycloneDX 1.6 SBOM of a built fwassist wheel, from the wheel alone.
 
 usage: python scripts/wheel_sbom.py WHEEL [-o OUT.cdx.json]

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Checks an sdist of fwassist holds everything a build from it needs and nothing built.
 
 usage: python scripts/wheel_sdist_check.py SDIST.tar.gz [REPO_ROOT]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # usage: wheel_zigcc.sh <cc|c++> <zig target, e.g. aarch64-linux-gnu.2.31> <compiler args...>
 # The C/C++ compiler of scripts/build_wheels.sh: zig's clang with its own libc headers for the
 # glibc version in the target, so the wheel runs on that glibc and newer. FWA_ZIG is the zig

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Small `.fwa` artifacts built straight from docs/artifact-format.md, for the loader tests and
 the fuzz seed corpus (tests/fuzz/make_corpus.py). Test code only: the product writer is
 fwassist.artifact.writer; this independent one lets the tests corrupt any field and re-seal

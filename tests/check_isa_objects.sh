@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ISA-specific object files must not export weak/COMDAT symbols (an inline or template function
 # compiled with AVX-512 or SVE flags could be picked by the linker for baseline callers and
 # raise SIGILL on an older CPU) and must have no static initialisers (.init_array).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Deterministic tiny Qwen3-MoE models for the runtime tests, and their ONNX-side references.
 
 A byte-level BPE tokenizer (Qwen2 pre-tokenizer) trained on a small source-code corpus kept in

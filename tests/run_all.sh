@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The whole test suite: C++ kernel tests natively (every x86 variant the CPU has, plus each
 # forced lower path), the aarch64 qemu matrix, then the Python tests against the installed
 # package (numpy, onnxruntime, onnx.reference). Run from anywhere; needs the packages that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Change classification between two artifacts (fwassist.artifact.diff)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The artifact writer against docs/artifact-format.md, byte by byte.
 
 Verification goes through ``fwassist.load_artifact`` when the build has the C++ loader and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The bundled model (fwassist.models): pinned and verified, its golden greedy completions (the
 same files tests/capi/run_examples.sh checks natively and under qemu-aarch64), its tokenizer
 against Hugging Face ``tokenizers``, its model card and BOM, and ``fwassist demo``."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The C ABI (libfwassist, include/fwassist/fwassist.h) driven through cffi's ABI mode, the way
 a host-side firmware test harness uses it. The same scenarios as the nanobind tests (load, pin
 mismatch, tampered file, logits, generation, stats) must give the same results bit for bit,

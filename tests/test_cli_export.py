@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """End to end from the command line: builder QAT ONNX → ``fwassist export`` → ``verify --pin``,
 ``inspect``, ``diff``, ``sbom``; a refused export leaves no file; export is deterministic."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The command line fails closed (issue 14, items 8-10, 14, 15): every failure is one line with
 an exit code, never a traceback; every option is checked before any work; an output is never
 one of the command's inputs and an existing one is replaced only with --force; untrusted text

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ONNX graphs made by the real tools (tests/conformance/make_onnx.py: torch 2.13 CPU
 torch.onnx dynamo export of transformers 4.57 / 5.25 Qwen3-MoE, onnxruntime 1.32's
 MatMulNBitsQuantizer in QOperator and QDQ forms, Brevitas 0.13.4 export_onnx_qcdq) export to a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Safetensors checkpoints made by the real tools (tests/conformance/make_compressed_tensors.py
 and make_torchao.py: transformers 5.25, compressed-tensors 0.20.1, torchao 0.18, torch 2.13
 CPU) export to a pinned artifact: exact-mode logits vs the tool's reference <= 1e-4 relative,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """examples/train_tiny_coder/corpus.py (license-gated C corpus) and tokenizer_train.py.
 
 Fake sdists are built in tmp_path (tar.gz and zip with PKG-INFO, LICENSE and .c/.h files), so

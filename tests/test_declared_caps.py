@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Caps on the sizes a manifest declares (docs/artifact-format.md §3.8): an artifact whose
 tokenizer or config declares more than the caps is refused quickly and without a large
 allocation by every reader (Model.load, load_artifact, the Python verifier, the CLI) and is

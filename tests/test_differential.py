@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The C++ reader (fwassist.load_artifact) and the Python verifier (fwassist.artifact.pyverify)
 reach the same verdict: on each disagreement found so far (by the review and by
 tests/fuzz/differential.py), and on a short differential fuzz run (FWA_DIFF_SECONDS, default

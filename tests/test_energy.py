@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """fwassist.energy: profiles, the energy model, RAPL/hwmon counters on a fake sysfs, SCI and
 the CodeCarbon row. Pure Python: no compiled core, no real counters."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One exception hierarchy (issue 16 item 5): every bad-artifact failure that reaches user code
 is a ``fwassist.ArtifactError`` (and so a ``fwassist.Error``) with the status name, whichever
 entry point found it: the native loader, Model.load, a lazily verified expert, the verify,

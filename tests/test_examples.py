@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Python examples run as scripts, as a user runs them (subprocesses of this interpreter):
 ``examples/export_qat/export_and_diff.py`` with its built-in model, and
 ``examples/python/complete.py`` on a small synthetic artifact written here: with its pin, a

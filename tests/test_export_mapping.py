@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Role mapping and configuration of the ONNX importer.
 
 The same QAT model written with Hugging Face names, with torch-dynamo-style ``val_N`` names and

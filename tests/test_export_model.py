@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """End to end: QAT ONNX Qwen3-MoE graphs (built by fwassist.export.qat_builder) imported with
 ``import_onnx``; the numpy reference forward on the imported model must give the logits
 onnxruntime computes on the ONNX graph (ORT_DISABLE_ALL), within float32 rounding.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ONNX QAT importer's weight patterns, bit for bit against onnxruntime (graph optimizations
 disabled) and onnx.reference.
 

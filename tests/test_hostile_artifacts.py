@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tampering that keeps every size intact: swapped equal-size tensors, renamed tensors and
 reordered tables, with and without re-sealing the manifest. Without re-sealing the digests
 catch it; a re-sealed file is a different artifact, and the pin catches it."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Package structure: the artifact package never imports the export package (the writer's
 input model lives in fwassist.artifact.model; export depends on artifact, not the reverse),
 the Python verifier is self-contained (the second, independent implementation that checks

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """fwassist.kernels against independent references: numpy (formulas written out here),
 onnxruntime's DequantizeLinear (blocked) and an unfused DQ -> MatMul graph, and bit-identity
 of every kernel variant to the scalar reference."""

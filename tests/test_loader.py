@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """fwassist.load_artifact (the C++ reader through fwassist.loader): digests against hashlib,
 every error status, zero-copy read-only views that outlive close(), lazy experts, and a round
 trip through the product writer (fwassist.artifact.writer) when the package has it.

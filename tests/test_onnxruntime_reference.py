@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Dequantization and exact-mode matmul against onnxruntime (graph optimizations disabled, so
 DequantizeLinear and MatMul run unfused) and onnx.reference."""
 

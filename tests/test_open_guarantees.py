@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What opening an artifact guarantees (docs/runtime.md, "Verification guarantees per open
 mode"): one pin parser where "" is an error, only regular files with NUL-free paths, the
 protection in force reported (and required with strict=True), private copies that later writes

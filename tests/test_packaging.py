@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The sdist holds every tracked file and no build product (scripts/wheel_sdist_check.py): the
 cheap part of the release check that runs with the tests. The wheels themselves are built and
 smoke-tested by scripts/build_wheels.sh (docs/packaging.md), outside CI: a full compile each."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Progress of export, verify and sbom (issue 16 item 7): shown on stderr when stderr is a
 terminal (a pty here), and nothing extra without one or with -q: stdout and stderr stay what
 they were."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Licence and provenance of the repository: the LICENSE file pyproject.toml declares, an SPDX
 identifier in every source file (scripts/add_spdx.py inserts it), and that script's rules."""
 

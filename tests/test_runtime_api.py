@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The runtime's Python API and CLI on tiny models: determinism (bit-identical logits whatever
 the threads, prefill chunking, call splitting or load mode), context editing, generation
 (greedy, sampling, stops, prompt cache, statistics), errors, and ``fwassist run``."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The runtime fails closed (issue 14): NaN/Inf weights refused at open (or on a lazily
 verified expert's first use), values that overflow float32 reported as ``non_finite`` in both
 modes, sampling parameters that would overflow refused by name, and a stream superseded by a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The runtime's accuracy contract, against onnxruntime running the source QAT graph unfused.
 
 exact mode: logits within 1e-4 of ORT's (max |diff| / max |ORT logit|) and the same greedy

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """fwassist.Tokenizer (csrc/model/tokenizer.cpp) against Hugging Face `tokenizers`.
 
 Small byte-level BPE tokenizers are trained offline on source files found on this machine

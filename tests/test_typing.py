@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The package is typed (issue 16 item 5): ``mypy --strict`` passes over sdk/fwassist, checked
 against the type stubs of the native module that the build generates (``_core.pyi``, nanobind
 stubgen) and ships beside it. mypy is pinned in the ``test`` extra (pyproject.toml)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """scripts/wheel_sbom.py: the CycloneDX SBOM of a wheel, here of a wheel made from the installed
 package (its METADATA, WHEEL, extension module, build info and bundled model), validated
 against the CycloneDX 1.6 schema."""

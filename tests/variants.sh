@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The kernel variants a CPU feature set must expose, derived from the one list
 # csrc/kernels/variants.def (rows "FWA_KERNEL_VARIANT(name, arch, kF1 | kF2, ...)"):
 #   tests/variants.sh expect ARCH FEATURES  -> the usable variants, best first, "ref" last

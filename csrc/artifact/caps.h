@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Caps on the sizes an artifact's manifest declares (docs/artifact-format.md §3.8). A reader
 // checks them before it allocates anything proportional to a declared number, so a small file
 // never costs a large allocation. The artifact reader checks them at open (check_manifest),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A strict parser for the artifact manifest's canonical JSON (docs/artifact-format.md §3.1).
 //
 // It accepts exactly the canonical form: no whitespace, object keys unique and sorted by byte

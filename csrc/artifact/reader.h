@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The fail-closed reader and verifier of .fwa artifacts (docs/artifact-format.md, normative).
 //
 // Artifact::open checks, in the order of spec §5, and stops at the first failure:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Portable SHA-256, backend selection and the two-stream batch verifier.
 #include "artifact/sha256.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // SHA-256 (FIPS 180-4): a portable scalar implementation plus SHA-NI (x86) and ARMv8 crypto
 // extension backends, chosen once at run time from the CPU features (cpu/cpu_features.h; the
 // FWA_CPU_FEATURES mask can force the scalar path by dropping "sha").

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SHA-256 with the ARMv8 cryptographic extension (SHA256H/SHA256H2/SHA256SU0/SHA256SU1).
 // Compiled with -march=armv8-a+crypto for this file only; called only when cpu_info() reports
 // kSHA (HWCAP_SHA2). Functions only: no static initialisers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Shared between sha256.cpp and the per-ISA backends: round constants and the backend entry
 // points. The ISA files define only functions (no static initialisers): they are compiled with
 // ISA flags, and any code run before detection must not come from them.

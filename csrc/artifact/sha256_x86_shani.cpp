@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SHA-256 with the x86 SHA extensions (SHA-NI) and SSSE3/SSE4.1. Compiled with -msha -msse4.1
 // for this file only; called only when cpu_info() reports kSHA. Functions only: no static
 // initialisers.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // C ABI: library information, models (open, identity, manifest sections) and the tokenizer.
 #include <cstring>
 #include <string>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // C ABI: sessions (eval, decode, logits, context), the scheduler policy, sampling and
 // generation. The decode path (fwa_session_decode, fwa_session_logits, fwa_sampler_sample)
 // allocates nothing: checks, a handle-table lookup and the core calls only.

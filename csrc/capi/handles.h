@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Internals shared by the C ABI's translation units: the handle structs, the handle table (so a
 // freed, forged or wrong-kind handle gives FWA_ERR_BAD_HANDLE instead of a crash), the
 // thread-local error message, and guarded(), which turns every C++ exception into a status.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # fwassist/_build_info.json in the Python package: the compiler, C++ runtime and nanobind that
 # built fwassist._core, for the wheel's SBOM (scripts/wheel_sbom.py). Included from the top
 # CMakeLists.txt after csrc/, so csrc/python has found nanobind. FWA_TOOLCHAIN and

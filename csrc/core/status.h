@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Status codes shared by the core and (later) the C ABI. Values are explicit and never
 // renumbered: they are part of the ABI.
 #pragma once

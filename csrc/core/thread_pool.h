@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A small fork-join pool that parks its idle workers: run(n_chunks, n_threads, fn, ctx) calls
 // fn(ctx, i) exactly once for every i in [0, n_chunks) and returns when all are done. Chunks
 // are whole units of work (e.g. a fixed tile range), so results never depend on which thread

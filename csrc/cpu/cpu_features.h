@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // CPU feature detection, done once per process. The set can only be lowered, never raised,
 // by the environment variable FWA_CPU_FEATURES (a comma-separated list of feature names that
 // are kept; unknown names are ignored, features the CPU lacks stay off). Tests and benchmarks

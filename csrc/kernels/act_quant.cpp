@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Activation quantization for the fast mode: the body is VecOps::quantize_chunks
 // (kernels/vec_body.inc), compiled per ISA and equal to the baseline build byte for byte.
 #include "kernels/kernel.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The interface every matmul kernel variant implements, and the numerics they all reproduce
 // bit for bit (docs/kernels.md, "Canonical arithmetic"). Y[m][n] = sum_k W[n][k] * X[m][k].
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // y = W x for a packed weight: chooses the kernel, prepares the activations in a caller-owned
 // workspace, and splits the 16-row tiles over threads. No allocation happens here.
 #pragma once

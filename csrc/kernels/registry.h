@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Dispatch over the kernel variants of the one list, kernels/variants.def. A variant names the
 // CPU features it needs and the operations it implements; an operation left null falls
 // through to the next variant in priority order (for example the i8mm variant brings a GEMM

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Entry points of the per-ISA kernel files, declared from the variant list (variants.def).
 // Each is defined in exactly one file under kernels/x86/ or kernels/arm/, compiled with that
 // ISA's flags only; registry.cpp (baseline flags) refers to them by address and calls them

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Float kernels of the model's non-matmul work (attention sums, softmax, SwiGLU) and the fast
 // mode's activation quantization, one variant per ISA, all computing exactly the same bits: every output is its own sequence
 // of IEEE operations (multiply then add, never fused; lanes are independent outputs), so the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // What a block of the forward pass (attention, MoE, dense MLP) uses of its session for one
 // chunk: the pool and how many of its threads are active, the compute mode, the matmul
 // workspace, and the count of weight bytes read.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Declared buffer plans: every buffer of a session is declared once, with its element type,
 // count and alignment; the plan's size is computed from the declarations, and the buffers are
 // carved from one allocation by the bounds-checked Arena::take, in declaration order. A plan

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The model configuration of a Qwen3-MoE decoder, read from the artifact manifest's `config`
 // object (docs/artifact-format.md §3.3: Hugging Face names, reals as shortest-repr strings).
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Text generation over a Session, pull-style: start() prefills the prompt (reusing the longest
 // common prefix already in the context), then each next() samples one token, evaluates it and
 // returns its text piece. Both the streaming callbacks (C, Python generator) and the one-shot

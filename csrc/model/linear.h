@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A linear layer y = W x over the artifact's bytes, with no copy: W[N, K] is either packed (the
 // kernel layout, run by kernels/matmul) or a float matrix (f32/f16/bf16, row-major, as a
 // checkpoint left it: routers, embeddings, lm_head).

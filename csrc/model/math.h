@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The model's scalar math (elementary functions, RMSNorm, softmax, RoPE), bit-identical on
 // every CPU and compiler: a certification lab must reproduce device logits on a PC.
 //

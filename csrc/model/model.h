@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A loaded model: the verified artifact (mapped, or read into private memory with
 // ModelLoadOptions::copy) plus the weights bound to its bytes (no repacking; only the small
 // norm vectors are widened to float32). Read-only after load(), so one Model serves any number

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The mixture-of-experts block of a session: router, top-k, grouping the chunk's tokens per
 // routed expert, and the experts' execution (one GEMM per expert over its tokens, split over
 // the cores or whole experts packed onto cores), then each token's weighted sum.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Next-token sampling, deterministic on every platform: the random stream is PCG32 (integer
 // arithmetic only), probabilities use det_exp (model/math.h), and every sort uses a strict
 // total order, so a seed and a row of logits pick the same token everywhere.

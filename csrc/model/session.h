@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // A session: one context (token history + KV cache) over a shared Model, with every buffer it
 // will ever need allocated by create() for its max context and prefill chunk. eval() runs the
 // forward pass; once created, a session allocates nothing (the decode loop is allocation-free).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Byte-level BPE tokenizer (see tokenizer.h). Layout of this file: a small lenient JSON reader
 // (tokenizer.json is ordinary JSON: whitespace, any key order, floats; the artifact's strict
 // canonical parser does not fit), UTF-8 helpers, Unicode classes and NFC from the generated

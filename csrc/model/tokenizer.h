@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Byte-level BPE tokenizer built from a Hugging Face tokenizer.json (the artifact stores that
 // object verbatim in its manifest under "tokenizer"). Encoding and decoding equal HF
 // `tokenizers` (encode(text).ids with add_special_tokens, decode(ids) with

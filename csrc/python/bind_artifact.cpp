@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of the artifact reader (csrc/artifact): SHA-256 of a buffer, and an artifact handle
 // opened from a path (mapped read-only) or from a Python buffer (borrowed, held until the last
 // view is gone). fwassist.loader wraps this in the typed API.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of the runtime (csrc/model): NativeModel (a loaded, verified model), NativeSession
 // (context, KV cache, forward) and NativeGeneration (pull-style generation). fwassist.runtime
 // wraps them in the typed API. The GIL is released around every forward pass; a session's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of the byte-level BPE tokenizer (csrc/model/tokenizer.h). fwassist.tokenizer wraps
 // this in the typed API. Failures raise ValueError with the status name and message.
 #include <nanobind/nanobind.h>

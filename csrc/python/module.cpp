@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // fwassist._core: thin nanobind bindings over fwassist_core. Arrays are passed without copies
 // (C-contiguous numpy views); the Python side (sdk/fwassist/kernels.py) validates arguments
 // and allocates outputs, this side re-checks every size it relies on and releases the GIL

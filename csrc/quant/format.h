@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Block-quantized weight formats and the canonical packed layout (docs/kernels.md is the
 // byte-by-byte specification; keep the two in step).
 //

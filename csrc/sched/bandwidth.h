@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Memory read bandwidth, measured: the expert scheduler's cost model (a decode step streams
 // its weights once, so its time is about bytes / bandwidth at the cores in use) and the
 // benchmarks' roofline both use it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The core-count policy of a session: how many of its pool's threads the next decode steps
 // use, decided from measured decode step times. A state machine with no model or session
 // dependency (Session feeds it; tests/cpp/test_core_policy.cpp drives it with synthetic

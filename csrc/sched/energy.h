@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The energy model of docs/energy.md in C++ (sdk/fwassist/energy.py's estimate() is the
 // reference; tests/test_capi_cffi.py checks the two agree): joules from counted activity and
 // a device's power figures, and the Software Carbon Intensity per 1,000 generated tokens.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Expert residency under a memory budget. The artifact is mapped read-only; with a budget, at
 // most `budget` bytes of expert blocks stay resident. A block is acquired (pinned) by every
 // forward chunk that routes to it and released after the chunk's matmuls. When the resident

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Completes a prompt with a pinned fwassist artifact and prints the statistics: the minimal
  * embedding of the C ABI (include/fwassist/fwassist.h).
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """From QAT ONNX to verified artifacts, and what changes between two expert bit widths.
 
 Exports two QAT ONNX graphs of the same float weights that differ only in the bits of the MoE

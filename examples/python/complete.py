@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Complete a C source file with a pinned fwassist model: the dev-board script.
 
 Loads a ``.fwa`` artifact verified against its pin (every byte checked before a weight is

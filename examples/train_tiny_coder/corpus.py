@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """License-gated C corpus builder for the tiny C-code model.
 
 Reads a pinned list of PyPI source distributions (``sources.json``: a list of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The tiny coder in PyTorch: a Qwen3-MoE decoder with straight-through fake quantization that
 reproduces, bit for bit, the codes and scales the exporter derives from the same float weights.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Trains the byte-level BPE tokenizer of the tiny C-code model on a corpus built by
 ``corpus.py`` (train split only) and writes a ``tokenizer.json`` in the one configuration
 that fwassist's native tokenizer accepts:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Trains the bundled tiny C-code model and exports it through fwassist's own pipeline.
 
     python examples/train_tiny_coder/train.py --corpus DIR --out DIR [--float-steps N]

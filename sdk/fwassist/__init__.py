@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """fwassist: on-device inference for sparse MoE code models with sub-4-bit weights."""
 
 from __future__ import annotations

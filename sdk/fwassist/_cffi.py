@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An ABI-mode cffi binding of the C library libfwassist: the way a host-side test harness
 drives the same C ABI firmware links (``include/fwassist/fwassist.h``), no compiler needed.
 

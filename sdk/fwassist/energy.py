@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Energy and carbon accounting for inference runs (docs/energy.md). Standard library only.
 
 Three parts, each usable alone:

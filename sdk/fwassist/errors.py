@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The exceptions of fwassist, one hierarchy (README "Errors")::
 
     Error                          every failure fwassist itself reports

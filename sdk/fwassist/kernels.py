@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Block-quantized weights and the sub-4-bit matmul kernels, on numpy arrays.
 
 A weight matrix W (N rows, K columns) is stored as integer codes ``q`` with a scale ``s`` and an

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Loading `.fwa` artifacts through the fail-closed C++ reader (docs/artifact-format.md).
 
 :func:`load_artifact` opens a regular file (mapped read-only, or with ``copy=True`` read into

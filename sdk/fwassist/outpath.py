@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Input and output paths of the command line, checked before any work.
 
 * An input must exist and be a regular file: a FIFO or a device would block or stream forever,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Checks of what names an artifact to open: the pin and the path (one place for the package).
 
 The C++ reader's ``parse_pin`` applies the same rule to every C and C++ caller.

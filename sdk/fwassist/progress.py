@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Progress of long commands (export, verify, sbom) on a terminal.
 
 Shown on stderr only when stderr is a terminal and the command is not ``-q``/``--quiet``, so

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The runtime: load a verified ``.fwa`` model and run it (native, csrc/model).
 
 ``Model.load(path, pin=...)`` maps (or with ``copy=True`` reads into private memory) and

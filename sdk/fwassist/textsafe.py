@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Printable escaping of untrusted text before it reaches a terminal.
 
 An artifact's manifest, an ONNX model's names and a tokenizer's pieces are attacker-chosen

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Byte-level BPE tokenizer (native, csrc/model/tokenizer.cpp) built from a Hugging Face
 ``tokenizer.json``. Encoding and decoding equal Hugging Face ``tokenizers`` for the supported
 configurations (BPE model, NFC or no normalizer, GPT-2 ByteLevel or Qwen2 Split+ByteLevel

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Walks every entry point of the C ABI with bad input (NULL pointers, freed and foreign
  * handles, too-small buffers, unknown struct sizes, bad token ids, a full context, truncated
  * and tampered artifacts) and checks each answers with its specific status and a message,

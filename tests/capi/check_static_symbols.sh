@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The static libfwassist.a exposes the C ABI only: its global defined symbols are exactly the
 # functions declared in fwassist.h (no fwa:: internals, no std:: template instances), and a
 # C++ program defining its own fwa:: functions of the same names (tests/capi/symbol_clash.cpp)

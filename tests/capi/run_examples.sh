@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The embedding surface end to end: installs the C package (cmake --install, component "c")
 # natively as a shared and as a static library and cross-compiled for aarch64, builds
 # examples/c against each installed package with find_package(fwassist CONFIG), and runs the

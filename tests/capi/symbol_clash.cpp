@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A C++ program with its own functions named like libfwassist internals (fwa::status_string,
 // fwa::parse_cpu_feature_list, with the same signatures) and its own std:: template
 // instances: linked against the static libfwassist it must build without a duplicate symbol,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Builds the safetensors conformance fixtures with the real tools (not needed to run the tests).
 
 Pinned: torch 2.13.0 (CPU), transformers 5.25.0, compressed-tensors 0.20.1, safetensors.

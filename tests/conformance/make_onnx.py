@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Builds the ONNX conformance fixtures with the real tools (not needed to run the tests).
 
 Pinned: torch 2.13.0 (CPU), transformers 4.57.6 or 5.25.0, onnx 1.23.2, onnxruntime 1.32.0

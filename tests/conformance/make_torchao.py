@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Builds the torchao safetensors conformance fixtures (not needed to run the tests).
 
 Pinned: torch 2.13.0 (CPU), transformers 5.25.0, torchao 0.18.0 (``pip install --no-deps

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ctest fwa_logits_digest: the logits and sample digests of the model in FWA_TEST_MODEL must be
 # the same with every CPU feature the machine has and with none (FWA_CPU_FEATURES=none: the
 # reference kernels). Usage: cmake -DTOOL=<fwa_logits_digest> [-DEMULATOR=...] -P this file

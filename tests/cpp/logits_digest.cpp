@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Prints the SHA-256 of the logits of fixed prompts on a model, in both compute modes, and of
 // the ids of a seeded sampled generation: the cross-ISA check (tests/cross/run_qemu_matrix.sh)
 // runs it natively and under qemu-aarch64 for every CPU model and requires identical lines.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The artifact reader (docs/artifact-format.md): SHA-256 on every backend this CPU runs (NIST
 // FIPS 180-4 vectors, streaming == one-shot, two-stream == one-stream, the batch verifier), the
 // strict manifest JSON parser, and the verifier on small artifacts built here from the spec:

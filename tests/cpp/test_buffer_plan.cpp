@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Declared buffer plans (model/buffer_plan.h): sizes computed from the declarations, buffers
 // carved aligned and disjoint, and a plan/usage mismatch caught as an error.
 #include <doctest/doctest.h>

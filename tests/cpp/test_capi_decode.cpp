@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C ABI's decode loop (fwa_session_decode + fwa_session_logits + fwa_sampler_sample)
 // allocates nothing (count_allocations.cpp replaces operator new, also for libfwassist.so).
 // FWA_TEST_MODEL names the artifact (tests/cross/make_test_model.py).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // C handles are generation-tagged tokens (csrc/capi/handles.h): a freed handle stays
 // FWA_ERR_BAD_HANDLE after its slot is reused by a new handle, and so do forged values and
 // handles of another kind. FWA_TEST_MODEL names the artifact (tests/cross/make_test_model.py).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C ABI's handle table on its own (csrc/capi/handles.cpp, compiled into this test): its
 // documented capacity, the error when it is full, and slot reuse with a new generation.
 #include <doctest/doctest.h>

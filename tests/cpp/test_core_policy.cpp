@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The core-count policy (sched/core_policy.h) driven by synthetic decode timings: no model, no
 // threads. The cost model that picks the initial count under a latency budget, and the logits'
 // independence of the policy, are tested on a real session in test_model.cpp.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every kernel variant the CPU can run, for every operation, against the scalar reference:
 // bit-identical outputs over randomized shapes (N, K not multiples of the tile, every format,
 // M from 1 to 64), and through the threaded driver at several thread counts.

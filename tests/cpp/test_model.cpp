@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The runtime on a real artifact (tests/cross/make_test_model.py writes it; FWA_TEST_MODEL
 // names it): logits bit-identical across thread counts, prefill chunk sizes, runs and
 // context edits; a decode step that allocates nothing; clear errors that leave the session

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The deterministic model math (model/math.h) and the sampler (model/sampler.h): accuracy
 // against libm and double-precision references, semantics of every sampling step, and golden
 // bit patterns computed once on x86-64. CI runs the same binary under qemu-aarch64, so the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The thread pool: every chunk exactly once (also with more threads than cores), only the
 // needed workers woken, parked workers burning no CPU, accounting, shutdown.
 #include <doctest/doctest.h>

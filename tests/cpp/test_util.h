@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // Random packed matrices and activations for the kernel tests.
 #pragma once
 #include <cstdint>

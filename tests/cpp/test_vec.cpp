@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every VecOps variant this CPU runs (kernels/vec.h) against the reference build, bit for bit,
 // over lengths that exercise every vector tail and inputs that reach the exp's clamps.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Writes the small model the C++ runtime tests use (tests/cpp/test_model.cpp and the logits
 digest tool, natively and under qemu-aarch64): a Qwen3-MoE decoder with 16 experts (top-4), a
 dense layer, mixed weight formats (4-bit block 32 attention with float16 scales; 3-bit block 64

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Cross-compiles the C++ kernel tests for aarch64 and runs them under qemu-aarch64 for every ARM
 # kernel path: ARMv8.0 (cortex-a53), dotprod (cortex-a76), i8mm without SVE, and SVE at vector
 # lengths 128, 256, 512 and 2048 bits. Each row states the features the emulated CPU has, and

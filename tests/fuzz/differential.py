@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Differential fuzzing of the two artifact readers: the C++ loader (``fwassist.load_artifact``)
 and the pure-Python verifier (``fwassist.artifact.pyverify``). Both must give the same verdict
 on every input: accept, or refuse with the same status (docs/artifact-format.md §5 fixes the

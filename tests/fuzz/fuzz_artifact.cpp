@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the artifact reader over an in-memory buffer (Artifact::open_memory), in
 // full and lazy mode, without a pin, with the pin the header claims and with a wrong pin; and the
 // manifest JSON parser on the raw input. Built and run by tests/fuzz/run_fuzz.sh with

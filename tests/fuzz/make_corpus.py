@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Regenerates the kept seed corpus of tests/fuzz/fuzz_artifact.cpp: a few valid tiny artifacts
 (float tensors, a packed tensor, expert blocks) and near-misses of each kind, every file under
 16 KB. Deterministic; run from anywhere with the fwassist package importable:

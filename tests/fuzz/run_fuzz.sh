@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Fuzzes the artifact reader and runs the C++ artifact tests under sanitizers:
 #   0. differential fuzzing (tests/fuzz/differential.py): the C++ reader (fwassist.load_artifact)
 #      and the Python verifier (fwassist.artifact.pyverify) on the same mutated artifacts for the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Cross build for 64-bit ARM Linux with Debian's g++-aarch64-linux-gnu; tests run under
 # qemu-aarch64 (user mode) with the cross sysroot. Pick the emulated CPU with QEMU_CPU.
 set(CMAKE_SYSTEM_NAME Linux)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fwassist: the C ABI (C99).
  *
  * An on-device runtime for sparse Mixture-of-Experts models stored as verified, hash-pinned

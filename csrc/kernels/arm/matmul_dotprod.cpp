@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ARMv8.2 dotprod kernel: matmul_fast_dotprod (GEMV and, without i8mm, GEMM). Exact mode falls
 // through to the NEON variant in the registry.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ARMv8.6 i8mm kernel: matmul_fast_i8mm, the GEMM (M >= 2) path with SMMLA. Dispatch sends GEMV
 // to the dotprod variant, but every M >= 1 is handled (an odd last activation row is paired
 // with a zero row).

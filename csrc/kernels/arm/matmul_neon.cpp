@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ARMv8.0 NEON kernels (no dotprod): matmul_exact_neon and matmul_fast_neon.
 //
 // Data flow. A 16-byte load of a bit plane at offset 16q holds rows 4q..4q+3 (one 32-bit lane

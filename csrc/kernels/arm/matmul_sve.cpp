@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SVE matmul kernels (vector-length agnostic): fwa::matmul_exact_sve and fwa::matmul_fast_sve.
 //
 // Every 32-bit lane is one weight row running its own canonical chain (kernels/kernel.h), so the

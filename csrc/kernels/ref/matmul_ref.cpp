@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Scalar reference: the canonical arithmetic of kernels/kernel.h written out literally.
 // Slow on purpose (reads every code through the packed accessor); it defines the bits.
 #include <algorithm>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // The software prefetch of the x86 fast GEMV kernels (M == 1, memory bound).
 //
 // A kernel call walks NT adjacent tiles side by side, one stream each, chunk by chunk; the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // AVX2 + FMA + F16C matmul, exact and fast modes (kernels/kernel.h); no AVX-512.
 //
 // Lanes = rows: the 64-byte bit planes are read as two ymm halves (rows 0-7, rows 8-15) whose

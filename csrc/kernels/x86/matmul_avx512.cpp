@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // AVX-512 (F/BW/VL, no VNNI) matmul, exact and fast modes (kernels/kernel.h).
 //
 // Lanes = rows: a 64-byte bit plane is one zmm whose 32-bit lane r is row r of the tile (byte j

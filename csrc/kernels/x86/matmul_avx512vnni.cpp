@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // AVX-512 VNNI fast-mode matmul: int8 activations x packed weight codes (kernels/kernel.h).
 //
 // Data flow, per 16-row tile and 32-wide chunk: each 64-byte bit plane is one zmm whose 32-bit

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Generates csrc/model/unicode_tables.inc from Python's unicodedata (no other input).
 
 Tables used by the tokenizer (csrc/model/tokenizer.cpp):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Writing and examining `.fwa` artifacts (docs/artifact-format.md).
 
 * :func:`write_artifact` — an imported model to a deterministic, hash-pinned file;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Canonical JSON of artifact manifests (docs/artifact-format.md §3.1).
 
 :func:`dumps` writes one value in canonical form and refuses anything the form does not allow

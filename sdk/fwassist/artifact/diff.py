@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``diff(a, b)``: classifies the change between two artifacts.
 
 Both files are verified first (every byte); an invalid one raises

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``inspect(path)``: what an artifact holds, from its verified manifest.
 
 The verifier fixes the tensor table, the expert blocks and the section types; the contents of

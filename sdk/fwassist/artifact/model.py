@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The model an importer produces and the artifact writer consumes: configuration, tokenizer
 and every tensor with its role, either float or as integer codes with their quantization."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A small, independent pure-Python reader and verifier of `.fwa` artifacts.
 
 It follows docs/artifact-format.md §5 step by step with hashlib and the statuses of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The CycloneDX 1.6 ML-BOM embedded in every artifact (docs/artifact-format.md §3.7).
 
 The BOM describes one component, the quantized model (``metadata.component``, type

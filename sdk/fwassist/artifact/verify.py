@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One entry point for "verify this artifact, then let me read its manifest and tensors".
 
 Verification uses the C++ loader (``fwassist.load_artifact``) when the package provides it,

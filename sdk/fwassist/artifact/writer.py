@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Writes an :class:`~fwassist.artifact.model.ImportedModel` as a `.fwa` artifact
 (docs/artifact-format.md), deterministically and atomically.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command line: ``fwassist info | check | demo | run | export | verify | inspect | diff | sbom``.
 
 Exit codes: 0 success, 1 a check failed, a model was refused or the work failed, 2 bad usage

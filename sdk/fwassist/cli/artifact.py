@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The artifact subcommands of the ``fwassist`` command line: ``verify``, ``inspect``, ``diff``
 and ``sbom``. :func:`register` adds them to the main parser's subparsers; each sets
 ``fn(args) -> exit code``.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``fwassist demo``: the main job on the bundled model, offline.
 
 Verifies the bundled fwassist-tiny-coder artifact against its pin (every byte, before use),

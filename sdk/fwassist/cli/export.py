@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``fwassist export MODEL.onnx -o OUT.fwa`` (exit 0; 1 when the model is refused; 2 when an
 input is missing or the output cannot be written, found before any work).
 

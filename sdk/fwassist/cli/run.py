@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``fwassist run MODEL.fwa --prompt TEXT``: generate, streaming the text to stdout and one
 line of statistics to stderr. ``--prompt-ids 1,2,3`` runs a model exported without a tokenizer
 (the generated ids are then printed, space-separated)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hugging Face compressed-tensors ``pack-quantized`` weights: scheme resolution and unpacking.
 
 ``config.json`` ``quantization_config`` (``quant_method: compressed-tensors``) lists

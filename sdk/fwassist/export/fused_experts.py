@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fused 3-D expert tensors in ONNX: transformers 5.x Qwen3-MoE with
 ``experts_implementation="batched_mm"`` exports ``mlp.experts.gate_up_proj`` ``[E, 2I, H]`` and
 ``mlp.experts.down_proj`` ``[E, H, I]`` as float initializers read by ``GatherND`` (or

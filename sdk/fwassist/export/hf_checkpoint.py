@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Imports a Hugging Face safetensors checkpoint directory of a Qwen3-MoE decoder into an
 :class:`ImportedModel`: float checkpoints (F32/F16/BF16 weights stay float), compressed-tensors
 ``pack-quantized`` ones (:mod:`.compressed_tensors`) and torchao intx ones

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """JSON inputs of the exporter (config.json, tokenizer.json, the model card, ONNX metadata
 values), parsed with a bound on nesting depth.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Maps the weights found in a graph to Qwen3-MoE roles and Hugging Face names, and reads the
 model configuration.
 

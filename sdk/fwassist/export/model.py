@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The importer's output type, defined with the artifact writer that consumes it
 (:mod:`fwassist.artifact.model`): the export package depends on the artifact package, never
 the reverse."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Imports a QAT ONNX model of a Qwen3-MoE decoder into an :class:`ImportedModel`.
 
 ``import_onnx(path)`` finds every weight (patterns in :mod:`.patterns`), computes integer

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Weight patterns of QAT ONNX graphs: finds every weight a MatMul/Gemm/MatMulNBits/Gather/norm
 consumes and turns it into a :class:`~fwassist.export.model.QuantizedWeight` (Hugging Face
 orientation: N output rows, K inputs) or a float array, bit-exactly.

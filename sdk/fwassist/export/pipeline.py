@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``fwassist export``: QAT ONNX → verified, pinned ``.fwa`` artifact.
 
 import (bit-exact codes) → equivalence evidence → atomic, deterministic write. The evidence

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Builds QAT ONNX graphs of a Qwen3-MoE decoder from float weights, for tests and examples.
 
 ``build_qat_onnx(path, weights, config, quant)`` writes a full forward graph (input_ids [1, T]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A numpy reference forward of an :class:`ImportedModel` (Qwen3-MoE semantics), computed from
 the dequantized weights in float64 (default) or float32.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A small, strict reader of safetensors files and Hugging Face checkpoint directories.
 
 The format: an 8-byte little-endian header length N, N bytes of UTF-8 JSON mapping each tensor

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Synthetic Qwen3-MoE models written straight to an artifact (no ONNX): random weights
 quantized round-to-nearest per block, for the demo and the benchmarks, at any size.
 

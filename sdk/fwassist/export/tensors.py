@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Decoding ONNX tensors (initializers, Constant attributes, external data) into numpy arrays.
 
 Every element type the importer can meet is decoded by hand, without ``onnx.numpy_helper``,

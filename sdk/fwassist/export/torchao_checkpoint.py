@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """torchao checkpoints in safetensors: ``IntxUnpackedToInt8Tensor`` weights (what
 ``quantize_(model, QATConfig(IntxWeightOnlyConfig(...), step="convert"))`` leaves), saved the way
 transformers saves torchao models (``torchao.prototype.safetensors.flatten_tensor_state_dict``).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The bundled model: fwassist-tiny-coder, a tiny QAT-trained Qwen3-MoE C-code model (64
 experts, top-8; attention 4-bit, experts 3-bit, embedding and lm_head 8-bit), made by
 examples/train_tiny_coder (license-gated corpus, tokenizer, training, ``fwassist export``).
