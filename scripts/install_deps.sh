@@ -34,23 +34,26 @@ missing() {  # the named packages dpkg does not list as installed
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || echo "$p"
   done
 }
-apt_install() {  # packages...: installs with apt-get, as root or through sudo
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-  else
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-  fi
+as_root() {  # command...: as root, through sudo when not root
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+apt_install() {  # packages...
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+    >/dev/null
+}
+can_be_root() {
+  [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null
 }
 
 if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
   mapfile -t need < <(missing "${required[@]}" "${optional[@]}")
   if [ "${#need[@]}" -gt 0 ]; then
-    if [ "$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then
+    if ! can_be_root; then
       echo "install_deps: need root or passwordless sudo to apt-get install: ${need[*]}" >&2
       exit 1
     fi
     echo "install_deps: apt-get install ${need[*]}"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+    as_root apt-get update -qq
     mapfile -t need_req < <(missing "${required[@]}")
     [ "${#need_req[@]}" -eq 0 ] || apt_install "${need_req[@]}"
     for p in $(missing "${optional[@]}"); do
@@ -61,10 +64,12 @@ if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
   # and Ubuntu 22.04 and later; part of the clang package on older releases).
   if command -v clang >/dev/null && [ "$mode" = test ]; then
     major=$(clang -dumpversion | cut -d. -f1)
-    if [ -n "$(missing "libclang-rt-$major-dev")" ] &&
-       apt-cache show "libclang-rt-$major-dev" >/dev/null 2>&1; then
-      apt_install "libclang-rt-$major-dev" ||
-        echo "install_deps: libclang-rt-$major-dev failed to install; the fuzz part is skipped"
+    if [ -n "$(missing "libclang-rt-$major-dev")" ] && can_be_root; then
+      as_root apt-get update -qq
+      if apt-cache show "libclang-rt-$major-dev" >/dev/null 2>&1; then
+        echo "install_deps: apt-get install libclang-rt-$major-dev"
+        apt_install "libclang-rt-$major-dev"
+      fi
     fi
   fi
 else
