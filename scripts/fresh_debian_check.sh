@@ -17,7 +17,7 @@ command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/nu
 
 cleanup() {
   for m in sys dev/pts dev proc; do
-    mountpoint -q "$target/$m" && umount -l "$target/$m"
+    if mountpoint -q "$target/$m"; then umount -l "$target/$m"; fi
   done
 }
 trap cleanup EXIT
