@@ -85,15 +85,16 @@ demo_text() {
       -e '/^energy /d' -e '/^SCI /d' -e 's/, decode .* TTFT [0-9.]* ms//' \
       -e 's/, [0-9.]* core-ms\/token$//'
 }
-(cd "$work" && "$py" -m fwassist demo) | demo_text >"$work/demo-host.txt"
+# (The completions go to stdout, the figures to stderr: both are compared.)
+(cd "$work" && "$py" -m fwassist demo 2>&1) | demo_text >"$work/demo-host.txt"
 failed=0
 for cpu in cortex-a76 "max,sve256=on"; do
   echo "=== Python tests on qemu-aarch64 -cpu $cpu"
   (cd "$root/tests" && QEMU_CPU=$cpu "$env_dir/bin/python3" -m pytest -q -p no:cacheprovider \
      test_bundled_model.py test_loader.py test_hostile_artifacts.py) || failed=1
   echo "=== fwassist demo on qemu-aarch64 -cpu $cpu"
-  (cd "$work" && QEMU_CPU=$cpu "$env_dir/bin/python3" -m fwassist demo) >"$work/demo-aarch64.txt"
-  grep '^cpu ' "$work/demo-aarch64.txt"
+  (cd "$work" && QEMU_CPU=$cpu "$env_dir/bin/python3" -m fwassist demo 2>&1) >"$work/demo-aarch64.txt"
+  sed -n 's/^cpu  *//p' "$work/demo-aarch64.txt"
   if diff "$work/demo-host.txt" <(demo_text <"$work/demo-aarch64.txt"); then
     echo "--- same completions, token and expert counts as the host"
   else
