@@ -41,15 +41,16 @@ apt_install() {  # packages...
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
     >/dev/null
 }
-can_be_root() {
-  [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null
+can_be_root() {  # root, passwordless sudo, or sudo that may ask on this terminal
+  [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null ||
+    { [ -t 0 ] && command -v sudo >/dev/null && sudo -v; }
 }
 
 if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
   mapfile -t need < <(missing "${required[@]}" "${optional[@]}")
   if [ "${#need[@]}" -gt 0 ]; then
     if ! can_be_root; then
-      echo "install_deps: need root or passwordless sudo to apt-get install: ${need[*]}" >&2
+      echo "install_deps: need root or sudo to apt-get install: ${need[*]}" >&2
       exit 1
     fi
     echo "install_deps: apt-get install ${need[*]}"
