@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: C++ kernel tests natively (every x86 variant the CPU has, plus each
-# forced lower path), the aarch64 qemu matrix, then the Python tests against the installed
-# package (numpy, onnxruntime, onnx.reference), then the same package cross-compiled for aarch64
-# under qemu. Run from anywhere, in the Python environment to test (a venv on Debian/Ubuntu):
+# forced lower path), the aarch64 qemu matrix, the C ABI packages, fuzzing, the Python package
+# cross-compiled for aarch64 under qemu, then the Python tests against the installed package
+# (numpy, onnxruntime, onnx.reference). Run from anywhere, in the Python environment to test (a venv on Debian/Ubuntu):
 # scripts/install_deps.sh first installs the apt packages (as root or through sudo) and the
 # package with its test extras; parts whose tools this platform lacks are skipped with a message.
 set -euo pipefail
