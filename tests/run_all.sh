@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The whole test suite: C++ kernel tests natively (every x86 variant the CPU has, plus each
-# forced lower path), the aarch64 qemu matrix, then the Python tests against the installed
-# package (numpy, onnxruntime, onnx.reference). Run from anywhere; needs the packages that
-# .ci/run installs.
+# forced lower path), the aarch64 qemu matrix, the C ABI packages, fuzzing, the Python package
+# cross-compiled for aarch64 under qemu, then the Python tests against the installed package
+# (numpy, onnxruntime, onnx.reference). Run from anywhere, in the Python environment to test (a venv on Debian/Ubuntu):
+# scripts/install_deps.sh first installs the apt packages (as root or through sudo) and the
+# package with its test extras; parts whose tools this platform lacks are skipped with a message.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+
+echo "### Dependencies (apt and pip)"
+bash scripts/install_deps.sh test
+# The aarch64 parts need the cross compiler and qemu-user (optional packages: not on every
+# platform).
+aarch64=1
+for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
+  command -v "$tool" >/dev/null || { aarch64=0; missing_tool=$tool; }
+done
 
 echo "### C++ tests (native): every test binary under ctest"
 # The C ABI tests link the shared libfwassist (run_examples.sh switches this directory to the
@@ -15,7 +26,7 @@ cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS
   -DFWA_CAPI_SHARED=ON >/dev/null
 cmake --build build-native
 export FWA_TEST_MODEL="$root/build-native/test-model.fwa"
-python tests/cross/make_test_model.py "$FWA_TEST_MODEL"
+python3 tests/cross/make_test_model.py "$FWA_TEST_MODEL"
 # kernels (every variant the CPU has), artifact reader, tokenizer, deterministic math and
 # sampler, the runtime on a real artifact, logits with every feature and none, and the C ABI
 # (bad-input walk, allocation-free decode, generation-tagged handles).
@@ -53,20 +64,33 @@ if [ "$(uname -m)" = x86_64 ]; then
   done
 fi
 
-echo "### C++ kernel, artifact and runtime tests (aarch64 under qemu)"
-bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
+if [ "$aarch64" = 1 ]; then
+  echo "### C++ kernel, artifact and runtime tests (aarch64 under qemu)"
+  bash tests/cross/run_qemu_matrix.sh "$root/build-aarch64"
 
-echo "### C ABI: installed packages (shared, static; native, aarch64), symbols, examples/c"
-FWA_NATIVE_BUILD="$root/build-native" FWA_AARCH64_BUILD="$root/build-aarch64" \
-  bash tests/capi/run_examples.sh "$root/build-capi"
-export FWA_C_PREFIX="$root/build-capi/prefix"  # the cffi tests use this installed package
+  echo "### C ABI: installed packages (shared, static; native, aarch64), symbols, examples/c"
+  FWA_NATIVE_BUILD="$root/build-native" FWA_AARCH64_BUILD="$root/build-aarch64" \
+    bash tests/capi/run_examples.sh "$root/build-capi"
+  export FWA_C_PREFIX="$root/build-capi/prefix"  # the cffi tests use this installed package
+else
+  echo "### skipped the aarch64 qemu matrix and the C ABI packages: $missing_tool is not installed"
+fi
 
 echo "### ISA objects: no weak symbols, no static initialisers"
 bash tests/check_isa_objects.sh build-native
-bash tests/check_isa_objects.sh "$root/build-aarch64" aarch64-linux-gnu-nm aarch64-linux-gnu-objdump
+if [ "$aarch64" = 1 ]; then
+  bash tests/check_isa_objects.sh "$root/build-aarch64" aarch64-linux-gnu-nm aarch64-linux-gnu-objdump
+fi
 
 echo "### Artifact parser: libFuzzer + ASan/UBSan (bounded), sanitized artifact tests"
-bash tests/fuzz/run_fuzz.sh "${FWA_FUZZ_SECONDS:-60}"
+if command -v clang++ >/dev/null; then
+  bash tests/fuzz/run_fuzz.sh "${FWA_FUZZ_SECONDS:-60}"
+else
+  echo "### skipped the fuzzing: clang++ is not installed"
+fi
+
+echo "### Python package on aarch64 (qemu: cortex-a76, SVE-256)"
+bash tests/cross/run_python_aarch64.sh "$root/build-pyaarch64"
 
 echo "### Python tests"
-cd "$root/tests" && python -m pytest -q -p no:cacheprovider .
+cd "$root/tests" && python3 -m pytest -q -p no:cacheprovider .
