@@ -48,7 +48,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except OnnxImportError as e:  # the model's external data cannot be resolved
         print(f"fwassist export: error: {printable(e)}", file=sys.stderr)
         return 1
-    table: Optional[list[dict]] = [] if args.explain else None
+    table: Optional[list[dict[str, Any]]] = [] if args.explain else None
     try:
         pin = export_onnx(args.model, args.output, config_path=args.config,
                           tokenizer_path=args.tokenizer, card_path=args.card,
@@ -68,7 +68,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict[str, Any]]) -> None:
     """--explain: every weight -> role, layer, expert, and the signal that decided it."""
     from ..textsafe import printable
 

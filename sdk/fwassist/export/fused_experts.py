@@ -20,7 +20,7 @@ weights only), so a quantized source before the GatherND is refused by name.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def _rank(g: Graph, t: str) -> int:
     return len(init.dims) if init is not None else -1
 
 
-def fused_expert_records(g: Graph, config: dict) -> list[WeightRecord]:
+def fused_expert_records(g: Graph, config: dict[str, Any]) -> list[WeightRecord]:
     out: list[WeightRecord] = []
     for i in g.order:
         n = g.nodes[i]

@@ -209,7 +209,7 @@ def weight_files(path: str) -> list[str]:
 def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = None,
                 tokenizer_path: Optional[str] = None, card_path: Optional[str] = None,
                 evidence: bool = True, quiet: bool = False, map_path: Optional[str] = None,
-                explain: Optional[list[dict]] = None) -> str:
+                explain: Optional[list[dict[str, Any]]] = None) -> str:
     """Exports ``onnx_path`` to ``out_path`` and returns the pin. The model card (card.json
     beside the model or ``card_path``) must list known limitations. ``map_path``: a role map
     for ONNX graphs (see mapping.load_role_map); ``explain`` receives the mapping table."""
