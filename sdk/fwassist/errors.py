@@ -18,6 +18,7 @@ package); every public entry point translates them into :class:`ArtifactError`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 from typing import Optional
 
@@ -60,5 +61,14 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
     """Imports an optional ``module``, or raises :class:`MissingExtraError` naming ``extra``."""
     try:
         return importlib.import_module(module)
-    except ImportError:
+    except ImportError as e:
+        # A signal during the import (SIGTERM, Ctrl-C) can reach us wrapped in an ImportError
+        # by an extension module's init: it is not a missing package, so it goes on as itself.
+        cause = e.__cause__ or e.__context__
+        while cause is not None:
+            if not isinstance(cause, Exception):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        if importlib.util.find_spec(module.partition(".")[0]) is not None:
+            raise  # installed, but broken: its own error says why
         raise MissingExtraError(module.partition(".")[0], extra, purpose) from None
