@@ -126,8 +126,9 @@ def test_fast_logits_within_the_int8_activation_bound(name: str, exported: dict[
     path = FIXTURES / name / "model.onnx"
     amb = Reference(import_onnx(path)).forward(ids).first_ambiguous
     k = ids.size if amb is None else amb
-    if k == 0:
-        pytest.skip("router near-tie at the first position")
+    # The committed fixtures have none (a tie at position 0 would leave nothing to compare):
+    # a regenerated fixture that has one must take another seed.
+    assert k > 0, f"{name}: router near-tie at the first probe position"
     with Model.load(str(exported[name])).session(mode="fast") as s:
         fast = s.logits(ids).astype(np.float64)
     oracle = FastOracle(str(path)).forward(ids, tie_rel=0.0, round_eps=-1.0)[0]
