@@ -23,7 +23,7 @@ from typing import Any, Optional, Union, cast
 import numpy as np
 
 from .compressed_tensors import PARAM_SUFFIXES, CompressedTensorsConfig, PackedModule
-from .mapping import (_aggregate, _required_keys, _sort_key, expected_shape, hf_name,
+from .mapping import (_aggregate, _kname, _required_keys, _sort_key, expected_shape, hf_name,
                       is_moe_layer, normalize_config, role_from_string)
 from .model import BF16Array, ImportedModel, ModelTensor, QuantizedWeight
 from .safetensors_io import Checkpoint, CheckpointError
@@ -242,16 +242,6 @@ def _same(a: Value, b: Value) -> bool:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return a.dtype == b.dtype and bool(np.array_equal(a, b))
     return False
-
-
-def _kname(k: Key) -> str:
-    role, layer, expert = k
-    s = role
-    if layer is not None:
-        s += f" of layer {layer}"
-    if expert is not None:
-        s += f", expert {expert}"
-    return s
 
 
 def import_checkpoint(path: str, *, config_path: Optional[str] = None,
