@@ -43,5 +43,8 @@ def cli(*argv: str) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of ``fwassist argv...`` run in this process."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        rc = main(list(argv))
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:          # argparse's usage errors
+            rc = int(e.code or 0)
     return rc, out.getvalue(), err.getvalue()
