@@ -129,7 +129,7 @@ def test_cosigner_must_sign_the_same_statement(setup):
         sign(model, oem, 3, "RX-1")
     with pytest.raises(ValueError, match="same statement"):
         sign(model, oem, 2, None)
-    with pytest.raises(ValueError, match="signed this release already"):
+    with pytest.raises(ValueError, match="has signed this already"):
         sign(model, sup, 2, "RX-1")
     assert (model.parent / "model.fwa.sig").read_bytes() == before
 

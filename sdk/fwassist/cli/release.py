@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The release subcommands of the ``fwassist`` command line (docs/releases.md): ``sign``,
-``keygen``, ``pubkey``, ``trust-policy`` and ``counter``. :func:`register` adds them to the
+``sign-policy``, ``keygen``, ``pubkey``, ``trust-policy`` and ``counter``. :func:`register` adds them to the
 main parser's subparsers; each sets ``fn(args) -> exit code``.
 
 Exit codes as every command: 0 done, 1 the work failed (a missing extra, a file system error),
@@ -66,6 +66,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
                          "sign with an ECDSA P-256 key")
     res = sign(args.model, signer, args.security_version, args.rxswin, sig)
     st = res.statement
+    assert st is not None
     print(f"signed {st.pin} security_version {st.security_version} rxswin "
           f"{printable(st.rxswin) if st.rxswin is not None else '(none)'}")
     print(f"  key {res.keyid} ({signer.algorithm}); {res.signers} signer(s) in "
@@ -75,6 +76,19 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
         write_model_signing(args.model, signer, ms_out)
         print(f"  model-signing form: {printable(ms_out)}")
+    return 0
+
+
+def _cmd_sign_policy(args: argparse.Namespace) -> int:
+    from ..outpath import check_input_file, check_output_file
+    from ..release import sign_policy
+
+    check_input_file(args.policy, "policy")
+    sig = args.output if args.output is not None else args.policy + ".sig"
+    check_output_file(sig, "-o", [args.policy], append=os.path.lexists(sig))
+    res = sign_policy(args.policy, _signer(args), sig)
+    print(f"signed policy {printable(args.policy)} with root key {res.keyid}; {res.signers} "
+          f"signer(s) in {printable(res.sig_path)}")
     return 0
 
 
@@ -207,7 +221,8 @@ def _key_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Adds ``sign``, ``keygen``, ``pubkey``, ``trust-policy`` and ``counter``."""
+    """Adds ``sign``, ``sign-policy``, ``keygen``, ``pubkey``, ``trust-policy`` and
+    ``counter``."""
     from . import input_file, int_range
 
     p = subparsers.add_parser(
@@ -229,6 +244,15 @@ def register(subparsers: Any) -> None:
                    help="replace an existing --model-signing file")
     _key_options(p)
     p.set_defaults(fn=_cmd_sign)
+
+    p = subparsers.add_parser(
+        "sign-policy", help="sign a trust policy with a root key (adds one signer to "
+                            "policy.json.sig)")
+    p.add_argument("policy", metavar="policy.json")
+    p.add_argument("-o", "--output", metavar="SIG", help="signature file (default "
+                                                         "policy.json.sig)")
+    _key_options(p)
+    p.set_defaults(fn=_cmd_sign_policy)
 
     p = subparsers.add_parser("keygen", help="generate a signing key (PEM, 0600) and its "
                                              "public key (.pub.pem)")
