@@ -452,3 +452,49 @@ def test_policy_file_is_checked_before_the_signatures(setup):
     with pytest.raises(ReleaseError) as e:
         verify(model, None, tmp / "bad.json")       # no .sig either: the policy comes first
     assert e.value.status == "policy_malformed"
+
+
+STATUSES = {"signature_malformed", "cap_exceeded", "subject_mismatch", "signature_invalid",
+            "untrusted", "revoked"}
+
+
+def test_mutated_signature_files_are_refused_never_crash(setup):
+    """600 random mutations of a good two-signer file (byte flips, insertions, deletions,
+    truncations): each is refused with one of the verifier's statuses, or, if the mutation
+    left every signed byte intact (e.g. the lines swapped), accepted with the same verdict."""
+    import random
+
+    tmp, model, sup, oem, pol = setup
+    sign(model, sup, 1, "RX")
+    sign(model, oem, 1, "RX")
+    sig = tmp / "model.fwa.sig"
+    good = sig.read_bytes()
+    policy_obj = load_policy(pol)
+    want = verify(model, None, policy_obj)
+    rng = random.Random(17)
+    seen = set()
+    for _ in range(600):
+        b = bytearray(good)
+        for _ in range(rng.choice((1, 1, 2, 4))):
+            op, i = rng.randrange(4), rng.randrange(len(b))
+            if op == 0:
+                b[i] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                b.insert(i, rng.choice(b' {}[]",:\\0A=\n'))
+            elif op == 2:
+                del b[i]
+            else:
+                del b[i:]
+            if not b:
+                break
+        sig.write_bytes(bytes(b))
+        try:
+            v = verify(model, None, policy_obj)
+        except ReleaseError as e:
+            assert e.status in STATUSES, e
+            seen.add(e.status)
+        else:
+            assert (v.pin, v.security_version, v.rxswin) == (want.pin, 1, "RX")
+            assert sorted(s.keyid for s in v.signers if s.status == "valid") == \
+                sorted((sup.keyid, oem.keyid))
+    assert {"signature_malformed", "signature_invalid"} <= seen
