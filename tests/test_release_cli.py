@@ -173,3 +173,32 @@ def test_missing_sign_extra_is_one_line(tmp_path, monkeypatch):
                        "--security-version", "1")
     one_line_error(rc, out, err, 1, "sign")
     assert "fwassist[sign]" in err
+
+
+def test_encrypted_key_needs_its_password(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    model = artifact(tmp_path / "model.fwa")
+    k = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "enc.pem").write_bytes(k.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret")))
+    base = ["sign", str(model), "--key", str(tmp_path / "enc.pem"), "--security-version", "1"]
+    rc, out, err = cli(*base)
+    one_line_error(rc, out, err, 2, "sign")
+    assert "--key-password-file" in err
+    (tmp_path / "pw").write_text("wrong\n")
+    rc, out, err = cli(*base, "--key-password-file", str(tmp_path / "pw"))
+    one_line_error(rc, out, err, 2, "sign")
+    (tmp_path / "pw").write_text("s3cret\n")
+    rc, out, err = cli(*base, "--key-password-file", str(tmp_path / "pw"))
+    assert rc == 0, err
+    # Another curve is refused by name.
+    (tmp_path / "p384.pem").write_bytes(ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    rc, out, err = cli("sign", str(model), "--key", str(tmp_path / "p384.pem"),
+                       "--security-version", "1")
+    one_line_error(rc, out, err, 2, "sign")
+    assert "only P-256" in err
