@@ -24,8 +24,9 @@ def _signer(args: argparse.Namespace) -> Any:
     from ..release.keys import load_signer
 
     hsm = [args.pkcs11_module, args.token_label, args.key_label, args.pin_file]
-    given = sum(x is not None for x in (args.key, args.pkcs11_uri)) + (any(hsm) and 1)
-    if given != 1:
+    named = [args.key is not None, args.pkcs11_uri is not None,
+             any(x is not None for x in hsm)]
+    if sum(named) != 1:
         raise ValueError("name exactly one key: --key KEY.pem, --pkcs11-uri URI, or "
                          "--pkcs11-module with --token-label, --key-label and --pin-file")
     if args.key is not None:
@@ -38,7 +39,7 @@ def _signer(args: argparse.Namespace) -> Any:
 
     if args.pkcs11_uri is not None:
         return Pkcs11Signer(parse_uri(args.pkcs11_uri))
-    if not all(hsm):
+    if any(x is None for x in hsm):
         raise ValueError("--pkcs11-module needs --token-label, --key-label and --pin-file")
     return Pkcs11Signer(Pkcs11Key(args.pkcs11_module, args.token_label, args.key_label, None,
                                   read_pin_file(args.pin_file)))
@@ -97,6 +98,9 @@ def _pub_path(key_path: str) -> str:
     return base + ".pub.pem"
 
 
+_ALGORITHMS = {"ecdsa-p256": "ecdsa-p256-sha256", "ed25519": "ed25519"}
+
+
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from ..outpath import check_output_file, write_text_atomic
     from ..release.keys import generate_key, write_private_key
@@ -104,7 +108,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     pub = _pub_path(args.output)
     check_output_file(args.output, "-o", [])
     check_output_file(pub, "public key", [])
-    pem, signer = generate_key(args.algorithm)
+    pem, signer = generate_key(_ALGORITHMS[args.algorithm])
     write_private_key(args.output, pem)
     write_text_atomic(pub, signer.public_key_pem)
     print(f"{signer.algorithm} key {signer.keyid}")
@@ -256,11 +260,9 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("keygen", help="generate a signing key (PEM, 0600) and its "
                                              "public key (.pub.pem)")
-    p.add_argument("--algorithm", choices=("ecdsa-p256", "ed25519"), default="ecdsa-p256")
+    p.add_argument("--algorithm", choices=tuple(_ALGORITHMS), default="ecdsa-p256")
     p.add_argument("-o", "--output", required=True, metavar="KEY.pem")
-    p.set_defaults(fn=lambda a: _cmd_keygen(argparse.Namespace(
-        output=a.output, algorithm={"ecdsa-p256": "ecdsa-p256-sha256"}.get(a.algorithm,
-                                                                           a.algorithm))))
+    p.set_defaults(fn=_cmd_keygen)
 
     p = subparsers.add_parser("pubkey", help="print (or write) the public key of a signing "
                                              "key, PEM file or PKCS#11 token")
