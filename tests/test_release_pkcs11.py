@@ -60,7 +60,11 @@ def token(tmp_path_factory):
     subprocess.run([sys.executable, "-c", GENERATE, module], env=env, check=True,
                    capture_output=True, timeout=60)
     (d / "pin").write_text("1234\n")
-    return module, env, d / "pin"
+    slots = subprocess.run([util, "--show-slots"], env=env, check=True, capture_output=True,
+                           text=True, timeout=60).stdout
+    serial = next(line.split(":", 1)[1].strip() for line in slots.splitlines()
+                  if "Serial number:" in line and line.split(":", 1)[1].strip())
+    return module, env, d / "pin", serial
 
 
 def run(env, *argv):
@@ -69,10 +73,10 @@ def run(env, *argv):
 
 
 def test_sign_with_token_keys_and_verify(token, tmp_path):
-    module, env, pin = token
+    module, env, pin, serial = token
     model = artifact(tmp_path / "model.fwa")
-    uri = f"pkcs11:token=fwa;object=supplier;type=private?module-path={module}" \
-          f"&pin-source=file:{pin}"
+    uri = f"pkcs11:token=fwa;serial={serial};object=supplier;type=private?" \
+          f"module-path={module}&pin-source=file:{pin}"
     r = run(env, "sign", str(model), "--pkcs11-uri", uri, "--security-version", "4",
             "--rxswin", "RX-HSM")
     assert r.returncode == 0, r.stderr
@@ -100,10 +104,15 @@ def test_sign_with_token_keys_and_verify(token, tmp_path):
     ("object=supplier?module-path={m}&pin-value=0000", "wrong PIN"),
     ("object=nothere?module-path={m}&pin-value=1234", "no public key object"),
     ("object=supplier?pin-value=1234", "module-path"),
-    ("object=supplier;bogus=1?module-path={m}&pin-value=1234", "unknown attribute 'bogus'"),
+    ("object=supplier;bogus=1?module-path={m}&pin-value=1234",
+     "unknown or unsupported attribute 'bogus'"),
+    ("object=supplier;slot-id=0?module-path={m}&pin-value=1234",
+     "unknown or unsupported attribute 'slot-id'"),
+    ("serial=0000;object=supplier?module-path={m}&pin-value=1234",
+     "no token labelled 'fwa' with serial '0000'"),
 ])
 def test_token_errors_are_one_line(token, tmp_path, uri_tail, message):
-    module, env, _ = token
+    module, env, _, _ = token
     model = artifact(tmp_path / "model.fwa")
     r = run(env, "sign", str(model), "--pkcs11-uri", "pkcs11:token=fwa;" +
             uri_tail.format(m=module), "--security-version", "1")

@@ -25,10 +25,10 @@ from .keys import ECDSA_P256, ED25519, crypto, public_key_info
 __all__ = ["Pkcs11Key", "Pkcs11Signer", "parse_uri"]
 
 _PURPOSE = "signing with a PKCS#11 token"
-_PATH_ATTRS = {"token", "object", "id", "type", "serial", "manufacturer", "model",
-               "library-manufacturer", "library-description", "library-version", "slot-id",
-               "slot-description", "slot-manufacturer"}
-_QUERY_ATTRS = {"module-path", "module-name", "pin-value", "pin-source"}
+# The attributes that select the key; any other RFC 7512 attribute is refused rather than
+# ignored (ignoring one could select another token or key than the URI's author meant).
+_PATH_ATTRS = {"token", "serial", "object", "id", "type"}
+_QUERY_ATTRS = {"module-path", "pin-value", "pin-source"}
 # DER OIDs of the curves in CKA_EC_PARAMS.
 _P256_PARAMS = bytes.fromhex("06082a8648ce3d030107")
 _ED25519_PARAMS = (bytes.fromhex("06032b6570"), b"\x13\x0cedwards25519")
@@ -44,6 +44,7 @@ class Pkcs11Key:
     label: Optional[str]
     key_id: Optional[bytes]
     pin: Optional[str]
+    serial: Optional[bytes] = None   # the token's serial number, when labels are not unique
 
 
 def read_pin_file(path: str) -> str:
@@ -71,7 +72,9 @@ def parse_uri(uri: str) -> Pkcs11Key:
             if not eq or not re.fullmatch(r"[a-z-]+", name):
                 raise ValueError(f"PKCS#11 URI: {item!r} is not name=value")
             if name not in known:
-                raise ValueError(f"PKCS#11 URI: unknown attribute {name!r}")
+                raise ValueError(f"PKCS#11 URI: unknown or unsupported attribute {name!r} "
+                                 f"(path: {', '.join(sorted(_PATH_ATTRS))}; query: "
+                                 f"{', '.join(sorted(_QUERY_ATTRS))})")
             if name in attrs:
                 raise ValueError(f"PKCS#11 URI: {name!r} given twice")
             attrs[name] = unquote_to_bytes(value)
@@ -93,7 +96,7 @@ def parse_uri(uri: str) -> Pkcs11Key:
         pin = read_pin_file(src[len("file:"):] if src.startswith("file:") else src)
     label = attrs["object"].decode("utf-8") if "object" in attrs else None
     return Pkcs11Key(attrs["module-path"].decode("utf-8"), attrs["token"].decode("utf-8"),
-                     label, attrs.get("id"), pin)
+                     label, attrs.get("id"), pin, attrs.get("serial"))
 
 
 def _unwrap_point(raw: bytes) -> bytes:
@@ -141,9 +144,15 @@ class Pkcs11Signer:
     def _session(self) -> Any:
         pk = self._pk
         try:
-            token = pk.lib(self._key.module).get_token(token_label=self._key.token)
+            token = pk.lib(self._key.module).get_token(token_label=self._key.token,
+                                                       token_serial=self._key.serial)
         except pk.NoSuchToken:
-            raise ValueError(f"PKCS#11: no token labelled {self._key.token!r}") from None
+            raise ValueError(f"PKCS#11: no token labelled {self._key.token!r}"
+                             + (f" with serial {self._key.serial.decode('utf-8', 'replace')!r}"
+                                if self._key.serial else "")) from None
+        except pk.MultipleTokensReturned:
+            raise ValueError(f"PKCS#11: several tokens are labelled {self._key.token!r}; name "
+                             f"one by its serial (serial= in the URI)") from None
         try:
             return token.open(user_pin=self._key.pin)
         except pk.PinIncorrect:
