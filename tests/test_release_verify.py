@@ -374,6 +374,11 @@ def test_missing_or_bad_counter_is_unavailable_never_zero(setup):
 
     e = refused("counter_unavailable", model, None, pol, Broken())
     assert "RPMB not ready" in e.message
+    # A callable counter (an integrator's read callback).
+    assert verify(model, None, pol, lambda: 0).counter == 0
+    refused("rollback", model, None, pol, lambda: 1)
+    refused("counter_unavailable", model, None, pol, lambda: -1)
+    refused("counter_unavailable", model, None, pol, lambda: True)
 
 
 def test_file_counter_contract(tmp_path):

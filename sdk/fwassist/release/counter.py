@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from typing import Protocol, Union
+from typing import Protocol, Union, runtime_checkable
 
 from ..errors import ReleaseError
 from ._formats import MAX_SECURITY_VERSION
@@ -23,6 +23,7 @@ __all__ = ["Counter", "FileCounter"]
 _VALUE = re.compile(rb"(0|[1-9][0-9]{0,15})\n\Z")
 
 
+@runtime_checkable
 class Counter(Protocol):
     """What the verifier reads the rollback counter through."""
 

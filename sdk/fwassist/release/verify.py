@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import ArtifactError, ReleaseError
 from ._formats import (MAX_POLICY_PAYLOAD, MAX_SIG_FILE, PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE,
@@ -102,10 +102,11 @@ def check_signature(algorithm: str, public_key: Any, data: bytes, sig: bytes) ->
 def verify(artifact_path: Union[str, "os.PathLike[str]"],
            sig_path: Optional[Union[str, "os.PathLike[str]"]],
            policy: Union[TrustPolicy, str, "os.PathLike[str]"],
-           counter: Optional[Counter] = None) -> ReleaseVerdict:
+           counter: Optional[Union[Counter, Callable[[], int]]] = None) -> ReleaseVerdict:
     """Verifies the release of the artifact at `artifact_path` against `policy` (a
     TrustPolicy or a policy file) with the signatures in `sig_path` (default: the artifact's
-    path + ".sig") and, when given, the rollback `counter` (``read() -> int``).
+    path + ".sig") and, when given, the rollback `counter` (an object with ``read() -> int``,
+    such as :class:`FileCounter`, or a callable returning the value).
 
     Returns the verdict (status ``ok``); raises ArtifactError when the artifact itself is
     invalid, ReleaseError (``.status``, ``.verdict``) when the release is refused. A counter
@@ -183,7 +184,7 @@ def verify(artifact_path: Union[str, "os.PathLike[str]"],
     # 7. The rollback counter.
     if counter is not None:
         try:
-            value = counter.read()
+            value = counter.read() if isinstance(counter, Counter) else counter()
         except ReleaseError as e:
             raise refuse("counter_unavailable", e.message, e.path) from None
         except Exception as e:  # noqa: BLE001 - an integrator's counter may fail any way
