@@ -202,3 +202,29 @@ def test_encrypted_key_needs_its_password(tmp_path):
                        "--security-version", "1")
     one_line_error(rc, out, err, 2, "sign")
     assert "only P-256" in err
+
+
+def test_hostile_paths_are_one_line_errors(tmp_path):
+    """Missing, empty, junk, directory and FIFO paths for the model, the key, the policy and
+    the counter: one line each, nothing written, nothing waited for."""
+    k, _ = key_file(tmp_path / "k.pem")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "junk").write_bytes(b"not an artifact" * 20)
+    (tmp_path / "adir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    model = artifact(tmp_path / "model.fwa")
+    for bad in ("missing", "empty", "junk", "adir", "fifo"):
+        p = str(tmp_path / bad)
+        for argv, command in (
+                (["sign", p, "--key", str(k), "--security-version", "1"], "sign"),
+                (["sign", str(model), "--key", p, "--security-version", "1"], "sign"),
+                (["sign-policy", p, "--key", str(k)], "sign-policy"),
+                (["counter", "read", p], "counter"),
+                (["counter", "advance", p, "--value", "1"], "counter"),
+                (["trust-policy", "--key", f"oem={p}", "-o", str(tmp_path / "p.json")],
+                 "trust-policy")):
+            rc, out, err = cli(*argv)
+            assert rc in (1, 2, 3), (argv, rc, err)
+            one_line_error(rc, out, err, rc, command)
+    assert sorted(x.name for x in tmp_path.iterdir()) == [
+        "adir", "empty", "fifo", "junk", "k.pem", "model.fwa"]

@@ -503,3 +503,21 @@ def test_mutated_signature_files_are_refused_never_crash(setup):
             assert sorted(s.keyid for s in v.signers if s.status == "valid") == \
                 sorted((sup.keyid, oem.keyid))
     assert {"signature_malformed", "signature_invalid"} <= seen
+
+
+def test_fifos_and_directories_are_refused_not_waited_for(setup):
+    """A FIFO (or a directory) named as the policy, the signature file or the counter is its
+    status at once; nothing blocks on it."""
+    import os
+
+    tmp, model, sup, oem, pol = setup
+    sign(model, sup, 1)
+    sign(model, oem, 1)
+    os.mkfifo(tmp / "fifo")
+    (tmp / "adir").mkdir()
+    for bad in (tmp / "fifo", tmp / "adir"):
+        refused("counter_unavailable", model, None, pol, FileCounter(bad))
+        refused("signature_malformed", model, bad, pol)
+        with pytest.raises(ReleaseError) as e:
+            verify(model, None, bad)
+        assert e.value.status == "policy_malformed"

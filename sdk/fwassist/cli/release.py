@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any, Optional
 
+from ..release._formats import read_small
 from ..textsafe import printable
 
 __all__ = ["register"]
@@ -32,8 +33,7 @@ def _signer(args: argparse.Namespace) -> Any:
     if args.key is not None:
         password = None
         if args.key_password_file is not None:
-            with open(args.key_password_file, "rb") as f:
-                password = f.read(4096).rstrip(b"\n")
+            password = read_small(args.key_password_file, 4096)[:4096].rstrip(b"\n")
         return load_signer(args.key, password)
     from ..release.pkcs11 import Pkcs11Key, Pkcs11Signer, parse_uri, read_pin_file
 
@@ -145,8 +145,7 @@ def _cmd_trust_policy(args: argparse.Namespace) -> int:
     check_output_file(args.output, "-o", [], force=args.force)
     keys = []
     for role, path in args.key:
-        with open(path, "rb") as f:
-            pem = f.read(1 << 16).decode("ascii", "replace")
+        pem = read_small(path, 1 << 16).decode("ascii", "replace")
         try:
             load_public_key(pem)
         except ValueError as e:
@@ -161,8 +160,7 @@ def _cmd_trust_policy(args: argparse.Namespace) -> int:
     revoked = []
     for r in args.revoke or []:
         if os.path.isfile(r):
-            with open(r, "rb") as f:
-                revoked.append(public_key_info(load_public_key(f.read(1 << 16)))[0])
+            revoked.append(public_key_info(load_public_key(read_small(r, 1 << 16)))[0])
         else:
             revoked.append(r)
     raw = make_policy(keys, required, policy_version=args.policy_version,

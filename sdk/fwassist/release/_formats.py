@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import ReleaseError
 
-__all__ = ["Bundle", "Statement", "pae", "keyid_of_der", "canonical", "parse_bundle_file",
+__all__ = ["Bundle", "Statement", "read_small", "pae", "keyid_of_der", "canonical", "parse_bundle_file",
            "render_bundle_line", "parse_statement", "render_statement", "b64encode",
            "strict_json", "STATEMENT_TYPE", "PREDICATE_TYPE", "PAYLOAD_TYPE",
            "POLICY_PAYLOAD_TYPE", "BUNDLE_MEDIA_TYPE", "MAX_SIG_FILE", "MAX_LINES",
@@ -43,6 +46,22 @@ MAX_RXSWIN = 128
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _RXSWIN = re.compile(r"[\x20-\x7e]{1,%d}\Z" % MAX_RXSWIN)
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
+
+
+def read_small(path: str, cap: int) -> bytes:
+    """At most `cap` + 1 bytes of the regular file `path` (the caller refuses more than `cap`).
+    Opened without blocking and checked to be a regular file, so a FIFO or a device named
+    instead of a policy, signature, key or counter file is an error, not a hang; OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read(cap + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def canonical(value: Any) -> bytes:

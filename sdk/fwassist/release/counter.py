@@ -16,7 +16,7 @@ import tempfile
 from typing import Protocol, Union, runtime_checkable
 
 from ..errors import ReleaseError
-from ._formats import MAX_SECURITY_VERSION
+from ._formats import MAX_SECURITY_VERSION, read_small
 
 __all__ = ["Counter", "FileCounter"]
 
@@ -72,8 +72,7 @@ class FileCounter:
         """The stored value; ReleaseError ``counter_unavailable`` if the file is missing,
         unreadable or not exactly a decimal value and a newline."""
         try:
-            with open(self.path, "rb") as f:
-                raw = f.read(32)
+            raw = read_small(self.path, 32)
         except OSError as e:
             raise ReleaseError("counter_unavailable", f"cannot read the counter: "
                                                       f"{e.strerror or e}", self.path) from None

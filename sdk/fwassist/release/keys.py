@@ -13,7 +13,7 @@ import os
 from typing import Any, Optional, Protocol, Union
 
 from ..errors import require
-from ._formats import keyid_of_der
+from ._formats import keyid_of_der, read_small
 
 __all__ = ["Signer", "PemSigner", "load_signer", "load_public_key", "public_key_info",
            "generate_key", "ALGORITHMS", "algorithm_of"]
@@ -107,8 +107,9 @@ def load_signer(path: str, password: Optional[bytes] = None) -> PemSigner:
     crypto()
     from cryptography.hazmat.primitives import serialization
 
-    with open(path, "rb") as f:
-        data = f.read(1 << 16)
+    data = read_small(path, 1 << 16)
+    if len(data) > 1 << 16:
+        raise ValueError(f"{path}: not a PEM private key (larger than 64 KiB)")
     try:
         key = serialization.load_pem_private_key(data, password)
     except TypeError as e:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from urllib.parse import unquote_to_bytes
 
 from ..errors import require
+from ._formats import read_small
 from .keys import ECDSA_P256, ED25519, crypto, public_key_info
 
 __all__ = ["Pkcs11Key", "Pkcs11Signer", "parse_uri"]
@@ -49,8 +50,7 @@ class Pkcs11Key:
 
 def read_pin_file(path: str) -> str:
     """The PIN in `path` (one line; a final newline is dropped)."""
-    with open(path, "rb") as f:
-        raw = f.read(_PIN_CAP + 2)
+    raw = read_small(path, _PIN_CAP + 1)
     if len(raw) > _PIN_CAP + 1:
         raise ValueError(f"{path}: a PIN file holds one short line")
     pin = raw[:-1] if raw.endswith(b"\n") else raw

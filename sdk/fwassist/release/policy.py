@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Union
 
 from ..errors import ReleaseError
-from ._formats import MAX_SECURITY_VERSION, MAX_STRING, canonical, strict_json
+from ._formats import MAX_SECURITY_VERSION, MAX_STRING, canonical, read_small, strict_json
 from .keys import ALGORITHMS, algorithm_of, load_public_key, public_key_info
 
 __all__ = ["TrustPolicy", "TrustedKey", "load_policy", "parse_policy", "make_policy",
@@ -163,8 +163,7 @@ def load_policy(path: Union[str, "os.PathLike[str]"]) -> TrustPolicy:
     """The trust policy in the file at `path` (ReleaseError with ``path`` set)."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
-            raw = f.read(MAX_POLICY + 1)
+        raw = read_small(p, MAX_POLICY)
     except OSError as e:
         raise ReleaseError("policy_malformed", f"cannot read the policy: {e.strerror or e}",
                            p) from None

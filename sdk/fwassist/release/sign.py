@@ -12,7 +12,7 @@ from typing import Optional, Union
 from ..errors import ReleaseError
 from ._formats import (MAX_POLICY_PAYLOAD, MAX_SIG_FILE, PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE,
                        Bundle, Statement, check_rxswin, check_security_version, pae,
-                       parse_bundle_file, parse_statement, render_bundle_line,
+                       parse_bundle_file, parse_statement, read_small, render_bundle_line,
                        render_statement)
 from .keys import Signer, load_signer
 from .verify import check_signature, read_signatures
@@ -76,8 +76,7 @@ def _add_signature(out: str, payload_type: str, payload: bytes, signer: Signer) 
             raise ReleaseError("subject_mismatch", "the signatures there sign other bytes", out)
         if any(b.keyid == signer.keyid for b in bundles):
             raise ValueError(f"{out}: key {signer.keyid} has signed this already")
-        with open(out, "rb") as f:
-            existing = f.read(MAX_SIG_FILE + 1)
+        existing = read_small(out, MAX_SIG_FILE)
     signed = pae(payload_type, payload)
     signature = signer.sign(signed)
     if not check_signature(signer.algorithm, signer.public_key_pem, signed, signature):
@@ -95,8 +94,7 @@ def _add_signature(out: str, payload_type: str, payload: bytes, signer: Signer) 
 
 def _read(path: str, payload_type: str) -> list[Bundle]:
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIG_FILE + 1)
+        data = read_small(path, MAX_SIG_FILE)
     except OSError as e:
         raise ReleaseError("signature_malformed", f"cannot read the signature file: "
                                                   f"{e.strerror or e}", path) from None
@@ -156,8 +154,7 @@ def sign_policy(policy_path: Union[str, "os.PathLike[str]"], key: Union[Signer, 
     if os.path.exists(out) and os.path.samefile(out, p):
         raise ValueError(f"{out} is the policy itself")
     signer = load_signer(key) if isinstance(key, str) else key
-    with open(p, "rb") as f:
-        raw = f.read(MAX_POLICY_PAYLOAD + 1)
+    raw = read_small(p, MAX_POLICY_PAYLOAD)
     if len(raw) > MAX_POLICY_PAYLOAD:
         raise ValueError(f"{p}: a signed policy is at most {MAX_POLICY_PAYLOAD} bytes")
     try:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import ArtifactError, ReleaseError
 from ._formats import (MAX_POLICY_PAYLOAD, MAX_SIG_FILE, PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE,
-                       Bundle, pae, parse_bundle_file, parse_statement)
+                       Bundle, pae, parse_bundle_file, parse_statement, read_small)
 from .counter import Counter
 from .keys import ED25519, crypto, load_public_key, public_key_info
 from .policy import TrustPolicy, load_policy, parse_policy
@@ -54,8 +54,7 @@ def read_signatures(path: Union[str, "os.PathLike[str]"],
     statements (default) or of signed trust policies."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
-            data = f.read(MAX_SIG_FILE + 1)
+        data = read_small(p, MAX_SIG_FILE)
     except OSError as e:
         raise ReleaseError("signature_malformed", f"cannot read the signature file: "
                                                   f"{e.strerror or e}", p) from None
@@ -226,8 +225,7 @@ def verify_policy(policy_path: Union[str, "os.PathLike[str]"],
         raise ValueError(f"{len(roots)} distinct root key(s) cannot meet a threshold of "
                          f"{threshold}")
     try:
-        with open(p, "rb") as f:
-            raw = f.read(MAX_POLICY_PAYLOAD + 1)
+        raw = read_small(p, MAX_POLICY_PAYLOAD)
     except OSError as e:
         raise ReleaseError("policy_malformed", f"cannot read the policy: {e.strerror or e}",
                            p) from None
