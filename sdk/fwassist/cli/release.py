@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The release subcommands of the ``fwassist`` command line (docs/releases.md): ``sign``,
-``sign-policy``, ``keygen``, ``pubkey``, ``trust-policy`` and ``counter``. :func:`register` adds them to the
-main parser's subparsers; each sets ``fn(args) -> exit code``.
+``sign-policy``, ``keygen``, ``pubkey``, ``trust-policy`` and ``counter``. :func:`register`
+adds them to the main parser's subparsers; each sets ``fn(args) -> exit code``.
 
 Exit codes as every command: 0 done, 1 the work failed (a missing extra, a file system error),
 2 bad usage or input, 3 an invalid artifact or a refused release (``ReleaseError``).
@@ -33,7 +33,10 @@ def _signer(args: argparse.Namespace) -> Any:
     if args.key is not None:
         password = None
         if args.key_password_file is not None:
-            password = read_small(args.key_password_file, 4096)[:4096].rstrip(b"\n")
+            password = read_small(args.key_password_file, 4096).rstrip(b"\n")
+            if len(password) > 4096:
+                raise ValueError(f"{args.key_password_file}: a password file holds one "
+                                 f"password of at most 4096 bytes")
         return load_signer(args.key, password)
     from ..release.pkcs11 import Pkcs11Key, Pkcs11Signer, parse_uri, read_pin_file
 
@@ -53,10 +56,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     check_input_file(args.model, "model")
     check_rxswin(args.rxswin)
     sig = args.output if args.output is not None else args.model + ".sig"
-    if os.path.lexists(sig):
-        check_output_file(sig, "-o", [args.model], append=True)
-    else:
-        check_output_file(sig, "-o", [args.model])
+    check_output_file(sig, "-o", [args.model], append=os.path.lexists(sig))
     ms_out: Optional[str] = None
     if args.model_signing is not None:
         ms_out = args.model_signing or args.model + ".sigstore.json"

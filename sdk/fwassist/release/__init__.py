@@ -27,7 +27,7 @@ from .verify import (ReleaseVerdict, SignerVerdict, check_signature, read_signat
                      verify_policy)
 
 __all__ = ["sign", "verify", "sign_policy", "verify_policy", "load_policy", "parse_policy",
-           "make_policy", "read_signatures", "release_statement", "parse_statement", "check_signature", "generate_key",
-           "load_signer", "FileCounter", "Counter", "TrustPolicy", "TrustedKey", "Bundle",
-           "Statement", "ReleaseVerdict", "SignerVerdict", "SignResult", "Signer", "PemSigner",
-           "ReleaseError"]
+           "make_policy", "read_signatures", "release_statement", "parse_statement",
+           "check_signature", "generate_key", "load_signer", "FileCounter", "Counter",
+           "TrustPolicy", "TrustedKey", "Bundle", "Statement", "ReleaseVerdict",
+           "SignerVerdict", "SignResult", "Signer", "PemSigner", "ReleaseError"]

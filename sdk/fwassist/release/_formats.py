@@ -21,11 +21,12 @@ from typing import Any, Optional
 
 from ..errors import ReleaseError
 
-__all__ = ["Bundle", "Statement", "read_small", "pae", "keyid_of_der", "canonical", "parse_bundle_file",
-           "render_bundle_line", "parse_statement", "render_statement", "b64encode",
-           "strict_json", "STATEMENT_TYPE", "PREDICATE_TYPE", "PAYLOAD_TYPE",
-           "POLICY_PAYLOAD_TYPE", "BUNDLE_MEDIA_TYPE", "MAX_SIG_FILE", "MAX_LINES",
-           "MAX_LINE", "MAX_PAYLOAD", "MAX_POLICY_PAYLOAD", "MAX_SIGNATURE", "MAX_STRING", "MAX_SECURITY_VERSION"]
+__all__ = ["Bundle", "Statement", "read_small", "pae", "keyid_of_der", "canonical",
+           "parse_bundle_file", "render_bundle_line", "parse_statement", "render_statement",
+           "b64encode", "strict_json", "check_rxswin", "check_security_version",
+           "STATEMENT_TYPE", "PREDICATE_TYPE", "PAYLOAD_TYPE", "POLICY_PAYLOAD_TYPE",
+           "BUNDLE_MEDIA_TYPE", "MAX_SIG_FILE", "MAX_LINES", "MAX_LINE", "MAX_PAYLOAD",
+           "MAX_POLICY_PAYLOAD", "MAX_SIGNATURE", "MAX_STRING", "MAX_SECURITY_VERSION"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://fwassist.dev/release/v1"
