@@ -3,6 +3,7 @@
 
     Error                          every failure fwassist itself reports
     ├── ArtifactError              an artifact failed to open or verify (also a ValueError)
+    │   └── ReleaseError           a signed release was refused (docs/releases.md)
     ├── ExportError                a source model cannot be exported (also a ValueError)
     └── MissingExtraError          an optional package is not installed (also an ImportError)
 
@@ -22,7 +23,8 @@ import importlib.util
 from types import ModuleType
 from typing import Optional
 
-__all__ = ["Error", "ArtifactError", "ExportError", "MissingExtraError", "require"]
+__all__ = ["Error", "ArtifactError", "ReleaseError", "ExportError", "MissingExtraError",
+           "require"]
 
 
 class Error(Exception):
@@ -41,6 +43,20 @@ class ArtifactError(Error, ValueError):
         self.status = status
         self.message = message
         self.path = path
+
+
+class ReleaseError(ArtifactError):
+    """A signed release was refused: the trust policy, the signature file, the statement, the
+    signatures, the security version or the rollback counter (docs/releases.md). ``status`` is
+    one of ``policy_malformed``, ``policy_unsatisfiable``, ``signature_malformed``,
+    ``cap_exceeded``, ``subject_mismatch``, ``signature_invalid``, ``untrusted``, ``revoked``,
+    ``rollback``, ``counter_unavailable``, ``no_crypto``; ``verdict`` is the reference
+    verifier's :class:`fwassist.release.ReleaseVerdict` so far (None elsewhere)."""
+
+    def __init__(self, status: str, message: str, path: Optional[str] = None,
+                 verdict: Optional[object] = None) -> None:
+        super().__init__(status, message, path)
+        self.verdict = verdict
 
 
 class ExportError(Error, ValueError):

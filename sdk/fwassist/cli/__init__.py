@@ -242,12 +242,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .export import register as register_export
 
     from .demo import register as register_demo
+    from .release import register as register_release
     from .run import register as register_run
 
     register_demo(sub)
     register_run(sub)
     register_export(sub)
     register_artifact(sub)
+    register_release(sub)
     register_audit(sub)
     return run_command(parser, argv)
 

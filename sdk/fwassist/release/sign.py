@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Signing a release: the statement built from the verified artifact, one more signer's bundle
+added to ``MODEL.fwa.sig`` atomically (docs/releases.md "Signing")."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from ..errors import ReleaseError
+from ._formats import (MAX_SIG_FILE, PAYLOAD_TYPE, Statement, check_rxswin,
+                       check_security_version, pae, parse_bundle_file, parse_statement,
+                       render_bundle_line, render_statement)
+from .keys import Signer, load_signer
+from .verify import check_signature, read_signatures
+
+__all__ = ["sign", "SignResult", "release_statement"]
+
+
+@dataclass(frozen=True)
+class SignResult:
+    sig_path: str
+    keyid: str
+    signers: int                     # bundles in the file now, this one included
+    statement: Statement
+
+
+def release_statement(artifact_path: str, security_version: int,
+                      rxswin: Optional[str]) -> Statement:
+    """The statement for the artifact at `artifact_path`, from its verified manifest (every
+    byte checked, by the C++ loader when present): root digest, model-card digest and format."""
+    from ..artifact.verify import verify as verify_artifact
+
+    check_security_version(security_version)
+    check_rxswin(rxswin)
+    art = verify_artifact(artifact_path)
+    fv = art.manifest["format_version"]
+    return Statement(art.pin[len("sha256:"):], os.path.basename(os.path.abspath(artifact_path)),
+                     security_version, rxswin, art.manifest["sections"]["model_card"],
+                     (int(fv[0]), int(fv[1])))
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = ""
+    finally:
+        if tmp:
+            os.unlink(tmp)
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def sign(artifact_path: Union[str, "os.PathLike[str]"], key: Union[Signer, str],
+         security_version: int, rxswin: Optional[str] = None,
+         sig_path: Optional[Union[str, "os.PathLike[str]"]] = None) -> SignResult:
+    """Signs the release of the artifact at `artifact_path` with `key` (a :class:`Signer` or a
+    PEM private key file) and writes or extends `sig_path` (default: the artifact's path +
+    ".sig").
+
+    A new file gets the statement of (`security_version`, `rxswin`); an existing one is
+    co-signed: its statement is signed again, byte for byte, and refused (ValueError) if it
+    differs in version or RXSWIN, was made for another artifact (ReleaseError
+    ``subject_mismatch``) or `key` signed it already."""
+    art_path = os.fspath(artifact_path)
+    out = os.fspath(sig_path) if sig_path is not None else art_path + ".sig"
+    signer = load_signer(key) if isinstance(key, str) else key
+    st = release_statement(art_path, security_version, rxswin)
+    existing = b""
+    if os.path.lexists(out):
+        if os.path.exists(art_path) and os.path.samefile(out, art_path):
+            raise ValueError(f"{out} is the artifact itself")
+        bundles = read_signatures(out)
+        old = parse_statement(bundles[0].payload)
+        if old.root_digest != st.root_digest:
+            raise ReleaseError("subject_mismatch", f"the signatures there are for artifact "
+                                                   f"{old.pin}, not {st.pin}", out)
+        if (old.security_version, old.rxswin) != (st.security_version, st.rxswin):
+            raise ValueError(f"{out}: the existing signatures approve security version "
+                             f"{old.security_version} and RXSWIN {old.rxswin!r}; co-signers "
+                             f"sign the same statement (asked: {st.security_version}, "
+                             f"{st.rxswin!r})")
+        if (old.model_card_sha256, old.artifact_format) != (st.model_card_sha256,
+                                                            st.artifact_format):
+            raise ReleaseError("subject_mismatch", "the existing statement's model card or "
+                                                   "format differs from the artifact's", out)
+        if any(b.keyid == signer.keyid for b in bundles):
+            raise ValueError(f"{out}: key {signer.keyid} has signed this release already")
+        payload = bundles[0].payload
+        with open(out, "rb") as f:
+            existing = f.read(MAX_SIG_FILE + 1)
+        st = old
+    else:
+        payload = render_statement(st)
+    signed = pae(PAYLOAD_TYPE, payload)
+    signature = signer.sign(signed)
+    if not check_signature(signer.algorithm, signer.public_key_pem, signed, signature):
+        raise ReleaseError("signature_invalid", f"the key {signer.keyid} made a signature "
+                                                f"that does not verify with its public key")
+    data = existing + render_bundle_line(PAYLOAD_TYPE, payload, signer.keyid, signature) + b"\n"
+    try:
+        n = len(parse_bundle_file(data))
+    except ReleaseError as e:
+        raise ReleaseError(e.status, f"adding this signer would exceed the format: {e.message}",
+                           out) from None
+    _write_atomic(out, data)
+    return SignResult(out, signer.keyid, n, st)
