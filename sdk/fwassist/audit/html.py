@@ -35,7 +35,7 @@ th{background:#f3f3f3}
 code,pre,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
 pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}
 .badge{display:inline-block;padding:.1em .6em;border-radius:.8em;font-weight:600}
-.pass,.ok,.present{background:#d8f5d8}.fail,.missing{background:#fbd3d3}
+.pass,.ok,.valid,.present{background:#d8f5d8}.fail,.missing{background:#fbd3d3}
 .open,.unknown,.external{background:#fdf0c2}.muted{color:#666}
 """
 
@@ -55,8 +55,8 @@ def _code(value: Any) -> str:
 
 def _badge(word: str) -> str:
     # The class is one of this module's fixed words, never an artifact string.
-    cls = word if word in ("pass", "ok", "present", "fail", "missing", "open", "unknown",
-                           "external") else "unknown"
+    cls = word if word in ("pass", "ok", "valid", "present", "fail", "missing", "open",
+                           "unknown", "external") else "unknown"
     return f'<span class="badge {cls}">{text(word)}</span>'
 
 
@@ -74,8 +74,13 @@ def _table(head: Iterable[str], rows: list[list[str]], total: Optional[int] = No
 def _identity(rep: dict[str, Any]) -> str:
     o, n = rep["old"], rep["new"]
 
-    def rel(side: dict[str, Any], key: str) -> Any:
-        return side["release"][key] if side["release"] is not None else None
+    def rel(side: dict[str, Any], key: str) -> str:
+        r = side["release"]
+        if r is None or r[key] is None:
+            return text(None)
+        # A refused release's values are what the statement claims, not verified facts.
+        return text(r[key]) + ("" if r["status"] == "ok" else
+                               ' <span class="muted">(claimed; not verified)</span>')
 
     def signers(side: dict[str, Any]) -> str:
         r = side["release"]
@@ -83,9 +88,8 @@ def _identity(rep: dict[str, Any]) -> str:
             return text("not checked (no --trust)")
         if not r["signers"]:
             return text(r["message"] or "none")
-        return "<br>".join(f"{_code(s['keyid'][:16])} {text(s['role'])} {_badge(s['status'])}"
-                           if s["status"] == "ok" else
-                           f"{_code(s['keyid'][:16])} {text(s['role'])} {text(s['status'])}"
+        return "<br>".join(f"{_code(s['keyid'][:16])} {text(s['role'])} "
+                           + (_badge("valid") if s["status"] == "valid" else text(s["status"]))
                            for s in r["signers"])
 
     def status(side: dict[str, Any]) -> str:
@@ -108,9 +112,8 @@ def _identity(rep: dict[str, Any]) -> str:
         ["source checkpoint sha256", _code(o["source_sha256"]), _code(n["source_sha256"])],
         ["model card sha256", _code(o["model_card_sha256"]), _code(n["model_card_sha256"])],
         ["signature", status(o), status(n)],
-        ["security version", text(rel(o, "security_version")),
-         text(rel(n, "security_version"))],
-        ["RXSWIN", text(rel(o, "rxswin")), text(rel(n, "rxswin"))],
+        ["security version", rel(o, "security_version"), rel(n, "security_version")],
+        ["RXSWIN", rel(o, "rxswin"), rel(n, "rxswin")],
         ["signers", signers(o), signers(n)],
     ]
     trust = rep["trust_policy"]
@@ -119,6 +122,25 @@ def _identity(rep: dict[str, Any]) -> str:
             '<p class="muted">No trust policy given: signatures not checked.</p>')
     return "<h2>Identities</h2>" + note + _table(["", "old", "new"],
                                                  [[text(r[0])] + r[1:] for r in rows])
+
+
+def _summary(rep: dict[str, Any]) -> str:
+    rows = [[text("change class"), f"<strong>{text(rep['change']['class'])}</strong>"]]
+    p = rep["oem_policy"]
+    if p is not None:
+        rows.append([text("substantial modification"),
+                     text("yes" if p["substantial"] else "no")])
+        rows.append([text("OEM policy verdict"), _badge(p["verdict"])])
+    for side in ("old", "new"):
+        r = rep[side]["release"]
+        if r is not None:
+            rows.append([text(f"{side} release"),
+                         (_badge("ok") if r["status"] == "ok" else _badge("fail"))
+                         + " " + text(r["status"])])
+    r = rep["reproduce"]
+    rows.append([text("logits digest (exact)"),
+                 _code(r["probe"]["digests"]["exact"]) if r["available"] else text(None)])
+    return "<h2>Summary</h2>" + _table(["item", "value"], rows)
 
 
 def _change(rep: dict[str, Any]) -> str:
@@ -225,7 +247,7 @@ def render_html(rep: dict[str, Any]) -> str:
         f"report format {text(rep['format'])} "
         f"{text('.'.join(map(str, rep['format_version'])))}; the complete record is "
         f"report.json.</p>",
-        _identity(rep), _change(rep), _policy(rep), _sbom(rep),
+        _summary(rep), _identity(rep), _change(rep), _policy(rep), _sbom(rep),
         _differences("Model card differences", rep["model_card"]),
         _differences("Evaluation evidence differences", rep["evidence"]),
         _reproduce(rep),

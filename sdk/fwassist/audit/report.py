@@ -16,7 +16,8 @@ from .. import __version__
 from ..artifact.diff import DIFF_CLASSES, diff
 from ..artifact import pyverify
 from ..artifact.pyverify import VerifiedArtifact
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ReleaseError
+from ..release import TrustPolicy, load_policy
 from ..textsafe import printable
 from . import logits as logits_mod
 from .compare import json_differences, sbom_difference
@@ -37,16 +38,18 @@ def _manifest(path: str, pin: str) -> VerifiedArtifact:
         raise ArtifactError(e.status, e.message, path) from None
 
 
+def _obj(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def _str_or_none(v: Any) -> Optional[str]:
     return v if isinstance(v, str) else None
 
 
 def _identity(art: VerifiedArtifact) -> dict[str, Any]:
     m = art.manifest
-    card = m["model_card"] if isinstance(m["model_card"], dict) else {}
-    prov = m["provenance"] if isinstance(m["provenance"], dict) else {}
-    exporter = prov.get("exporter") if isinstance(prov.get("exporter"), dict) else {}
-    source = prov.get("source") if isinstance(prov.get("source"), dict) else {}
+    card, prov = _obj(m["model_card"]), _obj(m["provenance"])
+    exporter, source = _obj(prov.get("exporter")), _obj(prov.get("source"))
     return {
         "file": os.path.basename(art.path),
         "size": art.file_length,
@@ -62,24 +65,27 @@ def _identity(art: VerifiedArtifact) -> dict[str, Any]:
     }
 
 
-def _release(artifact: str, sig: str, trust: Any) -> dict[str, Any]:
-    """The signature verdict of ``artifact`` (``fwassist.release.verify``, the reference
-    verifier, without a rollback counter: the audit compares versions itself)."""
-    from .. import release
+def _release(artifact: str, sig: str, trust: TrustPolicy) -> dict[str, Any]:
+    """The signature verdict of ``artifact`` by the reference verifier
+    (:func:`fwassist.release.verify`), without a rollback counter: the audit compares the two
+    releases' versions itself. On a refusal, the version, RXSWIN and signers are those the
+    verifier had read when it refused: claims, not verified facts (``status`` says so)."""
+    from ..release import ReleaseVerdict, verify as verify_release
 
     out: dict[str, Any] = {"signature_file": os.path.basename(sig), "status": "unsigned",
                            "message": None, "security_version": None, "rxswin": None,
                            "signers": []}
-    if not os.path.exists(sig):
+    if not os.path.lexists(sig):
         out["message"] = "no signature file"
         return out
     try:
-        v = release.verify(artifact, sig, trust)
-    except release.ReleaseError as e:
-        out.update(status=str(e.status), message=str(e.message))
-        return out
-    out.update(status=str(v.status), security_version=v.security_version, rxswin=v.rxswin,
-               signers=[{"keyid": s.keyid, "role": s.role, "status": str(s.status)}
+        v = verify_release(artifact, sig, trust)
+        out["status"] = v.status
+    except ReleaseError as e:
+        out.update(status=e.status, message=e.message)
+        v = e.verdict if isinstance(e.verdict, ReleaseVerdict) else ReleaseVerdict()
+    out.update(security_version=v.security_version, rxswin=v.rxswin,
+               signers=[{"keyid": s.keyid, "role": s.role, "status": s.status}
                         for s in v.signers])
     return out
 
@@ -207,16 +213,20 @@ def build_report(old: PathLike, new: PathLike, *, sig: Optional[PathLike] = None
                          "which keys are trusted in which role")
     if policy is not None and policy_file is None:
         raise AuditError("policy_file names the OEM policy in the report")
+    tp = None
+    if trust is not None:
+        try:
+            tp = load_policy(os.fspath(trust))
+        except ReleaseError as e:
+            raise AuditError(f"trust policy {printable(os.fspath(trust))}: {e.status}: "
+                             f"{e.message}") from None
     res = diff(o, n)  # verifies every byte of both
     # The manifests diff just verified, read again under their pins: the same bytes, or
     # pin_mismatch if a file was replaced meanwhile.
     A, B = _manifest(o, res.a), _manifest(n, res.b)
     ident_old, ident_new = _identity(A), _identity(B)
     trust_info = None
-    if trust is not None:
-        from .. import release
-
-        tp = release.load_policy(os.fspath(trust))
+    if trust is not None and tp is not None:
         ident_new["release"] = _release(n, os.fspath(sig) if sig is not None else n + ".sig",
                                         tp)
         ident_old["release"] = _release(o, os.fspath(old_sig) if old_sig is not None
