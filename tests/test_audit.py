@@ -521,3 +521,22 @@ def test_cli_logits_digest(arts, tmp_path):
         lg = s.logits([1, 2, 3])
     assert p.stdout == ("logits exact sha256:"
                         + hashlib.sha256(np.asarray(lg, "<f4").tobytes()).hexdigest() + "\n")
+
+
+def test_logits_digest_equals_the_cpp_tool():
+    """`fwassist logits-digest` prints the lines of the C++ cross-ISA tool
+    (tests/cpp/logits_digest.cpp) for its test model: the digests tests/run_all.sh checks on
+    every x86 kernel path and the qemu matrix on every aarch64 CPU model (FWA_EXPECT_DIGESTS),
+    so the command in a report reproduces a device's logits."""
+    import os
+
+    model, expect = os.environ.get("FWA_TEST_MODEL"), os.environ.get("FWA_EXPECT_DIGESTS")
+    if not (model and expect and os.path.isfile(model) and os.path.isfile(expect)):
+        pytest.skip("FWA_TEST_MODEL / FWA_EXPECT_DIGESTS not set: tests/run_all.sh sets them "
+                    "after running build-native/tests/cpp/fwa_logits_digest")
+    with open(expect, encoding="utf-8") as f:
+        want = [line for line in f.read().splitlines() if line.startswith("logits ")]
+    assert [w.split()[1] for w in want] == ["exact", "fast"]
+    p = _cli("logits-digest", model, cwd=Path(model).parent)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == want

@@ -7,6 +7,7 @@ a screenshot. FWA_UPDATE_AUDIT_EXAMPLE=1 copies the screenshot to docs/audit-rep
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -45,8 +46,24 @@ def report_dir(build_tiny_model, tmp_path_factory) -> Path:
     base = Path(build_tiny_model(seed=1234).onnx_path).parent
     _export(base, d / "v1.fwa", card=CARD_V1)
     _export(base, d / "v2.fwa", card=CARD_V2)
-    rep = build_report(d / "v1.fwa", d / "v2.fwa",
-                       policy=parse_oem_policy(__import__("json").dumps(POLICY).encode()),
+    trust = None
+    try:  # signed releases where the sign extra is installed: more of the page to render
+        import cryptography  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        from fwassist.release import generate_key, make_policy, sign
+        from fwassist.release.keys import ECDSA_P256, ED25519
+
+        signers = {"supplier": generate_key(ECDSA_P256)[1], "oem": generate_key(ED25519)[1]}
+        for name, version in (("v1", 1), ("v2", 2)):
+            for k in signers.values():
+                sign(d / f"{name}.fwa", k, version, f"RXSWIN-ECU7-{version}.0")
+        trust = d / "trust-policy.json"
+        trust.write_bytes(make_policy([(r, k.public_key_pem) for r, k in signers.items()],
+                                      {"supplier": 1, "oem": 1}))
+    rep = build_report(d / "v1.fwa", d / "v2.fwa", trust=trust,
+                       policy=parse_oem_policy(json.dumps(POLICY).encode()),
                        policy_file="oem-policy.json")
     rep["new"]["file"] = HOSTILE[3]  # a file name with a bidi override
     write_report(rep, d / "report")

@@ -71,6 +71,10 @@ def _table(head: Iterable[str], rows: list[list[str]], total: Optional[int] = No
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
+def _release_status(r: dict[str, Any]) -> str:
+    return _badge("ok") if r["status"] == "ok" else f"{_badge('fail')} {text(r['status'])}"
+
+
 def _identity(rep: dict[str, Any]) -> str:
     o, n = rep["old"], rep["new"]
 
@@ -96,8 +100,7 @@ def _identity(rep: dict[str, Any]) -> str:
         r = side["release"]
         if r is None:
             return text(None)
-        b = _badge("ok") if r["status"] == "ok" else _badge("fail")
-        return f"{b} {text(r['status'])}" + (f" {text(r['message'])}" if r["message"] else "")
+        return _release_status(r) + (f" {text(r['message'])}" if r["message"] else "")
 
     rows = [
         ["file", text(o["file"]), text(n["file"])],
@@ -134,9 +137,7 @@ def _summary(rep: dict[str, Any]) -> str:
     for side in ("old", "new"):
         r = rep[side]["release"]
         if r is not None:
-            rows.append([text(f"{side} release"),
-                         (_badge("ok") if r["status"] == "ok" else _badge("fail"))
-                         + " " + text(r["status"])])
+            rows.append([text(f"{side} release"), _release_status(r)])
     r = rep["reproduce"]
     rows.append([text("logits digest (exact)"),
                  _code(r["probe"]["digests"]["exact"]) if r["available"] else text(None)])
