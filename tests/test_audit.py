@@ -540,3 +540,12 @@ def test_logits_digest_equals_the_cpp_tool():
     p = _cli("logits-digest", model, cwd=Path(model).parent)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == want
+
+
+def test_documented_policy_example_parses():
+    """The OEM policy shown in docs/audit-report.md is a valid policy."""
+    doc = (ROOT / "docs" / "audit-report.md").read_text(encoding="utf-8")
+    block = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    p = parse_oem_policy(block.encode())
+    assert p.policy_version == 3 and p.require_rxswin_change
+    assert "hil-regression-report" in p.evidence_substantial

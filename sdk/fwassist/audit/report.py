@@ -213,26 +213,25 @@ def build_report(old: PathLike, new: PathLike, *, sig: Optional[PathLike] = None
                          "which keys are trusted in which role")
     if policy is not None and policy_file is None:
         raise AuditError("policy_file names the OEM policy in the report")
-    tp = None
+    tp, trust_info = None, None
     if trust is not None:
         try:
             tp = load_policy(os.fspath(trust))
         except ReleaseError as e:
             raise AuditError(f"trust policy {printable(os.fspath(trust))}: {e.status}: "
                              f"{e.message}") from None
+        trust_info = {"file": os.path.basename(os.fspath(trust)),
+                      "policy_version": int(tp.policy_version)}
     res = diff(o, n)  # verifies every byte of both
     # The manifests diff just verified, read again under their pins: the same bytes, or
     # pin_mismatch if a file was replaced meanwhile.
     A, B = _manifest(o, res.a), _manifest(n, res.b)
     ident_old, ident_new = _identity(A), _identity(B)
-    trust_info = None
-    if trust is not None and tp is not None:
+    if tp is not None:
         ident_new["release"] = _release(n, os.fspath(sig) if sig is not None else n + ".sig",
                                         tp)
         ident_old["release"] = _release(o, os.fspath(old_sig) if old_sig is not None
                                         else o + ".sig", tp)
-        trust_info = {"file": os.path.basename(os.fspath(trust)),
-                      "policy_version": int(tp.policy_version)}
     change = res.to_dict()
     ma, mb = A.manifest, B.manifest
     rep = (_reproduce(n, B.pin) if reproduce
