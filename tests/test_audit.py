@@ -549,3 +549,56 @@ def test_documented_policy_example_parses():
     p = parse_oem_policy(block.encode())
     assert p.policy_version == 3 and p.require_rxswin_change
     assert "hil-regression-report" in p.evidence_substantial
+
+
+def test_free_form_sections_of_any_shape(tmp_path):
+    """provenance, model card, evidence and SBOM are free-form beyond their required keys: odd
+    shapes and hostile strings give a valid report and an escaped page, never a crash."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from artifact_fixtures import assemble, build, small_tensors, split
+
+    blob = build(small_tensors())
+    good = tmp_path / "good.fwa"
+    good.write_bytes(blob)
+    m, data = split(blob)
+    m["provenance"] = {"source": "not an object", "exporter": [1, 2]}
+    m["model_card"] = {"name": 7, "version": ["x"], "known_limitations": HOSTILE}
+    m["evidence"] = {HOSTILE[0]: [HOSTILE[3]], "measured": "yes"}
+    m["sbom"] = {"metadata": {"component": {"name": HOSTILE[1], "hashes": "none",
+                                            "licenses": [{"license": {"name": HOSTILE[2]}}, 3]},
+                              "tools": ["not", "an", "object"]},
+                 "components": [{"bom-ref": HOSTILE[0]}, {"bom-ref": HOSTILE[0]}, "junk"]}
+    odd = tmp_path / "odd.fwa"
+    odd.write_bytes(assemble(m, data))
+    pol = parse_oem_policy(json.dumps(dict(POLICY, substantial_sections=["sbom"])).encode())
+    r = build_report(good, odd, policy=pol, policy_file="p.json")
+    validate(r)
+    assert r["change"]["class"] == "metadata-only"
+    assert r["new"]["exporter"] == {"name": None, "version": None}
+    assert r["new"]["model_name"] is None and r["new"]["source_sha256"] is None
+    # The old BOM has no components; the new one's, keyed by bom-ref (a repeated one
+    # numbered), else by type:name (a missing type is "component").
+    added = r["sbom"]["added"]
+    assert [c["ref"] for c in added] == [HOSTILE[0], HOSTILE[0] + "#2",
+                                         "component:" + HOSTILE[1]]
+    assert added[2]["licenses"] == [HOSTILE[2]] and added[2]["where"] == "metadata.component"
+    assert r["sbom"]["changed"] == r["sbom"]["removed"] == []
+    ev = {e["name"]: e["status"] for e in r["oem_policy"]["required_evidence"]}
+    assert r["oem_policy"]["substantial"] is True
+    assert ev["export-equivalence"] == "missing"       # "measured": "yes" is not true
+    page = render_html(r)
+    p = _Tags()
+    p.feed(page)
+    assert {t for t, _ in p.tags} <= ALLOWED_TAGS
+    assert "\u202e" not in page and "\x1b" not in page
+
+
+@pytest.mark.parametrize("bad", ["missing.fwa", "adir"])
+def test_cli_refuses_unusable_inputs_in_one_line(arts, tmp_path, bad):
+    (tmp_path / "adir").mkdir()
+    p = _cli("audit", str(arts["old"]), bad, "-o", "out", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("x")
+    p = _cli("audit", str(arts["old"]), str(arts["card"]), "-o", "file", cwd=tmp_path)
+    assert p.returncode == 2 and "exists and is not a directory" in p.stderr

@@ -87,15 +87,17 @@ def _summary(key: str, where: str, c: dict[str, Any]) -> dict[str, Any]:
 def sbom_components(bom: Any) -> dict[str, tuple[str, dict[str, Any]]]:
     """Every component of a CycloneDX BOM by key: ``metadata.component``, the tools in
     ``metadata.tools.components`` and ``components`` (nested ones included), keyed by bom-ref,
-    else ``type:name@version``. Value: (where it was found, the component)."""
+    else ``type:name@version`` (``#2``, ``#3``... appended to a repeated key). Value: (where it was found, the component)."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def add(c: Any, where: str, depth: int) -> None:
         if not isinstance(c, dict) or depth > 16:
             return
-        ref = c.get("bom-ref")
-        key = ref if isinstance(ref, str) and ref else \
-            f"{c.get('type')}:{c.get('name')}@{c.get('version', '')}"
+        ref, kind, name, version = (c.get(k) for k in ("bom-ref", "type", "name", "version"))
+        key = ref if isinstance(ref, str) and ref else (
+            f"{kind if isinstance(kind, str) else 'component'}:"
+            f"{name if isinstance(name, str) else '?'}"
+            + (f"@{version}" if isinstance(version, str) else ""))
         n, k = 2, key
         while k in found:  # a BOM with a repeated key keeps both, in document order
             k, n = f"{key}#{n}", n + 1
