@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The release subcommands of the ``fwassist`` command line (docs/releases.md): ``sign``,
-``keygen``, ``pubkey``, ``trust-policy`` and ``counter``. :func:`register` adds them to the
+``sign-policy``, ``keygen``, ``pubkey``, ``trust-policy`` and ``counter``. :func:`register` adds them to the
 main parser's subparsers; each sets ``fn(args) -> exit code``.
 
 Exit codes as every command: 0 done, 1 the work failed (a missing extra, a file system error),
@@ -24,8 +24,9 @@ def _signer(args: argparse.Namespace) -> Any:
     from ..release.keys import load_signer
 
     hsm = [args.pkcs11_module, args.token_label, args.key_label, args.pin_file]
-    given = sum(x is not None for x in (args.key, args.pkcs11_uri)) + (any(hsm) and 1)
-    if given != 1:
+    named = [args.key is not None, args.pkcs11_uri is not None,
+             any(x is not None for x in hsm)]
+    if sum(named) != 1:
         raise ValueError("name exactly one key: --key KEY.pem, --pkcs11-uri URI, or "
                          "--pkcs11-module with --token-label, --key-label and --pin-file")
     if args.key is not None:
@@ -38,7 +39,7 @@ def _signer(args: argparse.Namespace) -> Any:
 
     if args.pkcs11_uri is not None:
         return Pkcs11Signer(parse_uri(args.pkcs11_uri))
-    if not all(hsm):
+    if any(x is None for x in hsm):
         raise ValueError("--pkcs11-module needs --token-label, --key-label and --pin-file")
     return Pkcs11Signer(Pkcs11Key(args.pkcs11_module, args.token_label, args.key_label, None,
                                   read_pin_file(args.pin_file)))
@@ -66,6 +67,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
                          "sign with an ECDSA P-256 key")
     res = sign(args.model, signer, args.security_version, args.rxswin, sig)
     st = res.statement
+    assert st is not None
     print(f"signed {st.pin} security_version {st.security_version} rxswin "
           f"{printable(st.rxswin) if st.rxswin is not None else '(none)'}")
     print(f"  key {res.keyid} ({signer.algorithm}); {res.signers} signer(s) in "
@@ -78,9 +80,25 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sign_policy(args: argparse.Namespace) -> int:
+    from ..outpath import check_input_file, check_output_file
+    from ..release import sign_policy
+
+    check_input_file(args.policy, "policy")
+    sig = args.output if args.output is not None else args.policy + ".sig"
+    check_output_file(sig, "-o", [args.policy], append=os.path.lexists(sig))
+    res = sign_policy(args.policy, _signer(args), sig)
+    print(f"signed policy {printable(args.policy)} with root key {res.keyid}; {res.signers} "
+          f"signer(s) in {printable(res.sig_path)}")
+    return 0
+
+
 def _pub_path(key_path: str) -> str:
     base = key_path[:-4] if key_path.endswith(".pem") else key_path
     return base + ".pub.pem"
+
+
+_ALGORITHMS = {"ecdsa-p256": "ecdsa-p256-sha256", "ed25519": "ed25519"}
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -90,7 +108,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     pub = _pub_path(args.output)
     check_output_file(args.output, "-o", [])
     check_output_file(pub, "public key", [])
-    pem, signer = generate_key(args.algorithm)
+    pem, signer = generate_key(_ALGORITHMS[args.algorithm])
     write_private_key(args.output, pem)
     write_text_atomic(pub, signer.public_key_pem)
     print(f"{signer.algorithm} key {signer.keyid}")
@@ -207,7 +225,8 @@ def _key_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Adds ``sign``, ``keygen``, ``pubkey``, ``trust-policy`` and ``counter``."""
+    """Adds ``sign``, ``sign-policy``, ``keygen``, ``pubkey``, ``trust-policy`` and
+    ``counter``."""
     from . import input_file, int_range
 
     p = subparsers.add_parser(
@@ -230,13 +249,20 @@ def register(subparsers: Any) -> None:
     _key_options(p)
     p.set_defaults(fn=_cmd_sign)
 
+    p = subparsers.add_parser(
+        "sign-policy", help="sign a trust policy with a root key (adds one signer to "
+                            "policy.json.sig)")
+    p.add_argument("policy", metavar="policy.json")
+    p.add_argument("-o", "--output", metavar="SIG", help="signature file (default "
+                                                         "policy.json.sig)")
+    _key_options(p)
+    p.set_defaults(fn=_cmd_sign_policy)
+
     p = subparsers.add_parser("keygen", help="generate a signing key (PEM, 0600) and its "
                                              "public key (.pub.pem)")
-    p.add_argument("--algorithm", choices=("ecdsa-p256", "ed25519"), default="ecdsa-p256")
+    p.add_argument("--algorithm", choices=tuple(_ALGORITHMS), default="ecdsa-p256")
     p.add_argument("-o", "--output", required=True, metavar="KEY.pem")
-    p.set_defaults(fn=lambda a: _cmd_keygen(argparse.Namespace(
-        output=a.output, algorithm={"ecdsa-p256": "ecdsa-p256-sha256"}.get(a.algorithm,
-                                                                           a.algorithm))))
+    p.set_defaults(fn=_cmd_keygen)
 
     p = subparsers.add_parser("pubkey", help="print (or write) the public key of a signing "
                                              "key, PEM file or PKCS#11 token")

@@ -22,7 +22,7 @@ __all__ = ["Bundle", "Statement", "pae", "keyid_of_der", "canonical", "parse_bun
            "render_bundle_line", "parse_statement", "render_statement", "b64encode",
            "strict_json", "STATEMENT_TYPE", "PREDICATE_TYPE", "PAYLOAD_TYPE",
            "POLICY_PAYLOAD_TYPE", "BUNDLE_MEDIA_TYPE", "MAX_SIG_FILE", "MAX_LINES",
-           "MAX_LINE", "MAX_PAYLOAD", "MAX_SIGNATURE", "MAX_STRING", "MAX_SECURITY_VERSION"]
+           "MAX_LINE", "MAX_PAYLOAD", "MAX_POLICY_PAYLOAD", "MAX_SIGNATURE", "MAX_STRING", "MAX_SECURITY_VERSION"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://fwassist.dev/release/v1"
@@ -33,7 +33,8 @@ BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 MAX_SIG_FILE = 1 << 20          # the whole .sig file
 MAX_LINES = 16                  # signers
 MAX_LINE = 64 << 10             # one bundle line, without its "\n"
-MAX_PAYLOAD = 16 << 10          # decoded DSSE payload
+MAX_PAYLOAD = 16 << 10          # decoded DSSE payload: a release statement
+MAX_POLICY_PAYLOAD = 32 << 10   # decoded DSSE payload: a signed trust policy (64 keys fit)
 MAX_SIGNATURE = 256             # decoded signature
 MAX_STRING = 4 << 10            # every other string (the payload's base64 has its own cap)
 MAX_SECURITY_VERSION = 1 << 53
@@ -177,7 +178,7 @@ def render_bundle_line(payload_type: str, payload: bytes, keyid: str, signature:
         "verificationMaterial": {"publicKey": {"hint": keyid}, "tlogEntries": []}})
 
 
-def _parse_bundle_line(line: bytes, n: int, payload_type: str) -> Bundle:
+def _parse_bundle_line(line: bytes, n: int, payload_type: str, max_payload: int) -> Bundle:
     where = f"signature line {n}"
     if len(line) > MAX_LINE:
         raise ReleaseError("cap_exceeded", f"{where}: {len(line)} bytes, more than {MAX_LINE}")
@@ -215,7 +216,7 @@ def _parse_bundle_line(line: bytes, n: int, payload_type: str) -> Bundle:
     if pk["hint"] != keyid:
         raise ReleaseError("signature_malformed", f"{where}: publicKey.hint differs from the "
                                                   f"signature's keyid")
-    payload = _b64decode(payload_str, MAX_PAYLOAD, f"{where}: payload")
+    payload = _b64decode(payload_str, max_payload, f"{where}: payload")
     sig = _b64decode(s["sig"], MAX_SIGNATURE, f"{where}: signature")
     if not sig:
         raise ReleaseError("signature_malformed", f"{where}: empty signature")
@@ -224,7 +225,9 @@ def _parse_bundle_line(line: bytes, n: int, payload_type: str) -> Bundle:
 
 def parse_bundle_file(data: bytes, payload_type: str = PAYLOAD_TYPE) -> list[Bundle]:
     """The bundles of a signature file's bytes: JSON Lines, each line a canonical bundle ending
-    in "\\n", every payload byte-identical, every keyid distinct."""
+    in "\\n", every payload byte-identical, every keyid distinct. `payload_type` is that of
+    release statements or of signed trust policies (which have a larger payload cap)."""
+    max_payload = MAX_POLICY_PAYLOAD if payload_type == POLICY_PAYLOAD_TYPE else MAX_PAYLOAD
     if len(data) > MAX_SIG_FILE:
         raise ReleaseError("cap_exceeded", f"signature file of {len(data)} bytes, more than "
                                            f"{MAX_SIG_FILE}")
@@ -241,7 +244,7 @@ def parse_bundle_file(data: bytes, payload_type: str = PAYLOAD_TYPE) -> list[Bun
     for n, line in enumerate(lines, 1):
         if not line:
             raise ReleaseError("signature_malformed", f"signature line {n} is empty")
-        bundles.append(_parse_bundle_line(line, n, payload_type))
+        bundles.append(_parse_bundle_line(line, n, payload_type, max_payload))
     first = bundles[0].payload
     seen: set[str] = set()
     for n, b in enumerate(bundles, 1):

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from ..errors import ReleaseError
-from ._formats import (MAX_SIG_FILE, PAYLOAD_TYPE, Statement, check_rxswin,
-                       check_security_version, pae, parse_bundle_file, parse_statement,
-                       render_bundle_line, render_statement)
+from ._formats import (MAX_POLICY_PAYLOAD, MAX_SIG_FILE, PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE,
+                       Bundle, Statement, check_rxswin, check_security_version, pae,
+                       parse_bundle_file, parse_statement, render_bundle_line,
+                       render_statement)
 from .keys import Signer, load_signer
 from .verify import check_signature, read_signatures
 
-__all__ = ["sign", "SignResult", "release_statement"]
+__all__ = ["sign", "sign_policy", "SignResult", "release_statement"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class SignResult:
     sig_path: str
     keyid: str
     signers: int                     # bundles in the file now, this one included
-    statement: Statement
+    statement: Optional[Statement]   # None for a signed policy
 
 
 def release_statement(artifact_path: str, security_version: int,
@@ -64,6 +65,47 @@ def _write_atomic(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
+def _add_signature(out: str, payload_type: str, payload: bytes, signer: Signer) -> int:
+    """Signs `payload` with `signer` and appends the bundle to the file `out` (which, when it
+    exists, MUST hold signatures over the same payload); returns the number of signers. The
+    new file is re-parsed with the verifier's parser before it atomically replaces the old."""
+    existing = b""
+    if os.path.lexists(out):
+        bundles = _read(out, payload_type)
+        if bundles[0].payload != payload:
+            raise ReleaseError("subject_mismatch", "the signatures there sign other bytes", out)
+        if any(b.keyid == signer.keyid for b in bundles):
+            raise ValueError(f"{out}: key {signer.keyid} has signed this already")
+        with open(out, "rb") as f:
+            existing = f.read(MAX_SIG_FILE + 1)
+    signed = pae(payload_type, payload)
+    signature = signer.sign(signed)
+    if not check_signature(signer.algorithm, signer.public_key_pem, signed, signature):
+        raise ReleaseError("signature_invalid", f"the key {signer.keyid} made a signature "
+                                                f"that does not verify with its public key")
+    data = existing + render_bundle_line(payload_type, payload, signer.keyid, signature) + b"\n"
+    try:
+        n = len(parse_bundle_file(data, payload_type))
+    except ReleaseError as e:
+        raise ReleaseError(e.status, f"adding this signer would exceed the format: {e.message}",
+                           out) from None
+    _write_atomic(out, data)
+    return n
+
+
+def _read(path: str, payload_type: str) -> list[Bundle]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SIG_FILE + 1)
+    except OSError as e:
+        raise ReleaseError("signature_malformed", f"cannot read the signature file: "
+                                                  f"{e.strerror or e}", path) from None
+    try:
+        return parse_bundle_file(data, payload_type)
+    except ReleaseError as e:
+        raise ReleaseError(e.status, e.message, path) from None
+
+
 def sign(artifact_path: Union[str, "os.PathLike[str]"], key: Union[Signer, str],
          security_version: int, rxswin: Optional[str] = None,
          sig_path: Optional[Union[str, "os.PathLike[str]"]] = None) -> SignResult:
@@ -73,16 +115,16 @@ def sign(artifact_path: Union[str, "os.PathLike[str]"], key: Union[Signer, str],
 
     A new file gets the statement of (`security_version`, `rxswin`); an existing one is
     co-signed: its statement is signed again, byte for byte, and refused (ValueError) if it
-    differs in version or RXSWIN, was made for another artifact (ReleaseError
-    ``subject_mismatch``) or `key` signed it already."""
+    differs in version or RXSWIN or `key` signed it already, or (ReleaseError
+    ``subject_mismatch``) if it was made for another artifact."""
     art_path = os.fspath(artifact_path)
     out = os.fspath(sig_path) if sig_path is not None else art_path + ".sig"
+    if os.path.exists(out) and os.path.exists(art_path) and os.path.samefile(out, art_path):
+        raise ValueError(f"{out} is the artifact itself")
     signer = load_signer(key) if isinstance(key, str) else key
     st = release_statement(art_path, security_version, rxswin)
-    existing = b""
+    payload = render_statement(st)
     if os.path.lexists(out):
-        if os.path.exists(art_path) and os.path.samefile(out, art_path):
-            raise ValueError(f"{out} is the artifact itself")
         bundles = read_signatures(out)
         old = parse_statement(bundles[0].payload)
         if old.root_digest != st.root_digest:
@@ -97,24 +139,30 @@ def sign(artifact_path: Union[str, "os.PathLike[str]"], key: Union[Signer, str],
                                                             st.artifact_format):
             raise ReleaseError("subject_mismatch", "the existing statement's model card or "
                                                    "format differs from the artifact's", out)
-        if any(b.keyid == signer.keyid for b in bundles):
-            raise ValueError(f"{out}: key {signer.keyid} has signed this release already")
-        payload = bundles[0].payload
-        with open(out, "rb") as f:
-            existing = f.read(MAX_SIG_FILE + 1)
-        st = old
-    else:
-        payload = render_statement(st)
-    signed = pae(PAYLOAD_TYPE, payload)
-    signature = signer.sign(signed)
-    if not check_signature(signer.algorithm, signer.public_key_pem, signed, signature):
-        raise ReleaseError("signature_invalid", f"the key {signer.keyid} made a signature "
-                                                f"that does not verify with its public key")
-    data = existing + render_bundle_line(PAYLOAD_TYPE, payload, signer.keyid, signature) + b"\n"
-    try:
-        n = len(parse_bundle_file(data))
-    except ReleaseError as e:
-        raise ReleaseError(e.status, f"adding this signer would exceed the format: {e.message}",
-                           out) from None
-    _write_atomic(out, data)
+        payload, st = bundles[0].payload, old      # the same bytes (the name may differ)
+    n = _add_signature(out, PAYLOAD_TYPE, payload, signer)
     return SignResult(out, signer.keyid, n, st)
+
+
+def sign_policy(policy_path: Union[str, "os.PathLike[str]"], key: Union[Signer, str],
+                sig_path: Optional[Union[str, "os.PathLike[str]"]] = None) -> SignResult:
+    """Signs the trust policy file at `policy_path` (checked by the policy parser first) with
+    a root `key`, writing or extending `sig_path` (default: the policy's path + ".sig"). The
+    payload is the policy file's bytes, at most 32 KiB."""
+    from .policy import parse_policy
+
+    p = os.fspath(policy_path)
+    out = os.fspath(sig_path) if sig_path is not None else p + ".sig"
+    if os.path.exists(out) and os.path.samefile(out, p):
+        raise ValueError(f"{out} is the policy itself")
+    signer = load_signer(key) if isinstance(key, str) else key
+    with open(p, "rb") as f:
+        raw = f.read(MAX_POLICY_PAYLOAD + 1)
+    if len(raw) > MAX_POLICY_PAYLOAD:
+        raise ValueError(f"{p}: a signed policy is at most {MAX_POLICY_PAYLOAD} bytes")
+    try:
+        parse_policy(raw)
+    except ReleaseError as e:
+        raise ReleaseError(e.status, e.message, p) from None
+    n = _add_signature(out, POLICY_PAYLOAD_TYPE, raw, signer)
+    return SignResult(out, signer.keyid, n, None)

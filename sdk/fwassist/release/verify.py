@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from ..errors import ArtifactError, ReleaseError
-from ._formats import MAX_SIG_FILE, PAYLOAD_TYPE, Bundle, pae, parse_bundle_file, parse_statement
+from ._formats import (MAX_POLICY_PAYLOAD, MAX_SIG_FILE, PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE,
+                       Bundle, pae, parse_bundle_file, parse_statement)
 from .counter import Counter
-from .keys import ED25519, crypto, load_public_key
-from .policy import TrustPolicy, load_policy
+from .keys import ED25519, crypto, load_public_key, public_key_info
+from .policy import TrustPolicy, load_policy, parse_policy
 
-__all__ = ["verify", "read_signatures", "check_signature", "ReleaseVerdict", "SignerVerdict"]
+__all__ = ["verify", "verify_policy", "read_signatures", "check_signature", "ReleaseVerdict",
+           "SignerVerdict"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,11 @@ class ReleaseVerdict:
     policy_version: Optional[int] = None
 
 
-def read_signatures(path: Union[str, "os.PathLike[str]"]) -> list[Bundle]:
+def read_signatures(path: Union[str, "os.PathLike[str]"],
+                    payload_type: str = PAYLOAD_TYPE) -> list[Bundle]:
     """The bundles of the signature file at `path`, parsed strictly (ReleaseError
-    ``signature_malformed`` / ``cap_exceeded``, with ``path``)."""
+    ``signature_malformed`` / ``cap_exceeded``, with ``path``). `payload_type`: that of release
+    statements (default) or of signed trust policies."""
     p = os.fspath(path)
     try:
         with open(p, "rb") as f:
@@ -56,7 +60,7 @@ def read_signatures(path: Union[str, "os.PathLike[str]"]) -> list[Bundle]:
         raise ReleaseError("signature_malformed", f"cannot read the signature file: "
                                                   f"{e.strerror or e}", p) from None
     try:
-        return parse_bundle_file(data)
+        return parse_bundle_file(data, payload_type)
     except ReleaseError as e:
         raise ReleaseError(e.status, e.message, p) from None
 
@@ -193,3 +197,65 @@ def verify(artifact_path: Union[str, "os.PathLike[str]"],
             raise refuse("rollback", f"security version {st.security_version} is below the "
                                      f"device's counter {value}")
     return verdict
+
+
+def verify_policy(policy_path: Union[str, "os.PathLike[str]"],
+                  sig_path: Optional[Union[str, "os.PathLike[str]"]],
+                  root_keys: Sequence[Union[str, bytes]], *, threshold: int = 1,
+                  stored_policy_version: Optional[int] = None) -> TrustPolicy:
+    """The trust policy at `policy_path` after checking its signatures (`sig_path`, default
+    the policy's path + ".sig"): at least `threshold` distinct root keys among `root_keys`
+    (PEM public keys provisioned on the device) signed exactly these bytes, and its
+    policy_version is not below `stored_policy_version` (the one the device stored).
+
+    Statuses, in this order: ``policy_malformed`` / ``policy_unsatisfiable`` (the policy),
+    ``signature_malformed`` / ``cap_exceeded`` (the signature file), ``subject_mismatch`` (the
+    signatures are over other bytes), ``signature_invalid`` (a root key's bad signature),
+    ``untrusted`` (too few root signatures), ``rollback`` (an older policy)."""
+    p = os.fspath(policy_path)
+    sp = os.fspath(sig_path) if sig_path is not None else p + ".sig"
+    if not isinstance(threshold, int) or threshold < 1:
+        raise ValueError(f"threshold must be an integer >= 1, got {threshold!r}")
+    roots: dict[str, tuple[str, Any]] = {}
+    for pem in root_keys:
+        key = load_public_key(pem)
+        keyid, alg, _ = public_key_info(key)
+        roots[keyid] = (alg, key)
+    if len(roots) < threshold:
+        raise ValueError(f"{len(roots)} distinct root key(s) cannot meet a threshold of "
+                         f"{threshold}")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_POLICY_PAYLOAD + 1)
+    except OSError as e:
+        raise ReleaseError("policy_malformed", f"cannot read the policy: {e.strerror or e}",
+                           p) from None
+    try:
+        policy = parse_policy(raw)
+    except ReleaseError as e:
+        raise ReleaseError(e.status, e.message, p) from None
+    if len(raw) > MAX_POLICY_PAYLOAD:
+        raise ReleaseError("cap_exceeded", f"a signed policy is at most {MAX_POLICY_PAYLOAD} "
+                                           f"bytes", p)
+    bundles = read_signatures(sp, POLICY_PAYLOAD_TYPE)
+    if bundles[0].payload != raw:
+        raise ReleaseError("subject_mismatch", "the policy signatures sign other bytes than "
+                                               "the policy file", sp)
+    signed = pae(POLICY_PAYLOAD_TYPE, raw)
+    valid = 0
+    for n, b in enumerate(bundles, 1):
+        if b.keyid not in roots:
+            continue
+        alg, key = roots[b.keyid]
+        if not check_signature(alg, key, signed, b.signature):
+            raise ReleaseError("signature_invalid", f"policy signature line {n}: the signature "
+                                                    f"of root key {b.keyid} does not verify", sp)
+        valid += 1
+    if valid < threshold:
+        raise ReleaseError("untrusted", f"the policy has {valid} valid root signature(s), "
+                                        f"{threshold} needed", sp)
+    if stored_policy_version is not None and policy.policy_version < stored_policy_version:
+        raise ReleaseError("rollback", f"policy version {policy.policy_version} is below the "
+                                       f"device's stored policy version "
+                                       f"{stored_policy_version}", p)
+    return policy
