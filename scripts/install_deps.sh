@@ -3,8 +3,8 @@
 # Installs what fwassist needs on Debian/Ubuntu, as root or through sudo:
 #   build  the C++ compiler and the active Python's headers (for `pip install .`)
 #   test   (default) also cmake, ninja, doctest, the aarch64 cross toolchain, qemu-user, clang
-#          with its fuzzer runtime, debootstrap and softhsm2 (tests/run_all.sh's parts), then the
-#          package with its test extras into the active Python.
+#          with its fuzzer runtime, debootstrap, softhsm2 and chromium (tests/run_all.sh's
+#          parts), then the package with its test extras into the active Python.
 # Packages already present are not asked for again, so a machine that has them all needs neither
 # root nor sudo. The optional ones (cross toolchain, qemu, clang, debootstrap) may be missing for
 # the platform: then the test parts that need them say so and are skipped.
@@ -26,7 +26,9 @@ fi
 optional=()
 if [ "$mode" = test ]; then
   required+=(cmake ninja-build doctest-dev)
-  optional=(g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang debootstrap softhsm2)
+  # chromium: the headless browser test of the audit report's HTML page.
+  optional=(g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang debootstrap softhsm2
+            chromium)
 fi
 
 missing() {  # the named packages dpkg does not list as installed

@@ -238,6 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int_range(0), default=0)
     p.set_defaults(fn=_cmd_check)
     from .artifact import register as register_artifact
+    from .audit import register as register_audit
     from .export import register as register_export
 
     from .demo import register as register_demo
@@ -249,5 +250,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_export(sub)
     register_artifact(sub)
     register_release(sub)
+    register_audit(sub)
     return run_command(parser, argv)
 
