@@ -92,6 +92,9 @@ class Model:
         tj = native.tokenizer_json()  # the tokenizer.json text, or None without a tokenizer
         self.tokenizer: Optional[Tokenizer] = (Tokenizer.from_json(tj) if isinstance(tj, str)
                                                else None)
+        gj = native.generation_json()  # format 1.1: the pinned generation metadata, else None
+        self.generation: Optional[dict[str, Any]] = (json.loads(gj) if isinstance(gj, str)
+                                                     else None)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
@@ -167,8 +170,23 @@ class Model:
             raise ValueError("the model was exported without a tokenizer: pass prompt_ids")
         return self.tokenizer.encode(text)
 
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The end-of-sequence ids the artifact pins (format 1.1, from the checkpoint's
+        tokenizer_config.json and generation_config.json), ascending; [] for a 1.0 artifact."""
+        return [int(i) for i in self._native.eos_ids()]
+
+    @property
+    def chat_template(self) -> Optional[str]:
+        """The pinned Jinja chat template, verbatim; None when the artifact has none."""
+        g = self.generation
+        return None if g is None else g["chat_template"]
+
     def eos_ids(self) -> list[int]:
-        """Ids of the tokenizer's end-of-text special tokens (EOS_TEXTS), to stop at."""
+        """Ids to stop generating at: the pinned :attr:`eos_token_ids` when the artifact has
+        them (format 1.1), else the tokenizer's end-of-text special tokens (EOS_TEXTS)."""
+        if self.generation is not None:
+            return self.eos_token_ids
         tok = self.tokenizer
         if tok is None:
             return []
@@ -297,7 +315,7 @@ class Session:
     def stream(self, prompt: Optional[str] = None, *, prompt_ids: Optional[Sequence[int]] = None,
                max_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
-               stop: Sequence[str] = (), stop_ids: Sequence[int] = ()) -> Stream:
+               stop: Sequence[str] = (), stop_ids: Optional[Sequence[int]] = None) -> Stream:
         """Starts a generation (the prompt is prefilled now, reusing the context's longest
         common prefix with it) and returns an iterator of :class:`Token`. The context then
         holds the prompt and every generated token. Any later call that uses the context (a
@@ -305,7 +323,10 @@ class Session:
         then raises RuntimeError instead of continuing from another context.
 
         ``temperature``: 0 (greedy) or in [0.001, 1000]; ``top_p`` in (0, 1];
-        ``repetition_penalty`` in [0.001, 1000] (ValueError otherwise, naming it)."""
+        ``repetition_penalty`` in [0.001, 1000] (ValueError otherwise, naming it).
+        ``stop_ids``: token ids that end the generation (neither emitted nor kept); None
+        stops at the end-of-sequence ids the artifact pins (:attr:`Model.eos_token_ids`,
+        none for a format 1.0 artifact), ``()`` at none."""
         native = self._get()
         for name, value in (("temperature", temperature), ("top_p", top_p),
                             ("repetition_penalty", repetition_penalty)):
@@ -323,7 +344,8 @@ class Session:
         g = _artifact_errors(_core.NativeGeneration.start, native, ids, int(max_tokens),
                              float(temperature), int(top_k), float(top_p),
                              float(repetition_penalty), int(seed), [str(s) for s in stop],
-                             [int(i) for i in stop_ids])
+                             [int(i) for i in (self.model.eos_token_ids if stop_ids is None
+                                               else stop_ids)])
         return Stream(g)
 
     @staticmethod
