@@ -213,3 +213,18 @@ def test_evidence_greedy_decode_ignores_the_pinned_eos(tmp_path):
     ev = pyverify.verify(str(out)).manifest["evidence"]
     assert ev["measured"] is True
     assert ev["greedy"]["identical"] is True and ev["greedy"]["compared"] > 0
+
+
+@pytest.mark.parametrize("version", ["tf4", "tf5"])
+def test_the_saved_tokenizer_encodes_as_tokenizers_does(tmp_path, version: str):
+    """transformers 5 saves a no-op TemplateProcessing post-processor ("single": [A], no
+    special tokens); the runtime's tokenizer accepts it and encodes as the tokenizers library
+    does, special tokens included."""
+    tokenizers = pytest.importorskip("tokenizers")
+    form = f"{version}/jinja"
+    ref = tokenizers.Tokenizer.from_file(str(GEN / form / "tokenizer.json"))
+    out = tmp_path / "m.fwa"
+    export_onnx(str(checkpoint(tmp_path, form)), str(out), evidence=False, quiet=True)
+    m = Model.load(out)
+    text = expected(form)["rendered"] + "hello world<|im_end|>"
+    assert m.encode(text) == ref.encode(text).ids

@@ -104,7 +104,7 @@ def _chat_template(v: Any, where: str) -> Optional[str]:
         return v
     if isinstance(v, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str)
                                    and isinstance(t.get("template"), str) for t in v):
-        named = {t["name"]: t["template"] for t in v}
+        named: dict[str, str] = {t["name"]: t["template"] for t in v}
         if "default" in named:
             return named["default"]
         raise GenerationError(f"{where}: chat_template holds named templates "
