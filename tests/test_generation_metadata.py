@@ -228,3 +228,19 @@ def test_the_saved_tokenizer_encodes_as_tokenizers_does(tmp_path, version: str):
     m = Model.load(out)
     text = expected(form)["rendered"] + "hello world<|im_end|>"
     assert m.encode(text) == ref.encode(text).ids
+
+
+def test_only_a_no_op_template_processing_is_accepted():
+    """The runtime accepts transformers 5's TemplateProcessing only when it adds nothing; one
+    that inserts a special token (a bos) is still refused by name."""
+    from fwassist import Tokenizer
+
+    tok = json.loads((GEN / "tf5" / "jinja" / "tokenizer.json").read_text("utf-8"))
+    Tokenizer.from_json(json.dumps(tok))
+    bos = {"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}
+    tok["post_processor"]["single"].insert(0, bos)
+    tok["post_processor"]["special_tokens"] = {"<|im_start|>": {"id": "<|im_start|>",
+                                                                "ids": [30],
+                                                                "tokens": ["<|im_start|>"]}}
+    with pytest.raises(ValueError, match="post_processor TemplateProcessing"):
+        Tokenizer.from_json(json.dumps(tok))
