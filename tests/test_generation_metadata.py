@@ -244,3 +244,37 @@ def test_only_a_no_op_template_processing_is_accepted():
                                                                 "tokens": ["<|im_start|>"]}}
     with pytest.raises(ValueError, match="post_processor TemplateProcessing"):
         Tokenizer.from_json(json.dumps(tok))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_apply_chat_template_renders_as_transformers(tmp_path, form: str):
+    """The pinned template rendered by the runtime equals transformers' own
+    apply_chat_template(tokenize=False, add_generation_prompt=True) output (expected.json)."""
+    pytest.importorskip("jinja2")
+    out = tmp_path / "m.fwa"
+    export_onnx(str(checkpoint(tmp_path, form)), str(out), evidence=False, quiet=True)
+    m = Model.load(out)
+    conversation = [{"role": "user", "content": "hi"}]
+    assert m.apply_chat_template(conversation) == expected(form)["rendered"]
+
+
+def test_apply_chat_template_refusals(tmp_path):
+    pytest.importorskip("jinja2")
+    src = checkpoint(tmp_path, "tf5/jinja", "a")
+    (src / "chat_template.jinja").write_text(
+        "{% if messages|length > 1 %}{{ raise_exception('one message only') }}{% endif %}"
+        "{{ messages[0]['content'] }}{{ eos_token }}", "utf-8")
+    out = tmp_path / "a.fwa"
+    export_onnx(str(src), str(out), evidence=False, quiet=True)
+    m = Model.load(out)
+    assert len(m.eos_token_ids) == 2
+    with pytest.raises(ValueError, match="eos_token.*ambiguous"):
+        m.apply_chat_template([{"role": "user", "content": "x"}])
+    assert m.apply_chat_template([{"role": "user", "content": "x"}],
+                                 eos_token="<|im_end|>") == "x<|im_end|>"
+    with pytest.raises(ValueError, match="one message only"):
+        m.apply_chat_template([{"role": "user", "content": "x"}] * 2, eos_token="")
+    plain = tmp_path / "plain.fwa"
+    export_onnx(str(checkpoint(tmp_path, None, "b")), str(plain), evidence=False, quiet=True)
+    with pytest.raises(ValueError, match="no chat template"):
+        Model.load(plain).apply_chat_template([])

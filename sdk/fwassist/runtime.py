@@ -182,6 +182,67 @@ class Model:
         g = self.generation
         return None if g is None else g["chat_template"]
 
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], *,
+                            add_generation_prompt: bool = True, **variables: Any) -> str:
+        """Renders the pinned chat template for ``messages`` (``[{"role", "content"}, ...]``)
+        as transformers' ``apply_chat_template(tokenize=False)`` does: a sandboxed Jinja
+        environment with ``trim_blocks``, ``lstrip_blocks`` and loop controls,
+        ``raise_exception``, ``strftime_now`` and a ``tojson`` that keeps non-ASCII text.
+        ``bos_token`` is the text of the pinned bos id, ``eos_token`` that of the pinned EOS
+        id when there is exactly one (with several, a template using it fails, naming it).
+        ``variables`` go to the template as well (``tools``, ``documents``...). Needs jinja2
+        (``pip install 'fwassist[chat]'``); ValueError without a template or tokenizer, or
+        when the template raises."""
+        from .errors import require
+
+        jinja2 = require("jinja2", "chat", "rendering the chat template")
+        from jinja2 import ext, meta
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        g, tok = self.generation, self.tokenizer
+        if g is None or g["chat_template"] is None:
+            raise ValueError("the artifact pins no chat template")
+        if tok is None:
+            raise ValueError("the artifact has no tokenizer to write the template's tokens")
+
+        def raise_exception(message: str) -> None:
+            raise jinja2.exceptions.TemplateError(message)
+
+        def tojson(x: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
+                   separators: Optional[tuple[str, str]] = None, sort_keys: bool = False) -> str:
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent,
+                              separators=separators, sort_keys=sort_keys)
+
+        def strftime_now(fmt: str) -> str:
+            import datetime
+
+            return datetime.datetime.now().strftime(fmt)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=[ext.loopcontrols])
+        env.filters["tojson"] = tojson
+        env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+        special: dict[str, Any] = {}
+        if g["bos_token_id"] is not None:
+            special["bos_token"] = tok.decode([g["bos_token_id"]])
+        if len(g["eos_token_ids"]) == 1:
+            special["eos_token"] = tok.decode(g["eos_token_ids"])
+        if g["pad_token_id"] is not None:
+            special["pad_token"] = tok.decode([g["pad_token_id"]])
+        try:
+            used = meta.find_undeclared_variables(env.parse(g["chat_template"]))
+            if "eos_token" in used and "eos_token" not in special and "eos_token" not in variables:
+                raise ValueError(f"chat template: it writes eos_token, and the artifact pins "
+                                 f"{len(g['eos_token_ids'])} EOS ids {g['eos_token_ids']}: "
+                                 f"which one is its text is ambiguous; pass eos_token=...")
+            template = env.from_string(g["chat_template"])
+            return str(template.render(**{"messages": list(messages), "tools": None,
+                                          "documents": None,
+                                          "add_generation_prompt": add_generation_prompt,
+                                          **special, **variables}))
+        except jinja2.exceptions.TemplateError as e:
+            raise ValueError(f"chat template: {e}") from None
+
     def eos_ids(self) -> list[int]:
         """Ids to stop generating at: the pinned :attr:`eos_token_ids` when the artifact has
         them (format 1.1), else the tokenizer's end-of-text special tokens (EOS_TEXTS)."""
