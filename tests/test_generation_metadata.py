@@ -278,3 +278,37 @@ def test_apply_chat_template_refusals(tmp_path):
     export_onnx(str(checkpoint(tmp_path, None, "b")), str(plain), evidence=False, quiet=True)
     with pytest.raises(ValueError, match="no chat template"):
         Model.load(plain).apply_chat_template([])
+
+
+def test_the_writer_refuses_generation_no_reader_accepts(tmp_path):
+    """The writer checks §3.9 before writing (the readers would refuse the file): ids out of
+    the vocabulary, no EOS id, an over-long template, a bad source digest; and it sorts and
+    de-duplicates the EOS ids (64 distinct ones, the cap, are written)."""
+    from fwassist.artifact import writer
+    from fwassist.export.hf_checkpoint import import_checkpoint
+
+    model = import_checkpoint(str(MODEL))
+    good = {"bos_token_id": None, "chat_template": "t", "eos_token_ids": [5, 3, 5],
+            "pad_token_id": None, "sources": {"chat_template.jinja": None,
+                                              "generation_config.json": None,
+                                              "tokenizer_config.json": "0" * 64}}
+    card = {"known_limitations": ["test"]}
+    model.generation = good
+    out = tmp_path / "ok.fwa"
+    writer.write_artifact(out, model, model_card=card, options={}, evidence={},
+                          exporter_version="t")
+    assert pyverify.verify(str(out)).manifest["generation"]["eos_token_ids"] == [3, 5]
+    bad = [({"eos_token_ids": [64]}, "not a token id"), ({"eos_token_ids": []}, "non-empty"),
+           ({"chat_template": "x" * ((256 << 10) + 1)}, "256 KiB"),
+           ({"bos_token_id": True}, "not a token id"),
+           ({"sources": {"chat_template.jinja": "X"}}, "sources must map")]
+    # 64 distinct ids (duplicates dropped first) is the cap, and allowed.
+    model.generation = dict(good, eos_token_ids=list(range(64)) + [3, 63])
+    writer.write_artifact(tmp_path / "cap.fwa", model, model_card=card, options={},
+                          evidence={}, exporter_version="t")
+    for change, message in bad:
+        model.generation = dict(good, **change)
+        with pytest.raises(ValueError, match=message):
+            writer.write_artifact(tmp_path / "bad.fwa", model, model_card=card, options={},
+                                  evidence={}, exporter_version="t")
+        assert not (tmp_path / "bad.fwa").exists()
