@@ -312,3 +312,20 @@ def test_the_writer_refuses_generation_no_reader_accepts(tmp_path):
             writer.write_artifact(tmp_path / "bad.fwa", model, model_card=card, options={},
                                   evidence={}, exporter_version="t")
         assert not (tmp_path / "bad.fwa").exists()
+
+
+def test_onnx_export_finds_the_files_beside_the_graph(tmp_path):
+    """Beside an ONNX file (a torch.onnx dynamo export, transformers 4.57.6) as beside a
+    checkpoint directory."""
+    pytest.importorskip("onnx")
+    src = tmp_path / "onnx"
+    shutil.copytree(CONF / "onnx" / "tf4_dynamo_float", src)
+    form = "tf4/inline_named"
+    for f in (GEN / form).iterdir():
+        if f.name != "expected.json":
+            shutil.copy(f, src / f.name)
+    out = tmp_path / "m.fwa"
+    export_onnx(str(src / "model.onnx"), str(out), evidence=False, quiet=True)
+    m = Model.load(out)
+    assert m.eos_token_ids == expected(form)["eos_token_ids"]
+    assert m.chat_template == expected(form)["chat_template"]
