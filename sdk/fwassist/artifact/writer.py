@@ -422,6 +422,8 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
     evidence: the equivalence evidence measured at export. Floats anywhere in config, options,
     tokenizer, model card or evidence are stored as their shortest round-trip decimal string.
     progress: called with (data bytes written, data bytes in all) after each tensor.
+    ``model.generation`` (EOS ids, chat template: §3.9) makes a format 1.1 artifact; without
+    it the artifact is format 1.0, byte for byte as before.
     """
     _check_model_card(model_card)
     for what, v in (("options", options), ("evidence", evidence)):
