@@ -20,6 +20,20 @@ from fwassist import kernels
 MAGIC = b"\x89FWA\r\n\x1a\n"
 SECTION_KEYS = ("config", "tokenizer", "tensors", "expert_blocks", "provenance", "model_card",
                 "sbom", "evidence")
+# Format 1.1 adds `generation` (spec §3.9) at the top level and in `sections`.
+GENERATION = {"bos_token_id": None, "chat_template": "{{ messages[0]['content'] }}",
+              "eos_token_ids": [1, 30], "pad_token_id": 0,
+              "sources": {"chat_template.jinja": None, "generation_config.json": "1" * 64,
+                          "tokenizer_config.json": "2" * 64}}
+
+
+def section_keys(manifest: dict) -> tuple[str, ...]:
+    return SECTION_KEYS + (("generation",) if "generation" in manifest else ())
+
+
+def minor(manifest: dict) -> int:
+    """The header's minor version for a manifest: 1 when it has `generation`."""
+    return 1 if "generation" in manifest else 0
 
 
 def canonical(obj: Any) -> bytes:
@@ -48,9 +62,9 @@ def header(manifest_len: int, data_len: int, digest: bytes, version=(1, 0)) -> b
 def assemble(manifest: dict, data: bytes, *, fix_sections: bool = True) -> bytes:
     """The file for `manifest` and the data region; `sections` recomputed unless told not to."""
     if fix_sections:
-        manifest["sections"] = {k: sha(canonical(manifest[k])) for k in SECTION_KEYS}
+        manifest["sections"] = {k: sha(canonical(manifest[k])) for k in section_keys(manifest)}
     m = canonical(manifest)
-    h = header(len(m), len(data), hashlib.sha256(m).digest())
+    h = header(len(m), len(data), hashlib.sha256(m).digest(), version=(1, minor(manifest)))
     gap = roundup(128 + len(m), 4096) - 128 - len(m)
     return bytes(h) + m + b"\0" * gap + bytes(data)
 
@@ -90,9 +104,11 @@ class T:
         return {"dtype": dtype, "shape": list(v.shape), "quant": None}, le.tobytes()
 
 
-def build(tensors: list[T], *, config: Optional[dict] = None) -> bytes:
+def build(tensors: list[T], *, config: Optional[dict] = None,
+          generation: Optional[dict] = None) -> bytes:
     """Lays the tensors out in the given order (consecutive tensors of one (layer, expert) share
-    a 4096-aligned block, the others are 64-aligned) and returns the file."""
+    a 4096-aligned block, the others are 64-aligned) and returns the file: format 1.0, or 1.1
+    with `generation`."""
     data = bytearray()
     entries: list[dict] = []
     blocks: list[dict] = []
@@ -138,6 +154,10 @@ def build(tensors: list[T], *, config: Optional[dict] = None) -> bytes:
         "sbom": {"bomFormat": "CycloneDX", "specVersion": "1.6"},
         "evidence": {"note": "none"},
     }
+    if generation is not None:
+        manifest["format_version"] = [1, 1]
+        manifest["generation"] = generation
+        manifest["config"] = dict(manifest["config"], vocab_size=32)
     return assemble(manifest, bytes(data))
 
 

@@ -528,3 +528,33 @@ def test_memory_budget_through_the_policy(c, built, ids, nb_model):
         with pytest.raises(CError) as e:
             s.set_policy(memory_budget_bytes=-5)
         assert e.value.name == "invalid_argument"
+
+
+def test_generation_metadata_through_the_c_abi(c, built, tmp_path):
+    """A format 1.1 artifact's pinned EOS ids (fwa_model_eos_ids) and its "generation"
+    section (fwa_model_manifest_json) equal the nanobind model's; a 1.0 artifact pins none."""
+    import json
+
+    from test_generation_metadata import checkpoint
+
+    from fwassist.export.pipeline import export_onnx
+
+    with c.open_file(built[0]) as m:
+        assert m.eos_ids() == []
+        with pytest.raises(CError, match="not_found"):
+            m.manifest_json("generation")
+    out = tmp_path / "gen.fwa"
+    pin = export_onnx(str(checkpoint(tmp_path, "tf5/jinja")), str(out), evidence=False,
+                      quiet=True)
+    nb = fwassist.Model.load(out, pin=pin)
+    assert len(nb.eos_token_ids) == 2
+    with c.open_file(str(out), pin=pin) as m:
+        assert m.eos_ids() == nb.eos_token_ids
+        assert json.loads(m.manifest_json("generation")) == nb.generation
+        lib, ffi = c.lib, c.ffi
+        needed = ffi.new("size_t*")
+        one = ffi.new("int32_t[1]", [-7])
+        assert lib.fwa_model_eos_ids(m.handle, one, 1, needed) == lib.FWA_ERR_BUFFER_TOO_SMALL
+        assert needed[0] == 2 and one[0] == -7
+        assert lib.fwa_model_eos_ids(m.handle, one, 1, ffi.NULL) == lib.FWA_ERR_NULL_ARGUMENT
+        assert lib.fwa_model_eos_ids(ffi.NULL, one, 1, needed) != lib.FWA_OK

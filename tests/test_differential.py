@@ -25,15 +25,25 @@ def base() -> tuple[dict, bytes]:
     return fx.split(fx.build(fx.small_tensors(seed=1)))
 
 
-def edited(base: tuple[dict, bytes], edit: Callable[[dict], Any]) -> bytes:
-    """The edited manifest, sealed again; section digests the edit left alone are updated."""
+@pytest.fixture(scope="module")
+def base11() -> tuple[dict, bytes]:
+    """Format 1.1: with generation metadata (spec §3.9)."""
+    return fx.split(fx.build(fx.small_tensors(seed=1), generation=fx.GENERATION))
+
+
+def edited(base: tuple[dict, bytes], edit: Callable[[dict], Any],
+           minor: Any = None) -> bytes:
+    """The edited manifest, sealed again (header minor version `minor`, else the one its
+    generation key implies); section digests the edit left alone are updated."""
     m, data = json.loads(json.dumps(base[0])), base[1]
     before = dict(m["sections"])
     edit(m)
-    for k in fx.SECTION_KEYS:
-        if m["sections"][k] == before[k]:
+    for k in fx.section_keys(m):
+        if k in m["sections"] and m["sections"][k] == before.get(k):
             m["sections"][k] = fx.sha(fx.canonical(m[k]))
-    return fx.assemble(m, data, fix_sections=False)
+    if minor is None:
+        return fx.assemble(m, data, fix_sections=False)
+    return differential.seal(fx.canonical(m), data, minor)
 
 
 def tensor(m: dict, i: int = 0) -> dict:
@@ -80,6 +90,100 @@ CASES: list[tuple[str, Callable[[dict], Any], str]] = [
     ("tokenizer id of the wrong type (the tokenizer's to refuse)",
      lambda m: m.update(tokenizer={"model": {"vocab": {"a": "x"}}}), "ok"),
 ]
+
+
+def gen(m: dict) -> dict:
+    return m["generation"]
+
+
+# Format 1.1: every rule of `generation` (§3.9), and the version rules, refused by both
+# readers with the spec's status.
+CASES_1_1: list[tuple[str, Callable[[dict], Any], str]] = [
+    ("the base 1.1 artifact", lambda m: None, "ok"),
+    ("null template, bos and pad, no sources",
+     lambda m: m["generation"].update(chat_template=None, bos_token_id=None, pad_token_id=None,
+                                      sources={k: None for k in m["generation"]["sources"]}),
+     "ok"),
+    ("generation missing", lambda m: (m.pop("generation"), m["sections"].pop("generation")),
+     "malformed"),
+    ("generation an array", lambda m: m.update(generation=[]), "malformed"),
+    ("generation null", lambda m: m.update(generation=None), "malformed"),
+    ("an unknown generation key", lambda m: gen(m).update(extra=1), "malformed"),
+    ("a missing generation key", lambda m: gen(m).pop("pad_token_id"), "malformed"),
+    ("an unknown key before a missing one",
+     lambda m: (gen(m).update(a=1), gen(m).pop("sources")), "malformed"),
+    ("config.vocab_size absent", lambda m: m["config"].pop("vocab_size"), "malformed"),
+    ("config.vocab_size a string", lambda m: m["config"].update(vocab_size="32"), "malformed"),
+    ("bos_token_id a boolean", lambda m: gen(m).update(bos_token_id=True), "malformed"),
+    ("bos_token_id negative", lambda m: gen(m).update(bos_token_id=-1), "malformed"),
+    ("bos_token_id = vocab_size", lambda m: gen(m).update(bos_token_id=32), "malformed"),
+    ("bos_token_id = vocab_size - 1", lambda m: gen(m).update(bos_token_id=31), "ok"),
+    ("chat_template an integer", lambda m: gen(m).update(chat_template=1), "malformed"),
+    ("chat_template empty", lambda m: gen(m).update(chat_template=""), "malformed"),
+    ("chat_template at the cap in UTF-8 bytes",
+     lambda m: gen(m).update(chat_template="é" * (128 << 10)), "ok"),
+    ("chat_template one byte above the cap",
+     lambda m: gen(m).update(chat_template="é" * (128 << 10) + "x"), "cap_exceeded"),
+    ("chat_template above the cap before a bad eos list",
+     lambda m: gen(m).update(chat_template="x" * ((256 << 10) + 1), eos_token_ids=[]),
+     "cap_exceeded"),
+    ("eos_token_ids an integer", lambda m: gen(m).update(eos_token_ids=1), "malformed"),
+    ("eos_token_ids empty", lambda m: gen(m).update(eos_token_ids=[]), "malformed"),
+    ("eos_token_ids at the cap", lambda m: (m["config"].update(vocab_size=64),
+                                            gen(m).update(eos_token_ids=list(range(64)))),
+     "ok"),
+    ("eos_token_ids above the cap", lambda m: (m["config"].update(vocab_size=70),
+                                               gen(m).update(eos_token_ids=list(range(65)))),
+     "cap_exceeded"),
+    ("eos count cap before an id out of range",
+     lambda m: gen(m).update(eos_token_ids=list(range(65))), "cap_exceeded"),
+    ("an eos id a string", lambda m: gen(m).update(eos_token_ids=["1"]), "malformed"),
+    ("an eos id = vocab_size", lambda m: gen(m).update(eos_token_ids=[1, 32]), "malformed"),
+    ("eos ids unsorted", lambda m: gen(m).update(eos_token_ids=[30, 1]), "malformed"),
+    ("eos ids duplicated", lambda m: gen(m).update(eos_token_ids=[1, 1]), "malformed"),
+    ("pad_token_id a string", lambda m: gen(m).update(pad_token_id="0"), "malformed"),
+    ("pad_token_id out of range", lambda m: gen(m).update(pad_token_id=1 << 21), "malformed"),
+    ("sources null", lambda m: gen(m).update(sources=None), "malformed"),
+    ("sources with an unknown file",
+     lambda m: gen(m)["sources"].update({"special_tokens_map.json": None}), "malformed"),
+    ("sources without a file", lambda m: gen(m)["sources"].pop("chat_template.jinja"),
+     "malformed"),
+    ("a source digest in upper case",
+     lambda m: gen(m)["sources"].update({"tokenizer_config.json": "A" * 64}), "malformed"),
+    ("a source digest an integer",
+     lambda m: gen(m)["sources"].update({"generation_config.json": 0}), "malformed"),
+    ("sections without generation", lambda m: m["sections"].pop("generation"), "malformed"),
+    ("a wrong generation section digest",
+     lambda m: m["sections"].update(generation="0" * 64), "digest_mismatch"),
+    ("generation checked before sections",
+     lambda m: (gen(m).update(eos_token_ids=[]), m["sections"].update(config="x")),
+     "malformed"),
+    ("the §3.8 caps checked before generation",
+     lambda m: (gen(m).update(eos_token_ids=[]), m["config"].update(num_experts=1 << 20)),
+     "cap_exceeded"),
+]
+
+
+@pytest.mark.parametrize("what", [c[0] for c in CASES_1_1])
+def test_readers_agree_on_generation_rules(base11, tmp_path, what: str):
+    edit, want = next((e, w) for n, e, w in CASES_1_1 if n == what)
+    assert verdicts(edited(base11, edit), tmp_path) == (want, want)
+
+
+def test_generation_in_a_1_0_manifest_is_an_unknown_key(base, base11, tmp_path):
+    """The header's minor version decides the key set: a 1.0 header with `generation` (and
+    its section) is malformed, as is a 1.1 header without it; a 1.0 artifact stays valid."""
+    blob10 = edited(base11, lambda m: m.update(format_version=[1, 0]), minor=0)
+    assert verdicts(blob10, tmp_path) == ("malformed", "malformed")
+    blob11 = edited(base, lambda m: m.update(format_version=[1, 1]), minor=1)
+    assert verdicts(blob11, tmp_path) == ("malformed", "malformed")
+    assert verdicts(edited(base, lambda m: None), tmp_path) == ("ok", "ok")
+    # format_version must say the header's minor version.
+    assert verdicts(edited(base11, lambda m: None, minor=0), tmp_path) == ("malformed",
+                                                                          "malformed")
+    # A minor version above 1 is not implemented.
+    assert verdicts(edited(base11, lambda m: None, minor=2), tmp_path) == (
+        "unsupported_version", "unsupported_version")
 
 
 def verdicts(blob: bytes, tmp_path: Path, lazy: bool = False) -> tuple[str, str]:

@@ -91,10 +91,12 @@ def test_writer_and_verifier_constants_agree():
 
     for name in ("MAGIC", "VERSION", "ALIGN", "PAGE", "MAX_MANIFEST", "MAX_TENSORS",
                  "MAX_BLOCKS", "MAX_DIM", "SECTION_KEYS", "REQUIRES", "MAX_TOKEN_ID",
-                 "MAX_VOCAB_ENTRIES", "MAX_MERGES", "MAX_ADDED_TOKENS"):
+                 "MAX_VOCAB_ENTRIES", "MAX_MERGES", "MAX_ADDED_TOKENS", "MAX_EOS_IDS",
+                 "MAX_CHAT_TEMPLATE"):
         assert getattr(writer, name) == getattr(pyverify, name), name
     assert writer.HEADER.format == pyverify.HEADER.format
     assert writer.CONFIG_CAPS == dict(pyverify.CONFIG_CAPS)
+    assert writer.GENERATION_SOURCES == tuple(sorted(pyverify.GENERATION_SOURCES))
     assert writer.pyverify is pyverify          # the writer checks its output with it
     assert not hasattr(pyverify, "writer") and not hasattr(pyverify, "canonical")
 

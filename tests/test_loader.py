@@ -185,7 +185,10 @@ def test_header_statuses(blob):
     expect("trailing_bytes", blob + b"\0")
     expect("bad_magic", b"\x88" + blob[1:])
     expect("unsupported_version", blob[:8] + struct.pack("<H", 2) + blob[10:])
-    expect("unsupported_version", blob[:10] + struct.pack("<H", 1) + blob[12:])
+    expect("unsupported_version", blob[:10] + struct.pack("<H", 2) + blob[12:])
+    # Minor 1 is implemented (format 1.1): over a 1.0 manifest it lacks "generation".
+    assert "missing key 'generation'" in expect(
+        "malformed", blob[:10] + struct.pack("<H", 1) + blob[12:]).message
     expect("malformed", blob[:12] + struct.pack("<I", 1) + blob[16:])
     expect("malformed", blob[:127] + b"\x01" + blob[128:])
     e = expect("cap_exceeded", blob[:16] + struct.pack("<Q", (16 << 20) + 1) + blob[24:])

@@ -37,4 +37,8 @@ constexpr ConfigCap kConfigCaps[] = {
     {"max_position_embeddings", int64_t(1) << 24},
 };
 
+// Generation metadata (§3.9, format 1.1): end-of-sequence ids and the chat template.
+constexpr size_t kMaxEosIds = 64;                       // elements of eos_token_ids
+constexpr size_t kMaxChatTemplate = size_t(256) << 10;  // UTF-8 bytes of chat_template
+
 }  // namespace fwa

@@ -657,7 +657,7 @@ Status Artifact::check_header(std::string* msg) {
   if (major != kArtifactVersionMajor || minor > kArtifactVersionMinor) {
     return fail(msg, Status::unsupported_version,
                 "header: format version " + num(major) + "." + num(minor) +
-                    ", this reader implements 1.0");
+                    ", this reader implements 1.0 and 1.1");
   }
   const uint32_t flags = le32(h + 12);
   if (flags != 0) {
@@ -770,6 +770,104 @@ Status check_declared_sizes(const Value& root, std::string* msg) {
   return Status::ok;
 }
 
+// §3.9 (format 1.1): the generation metadata, in the spec's order.
+Status check_generation(const Value& root, std::string* msg) {
+  const Value g = root.find("generation");
+  if (!g.is(Type::object)) {
+    return fail(msg, Status::malformed,
+                "manifest: generation must be an object, got " + type_of(g));
+  }
+  static const char* const kKeys[] = {"bos_token_id", "chat_template", "eos_token_ids",
+                                      "pad_token_id", "sources"};
+  Status st = exact_keys(g, kKeys, 5, "manifest: generation", msg);
+  if (st != Status::ok) return st;
+  int64_t vocab;
+  if (!root.find("config").find("vocab_size").get_int(&vocab)) {
+    return fail(msg, Status::malformed,
+                "manifest: generation needs config.vocab_size, an integer, to check its token "
+                "ids");
+  }
+  auto token_id = [&](const Value& v, const std::string& what, int64_t* out) {
+    if (!v.get_int(out)) {
+      return fail(msg, Status::malformed,
+                  "manifest: generation." + what + " must be an integer, got " + type_of(v));
+    }
+    if (*out < 0 || *out >= vocab) {
+      return fail(msg, Status::malformed,
+                  "manifest: generation." + what + " = " + std::to_string(*out) +
+                      " is outside [0, vocab_size " + std::to_string(vocab) + ")");
+    }
+    return Status::ok;
+  };
+  int64_t id;
+  const Value bos = g.find("bos_token_id");
+  if (!bos.is(Type::null) && (st = token_id(bos, "bos_token_id", &id)) != Status::ok) return st;
+  const Value tmpl = g.find("chat_template");
+  if (!tmpl.is(Type::null)) {
+    std::string text;
+    if (!tmpl.get_string(&text)) {
+      return fail(msg, Status::malformed,
+                  "manifest: generation.chat_template must be a string or null, got " +
+                      type_of(tmpl));
+    }
+    if (text.empty()) {
+      return fail(msg, Status::malformed,
+                  "manifest: generation.chat_template is empty (null states no template)");
+    }
+    if (text.size() > kMaxChatTemplate) {
+      return fail(msg, Status::cap_exceeded,
+                  "manifest: generation.chat_template has " + num(text.size()) +
+                      " bytes, the cap is " + num(kMaxChatTemplate));
+    }
+  }
+  const Value eos = g.find("eos_token_ids");
+  if (!eos.is(Type::array)) {
+    return fail(msg, Status::malformed,
+                "manifest: generation.eos_token_ids must be an array, got " + type_of(eos));
+  }
+  if (eos.size() == 0) {
+    return fail(msg, Status::malformed, "manifest: generation.eos_token_ids is empty");
+  }
+  if (eos.size() > kMaxEosIds) {
+    return fail(msg, Status::cap_exceeded,
+                "manifest: generation.eos_token_ids has " + num(eos.size()) +
+                    " entries, the cap is " + num(kMaxEosIds));
+  }
+  int64_t prev = -1;
+  size_t i = 0;
+  for (Value v = eos.first(); v.valid(); v = v.next(), ++i) {
+    if ((st = token_id(v, "eos_token_ids[" + num(i) + "]", &id)) != Status::ok) return st;
+    if (id <= prev) {
+      return fail(msg, Status::malformed,
+                  "manifest: generation.eos_token_ids must be strictly increasing, [" + num(i) +
+                      "] = " + std::to_string(id) + " follows " + std::to_string(prev));
+    }
+    prev = id;
+  }
+  const Value pad = g.find("pad_token_id");
+  if (!pad.is(Type::null) && (st = token_id(pad, "pad_token_id", &id)) != Status::ok) return st;
+  const Value src = g.find("sources");
+  if (!src.is(Type::object)) {
+    return fail(msg, Status::malformed,
+                "manifest: generation.sources must be an object, got " + type_of(src));
+  }
+  static const char* const kSources[] = {"chat_template.jinja", "generation_config.json",
+                                         "tokenizer_config.json"};
+  if ((st = exact_keys(src, kSources, 3, "manifest: generation.sources", msg)) != Status::ok) {
+    return st;
+  }
+  for (const char* k : kSources) {
+    const Value v = src.find(k);
+    Sha256Digest d;
+    if (!v.is(Type::null) && !get_digest(v, &d)) {
+      return fail(msg, Status::malformed,
+                  std::string("manifest: generation.sources['") + k +
+                      "'] must be null or 64 lowercase hex digits");
+    }
+  }
+  return Status::ok;
+}
+
 }  // namespace
 
 Status Artifact::check_manifest(std::string* msg) {
@@ -822,11 +920,21 @@ Status Artifact::check_manifest(std::string* msg) {
     }
   }
 
-  static const char* const kTop[] = {"config",   "data_length", "evidence",      "expert_blocks",
-                                     "format",   "format_version", "model_card", "provenance",
-                                     "requires", "sbom",        "sections",      "tensors",
-                                     "tokenizer"};
-  if ((st = exact_keys(root, kTop, 13, "manifest", msg)) != Status::ok) return st;
+  // The header's minor version decides the key set: 1.1 adds "generation" (§3.9).
+  const bool v11 = le16(base_ + 10) >= 1;
+  static const char* const kTop10[] = {"config",   "data_length", "evidence",      "expert_blocks",
+                                       "format",   "format_version", "model_card", "provenance",
+                                       "requires", "sbom",        "sections",      "tensors",
+                                       "tokenizer"};
+  static const char* const kTop11[] = {"config",     "data_length", "evidence",
+                                       "expert_blocks", "format",   "format_version",
+                                       "generation", "model_card",  "provenance",
+                                       "requires",   "sbom",        "sections",
+                                       "tensors",    "tokenizer"};
+  if ((st = v11 ? exact_keys(root, kTop11, 14, "manifest", msg)
+                : exact_keys(root, kTop10, 13, "manifest", msg)) != Status::ok) {
+    return st;
+  }
 
   if (!root.find("format").string_equals("fwassist.artifact")) {
     return fail(msg, Status::malformed,
@@ -885,18 +993,25 @@ Status Artifact::check_manifest(std::string* msg) {
     }
   }
   if ((st = check_declared_sizes(root, msg)) != Status::ok) return st;
+  if (v11 && (st = check_generation(root, msg)) != Status::ok) return st;
   {
     const Value secs = root.find("sections");
     if (!secs.is(Type::object)) {
       return fail(msg, Status::malformed, "manifest: sections must be an object");
     }
-    static const char* const kSections[] = {"config",     "evidence", "expert_blocks",
-                                            "model_card", "provenance", "sbom",
-                                            "tensors",    "tokenizer"};
-    if ((st = exact_keys(secs, kSections, 8, "manifest: sections", msg)) != Status::ok) {
+    static const char* const kSections10[] = {"config",     "evidence", "expert_blocks",
+                                              "model_card", "provenance", "sbom",
+                                              "tensors",    "tokenizer"};
+    static const char* const kSections11[] = {"config",     "evidence",   "expert_blocks",
+                                              "generation", "model_card", "provenance",
+                                              "sbom",       "tensors",    "tokenizer"};
+    const char* const* kSections = v11 ? kSections11 : kSections10;
+    const size_t n_sections = v11 ? 9 : 8;
+    if ((st = exact_keys(secs, kSections, n_sections, "manifest: sections", msg)) != Status::ok) {
       return st;
     }
-    for (const char* k : kSections) {
+    for (size_t s = 0; s < n_sections; ++s) {
+      const char* k = kSections[s];
       Sha256Digest want;
       if (!get_digest(secs.find(k), &want)) {
         return fail(msg, Status::malformed,

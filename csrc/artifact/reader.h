@@ -46,7 +46,7 @@
 
 namespace fwa {
 
-// Layout constants and caps of format 1.0.
+// Layout constants and caps of format 1.x.
 constexpr size_t kArtifactHeaderBytes = 128;
 constexpr uint64_t kArtifactMaxManifest = uint64_t(16) << 20;
 constexpr uint64_t kArtifactDataAlign = 4096;   // data_offset, expert block offset and length
@@ -56,7 +56,7 @@ constexpr size_t kArtifactMaxExpertBlocks = 65536;
 constexpr int kArtifactMaxRank = 4;
 constexpr int64_t kArtifactMaxDim = int64_t(1) << 31;
 constexpr uint16_t kArtifactVersionMajor = 1;
-constexpr uint16_t kArtifactVersionMinor = 0;
+constexpr uint16_t kArtifactVersionMinor = 1;  // 1.1 adds `generation` (spec §3.9)
 extern const uint8_t kArtifactMagic[8];
 
 // The identifier of a status ("truncated", "bad_magic", "digest_mismatch", ...).

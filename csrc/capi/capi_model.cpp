@@ -244,6 +244,21 @@ fwa_status fwa_model_manifest_json(const fwa_model* model, const char* section, 
   });
 }
 
+fwa_status fwa_model_eos_ids(const fwa_model* model, int32_t* ids, size_t cap, size_t* needed) {
+  const char* fn = "fwa_model_eos_ids";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(needed, fn);
+    const std::vector<int32_t>& eos = model_of(model).eos_ids();
+    *needed = eos.size();
+    if (eos.size() > cap || (!ids && !eos.empty()))
+      return fail(FWA_ERR_BUFFER_TOO_SMALL, "%s: %zu ids do not fit in a buffer of %zu", fn,
+                  eos.size(), ids ? cap : size_t(0));
+    if (!eos.empty()) std::memcpy(ids, eos.data(), eos.size() * sizeof(int32_t));
+    return FWA_OK;
+  });
+}
+
 fwa_status fwa_tokenize(const fwa_model* model, const char* text, size_t text_len,
                         int32_t* ids, size_t cap, size_t* needed) {
   const char* fn = "fwa_tokenize";

@@ -148,6 +148,18 @@ Status Model::bind(std::string* message) {
                       " ids but vocab_size is " + std::to_string(c.vocab_size));
   }
 
+  // Generation metadata (1.1): the reader checked it, ids below vocab_size included.
+  const json::Value gen = doc.root().find("generation");
+  if (gen.is(json::Type::object)) {
+    generation_json_ = gen.raw();
+    const json::Value eos = gen.find("eos_token_ids");
+    for (json::Value v = eos.first(); v.valid(); v = v.next()) {
+      int64_t id = -1;
+      v.get_int(&id);
+      eos_ids_.push_back(int32_t(id));
+    }
+  }
+
   // Per expert block: its values checked finite (at open unless lazy; see use_expert).
   const size_t nb = a.expert_blocks().size();
   expert_finite_.reset(new std::atomic<uint8_t>[nb]);

@@ -91,6 +91,11 @@ class Model {
   // The config object of the manifest, as canonical JSON.
   std::string_view config_json() const { return config_json_; }
 
+  // The generation metadata of a format 1.1 artifact (spec §3.9) as canonical JSON, empty for
+  // 1.0; and its end-of-sequence ids, ascending (empty for 1.0: none are pinned).
+  std::string_view generation_json() const { return generation_json_; }
+  const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
+
   // Read bandwidth with 1..n threads of `pool` over this model's largest dense weight tensor
   // (resident for every forward pass, so measuring costs no memory), measured once per model
   // for each thread count (sched/bandwidth.h): the latency policy's cost model. Thread-safe.
@@ -106,7 +111,8 @@ class Model {
   std::vector<float> final_norm_;
   std::vector<LayerWeights> layers_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::string_view tokenizer_json_, config_json_;
+  std::string_view tokenizer_json_, config_json_, generation_json_;
+  std::vector<int32_t> eos_ids_;
   mutable std::mutex tokenizer_mu_;
   mutable ExpertResidency residency_;
   // Per expert block: 1 once its values are checked finite (at bind, or on the first use of

@@ -750,6 +750,18 @@ std::string type_of(J v) {
   return t.is(J::Str) ? t.s() : std::string();
 }
 
+// A TemplateProcessing that adds nothing to a single sequence ("single": [A], no special
+// tokens), as transformers 5 writes for a tokenizer without bos/eos insertion: a no-op.
+bool identity_template(J post) {
+  if (type_of(post) != "TemplateProcessing") return false;
+  const J single = post.get("single");
+  const J special = post.get("special_tokens");
+  if (!single.is(J::Arr) || single.size() != 1) return false;
+  if (!is_null_or_absent(special) && !(special.is(J::Obj) && special.size() == 0)) return false;
+  const J seq = single.at(0).get("Sequence");
+  return seq.is(J::Obj) && seq.get("id").is(J::Str) && seq.get("id").sv() == "A";
+}
+
 }  // namespace
 
 Status Tokenizer::Impl::load(J root, std::string* msg) {
@@ -938,7 +950,7 @@ Status Tokenizer::Impl::load(J root, std::string* msg) {
   const std::string dtype = type_of(root.get("decoder"));
   if (dtype != "ByteLevel") return incompatible(msg, "decoder " + (dtype.empty() ? "null" : dtype));
   const J post = root.get("post_processor");
-  if (!is_null_or_absent(post) && type_of(post) != "ByteLevel")
+  if (!is_null_or_absent(post) && type_of(post) != "ByteLevel" && !identity_template(post))
     return incompatible(msg, "post_processor " + type_of(post));
   if (!is_null_or_absent(root.get("truncation"))) return incompatible(msg, "truncation");
   if (!is_null_or_absent(root.get("padding"))) return incompatible(msg, "padding");

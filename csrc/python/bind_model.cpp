@@ -232,6 +232,13 @@ void bind_model(nb::module_& m) {
              const std::string_view j = m.model->tokenizer_json();
              return nb::str(j.data(), j.size());
            })
+      .def("generation_json",
+           [](const NativeModel& m) -> nb::object {
+             const std::string_view j = m.model->generation_json();
+             if (j.empty()) return nb::none();  // format 1.0: no generation metadata
+             return nb::str(j.data(), j.size());
+           })
+      .def("eos_ids", [](const NativeModel& m) { return m.model->eos_ids(); })
       .def_prop_ro("vocab_size", [](const NativeModel& m) { return m.model->config().vocab_size; })
       .def("set_expert_budget",
            [](const NativeModel& m, uint64_t bytes, bool mlock) {

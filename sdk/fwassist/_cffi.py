@@ -219,6 +219,19 @@ class CModel:
         return c.read_text("fwa_model_manifest_json", lambda b, n, need: c.lib.fwa_model_manifest_json(
             self.handle, section.encode(), b, n, need))
 
+    def eos_ids(self) -> list[int]:
+        """The end-of-sequence ids the artifact pins (format 1.1); [] for 1.0."""
+        c = self.c
+        needed = c.ffi.new("size_t*")
+        status = c.lib.fwa_model_eos_ids(self.handle, c.ffi.NULL, 0, needed)
+        if status != c.lib.FWA_ERR_BUFFER_TOO_SMALL:
+            c.check("fwa_model_eos_ids", status)
+            return []
+        ids = c.ffi.new("int32_t[]", needed[0])
+        c.check("fwa_model_eos_ids", c.lib.fwa_model_eos_ids(self.handle, ids, needed[0],
+                                                             needed))
+        return list(ids)
+
     def tokenize(self, text: str) -> list[int]:
         c = self.c
         raw = text.encode("utf-8")

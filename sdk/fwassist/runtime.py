@@ -92,6 +92,9 @@ class Model:
         tj = native.tokenizer_json()  # the tokenizer.json text, or None without a tokenizer
         self.tokenizer: Optional[Tokenizer] = (Tokenizer.from_json(tj) if isinstance(tj, str)
                                                else None)
+        gj = native.generation_json()  # format 1.1: the pinned generation metadata, else None
+        self.generation: Optional[dict[str, Any]] = (json.loads(gj) if isinstance(gj, str)
+                                                     else None)
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
@@ -167,8 +170,84 @@ class Model:
             raise ValueError("the model was exported without a tokenizer: pass prompt_ids")
         return self.tokenizer.encode(text)
 
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """The end-of-sequence ids the artifact pins (format 1.1, from the checkpoint's
+        tokenizer_config.json and generation_config.json), ascending; [] for a 1.0 artifact."""
+        return [int(i) for i in self._native.eos_ids()]
+
+    @property
+    def chat_template(self) -> Optional[str]:
+        """The pinned Jinja chat template, verbatim; None when the artifact has none."""
+        g = self.generation
+        return None if g is None else g["chat_template"]
+
+    def apply_chat_template(self, messages: Sequence[dict[str, Any]], *,
+                            add_generation_prompt: bool = True, **variables: Any) -> str:
+        """Renders the pinned chat template for ``messages`` (``[{"role", "content"}, ...]``)
+        as transformers' ``apply_chat_template(tokenize=False)`` does: a sandboxed Jinja
+        environment with ``trim_blocks``, ``lstrip_blocks`` and loop controls,
+        ``raise_exception``, ``strftime_now`` and a ``tojson`` that keeps non-ASCII text.
+        ``bos_token`` is the text of the pinned bos id, ``eos_token`` that of the pinned EOS
+        id when there is exactly one (with several, a template using it fails, naming it).
+        ``variables`` go to the template as well (``tools``, ``documents``...). Needs jinja2
+        (``pip install 'fwassist[chat]'``); ValueError without a template or tokenizer, or
+        when the template raises."""
+        from .errors import require
+
+        jinja2 = require("jinja2", "chat", "rendering the chat template")
+        from jinja2 import ext, meta
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        g, tok = self.generation, self.tokenizer
+        if g is None or g["chat_template"] is None:
+            raise ValueError("the artifact pins no chat template")
+        if tok is None:
+            raise ValueError("the artifact has no tokenizer to write the template's tokens")
+
+        def raise_exception(message: str) -> None:
+            raise jinja2.exceptions.TemplateError(message)
+
+        def tojson(x: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
+                   separators: Optional[tuple[str, str]] = None, sort_keys: bool = False) -> str:
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent,
+                              separators=separators, sort_keys=sort_keys)
+
+        def strftime_now(fmt: str) -> str:
+            import datetime
+
+            return datetime.datetime.now().strftime(fmt)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=[ext.loopcontrols])
+        env.filters["tojson"] = tojson
+        env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+        special: dict[str, Any] = {}
+        if g["bos_token_id"] is not None:
+            special["bos_token"] = tok.decode([g["bos_token_id"]])
+        if len(g["eos_token_ids"]) == 1:
+            special["eos_token"] = tok.decode(g["eos_token_ids"])
+        if g["pad_token_id"] is not None:
+            special["pad_token"] = tok.decode([g["pad_token_id"]])
+        try:
+            used = meta.find_undeclared_variables(env.parse(g["chat_template"]))
+            if "eos_token" in used and "eos_token" not in special and "eos_token" not in variables:
+                raise ValueError(f"chat template: it writes eos_token, and the artifact pins "
+                                 f"{len(g['eos_token_ids'])} EOS ids {g['eos_token_ids']}: "
+                                 f"which one is its text is ambiguous; pass eos_token=...")
+            template = env.from_string(g["chat_template"])
+            return str(template.render(**{"messages": list(messages), "tools": None,
+                                          "documents": None,
+                                          "add_generation_prompt": add_generation_prompt,
+                                          **special, **variables}))
+        except jinja2.exceptions.TemplateError as e:
+            raise ValueError(f"chat template: {e}") from None
+
     def eos_ids(self) -> list[int]:
-        """Ids of the tokenizer's end-of-text special tokens (EOS_TEXTS), to stop at."""
+        """Ids to stop generating at: the pinned :attr:`eos_token_ids` when the artifact has
+        them (format 1.1), else the tokenizer's end-of-text special tokens (EOS_TEXTS)."""
+        if self.generation is not None:
+            return self.eos_token_ids
         tok = self.tokenizer
         if tok is None:
             return []
@@ -297,7 +376,7 @@ class Session:
     def stream(self, prompt: Optional[str] = None, *, prompt_ids: Optional[Sequence[int]] = None,
                max_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
-               stop: Sequence[str] = (), stop_ids: Sequence[int] = ()) -> Stream:
+               stop: Sequence[str] = (), stop_ids: Optional[Sequence[int]] = None) -> Stream:
         """Starts a generation (the prompt is prefilled now, reusing the context's longest
         common prefix with it) and returns an iterator of :class:`Token`. The context then
         holds the prompt and every generated token. Any later call that uses the context (a
@@ -305,7 +384,10 @@ class Session:
         then raises RuntimeError instead of continuing from another context.
 
         ``temperature``: 0 (greedy) or in [0.001, 1000]; ``top_p`` in (0, 1];
-        ``repetition_penalty`` in [0.001, 1000] (ValueError otherwise, naming it)."""
+        ``repetition_penalty`` in [0.001, 1000] (ValueError otherwise, naming it).
+        ``stop_ids``: token ids that end the generation (neither emitted nor kept); None
+        stops at the end-of-sequence ids the artifact pins (:attr:`Model.eos_token_ids`,
+        none for a format 1.0 artifact), ``()`` at none."""
         native = self._get()
         for name, value in (("temperature", temperature), ("top_p", top_p),
                             ("repetition_penalty", repetition_penalty)):
@@ -323,7 +405,8 @@ class Session:
         g = _artifact_errors(_core.NativeGeneration.start, native, ids, int(max_tokens),
                              float(temperature), int(top_k), float(top_p),
                              float(repetition_penalty), int(seed), [str(s) for s in stop],
-                             [int(i) for i in stop_ids])
+                             [int(i) for i in (self.model.eos_token_ids if stop_ids is None
+                                               else stop_ids)])
         return Stream(g)
 
     @staticmethod

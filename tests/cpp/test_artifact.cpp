@@ -186,12 +186,17 @@ void put_le(std::vector<uint8_t>& f, size_t at, uint64_t v, int bytes) {
 
 // Serialises manifest + data into a file; recomputes `sections` and `data_length` first unless
 // told not to (tests that corrupt them).
-std::vector<uint8_t> assemble(J& m, const std::vector<uint8_t>& data, bool fix_sections = true) {
+// The header's minor version is 1 for a manifest with "generation" (format 1.1), else 0,
+// unless `minor` says otherwise.
+std::vector<uint8_t> assemble(J& m, const std::vector<uint8_t>& data, bool fix_sections = true,
+                              int minor = -1) {
+  const bool v11 = m.o.count("generation") != 0;
+  if (minor < 0) minor = v11 ? 1 : 0;
   if (fix_sections) {
     J secs = J::obj();
     for (const char* k : {"config", "tokenizer", "tensors", "expert_blocks", "provenance",
-                          "model_card", "sbom", "evidence"}) {
-      secs[k] = J(sha_hex(dump(m.o[k])));
+                          "model_card", "sbom", "evidence", "generation"}) {
+      if (m.o.count(k)) secs[k] = J(sha_hex(dump(m.o[k])));
     }
     m["sections"] = secs;
   }
@@ -200,7 +205,7 @@ std::vector<uint8_t> assemble(J& m, const std::vector<uint8_t>& data, bool fix_s
   std::vector<uint8_t> f(data_offset + data.size(), 0);
   std::memcpy(f.data(), kArtifactMagic, 8);
   put_le(f, 8, 1, 2);
-  put_le(f, 10, 0, 2);
+  put_le(f, 10, uint64_t(minor), 2);
   put_le(f, 16, ms.size(), 8);
   put_le(f, 24, data_offset, 8);
   put_le(f, 32, data.size(), 8);
@@ -958,7 +963,8 @@ TEST_CASE("reader: each corrupted header field gives its status") {
       {"magic last byte", 7, 0x0b, 1, Status::bad_magic},
       {"major 2", 8, 2, 2, Status::unsupported_version},
       {"major 0", 8, 0, 2, Status::unsupported_version},
-      {"minor 1", 10, 1, 2, Status::unsupported_version},
+      {"minor 2", 10, 2, 2, Status::unsupported_version},
+      {"minor 1 over a 1.0 manifest (no generation)", 10, 1, 2, Status::malformed},
       {"flags", 12, 1, 4, Status::malformed},
       {"flags high bit", 12, 0x80000000u, 4, Status::malformed},
       {"manifest_length above the cap", 16, (16u << 20) + 1, 8, Status::cap_exceeded},
@@ -1362,6 +1368,92 @@ TEST_CASE("reader: manifest and table errors give their status and name the culp
     Opened l = open_buf(f, true);
     CHECK(l.st == o.st);
   }
+}
+
+// Format 1.1: the generation metadata of spec §3.9 (tests/test_differential.py checks every
+// rule against the Python verifier; these are the C++ reader's own checks and messages).
+static void add_generation(J& m) {
+  J g = J::obj();
+  g["bos_token_id"] = J();
+  g["chat_template"] = J("{{ messages }}\n");
+  g["eos_token_ids"] = J::arr({J(2), J(7)});
+  g["pad_token_id"] = J(0);
+  J src = J::obj();
+  src["chat_template.jinja"] = J(std::string(64, 'a'));
+  src["generation_config.json"] = J();
+  src["tokenizer_config.json"] = J(std::string(64, 'b'));
+  g["sources"] = src;
+  m["generation"] = g;
+  m["format_version"] = J::arr({J(1), J(1)});
+  m["config"]["vocab_size"] = J(8);
+}
+
+TEST_CASE("reader: format 1.1 generation metadata is accepted and each rule enforced") {
+  Opened ok = open_buf(with_manifest(model(), [](J& m) { add_generation(m); }));
+  REQUIRE_MESSAGE(ok.st == Status::ok, ok.msg);
+  // The 1.0 artifact is unchanged and still opens.
+  CHECK(open_buf(model().file).st == Status::ok);
+  const Edit edits[] = {
+      {"generation not an object", [](J& m) { add_generation(m); m["generation"] = J(1); },
+       Status::malformed, "generation must be an object"},
+      {"unknown key", [](J& m) { add_generation(m); m["generation"]["x"] = J(1); },
+       Status::malformed, "unknown key 'x'"},
+      {"missing key", [](J& m) { add_generation(m); m["generation"].o.erase("sources"); },
+       Status::malformed, "missing key 'sources'"},
+      {"no vocab_size", [](J& m) { add_generation(m); m["config"].o.erase("vocab_size"); },
+       Status::malformed, "config.vocab_size"},
+      {"bos out of range", [](J& m) { add_generation(m); m["generation"]["bos_token_id"] = J(8); },
+       Status::malformed, "bos_token_id = 8 is outside [0, vocab_size 8)"},
+      {"template empty", [](J& m) { add_generation(m); m["generation"]["chat_template"] = J(""); },
+       Status::malformed, "chat_template is empty"},
+      {"template above the cap",
+       [](J& m) {
+         add_generation(m);
+         m["generation"]["chat_template"] = J(std::string((256 << 10) + 1, 'x'));
+       },
+       Status::cap_exceeded, "262145 bytes"},
+      {"no eos", [](J& m) { add_generation(m); m["generation"]["eos_token_ids"] = J::arr(); },
+       Status::malformed, "eos_token_ids is empty"},
+      {"too many eos",
+       [](J& m) {
+         add_generation(m);
+         m["generation"]["eos_token_ids"] = J::arr();
+         for (int i = 0; i < 65; ++i) m["generation"]["eos_token_ids"].a.push_back(J(i));
+       },
+       Status::cap_exceeded, "65 entries"},
+      {"eos unsorted",
+       [](J& m) { add_generation(m); m["generation"]["eos_token_ids"] = J::arr({J(7), J(2)}); },
+       Status::malformed, "strictly increasing"},
+      {"pad a string", [](J& m) { add_generation(m); m["generation"]["pad_token_id"] = J("0"); },
+       Status::malformed, "pad_token_id must be an integer"},
+      {"bad source digest",
+       [](J& m) {
+         add_generation(m);
+         m["generation"]["sources"]["generation_config.json"] = J(std::string(64, 'G'));
+       },
+       Status::malformed, "generation_config.json"},
+      {"generation in a 1.0 manifest",
+       [](J& m) {
+         add_generation(m);
+         m["format_version"] = J::arr({J(1), J(0)});
+       },
+       Status::malformed, "unknown key 'generation'"},
+  };
+  for (const Edit& e : edits) {
+    INFO(std::string(e.what));
+    Built b = model();
+    e.edit(b.manifest);
+    const bool v11 = e.in_message != std::string("unknown key 'generation'");
+    const std::vector<uint8_t> f = assemble(b.manifest, b.data, true, v11 ? 1 : 0);
+    Opened o = open_buf(f);
+    CHECK_MESSAGE(o.st == e.want, (std::string(status_name(o.st)) + ": " + o.msg));
+    CHECK_MESSAGE(contains(o.msg, e.in_message), o.msg);
+  }
+  // A 1.1 header over a manifest without generation.
+  Built b = model();
+  Opened o = open_buf(assemble(b.manifest, b.data, true, 1));
+  CHECK(o.st == Status::malformed);
+  CHECK(contains(o.msg, "missing key 'generation'"));
 }
 
 TEST_CASE("reader: sizes at the caps of §3.8 are accepted") {

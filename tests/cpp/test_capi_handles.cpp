@@ -44,6 +44,7 @@ void check_model_refused(const fwa_model* m) {
   size_t needed = 0;
   CHECK(fwa_model_manifest_json(m, "config", buf, sizeof buf, &needed) == FWA_ERR_BAD_HANDLE);
   int32_t ids[8];
+  CHECK(fwa_model_eos_ids(m, ids, 8, &needed) == FWA_ERR_BAD_HANDLE);
   CHECK(fwa_tokenize(m, "ab", 2, ids, 8, &needed) == FWA_ERR_BAD_HANDLE);
   const int32_t one = 1;
   CHECK(fwa_detokenize(m, &one, 1, 0, buf, sizeof buf, &needed) == FWA_ERR_BAD_HANDLE);
@@ -109,6 +110,11 @@ TEST_CASE("a freed handle stays bad after its slot is reused") {
   fwa_model_info info;
   fwa_model_info_init(&info);
   CHECK(fwa_model_get_info(model, &info) == FWA_OK);
+  // A format 1.0 artifact pins no end-of-sequence id (tests/test_capi_cffi.py: 1.1).
+  size_t n_eos = 99;
+  CHECK(fwa_model_eos_ids(model, nullptr, 0, &n_eos) == FWA_OK);
+  CHECK(n_eos == 0);
+  CHECK(fwa_model_eos_ids(model, nullptr, 0, nullptr) == FWA_ERR_NULL_ARGUMENT);
 
   fwa_session* old_session = nullptr;
   REQUIRE(fwa_session_create(model, nullptr, &old_session) == FWA_OK);

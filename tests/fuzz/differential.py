@@ -16,7 +16,12 @@ mutations:
   added and removed, elements duplicated and swapped, values wrapped in nested arrays up to
   the depth cap and one beyond), re-serialised canonically or not, with the section digests
   fixed or not;
-* header bytes and data-region bytes.
+* header bytes and data-region bytes;
+* the format's minor version (1.0 <-> 1.1) with the manifest kept, so that a `generation`
+  section (§3.9) meets a header that does not allow it and the reverse.
+
+Format 1.1 seeds carry a `generation` object (end-of-sequence ids, chat template) at and near
+its caps, so the structural mutations reach each of its rules.
 
 A quarter of the inputs are opened lazily; each expert block is then verified on its own, as
 on first use, and those verdicts are compared too.
@@ -49,7 +54,7 @@ import artifact_fixtures as fx  # noqa: E402
 from fwassist import ArtifactError, load_artifact  # noqa: E402
 from fwassist.artifact import pyverify  # noqa: E402
 
-SECTION_KEYS = fx.SECTION_KEYS
+SECTION_KEYS = fx.SECTION_KEYS + ("generation",)
 INTERESTING_INTS = [0, 1, -1, 2, 3, 4, 8, 16, 31, 32, 63, 64, 127, 128, 4095, 4096, 4097,
                     65535, 65536, 65537, (1 << 20), (1 << 21) - 1, 1 << 21, (1 << 21) + 1,
                     (1 << 22) + 1, (1 << 24) + 1, (1 << 31) - 1, 1 << 31, (1 << 31) + 1,
@@ -67,16 +72,25 @@ KNOWN_KEYS = ["extra", "format", "requires", "config", "tokenizer", "tensors", "
               "offset", "length", "sha256", "bits", "block", "scale", "zero_points",
               "known_limitations", "vocab", "merges", "added_tokens", "id", "model",
               "vocab_size", "num_experts", "max_position_embeddings", "endianness",
-              "kernel_layout", "architecture", ""]
+              "kernel_layout", "architecture", "generation", "eos_token_ids", "bos_token_id",
+              "pad_token_id", "chat_template", "sources", "chat_template.jinja",
+              "generation_config.json", "tokenizer_config.json", ""]
 
 
 # ---- Building and re-sealing files
 
-def seal(manifest: bytes, data: bytes) -> bytes:
-    """The file for these manifest bytes and data region, the header derived from them."""
-    h = fx.header(len(manifest), len(data), hashlib.sha256(manifest).digest())
+def seal(manifest: bytes, data: bytes, minor: int = 0) -> bytes:
+    """The file for these manifest bytes and data region, the header derived from them
+    (format version 1.<minor>)."""
+    h = fx.header(len(manifest), len(data), hashlib.sha256(manifest).digest(),
+                  version=(1, minor))
     gap = fx.roundup(128 + len(manifest), 4096) - 128 - len(manifest)
     return bytes(h) + manifest + b"\0" * gap + data
+
+
+def minor_of(blob: bytes) -> int:
+    """The header's minor version (a mutated header may hold any)."""
+    return int.from_bytes(blob[10:12], "little") if len(blob) >= 12 else 0
 
 
 def split(blob: bytes) -> Optional[tuple[bytes, bytes]]:
@@ -117,6 +131,15 @@ def seeds() -> list[bytes]:
         deep = [deep]
     m["evidence"]["deep"] = deep
     m["model_card"]["known_limitations"] = ["x", "\u0001 é"]
+    out.append(fx.assemble(m, data))
+    # Format 1.1: generation metadata, plain and at its caps (64 ids, a 256 KiB template with
+    # multi-byte characters and escapes).
+    out.append(fx.build(fx.small_tensors(seed=9), generation=fx.GENERATION))
+    gen = dict(fx.GENERATION, eos_token_ids=list(range(64)), bos_token_id=31,
+               chat_template="é\n" * ((256 << 10) // 3) + "x",
+               sources={k: None for k in fx.GENERATION["sources"]})
+    m, data = fx.split(fx.build(fx.small_tensors(seed=11), generation=gen))
+    m["config"]["vocab_size"] = 64
     out.append(fx.assemble(m, data))
     return out
 
@@ -160,7 +183,13 @@ def _new_value(rng: random.Random, old: Any, depth: int) -> Any:
             v = [v]
         return v
     if r < 0.9:
-        return "x" * rng.choice([1, 100, 4096])
+        return "x" * rng.choice([1, 100, 4096, 4096, 4096, (256 << 10), (256 << 10) + 1])
+    if r < 0.95:   # id lists for generation.eos_token_ids: empty, at the cap, beyond, unsorted
+        n = rng.choice([0, 1, 2, 63, 64, 65])
+        ids = list(range(n))
+        if n > 1 and rng.random() < 0.3:
+            ids[0], ids[1] = ids[1], ids[0]
+        return ids
     return copy_value(old)
 
 
@@ -214,7 +243,7 @@ def mutate_structure(rng: random.Random, blob: bytes) -> Optional[bytes]:
         return None
     if rng.random() < 0.1 and data:           # a data_length that follows the manifest's
         data = data[:-64] if rng.random() < 0.5 else data + bytes(64)
-    return seal(text, data)
+    return seal(text, data, minor_of(blob))
 
 
 def mutate_manifest_bytes(rng: random.Random, blob: bytes) -> Optional[bytes]:
@@ -239,7 +268,15 @@ def mutate_manifest_bytes(rng: random.Random, blob: bytes) -> Optional[bytes]:
         raw[i:i] = raw[j:j + rng.randrange(1, 64)]
     if len(raw) < 2:
         return None
-    return seal(bytes(raw), data)
+    return seal(bytes(raw), data, minor_of(blob))
+
+
+def mutate_minor(rng: random.Random, blob: bytes) -> Optional[bytes]:
+    """The other minor version, the manifest (and its format_version) kept."""
+    parts = split(blob)
+    if parts is None:
+        return None
+    return seal(parts[0], parts[1], 1 - min(minor_of(blob), 1))
 
 
 def mutate_header(rng: random.Random, blob: bytes) -> Optional[bytes]:
@@ -267,8 +304,8 @@ def mutate_length(rng: random.Random, blob: bytes) -> Optional[bytes]:
 
 
 MUTATIONS: list[tuple[float, Callable[[random.Random, bytes], Optional[bytes]]]] = [
-    (0.5, mutate_structure), (0.3, mutate_manifest_bytes), (0.08, mutate_header),
-    (0.08, mutate_data), (0.04, mutate_length)]
+    (0.48, mutate_structure), (0.3, mutate_manifest_bytes), (0.07, mutate_header),
+    (0.07, mutate_data), (0.04, mutate_length), (0.04, mutate_minor)]
 
 
 def mutate(rng: random.Random, blob: bytes) -> bytes:

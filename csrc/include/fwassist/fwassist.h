@@ -195,6 +195,12 @@ const char* fwa_protection_string(int32_t protection);
 fwa_status fwa_model_manifest_json(const fwa_model* model, const char* section, char* buf,
                                    size_t cap, size_t* needed);
 
+/* The end-of-sequence ids a format 1.1 artifact pins (its "generation" section, also readable
+ * with fwa_model_manifest_json), ascending: *needed = their number, 0 for a 1.0 artifact (none
+ * pinned). Pass them as fwa_generate_params.stop_ids to stop there. FWA_ERR_BUFFER_TOO_SMALL
+ * when they do not fit (ids may be NULL with cap 0 to ask for the number). */
+fwa_status fwa_model_eos_ids(const fwa_model* model, int32_t* ids, size_t cap, size_t* needed);
+
 /* ---- tokenizer (the artifact's byte-level BPE) ------------------------------------- */
 
 /* text: text_len bytes of UTF-8. Writes the ids to ids[0..*needed). */

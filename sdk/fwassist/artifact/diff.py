@@ -13,7 +13,8 @@ class                   exit   when (the most severe present)
 ``identical``             0    same pin: the files are byte-identical
 ``metadata-only``        10    model card, provenance, evidence or SBOM differ (or only the
                                data layout: same tensor bytes at other offsets)
-``tokenizer``            20    the tokenizer differs
+``tokenizer``            20    the tokenizer differs, or its generation metadata (format 1.1:
+                               end-of-sequence ids, bos/pad ids, chat template)
 ``config``               30    a configuration value that does not change the tensor set
                                (``rope_theta``, ``rms_norm_eps``, ``num_experts_per_tok``…)
 ``weights``              40    some tensor's bytes differ in the same format and shape
@@ -241,12 +242,23 @@ def diff(a: Union[str, "os.PathLike[str]"], b: Union[str, "os.PathLike[str]"], *
             ch["metadata-only"].append({"section": k, "keys": _dict_changes(ma[k], mb[k])})
     if ma["sections"]["tokenizer"] != mb["sections"]["tokenizer"]:
         ch["tokenizer"].append(_tokenizer_change(ma["tokenizer"], mb["tokenizer"]))
+    ga, gb = ma.get("generation"), mb.get("generation")   # None in format 1.0
+    if ga != gb:
+        item: dict[str, Any] = {"section": "generation"}
+        if ga is None or gb is None:
+            item["change"] = "added" if ga is None else "removed"
+        else:
+            item["keys"] = _dict_changes(ga, gb)
+        ch["tokenizer"].append(item)
     for k in _dict_changes(ma["config"], mb["config"]):
         item = {"key": k, "a": ma["config"].get(k), "b": mb["config"].get(k)}
         ch["architecture" if k in ARCHITECTURE_KEYS else "config"].append(item)
-    for k in ("format_version", "requires"):
-        if ma[k] != mb[k]:
-            ch["architecture"].append({"key": k, "a": ma[k], "b": mb[k]})
+    if ma["requires"] != mb["requires"]:
+        ch["architecture"].append({"key": "requires", "a": ma["requires"], "b": mb["requires"]})
+    if ma["format_version"] != mb["format_version"]:
+        # The minor version only says which sections exist; those are classified themselves.
+        ch["metadata-only"].append({"key": "format_version", "a": ma["format_version"],
+                                    "b": mb["format_version"]})
 
     la, ea = _structure(ma)
     lb, eb = _structure(mb)

@@ -94,6 +94,8 @@ def summarize(art: Any) -> dict[str, Any]:
         "provenance": m["provenance"],
         "model_card": m["model_card"],
         "evidence": m["evidence"],
+        # Format 1.1 (§3.9): EOS ids, bos/pad ids, chat template and source digests; None in 1.0.
+        "generation": m.get("generation"),
         "verified": "lazy" if art.lazy else "full",
     }
 
@@ -135,6 +137,19 @@ def render_text(info: dict[str, Any], *, max_tensors: int = 200) -> str:
         out.append(f"tokenizer {t['type']}  vocab {t['vocab']}  added {t['added_tokens']}")
     else:
         out.append("tokenizer none")
+    gen = info.get("generation")
+    if gen is None:
+        out.append("generation none pinned (format 1.0)")
+    else:
+        out.append(f"generation eos {gen['eos_token_ids']}  bos {gen['bos_token_id']}  "
+                   f"pad {gen['pad_token_id']}")
+        t = gen["chat_template"]
+        # The template is untrusted text: one escaped line (newlines as \n), shortened.
+        out.append("  chat template " + ("none" if t is None else
+                                         f"{len(t.encode('utf-8'))} bytes: "
+                                         f"{t if len(t) <= 160 else t[:157] + '...'}"))
+        for k, v in gen["sources"].items():
+            out.append(f"  {k:<24} {'sha256:' + v if v else '-'}")
     out.append("config")
     for k, v in sorted(info["config"].items()):
         out.append(f"  {k:<26} {v}")

@@ -55,3 +55,6 @@ class ImportedModel:
     source_name: str = ""
     source_sha256: str = ""             # of the ONNX file (and external data, in order)
     notes: list[str] = field(default_factory=list)  # importer decisions worth recording
+    # Generation metadata (docs/artifact-format.md §3.9): bos_token_id, chat_template,
+    # eos_token_ids, pad_token_id, sources. None writes a format 1.0 artifact, a dict 1.1.
+    generation: Optional[dict[str, Any]] = None

@@ -30,7 +30,7 @@ __all__ = ["PyArtifactError", "VerifiedArtifact", "verify", "read_manifest", "pa
 MAGIC = b"\x89FWA\r\n\x1a\n"
 HEADER = struct.Struct("<8sHHIQQQQ32s48s")      # 128 bytes
 assert HEADER.size == 128
-VERSION = (1, 0)
+VERSION = (1, 1)                    # the highest version read; 1.1 adds `generation`
 MAX_MANIFEST = 16 << 20
 MAX_TENSORS = 65536
 MAX_BLOCKS = 65536
@@ -47,6 +47,13 @@ CONFIG_CAPS = (("vocab_size", 1 << 21), ("hidden_size", 1 << 20), ("num_hidden_l
                ("moe_intermediate_size", 1 << 22), ("num_experts", 65536),
                ("num_experts_per_tok", 65536), ("decoder_sparse_step", 4096),
                ("max_position_embeddings", 1 << 24))
+# §3.9 (1.1): generation metadata.
+MAX_EOS_IDS = 64
+MAX_CHAT_TEMPLATE = 256 << 10       # UTF-8 bytes
+GENERATION_KEYS = frozenset(("bos_token_id", "chat_template", "eos_token_ids", "pad_token_id",
+                             "sources"))
+GENERATION_SOURCES = frozenset(("chat_template.jinja", "generation_config.json",
+                                "tokenizer_config.json"))
 PAGE = 4096
 ALIGN = 64
 TOP_KEYS = frozenset(("format", "format_version", "requires", "data_length", "config",
@@ -54,6 +61,8 @@ TOP_KEYS = frozenset(("format", "format_version", "requires", "data_length", "co
                       "model_card", "sbom", "evidence"))
 SECTION_KEYS = ("config", "tokenizer", "tensors", "expert_blocks", "provenance", "model_card",
                 "sbom", "evidence")
+# Keys a 1.1 manifest adds, at the top level and in `sections`.
+KEYS_1_1 = ("generation",)
 TENSOR_KEYS = frozenset(("name", "role", "layer", "expert", "dtype", "shape", "quant",
                          "offset", "length", "sha256"))
 BLOCK_KEYS = frozenset(("layer", "expert", "offset", "length", "sha256"))
@@ -504,6 +513,68 @@ def _check_declared_sizes(m: dict[str, Any]) -> None:
                                             f"must be below {MAX_TOKEN_ID}")
 
 
+def _check_generation(m: dict[str, Any]) -> None:
+    """§3.9, in its order."""
+    g = m["generation"]
+    if not isinstance(g, dict):
+        raise _fail("malformed", f"manifest: generation must be an object, got {_type(g)}")
+    _exact_keys(g, GENERATION_KEYS, "manifest: generation")
+    vocab = m["config"].get("vocab_size")
+    if not _int(vocab):
+        raise _fail("malformed", "manifest: generation needs config.vocab_size, an integer, to "
+                                 "check its token ids")
+
+    def token_id(v: Any, what: str) -> None:
+        if not _int(v):
+            raise _fail("malformed", f"manifest: generation.{what} must be an integer, got "
+                                     f"{_type(v)}")
+        if not 0 <= v < vocab:
+            raise _fail("malformed", f"manifest: generation.{what} = {v} is outside "
+                                     f"[0, vocab_size {vocab})")
+
+    if g["bos_token_id"] is not None:
+        token_id(g["bos_token_id"], "bos_token_id")
+    t = g["chat_template"]
+    if t is not None:
+        if not isinstance(t, str):
+            raise _fail("malformed", f"manifest: generation.chat_template must be a string or "
+                                     f"null, got {_type(t)}")
+        if not t:
+            raise _fail("malformed", "manifest: generation.chat_template is empty (null "
+                                     "states no template)")
+        n = len(t.encode("utf-8"))
+        if n > MAX_CHAT_TEMPLATE:
+            raise _fail("cap_exceeded", f"manifest: generation.chat_template has {n} bytes, "
+                                        f"the cap is {MAX_CHAT_TEMPLATE}")
+    eos = g["eos_token_ids"]
+    if not isinstance(eos, list):
+        raise _fail("malformed", f"manifest: generation.eos_token_ids must be an array, got "
+                                 f"{_type(eos)}")
+    if not eos:
+        raise _fail("malformed", "manifest: generation.eos_token_ids is empty")
+    if len(eos) > MAX_EOS_IDS:
+        raise _fail("cap_exceeded", f"manifest: generation.eos_token_ids has {len(eos)} "
+                                    f"entries, the cap is {MAX_EOS_IDS}")
+    prev = -1
+    for i, v in enumerate(eos):
+        token_id(v, f"eos_token_ids[{i}]")
+        if v <= prev:
+            raise _fail("malformed", f"manifest: generation.eos_token_ids must be strictly "
+                                     f"increasing, [{i}] = {v} follows {prev}")
+        prev = v
+    if g["pad_token_id"] is not None:
+        token_id(g["pad_token_id"], "pad_token_id")
+    src = g["sources"]
+    if not isinstance(src, dict):
+        raise _fail("malformed", f"manifest: generation.sources must be an object, got "
+                                 f"{_type(src)}")
+    _exact_keys(src, GENERATION_SOURCES, "manifest: generation.sources")
+    for k in sorted(GENERATION_SOURCES):
+        if src[k] is not None and not _digest(src[k]):
+            raise _fail("malformed", f"manifest: generation.sources[{k!r}] must be null or 64 "
+                                     f"lowercase hex digits")
+
+
 def _check_manifest(m: Any, dlen: int, minor: int) -> None:
     """§3.2-3.3, 3.6, 3.8 in the order of §5."""
     if not isinstance(m, dict):
@@ -532,7 +603,7 @@ def _check_manifest(m: Any, dlen: int, minor: int) -> None:
     for k in REQUIRES:
         if k not in req:
             raise _fail("malformed", f"manifest: requires.{k} is missing")
-    _exact_keys(m, TOP_KEYS, "manifest")
+    _exact_keys(m, TOP_KEYS | frozenset(KEYS_1_1 if minor >= 1 else ()), "manifest")
     if m["format"] != "fwassist.artifact":
         raise _fail("malformed", f"manifest: format {m['format']!r}")
     fv = m["format_version"]
@@ -557,11 +628,14 @@ def _check_manifest(m: Any, dlen: int, minor: int) -> None:
         raise _fail("malformed", "manifest: model_card.known_limitations must be a non-empty "
                                  "array of non-empty strings")
     _check_declared_sizes(m)
+    section_keys = SECTION_KEYS + (KEYS_1_1 if minor >= 1 else ())
+    if minor >= 1:
+        _check_generation(m)
     secs = m["sections"]
     if not isinstance(secs, dict):
         raise _fail("malformed", "manifest: sections must be an object")
-    _exact_keys(secs, frozenset(SECTION_KEYS), "manifest: sections")
-    for k in sorted(SECTION_KEYS):
+    _exact_keys(secs, frozenset(section_keys), "manifest: sections")
+    for k in sorted(section_keys):
         if not _digest(secs[k]):
             raise _fail("malformed", f"manifest: sections.{k} must be 64 lowercase hex digits")
         if secs[k] != hashlib.sha256(_canon(m[k])).hexdigest():

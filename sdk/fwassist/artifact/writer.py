@@ -47,7 +47,8 @@ EXPORTER_NAME = "fwassist"
 # copy on purpose: it is the independent second implementation that checks this one.
 MAGIC = b"\x89FWA\r\n\x1a\n"
 HEADER = struct.Struct("<8sHHIQQQQ32s48s")      # 128 bytes
-VERSION = (1, 0)
+VERSION = (1, 1)                # the highest version written: with generation metadata
+VERSION_1_0 = (1, 0)            # without it, so that such artifacts keep their bytes and pin
 ALIGN = 64                      # tensor offsets, data_length
 PAGE = 4096                     # data_offset, expert blocks
 MAX_MANIFEST = 16 << 20
@@ -68,6 +69,10 @@ CONFIG_CAPS = {"vocab_size": 1 << 21, "hidden_size": 1 << 20, "num_hidden_layers
                "intermediate_size": 1 << 22, "moe_intermediate_size": 1 << 22,
                "num_experts": 65536, "num_experts_per_tok": 65536,
                "decoder_sparse_step": 4096, "max_position_embeddings": 1 << 24}
+# §3.9: generation metadata (format 1.1).
+MAX_EOS_IDS = 64
+MAX_CHAT_TEMPLATE = 256 << 10
+GENERATION_SOURCES = ("chat_template.jinja", "generation_config.json", "tokenizer_config.json")
 _ROLE_INDEX = {r: i for i, r in enumerate(ROLES)}
 _FIRST_LAYER_ROLE = _ROLE_INDEX["q_proj"]
 _ZEROS = bytes(1 << 16)
@@ -247,6 +252,56 @@ def _check_declared_sizes(config: dict[str, Any], tokenizer: Optional[dict[str, 
                 token_id(a.get("id"), f"added token {a.get('content')!r}")
 
 
+def _generation(g: Any, vocab_size: Any) -> dict[str, Any]:
+    """The manifest's ``generation`` object (§3.9) from an ImportedModel's, checked so that no
+    reader would refuse it."""
+    if not isinstance(g, dict):
+        raise ValueError("model.generation must be a dict or None")
+    keys = {"bos_token_id", "chat_template", "eos_token_ids", "pad_token_id", "sources"}
+    if set(g) != keys:
+        raise ValueError(f"model.generation must have exactly the keys {sorted(keys)}, got "
+                         f"{sorted(g)}")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise ValueError("generation metadata needs config.vocab_size, an integer")
+
+    def token_id(v: Any, what: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
+                or not 0 <= int(v) < vocab_size:
+            raise ValueError(f"generation: {what} {v!r} is not a token id in "
+                             f"[0, {vocab_size})")
+        return int(v)
+
+    eos = g["eos_token_ids"]
+    if isinstance(eos, (str, bytes)) or not isinstance(eos, (list, tuple)) or not eos:
+        raise ValueError(f"generation: eos_token_ids must be a non-empty list, got {eos!r}")
+    ids = sorted({token_id(v, "eos token id") for v in eos})
+    if len(ids) > MAX_EOS_IDS:
+        raise ValueError(f"generation: {len(ids)} eos token ids exceed the artifact format's "
+                         f"cap of {MAX_EOS_IDS}")
+    tmpl = g["chat_template"]
+    if tmpl is not None:
+        if not isinstance(tmpl, str) or not tmpl:
+            raise ValueError("generation: chat_template must be a non-empty string or None")
+        n = len(tmpl.encode("utf-8"))
+        if n > MAX_CHAT_TEMPLATE:
+            raise ValueError(f"generation: the chat template has {n} bytes; the artifact "
+                             f"format's cap is {MAX_CHAT_TEMPLATE} (256 KiB)")
+    src = g["sources"]
+    if not isinstance(src, dict) or set(src) != set(GENERATION_SOURCES) or not all(
+            v is None or (isinstance(v, str) and _HEX64.match(v)) for v in src.values()):
+        raise ValueError(f"generation: sources must map {', '.join(GENERATION_SOURCES)} to a "
+                         f"sha256 (64 lowercase hex digits) or None, got {src!r}")
+    return {
+        "bos_token_id": None if g["bos_token_id"] is None else token_id(g["bos_token_id"],
+                                                                        "bos_token_id"),
+        "chat_template": tmpl,
+        "eos_token_ids": ids,
+        "pad_token_id": None if g["pad_token_id"] is None else token_id(g["pad_token_id"],
+                                                                        "pad_token_id"),
+        "sources": {k: src[k] for k in GENERATION_SOURCES},
+    }
+
+
 def _check_config(config: dict[str, Any], entries: list[_Entry]) -> None:
     n_layers = config.get("num_hidden_layers")
     n_experts = config.get("num_experts")
@@ -325,7 +380,8 @@ def _manifest(fixed: dict[str, Any], tensors: list[_Entry], blocks: list[dict[st
         table = [e.table() for e in tensors]
         blks = blocks
     m = dict(fixed, data_length=data_length, tensors=table, expert_blocks=blks)
-    sections = {k: canonical.digest(m[k]) for k in SECTION_KEYS if k != "sbom"}
+    sections = {k: canonical.digest(m[k]) for k in SECTION_KEYS + tuple(
+        k for k in ("generation",) if k in m) if k != "sbom"}
     m["sbom"] = build_sbom(config=m["config"], model_card=m["model_card"],
                            source_name=fixed["provenance"]["source"]["name"],
                            source_sha256=fixed["provenance"]["source"]["sha256"],
@@ -366,6 +422,8 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
     evidence: the equivalence evidence measured at export. Floats anywhere in config, options,
     tokenizer, model card or evidence are stored as their shortest round-trip decimal string.
     progress: called with (data bytes written, data bytes in all) after each tensor.
+    ``model.generation`` (EOS ids, chat template: §3.9) makes a format 1.1 artifact; without
+    it the artifact is format 1.0, byte for byte as before.
     """
     _check_model_card(model_card)
     for what, v in (("options", options), ("evidence", evidence)):
@@ -390,10 +448,13 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
     tokenizer = canonical.normalize(model.tokenizer, "tokenizer")
     _check_declared_sizes(config, tokenizer)
     _check_config(config, entries)
+    generation = (None if model.generation is None
+                  else _generation(model.generation, config.get("vocab_size")))
+    version = VERSION_1_0 if generation is None else VERSION
     tensors, blocks, data_length = _plan(entries)
     fixed = {
         "format": "fwassist.artifact",
-        "format_version": list(VERSION),
+        "format_version": list(version),
         "requires": dict(REQUIRES),
         "config": config,
         "tokenizer": tokenizer,
@@ -406,6 +467,8 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
         "model_card": canonical.normalize(model_card, "model_card"),
         "evidence": canonical.normalize(evidence, "evidence"),
     }
+    if generation is not None:
+        fixed["generation"] = generation
     # Digests have a fixed width, so the manifest length is known before any tensor is packed;
     # the data can then be streamed to its final place one tensor at a time.
     manifest_length = len(_manifest(fixed, tensors, blocks, data_length, placeholder=True))
@@ -453,7 +516,7 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
         if len(raw) != manifest_length:
             raise RuntimeError("manifest length changed between planning and writing")
         root = hashlib.sha256(raw).digest()
-        header = HEADER.pack(MAGIC, VERSION[0], VERSION[1], 0, manifest_length, data_offset,
+        header = HEADER.pack(MAGIC, version[0], version[1], 0, manifest_length, data_offset,
                              data_length, data_offset + data_length, root, bytes(48))
         os.lseek(fd, 0, os.SEEK_SET)
         _write_all(fd, header)

@@ -22,6 +22,8 @@ from ..artifact.model import ImportedModel
 from ..artifact.writer import write_artifact
 from ..errors import require
 from ..progress import Progress
+from .generation import FILES as GENERATION_FILES
+from .generation import load_generation
 from .onnx_import import import_onnx
 from .tensors import OnnxImportError
 from .reference import Reference
@@ -159,7 +161,9 @@ def _greedy_evidence(rt: Any, ort_run: Callable[[np.ndarray], np.ndarray], ref: 
     """Greedy decode of GREEDY_TOKENS tokens: the runtime in exact mode vs onnxruntime
     (recomputing the whole sequence each step); compared up to a router near-tie, if any."""
     with rt.session(mode="exact") as s:
-        got = s.generate(prompt_ids=prompt.tolist(), max_tokens=GREEDY_TOKENS).token_ids
+        # All GREEDY_TOKENS tokens, as onnxruntime's: no stop at a pinned end-of-sequence id.
+        got = s.generate(prompt_ids=prompt.tolist(), max_tokens=GREEDY_TOKENS,
+                         stop_ids=()).token_ids
     seq = prompt.tolist()
     want: list[int] = []
     for _ in range(GREEDY_TOKENS):
@@ -232,8 +236,10 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     if card_path is None:
         raise ValueError("a model card is required: pass --card card.json (or put card.json "
                          "beside the model) with a non-empty \"known_limitations\" list")
+    generation_files = [_beside(onnx_path, n) for n in GENERATION_FILES]
     if os.path.lexists(out_path):  # only an existing file can be an input
-        for p in [config_path, tokenizer_path, card_path] + weight_files(onnx_path):
+        for p in [config_path, tokenizer_path, card_path] + generation_files + \
+                weight_files(onnx_path):
             if p is not None and same_file(out_path, p):
                 raise ValueError(f"the output {out_path} is also an input of the export ({p})")
     card = load_file(card_path, "model card")
@@ -254,6 +260,10 @@ def export_onnx(onnx_path: str, out_path: str, *, config_path: Optional[str] = N
     else:
         model = import_onnx(onnx_path, config_path=config_path, tokenizer_path=tokenizer_path,
                             map_path=map_path, explain=explain)
+    # EOS ids and chat template from the files beside the model (format 1.1 when present).
+    model.generation = load_generation(
+        onnx_path if os.path.isdir(onnx_path) else os.path.dirname(os.path.abspath(onnx_path)),
+        model.tokenizer, int(model.config["vocab_size"]))
     n_q = sum(1 for t in model.tensors if not isinstance(t.value, np.ndarray))
     progress.phase(f"{len(model.tensors)} tensors ({n_q} quantized)")
     ev: dict[str, Any] = {"measured": False}
