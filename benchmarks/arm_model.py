@@ -123,7 +123,10 @@ def log(msg: str) -> None:
 
 
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+    res = subprocess.run(cmd, text=True, capture_output=True, **kw)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr[-2000:]}")
+    return res
 
 
 def aarch64_variant_flags() -> dict[str, str]:
@@ -191,9 +194,13 @@ class Disasm:
             text = m.group(2).split("//")[0].strip()
             # Branch / literal targets "0x4075cc <sym+0x10>" become a label llvm-mca accepts.
             text = re.sub(r"0x[0-9a-f]+ <[^>]*>", ".Ltarget", text)
-            text = re.sub(r"(\b(?:b|bl|b\.\w+|cbn?z|tbn?z|adrp?)\b.*?)0x[0-9a-f]+$",
+            text = re.sub(r"^((?:b|bl|b\.\w+|cbn?z|tbn?z|adrp?|ldr)\s.*?)0x[0-9a-f]+$",
                           r"\1.Ltarget", text)
-            self.insn[int(m.group(1), 16)] = text.replace("\t", " ")
+            # llvm-mca gives a call 100 cycles of latency; in the trace the callee's own
+            # instructions follow, so a call is modeled as the branch it is.
+            text = re.sub(r"^bl\s", "b ", text.replace("\t", " "))
+            text = re.sub(r"^blr\s", "br ", text)
+            self.insn[int(m.group(1), 16)] = text
 
 
 def trace(exe: str, qemu_cpu: str, args: list[str], work: str) -> list[int]:
