@@ -379,16 +379,16 @@ def summarize(results: dict[str, Any], cores: list[Core], a: argparse.Namespace
             "gemv_fast": chosen, "cheapest_modeled": best[0] if best else None}
     predictions = []
     for board in BOARDS:
-        core = next((c for c in cores if c.name == board.core), None)
-        if core is None:
+        bcore = next((c for c in cores if c.name == board.core), None)
+        if bcore is None:
             continue
-        chosen = registry_gemv_fast(core)
+        chosen = registry_gemv_fast(bcore)
         paths: list[tuple[str, float, float]] = []  # label, bytes/32w, cycles/32w
-        for bits, c32 in sorted(cyc.get(core.name, {}).get(chosen, {}).items()):
+        for bits, c32 in sorted(cyc.get(bcore.name, {}).get(chosen, {}).items(), reverse=True):
             paths.append((f"ours {chosen} {bits}-bit", bits * 4 + 2.0, c32))
-        for kname, row in sorted(results["llama"].get(core.name, {}).items()):
+        for kname, row in sorted(results["llama"].get(bcore.name, {}).items()):
             paths.append((f"llama.cpp {kname}", LLAMA_KERNELS[kname],
-                          row["cycles_per_32w"][core.mcpu]))
+                          row["cycles_per_32w"][bcore.mcpu]))
         for label, nbytes, c32 in paths:
             compute_gbs = nbytes * board.ghz / c32      # bytes per ns = GB/s
             shape = (4096, 4096)
