@@ -194,7 +194,7 @@ class Disasm:
             text = m.group(2).split("//")[0].strip()
             # Branch / literal targets "0x4075cc <sym+0x10>" become a label llvm-mca accepts.
             text = re.sub(r"0x[0-9a-f]+ <[^>]*>", ".Ltarget", text)
-            text = re.sub(r"^((?:b|bl|b\.\w+|cbn?z|tbn?z|adrp?|ldr)\s.*?)0x[0-9a-f]+$",
+            text = re.sub(r"^((?:b|bl|b\.\w+|cbn?z|tbn?z|adrp?)\s.*?)(?<!#)0x[0-9a-f]+$",
                           r"\1.Ltarget", text)
             # llvm-mca gives a call 100 cycles of latency; in the trace the callee's own
             # instructions follow, so a call is modeled as the branch it is.
@@ -284,8 +284,8 @@ def registry_gemv_fast(core: Core) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "arm-model"))
-    ap.add_argument("--k", type=int, default=4096, help="GEMV width K")
-    ap.add_argument("--rows", type=int, default=32, help="GEMV output rows N")
+    ap.add_argument("--k", type=int, default=2048, help="GEMV width K")
+    ap.add_argument("--rows", type=int, default=16, help="GEMV output rows N")
     ap.add_argument("--llama-root", default=llamacpp_build.DEFAULT_ROOT)
     ap.add_argument("--smoke", action="store_true",
                     help="tiny shape, our dotprod 2-bit and llama.cpp Q2_K on the N1 only")

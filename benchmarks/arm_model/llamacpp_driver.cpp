@@ -8,6 +8,8 @@
 //     q4_0_4x4 | q4_0_4x8 | q4_0_8x8   ggml_gemv_q4_0_<layout>_q8_0, one call for ROWS rows
 // Only the arithmetic path matters: the blocks hold random bytes except the fp16 scales, which
 // are set to 1.0 so no NaN or Inf enters the float path.
+#include <sys/prctl.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -30,6 +32,11 @@ void ggml_gemv_q4_0_4x8_q8_0(int n, float* s, size_t bs, const void* vx, const v
                              int nr, int nc);
 void ggml_gemv_q4_0_8x8_q8_0(int n, float* s, size_t bs, const void* vx, const void* vy,
                              int nr, int nc);
+// ggml-cpu.c's (not linked): the SVE vector length in bytes, which the SVE kernels switch on.
+int ggml_cpu_get_sve_cnt(void) {
+  const long vl = prctl(PR_SVE_GET_VL);
+  return vl < 0 ? 0 : int(vl & PR_SVE_VL_LEN_MASK);
+}
 __attribute__((noinline)) void fwa_model_mark(int phase) {
   asm volatile("" ::"r"(phase) : "memory");
 }
