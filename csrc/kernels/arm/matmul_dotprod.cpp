@@ -222,18 +222,21 @@ __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int
 //    FSUB of 1.5 * 2^23 gives float(isum) exactly (|isum| < 2^21 for every format: 32 codes of
 //    at most 255, int8 activations, z <= 255). SCVTF costs 2 uops on the A76/N1, FSUB one.
 //  - software prefetch of the weight stream kPrefetchAhead bytes ahead (one tile is read from
-//    start to end, codes then scales, and the next tile follows it), clamped to the last line
+//    start to end, codes then scales, and the next tile follows it), never past the last line
 //    of the matrix; the scale lines one prefetch distance ahead once per block.
 constexpr int32_t kMagicBits = 0x4B400000;
 constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
 constexpr size_t kPrefetchAhead = 2048;
 
+// Fetches the LINES lines kPrefetchAhead bytes after p unless they run past `last` (the
+// matrix's last line): one compare per chunk, nothing prefetched in the final 2 KiB, where
+// nothing further is read anyway. Integer addresses: the target may lie outside the matrix.
 template <int LINES>
 FWA_DP_INLINE void prefetch_lines(const uint8_t* p, const uint8_t* last) {
-  for (int l = 0; l < LINES; ++l) {
-    const uint8_t* q = p + 64 * l;
-    __builtin_prefetch(q < last ? q : last, 0, 3);
-  }
+  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + kPrefetchAhead;
+  if (q + 64 * (LINES - 1) > reinterpret_cast<uintptr_t>(last)) return;
+  for (int l = 0; l < LINES; ++l)
+    __builtin_prefetch(reinterpret_cast<const void*>(q + 64 * l), 0, 3);
 }
 
 template <int BITS, bool F16, bool HAS_ZERO>
@@ -250,7 +253,7 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
   constexpr int32_t zsym = (1 << (BITS - 1)) - bias;
   for (int64_t b = 0; b < G.n_blocks; ++b) {
     const uint8_t* sb = scales + size_t(b) * sbytes;
-    __builtin_prefetch(sb + kPrefetchAhead < last_line ? sb + kPrefetchAhead : last_line, 0, 3);
+    prefetch_lines<1>(sb, last_line);
     float32x4_t s[4];
     if constexpr (F16) {
       const float16x8_t h0 = vreinterpretq_f16_u8(vld1q_u8(sb));
@@ -276,7 +279,7 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
     const int64_t c_end = min64((b + 1) * G.cpb, G.k_chunks);
     for (int64_t c = b * G.cpb; c < c_end; ++c) {
       const uint8_t* ch = tile + size_t(c) * G.chunk_bytes;
-      prefetch_lines<BITS>(ch + kPrefetchAhead, last_line);  // a chunk is BITS lines
+      prefetch_lines<BITS>(ch, last_line);  // a chunk is BITS lines
       const int8_t* xr = a.xq + c * kChunk;
       const int8x16_t xlo = vld1q_s8(xr), xhi = vld1q_s8(xr + 16);
       const float xd = a.xd[c];

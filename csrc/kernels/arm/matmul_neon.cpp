@@ -81,15 +81,16 @@ Geom make_geom(const MatmulArgs& a) {
 // GEMV software prefetch: a pass over a whole tile's rows (M == 1, first quad) fetches each
 // chunk's BITS lines kPrefetchAhead bytes ahead and each block's scale line as far ahead. A tile
 // is read front to back (codes, then scales) and the next tile follows it, so ahead in memory
-// is ahead in time; the target is clamped to the matrix's last line.
+// is ahead in time; nothing is prefetched past the matrix's last line.
 constexpr size_t kPrefetchAhead = 2048;
 
 template <int LINES>
 FWA_NEON_INLINE void prefetch_ahead(const Geom& G, const uint8_t* p) {
-  for (int l = 0; l < LINES; ++l) {
-    const uint8_t* q = p + kPrefetchAhead + 64 * l;
-    __builtin_prefetch(q < G.last_line ? q : G.last_line, 0, 3);
-  }
+  // Integer addresses: the target may lie outside the matrix. One compare per chunk.
+  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + kPrefetchAhead;
+  if (q + 64 * (LINES - 1) > reinterpret_cast<uintptr_t>(G.last_line)) return;
+  for (int l = 0; l < LINES; ++l)
+    __builtin_prefetch(reinterpret_cast<const void*>(q + 64 * l), 0, 3);
 }
 
 // Scales of rows 4q..4q+3 of block b (fp16 widening is exact).

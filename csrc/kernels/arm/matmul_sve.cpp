@@ -249,7 +249,7 @@ FWA_SVE_INLINE void store_slots(const MatmulArgs& a, const RowGroup* gs, int64_t
 }
 
 // GEMV software prefetch (M == 1): the lines of chunk byte `off` of every tile the R row groups
-// cover, kPrefetchAhead bytes ahead, clamped to the matrix's last line. A tile is read front to
+// cover, kPrefetchAhead bytes ahead, never past the matrix's last line. A tile is read front to
 // back and the next tile follows it, so ahead in memory is ahead in time. Groups of one tile
 // share its lines: only a group that starts a new tile issues them.
 constexpr size_t kPrefetchAhead = 2048;
@@ -260,11 +260,14 @@ FWA_SVE_INLINE void prefetch_chunk(const MatmulArgs& a, const RowGroup* gs, size
   const uint8_t* last = a.w + (L.total_bytes - 64);
   for (int r = 0; r < R; ++r) {
     if (r > 0 && gs[r].tile == gs[r - 1].tile) continue;
-    for (int64_t i = 0; i < gs[r].n_tiles; ++i)
-      for (int l = 0; l < kBits; ++l) {  // a chunk is kBits lines
-        const uint8_t* p = gs[r].tile + size_t(i) * L.tile_bytes + off + kPrefetchAhead + 64 * l;
-        __builtin_prefetch(p < last ? p : last, 0, 3);
-      }
+    for (int64_t i = 0; i < gs[r].n_tiles; ++i) {
+      // Integer addresses: the target may lie outside the matrix.
+      const uintptr_t p = reinterpret_cast<uintptr_t>(gs[r].tile) + size_t(i) * L.tile_bytes +
+                          off + kPrefetchAhead;
+      if (p + 64 * (kBits - 1) > reinterpret_cast<uintptr_t>(last)) break;
+      for (int l = 0; l < kBits; ++l)  // a chunk is kBits lines
+        __builtin_prefetch(reinterpret_cast<const void*>(p + 64 * l), 0, 3);
+    }
   }
 }
 
