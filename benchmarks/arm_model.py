@@ -3,7 +3,7 @@
 """ARM GEMV speed without a board: llvm-mca on the executed instruction stream of the real
 kernels, for fwassist's ARM variants and the matching llama.cpp kernels.
 
-    python benchmarks/arm_model.py [--out benchmarks/results/arm-model] [--k 4096] [--smoke]
+    python benchmarks/arm_model.py [--out benchmarks/results/arm-model] [--k 2048] [--smoke]
 
 Method (benchmarks/README.md, "ARM model"):
 1. clang-19 compiles, for aarch64, fwassist's ARM kernel files with the flags of their
