@@ -229,8 +229,8 @@ constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
 constexpr size_t kPrefetchAhead = 2048;
 
 // Fetches the LINES lines kPrefetchAhead bytes after p unless they run past `last` (the
-// matrix's last line): one compare per chunk, nothing prefetched in the final 2 KiB, where
-// nothing further is read anyway. Integer addresses: the target may lie outside the matrix.
+// matrix's last line): one compare per chunk; the reads of the matrix's last 2 KiB issue none
+// (nothing follows them). Integer addresses: the target may lie outside the matrix.
 template <int LINES>
 FWA_DP_INLINE void prefetch_lines(const uint8_t* p, const uint8_t* last) {
   const uintptr_t q = reinterpret_cast<uintptr_t>(p) + kPrefetchAhead;
