@@ -5,6 +5,7 @@
 #   test   (default) also cmake, ninja, doctest, the aarch64 cross toolchain, qemu-user, clang
 #          with its fuzzer runtime, debootstrap, softhsm2 and chromium (tests/run_all.sh's
 #          parts), then the package with its test extras into the active Python.
+#   bench  test, plus llvm-19 and clang-19 for benchmarks/arm_model.py (llvm-mca-19); not CI's.
 # Packages already present are not asked for again, so a machine that has them all needs neither
 # root nor sudo. The optional ones (cross toolchain, qemu, clang, debootstrap) may be missing for
 # the platform: then the test parts that need them say so and are skipped.
@@ -12,7 +13,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:-test}
-case "$mode" in build|test) ;; *) echo "usage: $0 [build|test]" >&2; exit 2;; esac
+case "$mode" in build|test|bench) ;; *) echo "usage: $0 [build|test|bench]" >&2; exit 2;; esac
 if [ "${FWA_NO_INSTALL:-0}" = 1 ]; then echo "install_deps: FWA_NO_INSTALL=1, nothing installed"; exit 0; fi
 py=${PYTHON:-python3}
 
@@ -24,12 +25,13 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
   required+=("$("$py" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')")
 fi
 optional=()
-if [ "$mode" = test ]; then
+if [ "$mode" = test ] || [ "$mode" = bench ]; then
   required+=(cmake ninja-build doctest-dev)
   # chromium: the headless browser test of the audit report's HTML page.
   optional=(g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang debootstrap softhsm2
             chromium)
 fi
+if [ "$mode" = bench ]; then optional+=(llvm-19 clang-19); fi
 
 missing() {  # the named packages dpkg does not list as installed
   local p
@@ -66,7 +68,7 @@ if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
   fi
   # libFuzzer and the sanitizer runtimes of the installed clang (libclang-rt-N-dev on Debian 12
   # and Ubuntu 22.04 and later; part of the clang package on older releases).
-  if command -v clang >/dev/null && [ "$mode" = test ]; then
+  if command -v clang >/dev/null && [ "$mode" != build ]; then
     major=$(clang -dumpversion | cut -d. -f1)
     if [ -n "$(missing "libclang-rt-$major-dev")" ] && can_be_root; then
       as_root apt-get update -qq
@@ -80,7 +82,7 @@ else
   echo "install_deps: no apt-get/dpkg on this system: install ${required[*]} ${optional[*]} yourself"
 fi
 
-[ "$mode" = test ] || exit 0
+[ "$mode" != build ] || exit 0
 # pip refuses to install into a Debian/Ubuntu system Python (PEP 668): say what to do instead.
 if "$py" -c 'import os, sys, sysconfig
 sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(

@@ -193,6 +193,43 @@ TEST_CASE("every variant is bit-identical to the reference") {
   }
 }
 
+// The largest integer sums the formats allow: every code at 0 or at its maximum, zero points
+// 0 or 255, activations all +3 or all -3 (q = +-127), so |isum| reaches ~2^20 both ways. Kernels
+// that recover float(isum) without SCVTF (the ARM dotprod GEMV's 1.5 * 2^23 bias) rely on
+// |isum| < 2^22; this pins that bound for every variant and every tile path (M = 1, 2, 5).
+TEST_CASE("extreme codes, zero points and activations stay bit-identical") {
+  int n_variants = 0;
+  const KernelVariant* vs = kernel_variants(&n_variants);
+  for (int vi = 0; vi < n_variants; ++vi) {
+    const KernelVariant* v = find_variant(vs[vi].name);
+    if (!v || std::strcmp(v->name, "ref") == 0) continue;
+    for (int bits : {2, 3, 4, 8})
+      for (bool zp : {false, true})
+        for (int pattern = 0; pattern < 4; ++pattern) {
+          const QuantFormat fmt{bits, 64, zp, ScaleType::f16};
+          const int64_t N = 21, K = 160;
+          std::mt19937 rng(7);
+          auto m = fwa_test::random_matrix(fmt, N, K, rng);
+          const uint8_t umax = uint8_t((1 << bits) - 1);
+          for (size_t i = 0; i < m.codes.size(); ++i)
+            m.codes[i] = (pattern & 1) ? umax : ((i / size_t(K)) % 2 ? umax : 0);
+          for (auto& z : m.zeros) z = (pattern & 2) ? 255 : 0;
+          fwa::pack_weights(m.layout, m.codes.data(), m.scales.data(), m.zeros.data(),
+                            m.packed.data());
+          for (int64_t M : {1, 2, 5}) {
+            std::vector<float> x(size_t(M * K));
+            for (size_t i = 0; i < x.size(); ++i)
+              x[i] = (pattern == 1 || pattern == 2) ? -3.0f : 3.0f;
+            const auto ref = run(m, x, M, ComputeMode::fast, find_variant("ref"), nullptr, 1);
+            const auto got = run(m, x, M, ComputeMode::fast, v, nullptr, 1);
+            INFO("variant=" << v->name << " pattern=" << pattern << " "
+                            << describe(fmt, N, K, M, ComputeMode::fast));
+            CHECK(bit_equal(ref, got));
+          }
+        }
+  }
+}
+
 TEST_CASE("results do not depend on the thread count or the tile split") {
   std::mt19937 rng(99);
   ThreadPool pool(4);

@@ -137,8 +137,10 @@ FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
     const uint8x16_t P0 = vld1q_u8(p), P1 = vld1q_u8(p + 64), H = vld1q_u8(p + 128);
     const uint8x16_t m33 = vdupq_n_u8(0x33), m7 = vdupq_n_u8(0x07), m70 = vdupq_n_u8(0x70);
     // Bits 0,1 / 4,5 from the low plane (groups a / a+4), bits 2 / 6 from H (bits 3, 7: junk).
-    const uint8x16_t R04 = vbslq_u8(m33, P0, vshlq_n_u8(H, 2));
-    const uint8x16_t R15 = vbslq_u8(m33, P1, vshlq_n_u8(H, 1));
+    // H << 1 and H << 2 as additions: the A76/N1 issue vector shifts on one pipe, adds on two.
+    const uint8x16_t H1 = vaddq_u8(H, H), H2 = vaddq_u8(H1, H1);
+    const uint8x16_t R04 = vbslq_u8(m33, P0, H2);
+    const uint8x16_t R15 = vbslq_u8(m33, P1, H1);
     const uint8x16_t R26 = vbslq_u8(m33, vshrq_n_u8(P0, 2), H);
     const uint8x16_t R37 = vbslq_u8(m33, vshrq_n_u8(P1, 2), vshrq_n_u8(H, 1));
     u[0] = vreinterpretq_s8_u8(vandq_u8(R04, m7));
@@ -212,9 +214,126 @@ __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int
       store_rows(a.y + (m0 + m) * a.y_stride, t * kTileRows + 4 * (q0 + i), G.N, acc[m][i]);
 }
 
+// GEMV (M == 1): one tile per pass, the 4 quads side by side, specialised on the scale type and
+// the zero points so the block loop has no branch. Two exact shortcuts of the canonical fast
+// mode (the same bits as SCVTF, MLS and a zero start):
+//  - the class-0 accumulator starts at kMagicBits - z * xsum: kMagicBits is the float 1.5 * 2^23,
+//    whose bit pattern plus an integer i with |i| < 2^22 is the float 1.5 * 2^23 + i, so one
+//    FSUB of 1.5 * 2^23 gives float(isum) exactly (|isum| < 2^21 for every format: 32 codes of
+//    at most 255, int8 activations, z <= 255). SCVTF costs 2 uops on the A76/N1, FSUB one.
+//  - software prefetch of the weight stream kPrefetchAhead bytes ahead (one tile is read from
+//    start to end, codes then scales, and the next tile follows it), never past the last line
+//    of the matrix; the scale lines one prefetch distance ahead once per block.
+constexpr int32_t kMagicBits = 0x4B400000;
+constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+constexpr size_t kPrefetchAhead = 2048;
+
+// Fetches the LINES lines kPrefetchAhead bytes after p unless they run past `last` (the
+// matrix's last line): one compare per chunk; the reads of the matrix's last 2 KiB issue none
+// (nothing follows them). Integer addresses: the target may lie outside the matrix.
+template <int LINES>
+FWA_DP_INLINE void prefetch_lines(const uint8_t* p, const uint8_t* last) {
+  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + kPrefetchAhead;
+  if (q + 64 * (LINES - 1) > reinterpret_cast<uintptr_t>(last)) return;
+  for (int l = 0; l < LINES; ++l)
+    __builtin_prefetch(reinterpret_cast<const void*>(q + 64 * l), 0, 3);
+}
+
+template <int BITS, bool F16, bool HAS_ZERO>
+__attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int64_t t,
+                                         const uint8_t* last_line) {
+  constexpr int NC = n_classes(BITS);
+  const uint8_t* tile = G.w + size_t(t) * G.tile_bytes;
+  const uint8_t* scales = tile + G.scales_off;
+  const size_t sbytes = F16 ? 2 * kTileRows : 4 * kTileRows;  // per block
+  float32x4_t acc[4];
+  for (int i = 0; i < 4; ++i) acc[i] = vdupq_n_f32(0.0f);
+  const float32x4_t magic = vdupq_n_f32(kMagic);
+  constexpr int bias = BITS == 8 ? 128 : 0;
+  constexpr int32_t zsym = (1 << (BITS - 1)) - bias;
+  for (int64_t b = 0; b < G.n_blocks; ++b) {
+    const uint8_t* sb = scales + size_t(b) * sbytes;
+    prefetch_lines<1>(sb, last_line);
+    float32x4_t s[4];
+    if constexpr (F16) {
+      const float16x8_t h0 = vreinterpretq_f16_u8(vld1q_u8(sb));
+      const float16x8_t h1 = vreinterpretq_f16_u8(vld1q_u8(sb + 16));
+      s[0] = vcvt_f32_f16(vget_low_f16(h0));
+      s[1] = vcvt_high_f32_f16(h0);
+      s[2] = vcvt_f32_f16(vget_low_f16(h1));
+      s[3] = vcvt_high_f32_f16(h1);
+    } else {
+      for (int i = 0; i < 4; ++i) s[i] = vreinterpretq_f32_u8(vld1q_u8(sb + 16 * i));
+    }
+    int32x4_t zf[4];
+    if constexpr (HAS_ZERO) {
+      const uint8x16_t z8 = vld1q_u8(tile + G.zeros_off + size_t(b) * kTileRows);
+      const uint16x8_t lo = vmovl_u8(vget_low_u8(z8)), hi = vmovl_high_u8(z8);
+      zf[0] = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(lo)));
+      zf[1] = vreinterpretq_s32_u32(vmovl_high_u16(lo));
+      zf[2] = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(hi)));
+      zf[3] = vreinterpretq_s32_u32(vmovl_high_u16(hi));
+      if constexpr (bias != 0)
+        for (int i = 0; i < 4; ++i) zf[i] = vsubq_s32(zf[i], vdupq_n_s32(bias));
+    }
+    const int64_t c_end = min64((b + 1) * G.cpb, G.k_chunks);
+    for (int64_t c = b * G.cpb; c < c_end; ++c) {
+      const uint8_t* ch = tile + size_t(c) * G.chunk_bytes;
+      prefetch_lines<BITS>(ch, last_line);  // a chunk is BITS lines
+      const int8_t* xr = a.xq + c * kChunk;
+      const int8x16_t xlo = vld1q_s8(xr), xhi = vld1q_s8(xr + 16);
+      const float xd = a.xd[c];
+      const int32_t xs = a.xsum[c];
+      int32x4_t start;
+      if constexpr (!HAS_ZERO) start = vdupq_n_s32(kMagicBits - zsym * xs);
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        int8x16_t u[8];
+        unpack<BITS>(ch, i, u);
+        int32x4_t is[NC];
+        if constexpr (HAS_ZERO) {
+          is[0] = vmlsq_n_s32(vdupq_n_s32(kMagicBits), zf[i], xs);
+        } else {
+          is[0] = start;
+        }
+        if constexpr (NC == 2) is[1] = vdupq_n_s32(0);
+        unroll<8>([&](auto gi) __attribute__((always_inline)) {
+          constexpr int g = decltype(gi)::value;
+          constexpr int k = group_class(BITS, g);
+          is[k] = vdotq_laneq_s32(is[k], u[g], g < 4 ? xlo : xhi, g & 3);
+        });
+        int32x4_t bits = is[0];
+        if constexpr (NC == 2) bits = vsraq_n_s32(bits, is[1], class_shift(BITS));
+        const float32x4_t f = vsubq_f32(vreinterpretq_f32_s32(bits), magic);  // float(isum)
+        acc[i] = vfmaq_f32(acc[i], f, vmulq_n_f32(s[i], xd));
+      }
+    }
+  }
+  for (int i = 0; i < 4; ++i) store_rows(a.y, t * kTileRows + 4 * i, G.N, acc[i]);
+}
+
+template <int BITS>
+void gemv(const MatmulArgs& a, const Geom& G) {
+  const PackedLayout& L = *a.layout;
+  const uint8_t* last_line = a.w + (L.total_bytes - 64);
+  for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
+    if (G.f16) {
+      if (G.has_zero) gemv_tile<BITS, true, true>(a, G, t, last_line);
+      else gemv_tile<BITS, true, false>(a, G, t, last_line);
+    } else {
+      if (G.has_zero) gemv_tile<BITS, false, true>(a, G, t, last_line);
+      else gemv_tile<BITS, false, false>(a, G, t, last_line);
+    }
+  }
+}
+
 template <int BITS>
 void run(const MatmulArgs& a) {
   const Geom G = make_geom(a);
+  if (a.M == 1) {
+    gemv<BITS>(a, G);
+    return;
+  }
   for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
     const int64_t rows = min64(kTileRows, G.N - t * kTileRows);
     const int quads = int((rows + 3) / 4);  // quads holding rows < N

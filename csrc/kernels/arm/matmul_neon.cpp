@@ -54,6 +54,7 @@ FWA_NEON_INLINE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 // Per-call view of the packed layout.
 struct Geom {
   const uint8_t* w;
+  const uint8_t* last_line;  // the matrix's last cache line: the prefetch limit
   size_t tile_bytes, chunk_bytes, scales_off, zeros_off;
   int64_t N, k_chunks, n_blocks, cpb;
   bool f16, has_zero;
@@ -63,6 +64,7 @@ Geom make_geom(const MatmulArgs& a) {
   const PackedLayout& L = *a.layout;
   Geom G;
   G.w = a.w;
+  G.last_line = a.w + (L.total_bytes - 64);
   G.tile_bytes = L.tile_bytes;
   G.chunk_bytes = L.chunk_bytes;
   G.scales_off = L.scales_offset;
@@ -74,6 +76,21 @@ Geom make_geom(const MatmulArgs& a) {
   G.f16 = L.fmt.scale == ScaleType::f16;
   G.has_zero = L.fmt.has_zero;
   return G;
+}
+
+// GEMV software prefetch: a pass over a whole tile's rows (M == 1, first quad) fetches each
+// chunk's BITS lines kPrefetchAhead bytes ahead and each block's scale line as far ahead. A tile
+// is read front to back (codes, then scales) and the next tile follows it, so ahead in memory
+// is ahead in time; nothing is prefetched past the matrix's last line.
+constexpr size_t kPrefetchAhead = 2048;
+
+template <int LINES>
+FWA_NEON_INLINE void prefetch_ahead(const Geom& G, const uint8_t* p) {
+  // Integer addresses: the target may lie outside the matrix. One compare per chunk.
+  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + kPrefetchAhead;
+  if (q + 64 * (LINES - 1) > reinterpret_cast<uintptr_t>(G.last_line)) return;
+  for (int l = 0; l < LINES; ++l)
+    __builtin_prefetch(reinterpret_cast<const void*>(q + 64 * l), 0, 3);
 }
 
 // Scales of rows 4q..4q+3 of block b (fp16 widening is exact).
@@ -211,9 +228,16 @@ __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int
       zc[i] = vreinterpretq_s32_u32(load_zeros<BITS>(G, tile, b, q0 + i));
       if constexpr (BITS == 8) zc[i] = vsubq_s32(zc[i], vdupq_n_s32(128));
     }
+    if constexpr (MB == 1) {
+      const size_t sbytes = kTileRows * (G.f16 ? 2 : 4);  // scales per block
+      if (q0 == 0) prefetch_ahead<1>(G, tile + G.scales_off + size_t(b) * sbytes);
+    }
     const int64_t c_end = min64((b + 1) * G.cpb, G.k_chunks);
     for (int64_t c = b * G.cpb; c < c_end; ++c) {
       const uint8_t* ch = tile + size_t(c) * G.chunk_bytes;
+      if constexpr (MB == 1) {
+        if (q0 == 0) prefetch_ahead<BITS>(G, ch);
+      }
       const int8_t* xr[MB];
       float xd[MB];
       int32_t xs[MB];
@@ -303,9 +327,16 @@ __attribute__((noinline)) void exact_pass(const MatmulArgs& a, const Geom& G, in
     float32x4_t bacc[MB][QB];
     for (int m = 0; m < MB; ++m)
       for (int i = 0; i < QB; ++i) bacc[m][i] = vdupq_n_f32(0.0f);
+    if constexpr (MB == 1) {
+      const size_t sbytes = kTileRows * (G.f16 ? 2 : 4);  // scales per block
+      if (q0 == 0) prefetch_ahead<1>(G, tile + G.scales_off + size_t(b) * sbytes);
+    }
     const int64_t c_end = min64((b + 1) * G.cpb, G.k_chunks);
     for (int64_t c = b * G.cpb; c < c_end; ++c) {
       const uint8_t* ch = tile + size_t(c) * G.chunk_bytes;
+      if constexpr (MB == 1) {
+        if (q0 == 0) prefetch_ahead<BITS>(G, ch);
+      }
       const float* xr[MB];
 #pragma GCC unroll 4
       for (int m = 0; m < MB; ++m) xr[m] = a.x + (m0 + m) * a.x_stride + c * kChunk;

@@ -248,6 +248,29 @@ FWA_SVE_INLINE void store_slots(const MatmulArgs& a, const RowGroup* gs, int64_t
   if constexpr (R * MB > 3) store_slot<MB, 3>(a, gs, m0, a3);
 }
 
+// GEMV software prefetch (M == 1): the lines of chunk byte `off` of every tile the R row groups
+// cover, kPrefetchAhead bytes ahead, never past the matrix's last line. A tile is read front to
+// back and the next tile follows it, so ahead in memory is ahead in time. Groups of one tile
+// share its lines: only a group that starts a new tile issues them.
+constexpr size_t kPrefetchAhead = 2048;
+
+template <int kBits, int R>
+FWA_SVE_INLINE void prefetch_chunk(const MatmulArgs& a, const RowGroup* gs, size_t off) {
+  const PackedLayout& L = *a.layout;
+  const uint8_t* last = a.w + (L.total_bytes - 64);
+  for (int r = 0; r < R; ++r) {
+    if (r > 0 && gs[r].tile == gs[r - 1].tile) continue;
+    for (int64_t i = 0; i < gs[r].n_tiles; ++i) {
+      // Integer addresses: the target may lie outside the matrix.
+      const uintptr_t p = reinterpret_cast<uintptr_t>(gs[r].tile) + size_t(i) * L.tile_bytes +
+                          off + kPrefetchAhead;
+      if (p + 64 * (kBits - 1) > reinterpret_cast<uintptr_t>(last)) break;
+      for (int l = 0; l < kBits; ++l)  // a chunk is kBits lines
+        __builtin_prefetch(reinterpret_cast<const void*>(p + 64 * l), 0, 3);
+    }
+  }
+}
+
 // Row groups gs[0..R) x activation rows m0 .. m0 + MB - 1, exact mode.
 template <int kBits, bool kMulti, int R, int MB>
 void exact_pass(const MatmulArgs& a, const RowGroup* gs, int64_t m0) {
@@ -265,6 +288,7 @@ void exact_pass(const MatmulArgs& a, const RowGroup* gs, int64_t m0) {
     const int64_t c_end = std::min((b + 1) * L.chunks_per_block, L.k_chunks);
     for (int64_t c = b * L.chunks_per_block; c < c_end; ++c) {
       const size_t off = size_t(c) * L.chunk_bytes;
+      if constexpr (MB == 1) prefetch_chunk<kBits, R>(a, gs, off);
       for (int G = 0; G < kChunk / 4; ++G) {  // k ascending: group G holds k = 4G..4G+3
         const float* xg = x + c * kChunk + 4 * G;
         exact_group<kBits, kMulti, R, MB, 0>(L, gs, off, G, z0, xg, a.x_stride, b0, b1, b2, b3);
@@ -370,6 +394,7 @@ void fast_pass(const MatmulArgs& a, const RowGroup* gs, int64_t m0) {
     const int64_t c_end = std::min((b + 1) * L.chunks_per_block, L.k_chunks);
     for (int64_t c = b * L.chunks_per_block; c < c_end; ++c) {
       const size_t off = size_t(c) * L.chunk_bytes;
+      if constexpr (MB == 1) prefetch_chunk<kBits, R>(a, gs, off);
       svint32_t i0 = svdup_n_s32(0), i1 = i0, i2 = i0, i3 = i0;
       for (int H = 0; H < 2; ++H) {  // groups 4H .. 4H + 3 use bytes 16H .. 16H + 15
         const int8_t* xh = xq + c * kChunk + 16 * H;
