@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .mapping import _S, ACTIVATION_OPS, normalize_scope
-from .patterns import Graph, WeightRecord, _attrs, _float_value, name_scopes
+from .patterns import Graph, WeightRecord, _float_value, attr_int, attr_ints, name_scopes
 from .tensors import Decoded, OnnxImportError
 
 _LAYER = re.compile(rf"model{_S}layers{_S}(\d+){_S}mlp{_S}experts(?![A-Za-z0-9]|{_S}\d)")
@@ -92,10 +92,10 @@ def fused_expert_records(g: Graph, config: dict[str, Any]) -> list[WeightRecord]
         d = g.const(src, lab)
         if d is None or d.array.ndim != 3:
             continue
-        a = _attrs(n)
-        if n.op_type == "GatherND" and int(a.get("batch_dims", 0)) != 0:
-            raise OnnxImportError(f"{lab}: GatherND batch_dims {a['batch_dims']} is not 0")
-        if n.op_type == "Gather" and int(a.get("axis", 0)) != 0:
+        if n.op_type == "GatherND" and attr_int(n, "batch_dims", 0) != 0:
+            raise OnnxImportError(f"{lab}: GatherND batch_dims {attr_int(n, 'batch_dims', 0)} "
+                                  f"is not 0")
+        if n.op_type == "Gather" and attr_int(n, "axis", 0) != 0:
             raise OnnxImportError(f"{lab}: Gather over a 3-D weight must use axis 0")
         if not d.is_float:
             raise OnnxImportError(f"{lab}: fused 3-D expert weights of type {d.dtype} are not "
@@ -106,10 +106,10 @@ def fused_expert_records(g: Graph, config: dict[str, Any]) -> list[WeightRecord]
         flip = False
         if len(uses) == 1 and g.nodes[uses[0][0]].op_type == "Transpose":
             t = uses[0][0]
-            if list(_attrs(g.nodes[t]).get("perm", [])) != [0, 2, 1]:
-                raise OnnxImportError(f"{lab}: Transpose perm "
-                                      f"{list(_attrs(g.nodes[t]).get('perm', []))} after "
-                                      f"{n.op_type} (only [0, 2, 1])")
+            perm = attr_ints(g.nodes[t], "perm")
+            if perm != [0, 2, 1]:
+                raise OnnxImportError(f"{lab}: Transpose perm {perm} after {n.op_type} (only "
+                                      f"[0, 2, 1])")
             flip = True
             chain.append(t)
             uses = _follow(g, g.nodes[t].output[0])
