@@ -9,8 +9,9 @@ Hugging Face orientation [N, K]:
 - the orientation comes from the MatMul: the weight as its first input computes ``W @ x``
   (stored [E, N, K]); as its second, ``x @ W`` (stored [E, K, N]); a Transpose(perm [0, 2, 1])
   between them flips it;
-- gate_up vs down: the product of gate_up is split in two (Split), one half feeding the
-  activation: that half is the gate; down's product is not split;
+- gate_up vs down: the product of gate_up is split in two (one Split, as the dynamo exporter
+  writes ``chunk``, or two Slices along the last axis, as the TorchScript exporter writes it),
+  one half feeding the activation: that half is the gate; down's product is not split;
 - the layer comes from the Hugging Face name of the initializer or the name_scopes of the
   GatherND / MatMul (``model.layers.N.mlp.experts``), ``slice(...)`` noise removed.
 No tool quantizes fused 3-D experts (onnxruntime's quantizer handles 2-D constant MatMul
@@ -65,6 +66,46 @@ def _layer(g: Graph, src: str, nodes: list[int]) -> Optional[tuple[int, str]]:
             if m:
                 return int(m.group(1)), "node name_scopes"
     return None
+
+
+def _halves(g: Graph, lab: str, prod: list[tuple[int, int]], n: int) -> Optional[list[str]]:
+    """The two halves (first rows, then last rows) a product of ``n`` rows is split into, or
+    None when it is not split. Shape reads of the product do not count."""
+    uses = [c for c, _ in prod if g.nodes[c].op_type != "Shape"]
+    ops = {g.nodes[c].op_type for c in uses}
+    if "Split" in ops:
+        outs = [o for o in g.nodes[uses[0]].output]
+        if len(uses) != 1 or len(outs) != 2 or n % 2:
+            raise OnnxImportError(f"{lab}: the fused gate/up product must be split in two "
+                                  f"equal halves")
+        return outs
+    if "Slice" not in ops:
+        return None
+    if ops != {"Slice"} or len(uses) != 2 or n % 2:
+        raise OnnxImportError(f"{lab}: the fused gate/up product is sliced by "
+                              f"{[g.label(c) for c in uses][:3]}: two Slices into equal halves "
+                              f"are supported")
+
+    def const(t: str) -> Optional[list[int]]:
+        d = g.const(t, lab) if t else None
+        return None if d is None or d.is_float else [int(x) for x in d.array.reshape(-1)]
+
+    first, second = (g.nodes[c] for c in uses)
+    if const(first.input[1]) != [0]:
+        first, second = second, first
+    for s in (first, second):
+        ins = list(s.input) + [""] * (5 - len(s.input))
+        if const(ins[3]) != [-1] or (ins[4] and const(ins[4]) != [1]):
+            raise OnnxImportError(f"{lab}: {s.op_type} node '{s.name}' does not slice the "
+                                  f"product's last axis with step 1")
+    # chunk(2): [0, n/2) and [n/2, n); the middle is a constant or the one tensor both use
+    mid = const(first.input[2])
+    if (const(first.input[1]) != [0] or mid not in (None, [n // 2])
+            or (second.input[1] != first.input[2] and const(second.input[1]) != [n // 2])
+            or (const(second.input[2]) or [n])[0] < n):
+        raise OnnxImportError(f"{lab}: the Slices of the fused gate/up product do not cut it "
+                              f"into the halves [0, {n // 2}) and [{n // 2}, {n})")
+    return [first.output[0], second.output[0]]
 
 
 def _rank(g: Graph, t: str) -> int:
@@ -127,14 +168,9 @@ def fused_expert_records(g: Graph, config: dict[str, Any]) -> list[WeightRecord]
                                   f"{g.label(i)} or {g.label(mm)})")
         layer, how = lay
         prod = _follow(g, g.nodes[mm].output[0])
-        split = [c for c, _ in prod if g.nodes[c].op_type == "Split"]
         E, N, K = arr.shape
-        if split:
-            s = g.nodes[split[0]]
-            outs = [o for o in s.output]
-            if len(prod) != 1 or len(outs) != 2 or N % 2:
-                raise OnnxImportError(f"{lab}: the fused gate/up product must be split in two "
-                                      f"equal halves")
+        outs = _halves(g, lab, prod, N)
+        if outs is not None:
             first, second = (_feeds_activation(g, outs[0]), _feeds_activation(g, outs[1]))
             if first == second:
                 raise OnnxImportError(f"{lab}: cannot tell the gate half from the up half "

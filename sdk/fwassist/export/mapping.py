@@ -745,12 +745,55 @@ class Structure:
                 if op == "Mul":
                     other = n.input[1 - j]
                     e = self._column_index(other)
+                    if e is None:
+                        e = self._mask_row(other)
                     if e is not None:
                         return e
                 if op in ("Unsqueeze", "Reshape", "Cast", "Identity", "Mul", "Expand"):
                     q.extend(o for o in n.output if o)
         raise OnnxImportError(f"cannot find the expert index of {g.label(down)} (no routing-weight "
-                        f"column or Concat slot multiplies its output)")
+                              f"column, expert-mask row or Concat slot multiplies its output)")
+
+    def _mask_row(self, t: str) -> Optional[int]:
+        """The expert whose routing weights ``t`` holds when they are gathered at the tokens
+        routed to it (transformers' expert loop, optimum's export of it):
+        ``where(one_hot(selected, E).permute(...)[e])`` indexes the routing weights, so the
+        constant row ``e`` taken from the one-hot mask names the expert. None unless exactly
+        one such row is found among ``t``'s producers."""
+        g = self.g
+        rows: set[int] = set()
+        seen: set[str] = set()
+        q = deque([t])
+        while q and len(seen) < 64:
+            x = q.popleft()
+            if x in seen:
+                continue
+            seen.add(x)
+            p = g.producer.get(x)
+            if p is None:
+                continue
+            n = g.nodes[p]
+            if self._op(p)[1] == "Gather" and attr_int(n, "axis", 0) == 0 \
+                    and self._from_one_hot(n.input[0]):
+                e = self._const_index(n.input[1])
+                if e is not None:
+                    rows.add(e)
+                continue
+            q.extend(y for y in n.input if y)
+        return rows.pop() if len(rows) == 1 else None
+
+    def _from_one_hot(self, t: str) -> bool:
+        for _ in range(8):
+            p = self.g.producer.get(t)
+            if p is None:
+                return False
+            op = self._op(p)[1]
+            if op == "OneHot":
+                return True
+            if op not in ("Transpose", "Reshape", "Cast", "Squeeze", "Unsqueeze", "Identity"):
+                return False
+            t = self.g.nodes[p].input[0]
+        return False
 
 
 # ---------------------------------------------------------------------------------------
