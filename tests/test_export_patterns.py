@@ -956,6 +956,19 @@ def test_refuse_attributes_of_the_wrong_type():
              "attribute 'axis' must be an integer")
 
 
+def test_refuse_integer_activation_quantization(tmp_path):
+    """onnxruntime's quantize_dynamic (what optimum's ORTQuantizer runs) turns MatMul into
+    MatMulInteger over int8 activations: not weight-only, refused by node and weight name."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    W = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    onnx.save_model(_float_matmul_model(W), str(tmp_path / "f.onnx"))
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"),
+                     weight_type=QuantType.QInt8)
+    _refused(onnx.load(str(tmp_path / "q.onnx")), "MatMulInteger node", "'W_quantized'",
+             "integer activations", "weight-only")
+
+
 def test_refuse_codes_out_of_declared_range():
     """Zero points (and codes) must fit the declared width."""
     W = np.ones((64, 8), np.float32)

@@ -991,6 +991,12 @@ def _float_value(d: Decoded, what: str) -> WeightValue:
     return np.ascontiguousarray(v)
 
 
+# Integer-activation matrix products (their quantization is not weight-only) and the
+# position of their weight input.
+INT_ACTIVATION_OPS = {("", "MatMulInteger"): 1, ("", "QLinearMatMul"): 3, ("", "ConvInteger"): 1,
+                      (MS_DOMAIN, "DynamicQuantizeMatMul"): 1,
+                      (MS_DOMAIN, "MatMulIntegerToFloat"): 1, (MS_DOMAIN, "QGemm"): 3}
+
 NORM_OPS = {("", "Mul"), ("ai.onnx", "Mul"), ("", "RMSNormalization"),
             ("ai.onnx", "RMSNormalization"), (MS_DOMAIN, "SimplifiedLayerNormalization"),
             ("", "SimplifiedLayerNormalization")}
@@ -1025,6 +1031,13 @@ def find_weights(g: Graph) -> list[WeightRecord]:
                 nk = bool(attr_int(n, "transB", 0))
             value, det = res.resolve(ins[1], nk, what)
             out.append(_record("linear", g, i, ins[0], value, det, ins[1]))
+        elif ((dom, op) in INT_ACTIVATION_OPS and len(ins) > INT_ACTIVATION_OPS[(dom, op)]
+              and ins[INT_ACTIVATION_OPS[(dom, op)]] in g.constant):
+            raise OnnxImportError(
+                f"{lab}, weight '{ins[INT_ACTIVATION_OPS[(dom, op)]]}': {op} multiplies integer activations (onnxruntime's "
+                f"quantize_dynamic / quantize_static, optimum's ORTQuantizer): only weight-only "
+                f"quantization is supported (MatMulNBits, DequantizeLinear -> MatMul, Q/DQ fake "
+                f"quant); export the float model or quantize its weights only")
         elif dom == MS_DOMAIN and op == "MatMulNBits":
             if ins[0] not in live:
                 continue
