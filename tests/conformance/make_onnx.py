@@ -69,8 +69,11 @@ def check_pins() -> None:
         sys.exit(f"pinned versions {PINS}, found {got}")
 
 
+SUFFIX = ""   # appended to the fixture names by --variants
+
 # The model's other dimensions: the committed fixtures use these; --variants others.
-SIZE = {"layers": 2, "experts": 4, "top_k": 2, "moe_inter": 32, "mlp_only": []}
+SIZE = {"layers": 2, "experts": 4, "top_k": 2, "moe_inter": 32, "mlp_only": [], "heads": 2,
+        "kv_heads": 1, "norm_topk": True, "sparse_step": 1}
 
 
 def config(tie: bool = False, hidden: int = 64):
@@ -78,10 +81,12 @@ def config(tie: bool = False, hidden: int = 64):
 
     return Qwen3MoeConfig(vocab_size=64, hidden_size=hidden, intermediate_size=64,
                           moe_intermediate_size=SIZE["moe_inter"],
-                          num_hidden_layers=SIZE["layers"], num_attention_heads=2,
-                          num_key_value_heads=1, head_dim=hidden // 2,
+                          num_hidden_layers=SIZE["layers"], num_attention_heads=SIZE["heads"],
+                          num_key_value_heads=SIZE["kv_heads"], head_dim=hidden // 2,
                           num_experts=SIZE["experts"], num_experts_per_tok=SIZE["top_k"],
-                          mlp_only_layers=SIZE["mlp_only"], norm_topk_prob=True,
+                          mlp_only_layers=SIZE["mlp_only"],
+                          decoder_sparse_step=SIZE["sparse_step"],
+                          norm_topk_prob=SIZE["norm_topk"],
                           tie_word_embeddings=tie, max_position_embeddings=64,
                           rope_theta=10000.0)
 
@@ -189,14 +194,18 @@ def torchscript_export(model, path: str) -> None:
     pre-2.6 mask function is put in its place (transformers 5.x builds it without vmap). The
     trace fixes the sequence length in the graph's Reshapes (onnxruntime then runs only the
     traced length)."""
-    if TF4:
-        import transformers.masking_utils as mu
+    import transformers.masking_utils as mu
 
+    saved = mu.sdpa_mask, mu.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"]
+    if TF4:
         mu.sdpa_mask = mu.sdpa_mask_older_torch
         mu.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"] = mu.sdpa_mask_older_torch
-    torch.onnx.export(LogitsWithMask(model).eval(), (torch.tensor([PROBE]),), path,
-                      dynamo=False, opset_version=18, input_names=["input_ids"],
-                      output_names=["logits"], dynamic_axes={"input_ids": {1: "seq"}})
+    try:
+        torch.onnx.export(LogitsWithMask(model).eval(), (torch.tensor([PROBE]),), path,
+                          dynamo=False, opset_version=18, input_names=["input_ids"],
+                          output_names=["logits"], dynamic_axes={"input_ids": {1: "seq"}})
+    finally:   # the other exporters trace transformers' own mask function
+        mu.sdpa_mask, mu.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"] = saved
 
 
 def ort_feeds(s) -> dict:
@@ -264,6 +273,7 @@ def strip_debug_metadata(path: str) -> None:
 
 def write_fixture(name: str, cfg, build, reference: np.ndarray | None = None,
                   extra: dict | None = None) -> None:
+    name += SUFFIX
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -466,7 +476,9 @@ def variants(out: str) -> None:
     """Other sizes, seeds and widths than the committed fixtures, written to ``out`` (not
     committed): 3 layers, 8 experts top-2, hidden 96, moe_intermediate_size 40 (K = 40 of the
     down projections: no multiple of 32, a short last block), 2/4/8-bit, block 32 and 128
-    (beyond K), mixed widths per role, a dense MLP layer. Check them with
+    (beyond K), mixed widths per role, a dense MLP layer; then 4 query / 2 KV heads, top-4 of 8
+    without renormalization (Qwen3-MoE's default norm_topk_prob=false) and every second layer
+    sparse (decoder_sparse_step 2). Check them with
     ``FWA_ONNX_FIXTURES=out pytest tests/test_conformance_onnx.py``."""
     global OUT
     OUT = out
@@ -475,18 +487,30 @@ def variants(out: str) -> None:
     if TF4:
         ortq_fixture(p, 101, 4, 32, False, False, False, hidden=96)
         ortq_fixture(p, 102, 4, 128, True, True, False, hidden=96)
-        # before the TorchScript exports, which install transformers' pre-2.6 mask function
         brevitas_fixture(105, 4, hidden=96, expert_bits=3)
         ortq_fixture(p, 103, 2, 32, True, False, False, hidden=96, exporter="optimum")
         ortq_fixture(p, 104, 8, 32, False, False, False, hidden=96, exporter="torchscript")
         SIZE["mlp_only"] = [1]
         float_fixture(p, 106, hidden=96, suffix="_mlp1")
+        other_heads_and_routing()
+        ortq_fixture(p, 107, 4, 32, False, False, False, hidden=64)
+        ortq_fixture(p, 108, 4, 32, True, False, False, hidden=64, exporter="optimum")
     else:
         ortq_fixture(p, 111, 8, 32, True, False, True, hidden=96)
         ortq_fixture(p, 113, 4, 32, False, True, False, hidden=96)
         torchscript_float_fixture(p, 112, hidden=96)
         SIZE["mlp_only"] = [1]
         float_fixture(p, 114, hidden=96, suffix="_mlp1")
+        other_heads_and_routing()
+        ortq_fixture(p, 115, 4, 32, True, True, False, hidden=64)
+        torchscript_float_fixture(p, 116, hidden=64)
+
+
+def other_heads_and_routing() -> None:
+    global SUFFIX
+    SUFFIX = "_h4top4s2"
+    SIZE.update(layers=4, heads=4, kv_heads=2, top_k=4, norm_topk=False, sparse_step=2,
+                mlp_only=[])
 
 
 if __name__ == "__main__":
