@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """ONNX graphs made by the real tools (tests/conformance/make_onnx.py: torch 2.13 CPU
-torch.onnx dynamo export of transformers 4.57 / 5.25 Qwen3-MoE, onnxruntime 1.32's
-MatMulNBitsQuantizer in QOperator and QDQ forms, Brevitas 0.13.4 export_onnx_qcdq) export to a
+torch.onnx dynamo and TorchScript exports of transformers 4.57 / 5.25 Qwen3-MoE, optimum-onnx
+0.1.0's exporter, onnxruntime 1.32's MatMulNBitsQuantizer in QOperator and QDQ forms,
+Brevitas 0.13.4 export_onnx_qcdq / export_qonnx, torchao 0.18 QAT then the dynamo export) export to a
 pinned artifact: exact-mode logits vs the tool's reference (onnxruntime, graph optimizations
 disabled) <= 1e-4 relative, fast mode within the int8-activation bound of
 test_runtime_vs_onnx, the same bytes twice. Needs neither torch nor transformers nor brevitas."""
@@ -9,6 +10,8 @@ test_runtime_vs_onnx, the same bytes twice. Needs neither torch nor transformers
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +22,14 @@ from fwassist.export.onnx_import import import_onnx
 from fwassist.export.pipeline import export_onnx
 
 FIXTURES = Path(__file__).parent / "conformance" / "fixtures" / "onnx"
-CASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()) if FIXTURES.is_dir() else []
+# The per-fixture checks also run over other generated sets (make_onnx.py --variants DIR:
+# other sizes, seeds and widths) with FWA_ONNX_FIXTURES=DIR.
+CASES_DIR = Path(os.environ.get("FWA_ONNX_FIXTURES") or FIXTURES)
+CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir()) if CASES_DIR.is_dir() else []
 
 
 def _expected(name: str) -> tuple[dict, np.ndarray]:
-    d = FIXTURES / name
+    d = CASES_DIR / name
     exp = json.loads((d / "expected.json").read_text())
     return exp, np.load(d / "expected_logits.npy").astype(np.float64)
 
@@ -34,7 +40,7 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name in CASES:
         p = d / f"{name}.fwa"
-        export_onnx(str(FIXTURES / name / "model.onnx"), str(p), quiet=True,
+        export_onnx(str(CASES_DIR / name / "model.onnx"), str(p), quiet=True,
                     evidence=not _traced(name))
         out[name] = p
     return out
@@ -69,13 +75,16 @@ def test_a_traced_graph_fails_the_evidence_step_with_a_clear_error(tmp_path: Pat
 
 def test_every_form_has_a_fixture():
     """The matrix in README.md: the tool-made forms this suite covers."""
+    committed = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
     want = {"tf4_dynamo_float", "tf4_dynamo_ortq_qop_w4g32_asym_k48",
             "tf4_dynamo_ortq_qdq_w4g32_sym", "tf4_dynamo_ortq_qop_w8g32_sym",
             "tf4_dynamo_ortq_qop_w2g32_asym", "tf4_dynamo_ortq_qdq_w4g64_asym",
             "tf4_brevitas_qcdq_w3ch", "tf4_brevitas_qonnx_w2ch", "tf4_torchscript_float",
             "tf4_torchscript_ortq_qop_w4g32_sym", "tf5_dynamo_float",
-            "tf5_dynamo_ortq_qdq_w4g32_sym", "tf5_dynamo_ortq_qop_w4g32_asym_k48"}
-    assert want <= set(CASES), sorted(want - set(CASES))
+            "tf5_dynamo_ortq_qdq_w4g32_sym", "tf5_dynamo_ortq_qop_w4g32_asym_k48",
+            "tf5_torchscript_float", "tf4_optimum_float", "tf4_optimum_ortq_qop_w4g32_asym",
+            "tf5_torchao_qat_w4g32_dynamo_float"}
+    assert want <= set(committed), sorted(want - set(committed))
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -92,13 +101,20 @@ def test_exact_logits_match_the_tools_reference(name: str, exported: dict[str, P
 
 @pytest.mark.parametrize("name", CASES)
 def test_quantized_forms_stay_quantized(name: str):
-    m = import_onnx(FIXTURES / name / "model.onnx")
-    bits = {t.value.bits for t in m.tensors if isinstance(t.value, QuantizedWeight)}
+    """Every quantized weight keeps the width the fixture's name declares (``_wN``, and
+    ``_eN`` for the experts' width where it differs)."""
+    m = import_onnx(CASES_DIR / name / "model.onnx")
+    got = {(t.role.startswith("expert_"), t.value.bits) for t in m.tensors
+           if isinstance(t.value, QuantizedWeight)}
     if "_float" in name:
-        assert not bits
+        assert not got
     else:
-        want = int(name.rsplit("_w", 1)[1][0])
-        assert bits == {want}, f"{name}: quantized widths {bits}"
+        w = int(re.search(r"_w(\d)", name).group(1))
+        e = re.search(r"_e(\d)", name)
+        want = {(False, w), (True, w if e is None else int(e.group(1)))}
+        if name.startswith("tf5_"):
+            want = {(False, w)}   # fused 3-D experts stay float: no tool quantizes them
+        assert got == want, f"{name}: quantized widths {got}"
 
 
 def _miss_kl(got: np.ndarray, want: np.ndarray) -> tuple[int, float]:
@@ -123,7 +139,7 @@ def test_fast_logits_within_the_int8_activation_bound(name: str, exported: dict[
 
     exp, want = _expected(name)
     ids = np.asarray(exp["probe"], np.int64)
-    path = FIXTURES / name / "model.onnx"
+    path = CASES_DIR / name / "model.onnx"
     amb = Reference(import_onnx(path)).forward(ids).first_ambiguous
     k = ids.size if amb is None else amb
     # The committed fixtures have none (a tie at position 0 would leave nothing to compare):
@@ -144,7 +160,7 @@ def test_fast_logits_within_the_int8_activation_bound(name: str, exported: dict[
 @pytest.mark.parametrize("name", CASES)
 def test_export_is_deterministic(name: str, tmp_path: Path, exported: dict[str, Path]):
     again = tmp_path / "again.fwa"
-    pin = export_onnx(str(FIXTURES / name / "model.onnx"), str(again), quiet=True,
+    pin = export_onnx(str(CASES_DIR / name / "model.onnx"), str(again), quiet=True,
                       evidence=not _traced(name))
     assert again.read_bytes() == exported[name].read_bytes()
     assert pin.startswith("sha256:")
@@ -340,3 +356,98 @@ def test_quantized_fused_3d_experts_are_refused_by_name(tmp_path: Path):
     with pytest.raises(OnnxImportError, match="quantized fused 3-D expert weights "
                                               r"\(DequantizeLinear before GatherND\)"):
         import_onnx(d / "model.onnx")
+
+
+def test_fused_3d_experts_cut_by_two_slices():
+    """The TorchScript exporter writes transformers 5.x's ``chunk(2)`` of the gate/up product
+    as two Slices (the second starting where the first ends) and reads the 3-D weights by
+    Gather: every expert of both layers is found, gate rows first."""
+    name = "tf5_torchscript_float"
+    model, rows = _explain(FIXTURES / name / "model.onnx",
+                           config_path=str(FIXTURES / name / "config.json"))
+    fused = [r for r in rows if r["role"].startswith("expert_")]
+    assert len(fused) == 2 * 3 * 4
+    assert {r["signal"] for r in fused} == {
+        "fused 3-D experts (Gather), layer from Hugging Face name, gate rows first",
+        "fused 3-D experts (Gather), layer from Hugging Face name"}
+
+
+def test_fused_3d_slices_that_are_not_halves_are_refused(tmp_path: Path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from fwassist.export.tensors import OnnxImportError
+
+    name = "tf5_torchscript_float"
+    d = tmp_path / "s"
+    shutil.copytree(FIXTURES / name, d)
+    m = onnx.load(str(d / "model.onnx"))
+    # the second half's Slice starts one row later than the first half ends
+    second = next(n for n in m.graph.node if n.op_type == "Slice"
+                  and n.name.endswith("layers.0/mlp/experts/Slice_4"))
+    m.graph.initializer.append(numpy_helper.from_array(np.array([17], np.int64), "start17"))
+    second.input[1] = "start17"
+    onnx.save_model(m, str(d / "model.onnx"))
+    with pytest.raises(OnnxImportError, match=r"the Slices of the fused gate/up product do not "
+                                              r"cut it into the halves \[0, 32\) and "
+                                              r"\[32, 64\)"):
+        import_onnx(d / "model.onnx")
+
+
+def test_torchao_weights_are_torchaos_own_dequantized_weights():
+    """torch.onnx folds torchao's dequantization into float32 initializers; each imported
+    weight is bit for bit what torchao's ``dequantize()`` returns (hashes in expected.json)."""
+    import hashlib
+
+    name = "tf5_torchao_qat_w4g32_dynamo_float"
+    want = json.loads((FIXTURES / name / "expected.json").read_text())["dequantized_sha256"]
+    assert len(want) == 2 * (4 + 3 * 4)
+    got = {t.name: hashlib.sha256(np.ascontiguousarray(t.value).tobytes()).hexdigest()
+           for t in import_onnx(FIXTURES / name / "model.onnx").tensors if t.name in want}
+    assert got == want
+
+
+def test_optimum_graph_inputs_feed_the_evidence(tmp_path: Path):
+    """optimum's export takes attention_mask, position_ids and past_key_values.*: the evidence
+    step feeds them (a plain causal forward); an input it does not know is refused by name."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fwassist.export.tensors import OnnxImportError
+
+    name = "tf4_optimum_float"
+    ins = [i.name for i in onnx.load(str(FIXTURES / name / "model.onnx")).graph.input]
+    assert ins[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert {i for i in ins[3:]} == {f"past_key_values.{l}.{kv}" for l in (0, 1)
+                                    for kv in ("key", "value")}
+    d = tmp_path / "o"
+    shutil.copytree(FIXTURES / name, d)
+    m = onnx.load(str(d / "model.onnx"))
+    m.graph.input.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64,
+                                                       ["batch_size", "sequence_length"]))
+    onnx.save_model(m, str(d / "model.onnx"))
+    with pytest.raises(OnnxImportError, match="evidence: the source graph has an input "
+                                              "'token_type_ids' besides the token ids"):
+        export_onnx(str(d / "model.onnx"), str(tmp_path / "o.fwa"), quiet=True)
+    assert not (tmp_path / "o.fwa").exists()
+
+
+@pytest.mark.parametrize("name", ["tf4_optimum_float", "tf4_optimum_ortq_qop_w4g32_asym"])
+def test_optimum_expert_loop_maps_from_the_structure_alone(name: str):
+    """optimum's patched MoE block runs each expert over the tokens routed to it and scales
+    its output by the routing weights gathered where row ``e`` of the one-hot expert mask is
+    set: that row gives the expert index, so the graph structure alone maps every weight."""
+    p = FIXTURES / name / "model.onnx"
+    _same_tensors(import_onnx(p, strategy="structure"), import_onnx(p))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_graph_structure_alone_maps_every_weight(name: str):
+    """Names and name_scopes aside, the data flow alone gives every weight the same role: a
+    file whose tool renamed or stripped everything still maps."""
+    p = CASES_DIR / name / "model.onnx"
+    _same_tensors(import_onnx(p, strategy="structure"), import_onnx(p))

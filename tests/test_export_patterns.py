@@ -609,7 +609,7 @@ def test_conformance_dequantize(conformance_dir, name):
     m = _bake(model, ins)
     g = Graph(m, str(conformance_dir))
     v = Resolver(g).dq_values(0, name)
-    codes, s_el, z_el = v["codes"], v["s_el"], v["z_el"]
+    codes, s_el, z_el = v.codes, v.s_el, v.z_el
     diff = codes - (0 if z_el is None else z_el)
     ours = np.multiply(diff.astype(np.float32), s_el.astype(np.float32), dtype=np.float32)
     want = decode_tensor(outs[0], name).array
@@ -941,6 +941,32 @@ def test_refuse_matmulnbits_g_idx_and_gemm_bias():
     m = _single(nodes, [numpy_helper.from_array(np.ones((8, 64), np.float32), "W"),
                         numpy_helper.from_array(np.ones(8, np.float32), "b")])
     _refused(m, "gemm_b", "'W'", "bias")
+
+
+def test_refuse_attributes_of_the_wrong_type():
+    """An attribute stored with another type than the operator's (a float transB, a string
+    axis) is refused by node and name instead of being misread or crashing."""
+    W = numpy_helper.from_array(np.ones((8, 64), np.float32), "W")
+    gemm = helper.make_node("Gemm", ["x", "W"], ["y"], name="gemm_f", transB=1.0)
+    _refused(_single([gemm], [W]), "Gemm node 'gemm_f'", "attribute 'transB' must be an integer")
+    rng = np.random.default_rng(0)
+    q = rng.integers(-8, 8, (64, 8))
+    s = rng.uniform(0.1, 1, 8).astype(np.float32)
+    _refused(_dq_case(q, s, axis="1"), "DequantizeLinear node 'deq'",
+             "attribute 'axis' must be an integer")
+
+
+def test_refuse_integer_activation_quantization(tmp_path):
+    """onnxruntime's quantize_dynamic (what optimum's ORTQuantizer runs) turns MatMul into
+    MatMulInteger over int8 activations: not weight-only, refused by node and weight name."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    W = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    onnx.save_model(_float_matmul_model(W), str(tmp_path / "f.onnx"))
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"),
+                     weight_type=QuantType.QInt8)
+    _refused(onnx.load(str(tmp_path / "q.onnx")), "MatMulInteger node", "'W_quantized'",
+             "integer activations", "weight-only")
 
 
 def test_refuse_codes_out_of_declared_range():

@@ -9,8 +9,9 @@ Hugging Face orientation [N, K]:
 - the orientation comes from the MatMul: the weight as its first input computes ``W @ x``
   (stored [E, N, K]); as its second, ``x @ W`` (stored [E, K, N]); a Transpose(perm [0, 2, 1])
   between them flips it;
-- gate_up vs down: the product of gate_up is split in two (Split), one half feeding the
-  activation: that half is the gate; down's product is not split;
+- gate_up vs down: the product of gate_up is split in two (one Split, as the dynamo exporter
+  writes ``chunk``, or two Slices along the last axis, as the TorchScript exporter writes it),
+  one half feeding the activation: that half is the gate; down's product is not split;
 - the layer comes from the Hugging Face name of the initializer or the name_scopes of the
   GatherND / MatMul (``model.layers.N.mlp.experts``), ``slice(...)`` noise removed.
 No tool quantizes fused 3-D experts (onnxruntime's quantizer handles 2-D constant MatMul
@@ -25,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .mapping import _S, ACTIVATION_OPS, normalize_scope
-from .patterns import Graph, WeightRecord, _attrs, _float_value, name_scopes
+from .patterns import Graph, WeightRecord, _float_value, attr_int, attr_ints, name_scopes
 from .tensors import Decoded, OnnxImportError
 
 _LAYER = re.compile(rf"model{_S}layers{_S}(\d+){_S}mlp{_S}experts(?![A-Za-z0-9]|{_S}\d)")
@@ -67,6 +68,46 @@ def _layer(g: Graph, src: str, nodes: list[int]) -> Optional[tuple[int, str]]:
     return None
 
 
+def _halves(g: Graph, lab: str, prod: list[tuple[int, int]], n: int) -> Optional[list[str]]:
+    """The two halves (first rows, then last rows) a product of ``n`` rows is split into, or
+    None when it is not split. Shape reads of the product do not count."""
+    uses = [c for c, _ in prod if g.nodes[c].op_type != "Shape"]
+    ops = {g.nodes[c].op_type for c in uses}
+    if "Split" in ops:
+        outs = [o for o in g.nodes[uses[0]].output]
+        if len(uses) != 1 or len(outs) != 2 or n % 2:
+            raise OnnxImportError(f"{lab}: the fused gate/up product must be split in two "
+                                  f"equal halves")
+        return outs
+    if "Slice" not in ops:
+        return None
+    if ops != {"Slice"} or len(uses) != 2 or n % 2:
+        raise OnnxImportError(f"{lab}: the fused gate/up product is sliced by "
+                              f"{[g.label(c) for c in uses][:3]}: two Slices into equal halves "
+                              f"are supported")
+
+    def const(t: str) -> Optional[list[int]]:
+        d = g.const(t, lab) if t else None
+        return None if d is None or d.is_float else [int(x) for x in d.array.reshape(-1)]
+
+    first, second = (g.nodes[c] for c in uses)
+    if const(first.input[1]) != [0]:
+        first, second = second, first
+    for s in (first, second):
+        ins = list(s.input) + [""] * (5 - len(s.input))
+        if const(ins[3]) != [-1] or (ins[4] and const(ins[4]) != [1]):
+            raise OnnxImportError(f"{lab}: {s.op_type} node '{s.name}' does not slice the "
+                                  f"product's last axis with step 1")
+    # chunk(2): [0, n/2) and [n/2, n); the middle is a constant or the one tensor both use
+    mid = const(first.input[2])
+    if (const(first.input[1]) != [0] or mid not in (None, [n // 2])
+            or (second.input[1] != first.input[2] and const(second.input[1]) != [n // 2])
+            or (const(second.input[2]) or [n])[0] < n):
+        raise OnnxImportError(f"{lab}: the Slices of the fused gate/up product do not cut it "
+                              f"into the halves [0, {n // 2}) and [{n // 2}, {n})")
+    return [first.output[0], second.output[0]]
+
+
 def _rank(g: Graph, t: str) -> int:
     init = g.inits.get(t)
     return len(init.dims) if init is not None else -1
@@ -92,10 +133,10 @@ def fused_expert_records(g: Graph, config: dict[str, Any]) -> list[WeightRecord]
         d = g.const(src, lab)
         if d is None or d.array.ndim != 3:
             continue
-        a = _attrs(n)
-        if n.op_type == "GatherND" and int(a.get("batch_dims", 0)) != 0:
-            raise OnnxImportError(f"{lab}: GatherND batch_dims {a['batch_dims']} is not 0")
-        if n.op_type == "Gather" and int(a.get("axis", 0)) != 0:
+        if n.op_type == "GatherND" and attr_int(n, "batch_dims", 0) != 0:
+            raise OnnxImportError(f"{lab}: GatherND batch_dims {attr_int(n, 'batch_dims', 0)} "
+                                  f"is not 0")
+        if n.op_type == "Gather" and attr_int(n, "axis", 0) != 0:
             raise OnnxImportError(f"{lab}: Gather over a 3-D weight must use axis 0")
         if not d.is_float:
             raise OnnxImportError(f"{lab}: fused 3-D expert weights of type {d.dtype} are not "
@@ -106,10 +147,10 @@ def fused_expert_records(g: Graph, config: dict[str, Any]) -> list[WeightRecord]
         flip = False
         if len(uses) == 1 and g.nodes[uses[0][0]].op_type == "Transpose":
             t = uses[0][0]
-            if list(_attrs(g.nodes[t]).get("perm", [])) != [0, 2, 1]:
-                raise OnnxImportError(f"{lab}: Transpose perm "
-                                      f"{list(_attrs(g.nodes[t]).get('perm', []))} after "
-                                      f"{n.op_type} (only [0, 2, 1])")
+            perm = attr_ints(g.nodes[t], "perm")
+            if perm != [0, 2, 1]:
+                raise OnnxImportError(f"{lab}: Transpose perm {perm} after {n.op_type} (only "
+                                      f"[0, 2, 1])")
             flip = True
             chain.append(t)
             uses = _follow(g, g.nodes[t].output[0])
@@ -127,14 +168,9 @@ def fused_expert_records(g: Graph, config: dict[str, Any]) -> list[WeightRecord]
                                   f"{g.label(i)} or {g.label(mm)})")
         layer, how = lay
         prod = _follow(g, g.nodes[mm].output[0])
-        split = [c for c, _ in prod if g.nodes[c].op_type == "Split"]
         E, N, K = arr.shape
-        if split:
-            s = g.nodes[split[0]]
-            outs = [o for o in s.output]
-            if len(prod) != 1 or len(outs) != 2 or N % 2:
-                raise OnnxImportError(f"{lab}: the fused gate/up product must be split in two "
-                                      f"equal halves")
+        outs = _halves(g, lab, prod, N)
+        if outs is not None:
             first, second = (_feeds_activation(g, outs[0]), _feeds_activation(g, outs[1]))
             if first == second:
                 raise OnnxImportError(f"{lab}: cannot tell the gate half from the up half "

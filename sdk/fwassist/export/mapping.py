@@ -18,14 +18,20 @@ import math
 import os
 import re
 from collections import defaultdict, deque
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
 from .model import ROLES, BF16Array, ModelTensor, QuantizedWeight
-from .patterns import Graph, WeightRecord, _attrs, name_scopes
+from .patterns import Graph, Key, WeightRecord, WeightValue, attr_int, name_scopes
 from .jsonfile import MAX_DEPTH, load_file, nesting_depth
 from .tensors import OnnxImportError
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+# A Hugging Face config.json as parsed (JSON values), or the importer's normalized form of it.
+Config = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------
 # configuration
@@ -53,7 +59,7 @@ def _parse_meta_value(v: str) -> Any:
         return v
 
 
-def raw_config_from_metadata(model) -> Optional[dict]:
+def raw_config_from_metadata(model: ModelProto) -> Optional[Config]:
     props = {p.key: p.value for p in model.metadata_props}
     for k in CONFIG_METADATA_KEYS:
         if k in props:
@@ -67,8 +73,8 @@ def raw_config_from_metadata(model) -> Optional[dict]:
     return found if "hidden_size" in found else None
 
 
-def _rope(c: dict) -> tuple[float, list[str]]:
-    notes = []
+def _rope(c: Config) -> tuple[float, list[str]]:
+    notes: list[str] = []
     theta = c.get("rope_theta")
     rtype = None
     for key in ("rope_parameters", "rope_scaling"):
@@ -95,7 +101,7 @@ def _rope(c: dict) -> tuple[float, list[str]]:
     return float(theta), notes
 
 
-def normalize_config(raw: dict) -> tuple[dict, list[str]]:
+def normalize_config(raw: Config) -> tuple[Config, list[str]]:
     """Hugging Face Qwen3-MoE config (transformers 4.x or 5.x keys) to the importer's dict."""
     if not isinstance(raw, dict):
         raise OnnxImportError("config: not a JSON object")
@@ -171,12 +177,13 @@ def normalize_config(raw: dict) -> tuple[dict, list[str]]:
     return out, notes
 
 
-def is_moe_layer(config: dict, i: int) -> bool:
+def is_moe_layer(config: Config, i: int) -> bool:
     return (i not in config["mlp_only_layers"] and config["num_experts"] > 0
             and (i + 1) % config["decoder_sparse_step"] == 0)
 
 
-def load_config(model, model_path: str, config_path: Optional[str]) -> tuple[dict, list[str]]:
+def load_config(model: ModelProto, model_path: str,
+                config_path: Optional[str]) -> tuple[Config, list[str]]:
     notes: list[str] = []
     raw = None
     if config_path is not None:
@@ -225,7 +232,7 @@ def hf_name(role: str, layer: Optional[int], expert: Optional[int]) -> str:
     }[role]
 
 
-def expected_shape(role: str, c: dict) -> tuple[int, ...]:
+def expected_shape(role: str, c: Config) -> tuple[int, ...]:
     H, hd = c["hidden_size"], c["head_dim"]
     I, Im = c["moe_intermediate_size"], c["intermediate_size"]
     return {
@@ -240,7 +247,7 @@ def expected_shape(role: str, c: dict) -> tuple[int, ...]:
 
 
 _S = r"[./_:]"
-_NAME_PATTERNS: list[tuple[re.Pattern, Any]] = [
+_NAME_PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Key]]] = [
     (re.compile(rf"model{_S}layers{_S}(\d+){_S}mlp{_S}experts{_S}(\d+){_S}(gate|up|down)_proj"),
      lambda m: (f"expert_{m.group(3)}", int(m.group(1)), int(m.group(2)))),
     (re.compile(rf"model{_S}layers{_S}(\d+){_S}mlp{_S}(gate|up|down)_proj"),
@@ -261,9 +268,6 @@ _NAME_PATTERNS: list[tuple[re.Pattern, Any]] = [
     (re.compile(r"(?<![A-Za-z0-9])lm_head(?![A-Za-z0-9])"), lambda m: ("lm_head", None, None)),
 ]
 
-Key = tuple  # (role, layer, expert)
-
-
 _SLICE = re.compile(r"[./]slice\((None|\d+), ?(None|-?\d+), ?(None|\d+)\)[./](\d+)")
 _MODULELIST = re.compile(r"[./]ModuleList(?=[./]\d)")
 
@@ -273,7 +277,7 @@ def normalize_scope(s: str) -> str:
     (``layers.slice(None, 2, None).0`` -> ``layers.0``; ``slice(1, None, 2).1`` -> ``layers.3``)
     and ``ModuleList`` class segments. A slice with a negative start cannot be resolved without
     the list's length and is left as it is (it then matches no role)."""
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         start = 0 if m.group(1) == "None" else int(m.group(1))
         step = 1 if m.group(3) == "None" else int(m.group(3))
         return f".{start + step * int(m.group(4))}"
@@ -378,7 +382,7 @@ ACTIVATION_OPS = {"Sigmoid", "Swish", "Silu", "HardSwish", "QuickGelu"}
 class Structure:
     """Role assignment from the data flow alone."""
 
-    def __init__(self, g: Graph, records: list[WeightRecord], config: dict):
+    def __init__(self, g: Graph, records: list[WeightRecord], config: Config):
         self.g = g
         self.recs = records
         self.c = config
@@ -483,7 +487,7 @@ class Structure:
         L, hd = c["num_hidden_layers"], c["head_dim"]
         out: dict[int, Key] = {}
 
-        def put(node: int, key: Key):
+        def put(node: int, key: Key) -> None:
             ri = self.rec_at[node]
             if ri in out and out[ri] != key:
                 raise self.fail(f"{g.label(node)} is both {out[ri]} and {key}")
@@ -509,11 +513,11 @@ class Structure:
                 if len(act) != 1:
                     raise self.fail(f"cannot find the score product feeding {g.label(i)}")
                 _, fw = self.forward(n.output[0])
-                pv = [m for m in fw if self._op(m)[1] == "MatMul"
+                pvs = [m for m in fw if self._op(m)[1] == "MatMul"
                       and all(x in g.live for x in g.nodes[m].input)]
-                if not pv:
+                if not pvs:
                     raise self.fail(f"no attention-value product after {g.label(i)}")
-                attn.append((act[0], i, pv[0], None))
+                attn.append((act[0], i, pvs[0], None))
         pos = {n: k for k, n in enumerate(g.order)}
         attn.sort(key=lambda a: pos[a[0]])
         if len(attn) != L:
@@ -696,11 +700,11 @@ class Structure:
             return None
         return None
 
-    def _expert_index(self, down: int, gate_up: tuple[int, int] = ()) -> int:
+    def _expert_index(self, down: int, gate_up: tuple[int, ...] = ()) -> int:
         try:
             e = self._expert_index_from_flow(down)
             sig = "routing-weight column"
-            for x in (down,) + tuple(gate_up):
+            for x in (down,) + gate_up:
                 nb = neighbour_expert(self.g, x)
                 if nb is not None and nb[1] != e:
                     raise self.fail(f"{self.g.label(x)}: the routing-weight column says expert "
@@ -712,13 +716,14 @@ class Structure:
                 raise
             # The routing weights reach the expert's output in a form the walk does not know:
             # the neighbours' name_scopes (kept where a tool dropped the node's own) decide.
-            got = {neighbour_expert(self.g, x) for x in (down,) + tuple(gate_up)} - {None}
+            got = {nb for x in (down,) + gate_up
+                   if (nb := neighbour_expert(self.g, x)) is not None}
             if len(got) != 1:
                 raise self.fail(f"{err}; the neighbouring nodes' name_scopes name "
                                 f"{'no expert' if not got else sorted(got)}") from None
             e = got.pop()[1]
             sig = "neighbour name_scopes"
-        for x in (down,) + tuple(gate_up):
+        for x in (down,) + gate_up:
             self.expert_signal[x] = sig
         return e
 
@@ -740,12 +745,55 @@ class Structure:
                 if op == "Mul":
                     other = n.input[1 - j]
                     e = self._column_index(other)
+                    if e is None:
+                        e = self._mask_row(other)
                     if e is not None:
                         return e
                 if op in ("Unsqueeze", "Reshape", "Cast", "Identity", "Mul", "Expand"):
                     q.extend(o for o in n.output if o)
         raise OnnxImportError(f"cannot find the expert index of {g.label(down)} (no routing-weight "
-                        f"column or Concat slot multiplies its output)")
+                              f"column, expert-mask row or Concat slot multiplies its output)")
+
+    def _mask_row(self, t: str) -> Optional[int]:
+        """The expert whose routing weights ``t`` holds when they are gathered at the tokens
+        routed to it (transformers' expert loop, optimum's export of it):
+        ``where(one_hot(selected, E).permute(...)[e])`` indexes the routing weights, so the
+        constant row ``e`` taken from the one-hot mask names the expert. None unless exactly
+        one such row is found among ``t``'s producers."""
+        g = self.g
+        rows: set[int] = set()
+        seen: set[str] = set()
+        q = deque([t])
+        while q and len(seen) < 64:
+            x = q.popleft()
+            if x in seen:
+                continue
+            seen.add(x)
+            p = g.producer.get(x)
+            if p is None:
+                continue
+            n = g.nodes[p]
+            if self._op(p)[1] == "Gather" and attr_int(n, "axis", 0) == 0 \
+                    and self._from_one_hot(n.input[0]):
+                e = self._const_index(n.input[1])
+                if e is not None:
+                    rows.add(e)
+                continue
+            q.extend(y for y in n.input if y)
+        return rows.pop() if len(rows) == 1 else None
+
+    def _from_one_hot(self, t: str) -> bool:
+        for _ in range(8):
+            p = self.g.producer.get(t)
+            if p is None:
+                return False
+            op = self._op(p)[1]
+            if op == "OneHot":
+                return True
+            if op not in ("Transpose", "Reshape", "Cast", "Squeeze", "Unsqueeze", "Identity"):
+                return False
+            t = self.g.nodes[p].input[0]
+        return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -771,20 +819,20 @@ def _aggregate(notes: list[str]) -> list[str]:
     return out
 
 
-def _same_value(a, b) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, QuantizedWeight):
+def _same_value(a: Optional[WeightValue], b: Optional[WeightValue]) -> bool:
+    if isinstance(a, QuantizedWeight) and isinstance(b, QuantizedWeight):
         return (a.bits == b.bits and a.block == b.block and a.signed == b.signed
                 and np.array_equal(a.q, b.q) and np.array_equal(a.scales, b.scales)
                 and a.scales.dtype == b.scales.dtype
                 and ((a.zero_points is None and b.zero_points is None)
                      or (a.zero_points is not None and b.zero_points is not None
                          and np.array_equal(a.zero_points, b.zero_points))))
-    if isinstance(a, BF16Array):
+    if isinstance(a, BF16Array) and isinstance(b, BF16Array):
         return np.array_equal(a.bits, b.bits)
-    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(
-        a.view(np.uint8), b.view(np.uint8))
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(
+            a.view(np.uint8), b.view(np.uint8))
+    return False
 
 
 def load_role_map(path: str) -> dict[str, Key]:
@@ -815,10 +863,10 @@ def _tried(g: Graph, r: WeightRecord, structure_error: Optional[Exception]) -> s
     return "; ".join(parts)
 
 
-def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
+def assign_roles(g: Graph, records: list[WeightRecord], config: Config,
                  strategy: str = "auto", role_map: Optional[dict[str, Key]] = None,
-                 explain: Optional[list[dict]] = None
-                 ) -> tuple[list[ModelTensor], dict, list[str]]:
+                 explain: Optional[list[dict[str, Any]]] = None
+                 ) -> tuple[list[ModelTensor], Config, list[str]]:
     """Assigns roles; returns (tensors, config updated for tying, notes). ``strategy``:
     "auto" (names, then metadata, then structure), or "names", "metadata", "structure" only.
     ``role_map`` (weight or node name -> key) overrides every other signal; ``explain``, if
@@ -871,8 +919,8 @@ def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
                 assigned[i] = k
     required = _required_keys(config)
     have = set(assigned.values())
-    st: Optional[dict] = None
-    so: Optional[Structure] = None
+    st: Optional[dict[int, Key]] = None
+    expert_signal: dict[int, str] = {}
     st_error: Optional[Exception] = None
     if strategy in ("structure", "auto"):
         # The structure is computed whenever it can be: it fills what names and metadata leave
@@ -880,6 +928,7 @@ def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
         so = Structure(g, records, config)
         try:
             st = so.run()
+            expert_signal = so.expert_signal
         except Exception as e:  # noqa: BLE001 - any failure of the analysis
             st_error = e if isinstance(e, OnnxImportError) else OnnxImportError(
                 f"graph structure: analysis failed ({e!r})")
@@ -905,7 +954,7 @@ def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
             if i not in assigned:
                 how["structure"] += 1
                 sig = "graph structure"
-                e_sig = so.expert_signal.get(records[i].node_index)
+                e_sig = expert_signal.get(records[i].node_index)
                 signal[i] = f"{sig} (expert index: {e_sig})" if e_sig else sig
             else:
                 signal[i] += " (structure agrees)"
@@ -942,21 +991,22 @@ def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
         r = records[by_key[k]]
         if layer is not None and not 0 <= layer < L:
             raise OnnxImportError(f"{r.what()}: layer {layer} but num_hidden_layers is {L}")
+        moe = layer is not None and is_moe_layer(config, layer)
         if role.startswith("expert_") or role == "router":
-            if not is_moe_layer(config, layer):
+            if not moe:
                 raise OnnxImportError(f"{r.what()}: {_kname(k)} but layer {layer} is a dense "
                                       f"MLP layer in the config")
             if expert is not None and not 0 <= expert < config["num_experts"]:
                 raise OnnxImportError(f"{r.what()}: expert {expert} but num_experts is "
                                       f"{config['num_experts']}")
-        if role.startswith("mlp_") and is_moe_layer(config, layer):
+        if role.startswith("mlp_") and moe:
             raise OnnxImportError(f"{r.what()}: {_kname(k)} but layer {layer} is a MoE layer "
                                   f"in the config")
         want = expected_shape(role, config)
         if r.shape != want:
             orient = ""
             if r.kind == "linear" and r.node.op_type == "Gemm":
-                tb = int(_attrs(r.node).get("transB", 0))
+                tb = attr_int(r.node, "transB", 0)
                 orient = (f" (Gemm transB={tb} reads the weight as "
                           f"{'[N, K]' if tb else '[K, N]'})")
             elif r.kind == "linear" and r.node.op_type == "MatMul":
@@ -983,7 +1033,7 @@ def assign_roles(g: Graph, records: list[WeightRecord], config: dict,
         r = records[by_key[k]]
         role, layer, expert = k
         tensors.append(ModelTensor(name=hf_name(role, layer, expert), role=role, layer=layer,
-                                   expert=expert, value=r.value))
+                                   expert=expert, value=r.weight()))
         notes.extend(r.notes)
     return tensors, cfg, _aggregate(notes)
 
@@ -998,7 +1048,7 @@ def _kname(k: Key) -> str:
     return s
 
 
-def _sort_key(k: Key):
+def _sort_key(k: Key) -> tuple[int, int, int]:
     role, layer, expert = k
     if layer is None:
         lk = -1 if role == "embed" else 1 << 30
@@ -1007,8 +1057,8 @@ def _sort_key(k: Key):
     return (lk, ROLES.index(role), -1 if expert is None else expert)
 
 
-def _required_keys(c: dict) -> set:
-    req = {("embed", None, None), ("final_norm", None, None), ("lm_head", None, None)}
+def _required_keys(c: Config) -> set[Key]:
+    req: set[Key] = {("embed", None, None), ("final_norm", None, None), ("lm_head", None, None)}
     for l in range(c["num_hidden_layers"]):
         for role in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm", "input_norm",
                      "post_attention_norm"):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
@@ -27,23 +28,33 @@ from .jsonfile import load_file
 from ..errors import require
 from .tensors import ExternalData, ExternalDataError, OnnxImportError
 
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
 __all__ = ["OnnxImportError", "import_onnx", "load_graph", "extract_weights", "source_files"]
 
 
-def _onnx():
+def _onnx() -> ModuleType:
     return require("onnx", "export", "importing ONNX models")
 
 
-def load_graph(path_or_model, base_dir: Optional[str] = None) -> Graph:
+def _load(path: str) -> ModelProto:
+    """The model without its external data; a file protobuf cannot parse is refused by name."""
+    onnx = _onnx()
+    try:
+        model: ModelProto = onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf errors
+        raise OnnxImportError(f"{path}: not a readable ONNX model ({e})") from None
+    return model
+
+
+def load_graph(path_or_model: Union[str, os.PathLike[str], ModelProto],
+               base_dir: Optional[str] = None) -> Graph:
     """Loads a model (path or ModelProto) without its external data; external tensors are
     read on demand, only from inside the model's directory."""
-    onnx = _onnx()
     if isinstance(path_or_model, (str, os.PathLike)):
         path = os.fspath(path_or_model)
-        try:
-            model = onnx.load(path, load_external_data=False)
-        except Exception as e:  # protobuf errors
-            raise OnnxImportError(f"{path}: not a readable ONNX model ({e})") from None
+        model = _load(path)
         base = os.path.dirname(os.path.abspath(path))
     else:
         model = path_or_model
@@ -55,14 +66,11 @@ def source_files(path: str) -> list[str]:
     """The model file and every external data file its tensors name (resolved; a location
     escaping the model's directory raises :class:`ExternalDataError`), without reading any
     tensor data: the files an output of the export must not be."""
-    onnx = _onnx()  # first: a missing onnx is MissingExtraError, not a bare ImportError
+    _onnx()  # first: a missing onnx is MissingExtraError, not a bare ImportError
     from onnx.external_data_helper import _get_all_tensors
 
     path = os.fspath(path)
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as e:  # protobuf errors
-        raise OnnxImportError(f"{path}: not a readable ONNX model ({e})") from None
+    model = _load(path)
     ext = ExternalData(os.path.dirname(os.path.abspath(path)))
     out = [os.path.abspath(path)]
     for t in _get_all_tensors(model):
@@ -74,7 +82,7 @@ def source_files(path: str) -> list[str]:
     return out
 
 
-def extract_weights(path_or_model, base_dir: Optional[str] = None) -> list[WeightRecord]:
+def extract_weights(path_or_model: Union[str, os.PathLike[str], ModelProto], base_dir: Optional[str] = None) -> list[WeightRecord]:
     """Every weight use of a graph with its value (no role mapping): the pattern layer alone."""
     return find_weights(load_graph(path_or_model, base_dir))
 
@@ -98,10 +106,10 @@ def narrow_exact_scales(tensors: list[ModelTensor]) -> tuple[list[ModelTensor], 
     return out, n
 
 
-def import_onnx(path, *, config_path: Optional[str] = None,
+def import_onnx(path: Union[str, os.PathLike[str]], *, config_path: Optional[str] = None,
                 tokenizer_path: Optional[str] = None, strategy: str = "auto",
                 map_path: Optional[str] = None,
-                explain: Optional[list[dict]] = None) -> ImportedModel:
+                explain: Optional[list[dict[str, Any]]] = None) -> ImportedModel:
     """Imports the QAT ONNX model at ``path``.
 
     config_path: a Hugging Face config.json (default: the model's metadata_props, else

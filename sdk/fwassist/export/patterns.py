@@ -28,7 +28,7 @@ from __future__ import annotations
 import ast
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
@@ -46,36 +46,76 @@ SCALE_TYPES = (FLOAT, FLOAT16, BFLOAT16)
 # Minimum ai.onnx opset for each sub-byte element type in Q/DQ.
 MIN_OPSET = {INT4: 21, UINT4: 21, INT2: 25, UINT2: 25}
 
+if TYPE_CHECKING:
+    from onnx import AttributeProto, ModelProto, NodeProto, TensorProto
+
 WeightValue = Union[np.ndarray, QuantizedWeight, BF16Array]
+# A weight's role: (role, layer, expert); layer and expert are None where they do not apply.
+Key = tuple[str, Optional[int], Optional[int]]
+# Identity of a weight's source (tie detection): initializer names, chain outputs, and for a
+# fused 3-D expert slice its role and expert index.
+Source = tuple[Union[str, int], ...]
+
+# onnx.AttributeProto.AttributeType values
+_A_FLOAT, _A_INT, _A_STRING, _A_TENSOR, _A_FLOATS, _A_INTS = 1, 2, 3, 4, 6, 7
+_A_TYPE_NAMES = {_A_FLOAT: "a float", _A_INT: "an integer", _A_STRING: "a string",
+                 _A_TENSOR: "a tensor", _A_FLOATS: "a list of floats",
+                 _A_INTS: "a list of integers"}
 
 
-def _attrs(node) -> dict[str, Any]:
-    out = {}
+def attr_names(node: NodeProto) -> set[str]:
+    return {a.name for a in node.attribute}
+
+
+def _attr(node: NodeProto, name: str, kind: int) -> Optional[AttributeProto]:
+    """The attribute ``name`` of ``node`` (None if absent); one of another type is refused by
+    name instead of being misread."""
+    found: Optional[AttributeProto] = None
     for a in node.attribute:
-        if a.type == 1:
-            out[a.name] = float(a.f)
-        elif a.type == 2:
-            out[a.name] = int(a.i)
-        elif a.type == 3:
-            out[a.name] = a.s.decode("utf-8", "replace")
-        elif a.type == 4:
-            out[a.name] = a.t
-        elif a.type == 6:
-            out[a.name] = [float(x) for x in a.floats]
-        elif a.type == 7:
-            out[a.name] = [int(x) for x in a.ints]
-        elif a.type == 8:
-            out[a.name] = [s.decode("utf-8", "replace") for s in a.strings]
-        else:
-            out[a.name] = a
-    return out
+        if a.name == name:
+            found = a
+            break
+    if found is not None and int(found.type) != kind:
+        raise OnnxImportError(f"{node.op_type} node '{node.name}': attribute '{name}' must be "
+                              f"{_A_TYPE_NAMES[kind]}")
+    return found
 
 
-def node_metadata(node) -> dict[str, str]:
+def attr_int(node: NodeProto, name: str, default: int) -> int:
+    a = _attr(node, name, _A_INT)
+    return default if a is None else int(a.i)
+
+
+def attr_float(node: NodeProto, name: str, default: float) -> float:
+    a = _attr(node, name, _A_FLOAT)
+    return default if a is None else float(a.f)
+
+
+def attr_str(node: NodeProto, name: str, default: str) -> str:
+    a = _attr(node, name, _A_STRING)
+    return default if a is None else bytes(a.s).decode("utf-8", "replace")
+
+
+def attr_ints(node: NodeProto, name: str) -> Optional[list[int]]:
+    a = _attr(node, name, _A_INTS)
+    return None if a is None else [int(x) for x in a.ints]
+
+
+def attr_floats(node: NodeProto, name: str) -> Optional[list[float]]:
+    a = _attr(node, name, _A_FLOATS)
+    return None if a is None else [float(x) for x in a.floats]
+
+
+def attr_tensor(node: NodeProto, name: str) -> Optional[TensorProto]:
+    a = _attr(node, name, _A_TENSOR)
+    return None if a is None else a.t
+
+
+def node_metadata(node: NodeProto) -> dict[str, str]:
     return {p.key: p.value for p in node.metadata_props}
 
 
-def name_scopes(node) -> list[str]:
+def name_scopes(node: NodeProto) -> list[str]:
     raw = node_metadata(node).get(NAME_SCOPES_KEY)
     if not raw:
         return []
@@ -91,20 +131,20 @@ class WeightRecord:
     """One weight use found in the graph."""
 
     kind: str                       # "linear", "gather" or "norm"
-    node: Any                       # the consumer NodeProto
+    node: NodeProto                 # the consumer
     node_index: int
     label: str                      # the consumer, for messages
-    activation: Optional[str]       # the consumer's activation input
+    activation: str                 # the consumer's activation input
     output: str                     # the consumer's (first) output
     value: Optional[WeightValue]    # HF orientation; None when ``error`` is set
-    source: tuple                   # identity of the weight's source (tie detection)
+    source: Source                  # identity of the weight's source (tie detection)
     names: list[str]                # initializer names along the chain (source first)
-    chain: list[Any]                # nodes between the source and the consumer
+    chain: list[NodeProto]          # nodes between the source and the consumer
     pattern: str = ""
     transposed: bool = False        # stored [K, N] (HF value = stored.T)
     notes: list[str] = field(default_factory=list)
     error: Optional[OnnxImportError] = None
-    fused_key: Optional[tuple] = None    # (role, layer, expert) of a fused 3-D expert slice
+    fused_key: Optional[Key] = None      # the role of a fused 3-D expert slice
     fused_signal: str = ""
 
     @property
@@ -123,11 +163,17 @@ class WeightRecord:
     def what(self) -> str:
         return f"{self.label}, weight '{self.tensor_name}'"
 
+    def weight(self) -> WeightValue:
+        """The value; a record whose weight could not be read raises its error."""
+        if self.value is None:
+            raise self.error or OnnxImportError(f"{self.what()}: no value")
+        return self.value
+
 
 class Graph:
     """Index of a model's main graph: producers, consumers, constants, liveness."""
 
-    def __init__(self, model, base_dir: str):
+    def __init__(self, model: ModelProto, base_dir: str):
         self.model = model
         g = model.graph
         self.opsets = {(imp.domain or ""): int(imp.version) for imp in model.opset_import}
@@ -169,7 +215,7 @@ class Graph:
             indeg[i] = len({x for x in n.input if x and x in self.producer})
         ready = deque(i for i, d in enumerate(indeg) if d == 0)
         order: list[int] = []
-        seen_edges: dict[int, set] = defaultdict(set)
+        seen_edges: dict[int, set[str]] = defaultdict(set)
         while ready:
             i = ready.popleft()
             order.append(i)
@@ -220,17 +266,20 @@ class Graph:
         elif name in self.producer:
             n = self.nodes[self.producer[name]]
             if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
-                a = _attrs(n)
-                if "value" in a:
-                    val = decode_tensor(a["value"], f"{what}, tensor '{name}'", self.external)
-                elif "value_float" in a:
-                    val = Decoded(np.array(a["value_float"], np.float32), FLOAT)
-                elif "value_floats" in a:
-                    val = Decoded(np.array(a["value_floats"], np.float32), FLOAT)
-                elif "value_int" in a:
-                    val = Decoded(np.array(a["value_int"], np.int64), 7)
-                elif "value_ints" in a:
-                    val = Decoded(np.array(a["value_ints"], np.int64), 7)
+                tensor = attr_tensor(n, "value")
+                floats = attr_floats(n, "value_floats")
+                ints = attr_ints(n, "value_ints")
+                has = attr_names(n)
+                if tensor is not None:
+                    val = decode_tensor(tensor, f"{what}, tensor '{name}'", self.external)
+                elif "value_float" in has:
+                    val = Decoded(np.array(attr_float(n, "value_float", 0.0), np.float32), FLOAT)
+                elif floats is not None:
+                    val = Decoded(np.array(floats, np.float32), FLOAT)
+                elif "value_int" in has:
+                    val = Decoded(np.array(attr_int(n, "value_int", 0), np.int64), 7)
+                elif ints is not None:
+                    val = Decoded(np.array(ints, np.int64), 7)
                 else:
                     raise OnnxImportError(f"{what}: Constant '{name}' has an unsupported value "
                                           f"attribute")
@@ -392,6 +441,41 @@ def declared_from_range(lo: int, hi: int, what: str, declared: str) -> tuple[int
 LINEAR_CONSUMERS = {("MatMul", 1), ("Gemm", 1), ("Gather", 0)}
 
 
+@dataclass
+class Details:
+    """How a weight was reached from its consumer."""
+
+    names: list[str]                # initializer names along the chain (source first)
+    chain: list[NodeProto]          # nodes between the source and the consumer
+    pattern: str
+    transposed: bool                # stored [K, N]
+    notes: list[str]
+    out_type: int = FLOAT           # element type the source graph dequantizes to
+
+
+@dataclass
+class DQValues:
+    """A DequantizeLinear node's codes and per-element parameters (see Resolver.dq_values)."""
+
+    what: str
+    codes: np.ndarray               # int64, the input's shape
+    s_el: np.ndarray                # per-element scale, storage dtype
+    s_type: int
+    z_el: Optional[np.ndarray]      # per-element zero point (int64)
+    gran: _Gran
+    bits: int
+    signed: bool
+    lo: int
+    hi: int
+    declared: str                   # what declared the width, for messages
+    out_type: int
+    names: list[str]
+    chain: list[NodeProto]
+    pattern: str
+    notes: list[str]
+    codes_type: int
+
+
 class Resolver:
     def __init__(self, graph: Graph):
         self.g = graph
@@ -414,10 +498,10 @@ class Resolver:
                                       f"{self.g.label(ci)} (input {j}); a dequantized weight may "
                                       f"only feed MatMul/Gemm weight inputs or Gather")
 
-    def _float_leaf(self, t: str, what: str) -> tuple[Decoded, list[str], list[Any], bool]:
+    def _float_leaf(self, t: str, what: str) -> tuple[Decoded, list[str], list[NodeProto], bool]:
         """A float constant reached through Transpose/Cast/Identity. Returns the value (in the
         orientation seen at ``t``), the source names, the chain, and whether it transposed."""
-        chain: list[Any] = []
+        chain: list[NodeProto] = []
         casts: list[int] = []
         flips = 0
         cur = t
@@ -430,12 +514,12 @@ class Resolver:
             if n.domain not in ("", "ai.onnx"):
                 break
             if n.op_type == "Transpose":
-                perm = _attrs(n).get("perm")
+                perm = attr_ints(n, "perm")
                 if perm not in (None, [1, 0]):
                     raise OnnxImportError(f"{what}: Transpose with perm {perm} on the weight path")
                 flips ^= 1
             elif n.op_type == "Cast":
-                casts.append(int(_attrs(n).get("to", 0)))
+                casts.append(attr_int(n, "to", 0))
             elif n.op_type != "Identity":
                 break
             chain.append(n)
@@ -459,10 +543,10 @@ class Resolver:
         return val, [cur], chain, bool(flips)
 
     # -- entry points -----------------------------------------------------------------------
-    def resolve(self, t: str, nk: bool, what: str) -> tuple[WeightValue, dict]:
+    def resolve(self, t: str, nk: bool, what: str) -> tuple[WeightValue, Details]:
         """Resolves the weight tensor ``t`` that a consumer reads as [N, K] (``nk``) or
         [K, N]. Returns the value in HF orientation and details."""
-        chain: list[Any] = []
+        chain: list[NodeProto] = []
         names: list[str] = []
         cur = t
         flips = 0
@@ -476,13 +560,13 @@ class Resolver:
             n = self.g.nodes[p]
             if n.domain in ("", "ai.onnx") and n.op_type in ("Transpose", "Identity", "Cast"):
                 if n.op_type == "Transpose":
-                    perm = _attrs(n).get("perm")
+                    perm = attr_ints(n, "perm")
                     if perm not in (None, [1, 0]):
                         raise OnnxImportError(f"{what}: {self.g.label(p)} has perm {perm}; only "
                                               f"a 2-D transpose is supported on a weight path")
                     flips ^= 1
                 elif n.op_type == "Cast":
-                    casts.append(int(_attrs(n).get("to", 0)))
+                    casts.append(attr_int(n, "to", 0))
                 chain.append(n)
                 cur = n.input[0]
                 continue
@@ -494,20 +578,20 @@ class Resolver:
                     if to not in (FLOAT, FLOAT16, BFLOAT16):
                         raise OnnxImportError(f"{what}: Cast to {type_name(to)} after "
                                               f"DequantizeLinear")
-                out_t = det["out_type"]
+                out_t = det.out_type
                 narrowed = [t for t in casts if t in (FLOAT16, BFLOAT16)]
                 if out_t != FLOAT or narrowed:
                     out_t = out_t if out_t != FLOAT else narrowed[0]
-                    det["notes"].append(
+                    det.notes.append(
                         f"{what}: the source graph rounds each dequantized weight to "
                         f"{type_name(out_t)} (DequantizeLinear output type or a Cast); the "
                         f"imported weight is the exact fp32(q - zp) * s")
-                det["chain"] = chain + [n] + det["chain"]
+                det.chain = chain + [n] + det.chain
                 return qw, det
             if n.domain in QONNX_DOMAINS and n.op_type == "Quant":
                 stored_nk = nk ^ bool(flips)
                 qw, det = self.qonnx_quant(p, stored_nk, what)
-                det["chain"] = chain + [n] + det["chain"]
+                det.chain = chain + [n] + det.chain
                 return qw, det
             if cur in self.g.producer and self.g.const(cur, what) is not None:
                 break
@@ -532,8 +616,7 @@ class Resolver:
         if not stored_nk:
             arr = arr.T
         value = _float_value(Decoded(np.ascontiguousarray(arr), val.onnx_type), what)
-        return value, {"names": names, "chain": chain, "pattern": f"float {val.dtype}",
-                       "transposed": not stored_nk, "notes": []}
+        return value, Details(names, chain, f"float {val.dtype}", not stored_nk, [])
 
     # -- DequantizeLinear ---------------------------------------------------------------------
     def _check_type_opset(self, t: int, what: str, op: str) -> None:
@@ -542,38 +625,35 @@ class Resolver:
             raise OnnxImportError(f"{what}: {op} with {type_name(t)} needs ai.onnx opset >= "
                                   f"{need}, the model has {self.g.opset}")
 
-    def dequantize_linear(self, p: int, stored_nk: bool, what: str) -> tuple[QuantizedWeight, dict]:
+    def dequantize_linear(self, p: int, stored_nk: bool,
+                          what: str) -> tuple[QuantizedWeight, Details]:
         v = self.dq_values(p, what)
-        w = v["what"]
-        codes, s_el, z_el = v["codes"], v["s_el"], v["z_el"]
+        w = v.what
+        codes, s_el, z_el = v.codes, v.s_el, v.z_el
         if codes.ndim != 2:
             raise OnnxImportError(f"{w}: weight has rank {codes.ndim}; only 2-D weights are "
                                   f"supported")
         k_axis = 1 if stored_nk else 0
         K = codes.shape[k_axis]
-        src_block = _source_block(v["gran"], k_axis, K)
+        src_block = _source_block(v.gran, k_axis, K)
         q, s2, z2 = codes, s_el, z_el
         if not stored_nk:
             q, s2 = q.T, s2.T
             z2 = z2.T if z2 is not None else None
         qw, notes = finish_quantized(np.ascontiguousarray(q), np.ascontiguousarray(s2),
-                                     v["s_type"], None if z2 is None else np.ascontiguousarray(z2),
-                                     src_block, v["bits"], v["signed"], v["lo"], v["hi"], w,
-                                     v["declared"])
-        return qw, {"names": v["names"], "chain": v["chain"], "pattern": v["pattern"],
-                    "out_type": v["out_type"], "transposed": not stored_nk,
-                    "notes": v["notes"] + notes, "codes_type": v["codes_type"],
-                    "granularity": v["gran"].kind, "source_block": src_block}
+                                     v.s_type, None if z2 is None else np.ascontiguousarray(z2),
+                                     src_block, v.bits, v.signed, v.lo, v.hi, w, v.declared)
+        return qw, Details(v.names, v.chain, v.pattern, not stored_nk, v.notes + notes,
+                           v.out_type)
 
-    def dq_values(self, p: int, what: str) -> dict:
+    def dq_values(self, p: int, what: str) -> DQValues:
         """A DequantizeLinear node's integer codes (any rank; computed for fake quant), its
         per-element scale (storage dtype) and zero point, and the declared width."""
         n = self.g.nodes[p]
         lab = self.g.label(p)
         w = f"{what} ({lab})"
-        a = _attrs(n)
-        axis = int(a.get("axis", 1))
-        block = int(a.get("block_size", 0))
+        axis = attr_int(n, "axis", 1)
+        block = attr_int(n, "block_size", 0)
         if block and self.g.opset < 21:
             raise OnnxImportError(f"{w}: block_size needs opset >= 21")
         sc = self.g.need_const(n.input[1], w, "scale")
@@ -583,18 +663,18 @@ class Resolver:
         zpd = None
         if len(n.input) > 2 and n.input[2]:
             zpd = self.g.need_const(n.input[2], w, "zero point")
-        out_t = int(a.get("output_dtype", 0)) or sc.onnx_type
-        if "output_dtype" in a and self.g.opset < 23:
+        out_t = attr_int(n, "output_dtype", 0) or sc.onnx_type
+        if "output_dtype" in attr_names(n) and self.g.opset < 23:
             raise OnnxImportError(f"{w}: output_dtype needs opset >= 23")
         if out_t not in (FLOAT, FLOAT16, BFLOAT16):
             raise OnnxImportError(f"{w}: output type {type_name(out_t)} is not supported")
         x = n.input[0]
-        chain: list[Any] = []
+        chain: list[NodeProto] = []
         names: list[str] = []
         xp = self.g.producer.get(x)
-        clip = None
-        if x in self.g.inits or (xp is not None and self.g.const(x, w) is not None):
-            codes_d = self.g.const(x, w)
+        clip: Optional[int] = None       # the Clip node of Q -> Clip -> DQ
+        codes_d = self.g.const(x, w) if x in self.g.inits or xp is not None else None
+        if codes_d is not None:
             names.append(x)
             if codes_d.onnx_type not in QUANT_TYPES:
                 raise OnnxImportError(f"{w}: codes '{x}' have type {codes_d.dtype}; supported "
@@ -605,7 +685,7 @@ class Resolver:
         elif xp is not None:
             qn = self.g.nodes[xp]
             if qn.op_type == "Clip" and qn.domain in ("", "ai.onnx"):
-                clip = qn
+                clip = xp
                 chain.append(qn)
                 self._check_only_q_uses(x, w, self.g.label(xp), ("DequantizeLinear",))
                 qx = qn.input[0]
@@ -636,10 +716,10 @@ class Resolver:
         declared = f"element type {type_name(ctype)}"
         extra: list[str] = []
         if clip is not None:
-            clo, chi = self._clip_bounds(clip, ctype, w)
+            clo, chi = self._clip_bounds(self.g.nodes[clip], ctype, w)
             codes = np.clip(codes, clo, chi)
             lo2, hi2 = max(lo, clo), min(hi, chi)
-            declared = f"Clip range [{clo}, {chi}] ({self.g.label(xp)})"
+            declared = f"Clip range [{clo}, {chi}] ({self.g.label(clip)})"
             bits, signed = declared_from_range(lo2, hi2, w, declared)
             lo, hi = quant_range(bits, signed)
             if lo2 == -hi2:
@@ -652,10 +732,8 @@ class Resolver:
                                       f"from the scale shape {list(sc.array.shape)}")
             z_el, _ = _expand_param(zpd.array.astype(np.int64), codes.shape, axis, block, w,
                                     "zero point")
-        return {"what": w, "codes": codes, "s_el": s_el, "s_type": sc.onnx_type, "z_el": z_el,
-                "gran": gs, "bits": bits, "signed": signed, "lo": lo, "hi": hi,
-                "declared": declared, "out_type": out_t, "names": names, "chain": chain,
-                "pattern": pattern, "notes": extra, "codes_type": ctype}
+        return DQValues(w, codes, s_el, sc.onnx_type, z_el, gs, bits, signed, lo, hi, declared,
+                        out_t, names, chain, pattern, extra, ctype)
 
     def _check_only_q_uses(self, t: str, what: str, desc: str, allowed: tuple[str, ...]) -> None:
         for ci, j in self.g.consumers.get(t, ()):
@@ -664,10 +742,9 @@ class Resolver:
                 raise OnnxImportError(f"{what}: the integer output '{t}' of {desc} also feeds "
                                       f"{self.g.label(ci)}")
 
-    def _clip_bounds(self, clip, ctype: int, what: str) -> tuple[int, int]:
+    def _clip_bounds(self, clip: NodeProto, ctype: int, what: str) -> tuple[int, int]:
         lo, hi = quant_range(*QUANT_TYPES[ctype])
-        a = _attrs(clip)
-        if "min" in a or "max" in a:
+        if attr_names(clip) & {"min", "max"}:
             raise OnnxImportError(f"{what}: Clip with min/max attributes (opset < 11) on codes")
         vals = []
         for idx, default in ((1, lo), (2, hi)):
@@ -682,25 +759,26 @@ class Resolver:
         return vals[0], vals[1]
 
     # -- QuantizeLinear -----------------------------------------------------------------------
-    def quantize_linear(self, p: int, what: str) -> tuple[np.ndarray, int, list[str], list[Any]]:
+    def quantize_linear(self, p: int,
+                        what: str) -> tuple[np.ndarray, int, list[str], list[NodeProto]]:
         """Codes of a fake-quant QuantizeLinear on a float constant, as onnxruntime computes
         them: clamp(rne(fp32(W) / fp32(s)) + zp), IEEE float32 division."""
         n = self.g.nodes[p]
         lab = self.g.label(p)
         w = f"{what} ({lab}, float weight '{n.input[0]}')"
-        a = _attrs(n)
-        axis = int(a.get("axis", 1))
-        block = int(a.get("block_size", 0))
+        axis = attr_int(n, "axis", 1)
+        block = attr_int(n, "block_size", 0)
+        has = attr_names(n)
         sc = self.g.need_const(n.input[1], w, "scale")
         zpd = None
         if len(n.input) > 2 and n.input[2]:
             zpd = self.g.need_const(n.input[2], w, "zero point")
         if zpd is not None:
             otype = zpd.onnx_type
-            if "output_dtype" in a and int(a["output_dtype"]) not in (0, otype):
+            if attr_int(n, "output_dtype", 0) not in (0, otype):
                 raise OnnxImportError(f"{w}: output_dtype differs from the zero point type")
         else:
-            otype = int(a.get("output_dtype", 0)) or UINT8
+            otype = attr_int(n, "output_dtype", 0) or UINT8
         if otype not in QUANT_TYPES:
             raise OnnxImportError(f"{w}: QuantizeLinear to {type_name(otype)} is not supported "
                                   f"(int2/uint2/int4/uint4/int8/uint8)")
@@ -710,8 +788,9 @@ class Resolver:
                 f"{w}: QuantizeLinear with a {sc.dtype} scale is refused: onnxruntime and the "
                 f"ONNX reference divide in different precisions there, so the codes are "
                 f"ambiguous (use float32 scales for fake quant)")
-        if "precision" in a and int(a["precision"]) not in (0, FLOAT):
-            raise OnnxImportError(f"{w}: QuantizeLinear precision {type_name(a['precision'])} "
+        precision = attr_int(n, "precision", 0)
+        if precision not in (0, FLOAT):
+            raise OnnxImportError(f"{w}: QuantizeLinear precision {type_name(precision)} "
                                   f"is not supported (float32 only)")
         xval, xnames, xchain, _ = self._float_leaf(n.input[0], w)
         if xval.onnx_type != FLOAT:
@@ -740,13 +819,13 @@ class Resolver:
         return codes, otype, xnames, xchain
 
     # -- qonnx Quant -----------------------------------------------------------------------
-    def qonnx_quant(self, p: int, stored_nk: bool, what: str) -> tuple[QuantizedWeight, dict]:
+    def qonnx_quant(self, p: int, stored_nk: bool,
+                    what: str) -> tuple[QuantizedWeight, Details]:
         n = self.g.nodes[p]
         w = f"{what} ({self.g.label(p)}, float weight '{n.input[0]}')"
-        a = _attrs(n)
-        signed = bool(a.get("signed", 1))
-        narrow = bool(a.get("narrow", 0))
-        mode = str(a.get("rounding_mode", "ROUND")).upper()
+        signed = bool(attr_int(n, "signed", 1))
+        narrow = bool(attr_int(n, "narrow", 0))
+        mode = attr_str(n, "rounding_mode", "ROUND").upper()
         if mode != "ROUND":
             raise OnnxImportError(f"{w}: rounding_mode {mode} is not supported (ROUND only)")
         if len(n.input) != 4:
@@ -806,23 +885,22 @@ class Resolver:
                                      src_block, bits, signed, qlo, qhi, w, declared)
         if narrow:
             notes.append(f"{what}: narrow range [{lo}, {hi}] declared by qonnx Quant")
-        return qw, {"names": xnames, "chain": xchain, "pattern": "qonnx Quant",
-                    "out_type": FLOAT, "transposed": not stored_nk, "notes": notes}
+        return qw, Details(xnames, xchain, "qonnx Quant", not stored_nk, notes)
 
     # -- MatMulNBits -----------------------------------------------------------------------
-    def matmul_nbits(self, p: int) -> tuple[QuantizedWeight, dict]:
+    def matmul_nbits(self, p: int) -> tuple[QuantizedWeight, Details]:
         n = self.g.nodes[p]
         w = self.g.label(p)
-        a = _attrs(n)
         known = {"K", "N", "bits", "block_size", "accuracy_level"}
-        extra = set(a) - known
+        has = attr_names(n)
+        extra = has - known
         if extra:
             raise OnnxImportError(f"{w}: unsupported MatMulNBits attributes {sorted(extra)}")
-        try:
-            K, N, bs = int(a["K"]), int(a["N"]), int(a["block_size"])
-        except KeyError as e:
-            raise OnnxImportError(f"{w}: MatMulNBits needs attribute {e.args[0]}") from None
-        bits = int(a.get("bits", 4))
+        for req in ("K", "N", "block_size"):
+            if req not in has:
+                raise OnnxImportError(f"{w}: MatMulNBits needs attribute '{req}'")
+        K, N, bs = attr_int(n, "K", 0), attr_int(n, "N", 0), attr_int(n, "block_size", 0)
+        bits = attr_int(n, "bits", 4)
         if bits not in (2, 4, 8):
             raise OnnxImportError(f"{w}: MatMulNBits with bits={bits} is not supported (2, 4, 8)")
         if bs <= 0 or (bs * bits) % 8:
@@ -876,10 +954,10 @@ class Resolver:
         z_el = np.repeat(zp, bs, axis=1)[:, :K] if zp is not None else None
         qw, notes = finish_quantized(q, s_el, sc.onnx_type, z_el, bs, bits, signed, lo, hi,
                                      what, f"MatMulNBits bits={bits}")
-        if "accuracy_level" in a:
-            notes.append(f"{w}: accuracy_level {a['accuracy_level']} ignored (a compute hint)")
-        return qw, {"names": [n.input[1]], "chain": [], "pattern": f"MatMulNBits {bits}-bit",
-                    "transposed": False, "notes": notes}
+        if "accuracy_level" in has:
+            notes.append(f"{w}: accuracy_level {attr_int(n, 'accuracy_level', 0)} ignored (a "
+                         f"compute hint)")
+        return qw, Details([n.input[1]], [], f"MatMulNBits {bits}-bit", False, notes)
 
 
 def _apply_cast(val: Decoded, to: int, what: str) -> Decoded:
@@ -913,6 +991,12 @@ def _float_value(d: Decoded, what: str) -> WeightValue:
     return np.ascontiguousarray(v)
 
 
+# Integer-activation matrix products (their quantization is not weight-only) and the
+# position of their weight input.
+INT_ACTIVATION_OPS = {("", "MatMulInteger"): 1, ("", "QLinearMatMul"): 3, ("", "ConvInteger"): 1,
+                      (MS_DOMAIN, "DynamicQuantizeMatMul"): 1,
+                      (MS_DOMAIN, "MatMulIntegerToFloat"): 1, (MS_DOMAIN, "QGemm"): 3}
+
 NORM_OPS = {("", "Mul"), ("ai.onnx", "Mul"), ("", "RMSNormalization"),
             ("ai.onnx", "RMSNormalization"), (MS_DOMAIN, "SimplifiedLayerNormalization"),
             ("", "SimplifiedLayerNormalization")}
@@ -936,17 +1020,24 @@ def find_weights(g: Graph) -> list[WeightRecord]:
             what = f"{lab}, weight '{ins[1]}'"
             nk = False
             if op == "Gemm":
-                a = _attrs(n)
-                if int(a.get("transA", 0)):
+                if attr_int(n, "transA", 0):
                     raise OnnxImportError(f"{what}: Gemm with transA=1 is not supported")
                 if len(ins) > 2 and ins[2]:
                     raise OnnxImportError(f"{what}: Gemm bias input '{ins[2]}' is not supported "
                                           f"(Qwen3-MoE linears have no bias)")
-                if float(a.get("alpha", 1.0)) != 1.0:
-                    raise OnnxImportError(f"{what}: Gemm alpha {a['alpha']} != 1")
-                nk = bool(int(a.get("transB", 0)))
+                alpha = attr_float(n, "alpha", 1.0)
+                if alpha != 1.0:
+                    raise OnnxImportError(f"{what}: Gemm alpha {alpha} != 1")
+                nk = bool(attr_int(n, "transB", 0))
             value, det = res.resolve(ins[1], nk, what)
             out.append(_record("linear", g, i, ins[0], value, det, ins[1]))
+        elif ((dom, op) in INT_ACTIVATION_OPS and len(ins) > INT_ACTIVATION_OPS[(dom, op)]
+              and ins[INT_ACTIVATION_OPS[(dom, op)]] in g.constant):
+            raise OnnxImportError(
+                f"{lab}, weight '{ins[INT_ACTIVATION_OPS[(dom, op)]]}': {op} multiplies integer activations (onnxruntime's "
+                f"quantize_dynamic / quantize_static, optimum's ORTQuantizer): only weight-only "
+                f"quantization is supported (MatMulNBits, DequantizeLinear -> MatMul, Q/DQ fake "
+                f"quant); export the float model or quantize its weights only")
         elif dom == MS_DOMAIN and op == "MatMulNBits":
             if ins[0] not in live:
                 continue
@@ -957,7 +1048,7 @@ def find_weights(g: Graph) -> list[WeightRecord]:
                 continue
             what = f"{lab}, table '{ins[0]}'"
             try:
-                if int(_attrs(n).get("axis", 0)) != 0:
+                if attr_int(n, "axis", 0) != 0:
                     raise OnnxImportError(f"{what}: Gather axis must be 0 for an embedding")
                 value, det = res.resolve(ins[0], True, what)
                 out.append(_record("gather", g, i, ins[1], value, det, ins[0]))
@@ -988,26 +1079,24 @@ def find_weights(g: Graph) -> list[WeightRecord]:
                         or sum(1 for s in arr.shape if s != 1) != 1):
                     continue
                 value = _float_value(Decoded(val.array.reshape(-1), val.onnx_type), what)
-                det = {"names": names, "chain": chain, "pattern": f"float {val.dtype}",
-                       "transposed": False, "notes": []}
+                det = Details(names, chain, f"float {val.dtype}", False, [])
                 out.append(_record("norm", g, i, act, value, det, wt))
             except OnnxImportError as e:
                 out.append(_failed("norm", g, i, act, wt, e))
     return out
 
 
-def _record(kind: str, g: Graph, i: int, act: str, value: WeightValue, det: dict,
+def _record(kind: str, g: Graph, i: int, act: str, value: WeightValue, det: Details,
             wname: str) -> WeightRecord:
     n = g.nodes[i]
-    names = list(det.get("names") or [wname])
-    chain = det.get("chain", [])
-    src = tuple(names) + tuple(c.output[0] for c in chain if c.op_type not in
-                               ("Transpose", "Identity"))
+    names = list(det.names or [wname])
+    chain = det.chain
+    src: Source = tuple(names) + tuple(str(c.output[0]) for c in chain if c.op_type not in
+                                       ("Transpose", "Identity"))
     r = WeightRecord(kind=kind, node=n, node_index=i, label=g.label(i), activation=act,
                      output=n.output[0] if n.output else "", value=value, source=src,
-                     names=names, chain=chain, pattern=det.get("pattern", ""),
-                     transposed=bool(det.get("transposed", False)),
-                     notes=list(det.get("notes", [])))
+                     names=names, chain=chain, pattern=det.pattern,
+                     transposed=det.transposed, notes=list(det.notes))
     return r
 
 

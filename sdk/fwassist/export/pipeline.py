@@ -41,6 +41,43 @@ def probe_inputs(vocab_size: int) -> list[np.ndarray]:
     return [rng.integers(0, vocab_size, size=n, dtype=np.int64) for n in PROBE_LENGTHS]
 
 
+def decoder_feeds(inputs: list[Any]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """onnxruntime feeds for a Hugging Face decoder graph (its ``get_inputs()``): the token
+    ids, and where the graph declares them (optimum's exports) an all-ones ``attention_mask``,
+    ``position_ids`` 0..n-1 and an empty KV cache (``past_key_values.*``, past length 0): a
+    plain causal forward of the probe. Any other input is refused by name."""
+    names = [i.name for i in inputs]
+    ids_name = "input_ids" if "input_ids" in names else names[0]
+    past: dict[str, tuple[tuple[int, ...], type[np.floating[Any]]]] = {}
+    cache_types: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32,
+                                                      "tensor(float16)": np.float16}
+    for i in inputs:
+        if i.name in (ids_name, "attention_mask", "position_ids"):
+            continue
+        if not i.name.startswith("past_key_values."):
+            raise OnnxImportError(f"evidence: the source graph has an input '{i.name}' besides "
+                                  f"the token ids (known: attention_mask, position_ids, "
+                                  f"past_key_values.*); pass --no-evidence")
+        if i.type not in cache_types:
+            raise OnnxImportError(f"evidence: cache input '{i.name}' has type {i.type}; pass "
+                                  f"--no-evidence")
+        # batch 1; every other symbolic axis of a cache input is its past length, 0
+        past[i.name] = (tuple(d if isinstance(d, int) else (1 if k == 0 else 0)
+                              for k, d in enumerate(i.shape)), cache_types[i.type])
+
+    def feeds(ids: np.ndarray) -> dict[str, np.ndarray]:
+        n = ids.size
+        out = {ids_name: ids.reshape(1, -1).astype(np.int64)}
+        if "attention_mask" in names:
+            out["attention_mask"] = np.ones((1, n), np.int64)
+        if "position_ids" in names:
+            out["position_ids"] = np.arange(n, dtype=np.int64).reshape(1, -1)
+        out.update({k: np.zeros(shape, dt) for k, (shape, dt) in past.items()})
+        return out
+
+    return feeds
+
+
 def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
     ort = require("onnxruntime", "export",
                   "the equivalence evidence of an ONNX source (or pass --no-evidence)")
@@ -56,11 +93,11 @@ def _onnxruntime_logits(onnx_path: str) -> Callable[[np.ndarray], np.ndarray]:
         raise OnnxImportError(f"evidence: onnxruntime cannot load the source graph ({msg}); a "
                               f"graph with ops onnxruntime lacks (e.g. qonnx Quant) exports "
                               f"with --no-evidence") from None
-    name = sess.get_inputs()[0].name
+    feeds = decoder_feeds(sess.get_inputs())
 
     def run(ids: np.ndarray) -> np.ndarray:
         try:
-            out = sess.run(None, {name: ids.reshape(1, -1)})[0]
+            out = sess.run(None, feeds(ids))[0]
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             msg = " ".join(str(e).split())[:300]
             raise OnnxImportError(
