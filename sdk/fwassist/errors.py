@@ -3,6 +3,7 @@
 
     Error                          every failure fwassist itself reports
     ├── ArtifactError              an artifact failed to open or verify (also a ValueError)
+    │   └── ReleaseError           its signed release failed the trust policy (docs/releases.md)
     ├── ExportError                a source model cannot be exported (also a ValueError)
     └── MissingExtraError          an optional package is not installed (also an ImportError)
 
@@ -22,7 +23,8 @@ import importlib.util
 from types import ModuleType
 from typing import Optional
 
-__all__ = ["Error", "ArtifactError", "ExportError", "MissingExtraError", "require"]
+__all__ = ["Error", "ArtifactError", "ReleaseError", "ExportError", "MissingExtraError",
+           "require"]
 
 
 class Error(Exception):
@@ -41,6 +43,15 @@ class ArtifactError(Error, ValueError):
         self.status = status
         self.message = message
         self.path = path
+
+
+class ReleaseError(ArtifactError):
+    """The artifact verified, but its signed release did not pass the trust policy.
+
+    ``status`` names the check that refused it, in the order they run: ``no_crypto``,
+    ``policy_malformed``, ``policy_unsatisfiable``, ``signature_malformed``, ``cap_exceeded``,
+    ``subject_mismatch``, ``signature_invalid``, ``untrusted``, ``revoked``, ``rollback``,
+    ``counter_unavailable`` (``io_error`` when a file or an external verifier fails)."""
 
 
 class ExportError(Error, ValueError):
