@@ -62,7 +62,7 @@ class DeviceRelease:
     signers: tuple[SignerResult, ...]
 
 
-def _read(arg: Union[PathArg, bytes], what: str) -> bytes:
+def _read(arg: Any, what: str) -> bytes:
     if isinstance(arg, (bytes, bytearray, memoryview)):
         return bytes(arg)
     path = os.fspath(arg)
