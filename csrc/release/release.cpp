@@ -291,7 +291,8 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
       if (payload_type != expected_payload_type)
         return sfail(message, where + "payloadType is \"" + payload_type + "\", expected \"" +
                                   std::string(expected_payload_type) + "\"");
-      env.find("payload").get_string(&payload_b64);
+      if (!env.find("payload").get_string(&payload_b64))
+        return sfail(message, where + "payload is not a string");
       const Value sigs = env.find("signatures");
       if (!sigs.is(Type::array) || sigs.size() != 1)
         return sfail(message, where + "a bundle holds exactly one DSSE signature");

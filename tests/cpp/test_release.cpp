@@ -347,6 +347,13 @@ TEST_CASE("release: signature_malformed and cap_exceeded") {
   std::string bad = a;
   bad.insert(bad.find("\"payload\":\"") + 14, "\\n");
   CHECK(f.verify(p, bad) == Status::signature_malformed);
+  // A payload that is not a string.
+  std::string num = a;
+  const size_t pp = num.find("\"payload\":\"") + 10;
+  num.replace(pp, num.find('"', pp + 1) - pp + 1, "1");
+  std::string why;
+  CHECK(f.verify(p, num, &why) == Status::signature_malformed);
+  CHECK(why.find("payload is not a string") != std::string::npos);
   // Two DSSE signatures in one bundle.
   std::string two = a;
   const size_t s0 = two.find("[{\"keyid\"");
