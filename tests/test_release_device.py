@@ -24,8 +24,9 @@ from fwassist.models import tiny_coder_path
 
 from release_signer import Key, artifact_identity, bundle_line, policy, sign_file, statement
 
-pytestmark = pytest.mark.skipif(not fwassist._core.have_release_crypto(),
-                                reason="this build has no crypto backend (see test_no_crypto)")
+HAVE_CRYPTO = fwassist._core.have_release_crypto()
+needs_crypto = pytest.mark.skipif(not HAVE_CRYPTO, reason="this build has no crypto backend "
+                                  "(test_a_build_without_crypto_refuses_every_policy runs)")
 
 
 class Release:
@@ -75,6 +76,7 @@ def rel(tmp_path: Path) -> Release:
     return Release(tmp_path)
 
 
+@needs_crypto
 def test_cosigned_round_trip_and_commit(rel: Release) -> None:
     rel.sign(5, [rel.supplier, rel.oem])
     m = rel.load()
@@ -94,6 +96,7 @@ def test_cosigned_round_trip_and_commit(rel: Release) -> None:
     assert rel.load().release.security_version == 5  # type: ignore[union-attr]
 
 
+@needs_crypto
 def test_a_counter_object_and_its_failures(rel: Release) -> None:
     class Rpmb:
         def __init__(self, value: int) -> None:
@@ -128,6 +131,7 @@ def test_a_counter_object_and_its_failures(rel: Release) -> None:
     assert rel.status(counter=rel.dir / "bad") == "counter_unavailable"
 
 
+@needs_crypto
 def test_refusals_each_with_its_status(rel: Release, build_tiny_model: Any) -> None:
     ok = [rel.supplier, rel.oem]
     rel.sign(5, ok)
@@ -176,6 +180,7 @@ def test_refusals_each_with_its_status(rel: Release, build_tiny_model: Any) -> N
     assert rel.status(trust=rel.policy("min6.json", min_security_version=6)) == "rollback"
 
 
+@needs_crypto
 def test_a_bad_signature_of_a_trusted_key_is_an_error_even_with_enough_others(
         rel: Release) -> None:
     payload = rel.statement(5)
@@ -204,6 +209,7 @@ def fwassist_cli(*args: Any) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True)
 
 
+@needs_crypto
 def test_cli_verify_and_run_with_trust(rel: Release) -> None:
     rel.sign(3, [rel.supplier, rel.oem], rxswin=None)
     pol = rel.policy()
@@ -226,3 +232,13 @@ def test_cli_verify_and_run_with_trust(rel: Release) -> None:
     r = fwassist_cli("run", rel.model, "--prompt", "int", "--max-tokens", "2", "--trust", pol,
                      "--counter", rel.counter)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_build_without_crypto_refuses_every_policy(rel: Release) -> None:
+    """With OpenSSL the release loads; a build without it (FWA_WITH_OPENSSL=OFF) refuses the
+    same policy with no_crypto instead of skipping the check."""
+    rel.sign(5, [rel.supplier, rel.oem])
+    if HAVE_CRYPTO:
+        assert rel.load().release is not None
+    else:
+        assert rel.status() == "no_crypto"
