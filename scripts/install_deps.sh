@@ -19,7 +19,7 @@ py=${PYTHON:-python3}
 
 # The active Python's headers: a Debian/Ubuntu system Python (or a venv made from one) has them
 # in pythonX.Y-dev.
-required=(g++)
+required=(g++ libssl-dev)  # libssl-dev: libcrypto for release signatures (csrc/release)
 if ! "$py" -c 'import os, sysconfig, sys
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)'; then
   required+=("$("$py" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')")

@@ -27,6 +27,9 @@ cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS
 cmake --build build-native
 export FWA_TEST_MODEL="$root/build-native/test-model.fwa"
 python3 tests/cross/make_test_model.py "$FWA_TEST_MODEL"
+# Signed releases of that artifact for the C ABI release walk (here and under qemu).
+export FWA_RELEASE_FIXTURES="$root/build-native/release-fixtures"
+python3 tests/capi/make_release_fixtures.py "$FWA_TEST_MODEL" "$FWA_RELEASE_FIXTURES"
 # kernels (every variant the CPU has), artifact reader, tokenizer, deterministic math and
 # sampler, the runtime on a real artifact, logits with every feature and none, and the C ABI
 # (bad-input walk, allocation-free decode, generation-tagged handles).

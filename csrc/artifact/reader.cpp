@@ -54,6 +54,16 @@ const char* status_name(Status s) {
     case Status::digest_mismatch: return "digest_mismatch";
     case Status::pin_mismatch: return "pin_mismatch";
     case Status::incompatible: return "incompatible";
+    case Status::policy_malformed: return "policy_malformed";
+    case Status::policy_unsatisfiable: return "policy_unsatisfiable";
+    case Status::signature_malformed: return "signature_malformed";
+    case Status::subject_mismatch: return "subject_mismatch";
+    case Status::signature_invalid: return "signature_invalid";
+    case Status::untrusted: return "untrusted";
+    case Status::revoked: return "revoked";
+    case Status::rollback: return "rollback";
+    case Status::counter_unavailable: return "counter_unavailable";
+    case Status::no_crypto: return "no_crypto";
   }
   return "unknown";
 }

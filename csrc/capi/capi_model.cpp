@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // C ABI: library information, models (open, identity, manifest sections) and the tokenizer.
+#include <cstddef>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,11 +35,20 @@ fwa::Status parse_manifest(const fwa::Model& m, fwa::json::Document* doc, std::s
   return doc->parse(a.manifest_data(), a.manifest_size(), fwa::json::Limits(), message);
 }
 
+// The size of fwa_open_options before `trust` was appended: still accepted (no release check).
+constexpr size_t kOpenOptionsV1 = offsetof(fwa_open_options, trust);
+
 fwa_status read_open_options(const fwa_open_options* options, fwa::OpenOptions* o,
-                             const char* fn) {
+                             const fwa_trust** trust, const char* fn) {
+  *trust = nullptr;
   if (!options) return FWA_OK;
-  const fwa_status st = fwa_capi::check_struct(options, sizeof *options, fn);
-  if (st != FWA_OK) return st;
+  uint32_t size;
+  std::memcpy(&size, options, sizeof size);
+  if (size != kOpenOptionsV1) {
+    const fwa_status st = fwa_capi::check_struct(options, sizeof *options, fn);
+    if (st != FWA_OK) return st;
+    *trust = options->trust;
+  }
   const uint32_t known = FWA_OPEN_LAZY_VERIFY | FWA_OPEN_COPY | FWA_OPEN_STRICT;
   if (options->flags & ~known)
     return fail(FWA_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
@@ -55,23 +66,56 @@ fwa_status read_open_options(const fwa_open_options* options, fwa::OpenOptions* 
   return FWA_OK;
 }
 
-// Reads the options, opens the artifact with open(options, &artifact, &message), binds the
-// model and registers its handle.
+// Checks the release of the verified artifact `a` against *trust (release::verify's order).
+fwa_status verify_release(const fwa::Artifact& a, const fwa_trust* trust,
+                          fwa::release::Verdict* verdict, const char* fn) {
+  fwa_status s = fwa_capi::check_struct(trust, sizeof *trust, fn);
+  if (s != FWA_OK) return s;
+  if (trust->reserved0 != 0)
+    return fail(FWA_ERR_INVALID_ARGUMENT, "%s: trust->reserved0 must be 0", fn);
+  if (!trust->policy) return fail(FWA_ERR_NULL_ARGUMENT, "%s: trust->policy is NULL", fn);
+  if (!trust->signatures)
+    return fail(FWA_ERR_NULL_ARGUMENT, "%s: trust->signatures is NULL", fn);
+  fwa::release::TrustInputs in;
+  in.policy = static_cast<const uint8_t*>(trust->policy);
+  in.policy_size = trust->policy_size;
+  in.signatures = static_cast<const uint8_t*>(trust->signatures);
+  in.signatures_size = trust->signatures_size;
+  in.verify = trust->verify;
+  in.verify_ctx = trust->verify_ctx;
+  if (trust->counter) {
+    s = fwa_capi::read_counter(trust->counter, &in.counter, fn);
+    if (s != FWA_OK) return s;
+  }
+  std::string message;
+  const fwa::Status st = fwa::release::verify(a, in, verdict, &message);
+  if (st != fwa::Status::ok) return fail_core(st, message);
+  return FWA_OK;
+}
+
+// Reads the options, opens the artifact with open(options, &artifact, &message), checks its
+// release when a trust policy is given, binds the model and registers its handle.
 template <class Open>
 fwa_status open_model(const fwa_open_options* options, fwa_model** model, const char* fn,
                       Open&& open) {
   FWA_CHECK_NOT_NULL(model, fn);
   fwa::OpenOptions o;
-  const fwa_status s = read_open_options(options, &o, fn);
+  const fwa_trust* trust = nullptr;
+  const fwa_status s = read_open_options(options, &o, &trust, fn);
   if (s != FWA_OK) return s;
   std::unique_ptr<fwa::Artifact> a;
   std::string message;
   fwa::Status st = open(o, &a, &message);
   if (st != fwa::Status::ok) return fail_core(st, message);
+  std::optional<fwa::release::Verdict> verdict;
+  if (trust) {
+    const fwa_status vs = verify_release(*a, trust, &verdict.emplace(), fn);
+    if (vs != FWA_OK) return vs;
+  }
   std::shared_ptr<fwa::Model> m;
   st = fwa::Model::from_artifact(std::move(a), &m, &message);
   if (st != fwa::Status::ok) return fail_core(st, message);
-  std::unique_ptr<fwa_model> h(new fwa_model{std::move(m)});
+  std::unique_ptr<fwa_model> h(new fwa_model{std::move(m), std::move(verdict)});
   const fwa_status registered = fwa_capi::register_handle(h.get(), model, fn);
   if (registered == FWA_OK) h.release();  // the table owns it now
   return registered;
@@ -101,7 +145,9 @@ const char* fwa_status_string(fwa_status status) {
     case FWA_ERR_INTERNAL: return "internal";
     default: break;
   }
-  if (int(status) >= 0 && int(status) <= int(fwa::Status::incompatible)) {
+  if ((int(status) >= 0 && int(status) <= int(fwa::Status::incompatible)) ||
+      (int(status) >= int(fwa::Status::policy_malformed) &&
+       int(status) <= int(fwa::Status::no_crypto))) {
     const char* name = fwa::status_name(fwa::Status(int(status)));
     if (std::strcmp(name, "unknown") != 0) return name;
   }

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -16,9 +17,11 @@
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/session.h"
+#include "release/release.h"
 
 struct fwa_model {
   std::shared_ptr<fwa::Model> model;
+  std::optional<fwa::release::Verdict> release;  // set when opened with a trust policy
 };
 
 struct fwa_session {
@@ -112,6 +115,9 @@ fwa_status guarded(const char* function, F&& f) noexcept {
     return fail(FWA_ERR_INTERNAL, "%s: internal error (unknown exception)", function);
   }
 }
+
+// Reads a caller's fwa_counter (struct size, reserved field, a path or a read callback).
+fwa_status read_counter(const fwa_counter* c, fwa::release::Counter* out, const char* function);
 
 // Copies n bytes of text plus a NUL into buf (cap bytes), or reports the size needed.
 fwa_status write_text(const char* text, size_t n, char* buf, size_t cap, size_t* needed,

@@ -25,6 +25,16 @@ const char* status_string(Status s) {
     case Status::digest_mismatch: return "sha256 digest mismatch";
     case Status::pin_mismatch: return "root digest does not match the pin";
     case Status::incompatible: return "artifact requires features this build lacks";
+    case Status::policy_malformed: return "malformed trust policy";
+    case Status::policy_unsatisfiable: return "trust policy cannot be met by its own keys";
+    case Status::signature_malformed: return "malformed release signature";
+    case Status::subject_mismatch: return "release statement is about another artifact";
+    case Status::signature_invalid: return "a trusted key's signature does not verify";
+    case Status::untrusted: return "required signatures missing";
+    case Status::revoked: return "required signatures come from revoked keys";
+    case Status::rollback: return "security version lower than allowed";
+    case Status::counter_unavailable: return "monotonic counter unavailable";
+    case Status::no_crypto: return "no crypto backend for a trust policy";
   }
   return "unknown status";
 }

@@ -27,6 +27,17 @@ enum class Status : int {
   digest_mismatch = 20,     // a sha256 differs (the manifest, a tensor or an expert block)
   pin_mismatch = 21,        // the root digest is not the expected pin
   incompatible = 22,        // requires something this build does not implement
+  // Signed releases (csrc/release/release.h, docs/releases.md).
+  policy_malformed = 50,      // the trust policy breaks a rule of its format
+  policy_unsatisfiable = 51,  // a required role its own non-revoked keys cannot meet
+  signature_malformed = 52,   // the signature file, a bundle, DSSE envelope or statement
+  subject_mismatch = 53,      // the statement is about another artifact
+  signature_invalid = 54,     // a trusted key's signature does not verify
+  untrusted = 55,             // a required role lacks valid signatures of trusted keys
+  revoked = 56,               // ... and revoked keys would have met it
+  rollback = 57,              // security version below the policy's minimum or the counter
+  counter_unavailable = 58,   // the monotonic counter cannot be read (never taken as 0)
+  no_crypto = 59,             // a trust policy in a build without crypto or callback
 };
 
 const char* status_string(Status s);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "artifact/reader.h"
+#include "bind_release.h"
 #include "errors.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -51,6 +52,7 @@ void check(fwa::Status st, const std::string& message) {
 
 struct NativeModel {
   std::shared_ptr<fwa::Model> model;
+  std::optional<int64_t> security_version;  // set once verify_release succeeded
 };
 
 struct NativeSession {
@@ -222,6 +224,27 @@ void bind_model(nb::module_& m) {
       .def_static("load", &load_model, "path"_a, "pin"_a = nb::none(), "lazy"_a = false,
                   "copy"_a = false, "strict"_a = false)
       .def("pin", [](const NativeModel& m) { return m.model->pin(); })
+      .def(
+          "verify_release",
+          [](NativeModel& m, const nb::bytes& policy, const nb::bytes& signatures,
+             const std::optional<std::string>& counter_path, nb::object counter) {
+            int64_t sv = 0;
+            nb::tuple verdict = fwa_python::verify_release(*m.model, policy, signatures,
+                                                           {counter_path, counter}, &sv);
+            m.security_version = sv;
+            return verdict;
+          },
+          "policy"_a, "signatures"_a, "counter_path"_a.none(), "counter"_a.none())
+      .def(
+          "commit_security_version",
+          [](const NativeModel& m, const std::optional<std::string>& counter_path,
+             nb::object counter) {
+            if (!m.security_version)
+              throw nb::value_error("the model was loaded without trust=: no verified "
+                                    "security version to commit");
+            fwa_python::commit_security_version(*m.security_version, {counter_path, counter});
+          },
+          "counter_path"_a.none(), "counter"_a.none())
       .def("protection",
            [](const NativeModel& m) { return fwa::protection_name(m.model->protection()); })
       .def("config_json",

@@ -28,6 +28,9 @@ using namespace nb::literals;
 void bind_artifact(nb::module_& m);  // bind_artifact.cpp
 void bind_tokenizer(nb::module_& m);  // bind_tokenizer.cpp
 void bind_model(nb::module_& m);      // bind_model.cpp
+namespace fwa_python {
+void bind_release(nb::module_& m);    // bind_release.cpp
+}
 
 namespace {
 
@@ -314,4 +317,5 @@ NB_MODULE(_core, m) {
   bind_artifact(m);
   bind_tokenizer(m);
   bind_model(m);
+  fwa_python::bind_release(m);
 }

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from . import _core, kernels
-from .errors import ArtifactError, Error, ExportError, MissingExtraError
+from .errors import ArtifactError, Error, ExportError, MissingExtraError, ReleaseError
 from .loader import load_artifact
 from .runtime import Generation, Model, Session, Stream, Token
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "cpu_info", "kernels", "load_artifact", "Error", "ArtifactError",
-           "ExportError", "MissingExtraError", "Tokenizer",
+           "ReleaseError", "ExportError", "MissingExtraError", "Tokenizer",
            "Model", "Session", "Generation", "Stream", "Token"]
 
 

@@ -50,8 +50,8 @@ class ReleaseError(ArtifactError):
     signatures, the security version or the rollback counter (docs/releases.md). ``status`` is
     one of ``policy_malformed``, ``policy_unsatisfiable``, ``signature_malformed``,
     ``cap_exceeded``, ``subject_mismatch``, ``signature_invalid``, ``untrusted``, ``revoked``,
-    ``rollback``, ``counter_unavailable``, ``no_crypto``; ``verdict`` is the reference
-    verifier's :class:`fwassist.release.ReleaseVerdict` so far (None elsewhere)."""
+    ``rollback``, ``counter_unavailable``, ``no_crypto`` (``io_error`` when a file or an
+    external verifier fails); ``verdict`` is the reference verifier's :class:`fwassist.release.ReleaseVerdict` so far (None elsewhere)."""
 
     def __init__(self, status: str, message: str, path: Optional[str] = None,
                  verdict: Optional[object] = None) -> None:

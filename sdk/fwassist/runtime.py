@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional, TypeVar, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _trust
 from .errors import ArtifactError
 from .pin import check_path, parse_pin
 from .tokenizer import Tokenizer
@@ -95,10 +95,13 @@ class Model:
         gj = native.generation_json()  # format 1.1: the pinned generation metadata, else None
         self.generation: Optional[dict[str, Any]] = (json.loads(gj) if isinstance(gj, str)
                                                      else None)
+        # The verified signed release when loaded with trust= (None otherwise).
+        self.release: Optional[_trust.DeviceRelease] = None
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
-             lazy: bool = False, copy: bool = False, strict: bool = False) -> Model:
+             lazy: bool = False, copy: bool = False, strict: bool = False, trust: Any = None,
+             signature: Any = None, counter: Any = None) -> Model:
         """Opens and verifies the regular file ``path`` (a FIFO, directory or device raises
         ArtifactError("io_error") at once; a path with a NUL character ValueError).
 
@@ -115,11 +118,33 @@ class Model:
         changes the model (costs RAM for the whole file). ``strict=True`` refuses a mapping
         whose protection is "none" (ArtifactError "io_error", "unprotected mapping: ...").
         A file truncated while mapped makes the next evaluation raise ArtifactError
-        ("io_error") instead of crashing the process."""
+        ("io_error") instead of crashing the process.
+
+        trust: a trust policy (path, bytes, or an object with ``raw`` or ``path``): after the
+        artifact verifies, the C++ core checks its signed release (``signature``, default
+        ``path + ".sig"``) against the policy and the monotonic ``counter`` (required: a file
+        store path or an object with read()/advance(); fwassist._trust) and raises
+        :class:`fwassist.ReleaseError` naming the refusal; :attr:`release` then holds the
+        verified versions and signers. The counter is never advanced here: call
+        :meth:`commit_security_version` after the new model booted successfully."""
         p = check_path(path)
         native = _artifact_errors(_core.NativeModel.load, p, parse_pin(pin), bool(lazy),
                                   bool(copy), bool(strict))
-        return cls(native, p)
+        release = None
+        if trust is not None:
+            release = _trust.verify(native, p, trust, signature, counter)
+        elif signature is not None or counter is not None:
+            raise ValueError("signature= and counter= need trust= (the policy to check them)")
+        model = cls(native, p)
+        model.release = release
+        return model
+
+    def commit_security_version(self, counter: Any) -> None:
+        """Raises the monotonic counter to this model's verified security_version (never lowers
+        it; equal is a no-op). Only for a model loaded with ``trust=``; ReleaseError
+        ("rollback") if the counter is already higher, ("counter_unavailable") if it cannot be
+        read or advanced."""
+        _trust.commit(self._native, counter)
 
     @property
     def pin(self) -> str:

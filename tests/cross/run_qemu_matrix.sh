@@ -12,6 +12,7 @@
 # native x86 build printed (FWA_EXPECT_DIGESTS, a file), and the runtime tests (determinism,
 # zero-allocation decode) run on the ARMv8.0 and SVE-512 rows (FWA_TEST_MODEL, the model of
 # tests/cross/make_test_model.py).
+# Then the signed-release tests and the C ABI release walk (FWA_RELEASE_FIXTURES).
 # Usage: tests/cross/run_qemu_matrix.sh [build-dir]   (FWA_TEST_ITERS sets the cases per variant)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -21,7 +22,7 @@ export FWA_TEST_ITERS=${FWA_TEST_ITERS:-40}
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
   -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
 cmake --build "$build" --target fwa_kernel_tests fwa_artifact_tests fwa_model_math_tests \
-  fwa_model_tests fwa_logits_digest
+  fwa_model_tests fwa_logits_digest fwa_release_tests fwa_release_walk
 test_bin="$build/tests/cpp/fwa_kernel_tests"
 artifact_bin="$build/tests/cpp/fwa_artifact_tests"
 
@@ -87,6 +88,20 @@ if [ -n "${FWA_TEST_MODEL:-}" ]; then
     if [ "$ok" = 0 ]; then echo "FAILED: runtime, -cpu $cpu"; failed=$((failed + 1)); fi
   done
   total=$((total + ${#matrix[@]}))
+fi
+# Signed releases through the C ABI (FWA_RELEASE_FIXTURES, tests/capi/make_release_fixtures.py).
+# The cross build has no OpenSSL (FWA_WITH_OPENSSL defaults to OFF when cross-compiling): the
+# tests check that every policy is refused with no_crypto, then the walk enforces subject,
+# threshold, revocation and rollback with a verification callback.
+if [ -n "${FWA_TEST_MODEL:-}" ] && [ -n "${FWA_RELEASE_FIXTURES:-}" ]; then
+  echo "=== signed releases: qemu-aarch64 -cpu cortex-a53"
+  run=(qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu)
+  if ! "${run[@]}" "$build/tests/cpp/fwa_release_tests" ||
+     ! "${run[@]}" "$build/tests/cpp/fwa_release_walk" "$FWA_TEST_MODEL" "$FWA_RELEASE_FIXTURES"; then
+    echo "FAILED: signed releases under qemu"
+    failed=$((failed + 1))
+  fi
+  total=$((total + 1))
 fi
 echo "qemu matrix: $((total - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]

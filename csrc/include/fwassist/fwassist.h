@@ -104,6 +104,17 @@ typedef enum fwa_status {
   FWA_ERR_NO_LOGITS = 38,          /* no token evaluated since the last reset/truncate */
   FWA_ERR_CANCELLED = 39,          /* not an error of the library: a callback asked to stop */
   FWA_ERR_UNSUPPORTED = 40,        /* a valid request this build does not implement yet */
+  /* Signed releases (fwa_trust; docs/releases.md), in the order they are checked: */
+  FWA_ERR_POLICY_MALFORMED = 50,   /* the trust policy breaks a rule of its format */
+  FWA_ERR_POLICY_UNSATISFIABLE = 51, /* a required role its own non-revoked keys cannot meet */
+  FWA_ERR_SIGNATURE_MALFORMED = 52,  /* the .sig file, a bundle, envelope or statement */
+  FWA_ERR_SUBJECT_MISMATCH = 53,   /* signed for another artifact, model card or format */
+  FWA_ERR_SIGNATURE_INVALID = 54,  /* a signature of a trusted key does not verify */
+  FWA_ERR_UNTRUSTED = 55,          /* a required role lacks valid signatures of trusted keys */
+  FWA_ERR_REVOKED = 56,            /* ... that revoked keys would have given */
+  FWA_ERR_ROLLBACK = 57,           /* security_version below the policy minimum or the counter */
+  FWA_ERR_COUNTER_UNAVAILABLE = 58, /* the monotonic counter cannot be read (never taken as 0) */
+  FWA_ERR_NO_CRYPTO = 59,          /* a trust policy, in a build without crypto or callback */
   FWA_ERR_INTERNAL = 99            /* a bug: please report it with fwa_last_error() */
 } fwa_status;
 
@@ -135,11 +146,60 @@ fwa_status fwa_kernel_choices(char* buf, size_t cap, size_t* needed);
  *   a file whose bytes could change after verification (FWA_PROTECTION_NONE). */
 enum { FWA_OPEN_LAZY_VERIFY = 1, FWA_OPEN_COPY = 2, FWA_OPEN_STRICT = 4 };
 
+/* ---- signed releases (docs/releases.md) ---------------------------------------------
+ * A release signature file (MODEL.fwa.sig: one Sigstore bundle v0.3 per signer, each a DSSE
+ * envelope around an in-toto statement naming the artifact's root digest) is checked against a
+ * trust policy (JSON: keys per role, revoked keys, required roles, min_security_version) and a
+ * monotonic counter, after the artifact itself is verified and before the model exists. */
+
+/* The monotonic anti-rollback counter: 0 on success, anything else = unreadable / not
+ * advanced (FWA_ERR_COUNTER_UNAVAILABLE; an unreadable counter is never taken as 0). */
+typedef int (*fwa_counter_read_fn)(void* ctx, uint64_t* value);
+typedef int (*fwa_counter_advance_fn)(void* ctx, uint64_t value);
+
+typedef struct fwa_counter {
+  uint32_t struct_size;
+  int32_t reserved0;                /* must be 0 */
+  const char* path;                 /* the file store ("<decimal>\n"), or NULL and: */
+  fwa_counter_read_fn read;         /* the integrator's counter (RPMB, HSM, ...) */
+  fwa_counter_advance_fn advance;   /* needed by fwa_model_commit_security_version only */
+  void* ctx;
+} fwa_counter;
+
+void fwa_counter_init(fwa_counter* counter);
+
+enum { FWA_SIG_ECDSA_P256_SHA256 = 1, FWA_SIG_ED25519 = 2 };
+/* An external signature check (an HSM, the integrator's crypto): the key (DER
+ * SubjectPublicKeyInfo, from the policy), the signed bytes (the DSSE PAE) and the signature
+ * (ECDSA: DER; Ed25519: 64 bytes). Return 1 valid, 0 invalid (FWA_ERR_SIGNATURE_INVALID), any
+ * other value a failure of the verifier (FWA_ERR_IO). */
+typedef int (*fwa_verify_fn)(void* ctx, int32_t algorithm, const uint8_t* public_key,
+                             size_t public_key_len, const uint8_t* message, size_t message_len,
+                             const uint8_t* signature, size_t signature_len);
+
+typedef struct fwa_trust {
+  uint32_t struct_size;
+  int32_t reserved0;                /* must be 0 */
+  const void* policy;               /* the trust policy JSON (policy_size bytes) */
+  size_t policy_size;
+  const void* signatures;           /* the .sig file's bytes */
+  size_t signatures_size;
+  const fwa_counter* counter;       /* required: NULL gives FWA_ERR_COUNTER_UNAVAILABLE */
+  fwa_verify_fn verify;             /* NULL: the library's crypto (OpenSSL libcrypto); a build
+                                       without it refuses every policy with FWA_ERR_NO_CRYPTO */
+  void* verify_ctx;
+} fwa_trust;
+
+void fwa_trust_init(fwa_trust* trust);
+
 typedef struct fwa_open_options {
   uint32_t struct_size;
   uint32_t flags;        /* FWA_OPEN_* */
   const char* pin;       /* NULL (no pin), or "sha256:<64 lowercase hex>": open fails unless it
                             matches. "" or any other text: FWA_ERR_INVALID_ARGUMENT */
+  /* Appended in 0.1 (a struct_size without it still works: no release check). NULL: no
+   * release check; else the open fails unless the release verifies (FWA_ERR_POLICY_* ...). */
+  const fwa_trust* trust;
 } fwa_open_options;
 
 void fwa_open_options_init(fwa_open_options* options);
@@ -200,6 +260,33 @@ fwa_status fwa_model_manifest_json(const fwa_model* model, const char* section, 
  * pinned). Pass them as fwa_generate_params.stop_ids to stop there. FWA_ERR_BUFFER_TOO_SMALL
  * when they do not fit (ids may be NULL with cap 0 to ask for the number). */
 fwa_status fwa_model_eos_ids(const fwa_model* model, int32_t* ids, size_t cap, size_t* needed);
+
+/* The verified release of a model opened with a trust policy. */
+typedef struct fwa_release_info {
+  uint32_t struct_size;
+  int32_t verified;                 /* 1: opened with fwa_open_options.trust; 0: without */
+  uint64_t security_version;
+  uint64_t counter;                 /* the counter's value read at open */
+  int64_t policy_version;
+  int32_t has_rxswin;
+  int32_t n_signers;                /* bundles in the signature file */
+  int32_t n_valid_signers;          /* of those, trusted, not revoked and verified */
+  int32_t reserved0;
+  char rxswin[132];                 /* NUL-terminated when has_rxswin */
+} fwa_release_info;
+
+void fwa_release_info_init(fwa_release_info* info);
+fwa_status fwa_model_release_info(const fwa_model* model, fwa_release_info* info);
+
+/* After a successful boot of the new model: raises the counter to the model's verified
+ * security_version (never lowers it; equal is a no-op). A separate, explicit call: opening
+ * never advances the counter. FWA_ERR_INVALID_ARGUMENT for a model opened without a trust
+ * policy or a counter without an advance callback (and no path); FWA_ERR_ROLLBACK if the
+ * counter is already above it; FWA_ERR_COUNTER_UNAVAILABLE if it cannot be read or written. */
+fwa_status fwa_model_commit_security_version(const fwa_model* model, const fwa_counter* counter);
+
+/* Creates the file counter store at path with value (FWA_ERR_INVALID_ARGUMENT if it exists). */
+fwa_status fwa_counter_file_init(const char* path, uint64_t value);
 
 /* ---- tokenizer (the artifact's byte-level BPE) ------------------------------------- */
 

@@ -70,6 +70,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
+    if args.trust is None and (args.sig is not None or args.counter is not None):
+        print("fwassist verify: error: --sig and --counter need --trust", file=sys.stderr)
+        return EXIT_USAGE
     engine = "fwassist.load_artifact" if native_loader() else "pure-Python verifier"
     progress = Progress("fwassist verify", quiet=args.quiet)
     try:
@@ -92,6 +95,33 @@ def _cmd_verify(args: argparse.Namespace) -> int:
           f"in {full_ms:.1f} ms" + (f" (lazy open {lazy_ms:.1f} ms)" if args.lazy else ""))
     if args.pin:
         print("  pin matches")
+    if args.trust is not None:
+        return _verify_release(args)
+    return 0
+
+
+def _verify_release(args: argparse.Namespace) -> int:
+    """The device's release check (the C++ core, as Model.load(trust=...) runs it)."""
+    from ..errors import ReleaseError
+    from ..runtime import Model
+
+    try:
+        model = Model.load(args.file, pin=args.pin, lazy=True, trust=args.trust,
+                           signature=args.sig, counter=args.counter)
+    except ReleaseError as e:
+        print(f"fwassist: RELEASE REFUSED {printable(args.file)}: {printable(e.status)}: "
+              f"{printable(e.message)}", file=sys.stderr)
+        return EXIT_INVALID
+    except ArtifactError as e:
+        return _invalid(e)
+    r = model.release
+    assert r is not None
+    rx = printable(r.rxswin) if r.rxswin is not None else "none"
+    print(f"  release verified: security_version {r.security_version}, RXSWIN {rx}, "
+          f"policy version {r.policy_version}, counter {r.counter}")
+    for s in r.signers:
+        print(f"  signer {s.keyid}: {printable(s.role) if s.role else '(not in the policy)'}: "
+              f"{s.status}")
     return 0
 
 
@@ -135,6 +165,18 @@ def _cmd_sbom(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_trust_arguments(p: argparse.ArgumentParser) -> None:
+    """--trust/--sig/--counter: the signed-release check of ``verify`` and ``run``."""
+    p.add_argument("--trust", metavar="POLICY", type=_artifact_path,
+                   help="trust policy (JSON): also check the signed release against it "
+                        "(exit 3 naming the refusal)")
+    p.add_argument("--sig", metavar="FILE", type=_artifact_path,
+                   help="the release signatures (default: the artifact's path + '.sig')")
+    p.add_argument("--counter", metavar="FILE",
+                   help="the monotonic counter file (required with --trust: a missing counter "
+                        "is refused, never taken as 0; create it with fwassist.counter_init)")
+
+
 def register(subparsers: Any) -> None:
     """Adds ``verify``, ``inspect``, ``diff`` and ``sbom`` to ``subparsers``
     (from ``ArgumentParser.add_subparsers``)."""
@@ -145,6 +187,7 @@ def register(subparsers: Any) -> None:
                    help="also time the lazy open (expert blocks deferred) a device performs")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress on stderr (shown only on a terminal anyway)")
+    add_trust_arguments(p)
     p.set_defaults(fn=_cmd_verify)
     p = subparsers.add_parser("inspect", help="configuration, tensor table, totals, sections")
     p.add_argument("file", type=_artifact_path)

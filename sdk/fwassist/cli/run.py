@@ -28,6 +28,8 @@ def register(sub: Any) -> None:
                         "file cannot change it)")
     p.add_argument("--strict", action="store_true",
                    help="refuse a mapped model whose file is not protected against writes")
+    from .artifact import add_trust_arguments
+    add_trust_arguments(p)
     p.add_argument("--max-tokens", type=int_range(1, MAX_TOKENS), default=64)
     p.add_argument("--temperature", type=temperature, default=0.0,
                    help="0: greedy (default)")
@@ -143,6 +145,11 @@ def run(args: argparse.Namespace) -> int:
     profile = validate(args)
     # --copy/--strict only when asked: the keywords exist from the Model.load that has them.
     opts: dict[str, Any] = {k: True for k in ("copy", "strict") if getattr(args, k)}
+    if args.trust is not None:
+        opts.update(trust=args.trust, signature=args.sig, counter=args.counter)
+    elif args.sig is not None or args.counter is not None:
+        print("fwassist run: error: --sig and --counter need --trust", file=sys.stderr)
+        return 2
     try:
         model = Model.load(args.model, pin=args.pin, lazy=args.lazy, **opts)
     except ArtifactError as e:

@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: Apache-2.0
+// Signed releases: the ReleaseFailure exception, release verification and counter commits on a
+// loaded model, and the file counter store (_core.counter_file_init / counter_file_read).
+#include "bind_release.h"
+
+#include <nanobind/stl/string.h>
+
+#include <string>
+
+#include "artifact/reader.h"
+#include "release/release.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace fwa_python {
+namespace {
+
+[[noreturn]] void raise(fwa::Status st, std::string message) {
+  throw ReleaseFailure{st, std::move(message)};
+}
+
+// The context of a Python counter's callbacks: the object and the first error it raised.
+struct PyCounterCtx {
+  nb::handle obj;
+  std::string error;
+};
+
+int py_read(void* ctx, uint64_t* value) {
+  auto* c = static_cast<PyCounterCtx*>(ctx);
+  nb::gil_scoped_acquire gil;
+  try {
+    const nb::object v = c->obj.attr("read")();
+    const int64_t x = nb::cast<int64_t>(v);
+    if (x < 0) {
+      c->error = "read() returned a negative value";
+      return 1;
+    }
+    *value = uint64_t(x);
+    return 0;
+  } catch (const std::exception& e) {
+    c->error = e.what();
+    return 1;
+  }
+}
+
+int py_advance(void* ctx, uint64_t value) {
+  auto* c = static_cast<PyCounterCtx*>(ctx);
+  nb::gil_scoped_acquire gil;
+  try {
+    c->obj.attr("advance")(value);
+    return 0;
+  } catch (const std::exception& e) {
+    c->error = e.what();
+    return 1;
+  }
+}
+
+fwa::release::Counter make_counter(const PyCounter& pc, PyCounterCtx* ctx) {
+  fwa::release::Counter c;
+  c.path = pc.path;
+  if (pc.obj.is_valid() && !pc.obj.is_none()) {
+    ctx->obj = pc.obj;
+    c.read = py_read;
+    c.advance = py_advance;
+    c.ctx = ctx;
+  }
+  return c;
+}
+
+std::string with_cause(std::string message, const PyCounterCtx& ctx) {
+  if (!ctx.error.empty()) message += ": " + ctx.error;
+  return message;
+}
+
+}  // namespace
+
+nb::tuple verify_release(const fwa::Model& model, const nb::bytes& policy,
+                         const nb::bytes& signatures, const PyCounter& counter,
+                         int64_t* security_version) {
+  PyCounterCtx ctx;
+  fwa::release::TrustInputs in;
+  in.policy = static_cast<const uint8_t*>(policy.data());
+  in.policy_size = policy.size();
+  in.signatures = static_cast<const uint8_t*>(signatures.data());
+  in.signatures_size = signatures.size();
+  in.counter = make_counter(counter, &ctx);
+  fwa::release::Verdict v;
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = fwa::release::verify(model.artifact(), in, &v, &msg);
+  }
+  if (st != fwa::Status::ok) raise(st, with_cause(msg, ctx));
+  *security_version = v.security_version;
+  nb::list signers;
+  for (const auto& s : v.signers)
+    signers.append(nb::make_tuple(
+        s.keyid, s.role.empty() ? nb::object(nb::none()) : nb::object(nb::str(s.role.c_str())),
+        fwa::status_name(s.status)));
+  return nb::make_tuple(v.security_version,
+                        v.rxswin ? nb::object(nb::str(v.rxswin->c_str())) : nb::none(),
+                        v.policy_version, v.counter, signers);
+}
+
+void commit_security_version(int64_t security_version, const PyCounter& counter) {
+  PyCounterCtx ctx;
+  const fwa::release::Counter c = make_counter(counter, &ctx);
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = fwa::release::counter_commit(c, uint64_t(security_version), &msg);
+  }
+  if (st != fwa::Status::ok) raise(st, with_cause(msg, ctx));
+}
+
+void bind_release(nb::module_& m) {
+  static nb::handle failure_type = PyErr_NewExceptionWithDoc(
+      "fwassist._core.ReleaseFailure",
+      "A signed release failed to verify: args are (status name, message).", PyExc_ValueError,
+      nullptr);
+  if (!failure_type) throw nb::python_error();
+  m.attr("ReleaseFailure") = failure_type;
+  nb::register_exception_translator(
+      [](const std::exception_ptr& p, void* payload) {
+        try {
+          std::rethrow_exception(p);
+        } catch (const ReleaseFailure& e) {
+          PyObject* msg =
+              PyUnicode_DecodeUTF8(e.message.data(), Py_ssize_t(e.message.size()), "replace");
+          PyObject* args = msg ? Py_BuildValue("(sN)", fwa::status_name(e.status), msg) : nullptr;
+          if (args) {
+            PyErr_SetObject(static_cast<PyObject*>(payload), args);
+            Py_DECREF(args);
+          }
+        }
+      },
+      failure_type.ptr());
+  m.def("have_release_crypto", &fwa::release::have_crypto,
+        "True when this build verifies release signatures itself (OpenSSL libcrypto).");
+  m.def(
+      "counter_file_init",
+      [](const std::string& path, int64_t value) {
+        if (value < 0) throw nb::value_error("a counter value is >= 0");
+        std::string msg;
+        const fwa::Status st = fwa::release::file_counter_init(path, uint64_t(value), &msg);
+        if (st != fwa::Status::ok) raise(st, msg);
+      },
+      "path"_a, "value"_a);
+  m.def(
+      "counter_file_read",
+      [](const std::string& path) {
+        uint64_t v = 0;
+        std::string msg;
+        const fwa::Status st = fwa::release::file_counter_read(path, &v, &msg);
+        if (st != fwa::Status::ok) raise(st, msg);
+        return v;
+      },
+      "path"_a);
+}
+
+}  // namespace fwa_python

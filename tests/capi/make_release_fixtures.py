@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Writes the signed-release fixtures tests/capi/release_walk.c checks through the C ABI
+(natively and under qemu-aarch64), for one artifact, signed by the independent test signer
+(tests/release_signer.py, on ``cryptography``):
+
+  policy.json          supplier (P-256) AND oem (Ed25519), min_security_version 2
+  policy-revoked.json  the same with the supplier key revoked and a second supplier
+  policy-min9.json     min_security_version 9
+  ok.sig               security_version 5, RXSWIN, signed by both
+  old.sig              security_version 3, signed by both (a replay once the counter is 5)
+  other.sig            a valid co-signed release of another artifact (subject mismatch)
+  oem-only.sig         the supplier's signature missing (untrusted)
+  forged.sig           the oem signature replaced by one over other bytes (signature_invalid)
+  hsm-table.txt        "<spki hex> <message hex> <signature hex>" for every signature in the
+                       fixtures that verifies (checked here with ``cryptography``): the
+                       verification callback of a build without crypto (the aarch64 cross
+                       build) answers from it, like an HSM that knows these keys.
+
+Usage: python tests/capi/make_release_fixtures.py MODEL.fwa OUT_DIR
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from cryptography.exceptions import InvalidSignature  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
+
+from release_signer import (STATEMENT_TYPE, Key, artifact_identity, bundle_line,  # noqa: E402
+                            pae, policy, sign_file, statement)
+
+
+def valid(spki: bytes, message: bytes, sig: bytes) -> bool:
+    key = serialization.load_der_public_key(spki)
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(sig, message)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(sig, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def main(model: str, out: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    root, card = artifact_identity(model)
+    supplier, oem = Key.generate("ecdsa-p256-sha256"), Key.generate("ed25519")
+    supplier2 = Key.generate("ecdsa-p256-sha256")
+    keys = {"supplier": [supplier, supplier2], "oem": [oem]}
+    need = {"supplier": 1, "oem": 1}
+    files = {
+        "policy.json": policy(keys, need, min_security_version=2),
+        "policy-revoked.json": policy(keys, need, revoked=(supplier.keyid,),
+                                      min_security_version=2),
+        "policy-min9.json": policy(keys, need, min_security_version=9),
+    }
+    st5 = statement(root, card, 5, rxswin="RXSWIN-CAPI-5")
+    files["ok.sig"] = sign_file(st5, [supplier, oem])
+    files["old.sig"] = sign_file(statement(root, card, 3, rxswin="RXSWIN-CAPI-3"), [supplier, oem])
+    other = statement("ab" * 32, card, 5)
+    files["other.sig"] = sign_file(other, [supplier, oem])
+    files["oem-only.sig"] = sign_file(st5, [oem])
+    files["forged.sig"] = (bundle_line(st5, supplier) +
+                           bundle_line(st5, oem, oem.sign(b"other bytes")))
+    spki = {k.keyid: k.der for ks in keys.values() for k in ks}
+    table = []
+    for name, data in files.items():
+        if not name.endswith(".sig"):
+            continue
+        for line in data.splitlines():
+            b = json.loads(line)
+            env = b["dsseEnvelope"]
+            msg = pae(STATEMENT_TYPE, base64.b64decode(env["payload"]))
+            s = env["signatures"][0]
+            sig = base64.b64decode(s["sig"])
+            if valid(spki[s["keyid"]], msg, sig):
+                table.append(f"{spki[s['keyid']].hex()} {msg.hex()} {sig.hex()}\n")
+    files["hsm-table.txt"] = "".join(sorted(set(table))).encode()
+    for name, data in files.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: make_release_fixtures.py MODEL.fwa OUT_DIR")
+    main(sys.argv[1], sys.argv[2])
