@@ -288,11 +288,11 @@ class _File:
     def dereferenced(self, ident: Any) -> bool:
         parent = ident.parent
         if parent.type == "field_expression" and parent.child_by_field_name("argument") == ident:
-            return parent.child_by_field_name("operator").type == "->"
+            return bool(parent.child_by_field_name("operator").type == "->")
         if parent.type == "pointer_expression":
-            return parent.child_by_field_name("operator").type == "*"
+            return bool(parent.child_by_field_name("operator").type == "*")
         if parent.type == "subscript_expression":
-            return parent.child_by_field_name("argument") == ident
+            return bool(parent.child_by_field_name("argument") == ident)
         if parent.type == "argument_list":
             fn = parent.parent.child_by_field_name("function")
             return fn.type == "identifier" and self.text(fn) in DEREFERENCING
@@ -363,8 +363,8 @@ class _File:
 
     def is_callee(self, ident: Any) -> bool:
         parent = ident.parent
-        return parent.type == "call_expression" and \
-            parent.child_by_field_name("function") == ident
+        return bool(parent.type == "call_expression" and
+                    parent.child_by_field_name("function") == ident)
 
     def macro_credential(self, name: Any, value: Any) -> None:
         target = self.text(name)
