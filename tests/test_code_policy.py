@@ -331,3 +331,42 @@ def test_no_precise_finding_on_project_code(path):
     # capi_walk.c and the examples check every allocation and use no banned call; under the
     # safety policy only their (intended) malloc/free are reported, by safety-dynamic-memory.
     assert found == []
+
+
+MACRO_HEAVY = """#if defined(__cplusplus)
+extern "C" {
+#endif
+static BROTLI_INLINE BROTLI_BOOL f(char *d, const char *s) { strcpy(d, s); return 1; }
+#if defined(__cplusplus)
+}
+#endif
+"""
+
+
+def test_tolerant_mode_checks_around_syntax_errors(tmp_path, capsys, monkeypatch):
+    with pytest.raises(CodeParseError):
+        check_source(MACRO_HEAVY.encode(), "m.c")
+    errors: List[CodeParseError] = []
+    found = check_source(MACRO_HEAVY.encode(), "m.c", POLICIES["default"], errors)
+    assert [(f.rule, f.line) for f in found] == [("unbounded-copy", 4)]
+    assert errors and all(e.path == "m.c" and e.line >= 1 for e in errors)
+    macro_errors = errors
+    # An allocation followed by an unparsed statement is not judged (the test may be in it).
+    errors = []
+    src = b"void f(unsigned n) { char *p = malloc(n); if (!p) return 0 0; p[0] = 0; }"
+    assert "unchecked-allocation" not in [f.rule for f in check_source(
+        src, "a.c", SAFETY, errors)] and errors
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "m.c", MACRO_HEAVY)
+    assert main(["check-code", "m.c"]) == 2
+    capsys.readouterr()
+    assert main(["check-code", "--tolerant", "m.c", "--sarif", "m.sarif"]) == 1
+    out = capsys.readouterr().out
+    assert "m.c:4:62: error unbounded-copy CWE-120: call of strcpy" in out
+    assert "syntax error" in out and "region not checked" in out
+    log = json.loads((tmp_path / "m.sarif").read_text())
+    sarif_validator().validate(log)
+    notes = log["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert [n["locations"][0]["physicalLocation"]["region"]["startLine"] for n in notes] == \
+        [e.line for e in macro_errors]
+    assert notes[0]["message"]["text"].startswith("syntax error: ")

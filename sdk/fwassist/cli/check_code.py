@@ -5,32 +5,39 @@ CWE-n: message``; ``--sarif`` also writes the findings as SARIF 2.1.0.
 
 Exit codes: 0 no finding; 1 findings (or the ``check`` extra is missing); 2 bad usage, an
 invalid policy or a file that does not parse (its line and column named; nothing is written).
+``--tolerant`` checks what parses around syntax errors (macro-heavy code: the parser runs
+without a preprocessor) and lists the regions left unchecked instead of exiting with 2.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, List, Optional
 
 
 def _check_code(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..codecheck import check_files, format_finding, load_policy, to_sarif
+    from ..codecheck import CodeParseError, check_files, format_finding, load_policy, to_sarif
     from ..outpath import check_output_file, write_text_atomic
     from ..textsafe import json_text
 
     policy = load_policy(args.policy)
     if args.sarif is not None:
         check_output_file(args.sarif, "--sarif", args.files, force=args.force)
-    findings = check_files(args.files, policy)  # every file parses before anything is written
+    errors: Optional[List[CodeParseError]] = [] if args.tolerant else None
+    # Every file is checked before anything is printed or written.
+    findings = check_files(args.files, policy, errors)
     for f in findings:
         print(format_finding(f))
+    for e in errors or []:
+        print(f"{e}; region not checked")
     if args.sarif is not None:
-        write_text_atomic(args.sarif, json_text(to_sarif(findings, policy, __version__),
+        write_text_atomic(args.sarif, json_text(to_sarif(findings, policy, __version__, errors),
                                                 indent=2) + "\n")
     n = len(findings)
+    unparsed = f", {len(errors)} unparsed regions" if errors else ""
     print(f"{n} finding{'' if n == 1 else 's'} in {len(args.files)} "
-          f"file{'' if len(args.files) == 1 else 's'} (policy {policy.name})")
+          f"file{'' if len(args.files) == 1 else 's'}{unparsed} (policy {policy.name})")
     return 1 if findings else 0
 
 
@@ -44,5 +51,7 @@ def register(sub: Any) -> None:
                    help="built-in policy (default, safety) or a JSON policy file "
                         "(default: %(default)s)")
     p.add_argument("--sarif", metavar="OUT.sarif", help="also write the findings as SARIF 2.1.0")
+    p.add_argument("--tolerant", action="store_true",
+                   help="check around syntax errors (listed) instead of refusing the file")
     p.add_argument("--force", action="store_true", help="replace an existing --sarif file")
     p.set_defaults(fn=_check_code)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import Error, require
 from ..textsafe import printable
@@ -55,13 +55,14 @@ _MACRO_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|/\*.*?\*/
 
 class CodeParseError(Error, ValueError):
     """A C file does not parse: ``path``, ``line`` and ``column`` (1-based) locate the first
-    syntax error."""
+    syntax error, ``what`` says what was found there."""
 
     def __init__(self, path: str, line: int, column: int, what: str) -> None:
         super().__init__(f"{printable(path)}:{line}:{column}: syntax error: {what}")
         self.path = path
         self.line = line
         self.column = column
+        self.what = what
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,8 @@ class _File:
         var = self.text(name)
         sibling = stmt.next_named_sibling
         while sibling is not None:
+            if sibling.has_error:
+                return  # an unparsed statement may hold the test (tolerant mode)
             verdict = self.first_use(sibling, var)
             if verdict is not None:
                 if verdict[0]:
@@ -409,31 +412,36 @@ _VALUE_PARENTS = frozenset(("argument_list", "init_declarator", "assignment_expr
                             "comma_expression", "parenthesized_expression"))
 
 
-def _syntax_error(path: str, source: bytes, root: Any) -> CodeParseError:
-    node = root
-    while True:
-        bad = [c for c in node.children if c.has_error or c.is_missing or c.type == "ERROR"]
-        if not bad or node.type == "ERROR":
-            break
-        node = bad[0]
-        if node.is_missing:
-            break
-    row, col = node.start_point
-    line = source.split(b"\n")[row] if row < source.count(b"\n") + 1 else b""
-    column = len(line[:col].decode("utf-8", "replace")) + 1
-    if node.is_missing:
-        what = f"missing {node.type!r}"
-    else:
-        snippet = source[node.start_byte:node.end_byte].decode("utf-8", "replace")
-        snippet = snippet.split("\n", 1)[0][:40]
-        what = f"unexpected {snippet!r}" if snippet else "unexpected end of input"
-    return CodeParseError(path, row + 1, column, what)
+def _syntax_errors(path: str, source: bytes, root: Any) -> List[CodeParseError]:
+    """Every region tree-sitter could not parse (an ERROR node, a missing token), in order."""
+    out: List[CodeParseError] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            row, col = node.start_point
+            start = source.rfind(b"\n", 0, node.start_byte) + 1
+            column = len(source[start:node.start_byte].decode("utf-8", "replace")) + 1
+            if node.is_missing:
+                what = f"missing {node.type!r}"
+            else:
+                snippet = source[node.start_byte:node.end_byte].decode("utf-8", "replace")
+                snippet = snippet.split("\n", 1)[0][:40]
+                what = f"unexpected {snippet!r}" if snippet else "unexpected end of input"
+            out.append(CodeParseError(path, row + 1, column, what))
+        elif node.has_error:
+            stack.extend(reversed(node.children))
+    return out
 
 
-def check_source(source: bytes, path: str = "<source>",
-                 policy: Policy = POLICIES["default"]) -> List[Finding]:
-    """The findings of ``policy`` on one C source (bytes), sorted by position. Raises
-    :class:`CodeParseError` when it does not parse, MissingExtraError without the ``check``
+def check_source(source: bytes, path: str = "<source>", policy: Policy = POLICIES["default"],
+                 syntax_errors: Optional[List[CodeParseError]] = None) -> List[Finding]:
+    """The findings of ``policy`` on one C source (bytes), sorted by position.
+
+    A source with a syntax error raises :class:`CodeParseError` (the first error's line and
+    column), unless ``syntax_errors`` is a list: then every unparsed region is appended to it
+    and the rules run on the rest of the tree (tolerant mode, for macro-heavy code a
+    preprocessor-free parser cannot read whole). MissingExtraError without the ``check``
     extra."""
     if not isinstance(source, bytes):
         raise TypeError("check_source: source must be bytes")
@@ -441,27 +449,27 @@ def check_source(source: bytes, path: str = "<source>",
         raise ValueError(f"{printable(path)}: larger than {MAX_SOURCE_BYTES} bytes")
     tree = _parser().parse(source)
     if tree.root_node.has_error:
-        raise _syntax_error(path, source, tree.root_node)
+        errors = _syntax_errors(path, source, tree.root_node)
+        if syntax_errors is None:
+            raise errors[0]
+        syntax_errors.extend(errors)
     f = _File(path, source, policy)
     f.run(tree.root_node)
     return sorted(f.findings, key=lambda x: (x.line, x.column, x.rule))
 
 
-def check_file(path: str, policy: Policy = POLICIES["default"]) -> List[Finding]:
+def check_file(path: str, policy: Policy = POLICIES["default"],
+               syntax_errors: Optional[List[CodeParseError]] = None) -> List[Finding]:
     """:func:`check_source` on a file."""
     with open(path, "rb") as fh:
         source = fh.read(MAX_SOURCE_BYTES + 1)
-    return check_source(source, path, policy)
+    return check_source(source, path, policy, syntax_errors)
 
 
 def check_files(paths: Sequence[str], policy: Policy = POLICIES["default"],
-                progress: Optional[Callable[[str], None]] = None) -> List[Finding]:
+                syntax_errors: Optional[List[CodeParseError]] = None) -> List[Finding]:
     """:func:`check_file` on each path, findings in path order."""
     out: List[Finding] = []
     for p in paths:
-        if progress is not None:
-            progress(p)
-        out.extend(check_file(p, policy))
+        out.extend(check_file(p, policy, syntax_errors))
     return out
-
-

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..textsafe import printable
-from .check import Finding
+from .check import CodeParseError, Finding
 from .rules import RULES, Policy
 
 __all__ = ["format_finding", "to_sarif", "SARIF_SCHEMA"]
@@ -36,10 +36,17 @@ def _uri(path: str) -> Dict[str, str]:
     return {"uri": urllib.parse.quote(Path(path).as_posix()), "uriBaseId": "%SRCROOT%"}
 
 
-def to_sarif(findings: Sequence[Finding], policy: Policy, version: str) -> Dict[str, Any]:
+def _location(path: str, line: int, column: int) -> Dict[str, Any]:
+    return {"physicalLocation": {"artifactLocation": _uri(path),
+                                 "region": {"startLine": line, "startColumn": column}}}
+
+
+def to_sarif(findings: Sequence[Finding], policy: Policy, version: str,
+             syntax_errors: Optional[Sequence[CodeParseError]] = None) -> Dict[str, Any]:
     """One SARIF 2.1.0 log with one run: every rule of the policy in ``tool.driver.rules``
     (with its CWE, MISRA C:2012 and CERT C mapping and precision in ``properties``), every
-    finding as a result."""
+    finding as a result. ``syntax_errors`` (tolerant mode): the regions left unchecked, as
+    warnings of the run's invocation."""
     rules = [r for r in RULES if policy.enabled(r.id)]
     index = {r.id: i for i, r in enumerate(rules)}
     descriptors: List[Dict[str, Any]] = []
@@ -72,15 +79,16 @@ def to_sarif(findings: Sequence[Finding], policy: Policy, version: str) -> Dict[
                            "endLine": f.end_line, "endColumn": f.end_column},
             }}],
         })
-    return {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "fwassist check-code", "version": version,
-                                "informationUri": _DOCS, "rules": descriptors}},
-            "columnKind": "unicodeCodePoints",
-            "originalUriBaseIds": {"%SRCROOT%": {"uri": Path(os.getcwd()).as_uri() + "/"}},
-            "properties": {"policy": policy.name},
-            "results": results,
-        }],
+    run: Dict[str, Any] = {
+        "tool": {"driver": {"name": "fwassist check-code", "version": version,
+                            "informationUri": _DOCS, "rules": descriptors}},
+        "columnKind": "unicodeCodePoints",
+        "originalUriBaseIds": {"%SRCROOT%": {"uri": Path(os.getcwd()).as_uri() + "/"}},
+        "properties": {"policy": policy.name},
+        "results": results,
     }
+    if syntax_errors is not None:
+        run["invocations"] = [{"executionSuccessful": True, "toolExecutionNotifications": [
+            {"level": "warning", "message": {"text": f"syntax error: {e.what}; region not checked"},
+             "locations": [_location(e.path, e.line, e.column)]} for e in syntax_errors]}]
+    return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
