@@ -320,7 +320,10 @@ class _File:
             t = node.type
             if t == "function_definition":
                 ident = _declared_name(node.child_by_field_name("declarator"))
-                function = self.text(ident) if ident is not None else None
+                # A definition with an unparsed region may be macro calls read as one
+                # (`MAKE_FUNC(a) MAKE_FUNC(b)`): its name is not trusted.
+                function = self.text(ident) if ident is not None and not node.has_error \
+                    else None
                 safety = safety or self.marked(node)
             elif t == "call_expression":
                 self.call(node, function, safety)
