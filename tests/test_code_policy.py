@@ -37,7 +37,8 @@ CASES = {
          "void f(char *d, int n) { sprintf(d, \"%d\", n); }",
          "#define COPY(a, b) strcpy(a, b)\n",
          "typedef char *(*cp)(char *, const char *);\ncp f(void) { return strcpy; }",
-         "void f(char *d, const char *s) { char *(*p)(char *, const char *) = strcpy; p(d, s); }"],
+         "void f(char *d, const char *s) { char *(*p)(char *, const char *) = strcpy; p(d, s); }",
+         "char *strcpy(char *, const char *);\nvoid *f(void) { return (void *)strcpy; }"],
         ["void f(char *d, const char *s, unsigned n) { strncpy(d, s, n); }",
          "void f(char *d, const char *s) { my_strcpy(d, s); strcpy_s(d, 4, s); }",
          "void f(void) { puts(\"never strcpy(a, b) here\"); }",
@@ -81,6 +82,8 @@ CASES = {
          "void f(void) { execl(\"/bin/sh\", \"sh\", (char *)0); }"],
         ["int f(void) { return system(NULL); }",
          "void f(int system) { int x = system + 1; (void)x; }",
+         "void g(int); void f(int system) { g(system); }",
+         "int popen = 1;\nint f(void) { return popen; }",
          "void f(void) { my_system(\"ls\"); puts(\"system(cmd)\"); }"]),
     "hardcoded-credential": (
         ["static const char *password = \"hunter2\";",

@@ -125,6 +125,7 @@ class _File:
         self.line_starts = [0] + [m.end() for m in re.finditer(b"\n", source)]
         self.macro_strings: Dict[str, bool] = {}  # #define NAME "literal"
         self.safety_file = policy.safety_related == "all"
+        self.variables: set[str] = set()  # names declared as objects: `int system;`
 
     # -- positions ------------------------------------------------------------------------
     def _point(self, offset: int) -> Tuple[int, int]:
@@ -328,7 +329,8 @@ class _File:
             elif t == "call_expression":
                 self.call(node, function, safety)
             elif t == "identifier" and node.parent is not None and \
-                    node.parent.type in _VALUE_PARENTS and not self.is_callee(node):
+                    node.parent.type in _VALUE_PARENTS and not self.is_callee(node) and \
+                    self.text(node) not in self.variables:
                 self.banned(self.text(node), node.start_byte, node.end_byte, False)
             elif t == "goto_statement":
                 self.add("goto", node.start_byte, node.end_byte, "goto statement")
@@ -391,7 +393,9 @@ class _File:
         return False
 
     def prepare(self, root: Any) -> None:
-        """File-wide facts: the safety-related-file marker, macros that are string literals."""
+        """File-wide facts: the safety-related-file marker, macros that are string literals,
+        the names declared as objects (a variable named like a banned function is no
+        reference to it)."""
         stack = [root]
         while stack:
             n = stack.pop()
@@ -399,6 +403,13 @@ class _File:
                 m = SAFETY_MARKER.search(self.text(n))
                 if m is not None and m.group(1):
                     self.safety_file = True
+            elif n.type in ("parameter_declaration", "declaration", "field_declaration"):
+                for d in n.children_by_field_name("declarator"):
+                    ident = _declared_name(d)
+                    if ident is not None and ident.parent.type == "function_declarator":
+                        continue  # a function declaration: `char *strcpy(char *, ...);`
+                    if ident is not None:
+                        self.variables.add(self.text(ident))
             elif n.type == "preproc_def":
                 value = n.child_by_field_name("value")
                 if value is not None and value.type == "preproc_arg" and \
