@@ -377,6 +377,7 @@ def test_tolerant_mode_checks_around_syntax_errors(tmp_path, capsys, monkeypatch
 
 def test_tolerant_mode_trusts_no_name_of_a_broken_definition():
     # Macro calls without semicolons read as one K&R definition named after the macro.
-    src = b"MAKE(a)\nMAKE(b)\nMAKE(c)\nMAKE(d)\n\nstatic\nint f(const char *p, int n)\n{ return n; }\n"
+    src = (b"MAKE(a)\nMAKE(b)\nMAKE(c)\nMAKE(d)\n\n"
+           b"static\nint f(const char *p, int n)\n{ return n; }\n")
     errors: List[CodeParseError] = []
     assert "recursion" not in [f.rule for f in check_source(src, "m.c", SAFETY, errors)]
