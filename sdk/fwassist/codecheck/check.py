@@ -324,7 +324,7 @@ class _File:
                 # A definition with an unparsed region may be macro calls read as one
                 # (`MAKE_FUNC(a) MAKE_FUNC(b)`): its name is not trusted.
                 function = self.text(ident) if ident is not None and not node.has_error \
-                    else None
+                    and not _macro_named(ident) else None
                 safety = safety or self.marked(node)
             elif t == "call_expression":
                 self.call(node, function, safety)
@@ -417,6 +417,14 @@ class _File:
                                      self.text(value)):
                     self.macro_strings[self.text(n.child_by_field_name("name"))] = True
             stack.extend(n.children)
+
+
+def _macro_named(ident: Any) -> bool:
+    """A definition named by a macro call, ``int FN(Name)(args) {...}``: the identifier is
+    ``FN``, inside two function declarators."""
+    parent = ident.parent
+    return bool(parent.type == "function_declarator" and parent.parent is not None and
+                parent.parent.type == "function_declarator")
 
 
 # Where an identifier is a value (a function named there is referenced, e.g. as a pointer).
