@@ -137,7 +137,8 @@ CASES = {
         ["unsigned f(unsigned n); unsigned g(unsigned n) { return f(n); }",
          "void f(void (*f2)(void)) { f2(); }",
          "struct o { void (*f)(void); };\nvoid f(struct o *o) { o->f(); }",
-         "#define FN(X) X ## Literal\nstatic int FN(Cost)(int n) { return FN(Size)() + n; }"]),
+         "#define FN(X) X ## Literal\nstatic int FN(Cost)(int n) { return FN(Size)() + n; }",
+         "LIB_CF(os_exit) { return LIB_CF(helper); }"]),
     "atoi-family": (
         ["int f(const char *s) { return atoi(s); }",
          "double f(const char *s) { return atof(s); }",

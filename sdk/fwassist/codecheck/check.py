@@ -420,11 +420,13 @@ class _File:
 
 
 def _macro_named(ident: Any) -> bool:
-    """A definition named by a macro call, ``int FN(Name)(args) {...}``: the identifier is
-    ``FN``, inside two function declarators."""
+    """A definition named by a macro call: ``int FN(Name)(args) {...}`` (the identifier is
+    ``FN``, inside two function declarators) or ``LJLIB_CF(os_exit) {...}`` (a name in
+    capitals, the C convention for a macro)."""
     parent = ident.parent
     return bool(parent.type == "function_declarator" and parent.parent is not None and
-                parent.parent.type == "function_declarator")
+                parent.parent.type == "function_declarator") or \
+        _MACRO_NAME.match(ident.text.decode("utf-8", "replace")) is not None
 
 
 # Where an identifier is a value (a function named there is referenced, e.g. as a pointer).
