@@ -126,6 +126,8 @@ class _File:
         self.macro_strings: Dict[str, bool] = {}  # #define NAME "literal"
         self.safety_file = policy.safety_related == "all"
         self.variables: set[str] = set()  # names declared as objects: `int system;`
+        # const char fmt[] = "...", const char *const fmt = "...": constant formats
+        self.constant_strings: set[str] = set()
 
     # -- positions ------------------------------------------------------------------------
     def _point(self, offset: int) -> Tuple[int, int]:
@@ -161,7 +163,8 @@ class _File:
             return all(c.type in ("string_literal", "identifier") for c in _children(node))
         if node.type == "identifier":
             name = self.text(node)
-            return name in self.macro_strings or _MACRO_NAME.match(name) is not None
+            return name in self.macro_strings or name in self.constant_strings or \
+                _MACRO_NAME.match(name) is not None
         if node.type == "conditional_expression":
             return all(self.literal_format(node.child_by_field_name(f))
                        for f in ("consequence", "alternative"))
@@ -186,11 +189,19 @@ class _File:
         if fn is None or fn.type != "identifier":
             return
         name = self.text(fn)
-        args = _children(node.child_by_field_name("arguments"))
+        arguments = node.child_by_field_name("arguments")
+        args = _children(arguments)
         if name == "system" and len(args) == 1 and self.text(args[0]) in ("NULL", "0"):
             pass  # system(NULL) asks whether a shell exists (ENV33-C exception)
         else:
             self.banned(name, fn.start_byte, fn.end_byte, True)
+        if in_safety and name in DYNAMIC_MEMORY:
+            self.add("safety-dynamic-memory", fn.start_byte, fn.end_byte,
+                     f"{name} in safety-related code")
+        if function is not None and name == function:
+            self.add("recursion", fn.start_byte, fn.end_byte, f"{name} calls itself")
+        if arguments.has_error or any(a.type.startswith("preproc") for a in args):
+            return  # `#if` or an unparsed region among the arguments: positions unknown
         if name in PRINTF_FORMAT and len(args) > PRINTF_FORMAT[name]:
             fmt = args[PRINTF_FORMAT[name]]
             if not self.literal_format(fmt):
@@ -210,11 +221,6 @@ class _File:
             if self.variable_product(size):
                 self.add("allocation-size-arithmetic", size.start_byte, size.end_byte,
                          f"size of {name} multiplies a non-constant operand")
-        if in_safety and name in DYNAMIC_MEMORY:
-            self.add("safety-dynamic-memory", fn.start_byte, fn.end_byte,
-                     f"{name} in safety-related code")
-        if function is not None and name == function:
-            self.add("recursion", fn.start_byte, fn.end_byte, f"{name} calls itself")
 
     def constant(self, node: Any) -> bool:
         if node.type in ("number_literal", "char_literal", "sizeof_expression",
@@ -382,6 +388,18 @@ class _File:
             self.add("hardcoded-credential", name.start_byte, value.end_byte,
                      f"string literal assigned to {target}")
 
+    def constant_string(self, init: Any, const: bool) -> bool:
+        """``const char NAME[] = "..."`` or ``const char *const NAME = "..."``: a name that
+        always holds the literal."""
+        value = init.child_by_field_name("value")
+        if value is None or self.literal_text(value) is None:
+            return False
+        d = init.child_by_field_name("declarator")
+        if d.type == "array_declarator":
+            return const
+        return d.type == "pointer_declarator" and any(
+            c.type == "type_qualifier" and self.text(c) == "const" for c in d.children)
+
     def marked(self, fn: Any) -> bool:
         """A function is marked safety-related by a comment holding the marker directly
         before it (only comments between)."""
@@ -404,10 +422,15 @@ class _File:
                 if m is not None and m.group(1):
                     self.safety_file = True
             elif n.type in ("parameter_declaration", "declaration", "field_declaration"):
+                const = any(c.type == "type_qualifier" and self.text(c) == "const"
+                            for c in n.children)
                 for d in n.children_by_field_name("declarator"):
                     ident = _declared_name(d)
                     if ident is not None and ident.parent.type == "function_declarator":
                         continue  # a function declaration: `char *strcpy(char *, ...);`
+                    if ident is not None and d.type == "init_declarator" and \
+                            self.constant_string(d, const):
+                        self.constant_strings.add(self.text(ident))
                     if ident is not None:
                         self.variables.add(self.text(ident))
             elif n.type == "preproc_def":
