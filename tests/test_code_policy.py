@@ -142,7 +142,8 @@ CASES = {
          "void f(void (*f2)(void)) { f2(); }",
          "struct o { void (*f)(void); };\nvoid f(struct o *o) { o->f(); }",
          "#define FN(X) X ## Literal\nstatic int FN(Cost)(int n) { return FN(Size)() + n; }",
-         "LIB_CF(os_exit) { return LIB_CF(helper); }"]),
+         "LIB_CF(os_exit) { return LIB_CF(helper); }",
+         "static void spin(int n) { (void)n; }\nTEST_IMPL(spin) { spin(0); return 0; }"]),
     "atoi-family": (
         ["int f(const char *s) { return atoi(s); }",
          "double f(const char *s) { return atof(s); }",

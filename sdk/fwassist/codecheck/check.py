@@ -444,11 +444,13 @@ class _File:
 
 def _macro_named(ident: Any) -> bool:
     """A definition named by a macro call: ``int FN(Name)(args) {...}`` (the identifier is
-    ``FN``, inside two function declarators) or ``LJLIB_CF(os_exit) {...}`` (a name in
-    capitals, the C convention for a macro)."""
+    ``FN``, inside two function declarators), ``TEST_IMPL(name) {...}`` (no function
+    declarator at all) or ``LJLIB_CF(os_exit) {...}`` (a name in capitals, the C convention
+    for a macro)."""
     parent = ident.parent
-    return bool(parent.type == "function_declarator" and parent.parent is not None and
-                parent.parent.type == "function_declarator") or \
+    if parent.type != "function_declarator":
+        return True  # `TEST_IMPL(name) {...}`: a type and a parenthesized name, no parameters
+    return bool(parent.parent is not None and parent.parent.type == "function_declarator") or \
         _MACRO_NAME.match(ident.text.decode("utf-8", "replace")) is not None
 
 
