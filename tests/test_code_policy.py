@@ -398,3 +398,17 @@ def test_tolerant_mode_trusts_no_name_of_a_broken_definition():
 def test_format_rule_skips_arguments_it_cannot_parse(src):
     errors: List[CodeParseError] = []
     assert [f.rule for f in check_source(src.encode(), "a.c", SAFETY, errors)] == [] and errors
+
+
+def test_missing_extra_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from fwassist.codecheck import check as check_module
+
+    monkeypatch.setitem(sys.modules, "tree_sitter", None)  # as if not installed
+    monkeypatch.setattr(check_module, "_language", None)
+    path = write(tmp_path, "a.c", "int x;\n")
+    assert main(["check-code", path]) == 1
+    err = capsys.readouterr().err
+    assert err == ("fwassist check-code: error: fwassist check-code needs the 'tree_sitter' "
+                   "package: pip install 'fwassist[check]'\n")
