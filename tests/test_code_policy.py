@@ -412,3 +412,23 @@ def test_missing_extra_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err == ("fwassist check-code: error: fwassist check-code needs the 'tree_sitter' "
                    "package: pip install 'fwassist[check]'\n")
+
+
+def test_deep_and_hostile_inputs(tmp_path, capsys):
+    # Generated code nests thousands deep: no RecursionError, the same verdicts.
+    deep_size = "void *f(unsigned n) { return malloc(" + "(" * 3000 + "n * 2" + ")" * 3000 + "); }"
+    assert rules_of(deep_size, "default") == ["allocation-size-arithmetic"]
+    deep_cond = "void f(int c, char *s) { printf(" + 'c ? "x" : ' * 3000 + "LAST); }"
+    assert rules_of(deep_cond.replace("LAST", '"y"')) == []
+    assert rules_of(deep_cond.replace("LAST", "s")) == ["format-nonliteral"]
+    assert rules_of('void f(int n) { printf(ngettext("%d file", "%d files", n), n); }') == []
+    assert check_source(b"", "empty.c") == []
+    junk = write(tmp_path, "junk.c", "")
+    (tmp_path / "junk.c").write_bytes(bytes(range(256)) * 4)
+    assert main(["check-code", junk]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "junk.c:1:1: syntax error" in err and "\x00" not in err
+    with pytest.raises(SystemExit) as exited:
+        main(["check-code", str(tmp_path)])
+    assert exited.value.code == 2
+    assert "not a regular file" in capsys.readouterr().err

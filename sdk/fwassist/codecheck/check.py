@@ -155,25 +155,36 @@ class _File:
             self.add(rule, start, end, f"{how} {name}")
 
     def literal_format(self, node: Any) -> bool:
-        node = _strip(node) if node.type == "parenthesized_expression" else node
-        if node.type == "string_literal":
-            return True
-        if node.type == "concatenated_string":
-            # "%" PRId64 "\n": a name between literals can only be a macro for a literal
-            return all(c.type in ("string_literal", "identifier") for c in _children(node))
-        if node.type == "identifier":
-            name = self.text(node)
-            return name in self.macro_strings or name in self.constant_strings or \
-                _MACRO_NAME.match(name) is not None
-        if node.type == "conditional_expression":
-            return all(self.literal_format(node.child_by_field_name(f))
-                       for f in ("consequence", "alternative"))
-        if node.type == "call_expression":
-            fn = node.child_by_field_name("function")
-            args = _children(node.child_by_field_name("arguments"))
-            if fn.type == "identifier" and self.text(fn) in TRANSLATORS and args:
-                return self.literal_format(args[-1] if self.text(fn) != "ngettext" else args[0])
-        return False
+        """True when every value ``node`` can take is a string literal (iterative: generated
+        code nests conditionals thousands deep)."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            while n.type == "parenthesized_expression" and _children(n):
+                n = _children(n)[0]
+            if n.type == "string_literal":
+                continue
+            if n.type == "concatenated_string":
+                # "%" PRId64 "\n": a name between literals can only be a macro for a literal
+                if not all(c.type in ("string_literal", "identifier") for c in _children(n)):
+                    return False
+            elif n.type == "identifier":
+                name = self.text(n)
+                if not (name in self.macro_strings or name in self.constant_strings or
+                        _MACRO_NAME.match(name) is not None):
+                    return False
+            elif n.type == "conditional_expression":
+                stack.extend(n.child_by_field_name(f) for f in ("consequence", "alternative"))
+            elif n.type == "call_expression":
+                fn = n.child_by_field_name("function")
+                args = _children(n.child_by_field_name("arguments"))
+                if fn.type != "identifier" or self.text(fn) not in TRANSLATORS or not args:
+                    return False
+                # ngettext(singular, plural, n) may return either; the others their message
+                stack.extend(args[:2] if self.text(fn) == "ngettext" else args[-1:])
+            else:
+                return False
+        return True
 
     def literal_text(self, node: Any) -> Optional[str]:
         """The characters of a string literal or a concatenation of literals, escapes kept."""
@@ -223,16 +234,22 @@ class _File:
                          f"size of {name} multiplies a non-constant operand")
 
     def constant(self, node: Any) -> bool:
-        if node.type in ("number_literal", "char_literal", "sizeof_expression",
-                         "alignof_expression", "offsetof_expression"):
-            return True
-        if node.type == "identifier":
-            return _MACRO_NAME.match(self.text(node)) is not None
-        if node.type in ("binary_expression", "parenthesized_expression", "unary_expression",
-                         "cast_expression"):
-            kids = [c for c in _children(node) if c.type != "type_descriptor"]
-            return all(self.constant(c) for c in kids)
-        return False
+        """True when every leaf of ``node`` is a constant (a number, sizeof, a macro name)."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.type in ("number_literal", "char_literal", "sizeof_expression",
+                          "alignof_expression", "offsetof_expression"):
+                continue
+            if n.type == "identifier":
+                if _MACRO_NAME.match(self.text(n)) is None:
+                    return False
+            elif n.type in ("binary_expression", "parenthesized_expression", "unary_expression",
+                            "cast_expression"):
+                stack.extend(c for c in _children(n) if c.type != "type_descriptor")
+            else:
+                return False
+        return True
 
     def variable_product(self, node: Any) -> bool:
         stack = [node]
