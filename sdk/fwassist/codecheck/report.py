@@ -17,7 +17,6 @@ __all__ = ["format_finding", "to_sarif", "SARIF_SCHEMA"]
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/" \
     "sarif-schema-2.1.0.json"
-_DOCS = "https://github.com/fwassist/fwassist/blob/main/docs/code-policy.md"
 
 
 def format_finding(f: Finding) -> str:
@@ -61,7 +60,7 @@ def to_sarif(findings: Sequence[Finding], policy: Policy, version: str,
             "name": r.title,
             "shortDescription": {"text": r.title},
             "fullDescription": {"text": r.description},
-            "helpUri": f"{_DOCS}#{r.id}",
+            "help": {"text": f"{r.description} (fwassist docs/code-policy.md, rule {r.id})"},
             "defaultConfiguration": {"level": policy.severities[r.id]},
             "properties": {"tags": tags, "cwe": r.cwe_id, "misra-c-2012": r.misra,
                            "cert-c": r.cert, "precision": r.precision},
@@ -81,7 +80,7 @@ def to_sarif(findings: Sequence[Finding], policy: Policy, version: str,
         })
     run: Dict[str, Any] = {
         "tool": {"driver": {"name": "fwassist check-code", "version": version,
-                            "informationUri": _DOCS, "rules": descriptors}},
+                            "rules": descriptors}},
         "columnKind": "unicodeCodePoints",
         "originalUriBaseIds": {"%SRCROOT%": {"uri": Path(os.getcwd()).as_uri() + "/"}},
         "properties": {"policy": policy.name},
