@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ..errors import Error, require
 from ..textsafe import printable
@@ -123,7 +123,7 @@ class _File:
         self.policy = policy
         self.findings: List[Finding] = []
         self.line_starts = [0] + [m.end() for m in re.finditer(b"\n", source)]
-        self.macro_strings: Dict[str, bool] = {}  # #define NAME "literal"
+        self.macro_strings: set[str] = set()  # #define NAME "literal"
         self.safety_file = policy.safety_related == "all"
         self.variables: set[str] = set()  # names declared as objects: `int system;`
         # const char fmt[] = "...", const char *const fmt = "...": constant formats
@@ -327,10 +327,8 @@ class _File:
 
     # -- traversal ------------------------------------------------------------------------
     def macro_body(self, arg: Any) -> None:
-        body = self.text(arg).encode("utf-8")
-        if body != self.source[arg.start_byte:arg.end_byte]:
-            body = self.source[arg.start_byte:arg.end_byte]
-        text = body.decode("latin-1")  # byte offsets == character offsets
+        # latin-1: one character per byte, so match offsets are byte offsets
+        text = self.source[arg.start_byte:arg.end_byte].decode("latin-1")
         for m in _MACRO_TOKEN.finditer(text):
             if m.group(1):
                 self.banned(m.group(1), arg.start_byte + m.start(1), arg.start_byte + m.end(1),
@@ -455,7 +453,7 @@ class _File:
                 if value is not None and value.type == "preproc_arg" and \
                         re.fullmatch(r'\s*"(?:[^"\\\n]|\\.)*"(?:\s*"(?:[^"\\\n]|\\.)*")*\s*',
                                      self.text(value)):
-                    self.macro_strings[self.text(n.child_by_field_name("name"))] = True
+                    self.macro_strings.add(self.text(n.child_by_field_name("name")))
             stack.extend(n.children)
 
 
