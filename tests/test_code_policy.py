@@ -341,6 +341,7 @@ def test_no_precise_finding_on_project_code(path):
     # capi_walk.c and the examples check every allocation and use no banned call; under the
     # safety policy only their (intended) malloc/free are reported, by safety-dynamic-memory.
     assert found == []
+    assert check_source(path.read_bytes(), str(path)) == []  # the default policy: nothing
 
 
 MACRO_HEAVY = """#if defined(__cplusplus)
