@@ -239,6 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.set_defaults(fn=_cmd_check)
     from .artifact import register as register_artifact
     from .audit import register as register_audit
+    from .check_code import register as register_check_code
     from .export import register as register_export
 
     from .demo import register as register_demo
@@ -251,5 +252,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_artifact(sub)
     register_release(sub)
     register_audit(sub)
+    register_check_code(sub)
     return run_command(parser, argv)
 
