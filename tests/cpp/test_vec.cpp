@@ -336,7 +336,7 @@ TEST_CASE("kv16: every variant's weighted_row_sums widens f16 and bf16 as the sc
       const float one = 1.0f;
       const float* a[1] = {&one};
       for (int64_t n : {int64_t(0x10000), int64_t(37)}) {
-        std::vector<float> y(size_t(n));
+        std::vector<float> y(static_cast<size_t>(n));
         float* yp[1] = {y.data()};
         sums(1, a, all.data() + (0x10000 - n), n, 1, n, yp);
         int bad = 0;
@@ -366,8 +366,8 @@ TEST_CASE("kv16: every variant's weighted_row_sums widens f16 and bf16 as the sc
             }
             for (float& c : coef) c = d(rng);
             std::vector<float> want(size_t(g * n)), got(size_t(g * n));
-            std::vector<const float*> ap(size_t(g));
-            std::vector<float*> wp(size_t(g)), gp(size_t(g));
+            std::vector<const float*> ap(static_cast<size_t>(g));
+            std::vector<float*> wp(static_cast<size_t>(g)), gp(static_cast<size_t>(g));
             for (int k = 0; k < g; ++k) {
               ap[size_t(k)] = coef.data() + k * rows;
               wp[size_t(k)] = want.data() + k * n;
