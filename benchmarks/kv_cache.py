@@ -17,7 +17,13 @@ relative difference (|difference| over the row's largest |f32 logit|), and how o
 argmax (top-1 token) agrees. Bundled model (fwassist-tiny-coder, trained): C snippets through
 its tokenizer, plus long prompts (the snippets repeated) where more positions share the
 rounding. Synthetic model (sdk/fwassist/export/synthetic.py, random weights, seed 0): seeded
-random ids. Also the greedy continuation: how many of its tokens match the float32 cache's.
+random ids. Also the greedy continuation: the fraction of its tokens before the first one
+that differs from the float32 cache's.
+
+Decode speed (bundled model, 1 thread): after a prefill that fills the context to --decode-at
+tokens, the median wall time of single-token steps, the three cache types taking turns per
+repetition so that load from other processes hits them alike. At this model's size attention
+is a large part of a step at long context, so this is where the cache's read bytes show.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -55,7 +63,8 @@ SNIPPETS = [
 
 
 def bytes_per_token(cfg: dict[str, Any], kv: str) -> int:
-    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * ELEM[kv]
+    return int(2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"]
+               * ELEM[kv])
 
 
 def compare(model: Model, prompts: list[list[int]], greedy: int) -> dict[str, Any]:
@@ -68,20 +77,23 @@ def compare(model: Model, prompts: list[list[int]], greedy: int) -> dict[str, An
             ref.append(s.logits(p))
         ref_text.append(greedy_ids(model, p, greedy, "f32"))
     for kv in ("f16", "bf16"):
-        max_abs = max_rel = 0.0
-        agree = total = same_greedy = 0
+        max_abs = max_rel = sum_abs = 0.0
+        agree = total = same_greedy = count = 0
         for p, r, rt in zip(prompts, ref, ref_text):
             with model.session(max_context=len(p) + greedy, threads=2, kv_cache=kv) as s:
                 got = s.logits(p)
             d = np.abs(got.astype(np.float64) - r.astype(np.float64))
             scale = np.max(np.abs(r), axis=1, keepdims=True).astype(np.float64)
             max_abs = max(max_abs, float(d.max()))
+            sum_abs += float(d.sum())
+            count += d.size
             max_rel = max(max_rel, float((d / scale).max()))
             agree += int(np.sum(np.argmax(got, axis=1) == np.argmax(r, axis=1)))
             total += len(p)
             g = greedy_ids(model, p, greedy, kv)
             same_greedy += next((i for i, (a, b) in enumerate(zip(g, rt)) if a != b), greedy)
-        out[kv] = {"max_abs": max_abs, "max_rel": max_rel, "top1_agree": agree / total,
+        out[kv] = {"max_abs": max_abs, "mean_abs": sum_abs / count, "max_rel": max_rel,
+                   "top1_agree": agree / total,
                    "greedy_tokens_matching": same_greedy / (greedy * len(prompts))}
     return out
 
@@ -98,6 +110,21 @@ def greedy_ids(model: Model, prompt: list[int], n: int, kv: str) -> list[int]:
     return ids
 
 
+def decode_ms(model: Model, prompt: list[int], steps: int, reps: int) -> dict[str, float]:
+    """Median ms per decode step after `prompt`, per cache type, the types interleaved."""
+    times: dict[str, list[float]] = {kv: [] for kv in KV_TYPES}
+    for _ in range(reps):
+        for kv in KV_TYPES:
+            with model.session(max_context=len(prompt) + steps, threads=1, kv_cache=kv) as s:
+                row = s.logits(prompt)[-1]
+                for _ in range(steps):
+                    t = int(np.argmax(row))
+                    t0 = time.perf_counter()
+                    row = s.logits([t])[-1]
+                    times[kv].append((time.perf_counter() - t0) * 1e3)
+    return {kv: statistics.median(v) for kv, v in times.items()}
+
+
 def model_row(name: str, model: Model, cfg: dict[str, Any], prompts: list[list[int]],
               greedy: int) -> dict[str, Any]:
     per = {kv: model.kv_bytes_per_token(kv) for kv in KV_TYPES}
@@ -112,6 +139,8 @@ def main() -> int:
     ap.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    "results", "kv-cache.json"))
     ap.add_argument("--quick", action="store_true", help="fewer and shorter prompts (CI)")
+    ap.add_argument("--decode-at", type=int, default=1024,
+                    help="context length of the decode timing (bundled model)")
     args = ap.parse_args()
     greedy = 8 if args.quick else 32
     rows = []
@@ -125,6 +154,10 @@ def main() -> int:
     prompts.append(long_ids[: ctx - greedy])
     rows.append(model_row("bundled fwassist-tiny-coder", bundled, bundled.config, prompts,
                           greedy))
+    steps = 8 if args.quick else 32
+    at = min(args.decode_at, ctx) - steps
+    decode = {"context": at, "steps": steps,
+              "ms_per_token": decode_ms(bundled, long_ids[:at], steps, 2 if args.quick else 7)}
 
     cfg = synthetic_config(num_hidden_layers=4, num_key_value_heads=2, head_dim=64,
                            num_attention_heads=8, hidden_size=512)
@@ -147,7 +180,7 @@ def main() -> int:
     payload = {"meta": {"machine": platform.machine(), "python": platform.python_version(),
                         "commit": git_commit(), "cpu_info": fwassist.cpu_info(),
                         "method": __doc__},
-               "shapes": shapes, "models": rows}
+               "shapes": shapes, "models": rows, "decode": decode}
     lines = ["KV cache: bytes per token (K and V, all layers) and at 32k tokens"]
     lines.append(f"{'shape':<34}{'f32 B/tok':>11}{'f16 B/tok':>11}{'bf16 B/tok':>11}"
                  f"{'f32 @32k':>11}{'16-bit @32k':>13}")
@@ -157,15 +190,20 @@ def main() -> int:
                      f"{per['f32'] * 32768 / 2**30:>9.2f}GiB{per['f16'] * 32768 / 2**30:>11.2f}GiB")
     lines.append("")
     lines.append("Logits vs the float32 cache (exact mode, every position of every prompt)")
-    lines.append(f"{'model':<34}{'cache':>6}{'positions':>10}{'max abs':>11}{'max rel':>11}"
-                 f"{'top-1 agree':>13}{'greedy match':>14}")
+    lines.append(f"{'model':<34}{'cache':>6}{'positions':>10}{'max abs':>11}{'mean abs':>11}"
+                 f"{'max rel':>11}{'top-1 agree':>13}{'greedy match':>14}")
     for r in rows:
         lg = r["logits"]
         for kv in ("f16", "bf16"):
             x = lg[kv]
             lines.append(f"{r['model'][:33]:<34}{kv:>6}{lg['positions']:>10}"
-                         f"{x['max_abs']:>11.3e}{x['max_rel']:>11.3e}"
+                         f"{x['max_abs']:>11.3e}{x['mean_abs']:>11.3e}{x['max_rel']:>11.3e}"
                          f"{100 * x['top1_agree']:>12.2f}%{100 * x['greedy_tokens_matching']:>13.1f}%")
+    ms = decode["ms_per_token"]
+    lines.append("")
+    lines.append(f"Decode, bundled model, 1 thread, context {decode['context']}: median ms/token "
+                 + ", ".join(f"{kv} {ms[kv]:.3f}" for kv in KV_TYPES)
+                 + f" (f16/f32 {ms['f16'] / ms['f32']:.2f}x, bf16/f32 {ms['bf16'] / ms['f32']:.2f}x)")
     write_results(args.json, payload, "\n".join(lines))
     return 0
 
