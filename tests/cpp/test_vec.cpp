@@ -9,6 +9,9 @@
 #include <limits>
 #include <random>
 #include <vector>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "kernels/half.h"
 #include "kernels/kernel.h"
@@ -382,4 +385,46 @@ TEST_CASE("kv16: every variant's weighted_row_sums widens f16 and bf16 as the sc
       }
     }
   }
+}
+
+// A host that sets flush-to-zero modes (x86 MXCSR FTZ and DAZ, e.g. code built with
+// -ffast-math; ARM FPCR.FZ) does not change the f16 widening: F16C's vcvtph2ps and the integer
+// form never produce or consume a float32 subnormal (bf16 subnormals do widen to float32
+// subnormals: the arithmetic after them depends on those modes as the float32 cache's does).
+TEST_CASE("kv16: the f16 widening is the same with the flush-to-zero modes set") {
+  std::vector<uint16_t> all(0x10000);
+  std::vector<float> want(all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    all[i] = uint16_t(i);
+    want[i] = 0.0f + 1.0f * f16_to_f32(uint16_t(i));
+  }
+#if defined(__x86_64__)
+  const unsigned saved = _mm_getcsr();
+  _mm_setcsr(saved | 0x8040u);  // FTZ | DAZ
+#elif defined(__aarch64__)
+  uint64_t saved;
+  asm volatile("mrs %0, fpcr" : "=r"(saved));
+  asm volatile("msr fpcr, %0" : : "r"(saved | (uint64_t(1) << 24)));  // FZ
+#endif
+  int bad = 0, checked = 0;
+  for (const char* name : {"avx2", "avx512", "ref"}) {
+    const VecOps* ops = vec_ops_variant(name);
+    if (!ops) continue;
+    ++checked;
+    const float one = 1.0f;
+    const float* a[1] = {&one};
+    std::vector<float> y(all.size());
+    float* yp[1] = {y.data()};
+    ops->weighted_row_sums_f16(1, a, all.data(), int64_t(all.size()), 1, int64_t(all.size()),
+                               yp);
+    for (size_t i = 0; i < all.size(); ++i)
+      bad += std::isnan(want[i]) ? !std::isnan(y[i]) : bits_of(y[i]) != bits_of(want[i]);
+  }
+#if defined(__x86_64__)
+  _mm_setcsr(saved);
+#elif defined(__aarch64__)
+  asm volatile("msr fpcr, %0" : : "r"(saved));
+#endif
+  CHECK(checked > 0);
+  CHECK(bad == 0);
 }
