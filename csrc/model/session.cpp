@@ -192,6 +192,7 @@ Status Session::allocate(std::string* message) {
   kv_elem_ = opt_.kv_cache == KvType::f32 ? 4 : 2;
   k_cache_.reset(new uint8_t[size_t(L * nkv * hd * ctx_) * kv_elem_]);
   v_cache_.reset(new uint8_t[size_t(L * nkv * ctx_ * hd) * kv_elem_]);
+  kv_cache_bytes_ = 2 * size_t(L * nkv * hd * ctx_) * kv_elem_;
 
   // Matmul workspace: the largest any linear needs for C rows (or 1 row for lm_head).
   ws_bytes_ = linear_workspace_bytes(model_->lm_head(), C, opt_.mode);

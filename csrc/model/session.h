@@ -83,6 +83,8 @@ class Session {
   void reset() { truncate(0, nullptr); }
 
   const Model& model() const { return *model_; }
+  // Bytes the KV cache holds for max_context tokens (allocated at create, touched as used).
+  size_t kv_cache_bytes() const { return kv_cache_bytes_; }
   const SessionOptions& options() const { return opt_; }
   int64_t vocab_size() const { return model_->config().vocab_size; }
 
@@ -159,6 +161,7 @@ class Session {
   // touched (and count in RSS) as the context grows, not at creation.
   std::unique_ptr<uint8_t[]> k_cache_, v_cache_;  // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
   size_t kv_elem_ = 4;                             // bytes per cached value
+  size_t kv_cache_bytes_ = 0;                      // K and V together
   bool has_last_logits_ = false;
   uint64_t epoch_ = 0;
   int64_t ctx_ = 0, chunk_ = 0;
