@@ -96,3 +96,19 @@ def test_memory_per_token_and_errors(synth: tuple[fwassist.Model, Reference]) ->
         model.session(kv_cache="f8")
     with pytest.raises(ValueError, match="kv_cache must be one of"):
         model.kv_bytes_per_token("fp16")
+
+
+def test_cli_run_uses_the_cache_type(synth: tuple[fwassist.Model, Reference],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`fwassist run --kv-cache bf16` generates what a bf16 session does."""
+    from fwassist.cli import main
+
+    model, _ = synth
+    prompt = ids(24, 4)
+    rc = main(["run", model.path, "--prompt-ids", ",".join(map(str, prompt)), "--max-tokens",
+               "16", "--no-eos", "--kv-cache", "bf16"])
+    out = capsys.readouterr().out.split("\n")[0]
+    with model.session(kv_cache="bf16") as s:
+        want = s.generate(prompt_ids=prompt, max_tokens=16, stop_ids=[]).text
+    assert rc == 0
+    assert out == want
