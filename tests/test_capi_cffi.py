@@ -240,6 +240,26 @@ def test_logits_equal_the_python_api(c, built, nb_model, ids, mode):
             assert e.value.name == "no_logits"
 
 
+@pytest.mark.parametrize("kv", ["f16", "bf16"])
+def test_16bit_kv_cache_equals_the_python_api(c, built, nb_model, ids, kv):
+    """fwa_session_options.kv_cache selects the same 16-bit cache as Model.session(kv_cache=):
+    the same bits, not the float32 cache's; an unknown type is invalid_argument."""
+    with nb_model.session(kv_cache=kv) as s:
+        want = s.logits(ids)
+    with nb_model.session() as s:
+        assert not same_bits(s.logits(ids), want)
+    with c.open_file(built[0]) as m:
+        with m.session(threads=2, kv_cache=kv) as s:
+            assert same_bits(s.logits(ids), want)
+        opts = c.ffi.new("fwa_session_options*")
+        c.lib.fwa_session_options_init(opts)
+        assert opts.kv_cache == c.lib.FWA_KV_F32
+        opts.kv_cache = 3
+        st = c.lib.fwa_session_create(m.handle, opts, c.ffi.new("fwa_session**"))
+        assert c.status_name(st) == "invalid_argument"
+        assert "kv_cache" in c.last_error()
+
+
 @pytest.mark.parametrize("sampling", [dict(temperature=0.0),
                                       dict(temperature=0.9, top_k=20, top_p=0.9, seed=5,
                                            repetition_penalty=1.2),

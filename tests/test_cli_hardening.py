@@ -205,6 +205,7 @@ RUN_OPTIONS = [
     (["--seed", "-1"], "--seed"),
     (["--seed", str(2**64)], "--seed"),
     (["--ctx", "-5"], "--ctx"),
+    (["--kv-cache", "f8"], "--kv-cache"),
     (["--expert-budget", "-1"], "--expert-budget"),
     (["--pin", ""], "pin"),
     (["--pin", "sha256:zz"], "pin"),

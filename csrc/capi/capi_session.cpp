@@ -188,8 +188,11 @@ fwa_status fwa_session_create(fwa_model* model, const fwa_session_options* optio
     if (o.mode != FWA_MODE_EXACT && o.mode != FWA_MODE_FAST)
       return fail(FWA_ERR_INVALID_ARGUMENT, "%s: mode must be FWA_MODE_EXACT or FWA_MODE_FAST, "
                   "got %d", fn, int(o.mode));
-    if (o.reserved0 != 0) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: reserved0 must be 0", fn);
+    if (o.kv_cache != FWA_KV_F32 && o.kv_cache != FWA_KV_F16 && o.kv_cache != FWA_KV_BF16)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: kv_cache must be FWA_KV_F32, FWA_KV_F16 or "
+                  "FWA_KV_BF16, got %d", fn, int(o.kv_cache));
     fwa::SessionOptions so;
+    so.kv_cache = fwa::KvType(o.kv_cache);
     so.mode = o.mode == FWA_MODE_FAST ? fwa::ComputeMode::fast : fwa::ComputeMode::exact;
     so.max_context = o.max_context;
     so.n_threads = o.n_threads;

@@ -37,6 +37,12 @@ struct VecOps {
   // (eight strided partial sums): float layers.
   void (*dot8_rows)(const float* x, const float* w, int64_t ld, int64_t rows, int64_t n,
                     float* y);
+  // weighted_row_sums over a 16-bit KV cache (kernels/half.h): each x value widened exactly to
+  // float32, then the same operations, so the result is weighted_row_sums on the widened x.
+  void (*weighted_row_sums_f16)(int g, const float* const* a, const uint16_t* x, int64_t ld,
+                                int64_t rows, int64_t n, float* const* y);
+  void (*weighted_row_sums_bf16)(int g, const float* const* a, const uint16_t* x, int64_t ld,
+                                 int64_t rows, int64_t n, float* const* y);
 };
 
 // The variant for this CPU (after FWA_CPU_FEATURES), chosen once.

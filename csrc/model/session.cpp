@@ -49,8 +49,9 @@ inline int64_t score_stride(int64_t ctx) { return ctx + 16; }
 // heads sharing it are split into group / per_task tasks).
 struct AttentionJob {
   const float* q;        // [rows, nh*hd]
-  const float* k_cache;  // this layer: [nkv, hd, ctx]
-  const float* v_cache;  // this layer: [nkv, ctx, hd]
+  const void* k_cache;   // this layer: [nkv, hd, ctx], of `kv` elements
+  const void* v_cache;   // this layer: [nkv, ctx, hd]
+  KvType kv;
   float* out;            // [rows, nh*hd]
   float* scores;         // [kAttentionRows, nh, score_stride]
   int64_t rows, pos0, nh, group, per_task, hd, ctx, score_stride;
@@ -69,8 +70,19 @@ void attention_heads(void* ctx, int task) {
   const int64_t tasks_per_kv = a.group / a.per_task;
   const int64_t g = task / tasks_per_kv, hd = a.hd, nt = a.per_task;
   const int64_t h0 = g * a.group + (task % tasks_per_kv) * nt;
-  const float* K = a.k_cache + g * hd * a.ctx;
-  const float* V = a.v_cache + g * a.ctx * hd;
+  const size_t elem = a.kv == KvType::f32 ? 4 : 2;
+  const void* K = static_cast<const uint8_t*>(a.k_cache) + size_t(g * hd * a.ctx) * elem;
+  const void* V = static_cast<const uint8_t*>(a.v_cache) + size_t(g * a.ctx * hd) * elem;
+  // x . a over the cache in its storage type, widened exactly (kernels/vec.h).
+  auto sums = [&](int k, const float* const* w, const void* x, int64_t ld, int64_t rows,
+                  int64_t n, float* const* y) {
+    if (a.kv == KvType::f32)
+      ops.weighted_row_sums(k, w, static_cast<const float*>(x), ld, rows, n, y);
+    else if (a.kv == KvType::f16)
+      ops.weighted_row_sums_f16(k, w, static_cast<const uint16_t*>(x), ld, rows, n, y);
+    else
+      ops.weighted_row_sums_bf16(k, w, static_cast<const uint16_t*>(x), ld, rows, n, y);
+  };
   const int64_t block = std::max<int64_t>(1, std::min(kAttentionRows, kAttentionOutputs / nt));
   const float* in[kAttentionOutputs];
   float* sc[kAttentionOutputs];
@@ -83,7 +95,7 @@ void attention_heads(void* ctx, int task) {
         in[m] = a.q + (r * a.nh + h0 + k) * hd;
         sc[m] = a.scores + ((r - r0) * a.nh + h0 + k) * a.score_stride;
       }
-    ops.weighted_row_sums(m, in, K, a.ctx, hd, a.pos0 + r1, sc);
+    sums(m, in, K, a.ctx, hd, a.pos0 + r1, sc);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = a.pos0 + r + 1;  // causal: positions 0..pos
       float* const* p = sc + (r - r0) * nt;
@@ -92,7 +104,7 @@ void attention_heads(void* ctx, int task) {
         softmax_inplace(p[k], n);
         out[k] = a.out + (r * a.nh + h0 + k) * hd;
       }
-      ops.weighted_row_sums(int(nt), p, V, hd, n, hd, out);
+      sums(int(nt), p, V, hd, n, hd, out);
     }
   }
 }
@@ -119,6 +131,10 @@ double thread_cpu_ms() {
 
 }  // namespace
 
+int64_t kv_bytes_per_token(const ModelConfig& c, KvType type) {
+  return 2 * c.num_layers * c.num_kv_heads * c.head_dim * (type == KvType::f32 ? 4 : 2);
+}
+
 Status Session::create(std::shared_ptr<const Model> model, const SessionOptions& options,
                        std::unique_ptr<Session>* out, std::string* message) {
   if (!model) return fail(message, Status::invalid_argument, "session: no model");
@@ -139,6 +155,10 @@ Status Session::create(std::shared_ptr<const Model> model, const SessionOptions&
                     std::to_string(o.prefill_chunk));
   if (o.mode != ComputeMode::exact && o.mode != ComputeMode::fast)
     return fail(message, Status::invalid_argument, "session: mode must be exact or fast");
+  if (o.kv_cache != KvType::f32 && o.kv_cache != KvType::f16 && o.kv_cache != KvType::bf16)
+    return fail(message, Status::invalid_argument,
+                "session: kv_cache must be f32, f16 or bf16, got " +
+                    std::to_string(int(o.kv_cache)));
   o.prefill_chunk = std::min(o.prefill_chunk, o.max_context);
   try {
     std::unique_ptr<Session> s(new Session());
@@ -169,8 +189,10 @@ Status Session::allocate(std::string* message) {
   policy_.set(opt_.n_threads, 0, opt_.n_threads);
   decode_bytes_ = decode_step_bytes(*model_);
   tokens_.reserve(size_t(ctx_));
-  k_cache_.reset(new float[size_t(L * nkv * hd * ctx_)]);
-  v_cache_.reset(new float[size_t(L * nkv * ctx_ * hd)]);
+  kv_elem_ = opt_.kv_cache == KvType::f32 ? 4 : 2;
+  k_cache_.reset(new uint8_t[size_t(L * nkv * hd * ctx_) * kv_elem_]);
+  v_cache_.reset(new uint8_t[size_t(L * nkv * ctx_ * hd) * kv_elem_]);
+  kv_cache_bytes_ = 2 * size_t(L * nkv * hd * ctx_) * kv_elem_;
 
   // Matmul workspace: the largest any linear needs for C rows (or 1 row for lm_head).
   ws_bytes_ = linear_workspace_bytes(model_->lm_head(), C, opt_.mode);
@@ -381,8 +403,9 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                  status_string(st));
-  float* kc = k_cache_.get() + size_t(l * nkv * hd * ctx_);
-  float* vc = v_cache_.get() + size_t(l * nkv * ctx_ * hd);
+  uint8_t* kc = k_cache_.get() + size_t(l * nkv * hd * ctx_) * kv_elem_;
+  uint8_t* vc = v_cache_.get() + size_t(l * nkv * ctx_ * hd) * kv_elem_;
+  const KvType kv = opt_.kv_cache;
   ctx.for_blocks(rows, kRowsPerBlock, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t pos = pos0 + r;
@@ -398,9 +421,20 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
         rms_norm(kh, w.k_norm.data(), hd, eps, kh);
         rope_apply(kh, hd, cs, sn);
         const float* vh = v_ + r * kd + g * hd;
+        // Stored in the cache's type (kernels/half.h: the scalar definitions, every ISA).
         for (int64_t d = 0; d < hd; ++d) {
-          kc[size_t((g * hd + d) * ctx_ + pos)] = kh[d];
-          vc[size_t((g * ctx_ + pos) * hd + d)] = vh[d];
+          const size_t ki = size_t((g * hd + d) * ctx_ + pos);
+          const size_t vi = size_t((g * ctx_ + pos) * hd + d);
+          if (kv == KvType::f32) {
+            reinterpret_cast<float*>(kc)[ki] = kh[d];
+            reinterpret_cast<float*>(vc)[vi] = vh[d];
+          } else if (kv == KvType::f16) {
+            reinterpret_cast<uint16_t*>(kc)[ki] = f32_to_f16(kh[d]);
+            reinterpret_cast<uint16_t*>(vc)[vi] = f32_to_f16(vh[d]);
+          } else {
+            reinterpret_cast<uint16_t*>(kc)[ki] = f32_to_bf16(kh[d]);
+            reinterpret_cast<uint16_t*>(vc)[vi] = f32_to_bf16(vh[d]);
+          }
         }
       }
     }
@@ -415,7 +449,7 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
     ++splits;
     while (group % splits) ++splits;
   }
-  AttentionJob job{q_, kc, vc, attn_, scores_, rows, pos0, nh, group,
+  AttentionJob job{q_, kc, vc, kv, attn_, scores_, rows, pos0, nh, group,
                    group / splits, hd, ctx_, score_stride(ctx_), std::sqrt(float(hd))};
   ctx.for_blocks(nkv * splits, 1, [&](int64_t t, int64_t) { attention_heads(&job, int(t)); });
   if ((st = ctx.run_linear(w.o, attn_, rows, qd, tmp_, H)) != Status::ok)

@@ -16,7 +16,8 @@
 // buffer plan (model/buffer_plan.h) and carved from one allocation with bounds-checked takes.
 //
 // KV cache layout, per layer and kv head: K transposed [head_dim][max_context] (the scores of
-// one query are then a vector loop over positions) and V [max_context][head_dim].
+// one query are then a vector loop over positions) and V [max_context][head_dim], in float32
+// or a 16-bit format (SessionOptions::kv_cache).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -25,6 +26,7 @@
 
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "kernels/half.h"
 #include "kernels/matmul.h"
 #include "model/block_context.h"
 #include "model/buffer_plan.h"
@@ -39,7 +41,14 @@ struct SessionOptions {
   ComputeMode mode = ComputeMode::exact;
   int n_threads = 1;           // threads that run the matmuls and attention (caller included)
   int64_t prefill_chunk = 128; // tokens per forward step of a prompt (more rows per expert GEMM)
+  // The KV cache's storage type: float32, or 16-bit (kernels/half.h: stored rounded to
+  // nearest even, read back widened exactly; attention computes in float32 either way).
+  KvType kv_cache = KvType::f32;
 };
+
+// Bytes of KV cache one token of context takes: 2 (K and V) x layers x kv heads x head_dim x
+// the element size of `type`.
+int64_t kv_bytes_per_token(const ModelConfig& c, KvType type);
 
 enum class LogitsOut { none, last, all };
 
@@ -74,6 +83,8 @@ class Session {
   void reset() { truncate(0, nullptr); }
 
   const Model& model() const { return *model_; }
+  // Bytes the KV cache holds for max_context tokens (allocated at create, touched as used).
+  size_t kv_cache_bytes() const { return kv_cache_bytes_; }
   const SessionOptions& options() const { return opt_; }
   int64_t vocab_size() const { return model_->config().vocab_size; }
 
@@ -148,7 +159,9 @@ class Session {
   int64_t dense_I_ = 0;                    // the dense MLP's I (0: no dense layer)
   // The KV cache, left uninitialised: only positions < n_past are ever read, so its pages are
   // touched (and count in RSS) as the context grows, not at creation.
-  std::unique_ptr<float[]> k_cache_, v_cache_;  // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
+  std::unique_ptr<uint8_t[]> k_cache_, v_cache_;  // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
+  size_t kv_elem_ = 4;                             // bytes per cached value
+  size_t kv_cache_bytes_ = 0;                      // K and V together
   bool has_last_logits_ = false;
   uint64_t epoch_ = 0;
   int64_t ctx_ = 0, chunk_ = 0;

@@ -96,8 +96,15 @@ NativeModel load_model(const std::string& path, const std::optional<std::string>
   return NativeModel{std::move(m)};
 }
 
+fwa::KvType kv_type(const std::string& name) {
+  if (name == "f32") return fwa::KvType::f32;
+  if (name == "f16") return fwa::KvType::f16;
+  if (name == "bf16") return fwa::KvType::bf16;
+  throw nb::value_error(("kv_cache must be 'f32', 'f16' or 'bf16', got '" + name + "'").c_str());
+}
+
 NativeSession* make_session(const NativeModel& m, int64_t max_context, const std::string& mode,
-                            int threads, int64_t prefill_chunk) {
+                            int threads, int64_t prefill_chunk, const std::string& kv_cache) {
   fwa::SessionOptions o;
   o.max_context = max_context;
   if (mode == "exact")
@@ -108,6 +115,7 @@ NativeSession* make_session(const NativeModel& m, int64_t max_context, const std
     throw nb::value_error(("mode must be 'exact' or 'fast', got '" + mode + "'").c_str());
   o.n_threads = threads;
   o.prefill_chunk = prefill_chunk;
+  o.kv_cache = kv_type(kv_cache);
   std::unique_ptr<fwa::Session> s;
   std::string msg;
   fwa::Status st;
@@ -282,7 +290,13 @@ void bind_model(nb::module_& m) {
              return d;
            })
       .def("session", &make_session, "max_context"_a, "mode"_a, "threads"_a, "prefill_chunk"_a,
-           nb::rv_policy::take_ownership);
+           "kv_cache"_a, nb::rv_policy::take_ownership)
+      .def(
+          "kv_bytes_per_token",
+          [](const NativeModel& m, const std::string& kv) {
+            return fwa::kv_bytes_per_token(m.model->config(), kv_type(kv));
+          },
+          "kv_cache"_a);
 
   nb::class_<NativeSession>(m, "NativeSession")
       .def("logits", &session_logits, "ids"_a, "out"_a)

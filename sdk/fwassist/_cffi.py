@@ -253,11 +253,13 @@ class CModel:
             self.handle, arr, len(ids), flags, b, n, need))
 
     def session(self, *, mode: str = "exact", max_context: int = 0, threads: int = 1,
-                prefill_chunk: int = 128) -> "CSession":
+                prefill_chunk: int = 128, kv_cache: str = "f32") -> "CSession":
         c = self.c
         opts = c.ffi.new("fwa_session_options*")
         c.lib.fwa_session_options_init(opts)
         opts.mode = {"exact": c.lib.FWA_MODE_EXACT, "fast": c.lib.FWA_MODE_FAST}[mode]
+        opts.kv_cache = {"f32": c.lib.FWA_KV_F32, "f16": c.lib.FWA_KV_F16,
+                         "bf16": c.lib.FWA_KV_BF16}[kv_cache]
         opts.max_context = max_context
         opts.n_threads = threads
         opts.prefill_chunk = prefill_chunk

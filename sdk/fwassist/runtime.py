@@ -32,6 +32,7 @@ from .tokenizer import Tokenizer
 __all__ = ["Model", "Session", "Generation", "Token", "Stream"]
 
 MODES = ("exact", "fast")
+KV_CACHES = ("f32", "f16", "bf16")
 EOS_TEXTS = ("<|endoftext|>", "<|im_end|>")
 _REALS = ("rms_norm_eps", "rope_theta")
 
@@ -178,17 +179,28 @@ class Model:
         return r
 
     def session(self, max_context: Optional[int] = None, mode: str = "exact", threads: int = 1,
-                prefill_chunk: int = 128) -> Session:
+                prefill_chunk: int = 128, kv_cache: str = "f32") -> Session:
         """A new session. max_context defaults to min(max_position_embeddings, 4096); its KV
-        cache and every buffer are allocated now."""
+        cache and every buffer are allocated now. kv_cache: the cache's storage, "f32", or
+        "f16" / "bf16" (half the memory per token, kv_bytes_per_token; stored rounded to
+        nearest even, attention still in float32, bit-identical on every ISA)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
         if max_context is not None and int(max_context) < 1:
             raise ValueError(f"max_context must be >= 1 (or None for the default), got "
                              f"{max_context}")
         native = self._native.session(int(max_context or 0), mode, int(threads),
-                                      int(prefill_chunk))
+                                      int(prefill_chunk), kv_cache)
         return Session(self, native)
+
+    def kv_bytes_per_token(self, kv_cache: str = "f32") -> int:
+        """Bytes of KV cache one token of context takes with this storage type (K and V, every
+        layer and KV head)."""
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
+        return int(self._native.kv_bytes_per_token(kv_cache))
 
     def encode(self, text: str) -> list[int]:
         if self.tokenizer is None:

@@ -325,7 +325,7 @@ static void walk_session(fwa_model* model) {
   opts.n_threads = 0;
   EXPECT_STATUS(fwa_session_create(model, &opts, &s), FWA_ERR_INVALID_ARGUMENT);
   fwa_session_options_init(&opts);
-  opts.reserved0 = 1;
+  opts.kv_cache = 3;
   EXPECT_STATUS(fwa_session_create(model, &opts, &s), FWA_ERR_INVALID_ARGUMENT);
   fwa_session_options_init(&opts);
   opts.prefill_chunk = -2;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Prints the SHA-256 of the logits of fixed prompts on a model, in both compute modes, and of
-// the ids of a seeded sampled generation: the cross-ISA check (tests/cross/run_qemu_matrix.sh)
+// Prints the SHA-256 of the logits of fixed prompts on a model, in both compute modes (with the
+// float32 KV cache, then with the f16 and bf16 ones), and of the ids of a seeded sampled
+// generation: the cross-ISA check (tests/cross/run_qemu_matrix.sh)
 // runs it natively and under qemu-aarch64 for every CPU model and requires identical lines.
 // Usage: fwa_logits_digest MODEL.fwa
 #include <cstdio>
@@ -77,5 +78,27 @@ int main(int argc, char** argv) {
       std::printf("\n");
     }
   }
+  // The 16-bit KV caches (kernels/half.h): their own digests, just as ISA-independent (their
+  // own prefix: the "logits " lines are those `fwassist logits-digest` reproduces).
+  for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast})
+    for (KvType kv : {KvType::f16, KvType::bf16}) {
+      SessionOptions o;
+      o.mode = mode;
+      o.n_threads = 2;
+      o.prefill_chunk = 16;
+      o.max_context = 128;
+      o.kv_cache = kv;
+      std::unique_ptr<Session> s;
+      std::vector<float> logits(ids.size() * size_t(m->config().vocab_size));
+      if (Session::create(m, o, &s, &msg) != Status::ok ||
+          s->eval(ids.data(), int64_t(ids.size()), LogitsOut::all, logits.data(), &msg) !=
+              Status::ok) {
+        std::fprintf(stderr, "kv cache: %s\n", msg.c_str());
+        return 1;
+      }
+      std::printf("kv-cache %s %s logits sha256:%s\n", kv == KvType::f16 ? "f16" : "bf16",
+                  mode == ComputeMode::exact ? "exact" : "fast",
+                  digest_hex(sha256(logits.data(), logits.size() * 4)).c_str());
+    }
   return 0;
 }

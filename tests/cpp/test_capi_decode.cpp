@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The C ABI's decode loop (fwa_session_decode + fwa_session_logits + fwa_sampler_sample)
-// allocates nothing (count_allocations.cpp replaces operator new, also for libfwassist.so).
+// allocates nothing (count_allocations.cpp replaces operator new, also for libfwassist.so),
+// with every KV cache type.
 // FWA_TEST_MODEL names the artifact (tests/cross/make_test_model.py).
 #include <doctest/doctest.h>
 
@@ -15,10 +16,13 @@ TEST_CASE("the C ABI decode loop allocates nothing") {
   REQUIRE_MESSAGE(path, "set FWA_TEST_MODEL to an artifact");
   fwa_model* model = nullptr;
   REQUIRE(fwa_model_open_file(path, nullptr, &model) == FWA_OK);
+  for (int32_t kv : {FWA_KV_F32, FWA_KV_F16, FWA_KV_BF16})
   for (int32_t mode : {FWA_MODE_EXACT, FWA_MODE_FAST}) {
+    CAPTURE(kv);
     fwa_session_options o;
     fwa_session_options_init(&o);
     o.mode = mode;
+    o.kv_cache = kv;
     o.n_threads = 2;
     o.prefill_chunk = 16;
     fwa_session* s = nullptr;

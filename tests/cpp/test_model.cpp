@@ -6,6 +6,7 @@
 // compares the logits' digests across ISAs.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "artifact/json.h"
@@ -51,8 +53,9 @@ std::vector<int32_t> prompt(const Model& m, int n, uint32_t seed) {
 }
 
 std::unique_ptr<Session> make(std::shared_ptr<Model> m, ComputeMode mode, int threads,
-                              int64_t chunk, int64_t ctx = 128) {
+                              int64_t chunk, int64_t ctx = 128, KvType kv = KvType::f32) {
   SessionOptions o;
+  o.kv_cache = kv;
   o.mode = mode;
   o.n_threads = threads;
   o.prefill_chunk = chunk;
@@ -202,6 +205,64 @@ TEST_CASE("logits are bit-identical across threads, chunk sizes and runs") {
   }
 }
 
+TEST_CASE("a 16-bit KV cache: bit-identical across threads, chunks and pieces, near float32") {
+  auto m = load_test_model();
+  const auto ids = prompt(*m, 37, 1);
+  const size_t V = size_t(m->config().vocab_size);
+  for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
+    const auto f32 = all_logits(*make(m, mode, 1, 64), ids);
+    for (KvType kv : {KvType::f16, KvType::bf16}) {
+      CAPTURE(int(mode));
+      CAPTURE(int(kv));
+      auto ref = make(m, mode, 1, 64, 128, kv);
+      const auto want = all_logits(*ref, ids);
+      // Half the float32 cache's bytes: 128 tokens of kv_bytes_per_token.
+      CHECK(ref->kv_cache_bytes() == size_t(128 * kv_bytes_per_token(m->config(), kv)));
+      CHECK(2 * ref->kv_cache_bytes() == make(m, mode, 1, 64)->kv_cache_bytes());
+      // Three (threads, chunk) pairs: each thread count and chunk size once (qemu time).
+      for (const auto& tc : {std::pair<int, int64_t>{1, 1}, {2, 5}, {3, 16}}) {
+        CAPTURE(tc.first);
+        CAPTURE(tc.second);
+        CHECK(same_bits(all_logits(*make(m, mode, tc.first, tc.second, 128, kv), ids), want));
+      }
+      auto s = make(m, mode, 2, 8, 128, kv);
+      std::vector<int32_t> a(ids.begin(), ids.begin() + 11), b(ids.begin() + 11, ids.end());
+      auto la = all_logits(*s, a), lb = all_logits(*s, b);
+      la.insert(la.end(), lb.begin(), lb.end());
+      CHECK(same_bits(la, want));
+      // Not float32's bits (the cache really is 16-bit), but close, top-1 mostly the same.
+      CHECK_FALSE(same_bits(want, f32));
+      double max_abs = 0, max_ref = 0;
+      int agree = 0;
+      for (size_t t = 0; t < ids.size(); ++t) {
+        size_t a1 = 0, b1 = 0;
+        for (size_t j = 0; j < V; ++j) {
+          const size_t i = t * V + j;
+          max_abs = std::max(max_abs, double(std::fabs(want[i] - f32[i])));
+          max_ref = std::max(max_ref, double(std::fabs(f32[i])));
+          if (want[i] > want[t * V + a1]) a1 = j;
+          if (f32[i] > f32[t * V + b1]) b1 = j;
+        }
+        agree += a1 == b1;
+      }
+      MESSAGE("kv ", int(kv), " mode ", int(mode), ": max |logit - f32| ", max_abs, " of ",
+              max_ref, ", top-1 agrees on ", agree, "/", ids.size());
+      CHECK(max_abs < 0.05 * max_ref);
+      CHECK(agree >= int(ids.size()) - 3);
+    }
+  }
+  CHECK(kv_bytes_per_token(m->config(), KvType::f16) * 2 ==
+        kv_bytes_per_token(m->config(), KvType::f32));
+  CHECK(kv_bytes_per_token(m->config(), KvType::bf16) ==
+        2 * m->config().num_layers * m->config().num_kv_heads * m->config().head_dim * 2);
+  SessionOptions bad;
+  bad.kv_cache = KvType(7);
+  std::unique_ptr<Session> s;
+  std::string msg;
+  CHECK(Session::create(m, bad, &s, &msg) == Status::invalid_argument);
+  CHECK(msg.find("kv_cache") != std::string::npos);
+}
+
 TEST_CASE("truncate and reset rewind the context exactly") {
   auto m = load_test_model();
   const auto ids = prompt(*m, 30, 2);
@@ -229,8 +290,10 @@ TEST_CASE("truncate and reset rewind the context exactly") {
 
 TEST_CASE("a decode step allocates nothing") {
   auto m = load_test_model();
+  for (KvType kv : {KvType::f32, KvType::f16, KvType::bf16})
   for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
-    auto s = make(m, mode, 2, 16);
+    CAPTURE(int(kv));
+    auto s = make(m, mode, 2, 16, 128, kv);
     Sampler sampler;
     std::string msg;
     REQUIRE(sampler.init(int32_t(s->vocab_size()), &msg) == Status::ok);

@@ -302,13 +302,17 @@ fwa_status fwa_detokenize(const fwa_model* model, const int32_t* ids, size_t n_i
 /* ---- session ---------------------------------------------------------------------- */
 
 enum { FWA_MODE_EXACT = 0, FWA_MODE_FAST = 1 };
+/* KV cache storage: float32, or 16 bits (IEEE binary16 / bfloat16) stored rounded to nearest
+ * even (subnormals kept, NaN -> the quiet NaN, overflow -> inf) and widened exactly; attention
+ * computes in float32 either way, bit-identical on every ISA (docs/runtime.md). */
+enum { FWA_KV_F32 = 0, FWA_KV_F16 = 1, FWA_KV_BF16 = 2 };
 
 typedef struct fwa_session_options {
   uint32_t struct_size;
   int32_t mode;             /* FWA_MODE_EXACT (default) or FWA_MODE_FAST */
   int64_t max_context;      /* tokens; 0: min(max_position_embeddings, 4096) */
   int32_t n_threads;        /* worker threads including the caller's; default 1 */
-  int32_t reserved0;        /* must be 0 */
+  int32_t kv_cache;         /* FWA_KV_F32 (default, 0), FWA_KV_F16 or FWA_KV_BF16 */
   int64_t prefill_chunk;    /* tokens per forward step of a prompt; default 128 */
 } fwa_session_options;
 

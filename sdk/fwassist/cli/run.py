@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1)
     p.add_argument("--ctx", type=int_range(0), default=0,
                    help="max context (default 0: the model's, <= 4096)")
+    p.add_argument("--kv-cache", choices=("f32", "f16", "bf16"), default="f32",
+                   help="KV cache storage: f16/bf16 halve its memory per token (rounded to "
+                        "nearest even, attention in float32; docs/runtime.md)")
     p.add_argument("--expert-budget", type=int_range(0), default=0, metavar="BYTES",
                    help="expert weights kept resident; colder ones are dropped and verified "
                         "again on reuse (default 0: all)")
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     # passed through (newlines and all) to a pipe or file.
     shown = (lambda t: printable(t, keep="\n\t")) if sys.stdout.isatty() else (lambda t: t)
     with model.session(max_context=args.ctx or None, mode=args.mode,
-                       threads=args.threads) as s:
+                       threads=args.threads, kv_cache=args.kv_cache) as s:
         meter = None
         if args.energy:
             from ..energy import EnergyMeter

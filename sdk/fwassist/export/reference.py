@@ -16,7 +16,7 @@ against onnxruntime on the QAT ONNX graph.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -63,7 +63,10 @@ class Reference:
         out: np.ndarray = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
         return out
 
-    def forward(self, input_ids: ArrayLike, tie_rel: float = 1e-4) -> ReferenceResult:
+    def forward(self, input_ids: ArrayLike, tie_rel: float = 1e-4,
+                kv_round: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> ReferenceResult:
+        """kv_round: applied to k (after RoPE) and v of every layer, as a KV cache that stores
+        them in a narrower type (the runtime's 16-bit caches) would."""
         c, w, dt = self.c, self.w, self.dtype
         ids = np.asarray(input_ids).reshape(-1)
         if ids.size == 0:
@@ -93,6 +96,8 @@ class Reference:
             k = self._rms(k, w[("k_norm", l, None)])
             q = q * cos + rot(q) * sin
             k = k * cos + rot(k) * sin
+            if kv_round is not None:
+                k, v = kv_round(k), kv_round(v)
             rep = nh // nkv
             kh = np.repeat(k.transpose(1, 0, 2), rep, axis=0)            # [nh, T, hd]
             vh = np.repeat(v.transpose(1, 0, 2), rep, axis=0)
