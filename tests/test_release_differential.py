@@ -398,3 +398,44 @@ def test_the_callback_path(tmp_path: Path, models: tuple[bytes, bytes],
         assert e.value.status == want
     monkeypatch.setitem(__import__("sys").modules, "cryptography", None)
     assert _trust.cryptography_verifier() is None
+
+
+def test_release_cases_through_the_c_abi(tmp_path: Path, models: tuple[bytes, bytes]) -> None:
+    """The same cases through the C ABI alone (fwa_open_options.trust with the file store), by
+    cffi on the installed C package ($FWA_C_PREFIX, which tests/run_all.sh installs): the
+    status names equal the reference verifier's."""
+    import os
+
+    prefix = os.environ.get("FWA_C_PREFIX")
+    if not prefix:
+        pytest.skip("FWA_C_PREFIX (an installed C package) is not set")
+    from fwassist._cffi import CLibrary
+
+    libs = sorted(Path(prefix).glob("lib*/libfwassist.so"))
+    assert libs, f"no libfwassist.so under {prefix}"
+    c = CLibrary(str(libs[0]))
+    ffi, lib = c.ffi, c.lib
+    for case in write_cases(tmp_path, models):
+        d = tmp_path / case["dir"]
+        counter_path = d / "counter" if case["counter"] else zero_counter(d)
+        policy = ffi.from_buffer((d / "policy.json").read_bytes())
+        sig = ffi.from_buffer((d / "model.fwa.sig").read_bytes())
+        path = ffi.new("char[]", os.fsencode(counter_path))
+        counter = ffi.new("fwa_counter*")
+        lib.fwa_counter_init(counter)
+        counter.path = path
+        trust = ffi.new("fwa_trust*")
+        lib.fwa_trust_init(trust)
+        trust.policy, trust.policy_size = policy, len(policy)
+        trust.signatures, trust.signatures_size = sig, len(sig)
+        trust.counter = counter
+        opts = ffi.new("fwa_open_options*")
+        lib.fwa_open_options_init(opts)
+        opts.trust = trust
+        out = ffi.new("fwa_model**")
+        st = lib.fwa_model_open_file(os.fsencode(d / "model.fwa"), opts, out)
+        if st == lib.FWA_OK:
+            lib.fwa_model_free(out[0])
+        got = "ok" if st == lib.FWA_OK else c.status_name(st)
+        assert got == python_status(d / "model.fwa", d / "model.fwa.sig", d / "policy.json",
+                                    counter_path) == case["status"], case["name"]
