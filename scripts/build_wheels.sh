@@ -74,6 +74,33 @@ smoke_venv() {  # <python> <what to pip install> <name>: fresh venv, install, in
   (cd "$work" && "$venv/bin/fwassist" info > "$out/$name.info.txt")
   (cd "$work" && "$venv/bin/fwassist" demo > "$out/$name.demo.txt" 2>&1)
   completions "$out/$name.demo.txt" > "$out/$name.completions.txt"
+  smoke_release "$venv" "$name"
+}
+
+# Signed releases from an installed package: without `cryptography` a wheel (no OpenSSL) must
+# refuse the policy (no_crypto); with it, sign -> verify --trust passes, checked by the core.
+smoke_release() {  # <venv> <name>
+  local venv=$1 name=$2 d=$work/release-$2 rc=0
+  rm -rf "$d"
+  mkdir -p "$d"
+  "$venv/bin/python" -c 'import fwassist.models as m, shutil; shutil.copy(m.tiny_coder_path(), "'"$d"'/model.fwa")'
+  "$venv/bin/pip" install -q cryptography
+  (cd "$d" && "$venv/bin/fwassist" keygen -o supplier.pem > /dev/null \
+     && "$venv/bin/fwassist" sign model.fwa --key supplier.pem --security-version 1 > /dev/null \
+     && "$venv/bin/fwassist" trust-policy --key supplier=supplier.pub.pem -o policy.json > /dev/null \
+     && "$venv/bin/fwassist" counter init counter > /dev/null \
+     && "$venv/bin/fwassist" verify model.fwa --trust policy.json --counter counter) \
+     > "$out/$name.release.txt" 2>&1 || { cat "$out/$name.release.txt" >&2; exit 1; }
+  "$venv/bin/pip" uninstall -q -y cryptography
+  (cd "$d" && "$venv/bin/fwassist" verify model.fwa --trust policy.json --counter counter) \
+     >> "$out/$name.release.txt" 2>&1 || rc=$?
+  if "$venv/bin/python" -c 'import fwassist, sys; sys.exit(fwassist._core.have_release_crypto())'; then
+    [ $rc = 3 ] && grep -q no_crypto "$out/$name.release.txt" \
+      || { echo "$name: a trust policy without cryptography was not refused (no_crypto)" >&2; exit 1; }
+  else
+    [ $rc = 0 ] || { echo "$name: the OpenSSL build refused a valid release" >&2; exit 1; }
+  fi
+  log "$name: signed release verified; without cryptography: exit $rc"
 }
 
 # 1. The sdist, and the reference completions from the normal build of it.
@@ -123,7 +150,11 @@ build_wheel() {  # <arch> <python>: one repaired wheel into $out
          -Ccmake.define.CMAKE_CXX_COMPILER="$work/zig-$arch/c++"
          -Cbuild-dir="$work/build-$arch-$py"
          -Ccmake.define.FWA_TOOLCHAIN="ziglang $zig_version: zig cc -target $arch-linux-gnu.$glibc"
-         -Ccmake.define.FWA_GLIBC_TARGET=$glibc)
+         -Ccmake.define.FWA_GLIBC_TARGET=$glibc
+         # No libcrypto in a wheel (the machine's libcrypto.so.3 needs a newer glibc, and
+         # vendoring OpenSSL means shipping its security fixes): the package hands the core a
+         # signature callback on `cryptography`; without it a trust policy is no_crypto.
+         -Ccmake.define.FWA_WITH_OPENSSL=OFF)
   local env_extra=()
   if [ "$arch" = aarch64 ]; then
     # Python.h and the aarch64 pyconfig.h from the root; not its glibc 2.36 headers.

@@ -41,10 +41,11 @@ def _edit_line(sig: Path, n: int, fn: Callable[[dict], None]) -> None:
     sig.write_bytes(b"".join(ls))
 
 
-def write_cases(out: Path) -> list[dict[str, Any]]:
+def write_cases(out: Path, models: tuple[bytes, bytes] | None = None) -> list[dict[str, Any]]:
+    """models: two different valid artifacts (default: small ones, which only the artifact
+    verifiers open; Model.load needs complete models, tests/test_release_differential.py)."""
     out.mkdir(parents=True, exist_ok=True)
-    model_a = build(small_tensors(seed=0))
-    model_b = build(small_tensors(seed=1))
+    model_a, model_b = models or (build(small_tensors(seed=0)), build(small_tensors(seed=1)))
     sup: PemSigner = generate_key("ecdsa-p256-sha256")[1]
     oem: PemSigner = generate_key("ed25519")[1]
     sup2: PemSigner = generate_key("ecdsa-p256-sha256")[1]

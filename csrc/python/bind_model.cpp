@@ -235,14 +235,16 @@ void bind_model(nb::module_& m) {
       .def(
           "verify_release",
           [](NativeModel& m, const nb::bytes& policy, const nb::bytes& signatures,
-             const std::optional<std::string>& counter_path, nb::object counter) {
+             const std::optional<std::string>& counter_path, nb::object counter,
+             nb::object verifier) {
             int64_t sv = 0;
             nb::tuple verdict = fwa_python::verify_release(*m.model, policy, signatures,
-                                                           {counter_path, counter}, &sv);
+                                                           {counter_path, counter}, verifier, &sv);
             m.security_version = sv;
             return verdict;
           },
-          "policy"_a, "signatures"_a, "counter_path"_a.none(), "counter"_a.none())
+          "policy"_a, "signatures"_a, "counter_path"_a.none(), "counter"_a.none(),
+          "verifier"_a.none() = nb::none())
       .def(
           "commit_security_version",
           [](const NativeModel& m, const std::optional<std::string>& counter_path,

@@ -73,18 +73,46 @@ std::string with_cause(std::string message, const PyCounterCtx& ctx) {
   return message;
 }
 
+// A Python signature verifier (fwassist._trust: `cryptography` in wheels built without
+// OpenSSL): verifier(algorithm, spki_der, message, signature) -> bool. An exception is a
+// failure of the verifier (not "invalid"); its text is kept for the message.
+struct PyVerifierCtx {
+  nb::handle fn;
+  std::string error;
+};
+
+int py_verify(void* ctx, int32_t algorithm, const uint8_t* spki, size_t spki_len,
+              const uint8_t* msg, size_t msg_len, const uint8_t* sig, size_t sig_len) {
+  auto* c = static_cast<PyVerifierCtx*>(ctx);
+  nb::gil_scoped_acquire gil;
+  try {
+    const nb::object r = c->fn(algorithm, nb::bytes(spki, spki_len), nb::bytes(msg, msg_len),
+                               nb::bytes(sig, sig_len));
+    return nb::cast<bool>(r) ? 1 : 0;
+  } catch (const std::exception& e) {
+    c->error = e.what();
+    return -1;
+  }
+}
+
 }  // namespace
 
 nb::tuple verify_release(const fwa::Model& model, const nb::bytes& policy,
                          const nb::bytes& signatures, const PyCounter& counter,
-                         int64_t* security_version) {
+                         const nb::object& verifier, int64_t* security_version) {
   PyCounterCtx ctx;
+  PyVerifierCtx vctx;
   fwa::release::TrustInputs in;
   in.policy = static_cast<const uint8_t*>(policy.data());
   in.policy_size = policy.size();
   in.signatures = static_cast<const uint8_t*>(signatures.data());
   in.signatures_size = signatures.size();
   in.counter = make_counter(counter, &ctx);
+  if (verifier.is_valid() && !verifier.is_none()) {
+    vctx.fn = verifier;
+    in.verify = py_verify;
+    in.verify_ctx = &vctx;
+  }
   fwa::release::Verdict v;
   std::string msg;
   fwa::Status st;
@@ -92,7 +120,10 @@ nb::tuple verify_release(const fwa::Model& model, const nb::bytes& policy,
     nb::gil_scoped_release nogil;
     st = fwa::release::verify(model.artifact(), in, &v, &msg);
   }
-  if (st != fwa::Status::ok) raise(st, with_cause(msg, ctx));
+  if (st != fwa::Status::ok) {
+    if (!vctx.error.empty()) msg += ": " + vctx.error;
+    raise(st, with_cause(msg, ctx));
+  }
   *security_version = v.security_version;
   nb::list signers;
   for (const auto& s : v.signers)

@@ -25,11 +25,12 @@ struct PyCounter {
 };
 
 // Verifies the model's release (release::verify, GIL released; a Python counter's read() is
-// called with the GIL held). Returns (security_version, rxswin or None, policy_version,
+// called with the GIL held). verifier: None for the built-in crypto, or a Python callable
+// (algorithm, spki_der, message, signature) -> bool used as release::VerifyFn. Returns (security_version, rxswin or None, policy_version,
 // counter, [(keyid, role or None, status)]).
 nanobind::tuple verify_release(const fwa::Model& model, const nanobind::bytes& policy,
                                const nanobind::bytes& signatures, const PyCounter& counter,
-                               int64_t* security_version);
+                               const nanobind::object& verifier, int64_t* security_version);
 // Raises the counter to security_version (never lowers it).
 void commit_security_version(int64_t security_version, const PyCounter& counter);
 

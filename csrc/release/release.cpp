@@ -35,6 +35,21 @@ bool has_exact_keys(const Value& obj, std::initializer_list<const char*> keys) {
   return true;
 }
 
+// No string (key or value) in v's subtree longer than cap bytes, except the value at offset
+// `skip` (the DSSE payload, capped on its own).
+bool strings_within(const Value& v, size_t cap, size_t skip) {
+  if (v.is(Type::string)) {
+    std::string s;
+    return v.offset() == skip || (v.get_string(&s) && s.size() <= cap);
+  }
+  if (!v.is(Type::array) && !v.is(Type::object)) return true;
+  for (Value c = v.first(); c.valid(); c = c.next()) {
+    if (v.is(Type::object) && !strings_within(c.key(), cap, skip)) return false;
+    if (!strings_within(c, cap, skip)) return false;
+  }
+  return true;
+}
+
 // A string member of at most `cap` bytes.
 bool get_str(const Value& v, std::string* out, size_t cap = kMaxString) {
   return v.get_string(out) && out->size() <= cap;
@@ -233,6 +248,8 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
       return Status::cap_exceeded;
     }
     if (n == 0) return sfail(message, "the file is empty (no bundle)");
+    // Every line ends with "\n": a file without the final one is truncated (docs/releases.md).
+    if (data[n - 1] != '\n') return sfail(message, "the last line has no final newline (truncated)");
     // Caps first, before any line is parsed: the number of lines and each line's length.
     {
       size_t lines = 0, start = 0;
@@ -254,10 +271,10 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
         start = i + 1;
       }
     }
-    // JSON Lines: each line one bundle, "\n"-terminated (the last terminator optional), no
-    // empty line.
+    // JSON Lines: each line one bundle, "\n"-terminated, no empty line.
     size_t pos = 0, line_no = 0;
     std::string first_payload_b64;
+    std::vector<std::string> payloads_b64;
     while (pos < n) {
       const void* nl = std::memchr(data + pos, '\n', n - pos);
       const size_t end = nl ? size_t(static_cast<const uint8_t*>(nl) - data) : n;
@@ -270,16 +287,28 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
       lim.max_depth = 8;
       lim.max_string = (kMaxPayload + 2) / 3 * 4;  // the payload's base64; others checked below
       std::string err;
-      const Status jst = doc.parse(data + pos, len, lim, &err);
+      Status jst = doc.parse(data + pos, len, lim, &err);
       if (jst == Status::cap_exceeded) {
-        if (message) *message = "signature: " + where + err;
-        return Status::cap_exceeded;
+        // The reference verifier's order: the form and the structure first, then the caps
+        // (a line is <= 64 KiB: parsing it again is cheap).
+        lim.max_string = len;
+        jst = doc.parse(data + pos, len, lim, &err);
       }
       if (jst != Status::ok) return sfail(message, where + "not canonical JSON: " + err);
       const Value root = doc.root();
       if (!has_exact_keys(root, {"dsseEnvelope", "mediaType", "verificationMaterial"}))
         return sfail(message,
                      where + "a bundle has exactly dsseEnvelope, mediaType, verificationMaterial");
+      if (!has_exact_keys(root.find("dsseEnvelope"), {"payload", "payloadType", "signatures"}) ||
+          !has_exact_keys(root.find("verificationMaterial"), {"publicKey", "tlogEntries"}) ||
+          !has_exact_keys(root.find("verificationMaterial").find("publicKey"), {"hint"}))
+        return sfail(message, where + "dsseEnvelope, verificationMaterial or publicKey does not "
+                                      "have exactly its keys");
+      const Value payload_value = root.find("dsseEnvelope").find("payload");
+      if (!strings_within(root, kMaxString, payload_value.offset())) {
+        if (message) *message = "signature: " + where + "a string longer than 4 KiB";
+        return Status::cap_exceeded;
+      }
       if (!root.find("mediaType").string_equals(kBundleMediaType))
         return sfail(message, where + "mediaType is not " + std::string(kBundleMediaType));
       const Value env = root.find("dsseEnvelope");
@@ -303,10 +332,6 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
         return sfail(message, where + "keyid is not 64 lowercase hex digits");
       if (!sig.find("sig").get_string(&sig_b64))
         return sfail(message, where + "sig is not a string");
-      if (sig_b64.size() > kMaxString) {
-        if (message) *message = "signature: " + where + "sig longer than the cap";
-        return Status::cap_exceeded;
-      }
       const Value vm = root.find("verificationMaterial");
       if (!has_exact_keys(vm, {"publicKey", "tlogEntries"}))
         return sfail(message,
@@ -317,35 +342,49 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
       if (!has_exact_keys(vm.find("publicKey"), {"hint"}) ||
           !get_str(vm.find("publicKey").find("hint"), &hint) || hint != keyid)
         return sfail(message, where + "publicKey.hint must equal the signature's keyid");
+      // Every line's payload is decoded (caps and encoding), then compared with line 1's once
+      // every line parsed, as the reference verifier does.
+      if (payload_b64.size() > (kMaxPayload + 2) / 3 * 4) {
+        if (message) *message = "signature: " + where + "payload longer than its cap";
+        return Status::cap_exceeded;
+      }
+      std::vector<uint8_t> decoded;
+      if (!base64_decode(payload_b64, &decoded))
+        return sfail(message, where + "payload is not strict padded base64");
+      if (decoded.size() > kMaxPayload) {
+        if (message) *message = "signature: " + where + "decoded payload exceeds 16 KiB";
+        return Status::cap_exceeded;
+      }
       if (line_no == 1) {
-        std::vector<uint8_t> decoded;
-        if (!base64_decode(payload_b64, &decoded))
-          return sfail(message, where + "payload is not strict padded base64");
-        if (decoded.size() > kMaxPayload) {
-          if (message) *message = "signature: " + where + "decoded payload exceeds 16 KiB";
-          return Status::cap_exceeded;
-        }
         out->payload.assign(decoded.begin(), decoded.end());
         out->payload_type = payload_type;
         first_payload_b64 = payload_b64;
-      } else if (payload_b64 != first_payload_b64) {
-        // One strict encoding per byte string: equal base64 text is equal payload bytes.
-        return sfail(message, where + "its payload differs from line 1 (co-signers sign the "
-                                      "same statement)");
       }
+      payloads_b64.push_back(std::move(payload_b64));
       Bundle b;
       b.keyid = keyid;
+      if (sig_b64.size() > (kMaxSignature + 2) / 3 * 4) {
+        if (message) *message = "signature: " + where + "sig longer than its cap";
+        return Status::cap_exceeded;
+      }
       if (!base64_decode(sig_b64, &b.signature) || b.signature.empty())
         return sfail(message, where + "sig is not strict padded base64");
       if (b.signature.size() > kMaxSignature) {
         if (message) *message = "signature: " + where + "decoded signature exceeds 256 bytes";
         return Status::cap_exceeded;
       }
-      for (const Bundle& prev : out->bundles)
-        if (prev.keyid == keyid)
-          return sfail(message, where + "keyid " + keyid + " signed twice");
       out->bundles.push_back(std::move(b));
       pos = nl ? end + 1 : n;
+    }
+    for (size_t i = 0; i < out->bundles.size(); ++i) {
+      const std::string where = "line " + std::to_string(i + 1) + ": ";
+      // One strict encoding per byte string: equal base64 text is equal payload bytes.
+      if (payloads_b64[i] != first_payload_b64)
+        return sfail(message, where + "its payload differs from line 1 (co-signers sign the "
+                                      "same statement)");
+      for (size_t j = 0; j < i; ++j)
+        if (out->bundles[j].keyid == out->bundles[i].keyid)
+          return sfail(message, where + "keyid " + out->bundles[i].keyid + " signed twice");
     }
     return Status::ok;
   } catch (const std::bad_alloc&) {
@@ -362,9 +401,21 @@ Status parse_statement(std::string_view payload, Statement* out, std::string* me
     lim.max_depth = 8;
     lim.max_string = kMaxString;
     std::string err;
-    if (doc.parse(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(), lim, &err) !=
-        Status::ok)
-      return sfail(message, "statement is not canonical JSON: " + err);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(payload.data());
+    const Status pst = doc.parse(bytes, payload.size(), lim, &err);
+    if (pst == Status::cap_exceeded) {
+      // A long string is cap_exceeded only in otherwise canonical JSON (the reference
+      // verifier's order: the form first, then the caps); the payload is <= 16 KiB.
+      json::Document any;
+      json::Limits uncapped = lim;
+      uncapped.max_string = payload.size();
+      std::string err2;
+      if (any.parse(bytes, payload.size(), uncapped, &err2) != Status::ok)
+        return sfail(message, "statement is not canonical JSON: " + err2);
+      if (message) *message = "signature: statement: " + err;
+      return Status::cap_exceeded;
+    }
+    if (pst != Status::ok) return sfail(message, "statement is not canonical JSON: " + err);
     const Value root = doc.root();
     if (!has_exact_keys(root, {"_type", "predicate", "predicateType", "subject"}))
       return sfail(message, "statement has exactly _type, predicate, predicateType, subject");
@@ -380,8 +431,9 @@ Status parse_statement(std::string_view payload, Statement* out, std::string* me
     if (!has_exact_keys(s0, {"digest", "name"}) || !has_exact_keys(s0.find("digest"), {"sha256"}) ||
         !get_str(s0.find("digest").find("sha256"), &hex) || !is_hex64(hex) ||
         !parse_digest_hex(hex.data(), hex.size(), &out->subject) ||
-        !get_str(s0.find("name"), &out->subject_name))
-      return sfail(message, "subject is not {\"digest\":{\"sha256\":<64 hex>},\"name\":<string>}");
+        !get_str(s0.find("name"), &out->subject_name) || out->subject_name.empty())
+      return sfail(message,
+                   "subject is not {\"digest\":{\"sha256\":<64 hex>},\"name\":<non-empty string>}");
     const Value pred = root.find("predicate");
     if (!has_exact_keys(pred, {"artifact_format", "model_card_sha256", "rxswin",
                                "security_version"}))

@@ -8,23 +8,33 @@ reference verifier.
 
 Arguments:
 
-* ``trust``: the policy as a path, its JSON bytes, or an object with ``raw`` (bytes) or
+* ``trust``: the policy as a path, its JSON bytes, a ``fwassist.release.TrustPolicy`` (its
+  ``source`` bytes are what the core parses again), or an object with ``raw`` (bytes) or
   ``path`` (its file);
 * ``signature``: the ``.sig`` file (a path, or its bytes); None is ``<artifact>.sig``;
 * ``counter``: the monotonic counter. A path (or an object with ``path``) is the file store
-  (``"<decimal>\\n"``, created by ``fwassist.counter_init`` or ``fwassist counter init``); any
+  (``"<decimal>\\n"``, created by ``fwassist counter init`` or ``FileCounter.init``); any
   other object must have ``read() -> int`` and ``advance(value: int) -> None`` (an RPMB or HSM
-  counter). None is refused (``counter_unavailable``): a missing counter is never version 0.
+  counter). A ``fwassist.release.FileCounter`` is its file, read by the core's own file store
+  (the same format). None is refused (``counter_unavailable``): a missing counter is never
+  version 0.
+
+Signature checks: a build with OpenSSL (``_core.have_release_crypto()``) uses libcrypto; the
+wheels, built without it (docs/packaging.md), hand the core :func:`cryptography_verifier`,
+which checks each signature with the ``cryptography`` package while the core still enforces
+subject, threshold, revocation, versions and the counter. Without either the core refuses
+every policy (``no_crypto``).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Union, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Union, runtime_checkable
 
 from . import _core
 from .errors import ReleaseError
+from .release.counter import FileCounter
 
 __all__ = ["Counter", "CounterArg", "DeviceRelease", "SignerResult", "counter_init",
            "counter_read"]
@@ -76,9 +86,10 @@ def _read(arg: Any, what: str) -> bytes:
 def _policy_bytes(trust: Any) -> bytes:
     if isinstance(trust, (str, os.PathLike, bytes, bytearray, memoryview)):
         return _read(trust, "trust policy")
-    raw = getattr(trust, "raw", None)
-    if isinstance(raw, (bytes, bytearray)):
-        return bytes(raw)
+    for attr in ("source", "raw"):  # fwassist.release.TrustPolicy keeps its bytes in source
+        raw = getattr(trust, attr, None)
+        if isinstance(raw, (bytes, bytearray)) and raw:
+            return bytes(raw)
     path = getattr(trust, "path", None)
     if isinstance(path, (str, os.PathLike)):
         return _read(path, "trust policy")
@@ -93,6 +104,8 @@ def _counter_args(counter: Any) -> tuple[Optional[str], Any]:
     if isinstance(counter, (str, os.PathLike)):
         return os.fspath(counter), None
     path = getattr(counter, "path", None)
+    if isinstance(counter, FileCounter):
+        return counter.path, None  # the same file store, read by the core
     if isinstance(path, (str, os.PathLike)) and not isinstance(counter, Counter):
         return os.fspath(path), None
     if isinstance(counter, Counter):
@@ -109,14 +122,45 @@ def _release_errors(fn: Any, *args: Any) -> Any:
         raise ReleaseError(status, message) from None
 
 
-def verify(native: Any, artifact_path: str, trust: Any, signature: Any,
-           counter: Any) -> DeviceRelease:
-    """Runs the core's release check on a loaded NativeModel (raises ReleaseError)."""
+Verifier = Callable[[int, bytes, bytes, bytes], bool]
+
+_ALGORITHMS = {1: "ecdsa-p256-sha256", 2: "ed25519"}  # release::Algorithm
+
+
+def cryptography_verifier() -> Optional[Verifier]:
+    """The signature check for a core built without OpenSSL: ``cryptography`` (the reference
+    verifier's ``check_signature``: strict DER for ECDSA, 64 bytes for Ed25519), or None when
+    the package is missing (the core then refuses the policy: ``no_crypto``)."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        return None
+    from .release.verify import check_signature
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    def verify_one(algorithm: int, spki: bytes, message: bytes, signature: bytes) -> bool:
+        name = _ALGORITHMS.get(algorithm)
+        if name is None:
+            raise ValueError(f"unknown algorithm {algorithm}")
+        return check_signature(name, load_der_public_key(spki), message, signature)
+    return verify_one
+
+
+def _default_verifier() -> Optional[Verifier]:
+    return None if _core.have_release_crypto() else cryptography_verifier()
+
+
+def verify(native: Any, artifact_path: str, trust: Any, signature: Any, counter: Any,
+           verifier: Optional[Verifier] = None) -> DeviceRelease:
+    """Runs the core's release check on a loaded NativeModel (raises ReleaseError).
+    verifier: the signature check the core calls instead of its own; None picks libcrypto
+    when the build has it, else :func:`cryptography_verifier`."""
     policy = _policy_bytes(trust)
     sig = _read(artifact_path + ".sig" if signature is None else signature, "signature file")
     path, obj = _counter_args(counter)
     sv, rxswin, policy_version, value, signers = _release_errors(
-        native.verify_release, policy, sig, path, obj)
+        native.verify_release, policy, sig, path, obj,
+        verifier if verifier is not None else _default_verifier())
     return DeviceRelease(str(native.pin()), int(sv), rxswin, int(policy_version), int(value),
                          tuple(SignerResult(k, r, s) for k, r, s in signers))
 

@@ -121,10 +121,12 @@ class Model:
         A file truncated while mapped makes the next evaluation raise ArtifactError
         ("io_error") instead of crashing the process.
 
-        trust: a trust policy (path, bytes, or an object with ``raw`` or ``path``): after the
-        artifact verifies, the C++ core checks its signed release (``signature``, default
-        ``path + ".sig"``) against the policy and the monotonic ``counter`` (required: a file
-        store path or an object with read()/advance(); fwassist._trust) and raises
+        trust: a trust policy (path, bytes, a :class:`fwassist.release.TrustPolicy`, or an
+        object with ``raw`` or ``path``): after the artifact verifies, the C++ core checks its
+        signed release (``signature``, default ``path + ".sig"``) against the policy and the
+        monotonic ``counter`` (required: a file store path, a
+        :class:`fwassist.release.FileCounter`, or an object with read()/advance();
+        fwassist._trust) and raises
         :class:`fwassist.ReleaseError` naming the refusal; :attr:`release` then holds the
         verified versions and signers. The counter is never advanced here: call
         :meth:`commit_security_version` after the new model booted successfully."""

@@ -174,7 +174,8 @@ def add_trust_arguments(p: argparse.ArgumentParser) -> None:
                    help="the release signatures (default: the artifact's path + '.sig')")
     p.add_argument("--counter", metavar="FILE",
                    help="the monotonic counter file (required with --trust: a missing counter "
-                        "is refused, never taken as 0; create it with fwassist.counter_init)")
+                        "is refused, never taken as 0; create it with `fwassist counter init "
+                        "FILE`)")
 
 
 def register(subparsers: Any) -> None:

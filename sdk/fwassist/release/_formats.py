@@ -260,6 +260,10 @@ def parse_bundle_file(data: bytes, payload_type: str = PAYLOAD_TYPE) -> list[Bun
     if len(lines) > MAX_LINES:
         raise ReleaseError("cap_exceeded", f"{len(lines)} signature lines, more than "
                                            f"{MAX_LINES}")
+    for n, line in enumerate(lines, 1):  # every cap before any line is parsed (as the core)
+        if len(line) > MAX_LINE:
+            raise ReleaseError("cap_exceeded", f"signature line {n}: {len(line)} bytes, more "
+                                               f"than {MAX_LINE}")
     bundles = []
     for n, line in enumerate(lines, 1):
         if not line:

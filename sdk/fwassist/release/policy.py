@@ -7,6 +7,8 @@ each keyid checked against its key, and a policy its own keys cannot satisfy ref
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from dataclasses import dataclass
@@ -54,6 +56,29 @@ class TrustPolicy:
             if k.keyid == keyid:
                 return k
         return None
+
+
+# The strict PEM form both verifiers accept (the core's pem_to_der): exactly this header,
+# base64 lines of 1..64 characters each ending in LF, the footer, an optional final LF.
+_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----\n((?:[A-Za-z0-9+/=]{1,64}\n)+)"
+                  r"-----END PUBLIC KEY-----\n?\Z")
+
+
+def _pem_der(lines: str) -> bytes:
+    """The DER of the PEM body's base64 lines; b"" unless strict, canonical base64."""
+    b64 = lines.replace("\n", "")
+    try:
+        der = base64.b64decode(b64, validate=True)
+    except binascii.Error:
+        return b""
+    return der if base64.b64encode(der).decode("ascii") == b64 else b""
+
+
+def public_key_der(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def _bad(msg: str) -> ReleaseError:
@@ -120,10 +145,17 @@ def parse_policy(raw: bytes) -> TrustPolicy:
         if alg not in ALGORITHMS:
             raise _bad(f"{where}.algorithm must be one of {', '.join(ALGORITHMS)}")
         pem = _string(k["public_key"], f"{where}.public_key")
+        m = _PEM.match(pem)
+        if not m:
+            raise _bad(f"{where}.public_key is not a PEM PUBLIC KEY (RFC 7468 strict: the "
+                       f"header line, base64 lines of at most 64 characters, the footer)")
         try:
             key = load_public_key(pem)
         except ValueError as e:
             raise _bad(f"{where}.public_key: {e}") from None
+        if _pem_der(m.group(1)) != public_key_der(key):
+            raise _bad(f"{where}.public_key is not the key's canonical DER SubjectPublicKeyInfo "
+                       f"in canonical base64")
         real_id, real_alg, _ = public_key_info(key)
         if real_id != keyid:
             raise _bad(f"{where}.keyid is not the SHA-256 of the key's DER (it is {real_id})")
