@@ -15,7 +15,7 @@ bad=0
 for o in $objs; do
   weak=$("$nm" -C --defined-only "$o" | awk '$2 ~ /^[WVu]$/' || true)
   if [ -n "$weak" ]; then echo "FAIL $o exports weak symbols:"; echo "$weak"; bad=1; fi
-  if "$objdump" -h "$o" | grep -q 'init_array'; then echo "FAIL $o has static initialisers"; bad=1; fi
+  if "$objdump" -h "$o" | grep 'init_array' >/dev/null; then echo "FAIL $o has static initialisers"; bad=1; fi
 done
 n=$(echo "$objs" | wc -l)
 echo "ISA objects: $n checked, $([ $bad = 0 ] && echo clean || echo FAILED)"

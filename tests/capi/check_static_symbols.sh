@@ -27,9 +27,11 @@ if ! diff "$work/declared.txt" "$work/global.txt" >"$work/symbols.diff"; then
 fi
 echo "$lib: $(wc -l <"$work/global.txt") global symbols, exactly the functions of fwassist.h"
 
-# A library built with FWA_WITH_OPENSSL needs libcrypto too (release signatures).
+# A library built with FWA_WITH_OPENSSL needs libcrypto too (release signatures). nm's output
+# is read whole first: `nm | grep -q` under pipefail fails when grep stops early (SIGPIPE).
 crypto=()
-if "${tools}nm" -u "$lib" | grep -q ' EVP_'; then crypto=(-lcrypto); fi
+undefined=$("${tools}nm" -u "$lib")
+if grep -q ' EVP_' <<<"$undefined"; then crypto=(-lcrypto); fi
 "${tools}g++" -std=c++17 -O1 -Wall -Wextra -Werror -I"$prefix/include" \
   "$root/tests/capi/symbol_clash.cpp" "$lib" -pthread "${crypto[@]}" -o "$work/symbol_clash"
 "${run[@]}" "$work/symbol_clash"

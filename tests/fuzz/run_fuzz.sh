@@ -77,7 +77,10 @@ par=()
   "$out/corpus" "$root/tests/fuzz/corpus" >"$out/fuzz.log" 2>&1 || true
 cat "$out/fuzz.log" fuzz-*.log 2>/dev/null | \
   grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|stat::|ERROR|SUMMARY|crash-|leak-|timeout-" | tail -n 25 || true
-if cat "$out/fuzz.log" fuzz-*.log 2>/dev/null | grep -qE "ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)|runtime error|deadly signal"; then
+# grep reads the files itself: `cat a missing | grep -q` fails under pipefail (cat's status on a
+# missing fuzz-*.log, SIGPIPE when grep stops early) and would hide a finding.
+if grep -qE "ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)|runtime error|deadly signal" \
+    "$out/fuzz.log" fuzz-*.log 2>/dev/null; then
   echo "FAILED: the fuzzer found a problem (see $out/fuzz.log and $out/crash-*)"
   status=1
 fi
