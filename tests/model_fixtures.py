@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
+import pytest
 
 from fwassist.export.qat_builder import QuantSpec, build_qat_onnx, random_weights, tiny_config
 
@@ -519,10 +520,11 @@ def check_logits_spread(onnx_path: str, vocab_size: int) -> None:
 
 def build_model(tmpdir: Union[str, "os.PathLike[str]"], *, bits: int = 4, block: int = 32, num_experts: int = 16, top_k: int = 4,
                 layers: int = 3, mlp_only_layers: Sequence[int] = (1,), tie: bool = False,
-                tokenizer: bool = True, seed: int = 1234) -> BuiltModel:
+                tokenizer: bool = True, seed: int = 1234,
+                prebuilt_only: bool = False) -> BuiltModel:
     """Builds (or reuses, when already built in ``tmpdir``) a model: QAT ONNX + config.json
     (+ tokenizer.json) + card.json in a directory of its own, exported to model.fwa.
-    Returns (fwa_path, onnx_path, config)."""
+    Returns (fwa_path, onnx_path, config). ``prebuilt_only``: reuse only, never build."""
     from fwassist.export.pipeline import export_onnx
 
     key = json.dumps({"bits": bits, "block": block, "E": num_experts, "k": top_k, "L": layers,
@@ -533,6 +535,9 @@ def build_model(tmpdir: Union[str, "os.PathLike[str]"], *, bits: int = 4, block:
     if fwa.is_file():
         return BuiltModel(str(fwa), str(onnx_path),
                           json.loads((d / "config.json").read_text(encoding="utf-8")))
+    if prebuilt_only:
+        raise FileNotFoundError(f"{fwa}: this model ({key}) was not built beforehand "
+                                "(tests/cross/make_tiny_models.py)")
     d.mkdir(parents=True, exist_ok=True)
     tok_text = tokenizer_json() if tokenizer else None
     vocab = tokenizer_vocab_size(tok_text) if tok_text else 300
@@ -552,6 +557,13 @@ def build_model(tmpdir: Union[str, "os.PathLike[str]"], *, bits: int = 4, block:
 
 # ---------------------------------------------------------------------------------------------
 # ONNX-side references
+
+# Tests that run onnxruntime themselves: skipped only in the aarch64 run under qemu-user
+# (tests/cross/run_python_aarch64.sh sets FWA_UNDER_QEMU), where onnxruntime's aarch64 wheels
+# crash on import; everywhere else onnxruntime is a test dependency and they run.
+needs_onnxruntime = pytest.mark.skipif(
+    bool(os.environ.get("FWA_UNDER_QEMU")),
+    reason="runs onnxruntime, whose aarch64 wheels crash on import under qemu-user 7.2")
 
 
 class OrtModel:

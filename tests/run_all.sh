@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # The whole test suite: C++ kernel tests natively (every x86 variant the CPU has, plus each
 # forced lower path), the aarch64 qemu matrix, the C ABI packages, fuzzing, the Python package
-# cross-compiled for aarch64 under qemu, then the Python tests against the installed package
+# cross-compiled for aarch64 under qemu, the wheels for this CPython (x86_64, aarch64: built,
+# checked and smoke-tested), then the Python tests against the installed package
 # (numpy, onnxruntime, onnx.reference). Run from anywhere, in the Python environment to test (a venv on Debian/Ubuntu):
 # scripts/install_deps.sh first installs the apt packages (as root or through sudo) and the
 # package with its test extras; parts whose tools this platform lacks are skipped with a message.
@@ -94,6 +95,24 @@ fi
 
 echo "### Python package on aarch64 (qemu: cortex-a76, SVE-256)"
 bash tests/cross/run_python_aarch64.sh "$root/build-pyaarch64"
+
+pyver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+echo "### Wheels: cp${pyver/./} manylinux x86_64 and aarch64 (zig), auditwheel show, smoke-tested"
+# scripts/build_wheels.sh (docs/packaging.md) for this Python, with the development install's
+# demo as the reference (no third compile of the sdist); aarch64 needs the arm64 root made
+# just above (Debian 12: CPython 3.11; build_wheels.sh says so when it lacks this Python).
+arm64_root="$root/build-pyaarch64/arm64-root"
+wheel_archs=x86_64
+if [ "$aarch64" = 1 ] && [ -d "$arm64_root/usr/bin" ]; then
+  wheel_archs="x86_64 aarch64"
+else
+  echo "--- no aarch64 wheel: no arm64 root (the aarch64 Python step was skipped)"
+fi
+mkdir -p "$root/build-wheels"
+(cd "$root/build-wheels" && fwassist demo >reference-demo.txt 2>&1)
+bash scripts/build_wheels.sh --arch "$wheel_archs" --python "$pyver" \
+  --out "$root/build-wheels/dist" --arm64-root "$arm64_root" \
+  --reference "$root/build-wheels/reference-demo.txt"
 
 echo "### Python tests"
 cd "$root/tests" && python3 -m pytest -q -p no:cacheprovider .

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fwassist
-from model_fixtures import OrtModel, tokenizer_json
+from model_fixtures import OrtModel, needs_onnxruntime, tokenizer_json
 
 EXPECTED_STATS = {"prompt_tokens", "cached_tokens", "generated_tokens", "prefill_ms", "decode_ms",
                   "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "experts_activated"}
@@ -181,6 +181,7 @@ def test_degenerate_sampling_is_greedy(model, ids):
         assert got == want, kw
 
 
+@needs_onnxruntime
 def test_repetition_penalty_follows_hugging_face(model, built, ids):
     """Each distinct id of the prompt and the generated tokens has its logit divided by the
     penalty when positive, multiplied when negative (transformers'
@@ -548,6 +549,7 @@ def test_cli_run_ids_without_tokenizer(bare, tmp_path):
     assert r.stderr.strip()
 
 
+@needs_onnxruntime
 def test_export_records_runtime_evidence(built, tmp_path):
     """`fwassist export` measures the runtime itself (exact and fast mode on a provisional
     artifact, a 32-token greedy decode) against onnxruntime and stores the figures."""

@@ -4,12 +4,15 @@
 # aarch64 toolchain against the headers of an arm64 Debian 12 Python, lays out an arm64 Python
 # environment (the interpreter and its libraries from Debian's arm64 packages, unpacked; numpy,
 # pytest, tokenizers and cffi as manylinux aarch64 wheels from PyPI), then runs the runtime,
-# artifact and demo tests (test_bundled_model, test_loader, test_hostile_artifacts) and
+# artifact, C ABI and demo tests (test_bundled_model, test_loader, test_hostile_artifacts,
+# test_runtime_api, test_capi_cffi: cffi over the cross-built libfwassist.so) and
 # `fwassist demo` on a cortex-a76 (NEON, dotprod) and an SVE-256 CPU. The demo must print the
 # same completions, token counts and expert counts as the host build (timings differ).
-# Not here: the tests that build tiny models (test_runtime_api, test_capi_cffi) need
-# onnxruntime, whose aarch64 wheels that read the exporter's IR version (>= 1.28) crash on import
-# under qemu 7.2; the C ABI runs under qemu in tests/capi/run_examples.sh.
+# onnxruntime's aarch64 wheels that read the exporter's IR version (>= 1.28) crash on import
+# under qemu 7.2, so the tiny models of test_runtime_api and test_capi_cffi (built through
+# onnxruntime) are built by the host's Python beforehand (tests/cross/make_tiny_models.py,
+# FWA_TINY_MODELS), and the two tests that run onnxruntime themselves skip under qemu
+# (FWA_UNDER_QEMU, model_fixtures.needs_onnxruntime).
 # binfmt_misc is not assumed: every arm64 program runs as `qemu-aarch64 -L <arm64 root> ...`,
 # through a wrapper that is also the environment's sys.executable (tests start subprocesses).
 # Usage: tests/cross/run_python_aarch64.sh [work-dir]   (the arm64 root there is reused)
@@ -43,7 +46,7 @@ if [ ! -x "$arm/usr/bin/python$pyver" ]; then
   rm -f "$arm"/var/cache/apt/archives/*.deb
 fi
 
-echo "--- fwassist._core cross-compiled for aarch64"
+echo "--- fwassist._core and libfwassist.so cross-compiled for aarch64"
 "$py" -m pip install -q --target "$work/host-tools" --upgrade "nanobind>=2.4"
 # Debian's pythonX.Y/pyconfig.h includes <aarch64-linux-gnu/pythonX.Y/pyconfig.h>: only that
 # directory of the arm64 root joins the include path (the libc headers stay the cross ones).
@@ -51,12 +54,20 @@ mkdir -p "$work/pyconfig"
 ln -sfn "$arm/usr/include/aarch64-linux-gnu" "$work/pyconfig/aarch64-linux-gnu"
 cmake -S "$root" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" \
-  -DFWA_BUILD_PYTHON=ON -DFWA_BUILD_CAPI=OFF -DPython_EXECUTABLE="$(command -v "$py")" \
+  -DFWA_BUILD_PYTHON=ON -DFWA_BUILD_CAPI=ON -DFWA_CAPI_SHARED=ON \
+  -DPython_EXECUTABLE="$(command -v "$py")" \
   -DPython_INCLUDE_DIR="$arm/usr/include/python$pyver" \
   -DSKBUILD_SOABI="cpython-${pyver/./}-aarch64-linux-gnu" \
   -Dnanobind_DIR="$work/host-tools/nanobind/cmake" \
   -DCMAKE_CXX_FLAGS="-isystem $work/pyconfig" >/dev/null
-cmake --build "$work/build" --target _core
+cmake --build "$work/build" --target _core fwassist
+# The installed C package (as users get it) for test_capi_cffi.
+rm -rf "$work/c-prefix"
+cmake --install "$work/build" --prefix "$work/c-prefix" --component c >/dev/null
+
+echo "--- tiny models for test_runtime_api and test_capi_cffi, built by the host's Python"
+rm -rf "$work/tiny-models"
+(cd "$root/tests" && "$py" "$root/tests/cross/make_tiny_models.py" "$work/tiny-models")
 
 echo "--- arm64 environment: the package and manylinux aarch64 wheels"
 env_dir="$work/env"
@@ -91,8 +102,10 @@ demo_text() {
 failed=0
 for cpu in cortex-a76 "max,sve256=on"; do
   echo "=== Python tests on qemu-aarch64 -cpu $cpu"
-  (cd "$root/tests" && QEMU_CPU=$cpu "$env_dir/bin/python3" -m pytest -q -p no:cacheprovider \
-     test_bundled_model.py test_loader.py test_hostile_artifacts.py) || failed=1
+  (cd "$root/tests" && QEMU_CPU=$cpu FWA_UNDER_QEMU=1 FWA_TINY_MODELS="$work/tiny-models" \
+     FWA_C_PREFIX="$work/c-prefix" "$env_dir/bin/python3" -m pytest -q -p no:cacheprovider -rs \
+     test_bundled_model.py test_loader.py test_hostile_artifacts.py test_runtime_api.py \
+     test_capi_cffi.py) || failed=1
   echo "=== fwassist demo on qemu-aarch64 -cpu $cpu"
   (cd "$work" && QEMU_CPU=$cpu "$env_dir/bin/python3" -m fwassist demo 2>&1) >"$work/demo-aarch64.txt"
   sed -n 's/^cpu  *//p' "$work/demo-aarch64.txt"
