@@ -84,7 +84,8 @@ smoke_release() {  # <venv> <name>
   rm -rf "$d"
   mkdir -p "$d"
   "$venv/bin/python" -c 'import fwassist.models as m, shutil; shutil.copy(m.tiny_coder_path(), "'"$d"'/model.fwa")'
-  "$venv/bin/pip" install -q cryptography
+  # The sign extra's pin (pyproject.toml), not the newest release.
+  "$venv/bin/pip" install -q "$(python3 -c 'import sys, tomllib; print(next(r for r in tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["sign"] if r.startswith("cryptography")))' "$root/pyproject.toml")"
   (cd "$d" && "$venv/bin/fwassist" keygen -o supplier.pem > /dev/null \
      && "$venv/bin/fwassist" sign model.fwa --key supplier.pem --security-version 1 > /dev/null \
      && "$venv/bin/fwassist" trust-policy --key supplier=supplier.pub.pem -o policy.json > /dev/null \

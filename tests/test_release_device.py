@@ -249,4 +249,6 @@ def test_a_build_without_crypto_refuses_every_policy(rel: Release,
     if fwassist._core.have_release_crypto():
         assert rel.load().release is not None
     else:
-        assert rel.status() == "no_crypto"
+        with pytest.raises(ReleaseError) as e:
+            rel.load()
+        assert e.value.status == "no_crypto" and "fwassist[sign]" in e.value.message

@@ -415,6 +415,11 @@ def test_release_cases_through_the_c_abi(tmp_path: Path, models: tuple[bytes, by
     assert libs, f"no libfwassist.so under {prefix}"
     c = CLibrary(str(libs[0]))
     ffi, lib = c.ffi, c.lib
+    # One set of release statuses: the C codes 50..59 (+ cap_exceeded, shared with the artifact
+    # reader) are the names fwassist.ReleaseError documents and the reference raises.
+    names = {c.status_name(s) for s in range(50, 60)} | {c.status_name(lib.FWA_ERR_CAP_EXCEEDED)}
+    doc = " ".join((ReleaseError.__doc__ or "").split())
+    assert all(f"``{n}``" in doc for n in names), (names, doc)
     for case in write_cases(tmp_path, models):
         d = tmp_path / case["dir"]
         counter_path = d / "counter" if case["counter"] else zero_counter(d)

@@ -249,7 +249,8 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
     }
     if (n == 0) return sfail(message, "the file is empty (no bundle)");
     // Every line ends with "\n": a file without the final one is truncated (docs/releases.md).
-    if (data[n - 1] != '\n') return sfail(message, "the last line has no final newline (truncated)");
+    if (data[n - 1] != '\n')
+      return sfail(message, "the last line has no final newline (truncated)");
     // Caps first, before any line is parsed: the number of lines and each line's length.
     {
       size_t lines = 0, start = 0;

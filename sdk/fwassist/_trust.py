@@ -158,9 +158,16 @@ def verify(native: Any, artifact_path: str, trust: Any, signature: Any, counter:
     policy = _policy_bytes(trust)
     sig = _read(artifact_path + ".sig" if signature is None else signature, "signature file")
     path, obj = _counter_args(counter)
-    sv, rxswin, policy_version, value, signers = _release_errors(
-        native.verify_release, policy, sig, path, obj,
-        verifier if verifier is not None else _default_verifier())
+    check = verifier if verifier is not None else _default_verifier()
+    try:
+        sv, rxswin, policy_version, value, signers = _release_errors(
+            native.verify_release, policy, sig, path, obj, check)
+    except ReleaseError as e:
+        if e.status == "no_crypto" and check is None:
+            raise ReleaseError("no_crypto", f"{e.message}; this package checks signatures "
+                                            f"with the 'cryptography' package: pip install "
+                                            f"'fwassist[sign]'") from None
+        raise
     return DeviceRelease(str(native.pin()), int(sv), rxswin, int(policy_version), int(value),
                          tuple(SignerResult(k, r, s) for k, r, s in signers))
 

@@ -289,8 +289,9 @@ TEST_CASE("release: co-signed (P-256 supplier + Ed25519 oem) verifies; verdict")
   CHECK(v.signers[0].role == "supplier");
   CHECK(v.signers[1].role == "oem");
   CHECK(v.signers[1].status == Status::ok);
-  // The last line's newline is optional; an untrusted extra signer is ignored.
-  CHECK(f.verify(f.policy(), sigs.substr(0, sigs.size() - 1)) == Status::ok);
+  // Every line ends with "\n" (without the last one the file is truncated: the reference
+  // verifier's rule); an untrusted extra signer is ignored.
+  CHECK(f.verify(f.policy(), sigs.substr(0, sigs.size() - 1)) == Status::signature_malformed);
   CHECK(f.verify(f.policy(), sigs + Fixture::sign_line(st, f.other)) == Status::ok);
   CHECK(f.verify(f.policy(), Fixture::sign_line(f.statement(5, "", "", "[1,0]", "null"),
                                                 f.supplier) +
@@ -375,7 +376,8 @@ TEST_CASE("release: signature_malformed and cap_exceeded") {
   CHECK(f.verify(p, many) == Status::cap_exceeded);
   CHECK(f.verify(p, Fixture::sign_line(st + std::string(17000, ' '), f.supplier)) ==
         Status::cap_exceeded);
-  CHECK(f.verify(p, std::string(70000, 'x')) == Status::cap_exceeded);
+  CHECK(f.verify(p, std::string(70000, 'x') + "\n") == Status::cap_exceeded);
+  CHECK(f.verify(p, std::string(70000, 'x')) == Status::signature_malformed);  // no final LF
 }
 
 TEST_CASE("release: subject_mismatch (another artifact, model card, format)") {
