@@ -87,15 +87,16 @@ def check_output_file(path: str, what: str, inputs: Iterable[Optional[str]], *,
     return path
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes ``text`` (UTF-8) to a temporary file beside ``path``, then renames it over
-    ``path``; on any failure the temporary file is removed and ``path`` is unchanged."""
+def write_bytes_atomic(path: str, data: bytes, *, sync_directory: bool = False) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``; on
+    any failure the temporary file is removed and ``path`` is unchanged. ``sync_directory``
+    also fsyncs the directory, so the rename itself survives a power loss."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -107,3 +108,14 @@ def write_text_atomic(path: str, text: str) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+    if sync_directory:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """``write_bytes_atomic`` of ``text`` in UTF-8."""
+    write_bytes_atomic(path, text.encode("utf-8"))

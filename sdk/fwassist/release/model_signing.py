@@ -64,8 +64,9 @@ def model_signing_bundle(artifact_path: str, signer: Signer) -> bytes:
 def write_model_signing(artifact_path: Union[str, "os.PathLike[str]"], signer: Signer,
                         out: Union[str, "os.PathLike[str]"]) -> str:
     """Writes :func:`model_signing_bundle` to `out` atomically; returns `out`."""
-    from .sign import _write_atomic
+    from ..outpath import write_bytes_atomic
 
     o = os.fspath(out)
-    _write_atomic(o, model_signing_bundle(os.fspath(artifact_path), signer))
+    write_bytes_atomic(o, model_signing_bundle(os.fspath(artifact_path), signer),
+                       sync_directory=True)
     return o

@@ -5,11 +5,11 @@ added to ``MODEL.fwa.sig`` atomically (docs/releases.md "Signing")."""
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Optional, Union
 
 from ..errors import ReleaseError
+from ..outpath import write_bytes_atomic
 from ._formats import (MAX_POLICY_PAYLOAD, MAX_SIG_FILE, PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE,
                        Bundle, Statement, check_rxswin, check_security_version, pae,
                        parse_bundle_file, parse_statement, read_small, render_bundle_line,
@@ -43,35 +43,13 @@ def release_statement(artifact_path: str, security_version: int,
                      (int(fv[0]), int(fv[1])))
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        tmp = ""
-    finally:
-        if tmp:
-            os.unlink(tmp)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def _add_signature(out: str, payload_type: str, payload: bytes, signer: Signer) -> int:
     """Signs `payload` with `signer` and appends the bundle to the file `out` (which, when it
     exists, MUST hold signatures over the same payload); returns the number of signers. The
     new file is re-parsed with the verifier's parser before it atomically replaces the old."""
     existing = b""
     if os.path.lexists(out):
-        bundles = _read(out, payload_type)
+        bundles = read_signatures(out, payload_type)
         if bundles[0].payload != payload:
             raise ReleaseError("subject_mismatch", "the signatures there sign other bytes", out)
         if any(b.keyid == signer.keyid for b in bundles):
@@ -88,20 +66,8 @@ def _add_signature(out: str, payload_type: str, payload: bytes, signer: Signer) 
     except ReleaseError as e:
         raise ReleaseError(e.status, f"adding this signer would exceed the format: {e.message}",
                            out) from None
-    _write_atomic(out, data)
+    write_bytes_atomic(out, data, sync_directory=True)
     return n
-
-
-def _read(path: str, payload_type: str) -> list[Bundle]:
-    try:
-        data = read_small(path, MAX_SIG_FILE)
-    except OSError as e:
-        raise ReleaseError("signature_malformed", f"cannot read the signature file: "
-                                                  f"{e.strerror or e}", path) from None
-    try:
-        return parse_bundle_file(data, payload_type)
-    except ReleaseError as e:
-        raise ReleaseError(e.status, e.message, path) from None
 
 
 def sign(artifact_path: Union[str, "os.PathLike[str]"], key: Union[Signer, str],
