@@ -14,7 +14,7 @@ context's text and records each intervention (rule, position) in its stats::
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import _core
@@ -80,8 +80,8 @@ class CompiledPolicy:
         if not isinstance(policy, CodePolicy):
             policy = CodePolicy.from_policy(policy)
         texts, kinds, rules, names = policy.patterns()
-        return cls(policy, _core.NativeGuard.for_tokens(texts, kinds, rules, names,
-                                                        [bytes(t) for t in token_bytes]))
+        tokens = [bytes(t) for t in token_bytes]
+        return cls(policy, _native(_core.NativeGuard.for_tokens, texts, kinds, rules, names, tokens))
 
     @property
     def name(self) -> str:
@@ -104,6 +104,14 @@ class CompiledPolicy:
     def banned(self, state: int) -> list[int]:
         """The token ids whose bytes complete a banned pattern from ``state``."""
         return [int(t) for t in self._native.banned(int(state))]
+
+
+def _native(fn: Callable[..., _core.NativeGuard], *args: Any) -> _core.NativeGuard:
+    """The native compiler's refusals (a bad pattern, a cap) as PolicyError."""
+    try:
+        return fn(*args)
+    except (ValueError, _core.ArtifactFailure) as e:
+        raise PolicyError(str(e.args[-1])) from None
 
 
 _cache: "weakref.WeakKeyDictionary[Any, dict[Any, CompiledPolicy]]" = weakref.WeakKeyDictionary()
@@ -131,6 +139,6 @@ def compile_policy(model: Model, policy: Union[str, Policy, CodePolicy, Compiled
     key = policy.key()
     if key not in per_model:
         texts, kinds, rules, names = policy.patterns()
-        native = _core.NativeGuard.for_model(model._native, texts, kinds, rules, names)
+        native = _native(_core.NativeGuard.for_model, model._native, texts, kinds, rules, names)
         per_model[key] = CompiledPolicy(policy, native)
     return per_model[key]
