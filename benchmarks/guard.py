@@ -131,7 +131,8 @@ def byte_level(tokens: list[bytes]) -> list[bytes]:
 # -- prompts -----------------------------------------------------------------------------------
 def c_prompts(sdist: str, n: int) -> list[str]:
     """Function openings (up to 12 lines before a line ending in "{" after a ")" line, and that
-    line) from the sdist's ggml C sources, n of them spread evenly, deterministic."""
+    line; at most 1,200 characters) from the sdist's ggml C sources, n of them spread evenly,
+    deterministic."""
     cands: list[str] = []
     with tarfile.open(sdist) as tar:
         for m in sorted(tar.getmembers(), key=lambda m: m.name):
@@ -143,7 +144,9 @@ def c_prompts(sdist: str, n: int) -> list[str]:
             for i in range(1, len(lines)):
                 if lines[i].strip() == "{" and lines[i - 1].rstrip().endswith(")") or \
                         (lines[i].rstrip().endswith(") {") and not lines[i].startswith((" ", "\t"))):
-                    cands.append("\n".join(lines[max(0, i - 12):i + 1]) + "\n")
+                    text = "\n".join(lines[max(0, i - 12):i + 1]) + "\n"
+                    if len(text) <= 1200:  # well inside the bundled model's 1,024-token context
+                        cands.append(text)
     if len(cands) <= n:
         return cands
     step = len(cands) / n

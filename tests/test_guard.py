@@ -262,3 +262,34 @@ def test_c_abi_policy(model, tmp_path_factory):
         text = b"int"
         assert lib.fwa_generate_text(s.handle, text, 3, params, ffi.NULL, ffi.NULL, ffi.NULL) == \
             lib.FWA_ERR_BAD_HANDLE
+
+
+def test_cli_run_policy_reports_interventions():
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fwassist", "run", tiny_coder_path(), "--prompt", COPY_PROMPT,
+           "--max-tokens", "16", "--repetition-penalty", "1.15"]
+    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    guarded = subprocess.run(cmd + ["--policy", "default"], capture_output=True, text=True,
+                             timeout=300)
+    assert plain.returncode == 0 and guarded.returncode == 0, guarded.stderr
+    assert _matches((COPY_PROMPT + plain.stdout).encode(), len(COPY_PROMPT)) == [b"strcpy("]
+    assert _matches((COPY_PROMPT + guarded.stdout).encode(), 0) == []
+    assert "policy default: 1 intervention; token 11: unbounded-copy" in guarded.stderr
+    bad = subprocess.run(cmd + ["--policy", "nonesuch"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "unknown policy 'nonesuch'" in bad.stderr
+
+
+def test_demo_shows_the_guard_before_and_after():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fwassist", "demo", "--max-tokens", "4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    guard = r.stderr[r.stderr.index("code guard: policy default"):]
+    assert guard.count("writes strcpy(") == 1 and guard.count("writes sprintf(") == 1
+    assert guard.count("no banned call; 1 intervention: token") == 2
+    assert "banned by rule unbounded-copy (CWE-120)" in guard
