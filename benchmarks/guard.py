@@ -42,7 +42,7 @@ import statistics
 import struct
 import sys
 import tarfile
-from typing import Any, BinaryIO, Optional
+from typing import IO, Any, Optional
 
 import numpy as np
 
@@ -77,12 +77,12 @@ _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
            12: "d"}
 
 
-def _read(f: BinaryIO, fmt: str) -> Any:
+def _read(f: IO[bytes], fmt: str) -> Any:
     n = struct.calcsize("<" + fmt)
     return struct.unpack("<" + fmt, f.read(n))[0]
 
 
-def _value(f: BinaryIO, vtype: int) -> Any:
+def _value(f: IO[bytes], vtype: int) -> Any:
     if vtype in _SCALAR:
         return _read(f, _SCALAR[vtype])
     if vtype == 8:  # string
@@ -93,7 +93,7 @@ def _value(f: BinaryIO, vtype: int) -> Any:
     raise ValueError(f"GGUF: unknown value type {vtype}")
 
 
-def gguf_tokens(f: BinaryIO) -> list[bytes]:
+def gguf_tokens(f: IO[bytes]) -> list[bytes]:
     """The tokenizer.ggml.tokens array of a GGUF (v2/v3) file, each token's stored bytes."""
     if f.read(4) != b"GGUF":
         raise ValueError("not a GGUF file")
@@ -213,7 +213,9 @@ def sampler_path(policy: CompiledPolicy, tokens: list[bytes], steps: int,
     logits = (rng.standard_normal((steps, vocab)) * 3).astype(np.float32)
     res: dict[str, Any] = {}
     for name, (temp, top_p) in (("greedy", (0.0, 1.0)), ("top_p", (0.8, 0.95))):
-        plain, guard, ivs = [], [], 0
+        plain: list[int] = []
+        guard: list[int] = []
+        ivs = 0
         for r in range(reps):
             for which in (("plain", "guard") if r % 2 == 0 else ("guard", "plain")):
                 toks, ns, iv = _core.bench_guard_sample(
@@ -267,7 +269,7 @@ def main() -> int:
     provoked = generations(model, list(PROVOKE), args.max_tokens)
 
     policy = compile_policy(model, "default")
-    tj = json.loads(model._native.tokenizer_json())
+    tj = json.loads(str(model._native.tokenizer_json()))
     bundled_bytes = [b""] * model.vocab_size
     for tok, i in tj["model"]["vocab"].items():
         bundled_bytes[i] = byte_level([tok.encode()])[0]
@@ -276,9 +278,9 @@ def main() -> int:
     qwen_note = None
     if have_sdist:
         with tarfile.open(args.sdist) as tar:
-            f = tar.extractfile(QWEN2_GGUF)
-            assert f is not None
-            qwen = byte_level(gguf_tokens(f))
+            member = tar.extractfile(QWEN2_GGUF)
+            assert member is not None
+            qwen = byte_level(gguf_tokens(member))
         qp = CompiledPolicy.for_vocabulary("default", qwen)
         paths["qwen2"] = {"vocab": len(qwen), "states": qp.num_states,
                           **sampler_path(qp, qwen, steps, reps)}
@@ -306,11 +308,14 @@ def main() -> int:
          f"prompts: {source}",
          f"{'set':<10}{'mode':<9}{'prompts':>8}{'plain ms/t':>11}{'guard ms/t':>11}"
          f"{'ratio':>8}{'viol plain':>11}{'viol guard':>11}{'interventions':>15}"]
-    for setname, g in (("held-out", gen), ("provoked", provoked)):
+    first = "prompts" if args.prompts else "C-sources"
+    for setname, g in ((first, gen), ("provoked", provoked)):
         for mode in ("greedy", "sampled"):
             x = g[mode]
+            # Four prompts time nothing reliably: the provoked set counts violations only.
+            ratio = f"{x['median_ratio']:>8.3f}" if g is gen else f"{'-':>8}"
             L.append(f"{setname:<10}{mode:<9}{x['prompts']:>8}{x['plain_ms_per_token']:>11.3f}"
-                     f"{x['guard_ms_per_token']:>11.3f}{x['median_ratio']:>8.3f}"
+                     f"{x['guard_ms_per_token']:>11.3f}{ratio}"
                      f"{x['plain_violations']:>11}{x['guard_violations']:>11}"
                      f"{sum(x['interventions'].values()):>15}")
     L.append("ratio: median over prompts of guarded / plain decode ms per token; viol: banned "
