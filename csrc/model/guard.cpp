@@ -162,6 +162,15 @@ Status CodeGuard::create(const std::vector<GuardPattern>& patterns,
       g->bytes_.insert(g->bytes_.end(), t.begin(), t.end());
       g->offsets_.push_back(uint32_t(g->bytes_.size()));
     }
+    bool completes[256] = {};
+    for (const GuardPattern& pat : patterns)
+      completes[pat.kind == GuardPatternKind::call ? uint8_t('(') : uint8_t(pat.text.back())] = true;
+    for (size_t id = 0; id < token_bytes.size(); ++id)
+      for (char c : token_bytes[id])
+        if (completes[uint8_t(c)]) {
+          g->candidates_.push_back(int32_t(id));
+          break;
+        }
     g->words_ = (token_bytes.size() + 63) / 64;
     // Left uninitialised: a state's mask is written on its first use, so the pages of states
     // never visited are never touched.
@@ -200,7 +209,7 @@ const uint64_t* CodeGuard::banned(int32_t state) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (!ready_[size_t(state)].load(std::memory_order_relaxed)) {
     std::memset(mask, 0, words_ * sizeof(uint64_t));
-    for (int32_t t = 0; t < vocab_size_; ++t) {
+    for (int32_t t : candidates_) {
       int32_t rule;
       feed_token(state, t, &rule);
       if (rule >= 0) mask[size_t(t) >> 6] |= uint64_t(1) << (t & 63);

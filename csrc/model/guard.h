@@ -84,8 +84,8 @@ class CodeGuard {
     return feed(state, bytes_.data() + b, e - b, rule);
   }
   // The tokens whose bytes complete a pattern from `state`, as a bitmap of vocab_size bits
-  // (bit i of word i / 64). Computed on the first call for a state (one walk of every token,
-  // under a mutex) into memory allocated at create, then read lock-free: allocates nothing.
+  // (bit i of word i / 64). Computed on the first call for a state (one walk of every token
+  // that holds a byte able to complete a pattern, under a mutex) into memory allocated at create, then read lock-free: allocates nothing.
   const uint64_t* banned(int32_t state) const;
 
   int32_t vocab_size() const { return vocab_size_; }
@@ -104,6 +104,9 @@ class CodeGuard {
   int32_t vocab_size_ = 0;
   std::vector<uint8_t> bytes_;      // every token's bytes, concatenated
   std::vector<uint32_t> offsets_;   // [vocab_size + 1]
+  // The tokens holding a byte that can complete a pattern ('(' for calls, a literal's last
+  // byte): no other token is ever banned, so only these are walked for a banned set.
+  std::vector<int32_t> candidates_;
   size_t words_ = 0;                // uint64 words per bitmap
   std::unique_ptr<uint64_t[]> masks_;            // [num_states][words_], written on first use
   std::unique_ptr<std::atomic<uint8_t>[]> ready_;  // per state: its mask is written
