@@ -8,8 +8,9 @@
 
 Bundled model (vocabulary 4,096), 1 thread, exact mode: every prompt generated without and
 with the guard (policy "default"), greedy and sampled (temperature 0.8, top-p 0.95, penalty
-1.15), the two runs taking turns; decode ms per generated token (the generation stats), the
-median over prompts of the per-prompt ratio guarded / plain; lexical violations (a banned call
+1.15), the two runs taking turns, --reps times; decode ms per generated token (the generation
+stats, the fastest repetition), the median over prompts of the per-prompt ratio guarded /
+plain; lexical violations (a banned call
 at an identifier boundary, whitespace, "(", regular expression over the prompt + output text,
 counted when the match ends in the output) and interventions. Prompts: a JSONL file of
 {"prompt": ...} (--prompts, e.g. the fine-tuning's held-out prompt set), else C function
@@ -154,8 +155,11 @@ def c_prompts(sdist: str, n: int) -> list[str]:
 
 
 # -- measurements ------------------------------------------------------------------------------
-def generations(model: Model, prompts: list[str], max_tokens: int) -> dict[str, Any]:
-    """Each prompt without and with the guard, greedy and sampled, taking turns."""
+def generations(model: Model, prompts: list[str], max_tokens: int,
+                reps: int) -> dict[str, Any]:
+    """Each prompt without and with the guard, greedy and sampled, taking turns, ``reps`` times
+    (the same seed gives the same text each time); a prompt's time per token is the fastest of
+    its repetitions (the one least disturbed by other processes)."""
     out: dict[str, Any] = {}
     with model.session() as s:
         for name, kw in (("greedy", GREEDY), ("sampled", SAMPLED)):
@@ -163,24 +167,30 @@ def generations(model: Model, prompts: list[str], max_tokens: int) -> dict[str, 
             totals = {"plain": [0.0, 0, 0, 0], "guard": [0.0, 0, 0, 0]}  # ms, tokens, viol, lines
             interventions: dict[str, int] = {}
             for i, p in enumerate(prompts):
-                per = {}
-                order = ("plain", "guard") if i % 2 == 0 else ("guard", "plain")
-                for which in order:
-                    g = s.generate(p, max_tokens=max_tokens, seed=i, stop_ids=model.eos_ids(),
-                                   policy="default" if which == "guard" else None, **kw)
-                    data = (p + g.text).encode()
-                    viol = [m.group(1).decode() for m in VIOLATION.finditer(data)
-                            if m.end() > len(p.encode())]
-                    st = g.stats
-                    t = totals[which]
-                    t[0] += st["decode_ms"]
-                    t[1] += st["generated_tokens"]
-                    t[2] += len(viol)
-                    t[3] += g.text.count("\n") + 1
-                    per[which] = (st["decode_ms"] / max(1, st["generated_tokens"]), viol)
-                    if which == "guard":
-                        for x in st["interventions"]:
-                            interventions[x["rule"]] = interventions.get(x["rule"], 0) + 1
+                per: dict[str, tuple[float, list[str]]] = {}
+                for rep in range(reps):
+                    order = ("plain", "guard") if (i + rep) % 2 == 0 else ("guard", "plain")
+                    for which in order:
+                        g = s.generate(p, max_tokens=max_tokens, seed=i,
+                                       stop_ids=model.eos_ids(),
+                                       policy="default" if which == "guard" else None, **kw)
+                        st = g.stats
+                        ms = st["decode_ms"] / max(1, st["generated_tokens"])
+                        if rep > 0:
+                            per[which] = (min(per[which][0], ms), per[which][1])
+                            continue
+                        data = (p + g.text).encode()
+                        viol = [m.group(1).decode() for m in VIOLATION.finditer(data)
+                                if m.end() > len(p.encode())]
+                        t = totals[which]
+                        t[0] += st["decode_ms"]
+                        t[1] += st["generated_tokens"]
+                        t[2] += len(viol)
+                        t[3] += g.text.count("\n") + 1
+                        per[which] = (ms, viol)
+                        if which == "guard":
+                            for x in st["interventions"]:
+                                interventions[x["rule"]] = interventions.get(x["rule"], 0) + 1
                 ratios.append(per["guard"][0] / per["plain"][0])
                 rows.append({"plain_violations": per["plain"][1],
                              "guard_violations": per["guard"][1]})
@@ -250,6 +260,7 @@ def main() -> int:
     ap.add_argument("--sdist", default=SDIST, help="the llama-cpp-python 0.3.36 sdist")
     ap.add_argument("--prompts", help="JSONL of {\"prompt\": ...} (default: from the sdist)")
     ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions per prompt")
     args = ap.parse_args()
     n_prompts = 24 if args.quick else 200
     steps, reps = (16, 2) if args.quick else (64, 5)
@@ -265,8 +276,8 @@ def main() -> int:
         source = f"{os.path.basename(args.sdist)}:{C_SOURCES}*.c function openings"
     else:
         raise SystemExit(f"{args.sdist} not found: pass --sdist or --prompts")
-    gen = generations(model, prompts, args.max_tokens)
-    provoked = generations(model, list(PROVOKE), args.max_tokens)
+    gen = generations(model, prompts, args.max_tokens, args.reps)
+    provoked = generations(model, list(PROVOKE), args.max_tokens, 1)
 
     policy = compile_policy(model, "default")
     tj = json.loads(str(model._native.tokenizer_json()))
@@ -318,8 +329,8 @@ def main() -> int:
                      f"{x['guard_ms_per_token']:>11.3f}{ratio}"
                      f"{x['plain_violations']:>11}{x['guard_violations']:>11}"
                      f"{sum(x['interventions'].values()):>15}")
-    L.append("ratio: median over prompts of guarded / plain decode ms per token; viol: banned "
-             "calls written (regex over prompt + output, ending in the output)")
+    L.append(f"ratio: median over prompts of guarded / plain decode ms per token (each the "
+             f"fastest of {args.reps} runs); viol: banned calls written (regex over prompt + output, ending in the output)")
     L.append("")
     L.append("Sampler path per step (median ns), the guard's cost vs a decode step")
     L.append(f"{'vocab':<18}{'states':>7}{'sampler':>9}{'plain ns':>11}{'guard ns':>11}"
