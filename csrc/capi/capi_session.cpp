@@ -90,6 +90,13 @@ fwa_status read_generate(const fwa_generate_params* p, fwa::GenerateParams* out,
   }
   if (p->n_stop_ids && !p->stop_ids) return fail(FWA_ERR_NULL_ARGUMENT, "%s: stop_ids is NULL", fn);
   out->stop_ids.assign(p->stop_ids, p->stop_ids + p->n_stop_ids);
+  if (p->policy) {
+    const fwa_policy* policy = fwa_capi::lookup(p->policy);
+    if (!policy) return fwa_capi::handle_error(p->policy, "params->policy", "policy", fn);
+    out->guard = policy->guard;
+  }
+  if (p->interventions_capacity && !p->interventions)
+    return fail(FWA_ERR_NULL_ARGUMENT, "%s: interventions is NULL", fn);
   return FWA_OK;
 }
 
@@ -154,7 +161,13 @@ fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
     out.weight_bytes_read = int64_t(gs.weight_bytes_read);
     out.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     out.active_cores = s.active_threads();
+    out.interventions = int64_t(gs.interventions.size());
     *stats = out;
+  }
+  if (params && params->interventions) {
+    const std::vector<fwa::GuardIntervention>& iv = session->generation.stats().interventions;
+    for (size_t i = 0; i < iv.size() && i < params->interventions_capacity; ++i)
+      params->interventions[i] = fwa_intervention{iv[i].rule, iv[i].token, iv[i].position};
   }
   return FWA_OK;
 }
@@ -465,6 +478,52 @@ fwa_status fwa_sampler_sample(fwa_sampler* sampler, const fwa_session* session, 
     *token = sampler->sampler.sample(s.last_logits(), history.data(), history.size());
     return FWA_OK;
   });
+}
+
+fwa_status fwa_policy_compile(const fwa_model* model, const fwa_policy_pattern* patterns,
+                              size_t n_patterns, const char* const* rule_ids, size_t n_rules,
+                              fwa_policy** policy) {
+  const char* fn = "fwa_policy_compile";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(policy, fn);
+    if (n_patterns && !patterns) return fail(FWA_ERR_NULL_ARGUMENT, "%s: patterns is NULL", fn);
+    if (n_rules && !rule_ids) return fail(FWA_ERR_NULL_ARGUMENT, "%s: rule_ids is NULL", fn);
+    if (!model->model->has_tokenizer())
+      return fail(FWA_ERR_NO_TOKENIZER, "%s: the artifact carries no tokenizer: a code policy "
+                  "needs the bytes of its tokens", fn);
+    if (n_patterns > fwa::kMaxGuardPatterns || n_rules > fwa::kMaxGuardRules)
+      return fail(FWA_ERR_CAP_EXCEEDED, "%s: %zu patterns and %zu rules, the caps are %zu and %zu",
+                  fn, n_patterns, n_rules, fwa::kMaxGuardPatterns, fwa::kMaxGuardRules);
+    std::vector<std::string> rules;
+    for (size_t i = 0; i < n_rules; ++i) {
+      if (!rule_ids[i]) return fail(FWA_ERR_NULL_ARGUMENT, "%s: rule_ids[%zu] is NULL", fn, i);
+      rules.emplace_back(rule_ids[i]);
+    }
+    std::vector<fwa::GuardPattern> pats;
+    for (size_t i = 0; i < n_patterns; ++i) {
+      if (!patterns[i].text)
+        return fail(FWA_ERR_NULL_ARGUMENT, "%s: patterns[%zu].text is NULL", fn, i);
+      if (patterns[i].kind != FWA_PATTERN_CALL && patterns[i].kind != FWA_PATTERN_LITERAL)
+        return fail(FWA_ERR_INVALID_ARGUMENT, "%s: patterns[%zu].kind is %d (FWA_PATTERN_CALL "
+                    "or FWA_PATTERN_LITERAL)", fn, i, int(patterns[i].kind));
+      const size_t len = strnlen(patterns[i].text, fwa::kMaxGuardPatternBytes + 1);
+      pats.push_back({std::string(patterns[i].text, len),
+                      fwa::GuardPatternKind(patterns[i].kind), patterns[i].rule});
+    }
+    std::unique_ptr<fwa_policy> h(new fwa_policy());
+    std::string message;
+    const fwa::Status st = fwa::CodeGuard::create(pats, rules, *model->model, &h->guard, &message);
+    if (st != fwa::Status::ok)
+      return fail(fwa_status(int(st)), "%s: %s", fn, message.c_str());
+    const fwa_status registered = fwa_capi::register_handle(h.get(), policy, fn);
+    if (registered == FWA_OK) h.release();  // the table owns it now
+    return registered;
+  });
+}
+
+void fwa_policy_free(fwa_policy* policy) {
+  delete fwa_capi::unregister_handle(policy);  // nothing when not a live policy handle
 }
 
 void fwa_generate_params_init(fwa_generate_params* params) {

@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "fwassist/fwassist.h"
 #include "model/generate.h"
+#include "model/guard.h"
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/session.h"
@@ -34,11 +35,15 @@ struct fwa_sampler {
   int32_t vocab_size = 0;
 };
 
+struct fwa_policy {
+  std::shared_ptr<const fwa::CodeGuard> guard;
+};
+
 namespace fwa_capi {
 
 // Handles. The value the caller holds (an fwa_model*, ...) is a token, never an address:
 //   bits 63..32  the slot's generation (1 .. 2^32-1)
-//   bits 31..24  the kind (1 model, 2 session, 3 sampler)
+//   bits 31..24  the kind (1 model, 2 session, 3 sampler, 4 policy)
 //   bits 23..0   the slot index + 1 (never 0, so a token is never NULL)
 // A token names a live handle only while its slot holds an object of that kind with that
 // generation; freeing bumps the slot's generation, so every earlier token of the slot stays
@@ -46,7 +51,7 @@ namespace fwa_capi {
 // a stale token can never match again. Slots come in chunks allocated on creation (none in a
 // lookup), up to kMaxHandles live handles of all kinds together; creating one more gives
 // FWA_ERR_OUT_OF_MEMORY ("handle table full").
-enum class Kind : uint8_t { model = 1, session = 2, sampler = 3 };
+enum class Kind : uint8_t { model = 1, session = 2, sampler = 3, policy = 4 };
 constexpr uint32_t kChunkSlots = 1024;
 constexpr uint32_t kMaxChunks = 1024;
 constexpr uint32_t kMaxHandles = kChunkSlots * kMaxChunks;  // 1,048,576
@@ -56,6 +61,7 @@ template <class T> struct KindOf;
 template <> struct KindOf<fwa_model> { static constexpr Kind value = Kind::model; };
 template <> struct KindOf<fwa_session> { static constexpr Kind value = Kind::session; };
 template <> struct KindOf<fwa_sampler> { static constexpr Kind value = Kind::sampler; };
+template <> struct KindOf<fwa_policy> { static constexpr Kind value = Kind::policy; };
 
 // The type-erased table: add (FWA_OK and the token, or a failure with its message), find and
 // remove (the object, or null when the token is not a live handle of this kind). All three

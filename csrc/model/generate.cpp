@@ -31,6 +31,7 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::stop_id: return "stop_id";
     case StopReason::context_full: return "context_full";
     case StopReason::cancelled: return "cancelled";
+    case StopReason::policy: return "policy";
   }
   return "none";
 }
@@ -59,6 +60,11 @@ Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
                 "generate: stop strings need a tokenizer; the model has none (use stop ids)");
   for (const std::string& s : params.stop_strings)
     if (s.empty()) return fail(message, Status::invalid_argument, "generate: empty stop string");
+  if (params.guard && params.guard->vocab_size() != session->vocab_size())
+    return fail(message, Status::invalid_argument,
+                "generate: the code policy was compiled for a vocabulary of " +
+                    std::to_string(params.guard->vocab_size()) + " tokens, the model has " +
+                    std::to_string(session->vocab_size()));
   try {
     s_ = session;
     p_ = params;
@@ -71,6 +77,8 @@ Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
     reason_ = StopReason::none;
     has_tokenizer_ = model.has_tokenizer();
     stats_ = GenerationStats();
+    if (params.guard)
+      stats_.interventions.reserve(size_t(std::min<int64_t>(params.max_tokens, 1 << 20)));
     st = sampler_.init(int32_t(session->vocab_size()), message);
     if (st != Status::ok) return st;
     sampler_.reset(params.sampling);
@@ -95,6 +103,13 @@ Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
       return st;
     }
     stats_.experts_activated.assign(size_t(model.config().num_layers), 0);
+    // The guard's state follows the whole context, which is now exactly the prompt: a pattern
+    // begun in the prompt is completed (and caught) in the output.
+    guard_state_ = CodeGuard::kStart;
+    if (const CodeGuard* g = params.guard.get()) {
+      int32_t rule;
+      for (int64_t i = 0; i < n; ++i) guard_state_ = g->feed_token(guard_state_, prompt[i], &rule);
+    }
     return Status::ok;
   } catch (const std::bad_alloc&) {
     done_ = true;
@@ -185,11 +200,31 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
       reason_ = StopReason::context_full;
       done_ = true;
     } else {
-      const int32_t tok = sampler_.sample(s_->last_logits(), s_->tokens().data(),
-                                          size_t(s_->n_past()));
+      const Rng before = sampler_.rng();
+      int32_t tok = sampler_.sample(s_->last_logits(), s_->tokens().data(),
+                                    size_t(s_->n_past()));
+      int32_t guard_next = guard_state_;
+      if (const CodeGuard* g = p_.guard.get()) {
+        int32_t rule;
+        guard_next = g->feed_token(guard_state_, tok, &rule);
+        if (rule >= 0) {
+          // Draw again, with the same random number, with every banned token masked.
+          stats_.interventions.push_back({rule, tok, int64_t(generated_.size())});
+          sampler_.restore_rng(before);
+          tok = sampler_.sample(s_->last_logits(), s_->tokens().data(), size_t(s_->n_past()),
+                                g->banned(guard_state_));
+          guard_next = g->feed_token(guard_state_, tok, &rule);
+          if (rule >= 0) {  // nothing the sampler can pick is allowed
+            reason_ = StopReason::policy;
+            done_ = true;
+          }
+        }
+      }
       // Time to first token: the prefill plus the first sampling (not the caller's time).
       if (generated_.empty()) stats_.ttft_ms = stats_.prefill_ms + ms_since(t0);
-      if (std::find(p_.stop_ids.begin(), p_.stop_ids.end(), tok) != p_.stop_ids.end()) {
+      if (done_) {
+        // Stopped by the guard: the banned token is neither emitted nor kept.
+      } else if (std::find(p_.stop_ids.begin(), p_.stop_ids.end(), tok) != p_.stop_ids.end()) {
         reason_ = StopReason::stop_id;  // the stop token is neither emitted nor kept
         done_ = true;
       } else {
@@ -202,6 +237,7 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
           return st;
         }
         generated_.push_back(tok);
+        guard_state_ = guard_next;
         *token = tok;
         stats_.decode_ms += ms_since(t0);
         if ((st = flush_text(false, piece, message)) != Status::ok) {

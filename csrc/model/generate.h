@@ -10,13 +10,21 @@
 // max_tokens. Text pieces are emitted only at UTF-8 character boundaries (a piece whose decoding
 // ends in U+FFFD is held back until more tokens complete it, at most 4 tokens), so the pieces
 // concatenate to the generation's text.
+//
+// With a code guard (GenerateParams::guard, model/guard.h), a sampled token whose bytes would
+// complete a banned pattern of the context's text is replaced by a draw over the logits with
+// every such token masked (an intervention, recorded in the stats); if that draw is banned too
+// (every token the sampler can pick is banned), the generation stops (stop reason `policy`)
+// without emitting or keeping it.
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "model/guard.h"
 #include "model/sampler.h"
 #include "model/session.h"
 
@@ -27,9 +35,19 @@ struct GenerateParams {
   int64_t max_tokens = 64;
   std::vector<std::string> stop_strings;
   std::vector<int32_t> stop_ids;
+  // The code guard (null: none); its vocabulary must be the session's.
+  std::shared_ptr<const CodeGuard> guard;
 };
 
-enum class StopReason { none, max_tokens, stop_string, stop_id, context_full, cancelled };
+enum class StopReason { none, max_tokens, stop_string, stop_id, context_full, cancelled, policy };
+
+// One guard intervention: the rule (index into the guard's rule names) the sampled token would
+// have completed, the index of the generated token it replaced, and that token.
+struct GuardIntervention {
+  int32_t rule = -1;
+  int32_t token = -1;
+  int64_t position = 0;
+};
 const char* stop_reason_name(StopReason r);
 
 struct GenerationStats {
@@ -42,6 +60,7 @@ struct GenerationStats {
   // (and the caller's) futex sleep over the call, which costs no core time.
   double busy_core_s = 0, spin_core_s = 0, parked_core_s = 0;
   uint64_t weight_bytes_read = 0;  // weights the forward passes read (Session::weight_bytes_read)
+  std::vector<GuardIntervention> interventions;  // at most one per step (reserved at start)
   double prefill_tokens_per_s() const;
   double decode_tokens_per_s() const;
 };
@@ -89,6 +108,7 @@ class Generation {
   uint64_t bytes_start_ = 0;
   std::string decoded_;         // scratch
   uint64_t epoch_ = 0;          // the session's epoch after this generation's last eval
+  int32_t guard_state_ = CodeGuard::kStart;  // the guard's state after the context's bytes
 };
 
 // Streaming with a C callback: called once per generated token with its text piece (UTF-8,

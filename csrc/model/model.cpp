@@ -299,6 +299,17 @@ Status Model::encode(std::string_view text, std::vector<int32_t>* ids,
   }
 }
 
+Status Model::token_bytes(int32_t id, std::string* out, std::string* message) const {
+  if (!tokenizer_)
+    return fail(message, Status::invalid_argument,
+                "the model was exported without a tokenizer: its tokens have no bytes");
+  std::lock_guard<std::mutex> lock(tokenizer_mu_);
+  if (id < 0 || id >= tokenizer_->vocab_size()) return Status::ok;
+  const Status st = tokenizer_->token_bytes(id, true, out);
+  // An id inside the range that the tokenizer does not know (a gap) has no text either.
+  return st == Status::invalid_argument ? Status::ok : st;
+}
+
 Status Model::decode(const int32_t* ids, size_t n, bool skip_special, std::string* text,
                      std::string* message) const {
   if (!tokenizer_)

@@ -87,6 +87,9 @@ class Model {
   Status encode(std::string_view text, std::vector<int32_t>* ids, std::string* message) const;
   Status decode(const int32_t* ids, size_t n, bool skip_special, std::string* text,
                 std::string* message) const;
+  // The raw bytes of one id (special tokens and ids past the tokenizer's vocabulary: none),
+  // appended to *out: what the token contributes to the decoded text, before UTF-8 repair.
+  Status token_bytes(int32_t id, std::string* out, std::string* message) const;
 
   // The config object of the manifest, as canonical JSON.
   std::string_view config_json() const { return config_json_; }

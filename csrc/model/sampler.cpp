@@ -155,12 +155,19 @@ int32_t Sampler::argmax() const {
   return best < 0 ? 0 : best;
 }
 
-int32_t Sampler::sample(const float* logits, const int32_t* history, size_t n_history) {
+int32_t Sampler::sample(const float* logits, const int32_t* history, size_t n_history,
+                        const uint64_t* banned) {
   const int32_t n_vocab = vocab_size_;
   if (n_vocab <= 0) return -1;
   float* v = values_.data();
   std::copy(logits, logits + n_vocab, v);
   if (params_.repetition_penalty != 1.0f) apply_repetition_penalty(history, n_history);
+  if (banned) {
+    const int32_t words = (n_vocab + 63) / 64;
+    for (int32_t w = 0; w < words; ++w)
+      for (uint64_t bits = banned[w]; bits; bits &= bits - 1)
+        v[w * 64 + __builtin_ctzll(bits)] = -std::numeric_limits<float>::infinity();
+  }
   if (!(params_.temperature > 0.0f)) return argmax();
 
   const float temperature = params_.temperature;

@@ -88,7 +88,14 @@ class Sampler {
   // logits: vocab_size floats (not modified). history: the ids the repetition penalty applies
   // to (prompt + generated so far; each distinct id penalised once; ids outside
   // [0, vocab_size) are ignored). Returns the chosen id, or -1 before a successful init().
-  int32_t sample(const float* logits, const int32_t* history, size_t n_history);
+  // banned: null, or a bitmap of vocab_size bits (bit i of word i / 64) whose ids are set to
+  // -inf right after step 1 (the code guard, model/guard.h).
+  int32_t sample(const float* logits, const int32_t* history, size_t n_history,
+                 const uint64_t* banned = nullptr);
+  // The random stream's state: the guard saves it before a draw and restores it to draw again
+  // over masked logits with the same random number.
+  const Rng& rng() const { return rng_; }
+  void restore_rng(const Rng& r) { rng_ = r; }
 
  private:
   void apply_repetition_penalty(const int32_t* history, size_t n_history);

@@ -692,6 +692,26 @@ struct Tokenizer::Impl {
     auto it = std::lower_bound(ids.begin(), ids.end(), id);
     return it != ids.end() && *it == id ? int64_t(it - ids.begin()) : -1;
   }
+  // Appends the bytes of `id` to *out (false: unknown id). ByteLevel decoder: every char
+  // mapped back to its byte, or the token's own bytes if one char is outside the byte-level
+  // alphabet.
+  bool append_bytes(int32_t id, bool skip_special, std::string* out) const {
+    const int64_t at = find_id(id);
+    if (at < 0) return false;
+    if (skip_special && id_kind[size_t(at)] == 3) return true;
+    const std::string& t = id_token[size_t(at)];
+    const size_t start = out->size();
+    for (size_t i = 0, l; i < t.size(); i += l) {
+      const uint32_t cp = dec(t, i, &l);
+      if (cp >= 0x144 || char_byte[cp] < 0) {
+        out->resize(start);
+        *out += t;
+        return true;
+      }
+      out->push_back(char(char_byte[cp]));
+    }
+    return true;
+  }
   std::vector<std::string> model_tokens;  // owns the keys of `vocab`
   std::unordered_map<std::string_view, int32_t> vocab;
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (a,b) -> (rank, new id)
@@ -1122,6 +1142,15 @@ Status Tokenizer::encode(std::string_view text, int32_t* ids, size_t capacity, s
   return m.count > m.cap ? Status::buffer_too_small : Status::ok;
 }
 
+Status Tokenizer::token_bytes(int32_t id, bool skip_special, std::string* out) {
+  if (!impl_) return Status::invalid_argument;
+  try {
+    return impl_->append_bytes(id, skip_special, out) ? Status::ok : Status::invalid_argument;
+  } catch (const std::bad_alloc&) {
+    return Status::cap_exceeded;
+  }
+}
+
 Status Tokenizer::decode(const int32_t* ids, size_t n, bool skip_special, char* out,
                          size_t capacity, size_t* n_bytes) {
   *n_bytes = 0;
@@ -1129,25 +1158,8 @@ Status Tokenizer::decode(const int32_t* ids, size_t n, bool skip_special, char* 
   Impl& m = *impl_;
   try {
     m.bytes.clear();
-    for (size_t k = 0; k < n; ++k) {
-      const int64_t at = m.find_id(ids[k]);
-      if (at < 0) return Status::invalid_argument;
-      if (skip_special && m.id_kind[size_t(at)] == 3) continue;
-      const std::string& t = m.id_token[size_t(at)];
-      // ByteLevel decoder: every char mapped back to its byte, or the token's own bytes if one
-      // char is outside the byte-level alphabet.
-      const size_t start = m.bytes.size();
-      bool ok = true;
-      for (size_t i = 0, l; i < t.size(); i += l) {
-        const uint32_t cp = dec(t, i, &l);
-        if (cp >= 0x144 || m.char_byte[cp] < 0) { ok = false; break; }
-        m.bytes.push_back(char(m.char_byte[cp]));
-      }
-      if (!ok) {
-        m.bytes.resize(start);
-        m.bytes += t;
-      }
-    }
+    for (size_t k = 0; k < n; ++k)
+      if (!m.append_bytes(ids[k], skip_special, &m.bytes)) return Status::invalid_argument;
     // from_utf8_lossy.
     const auto* p = reinterpret_cast<const unsigned char*>(m.bytes.data());
     const size_t nb = m.bytes.size();

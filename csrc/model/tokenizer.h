@@ -59,6 +59,11 @@ class Tokenizer {
   Status decode(const int32_t* ids, size_t n, bool skip_special, char* out, size_t capacity,
                 size_t* n_bytes);
 
+  // The raw bytes of one id (the ByteLevel mapping undone, no UTF-8 repair), appended to
+  // *out; a special added token appends nothing when skip_special. invalid_argument for an
+  // unknown id, cap_exceeded when out of memory.
+  Status token_bytes(int32_t id, bool skip_special, std::string* out);
+
   struct Impl;
 
  private:

@@ -16,6 +16,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,6 +28,7 @@
 #include "bind_release.h"
 #include "errors.h"
 #include "model/generate.h"
+#include "model/guard.h"
 #include "model/model.h"
 #include "model/session.h"
 
@@ -150,18 +152,135 @@ void session_logits(NativeSession& ns, IdArray ids, LogitArray out) {
   check(st, msg);
 }
 
+// A compiled code policy bound to a vocabulary (model/guard.h); immutable, shared.
+struct NativeGuard {
+  std::shared_ptr<const fwa::CodeGuard> guard;
+};
+
+std::vector<fwa::GuardPattern> make_patterns(const std::vector<std::string>& texts,
+                                             const std::vector<int32_t>& kinds,
+                                             const std::vector<int32_t>& rules) {
+  if (texts.size() != kinds.size() || texts.size() != rules.size())
+    throw nb::value_error("texts, kinds and rules must have the same length");
+  std::vector<fwa::GuardPattern> out;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (kinds[i] != 0 && kinds[i] != 1) throw nb::value_error("a pattern kind is 0 or 1");
+    out.push_back({texts[i], fwa::GuardPatternKind(kinds[i]), rules[i]});
+  }
+  return out;
+}
+
+NativeGuard* guard_for_model(const NativeModel& m, const std::vector<std::string>& texts,
+                             const std::vector<int32_t>& kinds, const std::vector<int32_t>& rules,
+                             const std::vector<std::string>& rule_names) {
+  auto g = std::make_unique<NativeGuard>();
+  const std::vector<fwa::GuardPattern> pats = make_patterns(texts, kinds, rules);
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release release;
+    st = fwa::CodeGuard::create(pats, rule_names, *m.model, &g->guard, &msg);
+  }
+  check(st, msg);
+  return g.release();
+}
+
+NativeGuard* guard_for_tokens(const std::vector<std::string>& texts,
+                              const std::vector<int32_t>& kinds, const std::vector<int32_t>& rules,
+                              const std::vector<std::string>& rule_names,
+                              const std::vector<nb::bytes>& tokens) {
+  auto g = std::make_unique<NativeGuard>();
+  std::vector<std::string> bytes;
+  bytes.reserve(tokens.size());
+  for (const nb::bytes& t : tokens) bytes.emplace_back(t.c_str(), t.size());
+  std::string msg;
+  check(fwa::CodeGuard::create(make_patterns(texts, kinds, rules), rule_names, bytes, &g->guard,
+                               &msg),
+        msg);
+  return g.release();
+}
+
+nb::tuple guard_feed(const NativeGuard& g, int32_t state, const nb::bytes& data) {
+  if (state < 0 || state >= g.guard->num_states()) throw nb::value_error("no such state");
+  int32_t rule;
+  const int32_t to = g.guard->feed(state, reinterpret_cast<const uint8_t*>(data.c_str()),
+                                   data.size(), &rule);
+  return nb::make_tuple(to, rule);
+}
+
+std::vector<int32_t> guard_banned(const NativeGuard& g, int32_t state) {
+  if (state < 0 || state >= g.guard->num_states()) throw nb::value_error("no such state");
+  const uint64_t* mask = g.guard->banned(state);
+  std::vector<int32_t> out;
+  for (int32_t t = 0; t < g.guard->vocab_size(); ++t)
+    if (mask[t >> 6] >> (t & 63) & 1) out.push_back(t);
+  return out;
+}
+
+// The sampler path of one decode step, timed per step over rows of logits (benchmarks/guard.py):
+// with a guard, the guard's work of Generation::next (walk the sampled token; on a banned one,
+// the masked second draw) is included and its state follows the chosen tokens. Returns (tokens,
+// nanoseconds per step, interventions).
+nb::tuple bench_guard_sample(nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> logits,
+                             float temperature, int32_t top_k, float top_p, uint64_t seed,
+                             const NativeGuard* guard, int32_t start_state) {
+  const int64_t steps = int64_t(logits.shape(0)), vocab = int64_t(logits.shape(1));
+  if (guard && guard->guard->vocab_size() != vocab)
+    throw nb::value_error("the guard's vocabulary differs from the logits' width");
+  fwa::Sampler sampler;
+  std::string msg;
+  check(sampler.init(int32_t(vocab), &msg), msg);
+  fwa::SamplingParams sp;
+  sp.temperature = temperature;
+  sp.top_k = top_k;
+  sp.top_p = top_p;
+  sp.seed = seed;
+  check(fwa::check_sampling_params(sp, &msg), msg);
+  sampler.reset(sp);
+  std::vector<int32_t> tokens(static_cast<size_t>(steps));
+  std::vector<int64_t> ns(static_cast<size_t>(steps));
+  int64_t interventions = 0;
+  {
+    nb::gil_scoped_release release;
+    const fwa::CodeGuard* g = guard ? guard->guard.get() : nullptr;
+    int32_t state = start_state;
+    for (int64_t i = 0; i < steps; ++i) {
+      const float* row = logits.data() + i * vocab;
+      const auto t0 = std::chrono::steady_clock::now();
+      const fwa::Rng before = sampler.rng();
+      int32_t tok = sampler.sample(row, nullptr, 0);
+      if (g) {
+        int32_t rule;
+        int32_t next = g->feed_token(state, tok, &rule);
+        if (rule >= 0) {
+          ++interventions;
+          sampler.restore_rng(before);
+          tok = sampler.sample(row, nullptr, 0, g->banned(state));
+          next = g->feed_token(state, tok, &rule);
+        }
+        state = next;
+      }
+      ns[size_t(i)] = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now() - t0).count();
+      tokens[size_t(i)] = tok;
+    }
+  }
+  return nb::make_tuple(tokens, ns, interventions);
+}
+
 struct NativeGeneration {
   nb::object session_ref;  // keeps the NativeSession alive
   NativeSession* ns = nullptr;
   fwa::Generation gen;
   bool started = false;
+  std::vector<std::string> guard_rules;  // the rule names of its guard (for the stats)
 };
 
 NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64_t max_tokens,
                                    float temperature, int32_t top_k, float top_p,
                                    float repetition_penalty, uint64_t seed,
                                    std::vector<std::string> stop,
-                                   std::vector<int32_t> stop_ids) {
+                                   std::vector<int32_t> stop_ids, const NativeGuard* guard) {
   NativeSession& ns = nb::cast<NativeSession&>(session_obj);
   auto g = std::make_unique<NativeGeneration>();
   g->session_ref = session_obj;
@@ -175,6 +294,10 @@ NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64
   p.sampling.seed = seed;
   p.stop_strings = std::move(stop);
   p.stop_ids = std::move(stop_ids);
+  if (guard) {
+    p.guard = guard->guard;
+    g->guard_rules = guard->guard->rule_names();
+  }
   const int32_t* prompt_data = prompt.data();
   const int64_t n = int64_t(prompt.shape(0));
   std::string msg;
@@ -222,6 +345,17 @@ nb::dict generation_stats(const NativeGeneration& g) {
   d["parked_core_s"] = s.parked_core_s;
   d["weight_bytes_read"] = s.weight_bytes_read;
   d["stop_reason"] = fwa::stop_reason_name(g.gen.stop_reason());
+  nb::list iv;
+  const std::vector<std::string>* names = nullptr;
+  if (!s.interventions.empty()) names = &g.guard_rules;
+  for (const fwa::GuardIntervention& x : s.interventions) {
+    nb::dict e;
+    e["rule"] = (*names)[size_t(x.rule)];
+    e["position"] = x.position;
+    e["token"] = x.token;
+    iv.append(e);
+  }
+  d["interventions"] = iv;
   return d;
 }
 
@@ -375,10 +509,23 @@ void bind_model(nb::module_& m) {
         return with_session(ns, [](fwa::Session& s) { return s.vocab_size(); });
       });
 
+  nb::class_<NativeGuard>(m, "NativeGuard")
+      .def_static("for_model", &guard_for_model, "model"_a, "texts"_a, "kinds"_a, "rules"_a,
+                  "rule_names"_a, nb::rv_policy::take_ownership)
+      .def_static("for_tokens", &guard_for_tokens, "texts"_a, "kinds"_a, "rules"_a,
+                  "rule_names"_a, "tokens"_a, nb::rv_policy::take_ownership)
+      .def("feed", &guard_feed, "state"_a, "data"_a)
+      .def("banned", &guard_banned, "state"_a)
+      .def_prop_ro("num_states", [](const NativeGuard& g) { return g.guard->num_states(); })
+      .def_prop_ro("vocab_size", [](const NativeGuard& g) { return g.guard->vocab_size(); })
+      .def_prop_ro("rule_names", [](const NativeGuard& g) { return g.guard->rule_names(); });
+  m.def("bench_guard_sample", &bench_guard_sample, "logits"_a, "temperature"_a, "top_k"_a,
+        "top_p"_a, "seed"_a, "guard"_a.none(), "start_state"_a);
+
   nb::class_<NativeGeneration>(m, "NativeGeneration")
       .def_static("start", &start_generation, "session"_a, "prompt"_a, "max_tokens"_a,
                   "temperature"_a, "top_k"_a, "top_p"_a, "repetition_penalty"_a, "seed"_a,
-                  "stop"_a, "stop_ids"_a, nb::rv_policy::take_ownership)
+                  "stop"_a, "stop_ids"_a, "guard"_a.none(), nb::rv_policy::take_ownership)
       .def("next", &generation_next)
       .def("stats", &generation_stats)
       .def_prop_ro("text", [](const NativeGeneration& g) { return g.gen.text(); })

@@ -69,7 +69,7 @@ class CGeneration:
 
 
 _STOP_REASONS = {0: "none", 1: "max_tokens", 2: "stop_string", 3: "stop_id",
-                 4: "context_full", 5: "cancelled"}
+                 4: "context_full", 5: "cancelled", 6: "policy"}
 
 
 class CLibrary:

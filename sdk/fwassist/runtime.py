@@ -77,7 +77,9 @@ class Generation:
 
     text: str
     token_ids: list[int]
-    stop_reason: str          # max_tokens | stop_string | stop_id | context_full | cancelled
+    # max_tokens | stop_string | stop_id | context_full | cancelled | policy (the code guard
+    # found every token the sampler can pick banned)
+    stop_reason: str
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -415,7 +417,8 @@ class Session:
     def stream(self, prompt: Optional[str] = None, *, prompt_ids: Optional[Sequence[int]] = None,
                max_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
-               stop: Sequence[str] = (), stop_ids: Optional[Sequence[int]] = None) -> Stream:
+               stop: Sequence[str] = (), stop_ids: Optional[Sequence[int]] = None,
+               policy: Any = None) -> Stream:
         """Starts a generation (the prompt is prefilled now, reusing the context's longest
         common prefix with it) and returns an iterator of :class:`Token`. The context then
         holds the prompt and every generated token. Any later call that uses the context (a
@@ -426,7 +429,13 @@ class Session:
         ``repetition_penalty`` in [0.001, 1000] (ValueError otherwise, naming it).
         ``stop_ids``: token ids that end the generation (neither emitted nor kept); None
         stops at the end-of-sequence ids the artifact pins (:attr:`Model.eos_token_ids`,
-        none for a format 1.0 artifact), ``()`` at none."""
+        none for a format 1.0 artifact), ``()`` at none.
+
+        ``policy``: the decode-time code guard (:func:`fwassist.guard.compile_policy`: a
+        codecheck policy name such as "default", a ``.json`` policy file, a codecheck
+        ``Policy``, a ``CodePolicy`` or a ``CompiledPolicy``): a token that would complete a
+        banned call or literal is masked; ``stats["interventions"]`` lists each (rule,
+        position, token). None: no guard."""
         native = self._get()
         for name, value in (("temperature", temperature), ("top_p", top_p),
                             ("repetition_penalty", repetition_penalty)):
@@ -441,11 +450,16 @@ class Session:
             stop = (stop,)
         if not 0 <= int(seed) < 2**64:
             raise ValueError("seed must be in [0, 2**64)")
+        guard = None
+        if policy is not None:
+            from .guard import compile_policy
+
+            guard = compile_policy(self.model, policy)._native
         g = _artifact_errors(_core.NativeGeneration.start, native, ids, int(max_tokens),
                              float(temperature), int(top_k), float(top_p),
                              float(repetition_penalty), int(seed), [str(s) for s in stop],
                              [int(i) for i in (self.model.eos_token_ids if stop_ids is None
-                                               else stop_ids)])
+                                               else stop_ids)], guard)
         return Stream(g)
 
     @staticmethod

@@ -14,9 +14,9 @@
  *     neither may the caller (compare them with NULL or each other only). A handle that was
  *     freed, a value that was never a handle, or a handle of another kind gives
  *     FWA_ERR_BAD_HANDLE, always: each handle carries its slot's generation, so a freed handle
- *     stays bad after its slot is reused. fwa_model_free/fwa_session_free/fwa_sampler_free
- *     accept NULL and ignore any value that is not a live handle of their kind. At most
- *     1,048,576 handles (models, sessions and samplers together) are live at once; creating
+ *     stays bad after its slot is reused. fwa_model_free/fwa_session_free/fwa_sampler_free/
+ *     fwa_policy_free accept NULL and ignore any value that is not a live handle of their
+ *     kind. At most 1,048,576 handles (models, sessions, samplers and policies together) are live at once; creating
  *     one more gives FWA_ERR_OUT_OF_MEMORY.
  *   - Options and report structs begin with their size: set struct_size = sizeof(the struct)
  *     (the *_init functions do it and fill the defaults). Later versions append fields only,
@@ -39,8 +39,8 @@
  *     (zero CPU) between calls.
  *
  * Allocation
- *   - fwa_model_open_*, fwa_session_create and fwa_sampler_create allocate everything the
- *     handle will use. fwa_session_eval (any number of tokens up to the prefill chunk per
+ *   - fwa_model_open_*, fwa_session_create, fwa_sampler_create and fwa_policy_compile
+ *     allocate everything the handle will use. fwa_session_eval (any number of tokens up to the prefill chunk per
  *     step), fwa_session_decode, fwa_session_logits and fwa_sampler_sample allocate nothing.
  *     Tokenizing, detokenizing and fwa_generate may allocate internally (freed before
  *     returning).
@@ -121,6 +121,7 @@ typedef enum fwa_status {
 typedef struct fwa_model fwa_model;
 typedef struct fwa_session fwa_session;
 typedef struct fwa_sampler fwa_sampler;
+typedef struct fwa_policy fwa_policy;
 
 /* ---- library ---------------------------------------------------------------------- */
 
@@ -416,6 +417,39 @@ fwa_status fwa_sampler_sample(fwa_sampler* sampler, const fwa_session* session, 
 typedef int (*fwa_token_callback)(void* user, int32_t token, const char* piece,
                                   size_t piece_len);
 
+/* ---- code policy: the decode-time guard (docs/code-policy.md, "Decode-time guard") ---- */
+
+typedef enum fwa_pattern_kind {
+  FWA_PATTERN_CALL = 0,     /* an identifier at identifier boundaries, then [ \t\n\r\v\f]* and ( */
+  FWA_PATTERN_LITERAL = 1   /* the bytes anywhere */
+} fwa_pattern_kind;
+
+typedef struct fwa_policy_pattern {
+  const char* text;         /* NUL-terminated; a call pattern is an ASCII C identifier */
+  int32_t kind;             /* fwa_pattern_kind */
+  int32_t rule;             /* index into the rule ids given to fwa_policy_compile */
+} fwa_policy_pattern;
+
+/* One intervention: the sampled token would have completed a pattern of `rule` and was
+ * replaced by a draw with every such token masked; position is the index of the generated
+ * token it replaced (the generation stops with FWA_STOP_POLICY when nothing is left). */
+typedef struct fwa_intervention {
+  int32_t rule;
+  int32_t token;            /* the banned token the sampler had picked */
+  int64_t position;
+} fwa_intervention;
+
+/* Compiles the patterns into an automaton over bytes bound to the model's token bytes (the
+ * model needs a tokenizer: FWA_ERR_NO_TOKENIZER). rule_ids: n_rules NUL-terminated names (the
+ * codecheck rule ids, e.g. "gets"). FWA_ERR_INVALID_ARGUMENT names a bad pattern or rule
+ * index; FWA_ERR_CAP_EXCEEDED: more than 4096 patterns, rules or automaton states, or a pattern
+ * over 256 bytes. The policy is immutable and may be shared by sessions on any threads; free it
+ * after the generations that use it. */
+fwa_status fwa_policy_compile(const fwa_model* model, const fwa_policy_pattern* patterns,
+                              size_t n_patterns, const char* const* rule_ids, size_t n_rules,
+                              fwa_policy** policy);
+void fwa_policy_free(fwa_policy* policy);
+
 typedef struct fwa_generate_params {
   uint32_t struct_size;
   int32_t reserved0;                 /* must be 0 */
@@ -425,6 +459,9 @@ typedef struct fwa_generate_params {
   size_t n_stop_strings;
   const int32_t* stop_ids;           /* a stop id ends generation; it is neither emitted nor kept */
   size_t n_stop_ids;
+  const fwa_policy* policy;          /* the code guard; NULL: none */
+  fwa_intervention* interventions;   /* filled with the first interventions_capacity ones (may */
+  size_t interventions_capacity;     /* be NULL / 0); stats->interventions counts them all */
 } fwa_generate_params;
 
 void fwa_generate_params_init(fwa_generate_params* params);
@@ -435,7 +472,8 @@ typedef enum fwa_stop_reason {
   FWA_STOP_STRING = 2,
   FWA_STOP_ID = 3,
   FWA_STOP_CONTEXT_FULL = 4,
-  FWA_STOP_CANCELLED = 5
+  FWA_STOP_CANCELLED = 5,
+  FWA_STOP_POLICY = 6                /* the guard found every token the sampler can pick banned */
 } fwa_stop_reason;
 
 typedef struct fwa_generation_stats {
@@ -454,6 +492,7 @@ typedef struct fwa_generation_stats {
   double wall_s;                     /* wall-clock duration of the call */
   int32_t active_cores;              /* cores the scheduler policy used at the end */
   int32_t reserved0;
+  int64_t interventions;             /* code-guard interventions (fwa_generate_params.policy) */
 } fwa_generation_stats;
 
 void fwa_generation_stats_init(fwa_generation_stats* stats);

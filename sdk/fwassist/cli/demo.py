@@ -6,7 +6,9 @@ shows its identity (model card, quantization, training data licenses, measured q
 completes a few firmware C prompts with the completion streaming to stdout, and prints per
 prompt and in total: tokens/s, experts activated per layer, CPU core-seconds per token, and the
 energy / Software Carbon Intensity estimate (a model estimate unless RAPL/hwmon energy
-counters are readable; the report says which).
+counters are readable; the report says which). Then the decode-time code guard: prompts the
+model completes with a banned call (strcpy, sprintf), without and with the guard (policy
+default), and the guard's interventions.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ PROMPTS = (
     "static uint32_t crc32_update(uint32_t crc, const unsigned char *data, size_t len)\n"
     "{\n    size_t i;\n",
 )
+# Prompts the bundled model completes with a banned call when unguarded (exact mode, greedy,
+# penalty 1.15):
+# "strcpy(" in the output, and "s" + "printf(" split between the prompt and the output.
+GUARD_PROMPTS = (
+    "static void set_name(struct device *dev, const char *name)\n{\n    str",
+    "static void log_value(char *out, int value)\n{\n    s",
+)
+GUARD_TOKENS = 24
 # World average grid intensity (IEA, 2022: ~460 gCO2e/kWh), used when none is given.
 DEFAULT_GRID_G_PER_KWH = 460.0
 
@@ -183,7 +193,48 @@ def run(args: argparse.Namespace) -> int:
         generated_tokens=int(totals["generated_tokens"]), generated_lines=int(totals["lines"]))
     rep = energy.sci_report(activity, profile, grid_intensity_g_per_kwh=grid, measured=reading)
     _print_energy(rep, activity, profile.name, grid, args.grid_intensity is None)
+    _guard_demo(model, args)
     return 0
+
+
+def _first_lines(prompt: str, text: str, n: int = 2) -> str:
+    """The prompt's last line and the first n lines of the completion."""
+    return prompt.rsplit("\n", 1)[-1] + "\n".join(text.split("\n")[:n])
+
+
+def _guard_demo(model: Any, args: argparse.Namespace) -> None:
+    import re
+
+    from ..codecheck import BANNED_CALLS
+    from ..codecheck.rules import rule
+    from ..guard import compile_policy
+
+    banned = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(BANNED_CALLS) + r")\s*\(")
+    policy = compile_policy(model, "default")
+    _out(f"\ncode guard: policy default, {len(policy.policy.calls)} banned calls compiled to "
+         f"{policy.num_states} automaton states over the {model.vocab_size} tokens; a token "
+         f"that would complete one is masked while decoding (docs/code-policy.md)")
+    # Exact mode: the prompts were chosen on its logits (fast mode rounds differently).
+    with model.session(mode="exact", threads=args.threads) as s:
+        for i, prompt in enumerate(GUARD_PROMPTS):
+            runs = {}
+            for name, pol in (("without", None), ("with", "default")):
+                runs[name] = s.generate(prompt, max_tokens=GUARD_TOKENS, repetition_penalty=1.15,
+                                        stop_ids=model.eos_ids(), policy=pol)
+            _out(f"[guard {i + 1}/{len(GUARD_PROMPTS)}]")
+            for name, r in runs.items():
+                found = [m.group(1) for m in banned.finditer(prompt + r.text)
+                         if m.end() > len(prompt)]
+                what = (f"writes {', '.join(f + '(' for f in found)}" if found
+                        else "no banned call")
+                iv = r.stats["interventions"]
+                if name == "with":
+                    what += f"; {len(iv)} intervention{'' if len(iv) == 1 else 's'}" + "".join(
+                        f": token {x['position']} would have completed a call banned by rule "
+                        f"{x['rule']} ({rule(x['rule']).cwe_id}), blocked "
+                        f"{model.tokenizer.decode([x['token']])!r}" for x in iv)
+                _out(f"  {name + ' guard:':<15} {_first_lines(prompt, r.text)!r}")
+                _out(f"  {'':<15} {what}")
 
 
 def _print_energy(rep: Any, a: Any, profile: str, grid: float, default_grid: bool) -> None:

@@ -41,6 +41,9 @@ def register(sub: Any) -> None:
                    help="stop string (repeatable)")
     p.add_argument("--no-eos", action="store_true",
                    help="do not stop at the tokenizer's <|endoftext|> / <|im_end|>")
+    p.add_argument("--policy", metavar="NAME|POLICY.json",
+                   help="decode-time code guard: mask tokens that would write a call the code "
+                        "policy bans (docs/code-policy.md); interventions are reported")
     p.add_argument("--mode", choices=("exact", "fast"), default="exact")
     p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1)
     p.add_argument("--ctx", type=int_range(0), default=0,
@@ -146,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
     from ..textsafe import printable
 
     profile = validate(args)
+    code_policy = None
+    if args.policy is not None:  # checked before the model is loaded
+        from ..guard import CodePolicy
+
+        code_policy = CodePolicy.from_policy(args.policy)
     # --copy/--strict only when asked: the keywords exist from the Model.load that has them.
     opts: dict[str, Any] = {k: True for k in ("copy", "strict") if getattr(args, k)}
     if args.trust is not None:
@@ -179,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
                           top_k=args.top_k, top_p=args.top_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed,
                           stop=args.stop, stop_ids=[] if args.no_eos else model.eos_ids(),
-                          **kwargs)
+                          policy=code_policy, **kwargs)
         text_mode = model.tokenizer is not None
         for tok in stream:
             sys.stdout.write(shown(tok.text) if text_mode else f"{tok.id} ")
@@ -202,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
               f"core-s busy {st['busy_core_s']:.3f} spin {st['spin_core_s']:.3f}"
               + (f", protection {printable(protection)}" if protection is not None else ""),
               file=sys.stderr)
+        if code_policy is not None:
+            iv = st["interventions"]
+            print(f"[fwassist] policy {printable(code_policy.name)}: {len(iv)} intervention"
+                  f"{'' if len(iv) == 1 else 's'}"
+                  + "".join(f"; token {x['position']}: {printable(x['rule'])} (blocked "
+                            f"{printable(repr(model.tokenizer.decode([x['token']])) if model.tokenizer else str(x['token']))})"
+                            for x in iv), file=sys.stderr)
         if args.expert_budget:
             res = model.residency()
             print(f"[fwassist] experts: budget {res['budget_bytes']} B, resident "
