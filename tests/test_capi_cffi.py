@@ -330,6 +330,34 @@ def test_generate_text_stops_and_stats(c, built, nb_model):
         assert g5.stop_reason == "cancelled" and len(g5.token_ids) == 3
 
 
+def test_structs_from_before_the_guard_still_work(c, built, ids):
+    """fwa_generate_params and fwa_generation_stats gained the guard's fields at their end: a
+    program built against the older header (struct_size = the old size) keeps working, gets
+    the same tokens and never has bytes written past its older stats struct."""
+    ffi, lib = c.ffi, c.lib
+    params_v1 = ffi.offsetof("fwa_generate_params", "policy")
+    stats_v1 = ffi.offsetof("fwa_generation_stats", "interventions")
+    with c.open_file(built[0]) as m, m.session() as s:
+        want = s.generate(ids, max_tokens=6)
+        p = ffi.new("fwa_generate_params*")
+        lib.fwa_generate_params_init(p)
+        p.max_tokens = 6
+        p.struct_size = params_v1
+        p.interventions_capacity = 5   # beyond the old size: must not be read
+        raw = ffi.new("char[]", ffi.sizeof("fwa_generation_stats") + 16)
+        ffi.memmove(raw, b"\xa5" * len(raw), len(raw))
+        st = ffi.cast("fwa_generation_stats*", raw)
+        st.struct_size = stats_v1
+        prompt = ffi.new("int32_t[]", list(ids))
+        assert c.status_name(lib.fwa_generate(s.handle, prompt, len(ids), p, ffi.NULL, ffi.NULL,
+                                              st)) == "ok"
+        assert st.generated_tokens == len(want.token_ids) and st.struct_size == stats_v1
+        assert ffi.buffer(raw)[stats_v1:] == b"\xa5" * (len(raw) - stats_v1)
+        p.struct_size = params_v1 - 8
+        assert c.status_name(lib.fwa_generate(s.handle, prompt, len(ids), p, ffi.NULL, ffi.NULL,
+                                              ffi.NULL)) == "bad_struct_size"
+
+
 def test_policy_changes_threads_not_results(c, built, ids):
     with c.open_file(built[0]) as m, m.session(threads=3, mode="fast") as s:
         assert s.policy()["max_active_cores"] == 3

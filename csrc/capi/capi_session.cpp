@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -68,11 +69,27 @@ fwa_status read_sampling(const fwa_sampling_params* p, fwa::SamplingParams* out,
   return FWA_OK;
 }
 
+// The sizes before the code guard's fields were appended: still accepted (no guard, and the
+// interventions count is not written).
+constexpr size_t kGenerateParamsV1 = offsetof(fwa_generate_params, policy);
+constexpr size_t kGenerationStatsV1 = offsetof(fwa_generation_stats, interventions);
+
+uint32_t struct_size_of(const void* s) {
+  uint32_t size;
+  std::memcpy(&size, s, sizeof size);
+  return size;
+}
+
+// params is the caller's struct; `current` says whether it has the guard's fields.
 fwa_status read_generate(const fwa_generate_params* p, fwa::GenerateParams* out,
-                         const char* fn) {
+                         bool* current, const char* fn) {
+  *current = false;
   if (!p) return FWA_OK;  // defaults
-  fwa_status s = fwa_capi::check_struct(p, sizeof *p, fn);
-  if (s != FWA_OK) return s;
+  fwa_status s = FWA_OK;
+  if (struct_size_of(p) != kGenerateParamsV1) {
+    if ((s = fwa_capi::check_struct(p, sizeof *p, fn)) != FWA_OK) return s;
+    *current = true;
+  }
   if (p->reserved0 != 0) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: reserved0 must be 0", fn);
   if ((s = read_sampling(&p->sampling, &out->sampling, fn)) != FWA_OK) return s;
   if (p->max_tokens < 0)
@@ -90,6 +107,7 @@ fwa_status read_generate(const fwa_generate_params* p, fwa::GenerateParams* out,
   }
   if (p->n_stop_ids && !p->stop_ids) return fail(FWA_ERR_NULL_ARGUMENT, "%s: stop_ids is NULL", fn);
   out->stop_ids.assign(p->stop_ids, p->stop_ids + p->n_stop_ids);
+  if (!*current) return FWA_OK;
   if (p->policy) {
     const fwa_policy* policy = fwa_capi::lookup(p->policy);
     if (!policy) return fwa_capi::handle_error(p->policy, "params->policy", "policy", fn);
@@ -115,9 +133,14 @@ fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
                         void* user, fwa_generation_stats* stats, const char* fn) {
   fwa::Session& s = *session->session;
   fwa::GenerateParams gp;
-  fwa_status c = read_generate(params, &gp, fn);
+  bool params_current = false;
+  fwa_status c = read_generate(params, &gp, &params_current, fn);
   if (c != FWA_OK) return c;
-  if (stats && (c = fwa_capi::check_struct(stats, sizeof *stats, fn)) != FWA_OK) return c;
+  const size_t stats_size =
+      stats && struct_size_of(stats) == kGenerationStatsV1 ? kGenerationStatsV1 : sizeof *stats;
+  if (stats && stats_size == sizeof *stats &&
+      (c = fwa_capi::check_struct(stats, sizeof *stats, fn)) != FWA_OK)
+    return c;
   if (n == 0) return fail(FWA_ERR_INVALID_ARGUMENT, "%s: the prompt is empty", fn);
   // The prompt replaces the context (its common prefix with the context is reused).
   if ((c = check_tokens(s, prompt, n, 0, fn)) != FWA_OK) return c;
@@ -162,9 +185,10 @@ fwa_status run_generate(fwa_session* session, const int32_t* prompt, size_t n,
     out.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     out.active_cores = s.active_threads();
     out.interventions = int64_t(gs.interventions.size());
-    *stats = out;
+    out.struct_size = uint32_t(stats_size);
+    std::memcpy(stats, &out, stats_size);  // an older caller's struct ends before interventions
   }
-  if (params && params->interventions) {
+  if (params_current && params->interventions) {
     const std::vector<fwa::GuardIntervention>& iv = session->generation.stats().interventions;
     for (size_t i = 0; i < iv.size() && i < params->interventions_capacity; ++i)
       params->interventions[i] = fwa_intervention{iv[i].rule, iv[i].token, iv[i].position};
@@ -589,8 +613,9 @@ fwa_status fwa_energy_estimate(const fwa_generation_stats* stats, const fwa_ener
     FWA_CHECK_NOT_NULL(stats, fn);
     FWA_CHECK_NOT_NULL(model, fn);
     FWA_CHECK_NOT_NULL(report, fn);
-    fwa_status s;
-    if ((s = fwa_capi::check_struct(stats, sizeof *stats, fn)) != FWA_OK ||
+    fwa_status s = FWA_OK;
+    if ((struct_size_of(stats) != kGenerationStatsV1 &&  // an older caller's stats still count
+         (s = fwa_capi::check_struct(stats, sizeof *stats, fn)) != FWA_OK) ||
         (s = fwa_capi::check_struct(model, sizeof *model, fn)) != FWA_OK ||
         (s = fwa_capi::check_struct(report, sizeof *report, fn)) != FWA_OK)
       return s;
