@@ -7,11 +7,14 @@ round-robin: what a server without batching does).
 
     python benchmarks/batch_decode.py [--json benchmarks/results/batch-decode.json]
         [--n 1,2,4,8,16] [--threads 1,2] [--tokens 32] [--reps 3] [--mode fast]
-        [--synthetic quick|full|none] [--cache-dir DIR] [--quick]
+        [--synthetic quick|full|none] [--medium] [--cache-dir DIR] [--quick]
 
 Models: the bundled fwassist-tiny-coder, and the synthetic model of
 benchmarks/llamacpp_compare.py (compare_models.py; "quick": 55 M parameters, 64 experts top-8;
-"full": 0.92 B, built into --cache-dir when missing, which takes a while).
+"full": 0.92 B, built into --cache-dir when missing, which takes a while). Both are cache
+resident here, so decode is compute-bound and batching saves little. --medium adds
+benchmarks/generate.py's "medium" model (0.97 B parameters, 64 experts top-8, 4-bit, ~0.5 GB:
+decode streams its weights from DRAM), written directly with random codes (seconds).
 
 Per (model, threads, N): N prompts of 24 random ids (different per generation), greedy, no stop
 id, --tokens tokens each. Only the decode is timed (each token sampled and evaluated): for the
@@ -148,6 +151,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--mode", default="fast", choices=["fast", "exact"])
     ap.add_argument("--synthetic", default="quick", choices=["quick", "full", "none"])
+    ap.add_argument("--medium", action="store_true", help="add generate.py's 1 B model")
     ap.add_argument("--cache-dir", default=os.path.join(here, ".llamacpp", "models"))
     ap.add_argument("--quick", action="store_true", help="N=1,4; 1 thread; 8 tokens; 1 rep")
     a = ap.parse_args()
@@ -164,6 +168,11 @@ def main() -> int:
         ms = compare_models.ensure_models(a.cache_dir, a.synthetic,
                                           compare_models.moe_config(a.synthetic), [4], None)
         models.append((f"synthetic-{a.synthetic}-4bit", ms.fwa[4]))
+    if a.medium:
+        import generate
+
+        models.append(("generate-medium-4bit",
+                       generate.ensure_artifact(a.cache_dir, "medium", 4, "packed")["path"]))
     rows: list[dict[str, Any]] = []
     for name, path in models:
         rows += bench(name, fwassist.Model.load(path), ns, threads, a.tokens, a.reps, a.mode)

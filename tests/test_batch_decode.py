@@ -204,6 +204,10 @@ def test_prefix_reuse_equals_a_fresh_prefill(model: fwassist.Model) -> None:
 def test_stats_count_the_work(model: fwassist.Model) -> None:
     with fwassist.BatchDecoder(model, slots=4, max_context=64) as bd:
         slots = [bd.add(ids(10 + i, i), max_tokens=5, stop_ids=()) for i in range(4)]
+        bd.step()
+        bd.step()
+        st = bd.stats(slots[0])
+        assert st["generated_tokens"] == 2 and st["stop_reason"] is None
         run_to_end(bd)
         for s in slots:
             st = bd.stats(s)

@@ -305,7 +305,6 @@ void BatchGenerator::finish(int slot, StopReason reason) {
   s.active = false;
   s.reason = reason;
   s.freed_at = ++releases_;
-  s.stats.generated_tokens = s.generated;
 }
 
 bool BatchGenerator::cancel(int slot) {
@@ -467,7 +466,8 @@ Status BatchGenerator::step(int* n_out, std::string* message) {
     s.stats.weight_bytes_read += bytes / uint64_t(n_res) + (r == 0 ? bytes % uint64_t(n_res) : 0);
     if (res.token >= 0) {
       if (batched) s.logits = b.logits(row++);
-      if (++s.generated >= s.params.max_tokens) res.reason = StopReason::max_tokens;
+      s.stats.generated_tokens = ++s.generated;
+      if (s.generated >= s.params.max_tokens) res.reason = StopReason::max_tokens;
     }
     if (res.reason != StopReason::none) finish(res.slot, res.reason);
   }
