@@ -174,10 +174,12 @@ def main() -> int:
         models.append(("generate-medium-4bit",
                        generate.ensure_artifact(a.cache_dir, "medium", 4, "packed")["path"]))
     rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
     for name, path in models:
         rows += bench(name, fwassist.Model.load(path), ns, threads, a.tokens, a.reps, a.mode)
     meta = {"host": platform.node(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "commit": git_commit(), "cpu_info": fwassist.cpu_info(),
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
             "method": __doc__}
     text = table(rows)
     write_results(a.json, {"meta": meta, "rows": rows}, text)
