@@ -307,6 +307,18 @@ void BatchGenerator::finish(int slot, StopReason reason) {
   s.freed_at = ++releases_;
 }
 
+void BatchGenerator::expert_tokens(uint64_t* out) const {
+  const ModelConfig& c = batch_->session(0).model().config();
+  const int64_t n = c.num_layers * c.num_experts;
+  const uint64_t* b = batch_->expert_tokens();
+  for (int64_t i = 0; i < n; ++i) out[i] = b ? b[i] : 0;
+  for (int s = 0; s < slots(); ++s) {
+    const uint64_t* t = batch_->session(s).expert_tokens();
+    if (t)
+      for (int64_t i = 0; i < n; ++i) out[i] += t[i];
+  }
+}
+
 bool BatchGenerator::cancel(int slot) {
   if (slot < 0 || slot >= slots() || !state_[size_t(slot)].active) return false;
   finish(slot, StopReason::cancelled);

@@ -542,6 +542,13 @@ void bind_model(nb::module_& m) {
              });
            },
            "slot"_a, "out"_a)
+      .def("expert_tokens",
+           [](NativeBatch& b) {
+             const fwa::ModelConfig& c = b.model->config();
+             std::vector<uint64_t> out(size_t(c.num_layers * c.num_experts));
+             with_batch(b, [&](fwa::BatchGenerator& g) { g.expert_tokens(out.data()); });
+             return out;
+           })
       .def("active",
            [](NativeBatch& b) {
              return with_batch(b, [](fwa::BatchGenerator& g) {
