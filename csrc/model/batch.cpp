@@ -214,11 +214,19 @@ Status DecodeBatch::forward(int n, std::string* message) {
     if ((st = ctx.run_batch(qkv, req, 3)) != Status::ok)
       return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                    status_string(st));
-    // Each row against its own session's cache, at that session's position.
+    // Each row against its own session's cache, at that session's position: the K/V stores,
+    // then every row's head tasks in one parallel region (each session has its own scores).
     for (int64_t r = 0; r < rows; ++r) {
       Session& s = *sessions_[size_t(slot_of_[r])];
-      s.attend(ctx, l, q_ + r * qd, k_ + r * kd, v_ + r * kd, attn_ + r * qd, 1, s.n_past());
+      s.store_kv(ctx, l, q_ + r * qd, k_ + r * kd, v_ + r * kd, 1, s.n_past());
     }
+    const int64_t splits = sessions_[0]->attention_splits(rows, ctx.active_threads);
+    const int64_t per_row = c.num_kv_heads * splits;
+    ctx.for_blocks(rows * per_row, 1, [&](int64_t t, int64_t) {
+      const int64_t r = t / per_row;
+      Session& s = *sessions_[size_t(slot_of_[r])];
+      s.attend_task(l, q_ + r * qd, attn_ + r * qd, 1, s.n_past(), splits, t % per_row);
+    });
     if ((st = ctx.run_linear(w.o, attn_, rows, qd, tmp_, H)) != Status::ok)
       return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
     residual_norm(w.post_attention_norm, true);
