@@ -2,6 +2,7 @@
 #include "model/batch.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <new>
 

@@ -23,7 +23,6 @@
 //
 // Both allocate everything at create(): a step allocates nothing.
 #pragma once
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
