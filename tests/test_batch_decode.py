@@ -225,6 +225,50 @@ def test_stats_count_the_work(model: fwassist.Model) -> None:
         assert bd.free_slots == 4
 
 
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_a_slot_that_overflows_ends_alone(tmp_path: Path, mode: str) -> None:
+    """Huge (finite) q/k norm weights in layer 0: attention scores overflow float32 for some
+    token pairs and not others. A slot whose next token overflows ends with ``non_finite``
+    (that token neither emitted nor kept: the context a session alone keeps after its
+    ArtifactError), while the other slots of the same steps go on exactly as alone (fast
+    mode quantizes a layer's rows in one pass, which refuses the whole step: the rows are
+    re-run one by one)."""
+    imported = synthetic_model(CFG, bits=4, seed=11)
+    for t in imported.tensors:
+        if t.role in ("q_norm", "k_norm") and t.layer == 0:
+            t.value[:] = np.float32(5e18)
+    path = tmp_path / "overflow.fwa"
+    write_artifact(str(path), imported, model_card={"known_limitations": ["random weights"]},
+                   options={}, evidence={"measured": False}, exporter_version="test")
+    model = fwassist.Model.load(path)
+    kw: dict[str, Any] = dict(max_tokens=4, stop_ids=())
+    want: dict[int, tuple[list[int], str]] = {}
+    for tok in range(40):
+        with model.session(max_context=16, mode=mode) as s:
+            try:
+                g = s.generate(prompt_ids=[tok], **kw)
+                want[tok] = (g.token_ids, g.stop_reason)
+            except fwassist.ArtifactError as e:
+                assert e.status == "non_finite"
+                if s.n_past:  # the prompt itself overflows: add() refuses it (below)
+                    want[tok] = (s.tokens[1:], "non_finite")
+    reasons = {r for _, r in want.values()}
+    assert reasons == {"max_tokens", "non_finite"}, reasons  # the fixture has both kinds
+    bd = fwassist.BatchDecoder(model, slots=8, max_context=16, mode=mode)
+    toks = sorted(want)
+    assert {want[t][1] for t in toks[:8]} == reasons  # both kinds in the same steps
+    for i in range(0, len(toks), 8):
+        slots = {bd.add([t], **kw): t for t in toks[i:i + 8]}
+        got = run_to_end(bd)
+        for slot, t in slots.items():
+            assert got[slot] == want[t], t
+            assert bd.tokens(slot) == [t] + want[t][0]
+    refused = next(t for t in range(40) if t not in want)
+    with pytest.raises(fwassist.ArtifactError, match="non_finite"):
+        bd.add([refused], **kw)
+    assert bd.active == []
+
+
 def test_errors_are_clear_and_change_nothing(model: fwassist.Model) -> None:
     V = CFG["vocab_size"]
     bd = fwassist.BatchDecoder(model, slots=2, max_context=16)
