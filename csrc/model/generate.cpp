@@ -32,6 +32,7 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::context_full: return "context_full";
     case StopReason::cancelled: return "cancelled";
     case StopReason::policy: return "policy";
+    case StopReason::non_finite: return "non_finite";
   }
   return "none";
 }

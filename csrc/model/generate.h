@@ -39,7 +39,9 @@ struct GenerateParams {
   std::shared_ptr<const CodeGuard> guard;
 };
 
-enum class StopReason { none, max_tokens, stop_string, stop_id, context_full, cancelled, policy };
+// non_finite: only a batched generation's slot ends so (model/batch.h); a Generation fails.
+enum class StopReason { none, max_tokens, stop_string, stop_id, context_full, cancelled, policy,
+                        non_finite };
 
 // One guard intervention: the rule (index into the guard's rule names) the sampled token would
 // have completed, the index of the generated token it replaced, and that token.
