@@ -117,11 +117,14 @@ def storage_ceiling(d: str) -> dict[str, Any]:
             "read_after_dontneed_gb_per_s": (1 << 30) / r / GB}
 
 
-def build(kind: str, d: str, shape: str, bits: int, llama_lib: str) -> dict[str, Any]:
+def build(kind: str, d: str, shape: str, bits: int, llama_lib: str,
+          layers: Optional[int] = None) -> dict[str, Any]:
     stats = os.path.join(d, f"stats-{kind}.json")
     cmd = [sys.executable, os.path.join(HERE, "synth_30b.py"), "--shape", shape, "--bits",
            str(bits), "--out", d, "--stats", stats, "--llama-lib", llama_lib,
            "--no-gguf" if kind == "fwa" else "--no-fwa"]
+    if layers:
+        cmd += ["--layers", str(layers)]
     log(" ".join(cmd))
     subprocess.run(cmd, check=True)
     with open(stats) as f:
@@ -230,6 +233,12 @@ def table(payload: dict[str, Any]) -> str:
              f"storage {payload['storage']['dir']} ({payload['storage']['fs']}): "
              f"{payload['storage']['write_fsync_gb_per_s']:.2f} GB/s write+fsync, "
              f"{payload['storage']['read_after_dontneed_gb_per_s']:.2f} GB/s read"]
+    if "disk_writer" in payload:
+        w, st = payload["disk_writer"], payload["disk_storage"]
+        lines.append(f"writer on {st['dir']} ({st['fs']}, {st['write_fsync_gb_per_s']:.2f} GB/s "
+                     f"raw write+fsync): 4-bit, {w['layers']} layers, {w['bytes'] / GB:.2f} GB: "
+                     f"{w['writer_gb_per_s']:.2f} GB/s (writer's share), peak RSS "
+                     f"{w['peak_rss_bytes'] / 2**20:.0f} MiB")
     for r in payload["results"]:
         f = r["fwa_build"]
         lines.append(f"\n{r['bits']}-bit vs {r['llama_quant']}: ours {f['bytes'] / GB:.2f} GB, "
@@ -285,6 +294,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-alternate", dest="alternate", action="store_false")
     ap.add_argument("--llama-root", default="/work/llamacpp")
+    ap.add_argument("--disk-writer-dir", help="also time the writer on this directory's disk "
+                    "(4 bits, 8 of the shape's layers)")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
     if not llamacpp_build.built(args.llama_root):
@@ -303,6 +314,14 @@ def main() -> int:
         "llama_cpp": {k: llama.get(k) for k in ("llama_cpp_python_version", "llama_cpp_commit",
                                                 "cmake_flags")},
         "targets": TARGETS, "storage": storage_ceiling(args.dir), "results": []}
+    if args.disk_writer_dir:
+        # The writer where fsync reaches a disk: the real per-layer shape, fewer layers.
+        os.makedirs(args.disk_writer_dir, exist_ok=True)
+        payload["disk_storage"] = storage_ceiling(args.disk_writer_dir)
+        w = build("fwa", args.disk_writer_dir, args.shape, 4, llama["lib_dir"], layers=8)
+        os.unlink(w["path"])
+        payload["disk_writer"] = w
+        log(f"disk writer: {w}")
     for b in [int(x) for x in args.bits.split(",")]:
         payload["results"].append(run_bits(args, b, llama))
     payload["machine"]["loadavg_end"] = os.getloadavg()[0]

@@ -391,10 +391,15 @@ def main() -> int:
     ap.add_argument("--no-gguf", action="store_true")
     ap.add_argument("--llama-lib", default="/work/llamacpp/build-0.3.36/bin")
     ap.add_argument("--stats", help="write build timings and peak RSS (JSON) here")
+    ap.add_argument("--layers", type=int, help="fewer decoder layers than the shape has (a "
+                    "smaller file of the same per-layer shape, for measuring a writer)")
     args = ap.parse_args()
     c = config(args.shape)
+    if args.layers:
+        c["num_hidden_layers"] = args.layers
     os.makedirs(args.out, exist_ok=True)
-    stats: dict[str, Any] = {"shape": args.shape, "bits": args.bits, "seed": args.seed}
+    stats: dict[str, Any] = {"shape": args.shape, "bits": args.bits, "seed": args.seed,
+                             "layers": c["num_hidden_layers"]}
     if not args.no_fwa:
         p = os.path.join(args.out, f"{args.shape}-{args.bits}bit.fwa")
         GEN_SECONDS[0] = 0.0
@@ -403,6 +408,7 @@ def main() -> int:
         wall = time.perf_counter() - t0
         size = os.path.getsize(p)
         stats["fwa"] = {"path": p, "pin": pin, "bytes": size, "wall_s": wall,
+                        "layers": c["num_hidden_layers"],
                         "generate_s": GEN_SECONDS[0], "writer_s": wall - GEN_SECONDS[0],
                         "writer_gb_per_s": size / 1e9 / (wall - GEN_SECONDS[0]),
                         "end_to_end_gb_per_s": size / 1e9 / wall, "peak_rss_bytes": _vm_hwm()}

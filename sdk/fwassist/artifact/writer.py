@@ -600,7 +600,7 @@ def _final_check(tmp: str, root: bytes, data_length: int, check: str) -> None:
             art = load_artifact(tmp, pin=pin, lazy=True)
         except ArtifactError as e:
             raise RuntimeError(f"the written artifact does not verify: {e}") from None
-        manifest = art.manifest()
+        manifest = art.manifest
         art.close()
     if manifest["data_length"] != data_length:
         raise RuntimeError("the written artifact does not match its plan")
