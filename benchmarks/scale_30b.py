@@ -20,9 +20,9 @@ Steps, per bit width (one width's files on disk at a time, deleted at the end):
    excluding the interpreter's start); ``load_artifact(lazy=False)`` (every byte hashed)
    as full-verify GB/s; also the full-verify open of ``Model.load``.
 4. Decode (prompt 32, 32 greedy tokens) and prefill (prompt 128) through
-   benchmarks/compare_worker.py, ours and llama.cpp's in turn, ``--reps`` rounds, at each
-   thread count; when both files fit in memory they alternate per round, else ours runs,
-   its file is deleted, the GGUF is built and llama.cpp runs (``"alternated": false``).
+   benchmarks/compare_worker.py, ``--reps`` rounds at each thread count: with ``--alternate``
+   and both files fitting in memory, ours and llama.cpp's alternate per round; else ours
+   runs, its file is deleted, the GGUF is built and llama.cpp runs (``"alternated": false``).
 5. JSON (raw samples, medians, ratios against the issue's targets) and a table beside it.
 
 The machine's load average is recorded with every sample: this runs beside other work.
@@ -117,6 +117,14 @@ def storage_ceiling(d: str) -> dict[str, Any]:
             "read_after_dontneed_gb_per_s": (1 << 30) / r / GB}
 
 
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def build(kind: str, d: str, shape: str, bits: int, llama_lib: str,
           layers: Optional[int] = None) -> dict[str, Any]:
     stats = os.path.join(d, f"stats-{kind}.json")
@@ -182,9 +190,9 @@ def run_bits(args: argparse.Namespace, bits: int, llama: dict[str, Any]) -> dict
     log(f"open: {res['open']}")
     rows: list[dict[str, Any]] = []
     logs = os.path.join(d, "logs")
-    free = os.statvfs(d)
-    room = free.f_bavail * free.f_frsize
-    both = args.alternate and room > 1.2 * fwa["bytes"]
+    # Both files at once only when asked and both fit in memory beside each other (on tmpfs
+    # they are memory; on disk the page cache must hold both or every run reads the disk).
+    both = args.alternate and mem_available() > 2.5 * fwa["bytes"]
     gguf: Optional[dict[str, Any]] = None
     if both:
         res["gguf_build"] = gguf = build("gguf", d, args.shape, bits, llama["lib_dir"])
@@ -238,7 +246,9 @@ def table(payload: dict[str, Any]) -> str:
         lines.append(f"writer on {st['dir']} ({st['fs']}, {st['write_fsync_gb_per_s']:.2f} GB/s "
                      f"raw write+fsync): 4-bit, {w['layers']} layers, {w['bytes'] / GB:.2f} GB: "
                      f"{w['writer_gb_per_s']:.2f} GB/s (writer's share), peak RSS "
-                     f"{w['peak_rss_bytes'] / 2**20:.0f} MiB")
+                     f"{w['peak_rss_bytes'] / 2**20:.0f} MiB"
+                     + (f", {w['writer_gb_per_cpu_s']:.2f} GB per CPU-second"
+                        if "writer_gb_per_cpu_s" in w else ""))
     for r in payload["results"]:
         f = r["fwa_build"]
         lines.append(f"\n{r['bits']}-bit vs {r['llama_quant']}: ours {f['bytes'] / GB:.2f} GB, "
@@ -248,6 +258,9 @@ def table(payload: dict[str, Any]) -> str:
                      f"{f['writer_s']:.0f} s), end to end {f['end_to_end_gb_per_s']:.2f} GB/s "
                      f"incl. generating the weights ({f['generate_s']:.0f} s), peak RSS "
                      f"{f['peak_rss_bytes'] / 2**20:.0f} MiB")
+        if "writer_gb_per_cpu_s" in f:
+            lines.append(f"  writer per CPU-second: {f['writer_gb_per_cpu_s']:.2f} GB "
+                         f"({f['writer_cpu_s']:.0f} CPU-s; load average {f['loadavg']:.1f})")
         tt = [o for o in r["open"] if o["kind"] == "ttft" and "error" not in o]
         vv = [o for o in r["open"] if o["kind"] == "verify" and "error" not in o]
         mf = [o for o in r["open"] if o["kind"] == "model_full" and "error" not in o]
@@ -292,16 +305,25 @@ def main() -> int:
     ap.add_argument("--shape", default="full")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--no-alternate", dest="alternate", action="store_false")
+    ap.add_argument("--alternate", action="store_true",
+                    help="build both files first and alternate the runtimes per round (when "
+                    "both fit in memory)")
     ap.add_argument("--llama-root", default="/work/llamacpp")
     ap.add_argument("--disk-writer-dir", help="also time the writer on this directory's disk "
                     "(4 bits, 8 of the shape's layers)")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
-    if not llamacpp_build.built(args.llama_root):
+    lib = llamacpp_build.lib_dir(args.llama_root)
+    if not os.path.exists(os.path.join(lib, "libllama.so")):
         log(f"llama.cpp is not built under {args.llama_root} (benchmarks/llamacpp_build.py)")
         return 2
-    llama = llamacpp_build.ensure_built(args.llama_root)
+    # libllama and libggml are what this needs; build-info.json appears when the shared build
+    # has finished its tools too.
+    llama: dict[str, Any] = {"lib_dir": lib,
+                             "bindings_dir": llamacpp_build.source_dir(args.llama_root)}
+    if os.path.isfile(llamacpp_build.info_path(args.llama_root)):
+        with open(llamacpp_build.info_path(args.llama_root)) as f:
+            llama.update(json.load(f))
     from fwassist import _core
     info = _core.cpu_info()
     os.makedirs(args.dir, exist_ok=True)

@@ -614,22 +614,22 @@ def _write_native(path: str, fixed: dict[str, Any], version: tuple[int, int],
     C++ writer (csrc/artifact/writer.h)."""
     from .. import _core
     index = {(b["layer"], b["expert"]): i for i, b in enumerate(blocks)}
-    plan = [(e.offset, e.length, -1 if e.expert is None else index[(e.layer, e.expert)])
-            for e in tensors]
+    plan = [(t.offset, t.length, -1 if t.expert is None else index[(t.layer, t.expert)])
+            for t in tensors]
     try:
         w = _core.ArtifactWriter(path, data_offset, data_length, plan,
                                  [(b["offset"], b["length"]) for b in blocks])
-    except _core.ArtifactFailure as e:
-        raise _native_error(e) from None
+    except _core.ArtifactFailure as err:
+        raise _native_error(err) from None
     try:
-        for e in tensors:
-            data = e.produce()
-            if len(data) != e.length:
-                raise RuntimeError(f"tensor {e.name}: {len(data)} bytes, planned {e.length}")
-            e.sha256 = w.write_tensor(data).hex()
+        for t in tensors:
+            data = t.produce()
+            if len(data) != t.length:
+                raise RuntimeError(f"tensor {t.name}: {len(data)} bytes, planned {t.length}")
+            t.sha256 = w.write_tensor(data).hex()
             del data
             if progress is not None:
-                progress(e.offset + e.length, data_length)
+                progress(t.offset + t.length, data_length)
         for i, b in enumerate(blocks):
             b["sha256"] = w.block_digest(i).hex()
         head, root = _head(fixed, version, tensors, blocks, data_offset, data_length,
@@ -637,9 +637,9 @@ def _write_native(path: str, fixed: dict[str, Any], version: tuple[int, int],
         w.finish(head)
         _final_check(w.tmp_path(), root, data_length, check)
         w.publish()
-    except _core.ArtifactFailure as e:
+    except _core.ArtifactFailure as err:
         w.abort()
-        raise _native_error(e) from None
+        raise _native_error(err) from None
     except BaseException:
         w.abort()
         raise
