@@ -266,8 +266,9 @@ def table(payload: dict[str, Any]) -> str:
         mf = [o for o in r["open"] if o["kind"] == "model_full" and "error" not in o]
         if tt:
             lines.append(f"  lazy open {med([o['open_s'] for o in tt]):.2f} s, time to first "
-                         f"token {med([o['ttft_s'] for o in tt]):.2f} s (cold process, file "
-                         f"dropped from the page cache)")
+                         f"token {med([o['ttft_s'] for o in tt]):.2f} s (fresh process; the "
+                         f"file dropped from the page cache first"
+                         f"{', which tmpfs ignores' if payload['storage']['fs'] == 'tmpfs' else ''})")
         if vv:
             lines.append(f"  full verify {med([o['verify_gb_per_s'] for o in vv]):.2f} GB/s "
                          f"({med([o['open_s'] for o in vv]):.1f} s)"
@@ -280,6 +281,14 @@ def table(payload: dict[str, Any]) -> str:
             lines.append(f"  {c['metric']:<22}{c['threads']:>4}{v(c['ours']):>10}"
                          f"{v(c['llama_cpp']):>11}{v(c['ratio']):>8}{c['target']:>8}  "
                          f"{'-' if c['met'] is None else ('yes' if c['met'] else 'NO')}")
+        dec = {c["threads"]: c["llama_cpp"] for c in r["comparisons"]
+               if c["metric"] == "decode_tokens_per_s" and c["llama_cpp"]}
+        for t, rate in sorted(dec.items()):
+            if t > 1 and 1 in dec and rate < 0.5 * dec[1]:
+                lines.append(f"  note: llama.cpp's {t}-thread decode is below half its 1-thread "
+                             f"rate: its threads wait for each other at every op, and on an "
+                             f"oversubscribed machine one of them is often descheduled; that "
+                             f"ratio measures the machine's load more than the kernels")
         for row in r["rows"]:
             if row.get("error"):
                 lines.append(f"  error {row['runtime']} {row['threads']}t: {row['error'][:200]}")
