@@ -49,7 +49,7 @@ from machine import git_commit, write_results  # noqa: E402
 from synth_30b import LLAMA_QUANT  # noqa: E402
 
 GB = 1e9
-TARGETS = {"decode_ratio": {4: 1.1, 3: 1.5, 2: 1.5}, "prefill_ratio": 1.5,
+TARGETS: dict[str, Any] = {"decode_ratio": {4: 1.1, 3: 1.5, 2: 1.5}, "prefill_ratio": 1.5,
            "writer_gb_per_s": 1.0, "writer_peak_rss_bytes": 2 << 30}
 DECODE_PROMPT, DECODE_TOKENS, PREFILL_PROMPT = 32, 32, 128
 

@@ -40,13 +40,14 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fwassist import kernels  # noqa: E402
+from fwassist import _core, kernels  # noqa: E402
 from fwassist.artifact.model import ImportedModel, ModelTensor, PackedTensor  # noqa: E402
 from fwassist.artifact.writer import write_artifact  # noqa: E402
 from fwassist.export.mapping import hf_name  # noqa: E402
@@ -135,7 +136,7 @@ def packed_random(N: int, K: int, bits: int, seed: int, name: str) -> np.ndarray
 def _packed_random(N: int, K: int, bits: int, seed: int, name: str) -> np.ndarray:
     if N % 16 or K % 32:
         raise ValueError(f"{name}: N must be a multiple of 16 and K of 32 (no padding)")
-    L = kernels._core.layout_info(bits, BLOCK, False, "f16", N, K)
+    L = _core.layout_info(bits, BLOCK, False, "f16", N, K)
     n_tiles, tile, so, nb = L["n_tiles"], L["tile_bytes"], L["scales_offset"], L["n_blocks"]
     rng = _rng(seed, bits, name)
     data = rng.integers(0, 256, (n_tiles, tile), dtype=np.uint8)
@@ -143,7 +144,8 @@ def _packed_random(N: int, K: int, bits: int, seed: int, name: str) -> np.ndarra
     s = (rng.uniform(0.8, 1.2, (n_tiles, nb, 16)) / np.sqrt(K * eq2)).astype(np.float16)
     data[:, so:so + nb * 32] = s.view(np.uint8).reshape(n_tiles, nb * 32)
     data[:, so + nb * 32:] = 0          # the tile tail
-    return data.reshape(-1)
+    out: np.ndarray = data.reshape(-1)
+    return out
 
 
 def _norm(seed: int, name: str, n: int) -> np.ndarray:
@@ -151,7 +153,8 @@ def _norm(seed: int, name: str, n: int) -> np.ndarray:
 
 
 def _router(seed: int, name: str, E: int, H: int) -> np.ndarray:
-    return (_rng(seed, 0, name).standard_normal((E, H)) / np.sqrt(H)).astype(np.float32)
+    w: np.ndarray = _rng(seed, 0, name).standard_normal((E, H)) / np.sqrt(H)
+    return w.astype(np.float32)
 
 
 def model(c: dict[str, Any], bits: int, seed: int = SEED) -> ImportedModel:
@@ -298,6 +301,9 @@ def gguf_tensors(c: dict[str, Any], bits: int, seed: int,
                                            K // bsz * tsz)
         return pool[key]
 
+    def experts(L: int, role: str, N: int, K: int) -> np.ndarray:
+        return np.stack([proj(hf_name(role, L, e), N, K, role, L * E + e) for e in range(E)])
+
     def eight(name: str, N: int, K: int) -> Callable[[], np.ndarray]:
         return lambda: packed_to_q8_0(packed_random(N, K, EMBED_BITS, seed, name), N, K)
 
@@ -308,25 +314,21 @@ def gguf_tensors(c: dict[str, Any], bits: int, seed: int,
         for gg, role, n in (("attn_norm", "input_norm", H), ("ffn_norm", "post_attention_norm", H),
                             ("attn_q_norm", "q_norm", hd), ("attn_k_norm", "k_norm", hd)):
             name = hf_name(role, L, None)
-            yield (f"{b}.{gg}.weight", (n,), int(Q.F32),
-                   lambda name=name, n=n: _norm(seed, name, n))
+            yield (f"{b}.{gg}.weight", (n,), int(Q.F32), partial(_norm, seed, name, n))
         for gg, role, N, K in (("attn_q", "q_proj", nh * hd, H), ("attn_k", "k_proj", nkv * hd, H),
                                ("attn_v", "v_proj", nkv * hd, H),
                                ("attn_output", "o_proj", H, nh * hd)):
             name = hf_name(role, L, None)
-            yield (f"{b}.{gg}.weight", (N, K), int(qt),
-                   lambda name=name, N=N, K=K, role=role: proj(name, N, K, role, L))
+            yield (f"{b}.{gg}.weight", (N, K), int(qt), partial(proj, name, N, K, role, L))
         rname = hf_name("router", L, None)
         yield (f"{b}.ffn_gate_inp.weight", (E, H), int(Q.F32),
-               lambda rname=rname: _router(seed, rname, E, H))
+               partial(_router, seed, rname, E, H))
         for gg, role, N, K in (("ffn_gate_exps", "expert_gate", I, H),
                                ("ffn_up_exps", "expert_up", I, H),
                                ("ffn_down_exps", "expert_down", H, I)):
-            yield (f"{b}.{gg}.weight", (E, N, K), int(qt),
-                   lambda L=L, role=role, N=N, K=K: np.stack(
-                       [proj(hf_name(role, L, e), N, K, role, L * E + e) for e in range(E)]))
+            yield (f"{b}.{gg}.weight", (E, N, K), int(qt), partial(experts, L, role, N, K))
     yield ("output_norm.weight", (H,), int(Q.F32),
-           lambda: _norm(seed, hf_name("final_norm", None, None), H))
+           partial(_norm, seed, hf_name("final_norm", None, None), H))
     yield ("output.weight", (V, H), int(Q.Q8_0), eight(hf_name("lm_head", None, None), V, H))
 
 
