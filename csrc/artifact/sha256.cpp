@@ -167,6 +167,20 @@ void Sha256::update(const void* data, size_t n) {
   }
 }
 
+void Sha256::update_pair(Sha256& a, Sha256& b, const void* data, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  if (a.buf_len_ == 0 && b.buf_len_ == 0 && a.be_ == b.be_ && a.be_->blocks2 && n >= 64) {
+    const size_t whole = n / 64;
+    a.be_->blocks2(a.h_, p, b.h_, p, whole);
+    a.total_ += whole * 64;
+    b.total_ += whole * 64;
+    p += whole * 64;
+    n %= 64;
+  }
+  a.update(p, n);
+  b.update(p, n);
+}
+
 Sha256Digest Sha256::final() { return finish(*be_, h_, buf_, buf_len_, total_); }
 
 Sha256Digest sha256(const void* data, size_t n, const Sha256Backend& backend) {

@@ -46,6 +46,10 @@ class Sha256 {
   // The digest of everything passed to update since init; the object must be init()ed before
   // it is used again.
   Sha256Digest final();
+  // a.update(data, n) and b.update(data, n) at once: when both are at a 64-byte boundary the
+  // whole blocks go through the backend's two-stream path (one pass over the data, the two
+  // SHA pipelines interleaved). Both must use the same backend.
+  static void update_pair(Sha256& a, Sha256& b, const void* data, size_t n);
 
  private:
   const Sha256Backend* be_;

@@ -28,6 +28,7 @@ using namespace nb::literals;
 void bind_artifact(nb::module_& m);  // bind_artifact.cpp
 void bind_tokenizer(nb::module_& m);  // bind_tokenizer.cpp
 void bind_model(nb::module_& m);      // bind_model.cpp
+void bind_writer(nb::module_& m);     // bind_writer.cpp
 namespace fwa_python {
 void bind_release(nb::module_& m);    // bind_release.cpp
 }
@@ -317,5 +318,6 @@ NB_MODULE(_core, m) {
   bind_artifact(m);
   bind_tokenizer(m);
   bind_model(m);
+  bind_writer(m);
   fwa_python::bind_release(m);
 }

@@ -5,7 +5,7 @@ and every tensor with its role, either float or as integer codes with their quan
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -37,7 +37,23 @@ class ModelTensor:
     role: str                           # one of ROLES
     layer: Optional[int]
     expert: Optional[int]
-    value: Union[np.ndarray, QuantizedWeight, BF16Array]  # float32/float16, bf16 as BF16Array
+    value: Union[np.ndarray, QuantizedWeight, BF16Array, PackedTensor]  # bf16 as BF16Array
+
+
+@dataclass(frozen=True)
+class PackedTensor:
+    """A weight already in the packed layout (docs/kernels.md), made only when the writer
+    reaches it: models larger than memory are written one tensor at a time. ``produce``
+    returns the layout's bytes (``fwassist.kernels.packed_size`` of them); it may be called
+    once per write."""
+
+    N: int                              # output rows
+    K: int                              # inputs
+    bits: int
+    block: int
+    has_zero: bool
+    scale: str                          # "f16" or "f32"
+    produce: Callable[[], Any]          # -> a bytes-like object (bytes, uint8 ndarray, ...)
 
 
 @dataclass(frozen=True)

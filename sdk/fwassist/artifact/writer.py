@@ -20,7 +20,8 @@ hash seed or thread count.
 The file is written to a temporary file in the target's directory, fsynced, verified in full
 by the independent reader (:mod:`.pyverify`) and renamed over the target with
 :func:`os.replace`; on any failure the temporary file is removed and the target is left as
-it was.
+it was. ``native=True`` streams the data through the C++ writer (csrc/artifact/writer.h) with
+the same plan and manifest, so the bytes are the same.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 
 from .. import kernels
 from . import canonical, pyverify
-from .model import EXPERT_ROLES, ROLES, BF16Array, ImportedModel, QuantizedWeight
+from .model import EXPERT_ROLES, ROLES, BF16Array, ImportedModel, PackedTensor, QuantizedWeight
 from .sbom import build_sbom
 
 __all__ = ["write_artifact", "EXPORTER_NAME", "tensor_order_key"]
@@ -144,6 +145,23 @@ def _entry(t: Any) -> _Entry:
     if expert is not None and layer is None:
         raise ValueError(f"tensor {name}: an expert tensor needs a layer")
     v = t.value
+    if isinstance(v, PackedTensor):
+        shape = _shape((int(v.N), int(v.K)), name)
+        if v.scale not in ("f16", "f32"):
+            raise ValueError(f"tensor {name}: scale must be 'f16' or 'f32', got {v.scale!r}")
+        try:
+            length = kernels.packed_size(shape[0], shape[1], bits=v.bits, block=v.block,
+                                         has_zero=bool(v.has_zero), scale_dtype=v.scale)
+        except ValueError as e:
+            raise ValueError(f"tensor {name}: {e}") from None
+        quant = {"bits": int(v.bits), "block": int(v.block), "zero_points": bool(v.has_zero),
+                 "scale": v.scale}
+
+        def produce_packed(v: PackedTensor = v) -> memoryview:
+            return memoryview(v.produce()).cast("B")
+
+        return _Entry(name, t.role, layer, expert, "packed", shape, quant, length,
+                      produce_packed)
     if isinstance(v, QuantizedWeight):
         if not isinstance(v.q, np.ndarray) or v.q.ndim != 2:
             raise ValueError(f"tensor {name}: codes must be a 2-D array")
@@ -413,7 +431,8 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
                    model_card: dict[str, Any], options: dict[str, Any],
                    evidence: dict[str, Any],
                    exporter_version: str,
-                   progress: Optional[Callable[[int, int], None]] = None) -> str:
+                   progress: Optional[Callable[[int, int], None]] = None,
+                   native: bool = False, check: str = "full") -> str:
     """Writes ``model`` to ``path`` and returns its pin ``"sha256:<root digest>"``.
 
     model_card: must hold a non-empty ``known_limitations`` list of strings (else ValueError);
@@ -424,7 +443,15 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
     progress: called with (data bytes written, data bytes in all) after each tensor.
     ``model.generation`` (EOS ids, chat template: §3.9) makes a format 1.1 artifact; without
     it the artifact is format 1.0, byte for byte as before.
+    native: place, hash, fsync and rename the data with the C++ writer (the same bytes, a
+    streaming rate bound by storage rather than Python). check: the reader the finished file
+    must pass before it replaces the target, "full" (every byte, the Python verifier) or
+    "lazy" (the C++ reader, expert blocks not re-read: for models larger than memory).
+    Tensors whose value is a :class:`~fwassist.artifact.model.PackedTensor` are produced one
+    at a time while writing, so the model need not fit in memory.
     """
+    if check not in ("full", "lazy"):
+        raise ValueError(f"check must be 'full' or 'lazy', got {check!r}")
     _check_model_card(model_card)
     for what, v in (("options", options), ("evidence", evidence)):
         if not isinstance(v, dict):
@@ -475,6 +502,9 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
     data_offset = _roundup(HEADER.size + manifest_length, PAGE)
 
     path = os.fspath(path)
+    if native:
+        return _write_native(path, fixed, version, tensors, blocks, data_offset, data_length,
+                             manifest_length, progress, check)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
@@ -512,29 +542,17 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
                 current["sha256"] = block_hash.hexdigest()
                 pos, block_hash, current = end, None, None
         _write_zeros(fd, data_length - pos)
-        raw = _manifest(fixed, tensors, blocks, data_length, placeholder=False)
-        if len(raw) != manifest_length:
-            raise RuntimeError("manifest length changed between planning and writing")
-        root = hashlib.sha256(raw).digest()
-        header = HEADER.pack(MAGIC, version[0], version[1], 0, manifest_length, data_offset,
-                             data_length, data_offset + data_length, root, bytes(48))
+        head, root = _head(fixed, version, tensors, blocks, data_offset, data_length,
+                           manifest_length)
         os.lseek(fd, 0, os.SEEK_SET)
-        _write_all(fd, header)
-        _write_all(fd, raw)
-        _write_zeros(fd, data_offset - HEADER.size - manifest_length)
+        _write_all(fd, head)
+        _write_zeros(fd, data_offset - len(head))
         if os.fstat(fd).st_size != data_offset + data_length:
             raise RuntimeError("written file size differs from the planned file_length")
         os.fsync(fd)
         os.close(fd)
         fd = -1
-        # Fail closed: the finished file must pass the independent reader before it replaces
-        # anything.
-        try:
-            check = pyverify.verify(tmp, pin="sha256:" + root.hex())
-        except pyverify.PyArtifactError as e:
-            raise RuntimeError(f"the written artifact does not verify: {e}") from None
-        if check.manifest["data_length"] != data_length:
-            raise RuntimeError("the written artifact does not match its plan")
+        _final_check(tmp, root, data_length, check)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         tmp = ""
@@ -549,6 +567,89 @@ def write_artifact(path: Union[str, "os.PathLike[str]"], model: ImportedModel, *
         raise
     _fsync_dir(directory)
     return "sha256:" + root.hex()
+
+
+def _head(fixed: dict[str, Any], version: tuple[int, int], tensors: list[_Entry],
+          blocks: list[dict[str, Any]], data_offset: int, data_length: int,
+          manifest_length: int) -> tuple[bytes, bytes]:
+    """(header + manifest, root digest) once every digest is known."""
+    raw = _manifest(fixed, tensors, blocks, data_length, placeholder=False)
+    if len(raw) != manifest_length:
+        raise RuntimeError("manifest length changed between planning and writing")
+    root = hashlib.sha256(raw).digest()
+    header = HEADER.pack(MAGIC, version[0], version[1], 0, manifest_length, data_offset,
+                         data_length, data_offset + data_length, root, bytes(48))
+    return header + raw, root
+
+
+def _final_check(tmp: str, root: bytes, data_length: int, check: str) -> None:
+    """Fail closed: the finished file must pass a reader before it replaces anything.
+    "full": the independent Python reader (:mod:`.pyverify`) checks every byte. "lazy": the
+    C++ reader checks everything but the bytes of expert blocks (read back only on use; their
+    digests were computed from the very buffers written), for models too large to re-read."""
+    pin = "sha256:" + root.hex()
+    if check == "full":
+        try:
+            manifest = pyverify.verify(tmp, pin=pin).manifest
+        except pyverify.PyArtifactError as e:
+            raise RuntimeError(f"the written artifact does not verify: {e}") from None
+    else:
+        from ..errors import ArtifactError
+        from ..loader import load_artifact
+        try:
+            art = load_artifact(tmp, pin=pin, lazy=True)
+        except ArtifactError as e:
+            raise RuntimeError(f"the written artifact does not verify: {e}") from None
+        manifest = art.manifest
+        art.close()
+    if manifest["data_length"] != data_length:
+        raise RuntimeError("the written artifact does not match its plan")
+
+
+def _write_native(path: str, fixed: dict[str, Any], version: tuple[int, int],
+                  tensors: list[_Entry], blocks: list[dict[str, Any]], data_offset: int,
+                  data_length: int, manifest_length: int,
+                  progress: Optional[Callable[[int, int], None]], check: str) -> str:
+    """The same file as the Python path, its data placed, hashed, fsynced and renamed by the
+    C++ writer (csrc/artifact/writer.h)."""
+    from .. import _core
+    index = {(b["layer"], b["expert"]): i for i, b in enumerate(blocks)}
+    plan = [(t.offset, t.length, -1 if t.expert is None else index[(t.layer, t.expert)])
+            for t in tensors]
+    try:
+        w = _core.ArtifactWriter(path, data_offset, data_length, plan,
+                                 [(b["offset"], b["length"]) for b in blocks])
+    except _core.ArtifactFailure as err:
+        raise _native_error(err) from None
+    try:
+        for t in tensors:
+            data = t.produce()
+            if len(data) != t.length:
+                raise RuntimeError(f"tensor {t.name}: {len(data)} bytes, planned {t.length}")
+            t.sha256 = w.write_tensor(data).hex()
+            del data
+            if progress is not None:
+                progress(t.offset + t.length, data_length)
+        for i, b in enumerate(blocks):
+            b["sha256"] = w.block_digest(i).hex()
+        head, root = _head(fixed, version, tensors, blocks, data_offset, data_length,
+                           manifest_length)
+        w.finish(head)
+        _final_check(w.tmp_path(), root, data_length, check)
+        w.publish()
+    except _core.ArtifactFailure as err:
+        w.abort()
+        raise _native_error(err) from None
+    except BaseException:
+        w.abort()
+        raise
+    return "sha256:" + root.hex()
+
+
+def _native_error(e: Exception) -> Exception:
+    """The C++ writer's failure as the Python writer's: OSError for I/O, else RuntimeError."""
+    status, message = (e.args + ("", ""))[:2]
+    return OSError(message) if status == "io_error" else RuntimeError(message)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -22,12 +22,19 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from .mapping import is_moe_layer
+from ..artifact.model import PackedTensor
 from .model import BF16Array, ImportedModel, QuantizedWeight
 
 
-def dequantize(v: Union[np.ndarray, QuantizedWeight, BF16Array]) -> np.ndarray:
-    """float32 weights: fp32(q - zp) * s with one float32 multiply (QuantizedWeight), the
-    exact widening of float16/bfloat16, or the float32 array itself."""
+def dequantize(v: Union[np.ndarray, QuantizedWeight, BF16Array, PackedTensor]) -> np.ndarray:
+    """float32 weights: fp32(q - zp) * s with one float32 multiply (QuantizedWeight, or a
+    PackedTensor's bytes unpacked by the layout's dequantizer), the exact widening of
+    float16/bfloat16, or the float32 array itself."""
+    if isinstance(v, PackedTensor):
+        from .. import kernels
+        data = np.frombuffer(memoryview(v.produce()).cast("B"), dtype=np.uint8)
+        return kernels.dequantize(kernels.PackedMatrix(data, v.N, v.K, v.bits, v.block,
+                                                       v.has_zero, v.scale))
     if isinstance(v, QuantizedWeight):
         N, K = v.q.shape
         diff = v.q.astype(np.int32)

@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""The Qwen3-Coder-30B-A3B-shaped synthetic model (benchmarks/synth_30b.py) end to end at full
+scale, against llama.cpp on the same machine: building, opening, first token, decode, prefill.
+
+    python benchmarks/scale_30b.py --json OUT [--bits 2] [--dir /work/big/h2] [--threads 1,2]
+                                   [--reps 2] [--shape full] [--llama-root /work/llamacpp]
+
+Steps, per bit width (one width's files on disk at a time, deleted at the end):
+
+1. Storage ceiling of ``--dir``: 1 GiB written + fsync, then read back after
+   ``posix_fadvise(DONTNEED)`` (no effect on tmpfs).
+2. Our artifact built by ``synth_30b.py`` in a subprocess (the C++ streaming writer, lazy final
+   check): wall time, time spent generating the weights, the writer's share (wall minus
+   generation: placing, hashing, writing, manifest, fsync, rename, the final check) as GB/s,
+   and the process's peak RSS (VmHWM).
+3. Open and first token, each in a fresh process after dropping the file from the page cache:
+   ``Model.load(lazy=True)`` (expert blocks verified on first use, the rest at open) then a
+   session and one token from a one-token prompt (time to first token from process start,
+   excluding the interpreter's start); ``load_artifact(lazy=False)`` (every byte hashed)
+   as full-verify GB/s; also the full-verify open of ``Model.load``.
+4. Decode (prompt 32, 32 greedy tokens) and prefill (prompt 128) through
+   benchmarks/compare_worker.py, ``--reps`` rounds at each thread count: with ``--alternate``
+   and both files fitting in memory, ours and llama.cpp's alternate per round; else ours
+   runs, its file is deleted, the GGUF is built and llama.cpp runs (``"alternated": false``).
+5. JSON (raw samples, medians, ratios against the issue's targets) and a table beside it.
+
+The machine's load average is recorded with every sample: this runs beside other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import llamacpp_build  # noqa: E402
+from llamacpp_compare import run_worker  # noqa: E402
+from machine import git_commit, write_results  # noqa: E402
+from synth_30b import LLAMA_QUANT  # noqa: E402
+
+GB = 1e9
+TARGETS: dict[str, Any] = {"decode_ratio": {4: 1.1, 3: 1.5, 2: 1.5}, "prefill_ratio": 1.5,
+           "writer_gb_per_s": 1.0, "writer_peak_rss_bytes": 2 << 30}
+DECODE_PROMPT, DECODE_TOKENS, PREFILL_PROMPT = 32, 32, 128
+
+PROBE = r'''
+import json, os, sys, time
+t_start = time.perf_counter()
+kind, path = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+os.close(fd)
+import fwassist
+t_import = time.perf_counter()
+out = {"kind": kind}
+if kind == "ttft":
+    m = fwassist.Model.load(path, lazy=True)
+    t_open = time.perf_counter()
+    s = m.session(max_context=64, mode="fast", threads=int(sys.argv[3]))
+    it = s.stream(prompt_ids=[65], max_tokens=1, temperature=0.0)
+    tok = next(it)
+    t_tok = time.perf_counter()
+    out.update(open_s=t_open - t_import, ttft_s=t_tok - t_import,
+               first_token_after_open_s=t_tok - t_open, import_s=t_import - t_start)
+elif kind == "model_full":
+    m = fwassist.Model.load(path, lazy=False)
+    out.update(open_s=time.perf_counter() - t_import)
+else:
+    a = fwassist.load_artifact(path, lazy=False)
+    t = time.perf_counter() - t_import
+    out.update(open_s=t, verify_gb_per_s=os.path.getsize(path) / 1e9 / t)
+print(json.dumps(out))
+'''
+
+
+def log(msg: str) -> None:
+    print(f"[scale_30b] {msg}", file=sys.stderr, flush=True)
+
+
+def med(xs: list[Optional[float]]) -> Optional[float]:
+    v = [x for x in xs if x is not None]
+    return statistics.median(v) if v else None
+
+
+def storage_ceiling(d: str) -> dict[str, Any]:
+    p = os.path.join(d, "storage-probe.tmp")
+    buf = os.urandom(1 << 24)
+    t0 = time.perf_counter()
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(64):
+            os.write(fd, buf)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    w = time.perf_counter() - t0
+    fd = os.open(p, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    t0 = time.perf_counter()
+    while os.read(fd, 1 << 24):
+        pass
+    r = time.perf_counter() - t0
+    os.close(fd)
+    os.unlink(p)
+    fs = subprocess.run(["df", "-T", d], capture_output=True, text=True).stdout.split("\n")[1]
+    return {"dir": d, "fs": fs.split()[1] if fs else None, "write_fsync_gb_per_s": (1 << 30) / w / GB,
+            "read_after_dontneed_gb_per_s": (1 << 30) / r / GB}
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def build(kind: str, d: str, shape: str, bits: int, llama_lib: str,
+          layers: Optional[int] = None) -> dict[str, Any]:
+    stats = os.path.join(d, f"stats-{kind}.json")
+    cmd = [sys.executable, os.path.join(HERE, "synth_30b.py"), "--shape", shape, "--bits",
+           str(bits), "--out", d, "--stats", stats, "--llama-lib", llama_lib,
+           "--no-gguf" if kind == "fwa" else "--no-fwa"]
+    if layers:
+        cmd += ["--layers", str(layers)]
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True)
+    with open(stats) as f:
+        out = json.load(f)[kind]
+    os.unlink(stats)
+    return dict(out, loadavg=os.getloadavg()[0])
+
+
+def probe(kind: str, path: str, threads: int = 1) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", PROBE, kind, path, str(threads)],
+                       capture_output=True, text=True, cwd=HERE)
+    if p.returncode != 0:
+        return {"kind": kind, "error": p.stderr[-2000:]}
+    res: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    res.update(process_wall_s=time.perf_counter() - t0, loadavg=os.getloadavg()[0])
+    return res
+
+
+def worker(runtime: str, path: str, threads: int, llama: dict[str, Any], vocab: int,
+           log_dir: str) -> dict[str, Any]:
+    phases = [{"kind": "decode", "prompt": DECODE_PROMPT, "tokens": DECODE_TOKENS, "reps": 1,
+               "rep_cap_s": 600.0},
+              {"kind": "prefill", "prompt": PREFILL_PROMPT, "reps": 1}]
+    spec: dict[str, Any] = {"runtime": runtime, "model": path, "threads": threads,
+                            "max_context": 256, "mode": "fast", "seed": 7,
+                            "vocab_size": vocab, "phases": phases}
+    if runtime == "llama.cpp":
+        spec.update(lib_dir=llama["lib_dir"], bindings_dir=llama["bindings_dir"])
+    res = run_worker(spec, log_dir, 3600.0)
+    s = res.get("samples", {})
+    row = {"runtime": runtime, "threads": threads, "error": res.get("error"),
+           "load_s": res.get("load_s"),
+           "decode_tokens_per_s": med([x["tokens_per_s"] for x in s.get("decode", [])]),
+           "prefill_tokens_per_s": med([x["tokens_per_s"] for x in s.get("prefill", [])]),
+           "peak_rss_bytes": res.get("rss_end", {}).get("VmHWM"),
+           "loadavg": med([x.get("loadavg") for k in ("decode", "prefill")
+                           for x in s.get(k, [])])}
+    log(f"{runtime} {threads}t: {row}")
+    return row
+
+
+def run_bits(args: argparse.Namespace, bits: int, llama: dict[str, Any]) -> dict[str, Any]:
+    import synth_30b
+    c = synth_30b.config(args.shape)
+    d = args.dir
+    os.makedirs(d, exist_ok=True)
+    res: dict[str, Any] = {"bits": bits, "llama_quant": LLAMA_QUANT[bits]}
+    res["fwa_build"] = fwa = build("fwa", d, args.shape, bits, llama["lib_dir"])
+    log(f"fwa build: {fwa}")
+    path = fwa["path"]
+    res["open"] = [probe("ttft", path, 1) for _ in range(args.reps)]
+    res["open"] += [probe("verify", path) for _ in range(args.reps)]
+    res["open"] += [probe("model_full", path)]
+    log(f"open: {res['open']}")
+    rows: list[dict[str, Any]] = []
+    logs = os.path.join(d, "logs")
+    # Both files at once only when asked and both fit in memory beside each other (on tmpfs
+    # they are memory; on disk the page cache must hold both or every run reads the disk).
+    both = args.alternate and mem_available() > 2.5 * fwa["bytes"]
+    gguf: Optional[dict[str, Any]] = None
+    if both:
+        res["gguf_build"] = gguf = build("gguf", d, args.shape, bits, llama["lib_dir"])
+        for rnd in range(args.reps):
+            for t in args.threads:
+                rows.append(dict(worker("fwassist", path, t, llama, c["vocab_size"], logs),
+                                 round=rnd))
+                rows.append(dict(worker("llama.cpp", gguf["path"], t, llama, c["vocab_size"],
+                                        logs), round=rnd))
+    else:
+        for rnd in range(args.reps):
+            for t in args.threads:
+                rows.append(dict(worker("fwassist", path, t, llama, c["vocab_size"], logs),
+                                 round=rnd))
+        os.unlink(path)
+        res["gguf_build"] = gguf = build("gguf", d, args.shape, bits, llama["lib_dir"])
+        for rnd in range(args.reps):
+            for t in args.threads:
+                rows.append(dict(worker("llama.cpp", gguf["path"], t, llama, c["vocab_size"],
+                                        logs), round=rnd))
+    res["alternated"] = both
+    res["rows"] = rows
+    for p in (path, gguf["path"] if gguf else ""):
+        if p and os.path.exists(p):
+            os.unlink(p)
+    cmp = []
+    for t in args.threads:
+        o = [r for r in rows if r["runtime"] == "fwassist" and r["threads"] == t]
+        ll = [r for r in rows if r["runtime"] == "llama.cpp" and r["threads"] == t]
+        for metric, target in (("decode_tokens_per_s", TARGETS["decode_ratio"][bits]),
+                               ("prefill_tokens_per_s", TARGETS["prefill_ratio"])):
+            a, b = med([r[metric] for r in o]), med([r[metric] for r in ll])
+            ratio = a / b if a and b else None
+            cmp.append({"metric": metric, "threads": t, "ours": a, "llama_cpp": b,
+                        "ratio": ratio, "target": target,
+                        "met": None if ratio is None else ratio >= target})
+    res["comparisons"] = cmp
+    return res
+
+
+def table(payload: dict[str, Any]) -> str:
+    lines = [f"scale_30b: {payload['shape']} shape (Qwen3-Coder-30B-A3B), host "
+             f"{payload['machine']['cpu']} ({payload['machine']['isa']}), "
+             f"{payload['machine']['cpus']} CPUs shared with other work (load average "
+             f"{payload['machine']['loadavg_start']:.1f} at start)",
+             f"storage {payload['storage']['dir']} ({payload['storage']['fs']}): "
+             f"{payload['storage']['write_fsync_gb_per_s']:.2f} GB/s write+fsync, "
+             f"{payload['storage']['read_after_dontneed_gb_per_s']:.2f} GB/s read"]
+    if "disk_writer" in payload:
+        w, st = payload["disk_writer"], payload["disk_storage"]
+        lines.append(f"writer on {st['dir']} ({st['fs']}, {st['write_fsync_gb_per_s']:.2f} GB/s "
+                     f"raw write+fsync): 4-bit, {w['layers']} layers, {w['bytes'] / GB:.2f} GB: "
+                     f"{w['writer_gb_per_s']:.2f} GB/s (writer's share), peak RSS "
+                     f"{w['peak_rss_bytes'] / 2**20:.0f} MiB"
+                     + (f", {w['writer_gb_per_cpu_s']:.2f} GB per CPU-second"
+                        if "writer_gb_per_cpu_s" in w else ""))
+    for r in payload["results"]:
+        f = r["fwa_build"]
+        lines.append(f"\n{r['bits']}-bit vs {r['llama_quant']}: ours {f['bytes'] / GB:.2f} GB, "
+                     f"llama.cpp {r['gguf_build']['bytes'] / GB:.2f} GB"
+                     f"{'' if r['alternated'] else ' (not alternated: one file in memory at a time)'}")
+        lines.append(f"  writer: {f['writer_gb_per_s']:.2f} GB/s (writer's share, "
+                     f"{f['writer_s']:.0f} s), end to end {f['end_to_end_gb_per_s']:.2f} GB/s "
+                     f"incl. generating the weights ({f['generate_s']:.0f} s), peak RSS "
+                     f"{f['peak_rss_bytes'] / 2**20:.0f} MiB")
+        if "writer_gb_per_cpu_s" in f:
+            lines.append(f"  writer per CPU-second: {f['writer_gb_per_cpu_s']:.2f} GB "
+                         f"({f['writer_cpu_s']:.0f} CPU-s; load average {f['loadavg']:.1f})")
+        tt = [o for o in r["open"] if o["kind"] == "ttft" and "error" not in o]
+        vv = [o for o in r["open"] if o["kind"] == "verify" and "error" not in o]
+        mf = [o for o in r["open"] if o["kind"] == "model_full" and "error" not in o]
+        if tt:
+            lines.append(f"  lazy open {med([o['open_s'] for o in tt]):.2f} s, time to first "
+                         f"token {med([o['ttft_s'] for o in tt]):.2f} s (fresh process; the "
+                         f"file dropped from the page cache first"
+                         f"{', which tmpfs ignores' if payload['storage']['fs'] == 'tmpfs' else ''})")
+        if vv:
+            lines.append(f"  full verify {med([o['verify_gb_per_s'] for o in vv]):.2f} GB/s "
+                         f"({med([o['open_s'] for o in vv]):.1f} s)"
+                         + (f"; Model.load full {mf[0]['open_s']:.1f} s" if mf else ""))
+        lines.append(f"  {'metric':<22}{'thr':>4}{'ours':>10}{'llama.cpp':>11}{'ratio':>8}"
+                     f"{'target':>8}  met")
+        for c in r["comparisons"]:
+            def v(x: Optional[float], spec: str = ".2f") -> str:
+                return "-" if x is None else format(x, spec)
+            lines.append(f"  {c['metric']:<22}{c['threads']:>4}{v(c['ours']):>10}"
+                         f"{v(c['llama_cpp']):>11}{v(c['ratio']):>8}{c['target']:>8}  "
+                         f"{'-' if c['met'] is None else ('yes' if c['met'] else 'NO')}")
+        dec = {c["threads"]: c["llama_cpp"] for c in r["comparisons"]
+               if c["metric"] == "decode_tokens_per_s" and c["llama_cpp"]}
+        for t, rate in sorted(dec.items()):
+            if t > 1 and 1 in dec and rate < 0.5 * dec[1]:
+                lines.append(f"  note: llama.cpp's {t}-thread decode is below half its 1-thread "
+                             f"rate: its threads wait for each other at every op, and on an "
+                             f"oversubscribed machine one of them is often descheduled; that "
+                             f"ratio measures the machine's load more than the kernels")
+        for row in r["rows"]:
+            if row.get("error"):
+                lines.append(f"  error {row['runtime']} {row['threads']}t: {row['error'][:200]}")
+    return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--bits", default="2")
+    ap.add_argument("--dir", default="/work/big/h2")
+    ap.add_argument("--shape", default="full")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--alternate", action="store_true",
+                    help="build both files first and alternate the runtimes per round (when "
+                    "both fit in memory)")
+    ap.add_argument("--llama-root", default="/work/llamacpp")
+    ap.add_argument("--disk-writer-dir", help="also time the writer on this directory's disk "
+                    "(4 bits, 8 of the shape's layers)")
+    args = ap.parse_args()
+    args.threads = [int(t) for t in args.threads.split(",")]
+    lib = llamacpp_build.lib_dir(args.llama_root)
+    if not os.path.exists(os.path.join(lib, "libllama.so")):
+        log(f"llama.cpp is not built under {args.llama_root} (benchmarks/llamacpp_build.py)")
+        return 2
+    # libllama and libggml are what this needs; build-info.json appears when the shared build
+    # has finished its tools too.
+    llama: dict[str, Any] = {"lib_dir": lib,
+                             "bindings_dir": llamacpp_build.source_dir(args.llama_root)}
+    if os.path.isfile(llamacpp_build.info_path(args.llama_root)):
+        with open(llamacpp_build.info_path(args.llama_root)) as f:
+            llama.update(json.load(f))
+    from fwassist import _core
+    info = _core.cpu_info()
+    os.makedirs(args.dir, exist_ok=True)
+    payload: dict[str, Any] = {
+        "benchmark": "scale_30b", "shape": args.shape, "git_commit": git_commit(),
+        "machine": {"cpu": cpu_name(), "isa": info["arch"], "features": info["features"],
+                    "kernels": info["kernels"], "cpus": os.cpu_count(),
+                    "mem_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                    "loadavg_start": os.getloadavg()[0]},
+        "llama_cpp": {k: llama.get(k) for k in ("llama_cpp_python_version", "llama_cpp_commit",
+                                                "cmake_flags")},
+        "targets": TARGETS, "storage": storage_ceiling(args.dir), "results": []}
+    if args.disk_writer_dir:
+        # The writer where fsync reaches a disk: the real per-layer shape, fewer layers.
+        os.makedirs(args.disk_writer_dir, exist_ok=True)
+        payload["disk_storage"] = storage_ceiling(args.disk_writer_dir)
+        w = build("fwa", args.disk_writer_dir, args.shape, 4, llama["lib_dir"], layers=8)
+        os.unlink(w["path"])
+        payload["disk_writer"] = w
+        log(f"disk writer: {w}")
+    for b in [int(x) for x in args.bits.split(",")]:
+        payload["results"].append(run_bits(args, b, llama))
+    payload["machine"]["loadavg_end"] = os.getloadavg()[0]
+    write_results(args.json, payload, table(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
