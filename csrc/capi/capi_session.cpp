@@ -402,6 +402,8 @@ fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stat
     out.prefetch_wasted = r.prefetch_wasted;
     out.bytes_verified = r.bytes_verified;
     out.stall_ns = r.stall_ns;
+    out.predicted = r.predicted;
+    out.predicted_routed = r.predicted_routed;
     out.struct_size = size;
     std::memcpy(stats, &out, size);
     return FWA_OK;

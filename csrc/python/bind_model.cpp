@@ -299,6 +299,8 @@ void bind_model(nb::module_& m) {
              d["prefetch_wasted"] = r.prefetch_wasted;
              d["bytes_verified"] = r.bytes_verified;
              d["stall_ns"] = r.stall_ns;
+             d["predicted"] = r.predicted;
+             d["predicted_routed"] = r.predicted_routed;
              return d;
            })
       .def("set_expert_prefetch",

@@ -394,6 +394,8 @@ typedef struct fwa_residency_stats {
   uint64_t prefetch_wasted;          /* prefetched blocks dropped unused */
   uint64_t bytes_verified;           /* expert bytes hashed again (demand and prefetch) */
   uint64_t stall_ns;                 /* decode time spent fetching and verifying misses */
+  uint64_t predicted;                /* experts predicted for the next layer (decode steps) */
+  uint64_t predicted_routed;         /* of those, routed there: the predictor's precision */
 } fwa_residency_stats;
 
 void fwa_residency_stats_init(fwa_residency_stats* stats);
