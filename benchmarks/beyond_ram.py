@@ -16,10 +16,12 @@ heads of 128, vocabulary 151,936) with fewer layers, 3 bits, block 32, seeded ra
 10 GiB for the 12 GB 3-bit 48-layer model), scaled by this model's size over the 48-layer
 model's (computed from this artifact's tensor table: fixed tensors + 48 x one layer), a fresh
 memory cgroup with that limit, the page cache dropped (``/proc/sys/vm/drop_caches``), and a
-worker process that joins the cgroup before it loads anything, opens the model with
-``lazy=True, private_weights=True``, sets ``set_expert_budget("auto")`` (the limit read back from the
-cgroup files) and decodes greedily, token by token, with and without prefetch; plus one run
-without a limit. Per run: decode tok/s (median over tokens after the first 4), bytes read from
+worker process that joins the cgroup before it loads anything and decodes, token by token,
+seeded random ids (random weights decode greedily into a one-token loop whose routing would
+repeat) in three variants: "mmap" (plain mapping, no budget: the kernel's page cache decides,
+like llama.cpp with mmap), "budget" (``lazy=True, private_weights=True``,
+``set_expert_budget("auto", mlock=True)``, the limit read back from the cgroup files) and
+"prefetch" (the same plus ``set_expert_prefetch(True)``); plus one prefetch run without a limit. Per run: decode tok/s (median over tokens after the first 4), bytes read from
 storage per token (the worker's ``/proc/self/io`` ``read_bytes``, i.e. real block-device
 reads: the page cache was dropped), storage bandwidth during decode, residency counters
 (hit rate, prefetch issued / useful / wasted, predictor precision, expert bytes re-verified
@@ -113,28 +115,32 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from fwassist.memlimit import memory_limit
     lim = memory_limit()
     t0 = time.perf_counter()
-    m = Model.load(spec["model"], lazy=True, private_weights=True)
+    managed = spec["variant"] != "mmap"
+    m = Model.load(spec["model"], lazy=True, private_weights=managed)
     open_s = time.perf_counter() - t0
     ctx = spec["ctx"]
-    budget = m.set_expert_budget("auto", mlock=spec["mlock"],
-                                 kv_bytes=ctx * m.kv_bytes_per_token("f32"),
-                                 headroom=spec["headroom"])
-    m.set_expert_prefetch(spec["prefetch"])
+    budget = 0
+    if managed:
+        budget = m.set_expert_budget("auto", mlock=spec["mlock"],
+                                     kv_bytes=ctx * m.kv_bytes_per_token("f32"),
+                                     headroom=spec["headroom"])
+    m.set_expert_prefetch(spec["variant"] == "prefetch")
     rng = np.random.default_rng(1)
-    prompt = [int(x) for x in rng.integers(0, 256, size=8)]
+    # Seeded random ids, fed one per step: random weights decode greedily into a loop of one
+    # token, whose routing would repeat and flatter every cache.
+    feed = [int(x) for x in rng.integers(0, m.vocab_size, size=8 + spec["tokens"])]
+    prompt = feed[:8]
     with m.session(max_context=ctx, mode="fast", threads=spec["threads"]) as s:
         t1 = time.perf_counter()
         logits = s.logits(prompt)
         ttft = time.perf_counter() - t1
         r0, io0 = m.residency(), _io_read_bytes()
         times, ids = [], []
-        tok = int(np.argmax(logits[-1]))
         d0 = time.perf_counter()
-        for _ in range(spec["tokens"]):
+        for tok in feed[8:]:
             a = time.perf_counter()
-            tok = int(np.argmax(s.logits([tok])[-1]))
+            ids.append(int(np.argmax(s.logits([tok])[-1])))
             times.append(time.perf_counter() - a)
-            ids.append(tok)
         decode_s = time.perf_counter() - d0
         r1, io1 = m.residency(), _io_read_bytes()
     n = spec["tokens"]
@@ -155,7 +161,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "reverified_bytes_per_token": d["bytes_verified"] / n,
         "hit_rate": d["hits"] / uses if uses else 1.0,
         "stall_s_per_token": d["stall_ns"] / 1e9 / n,
-        "prefetch": spec["prefetch"], "counters": d,
+        "variant": spec["variant"], "counters": d,
         "prefetch_useful_rate": (d["prefetch_useful"] / d["prefetch_fetched"]
                                  if d["prefetch_fetched"] else None),
         "predictor_precision": (d["predicted_routed"] / d["predicted"]
@@ -215,10 +221,10 @@ def drop_caches() -> None:
         f.write("3")
 
 
-def one_run(model: str, limit: Optional[int], prefetch: bool, args: argparse.Namespace,
+def one_run(model: str, limit: Optional[int], variant: str, args: argparse.Namespace,
             name: str) -> dict[str, Any]:
     cg = Cgroup(name, limit)
-    spec = {"model": model, "prefetch": prefetch, "tokens": args.tokens, "ctx": 64,
+    spec = {"model": model, "variant": variant, "tokens": args.tokens, "ctx": 64,
             "threads": args.threads, "mlock": True, "headroom": args.headroom_mib << 20}
     drop_caches()
     # The child joins the cgroup before it imports anything, so all it maps is charged there.
@@ -229,7 +235,7 @@ def one_run(model: str, limit: Optional[int], prefetch: bool, args: argparse.Nam
     p = subprocess.run([sys.executable, "-c", code, os.path.join(cg.dir, "cgroup.procs"),
                         json.dumps(spec), os.path.dirname(os.path.abspath(__file__))],
                        capture_output=True, text=True)
-    row: dict[str, Any] = {"limit_bytes": limit, "prefetch": prefetch, "returncode": p.returncode,
+    row: dict[str, Any] = {"limit_bytes": limit, "variant": variant, "returncode": p.returncode,
                            "wall_s": time.perf_counter() - t}
     row.update(cg.stats())
     cg.remove()
@@ -267,9 +273,9 @@ def run(args: argparse.Namespace) -> None:
     rows = []
     for gib in (None,) + LIMITS_GIB:
         limit, fraction = (None, 1.0) if gib is None else scaled_limit(gib, sz, headroom)
-        for prefetch in ((True,) if gib is None else (False, True)):
-            name = f"fwa-bench-h3-{gib or 'none'}-{int(prefetch)}"
-            r = one_run(args.model, limit, prefetch, args, name)
+        for variant in (("prefetch",) if gib is None else ("mmap", "budget", "prefetch")):
+            name = f"fwa-bench-h3-{gib or 'none'}-{variant}"
+            r = one_run(args.model, limit, variant, args, name)
             r["limit_gib_at_30b"] = gib
             r["expert_fraction"] = fraction
             rows.append(r)
@@ -293,7 +299,7 @@ def run(args: argparse.Namespace) -> None:
              f"{args.threads} threads, {args.tokens} tokens, storage "
              f"{storage}",
              "",
-             "| limit @30B | limit here | experts resident | prefetch | budget | decode tok/s | storage MB/token | "
+             "| limit @30B | limit here | experts resident | variant | budget | decode tok/s | storage MB/token | "
              "storage MB/s | re-verified MB/token | hit rate | prefetch useful | predictor "
              "precision | peak cgroup | OOM kills |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -302,11 +308,11 @@ def run(args: argparse.Namespace) -> None:
         lim = "none" if r["limit_gib_at_30b"] is None else f"{r['limit_gib_at_30b']} GiB"
         here = "-" if r["limit_bytes"] is None else f"{r['limit_bytes'] / GiB:.2f} GiB"
         if not w:
-            lines.append(f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['prefetch']} | failed (rc {r['returncode']}) "
+            lines.append(f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['variant']} | failed (rc {r['returncode']}) "
                          f"| | | | | | | | {r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} |")
             continue
         lines.append(
-            f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['prefetch']} | "
+            f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['variant']} | "
             f"{w['budget_bytes'] / GiB:.2f} GiB | "
             f"{w['decode_tok_s_median']:.2f} | {w['storage_read_bytes_per_token'] / 1e6:.1f} | "
             f"{w['storage_gb_s'] * 1e3:.0f} | {w['reverified_bytes_per_token'] / 1e6:.1f} | "
@@ -427,7 +433,7 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--model", required=True)
     r.add_argument("--json", required=True)
-    r.add_argument("--tokens", type=int, default=24)
+    r.add_argument("--tokens", type=int, default=48)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--headroom-mib", type=int, default=384)
     t = sub.add_parser("traces")

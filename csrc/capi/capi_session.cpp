@@ -404,6 +404,7 @@ fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stat
     out.stall_ns = r.stall_ns;
     out.predicted = r.predicted;
     out.predicted_routed = r.predicted_routed;
+    out.prefetch_skipped = r.prefetch_skipped;
     out.struct_size = size;
     std::memcpy(stats, &out, size);
     return FWA_OK;

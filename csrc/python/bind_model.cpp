@@ -299,6 +299,7 @@ void bind_model(nb::module_& m) {
              d["prefetch_wasted"] = r.prefetch_wasted;
              d["bytes_verified"] = r.bytes_verified;
              d["stall_ns"] = r.stall_ns;
+             d["prefetch_skipped"] = r.prefetch_skipped;
              d["predicted"] = r.predicted;
              d["predicted_routed"] = r.predicted_routed;
              return d;

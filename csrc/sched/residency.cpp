@@ -87,6 +87,14 @@ void ExpertResidency::prefetch(size_t block) {
   {
     std::lock_guard<std::mutex> g(mu_);
     if (resident_[block] || queued_[block] || loading_[block]) return;
+    if (window_useful_ + window_wasted_ >= 64) {
+      paused_ = window_useful_ * 2 < window_useful_ + window_wasted_;
+      window_useful_ = window_wasted_ = 0;
+    }
+    if (paused_ && probe_++ % 16 != 0) {
+      ++stats_.prefetch_skipped;
+      return;
+    }
     queue_[(q_head_ + q_size_) % queue_.size()] = uint32_t(block);  // never full: one per block
     ++q_size_;
     queued_[block] = 1;
@@ -184,6 +192,7 @@ Status ExpertResidency::acquire(size_t block, std::string* message) {
     if (prefetched_[block]) {
       prefetched_[block] = 0;
       ++stats_.prefetch_useful;
+      ++window_useful_;
     }
   } else {
     const uint64_t t0 = now_ns();
@@ -234,6 +243,7 @@ void ExpertResidency::drop(size_t block) {
   if (prefetched_[block]) {
     prefetched_[block] = 0;
     ++stats_.prefetch_wasted;
+    ++window_wasted_;
   }
   locked_[block] = 0;
   resident_[block] = 0;

@@ -57,6 +57,7 @@ struct ResidencyStats {
   uint64_t prefetch_wasted = 0;    // prefetched blocks dropped unused
   uint64_t bytes_verified = 0;     // expert bytes hashed (read from the mapping) since init
   uint64_t stall_ns = 0;           // acquire() time spent fetching and verifying (misses)
+  uint64_t prefetch_skipped = 0;   // predictions not queued: prefetch paused (see prefetch())
   uint64_t predicted = 0;          // experts predicted for a layer (decode steps)
   uint64_t predicted_routed = 0;   // of those, routed when the layer ran: the precision
 };
@@ -87,7 +88,10 @@ class ExpertResidency {
     return prefetch_.load(std::memory_order_relaxed) && budget_.load(std::memory_order_relaxed);
   }
   // Queues `block` for the I/O thread unless it is resident, queued or being fetched. Never
-  // blocks on I/O and allocates nothing.
+  // blocks on I/O and allocates nothing. Self-limiting: over each window of 64 prefetched
+  // blocks that were used or dropped, if fewer than half were used (a wasted fetch costs a
+  // storage read and a hash that a useful one saves), prefetch pauses and queues only one
+  // prediction in 16 to keep measuring, until a window is useful again.
   void prefetch(size_t block);
   void cancel_prefetch();
   // The predictor's accuracy, independent of I/O timing: `n` experts were predicted for a
@@ -121,6 +125,8 @@ class ExpertResidency {
   std::vector<uint32_t> queue_;      // ring of capacity = blocks
   size_t q_head_ = 0, q_size_ = 0;
   std::atomic<bool> prefetch_{false};
+  bool paused_ = false;
+  uint64_t window_useful_ = 0, window_wasted_ = 0, probe_ = 0;
   bool stop_ = false;
   std::condition_variable cv_;       // queue work for the I/O thread; loading_ done
   std::thread io_;

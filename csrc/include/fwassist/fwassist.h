@@ -396,6 +396,8 @@ typedef struct fwa_residency_stats {
   uint64_t stall_ns;                 /* decode time spent fetching and verifying misses */
   uint64_t predicted;                /* experts predicted for the next layer (decode steps) */
   uint64_t predicted_routed;         /* of those, routed there: the predictor's precision */
+  uint64_t prefetch_skipped;         /* predictions not queued while prefetch was paused
+                                        (fewer than half of a window's fetches were used) */
 } fwa_residency_stats;
 
 void fwa_residency_stats_init(fwa_residency_stats* stats);
