@@ -224,7 +224,7 @@ def drop_caches() -> None:
 def one_run(model: str, limit: Optional[int], variant: str, args: argparse.Namespace,
             name: str) -> dict[str, Any]:
     cg = Cgroup(name, limit)
-    spec = {"model": model, "variant": variant, "tokens": args.tokens, "ctx": 64,
+    spec = {"model": model, "variant": variant, "tokens": args.tokens, "ctx": args.tokens + 16,
             "threads": args.threads, "mlock": True, "headroom": args.headroom_mib << 20}
     drop_caches()
     # The child joins the cgroup before it imports anything, so all it maps is charged there.
