@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
                    help="expert weights kept resident; colder ones are dropped and verified "
                         "again on reuse (default 0: all); auto: sized to the memory limit "
                         "(cgroup), with the non-expert weights in private memory and the "
-                        "next layer's experts prefetched")
+                        "resident experts locked")
     e = p.add_argument_group("energy and carbon (docs/energy.md)")
     e.add_argument("--energy", action="store_true",
                    help="print a Software Carbon Intensity report (JSON) to stderr")
@@ -171,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
         return 3
     if args.expert_budget == "auto":
         ctx = args.ctx or min(int(model.config["max_position_embeddings"]), 4096)
-        model.set_expert_budget("auto", kv_bytes=ctx * model.kv_bytes_per_token(args.kv_cache))
-        model.set_expert_prefetch(True)
+        model.set_expert_budget("auto", mlock=True,
+                                kv_bytes=ctx * model.kv_bytes_per_token(args.kv_cache))
     elif args.expert_budget:
         model.set_expert_budget(args.expert_budget)
     if args.prompt_ids is not None:
