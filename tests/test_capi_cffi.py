@@ -606,3 +606,32 @@ def test_generation_metadata_through_the_c_abi(c, built, tmp_path):
         assert needed[0] == 2 and one[0] == -7
         assert lib.fwa_model_eos_ids(m.handle, one, 1, ffi.NULL) == lib.FWA_ERR_NULL_ARGUMENT
         assert lib.fwa_model_eos_ids(ffi.NULL, one, 1, needed) != lib.FWA_OK
+
+
+def test_expert_prefetch_private_weights_and_stats(c, built, ids, nb_model):
+    """FWA_OPEN_PRIVATE_WEIGHTS and fwa_model_set_expert_prefetch: the same logits under a
+    tiny budget, the prefetch counters move; a caller compiled before the prefetch fields
+    were appended (smaller struct_size) still gets the fields it knows."""
+    with nb_model.session(mode="fast") as ns:
+        want = np.concatenate([ns.logits([t]) for t in ids])
+    with fwassist.load_artifact(built[0]) as a:
+        block = a.expert_blocks()[0]["length"]
+    with c.open_file(built[0], private_weights=True) as m:
+        r = m.residency()
+        assert r["private_dense_bytes"] > 0 and r["prefetch"] == 0 and r["expert_bytes"] > 0
+        m.set_expert_prefetch(True)
+        with m.session(mode="fast", threads=2) as s:
+            s.set_policy(memory_budget_bytes=8 * block)
+            got = np.concatenate([s.logits([t]) for t in ids])
+        assert same_bits(got, want)
+        r = m.residency()
+        assert r["prefetch"] == 1 and r["prefetch_issued"] > 0 and r["bytes_verified"] > 0
+        assert r["prefetch_useful"] + r["prefetch_wasted"] <= r["prefetch_fetched"]
+        old = c.ffi.new("fwa_residency_stats*")
+        c.lib.fwa_residency_stats_init(old)
+        old.struct_size = c.ffi.offsetof("fwa_residency_stats", "prefetch")
+        assert c.lib.fwa_model_residency(m.handle, old) == 0
+        assert old.misses == r["misses"] and old.prefetch_issued == 0  # not written
+        c.lib.fwa_residency_stats_init(old)
+        old.struct_size = 12
+        assert c.lib.fwa_model_residency(m.handle, old) != 0

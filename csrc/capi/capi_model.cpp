@@ -49,7 +49,8 @@ fwa_status read_open_options(const fwa_open_options* options, fwa::OpenOptions* 
     if (st != FWA_OK) return st;
     *trust = options->trust;
   }
-  const uint32_t known = FWA_OPEN_LAZY_VERIFY | FWA_OPEN_COPY | FWA_OPEN_STRICT;
+  const uint32_t known =
+      FWA_OPEN_LAZY_VERIFY | FWA_OPEN_COPY | FWA_OPEN_STRICT | FWA_OPEN_PRIVATE_WEIGHTS;
   if (options->flags & ~known)
     return fail(FWA_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
                 unsigned(options->flags & ~known));
@@ -113,7 +114,8 @@ fwa_status open_model(const fwa_open_options* options, fwa_model** model, const 
     if (vs != FWA_OK) return vs;
   }
   std::shared_ptr<fwa::Model> m;
-  st = fwa::Model::from_artifact(std::move(a), &m, &message);
+  const bool private_dense = options && (options->flags & FWA_OPEN_PRIVATE_WEIGHTS) != 0;
+  st = fwa::Model::from_artifact(std::move(a), &m, &message, private_dense);
   if (st != fwa::Status::ok) return fail_core(st, message);
   std::unique_ptr<fwa_model> h(new fwa_model{std::move(m), std::move(verdict)});
   const fwa_status registered = fwa_capi::register_handle(h.get(), model, fn);

@@ -411,8 +411,14 @@ fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stat
   return guarded(fn, [&] {
     FWA_CHECK_HANDLE(model, model, fn);
     FWA_CHECK_NOT_NULL(stats, fn);
-    const fwa_status s = fwa_capi::check_struct(stats, sizeof *stats, fn);
-    if (s != FWA_OK) return s;
+    // The struct before the prefetch fields were appended is filled that far.
+    constexpr size_t kV1 = offsetof(fwa_residency_stats, prefetch);
+    uint32_t size;
+    std::memcpy(&size, stats, sizeof size);
+    if (size != kV1) {
+      const fwa_status s = fwa_capi::check_struct(stats, sizeof *stats, fn);
+      if (s != FWA_OK) return s;
+    }
     const fwa::ResidencyStats r = model->model->residency_stats();
     fwa_residency_stats out;
     fwa_residency_stats_init(&out);
@@ -423,7 +429,29 @@ fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stat
     out.misses = r.misses;
     out.releases = r.releases;
     out.lock_failures = r.lock_failures;
-    *stats = out;
+    out.prefetch = r.prefetch ? 1 : 0;
+    out.expert_bytes = r.expert_bytes;
+    out.private_dense_bytes = model->model->private_dense_bytes();
+    out.prefetch_issued = r.prefetch_issued;
+    out.prefetch_fetched = r.prefetch_fetched;
+    out.prefetch_useful = r.prefetch_useful;
+    out.prefetch_wasted = r.prefetch_wasted;
+    out.bytes_verified = r.bytes_verified;
+    out.stall_ns = r.stall_ns;
+    out.predicted = r.predicted;
+    out.predicted_routed = r.predicted_routed;
+    out.prefetch_skipped = r.prefetch_skipped;
+    out.struct_size = size;
+    std::memcpy(stats, &out, size);
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_model_set_expert_prefetch(fwa_model* model, int on) {
+  const char* fn = "fwa_model_set_expert_prefetch";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    model->model->set_expert_prefetch(on != 0);
     return FWA_OK;
   });
 }

@@ -2,6 +2,8 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <new>
 #include <tuple>
@@ -45,6 +47,7 @@ Status check_finite(const TensorInfo& t, const Linear& w, std::string* message) 
 struct Binder {
   Artifact& a;
   std::map<Key, size_t> index;
+  const std::vector<const uint8_t*>* private_at;  // copies of non-expert tensors, if any
 
   const TensorInfo* find(const std::string& role, int64_t layer, int64_t expert) const {
     auto it = index.find(Key{role, layer, expert});
@@ -54,6 +57,8 @@ struct Binder {
   // Bytes of a tensor: through the verifying accessor, except expert tensors, whose block is
   // verified by Model::use_expert before every use (lazy mode) or was verified at open.
   const uint8_t* bytes(const TensorInfo& t) const {
+    const size_t i = size_t(&t - a.tensors().data());
+    if (i < private_at->size() && (*private_at)[i]) return (*private_at)[i];
     return a.source()->data() + a.data_offset() + t.offset;
   }
 
@@ -107,14 +112,54 @@ Status Model::load(const std::string& path, const ModelLoadOptions& options,
   std::unique_ptr<Artifact> a;
   const Status st = Artifact::open_file(path, o, &a, message);
   if (st != Status::ok) return st;
-  return from_artifact(std::move(a), out, message);
+  return from_artifact(std::move(a), out, message, options.private_dense);
+}
+
+void Model::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+Status Model::copy_dense(std::string* message) {
+  const Artifact& a = *artifact_;
+  const std::vector<TensorInfo>& ts = a.tensors();
+  uint64_t total = 0;
+  for (const TensorInfo& t : ts)
+    if (t.block < 0) total += (t.length + 63) / 64 * 64;
+  void* mem = nullptr;
+  if (total > 0 && posix_memalign(&mem, 64, size_t(total)) != 0)
+    return fail(message, Status::io_error,
+                "model: out of memory for the private copy of the non-expert weights (" +
+                    std::to_string(total) + " bytes)");
+  private_.reset(static_cast<uint8_t*>(mem));
+  private_at_.assign(ts.size(), nullptr);
+  const uint8_t* data = a.source()->data() + a.data_offset();
+  uint64_t at = 0;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const TensorInfo& t = ts[i];
+    if (t.block >= 0) continue;
+    uint8_t* dst = private_.get() + at;
+    std::memcpy(dst, data + t.offset, size_t(t.length));
+    // The copy is what runs: verify it, not the mapping it came from (which may have been
+    // evicted and read again from the file since open verified it).
+    if (sha256(dst, size_t(t.length)) != t.sha256)
+      return fail(message, Status::digest_mismatch,
+                  "model: tensor " + t.name +
+                      " changed on disk after open: its private copy does not match its "
+                      "sha256 " + digest_hex(t.sha256));
+    private_at_[i] = dst;
+    at += (t.length + 63) / 64 * 64;
+  }
+  private_bytes_ = total;
+  return Status::ok;
 }
 
 Status Model::from_artifact(std::unique_ptr<Artifact> artifact, std::shared_ptr<Model>* out,
-                            std::string* message) {
+                            std::string* message, bool private_dense) {
   try {
     std::shared_ptr<Model> m(new Model());
     m->artifact_ = std::move(artifact);
+    if (private_dense) {
+      const Status st = m->copy_dense(message);
+      if (st != Status::ok) return st;
+    }
     const Status st = m->bind(message);
     if (st != Status::ok) return st;
     m->residency_.init(m->artifact_.get());
@@ -165,7 +210,7 @@ Status Model::bind(std::string* message) {
   expert_finite_.reset(new std::atomic<uint8_t>[nb]);
   for (size_t i = 0; i < nb; ++i) expert_finite_[i].store(a.lazy() ? 0 : 1);
 
-  Binder b{a, {}};
+  Binder b{a, {}, &private_at_};
   for (size_t i = 0; i < a.tensors().size(); ++i) {
     const TensorInfo& t = a.tensors()[i];
     b.index[Key{t.role, t.layer, t.expert}] = i;
@@ -253,6 +298,10 @@ Status Model::use_expert(int64_t layer, int64_t expert, std::string* message) co
     }
   expert_finite_[block].store(1, std::memory_order_release);
   return Status::ok;
+}
+
+void Model::prefetch_expert(int64_t layer, int64_t expert) const {
+  residency_.prefetch(size_t(layers_[size_t(layer)].experts[size_t(expert)].block));
 }
 
 void Model::release_expert(int64_t layer, int64_t expert) const {

@@ -49,6 +49,12 @@ struct ModelLoadOptions {
   bool lazy = false;    // verify expert blocks on first use
   bool copy = false;    // read the file into private memory and verify that (OpenOptions::copy)
   bool strict = false;  // refuse a mapping nothing protects (OpenOptions::strict)
+  // Copy every tensor outside the expert blocks (embedding, attention, norms, routers, dense
+  // MLPs, lm_head) into private anonymous memory at load and verify the copy against its
+  // digest: under a memory limit the kernel may evict a mapping's clean pages and read them
+  // again from the file, unverified; a private copy is never re-read. Experts stay mapped and
+  // go through the residency (re-verified on every return).
+  bool private_dense = false;
 };
 
 class Model {
@@ -56,7 +62,8 @@ class Model {
   static Status load(const std::string& path, const ModelLoadOptions& options,
                      std::shared_ptr<Model>* out, std::string* message);
   static Status from_artifact(std::unique_ptr<Artifact> artifact,
-                              std::shared_ptr<Model>* out, std::string* message);
+                              std::shared_ptr<Model>* out, std::string* message,
+                              bool private_dense = false);
 
   const ModelConfig& config() const { return config_; }
   Artifact& artifact() const { return *artifact_; }
@@ -78,6 +85,17 @@ class Model {
   // resident experts in RAM). Set it between forward passes.
   void set_expert_budget(uint64_t bytes, bool mlock) const { residency_.set_budget(bytes, mlock); }
   ResidencyStats residency_stats() const { return residency_.stats(); }
+  // Prefetch of predicted experts (sched/residency.h; effective with a budget): MoE layers
+  // then run the next MoE layer's router on their input and queue its top-k experts.
+  void set_expert_prefetch(bool on) const { residency_.set_prefetch(on); }
+  bool expert_prefetching() const { return residency_.prefetching(); }
+  void prefetch_expert(int64_t layer, int64_t expert) const;
+  void cancel_expert_prefetch() const { residency_.cancel_prefetch(); }
+  void count_prediction(uint64_t n, uint64_t routed) const {
+    residency_.count_prediction(n, routed);
+  }
+  // Bytes of the private copy of the non-expert tensors (0 unless private_dense).
+  uint64_t private_dense_bytes() const { return private_bytes_; }
 
   // The tokenizer stored in the artifact (null when the model was exported without one).
   // Calls are serialised by a mutex: the tokenizer's scratch memory is shared. decode() skips
@@ -107,6 +125,7 @@ class Model {
  private:
   Model() = default;
   Status bind(std::string* message);
+  Status copy_dense(std::string* message);  // private_dense: fills private_ and private_at_
 
   std::unique_ptr<Artifact> artifact_;
   ModelConfig config_;
@@ -118,6 +137,12 @@ class Model {
   std::vector<int32_t> eos_ids_;
   mutable std::mutex tokenizer_mu_;
   mutable ExpertResidency residency_;
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t[], FreeDeleter> private_;  // verified copies of non-expert tensors
+  std::vector<const uint8_t*> private_at_;           // per tensor: its copy, or null
+  uint64_t private_bytes_ = 0;
   // Per expert block: 1 once its values are checked finite (at bind, or on the first use of
   // a lazily verified block).
   std::unique_ptr<std::atomic<uint8_t>[]> expert_finite_;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "model/math.h"
 
@@ -88,6 +89,7 @@ void MoeBlock::declare(const Model& model, int n_threads, int64_t chunk, Compute
   plan->declare(&bin_start_, n_threads + 1, "moe bin starts");
   plan->declare(&bin_load_, n_threads, "moe bin loads");
   plan->declare(&bin_status_, n_threads, "moe bin statuses");
+  plan->declare(&pred_mask_, E_, "moe predicted experts");
 }
 
 void MoeBlock::declare_scratch(int64_t rows, BufferPlan* plan) {
@@ -105,6 +107,8 @@ void MoeBlock::declare_scratch(int64_t rows, BufferPlan* plan) {
   plan->declare(&up_, RK * I_, "moe up");
   plan->declare(&down_, RK * H_, "moe down");
   plan->declare(&expert_ws_, int64_t(expert_ws_bytes_), "moe expert workspace");
+  plan->declare(&pred_x_, R * H_, "moe predicted router input");
+  plan->declare(&pred_r_, R * E_, "moe predicted router");
 }
 
 void MoeBlock::clear_expert_hits() {
@@ -116,6 +120,39 @@ int64_t MoeBlock::experts_activated(int64_t layer) const {
   int64_t n = 0;
   for (int64_t e = 0; e < E_; ++e) n += expert_tokens_[size_t(layer * E_ + e)] != 0;
   return n;
+}
+
+Status MoeBlock::predict_next(const BlockContext& ctx, int64_t l, const float* xn,
+                              int64_t rows) {
+  int64_t next = l + 1;
+  while (next < L_ && !model_->layer(next).moe) ++next;
+  if (next >= L_) return Status::ok;
+  // The residual stream changes little from one layer to the next: the next layer's input is
+  // predicted as this one's, normalised with the next layer's weights instead of this one's.
+  const std::vector<float>& w0 = model_->layer(l).post_attention_norm;
+  const std::vector<float>& w1 = model_->layer(next).post_attention_norm;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < H_; ++d) {
+      const float a = w0[size_t(d)];
+      pred_x_[r * H_ + d] = a != 0.0f ? xn[r * H_ + d] / a * w1[size_t(d)] : 0.0f;
+    }
+  const Status st = ctx.run_linear(model_->layer(next).router, pred_x_, rows, H_, pred_r_, E_);
+  if (st != Status::ok) return st;
+  // Top-k by logit (the softmax keeps the order), most likely first.
+  std::fill(pred_mask_, pred_mask_ + E_, uint8_t(0));
+  pred_layer_ = next;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* p = pred_r_ + r * E_;
+    for (int64_t j = 0; j < K_; ++j) {
+      int64_t best = 0;
+      for (int64_t e = 1; e < E_; ++e)
+        if (p[e] > p[best]) best = e;
+      p[best] = -std::numeric_limits<float>::infinity();
+      pred_mask_[best] = 1;
+      model_->prefetch_expert(next, best);
+    }
+  }
+  return Status::ok;
 }
 
 void MoeBlock::release_experts(int64_t layer, int n) const {
@@ -212,6 +249,17 @@ Status MoeBlock::run(const BlockContext& ctx, int64_t l, const float* xn, int64_
   // Every routed expert's input rows: the chunk's own rows when the expert takes them all (a
   // decode step), else gathered. Slot i of an expert's group is row g0 + i of xe_ / gate_ /
   // up_ / down_.
+  // This layer has routed: predictions for it not fetched yet are fetched on demand below.
+  const bool prefetch = rows == 1 && model_->expert_prefetching();
+  if (prefetch) {
+    model_->cancel_expert_prefetch();
+    if (pred_layer_ == l) {
+      uint64_t routed = 0;
+      for (int64_t j = 0; j < K; ++j) routed += pred_mask_[topk_e_[j]];
+      model_->count_prediction(uint64_t(K), routed);
+    }
+  }
+  pred_layer_ = -1;
   int n_req = 0;
   for (int64_t e = 0; e < E; ++e) {
     const int32_t g0 = group_start_[e], g1 = group_start_[e + 1];
@@ -222,6 +270,13 @@ Status MoeBlock::run(const BlockContext& ctx, int64_t l, const float* xn, int64_
     }
     expert_tokens_[l * E + e] += uint64_t(g1 - g0);
     expert_ids_[n_req++] = int32_t(e);
+  }
+  // Warm the next layer's experts while this one's run (prefetch only reads ahead: the
+  // experts are acquired, and verified, as always when that layer routes).
+  if (prefetch && (st = predict_next(ctx, l, xn, rows)) != Status::ok) {
+    release_experts(l, n_req);
+    return fail(message, st, "layer " + std::to_string(l) + " prefetch router: " +
+                                 status_string(st));
   }
   if (rows > 1) {  // gather the rows of the experts that do not take them all
     ctx.for_blocks(E, 1, [&](int64_t e, int64_t) {

@@ -45,6 +45,9 @@ class MoeBlock {
   // Runs the n routed experts of expert_lin_/expert_req_ packed whole onto `cores` threads.
   Status run_experts_packed(const BlockContext& ctx, int n_req, int cores);
   void release_experts(int64_t layer, int n) const;  // unpins expert_ids_[0..n) of a layer
+  // Decode steps with prefetching: runs the next MoE layer's router on this layer's input
+  // (renormalised with the next layer's norm weights) and queues its top-k experts.
+  Status predict_next(const BlockContext& ctx, int64_t l, const float* xn, int64_t rows);
 
   const Model* model_ = nullptr;
   int64_t H_ = 0, I_ = 0, E_ = 0, K_ = 0, L_ = 0;
@@ -60,6 +63,8 @@ class MoeBlock {
   int64_t* bin_load_ = nullptr;            // [T]
   Status* bin_status_ = nullptr;           // [T]
   uint64_t* expert_tokens_ = nullptr;      // [L, E] tokens routed
+  uint8_t* pred_mask_ = nullptr;           // [E] experts predicted for layer pred_layer_
+  int64_t pred_layer_ = -1;
 
   // Scratch of the chunk under way, R = rows: carved by run().
   float* router_ = nullptr;         // [R, E]
@@ -73,6 +78,8 @@ class MoeBlock {
   float* gate_ = nullptr;           // [R * K, I]
   float* up_ = nullptr;             // [R * K, I]
   float* down_ = nullptr;           // [R * K, H]
+  float* pred_x_ = nullptr;         // [R, H] the next MoE layer's router input, predicted
+  float* pred_r_ = nullptr;         // [R, E] its router logits
   uint8_t* expert_ws_ = nullptr;    // the experts' matmul workspace
   size_t expert_ws_bytes_ = 0;
 };

@@ -84,8 +84,9 @@ auto with_session(NativeSession& ns, F&& f) -> decltype(f(*ns.session)) {
 
 // pin: None for no pin; "" is a malformed pin (parse_pin).
 NativeModel load_model(const std::string& path, const std::optional<std::string>& pin, bool lazy,
-                       bool copy, bool strict) {
+                       bool copy, bool strict, bool private_dense) {
   fwa::ModelLoadOptions o;
+  o.private_dense = private_dense;
   o.pin = pin;
   o.lazy = lazy;
   o.copy = copy;
@@ -495,7 +496,7 @@ nb::dict batch_stats(NativeBatch& b, int slot) {
 void bind_model(nb::module_& m) {
   nb::class_<NativeModel>(m, "NativeModel")
       .def_static("load", &load_model, "path"_a, "pin"_a = nb::none(), "lazy"_a = false,
-                  "copy"_a = false, "strict"_a = false)
+                  "copy"_a = false, "strict"_a = false, "private_dense"_a = false)
       .def("pin", [](const NativeModel& m) { return m.model->pin(); })
       .def(
           "verify_release",
@@ -554,8 +555,22 @@ void bind_model(nb::module_& m) {
              d["releases"] = r.releases;
              d["lock_failures"] = r.lock_failures;
              d["locked"] = r.locked;
+             d["prefetch"] = r.prefetch;
+             d["expert_bytes"] = r.expert_bytes;
+             d["private_dense_bytes"] = m.model->private_dense_bytes();
+             d["prefetch_issued"] = r.prefetch_issued;
+             d["prefetch_fetched"] = r.prefetch_fetched;
+             d["prefetch_useful"] = r.prefetch_useful;
+             d["prefetch_wasted"] = r.prefetch_wasted;
+             d["bytes_verified"] = r.bytes_verified;
+             d["stall_ns"] = r.stall_ns;
+             d["prefetch_skipped"] = r.prefetch_skipped;
+             d["predicted"] = r.predicted;
+             d["predicted_routed"] = r.predicted_routed;
              return d;
            })
+      .def("set_expert_prefetch",
+           [](const NativeModel& m, bool on) { m.model->set_expert_prefetch(on); }, "on"_a)
       .def("session", &make_session, "max_context"_a, "mode"_a, "threads"_a, "prefill_chunk"_a,
            "kv_cache"_a, nb::rv_policy::take_ownership)
       .def(

@@ -145,17 +145,19 @@ class CLibrary:
 
     # -- models ---------------------------------------------------------------------------
 
-    def _open_options(self, pin: Optional[str], lazy: bool) -> tuple[Any, Any]:
+    def _open_options(self, pin: Optional[str], lazy: bool,
+                      private_weights: bool = False) -> tuple[Any, Any]:
         opts = self.ffi.new("fwa_open_options*")
         self.lib.fwa_open_options_init(opts)
         keep = self.ffi.new("char[]", pin.encode()) if pin is not None else self.ffi.NULL
         opts.pin = keep
-        opts.flags = self.lib.FWA_OPEN_LAZY_VERIFY if lazy else 0
+        opts.flags = ((self.lib.FWA_OPEN_LAZY_VERIFY if lazy else 0)
+                      | (self.lib.FWA_OPEN_PRIVATE_WEIGHTS if private_weights else 0))
         return opts, keep
 
     def open_file(self, path: "str | os.PathLike[str]", pin: Optional[str] = None,
-                  lazy: bool = False) -> "CModel":
-        opts, _keep = self._open_options(pin, lazy)
+                  lazy: bool = False, private_weights: bool = False) -> "CModel":
+        opts, _keep = self._open_options(pin, lazy, private_weights)
         out = self.ffi.new("fwa_model**")
         self.check("fwa_model_open_file",
                    self.lib.fwa_model_open_file(os.fsencode(path), opts, out))
@@ -212,7 +214,11 @@ class CModel:
         c.lib.fwa_residency_stats_init(st)
         c.check("fwa_model_residency", c.lib.fwa_model_residency(self.handle, st))
         return {name: int(getattr(st, name)) for name, _ in c.ffi.typeof("fwa_residency_stats").fields
-                if name != "struct_size"}
+                if name not in ("struct_size", "reserved0")}
+
+    def set_expert_prefetch(self, on: bool) -> None:
+        self.c.check("fwa_model_set_expert_prefetch",
+                     self.c.lib.fwa_model_set_expert_prefetch(self.handle, 1 if on else 0))
 
     def manifest_json(self, section: str) -> str:
         c = self.c

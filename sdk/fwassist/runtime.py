@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional, TypeVar, Union
 
 import numpy as np
 
-from . import _core, _trust
+from . import _core, _trust, memlimit
 from .errors import ArtifactError
 from .pin import check_path, parse_pin
 from .tokenizer import Tokenizer
@@ -104,7 +104,8 @@ class Model:
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
              lazy: bool = False, copy: bool = False, strict: bool = False, trust: Any = None,
-             signature: Any = None, counter: Any = None) -> Model:
+             signature: Any = None, counter: Any = None,
+             private_weights: bool = False) -> Model:
         """Opens and verifies the regular file ``path`` (a FIFO, directory or device raises
         ArtifactError("io_error") at once; a path with a NUL character ValueError).
 
@@ -121,7 +122,10 @@ class Model:
         changes the model (costs RAM for the whole file). ``strict=True`` refuses a mapping
         whose protection is "none" (ArtifactError "io_error", "unprotected mapping: ...").
         A file truncated while mapped makes the next evaluation raise ArtifactError
-        ("io_error") instead of crashing the process.
+        ("io_error") instead of crashing the process. ``private_weights=True`` copies the
+        non-expert weights (embedding, attention, norms, routers, lm_head) into private memory
+        and verifies the copy: under a memory limit they are never evicted and read back from
+        the file unverified, while the experts stay mapped under the expert budget.
 
         trust: a trust policy (path, bytes, a :class:`fwassist.release.TrustPolicy`, or an
         object with ``raw`` or ``path``): after the artifact verifies, the C++ core checks its
@@ -134,7 +138,7 @@ class Model:
         :meth:`commit_security_version` after the new model booted successfully."""
         p = check_path(path)
         native = _artifact_errors(_core.NativeModel.load, p, parse_pin(pin), bool(lazy),
-                                  bool(copy), bool(strict))
+                                  bool(copy), bool(strict), bool(private_weights))
         release = None
         if trust is not None:
             release = _trust.verify(native, p, trust, signature, counter)
@@ -166,17 +170,56 @@ class Model:
     def vocab_size(self) -> int:
         return int(self._native.vocab_size)
 
-    def set_expert_budget(self, budget_bytes: int, mlock: bool = False) -> None:
+    def set_expert_budget(self, budget_bytes: Union[int, str], mlock: bool = False, *,
+                          kv_bytes: int = 0, headroom: int = 512 << 20,
+                          limit: Optional[int] = None) -> int:
         """Keeps at most ``budget_bytes`` of expert weights resident (0: unlimited), for every
         session of this model. Cold experts are dropped from RAM (madvise) and verified again
-        on their next use; ``mlock`` locks the resident ones. Call between generations."""
-        if budget_bytes < 0:
-            raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
-        self._native.set_expert_budget(int(budget_bytes), bool(mlock))
+        on their next use; ``mlock`` locks the resident ones. Call between generations.
+
+        ``"auto"``: the budget that fits the memory limit (``limit``, else the cgroup's or the
+        physical memory, :func:`fwassist.memlimit.memory_limit`) minus the non-expert weights,
+        ``kv_bytes`` (the sessions' KV caches) and ``headroom``; 0 when every expert fits.
+        Returns the budget set."""
+        if isinstance(budget_bytes, str):
+            if budget_bytes != "auto":
+                raise ValueError(f"budget_bytes must be an int >= 0 or 'auto', got "
+                                 f"{budget_bytes!r}")
+            budget = self._auto_budget(kv_bytes, headroom, limit)
+        else:
+            budget = int(budget_bytes)
+            if budget < 0:
+                raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
+        self._native.set_expert_budget(budget, bool(mlock))
+        return budget
+
+    def _auto_budget(self, kv_bytes: int, headroom: int, limit: Optional[int]) -> int:
+        r = self._native.residency()
+        lim = memlimit.memory_limit().bytes if limit is None else int(limit)
+        expert = int(r["expert_bytes"])
+        # Mapped non-expert weights live in the page cache, charged to the cgroup all the same.
+        dense = int(r["private_dense_bytes"]) or max(0, os.path.getsize(self.path) - expert)
+        c = self.config
+        moe_layers = sum(1 for i in range(int(c["num_hidden_layers"]))
+                         if i not in c.get("mlp_only_layers", []))
+        blocks = max(1, moe_layers * int(c.get("num_experts", 0) or 0))
+        # One layer's top-k pinned plus the next layer's prefetched.
+        floor = 2 * int(c.get("num_experts_per_tok", 0) or 0) * (expert // blocks)
+        return memlimit.auto_expert_budget(lim, expert_bytes=expert, dense_bytes=dense,
+                                           kv_bytes=int(kv_bytes), headroom=int(headroom),
+                                           min_bytes=floor)
+
+    def set_expert_prefetch(self, on: bool = True) -> None:
+        """Under an expert budget: while a decode step runs an MoE layer, the next MoE layer's
+        router runs on its input and a background thread reads and verifies the predicted
+        experts ahead (logits unchanged: every use still checks its block)."""
+        self._native.set_expert_prefetch(bool(on))
 
     def residency(self) -> dict[str, Any]:
         """Expert residency since load: budget_bytes, resident_bytes, hits, misses (uses that
-        verified a block again), releases, lock_failures, locked, hit_rate."""
+        verified a block again), releases, lock_failures, locked, hit_rate; prefetch (on),
+        expert_bytes, private_dense_bytes, prefetch_issued / _fetched / _useful / _wasted,
+        bytes_verified (expert bytes hashed again) and stall_ns (decode time in misses)."""
         r = dict(self._native.residency())
         uses = r["hits"] + r["misses"]
         r["hit_rate"] = r["hits"] / uses if uses else 1.0

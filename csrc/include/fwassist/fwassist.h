@@ -144,8 +144,12 @@ fwa_status fwa_kernel_choices(char* buf, size_t cap, size_t* needed);
  *   into private memory, then verify that copy: later writes to the file or buffer change
  *   nothing (FWA_PROTECTION_COPY). Costs RAM for the whole artifact.
  * FWA_OPEN_STRICT: fwa_model_open_file refuses (FWA_ERR_IO, "unprotected mapping: ...") to map
- *   a file whose bytes could change after verification (FWA_PROTECTION_NONE). */
-enum { FWA_OPEN_LAZY_VERIFY = 1, FWA_OPEN_COPY = 2, FWA_OPEN_STRICT = 4 };
+ *   a file whose bytes could change after verification (FWA_PROTECTION_NONE).
+ * FWA_OPEN_PRIVATE_WEIGHTS: copy the non-expert weights (embedding, attention, norms, routers,
+ *   lm_head) into private memory and verify the copy: under a memory limit they are never
+ *   evicted and read again from the file unverified (experts go through the residency). */
+enum { FWA_OPEN_LAZY_VERIFY = 1, FWA_OPEN_COPY = 2, FWA_OPEN_STRICT = 4,
+       FWA_OPEN_PRIVATE_WEIGHTS = 8 };
 
 /* ---- signed releases (docs/releases.md) ---------------------------------------------
  * A release signature file (MODEL.fwa.sig: one Sigstore bundle v0.3 per signer, each a DSSE
@@ -380,10 +384,29 @@ typedef struct fwa_residency_stats {
   uint64_t hits, misses;             /* uses of a resident block / uses that (re)verified */
   uint64_t releases;                 /* blocks dropped to meet the budget */
   uint64_t lock_failures;            /* mlock refused (RLIMIT_MEMLOCK) */
+  /* Appended (a struct_size up to lock_failures is still accepted and filled that far): */
+  int32_t prefetch;                  /* fwa_model_set_expert_prefetch in effect */
+  int32_t reserved0;
+  uint64_t expert_bytes;             /* all expert blocks of the artifact */
+  uint64_t private_dense_bytes;      /* FWA_OPEN_PRIVATE_WEIGHTS copy, else 0 */
+  uint64_t prefetch_issued;          /* blocks queued for the I/O thread */
+  uint64_t prefetch_fetched;         /* of those, fetched, verified and made resident */
+  uint64_t prefetch_useful;          /* prefetched blocks used before being dropped */
+  uint64_t prefetch_wasted;          /* prefetched blocks dropped unused */
+  uint64_t bytes_verified;           /* expert bytes hashed again (demand and prefetch) */
+  uint64_t stall_ns;                 /* decode time spent fetching and verifying misses */
+  uint64_t predicted;                /* experts predicted for the next layer (decode steps) */
+  uint64_t predicted_routed;         /* of those, routed there: the predictor's precision */
+  uint64_t prefetch_skipped;         /* predictions not queued while prefetch was paused
+                                        (fewer than half of a window's fetches were used) */
 } fwa_residency_stats;
 
 void fwa_residency_stats_init(fwa_residency_stats* stats);
 fwa_status fwa_model_residency(const fwa_model* model, fwa_residency_stats* stats);
+/* on != 0: while a decode step runs an MoE layer, the next MoE layer's router is run on its
+ * input and the predicted experts are read and verified ahead by a background thread (only
+ * with a memory budget; logits unchanged). Call between forward passes. */
+fwa_status fwa_model_set_expert_prefetch(fwa_model* model, int on);
 
 /* ---- sampling and generation -------------------------------------------------------- */
 

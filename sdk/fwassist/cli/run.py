@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Union
 
 
 def register(sub: Any) -> None:
@@ -51,9 +51,11 @@ def register(sub: Any) -> None:
     p.add_argument("--kv-cache", choices=("f32", "f16", "bf16"), default="f32",
                    help="KV cache storage: f16/bf16 halve its memory per token (rounded to "
                         "nearest even, attention in float32; docs/runtime.md)")
-    p.add_argument("--expert-budget", type=int_range(0), default=0, metavar="BYTES",
+    p.add_argument("--expert-budget", type=_budget, default=0, metavar="BYTES|auto",
                    help="expert weights kept resident; colder ones are dropped and verified "
-                        "again on reuse (default 0: all)")
+                        "again on reuse (default 0: all); auto: sized to the memory limit "
+                        "(cgroup), with the non-expert weights in private memory and the "
+                        "resident experts locked")
     e = p.add_argument_group("energy and carbon (docs/energy.md)")
     e.add_argument("--energy", action="store_true",
                    help="print a Software Carbon Intensity report (JSON) to stderr")
@@ -81,6 +83,13 @@ def _prompt_ids(s: str) -> list[int]:
     if not ids:
         raise argparse.ArgumentTypeError("no token ids")
     return ids
+
+
+def _budget(s: str) -> Union[int, str]:
+    if s == "auto":
+        return s
+    from . import int_range
+    return int_range(0)(s)
 
 
 def _stop(s: str) -> str:
@@ -161,12 +170,18 @@ def run(args: argparse.Namespace) -> int:
     elif args.sig is not None or args.counter is not None:
         print("fwassist run: error: --sig and --counter need --trust", file=sys.stderr)
         return 2
+    if args.expert_budget == "auto":
+        opts["private_weights"] = True
     try:
         model = Model.load(args.model, pin=args.pin, lazy=args.lazy, **opts)
     except ArtifactError as e:
         print(f"fwassist run: refused {printable(args.model)}: {printable(e)}", file=sys.stderr)
         return 3
-    if args.expert_budget:
+    if args.expert_budget == "auto":
+        ctx = args.ctx or min(int(model.config["max_position_embeddings"]), 4096)
+        model.set_expert_budget("auto", mlock=True,
+                                kv_bytes=ctx * model.kv_bytes_per_token(args.kv_cache))
+    elif args.expert_budget:
         model.set_expert_budget(args.expert_budget)
     if args.prompt_ids is not None:
         kwargs: dict[str, Any] = {"prompt_ids": args.prompt_ids}
