@@ -78,7 +78,7 @@ def aes_ttables() -> list[frozenset[int]]:
     for order in ((2, 1, 1, 3), (3, 1, 1, 2)):
         for rot in range(4):
             coeffs = order[rot:] + order[:rot]
-            words = set()
+            words: set[int] = set()
             for s in AES_SBOX:
                 w = 0
                 for c in coeffs:
@@ -169,7 +169,7 @@ def curve_words() -> dict[str, frozenset[int]]:
     """Per curve, the distinctive 32-bit, 64-bit and 51-bit limbs of its constants."""
     out = {}
     for name, values in CURVES.items():
-        words = set()
+        words: set[int] = set()
         for v in values:
             for width, count in ((32, 8), (64, 4), (51, 5)):
                 words.update(w for w in _limbs(v, width, count) if _distinctive(w, width))
