@@ -28,7 +28,9 @@ next-token accuracy and perplexity (the 48 windows of train.py).
 ``tune``: the weights of the artifact (its codes times scales are fixed points of the fake
 quantization, so the start is exactly the shipped model), ``--samples`` sampled completions of
 train-split prompts, the ones without a finding kept; then ``--steps`` QAT steps on batches of
-kept completions (loss on the completion tokens) mixed half and half with train windows;
+kept completions (loss on the completion tokens) mixed half and half with train windows that
+hold no lexical violation of the policy (banned calls, malloc/free, goto: the original data
+keeps the accuracy but must not teach the patterns back);
 then the export path of train.py (QAT ONNX, ``fwassist export``, runtime evaluation, final
 artifact with the policy evaluation in its model card) and ``eval`` of the new artifact.
 """
@@ -252,6 +254,41 @@ def collect_accepted(artifact: str, corpus: str, a: argparse.Namespace,
     return seqs, starts, stats
 
 
+def lexical_violation() -> Any:
+    """A regex for the lexical part of the safety policy: the checker's banned calls, the
+    dynamic-memory calls of MISRA 21.3 and goto, at identifier boundaries."""
+    import re
+
+    from fwassist.codecheck import BANNED_CALLS
+
+    names = sorted(set(BANNED_CALLS) | {"malloc", "calloc", "realloc", "aligned_alloc", "free"})
+    return re.compile(r"\bgoto\b|(?<![\w.>])(?:" + "|".join(names) + r")\s*\(")
+
+
+class CleanBatches:
+    """Random train windows (train.Batches) whose text holds no lexical violation: the half
+    of each batch that keeps the original data teaches no banned pattern back."""
+
+    def __init__(self, stream: np.ndarray, seq: int, batch: int, seed: int, tok: Any) -> None:
+        import train as T
+
+        self.inner = T.Batches(stream, seq, 1, seed)
+        self.batch, self.tok, self.bad = batch, tok, lexical_violation()
+        self.drawn = self.kept = 0
+
+    def next(self) -> Any:
+        import torch
+
+        rows = []
+        while len(rows) < self.batch:
+            w = self.inner.next()
+            self.drawn += 1
+            if not self.bad.search(self.tok.decode(w[0].tolist(), skip_special_tokens=False)):
+                rows.append(w)
+                self.kept += 1
+        return torch.cat(rows)
+
+
 def accepted_samples(a: argparse.Namespace, tok: Any) -> tuple[list[list[int]], list[int],
                                                               dict[str, Any]]:
     """The rejection-sampling set, made once and kept as OUT/accepted.json (so that sampling
@@ -296,13 +333,13 @@ def tune(a: argparse.Namespace) -> int:
     load_artifact_weights(model, a.artifact)
     model.plan = plan
     test = T.token_stream(a.corpus, "test", tok_path)
-    windows = T.eval_windows(test, 512, a.eval_windows)
+    windows = T.eval_windows(test, 512, a.torch_eval_windows)
     quality: dict[str, Any] = {"start": T.eval_torch(model, windows)}
     log(f"start (artifact weights, fake quantization on): {quality['start']}")
 
     seqs, starts, stats = accepted_samples(a, tok)
     train = T.token_stream(a.corpus, "train", tok_path)
-    batches = T.Batches(train, a.seq, a.batch // 2, a.seed)
+    batches = CleanBatches(train, a.seq, a.batch // 2, a.seed, tok)
     rng = np.random.Generator(np.random.PCG64(a.seed + 1))
     opt = T.make_optimizer(model, 0.1)
     V = cfg.vocab_size
@@ -336,11 +373,13 @@ def tune(a: argparse.Namespace) -> int:
                 logf.write(json.dumps(rec) + "\n")
                 log(f"{rec} {time.time() - t0:.0f} s")
     torch.save(model.state_dict(), os.path.join(a.out, "policy.pt"))
+    stats["train_windows_drawn"], stats["train_windows_clean"] = batches.drawn, batches.kept
     quality["tuned"] = T.eval_torch(model, windows)
     log(f"tuned: {quality['tuned']}")
     info = {"method": "rejection-sampling fine-tuning, fake quantization on",
             "reward": f"fwassist check-code, policy {POLICY}: a completion without findings",
-            "rft": stats, "steps": a.steps, "batch": f"{a.batch // 2} train windows of {a.seq} + "
+            "rft": stats, "steps": a.steps,
+            "batch": f"{a.batch // 2} train windows of {a.seq} without a lexical violation + "
             f"{a.batch // 2} accepted completions", "lr": a.lr, "seed": a.seed,
             "threads": a.threads, "max_tokens": a.max_tokens}
     export_tuned(model, plan, cfg, a, quality, info, tok_path)
@@ -389,7 +428,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seq", type=int, default=512, help="tokens per train window")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--aux", type=float, default=0.01)
-    ap.add_argument("--eval-windows", type=int, default=48)
+    ap.add_argument("--eval-windows", type=int, default=48,
+                    help="held-out windows of 512 tokens for the runtime's accuracy")
+    ap.add_argument("--torch-eval-windows", type=int, default=48,
+                    help="held-out windows for the PyTorch accuracy before/after tuning")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--version", default="1.1.0")
