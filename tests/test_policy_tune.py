@@ -65,3 +65,24 @@ def test_summary_by_rule() -> None:
     assert s["violations_per_1k_lines"] == 75.0
     assert s["by_rule"]["goto"]["count"] == 2 and s["by_rule"]["gets"]["per_1k_lines"] == 25.0
     assert s["calls_per_1k_lines"] == 100.0 and s["unparsed_fraction"] == 0.5
+
+
+def test_artifact_weights_are_fixed_points_of_fake_quantization() -> None:
+    """Tuning starts exactly at the shipped model: its codes times scales, loaded into the
+    PyTorch model, re-quantize to themselves in every quantized tensor."""
+    torch = pytest.importorskip("torch", reason="the train extra is not installed")
+    model_mod = load_example("model")
+    from fwassist.models import tiny_coder_path
+
+    m = model_mod.TinyCoder(model_mod.TinyConfig(vocab_size=4096, moe_intermediate_size=64))
+    tune.load_artifact_weights(m, tiny_coder_path())
+    plan = model_mod.QuantPlan()
+    checks = [(m.embed, plan.embed), (m.lm_head, plan.lm_head)]
+    for i, layer in enumerate(m.layers):
+        checks += [(getattr(layer.attn, n), plan.attention)
+                   for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        checks += [(w, plan.experts[i]) for w in (layer.moe.gate, layer.moe.up, layer.moe.down)]
+    with torch.no_grad():
+        for w, bits in checks:
+            assert torch.equal(model_mod.fake_quant(w, bits), w)
+            assert w.abs().sum() > 0

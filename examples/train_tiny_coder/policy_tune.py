@@ -338,6 +338,10 @@ def tune(a: argparse.Namespace) -> int:
     log(f"start (artifact weights, fake quantization on): {quality['start']}")
 
     seqs, starts, stats = accepted_samples(a, tok)
+    # the prompt part cut to its last --rft-prompt-tokens tokens (context for the loss only)
+    cut = [max(0, s - a.rft_prompt_tokens) for s in starts]
+    seqs = [q[c:] for q, c in zip(seqs, cut)]
+    starts = [s - c for s, c in zip(starts, cut)]
     train = T.token_stream(a.corpus, "train", tok_path)
     batches = CleanBatches(train, a.seq, a.batch // 2, a.seed, tok)
     rng = np.random.Generator(np.random.PCG64(a.seed + 1))
@@ -378,11 +382,34 @@ def tune(a: argparse.Namespace) -> int:
     log(f"tuned: {quality['tuned']}")
     info = {"method": "rejection-sampling fine-tuning, fake quantization on",
             "reward": f"fwassist check-code, policy {POLICY}: a completion without findings",
-            "rft": stats, "steps": a.steps,
+            "rft": stats, "steps": a.steps, "rft_prompt_tokens": a.rft_prompt_tokens,
             "batch": f"{a.batch // 2} train windows of {a.seq} without a lexical violation + "
             f"{a.batch // 2} accepted completions", "lr": a.lr, "seed": a.seed,
             "threads": a.threads, "max_tokens": a.max_tokens}
+    with open(os.path.join(a.out, "tune_info.json"), "w", encoding="utf-8") as f:
+        json.dump({"quality": quality, "info": info}, f, indent=1, sort_keys=True)
     export_tuned(model, plan, cfg, a, quality, info, tok_path)
+    return 0
+
+
+def export_again(a: argparse.Namespace) -> int:
+    """Exports and evaluates OUT/policy.pt with the figures of OUT/tune_info.json."""
+    import torch
+
+    from model import QuantPlan, TinyCoder, TinyConfig
+
+    torch.set_num_threads(a.threads)
+    tok_path = os.path.join(a.corpus, "tokenizer.json")
+    with open(os.path.join(a.out, "tune_info.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    with open(tok_path, encoding="utf-8") as f:
+        vocab = len(json.load(f)["model"]["vocab"])
+    cfg = TinyConfig(vocab_size=vocab, moe_intermediate_size=64)
+    plan = QuantPlan()
+    model = TinyCoder(cfg)
+    model.load_state_dict(torch.load(os.path.join(a.out, "policy.pt")))
+    model.plan = plan
+    export_tuned(model, plan, cfg, a, saved["quality"], saved["info"], tok_path)
     return 0
 
 
@@ -415,7 +442,7 @@ def export_tuned(model: Any, plan: Any, cfg: Any, a: argparse.Namespace,
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("eval", "sample", "tune"))
+    ap.add_argument("command", choices=("eval", "sample", "tune", "export"))
     ap.add_argument("--corpus", required=True, help="corpus.py --out DIR with tokenizer.json")
     ap.add_argument("--artifact", required=True)
     ap.add_argument("--out", required=True, help="eval: result JSON; tune: output directory")
@@ -426,6 +453,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=512, help="tokens per train window")
+    ap.add_argument("--rft-prompt-tokens", type=int, default=384,
+                    help="prompt tokens kept before an accepted completion")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--aux", type=float, default=0.01)
     ap.add_argument("--eval-windows", type=int, default=48,
@@ -440,6 +469,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return tune(a)
     if a.command == "sample":
         return sample(a)
+    if a.command == "export":
+        return export_again(a)
     res = evaluate(a.artifact, a.corpus, a)
     with open(a.out, "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1, sort_keys=True)
