@@ -178,7 +178,8 @@ def test_build_corpus_gates_files_and_packages(sdist_dir: Path, tmp_path: Path) 
     assert accepted == EXPECTED_ACCEPTED
     assert manifest["refused"] == EXPECTED_REFUSED
     assert manifest["license_set"] == ["BSD-3-Clause", "MIT"]
-    assert manifest["format"] == "fwassist-corpus/1"
+    assert manifest["format"] == "fwassist-corpus/2"
+    assert manifest["crypto_policy"] == "flag" and manifest["crypto_excluded"] == []
     verdicts = {s["name"]: (s["verdict"], s["reason"], s["license"]) for s in manifest["sources"]}
     assert verdicts == {
         "bsdpkg": ("accepted", "", "BSD-3-Clause"),

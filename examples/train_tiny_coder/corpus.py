@@ -18,10 +18,19 @@ Accepted texts (CRLF normalised to LF) are deduplicated by sha256 (first in sort
 wins) and split into train/test by file: a file is held out when
 ``int(sha256[:8], 16) % 100 < test_percent``. Every refusal or skip is counted by reason.
 
+Export-control flag (``crypto_gate.py``): every kept file is scanned for the constants and
+structures of cryptographic primitives (AES, SHA-2, ChaCha/Salsa20, curve constants,
+Montgomery multiplication, modular exponentiation). Under the default ``flag`` policy a
+flagged file stays in the corpus and its manifest entry lists the reasons (detector and
+evidence); under ``--exclude-crypto`` it leaves the splits and is listed in
+``crypto_excluded`` with its reasons instead. The split of the other files does not change
+(it depends on each file's own hash).
+
 Output layout of ``--out DIR`` (bytes are deterministic for the same inputs):
 
-* ``manifest.json``   format ``fwassist-corpus/1``: allowlist, sources with verdicts,
-  accepted files (package, version, path, license, sha256, bytes, split), refusal counts,
+* ``manifest.json``   format ``fwassist-corpus/2``: allowlist, crypto policy, sources with
+  verdicts, accepted files (package, version, path, license, sha256, bytes, split, and
+  ``crypto`` reasons when flagged), files excluded by the crypto policy, refusal counts,
   license set, totals.
 * ``train.jsonl`` / ``test.jsonl``  one ``{"sha256", "package", "path", "text"}`` per line.
 * ``manifest.sha256``  hex sha256 of the ``manifest.json`` bytes.
@@ -29,7 +38,7 @@ Output layout of ``--out DIR`` (bytes are deterministic for the same inputs):
 Every output is written to a temp file and moved into place with ``os.replace``.
 
 Usage: ``python corpus.py --out DIR [--sources sources.json] [--cache DIR]
-[--sdist-dir DIR] [--test-percent 5]``. Standard library only.
+[--sdist-dir DIR] [--test-percent 5] [--exclude-crypto]``. Standard library only.
 """
 
 from __future__ import annotations
@@ -51,7 +60,11 @@ from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT = "fwassist-corpus/1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from crypto_gate import crypto_reasons  # noqa: E402
+
+FORMAT = "fwassist-corpus/2"
+CRYPTO_POLICIES = ("flag", "exclude")
 ALLOWLIST: tuple[str, ...] = (
     "Apache-2.0",
     "BSD-2-Clause",
@@ -606,19 +619,49 @@ def deduplicate(candidates: list[Candidate], refused: Counter[str]) -> list[Cand
     return kept
 
 
+def apply_crypto_policy(
+    kept: list[Candidate], policy: str, refused: Counter[str]
+) -> tuple[list[Candidate], dict[str, list[dict[str, str]]], list[dict[str, object]]]:
+    """(files that stay, crypto reasons by sha256 of every flagged file, manifest entries of
+    the files the ``exclude`` policy removed)."""
+    if policy not in CRYPTO_POLICIES:
+        raise ValueError(f"crypto policy must be one of {CRYPTO_POLICIES}, not {policy!r}")
+    reasons: dict[str, list[dict[str, str]]] = {}
+    stay, excluded = [], []
+    for cand in kept:
+        found = crypto_reasons(cand.text)
+        if found:
+            reasons[cand.sha256] = found
+        if found and policy == "exclude":
+            refused["file:crypto"] += 1
+            excluded.append({"package": cand.package, "version": cand.version, "path": cand.path,
+                             "sha256": cand.sha256, "crypto": found})
+        else:
+            stay.append(cand)
+    return stay, reasons, excluded
+
+
 def make_manifest(
-    state: BuildState, kept: list[Candidate], test_percent: int
+    state: BuildState, kept: list[Candidate], test_percent: int, crypto_policy: str = "flag",
+    crypto: dict[str, list[dict[str, str]]] | None = None,
+    crypto_excluded: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
     """The manifest dictionary (see module docstring)."""
+    crypto = crypto or {}
     files = []
-    totals = {"files_train": 0, "files_test": 0, "bytes_train": 0, "bytes_test": 0}
+    totals = {"files_train": 0, "files_test": 0, "bytes_train": 0, "bytes_test": 0,
+              "files_crypto_flagged": len(crypto),
+              "files_crypto_excluded": len(crypto_excluded or [])}
     license_set: set[str] = set()
     for cand in kept:
         split = split_of(cand.sha256, test_percent)
         size = len(cand.text.encode("utf-8"))
-        files.append({"package": cand.package, "version": cand.version, "path": cand.path,
-                      "license": cand.license, "sha256": cand.sha256, "bytes": size,
-                      "split": split})
+        entry: dict[str, object] = {
+            "package": cand.package, "version": cand.version, "path": cand.path,
+            "license": cand.license, "sha256": cand.sha256, "bytes": size, "split": split}
+        if cand.sha256 in crypto:
+            entry["crypto"] = crypto[cand.sha256]
+        files.append(entry)
         totals[f"files_{split}"] += 1
         totals[f"bytes_{split}"] += size
         license_set |= used_ids(cand.license)
@@ -628,6 +671,8 @@ def make_manifest(
     return {
         "format": FORMAT,
         "allowlist": list(ALLOWLIST),
+        "crypto_policy": crypto_policy,
+        "crypto_excluded": crypto_excluded or [],
         "test_percent": test_percent,
         "sources": sorted(state.sources, key=lambda s: (canonical_name(s["name"]), s["version"])),
         "files": files,
@@ -684,6 +729,7 @@ def build_corpus(
     sdist_dir: Path | None = None,
     cache: Path | None = None,
     test_percent: int = 5,
+    exclude_crypto: bool = False,
 ) -> dict[str, object]:
     """Builds the corpus into ``out`` and returns the manifest."""
     if not 0 <= test_percent <= 100:
@@ -693,7 +739,9 @@ def build_corpus(
         archive = locate_archive(entry["name"], entry["version"], sdist_dir, cache)
         scan_package(entry["name"], entry["version"], archive, state)
     kept = deduplicate(state.candidates, state.refused)
-    manifest = make_manifest(state, kept, test_percent)
+    policy = "exclude" if exclude_crypto else "flag"
+    kept, crypto, excluded = apply_crypto_policy(kept, policy, state.refused)
+    manifest = make_manifest(state, kept, test_percent, policy, crypto, excluded)
     write_outputs(Path(out), manifest, kept, test_percent)
     return manifest
 
@@ -707,14 +755,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sdist-dir", type=Path, default=None,
                         help="use archives already in DIR instead of downloading")
     parser.add_argument("--test-percent", type=int, default=5)
+    parser.add_argument("--exclude-crypto", action="store_true",
+                        help="leave out files that implement cryptographic primitives "
+                             "(default: keep them, flagged in the manifest)")
     args = parser.parse_args(argv)
     try:
         manifest = build_corpus(load_sources(args.sources), args.out, sdist_dir=args.sdist_dir,
-                                cache=args.cache, test_percent=args.test_percent)
+                                cache=args.cache, test_percent=args.test_percent,
+                                exclude_crypto=args.exclude_crypto)
     except (FileNotFoundError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"corpus: error: {exc}", file=sys.stderr)
         return 1
-    summary = {"totals": manifest["totals"], "refused": manifest["refused"],
+    summary = {"crypto_policy": manifest["crypto_policy"], "totals": manifest["totals"],
+               "refused": manifest["refused"],
                "license_set": manifest["license_set"]}
     print(json.dumps(summary, indent=1, sort_keys=True))
     return 0

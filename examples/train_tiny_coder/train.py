@@ -210,6 +210,19 @@ def active_parameters(c: TinyConfig, total: int) -> int:
     return total - c.vocab_size * c.hidden_size - unused
 
 
+def crypto_policy_note(manifest: dict[str, Any]) -> str:
+    """The corpus's export-control policy (corpus.py --exclude-crypto) in words."""
+    policy = manifest.get("crypto_policy")
+    tot = manifest["totals"]
+    if policy == "exclude":
+        return (f"crypto policy exclude: {tot['files_crypto_excluded']} files implementing "
+                "cryptographic primitives left out")
+    if policy == "flag":
+        return (f"crypto policy flag: {tot['files_crypto_flagged']} files implementing "
+                "cryptographic primitives kept and listed in the manifest")
+    return "crypto policy none: the corpus format predates the export-control flag"
+
+
 def model_card(corpus: str, quality: dict[str, Any], plan: QuantPlan,
                train_info: dict[str, Any], c: TinyConfig) -> dict[str, Any]:
     with open(os.path.join(corpus, "manifest.json"), "rb") as f:
@@ -218,6 +231,7 @@ def model_card(corpus: str, quality: dict[str, Any], plan: QuantPlan,
 
     man = json.loads(raw)
     tot = man["totals"]
+    export_control = crypto_policy_note(man)
     total = int(train_info["parameters"])
     active = active_parameters(c, total)
     metrics = []
@@ -244,7 +258,7 @@ def model_card(corpus: str, quality: dict[str, Any], plan: QuantPlan,
                             f"and header files ({tot['bytes_train']} / {tot['bytes_test']} "
                             f"bytes) from {tot['packages_accepted']} permissively licensed "
                             "PyPI source distributions; license-gated per package and per "
-                            "file, deduplicated, split by file"),
+                            f"file, deduplicated, split by file; {export_control}"),
             "licenses": list(man["license_set"]),
             "sha256": hashlib.sha256(raw).hexdigest(),
             "files": tot["files_train"] + tot["files_test"],
