@@ -178,15 +178,21 @@ def run(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=args.drain_timeout,
                             access_log=False)
     uv = uvicorn.Server(config)
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again once its own handlers
+    # are gone: this handler takes it, so a drained server exits 0. Installed before the
+    # address is announced, so a SIGTERM that comes before uvicorn's handlers also stops it.
+    stopped: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        uv.should_exit = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"fwassist serve: {model_id} ({pin}) on http://{shown}:{port}/ with {args.sessions} "
           f"sessions", file=sys.stderr, flush=True)
-    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again once its own handlers
-    # are gone: this handler takes it, so a drained server exits 0.
-    stopped: list[int] = []
-    previous = {s: signal.signal(s, lambda n, f: stopped.append(n))
-                for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         uv.run(sockets=[sock])
     finally:
