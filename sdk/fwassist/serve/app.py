@@ -190,6 +190,7 @@ class Server:
             routes=[
                 Route("/", self._guard("dashboard", self.dashboard, auth=False)),
                 Route("/health", self._guard("health", self.health, auth=False)),
+                Route("/favicon.ico", self._guard("dashboard", self.favicon, auth=False)),
                 Route("/metrics", self._guard("metrics", self.prometheus)),
                 Route("/v1/models", self._guard("models", self.models)),
                 Route("/v1/models/{model_id:path}", self._guard("models", self.model_get)),
@@ -566,6 +567,9 @@ class Server:
         return HTMLResponse(page, headers={"Content-Security-Policy":
                                            "default-src 'self'; script-src 'unsafe-inline'; "
                                            "style-src 'unsafe-inline'"})
+
+    async def favicon(self, request: Request) -> Response:
+        return Response(status_code=204)  # no icon; a 404 would be a console error
 
     async def dashboard_data(self, request: Request) -> Response:
         return JSONResponse({
