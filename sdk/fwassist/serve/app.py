@@ -134,34 +134,51 @@ def _integer(body: dict[str, Any], name: str, default: Optional[int], lo: int,
 
 
 class _Run:
-    """One request's generation: events from the engine thread onto the event loop."""
+    """One request's generation: events from the engine thread onto the event loop, in
+    batches: one wake-up of the loop carries every event that arrived since the last one, so
+    a loop that falls behind under load does less work per token, not more."""
 
     def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
         self.server, self.loop = server, loop
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._incoming: deque[Event] = deque()   # engine thread -> loop
+        self._scheduled = False
+        self._ready: list[Event] = []            # loop only
+        self._wake = asyncio.Event()
         self.usage: dict[str, Any] = {}
         self.t0 = time.perf_counter()
         self.first = True
         self.job: Optional[Job] = None
 
     def sink(self, ev: Event) -> None:  # engine thread
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped
-            self.loop.call_soon_threadsafe(self._on_event, ev)
+        self._incoming.append(ev)
+        if not self._scheduled:
+            self._scheduled = True
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped
+                self.loop.call_soon_threadsafe(self._take)
 
-    def _on_event(self, ev: Event) -> None:  # event loop
-        if isinstance(ev, Finished):
-            self.usage = self.server.account(ev)
-        elif self.first:
-            self.first = False
-            self.server.metrics.ttft.observe(time.perf_counter() - self.t0)
-        self.queue.put_nowait(ev)
-
-    async def events(self) -> AsyncIterator[Event]:
-        while True:
-            ev = await self.queue.get()
-            yield ev
+    def _take(self) -> None:  # event loop
+        self._scheduled = False
+        while self._incoming:
+            ev = self._incoming.popleft()
             if isinstance(ev, Finished):
-                return
+                # Charged here, whether or not anyone still reads the response.
+                self.usage = self.server.account(ev)
+            elif self.first:
+                self.first = False
+                self.server.metrics.ttft.observe(time.perf_counter() - self.t0)
+            self._ready.append(ev)
+        self._wake.set()
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """Lists of events, the last one ending with the Finished."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._ready = self._ready, []
+            if batch:
+                yield batch
+                if isinstance(batch[-1], Finished):
+                    return
 
 
 class Server:
@@ -412,19 +429,21 @@ class Server:
                     if chat:
                         yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
                                       "finish_reason": None, "logprobs": None}])
-                    async for ev in run.events():
-                        if isinstance(ev, Piece):
-                            if ev.text:
-                                yield chunk([choice(ev.text, None)])
-                        elif ev.reason == "error":
+                    async for batch in run.batches():
+                        text = "".join(ev.text for ev in batch if isinstance(ev, Piece))
+                        if text:
+                            yield chunk([choice(text, None)])
+                        ev = batch[-1]
+                        if not isinstance(ev, Finished):
+                            continue
+                        if ev.reason == "error":
                             err = {"error": {"message": ev.message, "type": "server_error",
                                              "param": None, "code": "generation_failed"}}
                             yield b"data: " + json.dumps(err).encode() + b"\n\n"
                             return
-                        else:
-                            yield chunk([choice(None if chat else "",
-                                                FINISH.get(ev.reason, ev.reason))])
-                            yield chunk([], run.usage)
+                        yield chunk([choice(None if chat else "",
+                                            FINISH.get(ev.reason, ev.reason))])
+                        yield chunk([], run.usage)
                     yield b"data: [DONE]\n\n"
                 finally:
                     job.cancel()  # a client gone mid-stream: stop now, free the slot
@@ -435,19 +454,19 @@ class Server:
         parts: list[str] = []
         done: Optional[Finished] = None
         try:
-            events = run.events()
+            batches = run.batches()
             while done is None:
-                nxt = asyncio.ensure_future(events.__anext__())
+                nxt = asyncio.ensure_future(batches.__anext__())
                 await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
                 if not nxt.done():
                     nxt.cancel()
                     job.cancel()
                     return Response(status_code=499)  # nobody reads it: the client left
-                ev = nxt.result()
-                if isinstance(ev, Piece):
-                    parts.append(ev.text)
-                else:
-                    done = ev
+                for ev in nxt.result():
+                    if isinstance(ev, Piece):
+                        parts.append(ev.text)
+                    else:
+                        done = ev
         finally:
             gone.cancel()
         if done.reason == "error":
