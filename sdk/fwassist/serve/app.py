@@ -163,6 +163,7 @@ class _Run:
             if isinstance(ev, Finished):
                 # Charged here, whether or not anyone still reads the response.
                 self.usage = self.server.account(ev)
+                self.server.metrics.duration.observe(time.perf_counter() - self.t0)
             elif self.first:
                 self.first = False
                 self.server.metrics.ttft.observe(time.perf_counter() - self.t0)

@@ -52,7 +52,8 @@ class Metrics:
         self.ttft = Histogram("fwassist_time_to_first_token_seconds", "Time from request to "
                               "first token", registry=r,
                               buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.duration = Histogram("fwassist_request_duration_seconds", "Request duration",
+        self.duration = Histogram("fwassist_request_duration_seconds", "Time from request "
+                                  "to the end of its generation",
                                   registry=r,
                                   buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
         for name, doc, fn in (("fwassist_queue_depth", "Requests waiting for a slot",
