@@ -207,7 +207,7 @@ def models(args: argparse.Namespace) -> tuple[str, str, Optional[str], dict[str,
     if not args.no_llama_server:
         info = llamacpp_build.ensure_built(args.llamacpp_root, args.jobs)
         quantize = info["quantize"]
-    cache = os.path.join(args.llamacpp_root, "models")
+    cache = args.cache_dir or os.path.join(args.llamacpp_root, "models")
     ms = compare_models.ensure_models(cache, args.synthetic,
                                       compare_models.moe_config(args.synthetic), [args.bits],
                                       quantize)
@@ -230,6 +230,8 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=512, help="context per slot")
     ap.add_argument("--llamacpp-root", default=os.environ.get("FWA_LLAMACPP_ROOT",
                                                               os.path.join(HERE, ".llamacpp")))
+    ap.add_argument("--cache-dir", help="where the synthetic models are made (default: "
+                                         "LLAMACPP_ROOT/models, as llamacpp_compare.py)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-llama-server", action="store_true")
     ap.add_argument("--sessions", type=int, default=0,

@@ -367,6 +367,14 @@ def chat_model(tmp_path_factory):
             shutil.copy(f, src / f.name)
     out = d / "chat.fwa"
     pin = export_onnx(str(src), str(out), evidence=False, quiet=True)
+    try:  # a signed release beside it, where the sign extra is installed
+        import cryptography  # noqa: F401
+    except ImportError:
+        return out, pin
+    from fwassist.release import generate_key, sign
+    from fwassist.release.keys import ED25519
+
+    sign(out, generate_key(ED25519)[1], 3, "RXSWIN-ECU7-3.0")
     return out, pin
 
 
@@ -376,6 +384,11 @@ def test_chat_completions_with_the_pinned_template(chat_model):
     s = ServerProcess(str(path), "--pin", pin, "--sessions", "1")
     try:
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        if Path(str(path) + ".sig").exists():
+            # /v1/models: the release the .sig claims (no --trust: not verified here).
+            rel = client.models.retrieve("chat").model_extra["release"]
+            assert rel == {"verified": False, "rxswin": "RXSWIN-ECU7-3.0",
+                           "security_version": 3, "matches_model": True}
         msgs = [{"role": "system", "content": "You write C."},
                 {"role": "user", "content": "hi"}]
         m = Model.load(path, pin=pin)
