@@ -31,6 +31,7 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::stop_id: return "stop_id";
     case StopReason::context_full: return "context_full";
     case StopReason::cancelled: return "cancelled";
+    case StopReason::non_finite: return "non_finite";
   }
   return "none";
 }

@@ -29,7 +29,9 @@ struct GenerateParams {
   std::vector<int32_t> stop_ids;
 };
 
-enum class StopReason { none, max_tokens, stop_string, stop_id, context_full, cancelled };
+// non_finite: only a batched generation's slot ends so (model/batch.h); a Generation fails.
+enum class StopReason { none, max_tokens, stop_string, stop_id, context_full, cancelled,
+                        non_finite };
 const char* stop_reason_name(StopReason r);
 
 struct GenerationStats {

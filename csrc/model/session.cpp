@@ -185,7 +185,12 @@ Status Session::allocate(std::string* message) {
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, L = c.num_layers;
   ctx_ = opt_.max_context;
   chunk_ = C;
-  pool_.reset(new ThreadPool(opt_.n_threads));
+  if (opt_.pool) {
+    pool_ = opt_.pool;
+  } else {
+    own_pool_.reset(new ThreadPool(opt_.n_threads));
+    pool_ = own_pool_.get();
+  }
   policy_.set(opt_.n_threads, 0, opt_.n_threads);
   decode_bytes_ = decode_step_bytes(*model_);
   tokens_.reserve(size_t(ctx_));
@@ -255,7 +260,7 @@ Status Session::truncate(int64_t n, std::string* message) {
 
 BlockContext Session::context() {
   BlockContext ctx;
-  ctx.pool = pool_.get();
+  ctx.pool = pool_;
   ctx.active_threads = policy_.active();
   ctx.mode = opt_.mode;
   ctx.workspace = ws_;
@@ -268,7 +273,7 @@ void Session::set_policy(int max_cores, double target_ms) {
   const int max_active = max_cores < 1 || max_cores > opt_.n_threads ? opt_.n_threads : max_cores;
   int initial = max_active;
   if (target_ms > 0) {
-    const double* bw = model_->read_bandwidth(pool_.get(), max_active);
+    const double* bw = model_->read_bandwidth(pool_, max_active);
     for (int n = 1; n <= max_active; ++n)
       if (decode_bytes_ / bw[n - 1] * 1e3 < CorePolicy::kBudgetMargin * target_ms) {
         initial = n;
@@ -392,8 +397,7 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
   const ModelConfig& c = model_->config();
   const LayerWeights& w = model_->layer(l);
   const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
-  const int64_t qd = nh * hd, kd = nkv * hd, half = hd / 2;
-  const float eps = float(c.rms_norm_eps);
+  const int64_t qd = nh * hd, kd = nkv * hd;
   // One parallel region and one activation quantization for the three projections (they
   // share their input, so they share the workspace).
   const Linear* qkv[3] = {&w.q, &w.k, &w.v};
@@ -403,6 +407,19 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
   if (st != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                  status_string(st));
+  attend(ctx, l, q_, k_, v_, attn_, rows, pos0);
+  if ((st = ctx.run_linear(w.o, attn_, rows, qd, tmp_, H)) != Status::ok)
+    return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
+  return Status::ok;
+}
+
+void Session::attend(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
+                     float* out, int64_t rows, int64_t pos0) {
+  const ModelConfig& c = model_->config();
+  const LayerWeights& w = model_->layer(l);
+  const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t qd = nh * hd, kd = nkv * hd, half = hd / 2;
+  const float eps = float(c.rms_norm_eps);
   uint8_t* kc = k_cache_.get() + size_t(l * nkv * hd * ctx_) * kv_elem_;
   uint8_t* vc = v_cache_.get() + size_t(l * nkv * ctx_ * hd) * kv_elem_;
   const KvType kv = opt_.kv_cache;
@@ -412,15 +429,15 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
       const float* cs = rope_cos_ + pos * half;
       const float* sn = rope_sin_ + pos * half;
       for (int64_t h = 0; h < nh; ++h) {
-        float* qh = q_ + r * qd + h * hd;
+        float* qh = q + r * qd + h * hd;
         rms_norm(qh, w.q_norm.data(), hd, eps, qh);
         rope_apply(qh, hd, cs, sn);
       }
       for (int64_t g = 0; g < nkv; ++g) {
-        float* kh = k_ + r * kd + g * hd;
+        float* kh = k + r * kd + g * hd;
         rms_norm(kh, w.k_norm.data(), hd, eps, kh);
         rope_apply(kh, hd, cs, sn);
-        const float* vh = v_ + r * kd + g * hd;
+        const float* vh = v + r * kd + g * hd;
         // Stored in the cache's type (kernels/half.h: the scalar definitions, every ISA).
         for (int64_t d = 0; d < hd; ++d) {
           const size_t ki = size_t((g * hd + d) * ctx_ + pos);
@@ -449,12 +466,9 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
     ++splits;
     while (group % splits) ++splits;
   }
-  AttentionJob job{q_, kc, vc, kv, attn_, scores_, rows, pos0, nh, group,
+  AttentionJob job{q, kc, vc, kv, out, scores_, rows, pos0, nh, group,
                    group / splits, hd, ctx_, score_stride(ctx_), std::sqrt(float(hd))};
   ctx.for_blocks(nkv * splits, 1, [&](int64_t t, int64_t) { attention_heads(&job, int(t)); });
-  if ((st = ctx.run_linear(w.o, attn_, rows, qd, tmp_, H)) != Status::ok)
-    return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
-  return Status::ok;
 }
 
 Status Session::dense_block(const BlockContext& ctx, int64_t l, int64_t rows,

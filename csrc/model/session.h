@@ -44,6 +44,9 @@ struct SessionOptions {
   // The KV cache's storage type: float32, or 16-bit (kernels/half.h: stored rounded to
   // nearest even, read back widened exactly; attention computes in float32 either way).
   KvType kv_cache = KvType::f32;
+  // A pool to run on instead of a pool of its own (a DecodeBatch's slots share the batch's):
+  // it must have n_threads threads, outlive the session and never run two calls at once.
+  ThreadPool* pool = nullptr;
 };
 
 // Bytes of KV cache one token of context takes: 2 (K and V) x layers x kv heads x head_dim x
@@ -131,13 +134,20 @@ class Session {
                        float* logits, std::string* message);
   Status attention_block(const BlockContext& ctx, int64_t l, int64_t rows, int64_t pos0,
                          std::string* message);
+  // The per-session part of attention for `rows` rows at positions pos0..: q/k norms and
+  // RoPE (in place in q [rows, nh*hd] and k [rows, nkv*hd]), K and V stored in the cache,
+  // attention of each row over positions 0..its own into out [rows, nh*hd].
+  void attend(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
+              float* out, int64_t rows, int64_t pos0);
+  friend class DecodeBatch;  // runs attend() on each slot's session, then appends its token
   Status dense_block(const BlockContext& ctx, int64_t l, int64_t rows, std::string* message);
   // The dense MLP's scratch for `rows` rows (gate_, up_), carved from ffn_scratch_.
   void declare_dense_scratch(int64_t rows, BufferPlan* plan);
 
   std::shared_ptr<const Model> model_;
   SessionOptions opt_;
-  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ThreadPool> own_pool_;  // null with SessionOptions::pool
+  ThreadPool* pool_ = nullptr;
   std::vector<int32_t> tokens_;
   CorePolicy policy_;
   MoeBlock moe_;

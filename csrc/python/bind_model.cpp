@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Bindings of the runtime (csrc/model): NativeModel (a loaded, verified model), NativeSession
-// (context, KV cache, forward) and NativeGeneration (pull-style generation). fwassist.runtime
+// (context, KV cache, forward), NativeGeneration (pull-style generation) and NativeBatch
+// (generations in slots decoded together, model/batch.h). fwassist.runtime
 // wraps them in the typed API. The GIL is released around every forward pass; a session's
 // calls are serialised by its own mutex, so two Python threads cannot race on one session.
 // That mutex is only ever taken with the GIL released (with_session): a thread holding it may
@@ -16,6 +17,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,6 +28,7 @@
 #include "artifact/reader.h"
 #include "bind_release.h"
 #include "errors.h"
+#include "model/batch.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/session.h"
@@ -225,6 +228,134 @@ nb::dict generation_stats(const NativeGeneration& g) {
   return d;
 }
 
+struct NativeBatch {
+  std::shared_ptr<fwa::Model> model;
+  std::unique_ptr<fwa::BatchGenerator> gen;  // null once closed
+  std::mutex mu;
+};
+
+struct BatchClosed {};
+
+// As with_session: f(generator) under the batch's lock, with the GIL released.
+template <typename F>
+auto with_batch(NativeBatch& nb_, F&& f) -> decltype(f(*nb_.gen)) {
+  try {
+    nb::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(nb_.mu);
+    if (!nb_.gen) throw BatchClosed();
+    return f(*nb_.gen);
+  } catch (const BatchClosed&) {
+    throw std::runtime_error("the batch decoder is closed");
+  }
+}
+
+NativeBatch* make_batch(const NativeModel& m, int slots, int64_t max_context,
+                        const std::string& mode, int threads, int64_t prefill_chunk,
+                        const std::string& kv_cache) {
+  fwa::BatchOptions o;
+  o.slots = slots;
+  o.session.max_context = max_context;
+  if (mode == "exact")
+    o.session.mode = fwa::ComputeMode::exact;
+  else if (mode == "fast")
+    o.session.mode = fwa::ComputeMode::fast;
+  else
+    throw nb::value_error(("mode must be 'exact' or 'fast', got '" + mode + "'").c_str());
+  o.session.n_threads = threads;
+  o.session.prefill_chunk = prefill_chunk;
+  o.session.kv_cache = kv_type(kv_cache);
+  std::unique_ptr<fwa::BatchGenerator> g;
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = fwa::BatchGenerator::create(m.model, o, &g, &msg);
+  }
+  check(st, msg);
+  auto* out = new NativeBatch();
+  out->model = m.model;
+  out->gen = std::move(g);
+  return out;
+}
+
+// (outcome, message, slot): "ok" with the slot; "invalid" (invalid_argument) or "full" (no
+// free slot) with the message, for fwassist.batch to raise as its own errors; any other status
+// raises here.
+nb::tuple batch_add(NativeBatch& b, IdArray prompt, int64_t max_tokens, float temperature,
+                    int32_t top_k, float top_p, float repetition_penalty, uint64_t seed,
+                    std::vector<int32_t> stop_ids) {
+  fwa::SlotParams p;
+  p.max_tokens = max_tokens;
+  p.sampling.temperature = temperature;
+  p.sampling.top_k = top_k;
+  p.sampling.top_p = top_p;
+  p.sampling.repetition_penalty = repetition_penalty;
+  p.sampling.seed = seed;
+  p.stop_ids = std::move(stop_ids);
+  const int32_t* data = prompt.data();
+  const int64_t n = int64_t(prompt.shape(0));
+  int slot = -1;
+  std::string msg;
+  const fwa::Status st =
+      with_batch(b, [&](fwa::BatchGenerator& g) { return g.add(data, n, p, &slot, &msg); });
+  if (st != fwa::Status::ok && st != fwa::Status::invalid_argument &&
+      st != fwa::Status::cap_exceeded)
+    raise_status(st, msg);
+  const char* outcome = st == fwa::Status::ok                 ? "ok"
+                        : st == fwa::Status::invalid_argument ? "invalid"
+                                                              : "full";
+  return nb::make_tuple(outcome, msg, slot);
+}
+
+// [(slot, token or -1, stop reason or None)] for every active slot.
+nb::list batch_step(NativeBatch& b) {
+  std::string msg;
+  std::vector<fwa::SlotResult> results;  // copied under the lock: another thread may step next
+  const fwa::Status st = with_batch(b, [&](fwa::BatchGenerator& g) {
+    int n = 0;
+    const fwa::Status s = g.step(&n, &msg);
+    results.assign(g.results(), g.results() + n);
+    return s;
+  });
+  check(st, msg);
+  nb::list out;
+  for (const fwa::SlotResult& r : results)
+    out.append(nb::make_tuple(r.slot, r.token,
+                              r.reason == fwa::StopReason::none
+                                  ? nb::object(nb::none())
+                                  : nb::object(nb::str(fwa::stop_reason_name(r.reason)))));
+  return out;
+}
+
+nb::dict batch_stats(NativeBatch& b, int slot) {
+  fwa::GenerationStats s;
+  const char* reason = "none";
+  bool active = false;
+  with_batch(b, [&](fwa::BatchGenerator& g) {
+    if (slot < 0 || slot >= g.slots())
+      throw nb::value_error(("slot " + std::to_string(slot) + " is outside [0, " +
+                             std::to_string(g.slots()) + ")").c_str());
+    s = g.stats(slot);
+    reason = fwa::stop_reason_name(g.stop_reason(slot));
+    active = g.active(slot);
+  });
+  nb::dict d;
+  d["prompt_tokens"] = s.prompt_tokens;
+  d["cached_tokens"] = s.cached_tokens;
+  d["generated_tokens"] = s.generated_tokens;
+  d["prefill_ms"] = s.prefill_ms;
+  d["decode_ms"] = s.decode_ms;
+  d["prefill_tokens_per_s"] = s.prefill_tokens_per_s();
+  d["decode_tokens_per_s"] = s.decode_tokens_per_s();
+  d["ttft_ms"] = s.ttft_ms;
+  d["busy_core_s"] = s.busy_core_s;
+  d["spin_core_s"] = s.spin_core_s;
+  d["parked_core_s"] = s.parked_core_s;
+  d["weight_bytes_read"] = s.weight_bytes_read;
+  d["stop_reason"] = active ? nb::object(nb::none()) : nb::object(nb::str(reason));
+  return d;
+}
+
 }  // namespace
 
 void bind_model(nb::module_& m) {
@@ -373,6 +504,67 @@ void bind_model(nb::module_& m) {
                    })
       .def_prop_ro("vocab_size", [](NativeSession& ns) {
         return with_session(ns, [](fwa::Session& s) { return s.vocab_size(); });
+      });
+
+  m.def("batch", &make_batch, "model"_a, "slots"_a, "max_context"_a, "mode"_a, "threads"_a,
+        "prefill_chunk"_a, "kv_cache"_a, nb::rv_policy::take_ownership);
+  nb::class_<NativeBatch>(m, "NativeBatch")
+      .def("add", &batch_add, "prompt"_a, "max_tokens"_a, "temperature"_a, "top_k"_a,
+           "top_p"_a, "repetition_penalty"_a, "seed"_a, "stop_ids"_a)
+      .def("step", &batch_step)
+      .def("cancel",
+           [](NativeBatch& b, int slot) {
+             return with_batch(b, [&](fwa::BatchGenerator& g) { return g.cancel(slot); });
+           },
+           "slot"_a)
+      .def("stats", &batch_stats, "slot"_a)
+      .def("tokens",
+           [](NativeBatch& b, int slot) {
+             return with_batch(b, [&](fwa::BatchGenerator& g) {
+               if (slot < 0 || slot >= g.slots())
+                 throw nb::value_error(("slot " + std::to_string(slot) + " is outside [0, " +
+                                        std::to_string(g.slots()) + ")").c_str());
+               return g.tokens(slot);
+             });
+           },
+           "slot"_a)
+      .def("logits",
+           [](NativeBatch& b, int slot,
+              nb::ndarray<float, nb::ndim<1>, nb::c_contig, nb::device::cpu> out) {
+             float* dst = out.data();
+             const size_t n = out.shape(0);
+             return with_batch(b, [&](fwa::BatchGenerator& g) {
+               if (slot < 0 || slot >= g.slots() || !g.logits(slot) ||
+                   int64_t(n) != b.model->config().vocab_size)
+                 return false;
+               std::memcpy(dst, g.logits(slot), n * sizeof(float));
+               return true;
+             });
+           },
+           "slot"_a, "out"_a)
+      .def("active",
+           [](NativeBatch& b) {
+             return with_batch(b, [](fwa::BatchGenerator& g) {
+               std::vector<int> out;
+               for (int i = 0; i < g.slots(); ++i)
+                 if (g.active(i)) out.push_back(i);
+               return out;
+             });
+           })
+      .def_prop_ro("slots",
+                   [](NativeBatch& b) {
+                     return with_batch(b, [](fwa::BatchGenerator& g) { return g.slots(); });
+                   })
+      .def("close",
+           [](NativeBatch& b) {
+             nb::gil_scoped_release nogil;
+             std::lock_guard<std::mutex> lock(b.mu);
+             b.gen.reset();
+           })
+      .def_prop_ro("closed", [](NativeBatch& b) {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(b.mu);
+        return !b.gen;
       });
 
   nb::class_<NativeGeneration>(m, "NativeGeneration")

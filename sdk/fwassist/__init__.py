@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import _core, kernels
-from .errors import ArtifactError, Error, ExportError, MissingExtraError, ReleaseError
+from .batch import BatchDecoder
+from .errors import (ArtifactError, BatchError, BatchRequestError, Error, ExportError,
+                     MissingExtraError, NoFreeSlotError, ReleaseError)
 from .loader import load_artifact
 from .runtime import Generation, Model, Session, Stream, Token
 from .tokenizer import Tokenizer
@@ -14,7 +16,8 @@ from .tokenizer import Tokenizer
 __version__ = "0.1.0"
 __all__ = ["__version__", "cpu_info", "kernels", "load_artifact", "Error", "ArtifactError",
            "ReleaseError", "ExportError", "MissingExtraError", "Tokenizer",
-           "Model", "Session", "Generation", "Stream", "Token"]
+           "Model", "Session", "Generation", "Stream", "Token", "BatchDecoder", "BatchError",
+           "BatchRequestError", "NoFreeSlotError"]
 
 
 def cpu_info() -> dict[str, Any]:

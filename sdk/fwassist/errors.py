@@ -5,6 +5,10 @@
     ├── ArtifactError              an artifact failed to open or verify (also a ValueError)
     │   └── ReleaseError           a signed release was refused (docs/releases.md)
     ├── ExportError                a source model cannot be exported (also a ValueError)
+    ├── BatchError                 a BatchDecoder refused a request
+    │   ├── BatchRequestError      bad ids, parameters, slot, or a prompt past the context
+    │   │                          (also a ValueError)
+    │   └── NoFreeSlotError        every slot is generating
     └── MissingExtraError          an optional package is not installed (also an ImportError)
 
 ``ArtifactError.status`` is the status name of csrc/core/status.h (``"digest_mismatch"`` ...),
@@ -23,8 +27,8 @@ import importlib.util
 from types import ModuleType
 from typing import Optional
 
-__all__ = ["Error", "ArtifactError", "ReleaseError", "ExportError", "MissingExtraError",
-           "require"]
+__all__ = ["Error", "ArtifactError", "ReleaseError", "ExportError", "BatchError",
+           "BatchRequestError", "NoFreeSlotError", "MissingExtraError", "require"]
 
 
 class Error(Exception):
@@ -61,6 +65,20 @@ class ReleaseError(ArtifactError):
 
 class ExportError(Error, ValueError):
     """A source model (ONNX graph or checkpoint) cannot be exported exactly."""
+
+
+class BatchError(Error):
+    """A :class:`fwassist.BatchDecoder` refused a request (nothing changed)."""
+
+
+class BatchRequestError(BatchError, ValueError):
+    """A request a BatchDecoder cannot take: an empty prompt, a token id outside the vocabulary,
+    a prompt longer than the context, a sampling parameter out of range, or a slot number
+    that is not one of its slots."""
+
+
+class NoFreeSlotError(BatchError):
+    """Every slot of a BatchDecoder is generating: wait for one to finish (or cancel one)."""
 
 
 class MissingExtraError(Error, ImportError):
