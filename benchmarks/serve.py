@@ -225,8 +225,7 @@ def main() -> int:
     ap.add_argument("--synthetic", choices=("quick", "full", "none"), default="quick")
     ap.add_argument("--bits", type=int, choices=(2, 3, 4), default=4)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                    help="cores each server may use (fwassist: --threads per session is 1; "
-                         "llama-server: -t)")
+                    help="llama-server -t")
     ap.add_argument("--ctx", type=int, default=512, help="context per slot")
     ap.add_argument("--llamacpp-root", default=os.environ.get("FWA_LLAMACPP_ROOT",
                                                               os.path.join(HERE, ".llamacpp")))
@@ -234,6 +233,11 @@ def main() -> int:
                                          "LLAMACPP_ROOT/models, as llamacpp_compare.py)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-llama-server", action="store_true")
+    ap.add_argument("--engines", default="batch,sessions",
+                    help="fwassist serve --engine values to run (default batch,sessions)")
+    ap.add_argument("--fwassist-threads", type=int, default=os.cpu_count() or 1,
+                    help="the batch engine's threads (the sessions engine runs one thread "
+                         "per session)")
     ap.add_argument("--sessions", type=int, default=0,
                     help="fwassist serve --sessions (default: the largest client count)")
     args = ap.parse_args()
@@ -252,10 +256,14 @@ def main() -> int:
     except ImportError:
         pass
     runtimes: list[tuple[str, list[str]]] = []
-    port = free_port()
-    runtimes.append(("fwassist", [sys.executable, "-m", "fwassist", "serve", fwa, "--pin", pin,
-                                  "--port", str(port), "--sessions", str(args.sessions or slots),
-                                  "--queue", str(slots), "--ctx", str(args.ctx)]))
+    for engine in args.engines.split(","):
+        # "fwassist": the default (batched) engine; others are named by their engine.
+        runtimes.append(("fwassist" if engine == "batch" else f"fwassist-{engine}",
+                         [sys.executable, "-m", "fwassist", "serve", fwa, "--pin", pin,
+                          "--port", str(free_port()), "--sessions", str(args.sessions or slots),
+                          "--queue", str(slots), "--ctx", str(args.ctx), "--engine", engine,
+                          "--threads",
+                          str(args.fwassist_threads if engine == "batch" else 1)]))
     server_bin = None
     if gguf is not None and not args.no_llama_server:
         import llamacpp_build
@@ -298,11 +306,11 @@ def main() -> int:
     if "llama-server" in results["runs"]:
         results["targets"][f">= llama-server at {hi} clients"] = ratios[
             f"fwassist_vs_llama_server_{hi}_clients"] >= 1.0
-    table = ["runtime       clients  tok/s    TTFT p50 ms  p99 ms  requests  errors  RSS max MB"]
+    table = ["runtime            clients  tok/s    TTFT p50 ms  p99 ms  requests  errors  RSS max MB"]
     for name, runs in results["runs"].items():
         for c in counts:
             r = runs[str(c)]
-            table.append(f"{name:<13} {c:>7}  {r['tokens_per_s']:>7.1f}  "
+            table.append(f"{name:<18} {c:>7}  {r['tokens_per_s']:>7.1f}  "
                          f"{r['ttft_p50_ms']:>11.0f}  {r['ttft_p99_ms']:>6.0f}  "
                          f"{r['requests']:>8}  {r['n_errors']:>6}  "
                          f"{(r['rss_kb_max'] or 0) / 1024:>10.1f}")

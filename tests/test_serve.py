@@ -411,3 +411,22 @@ def test_chat_completions_with_the_pinned_template(chat_model):
             client.chat.completions.create(model="chat", messages=[{"content": "no role"}])
     finally:
         assert s.stop() == 0
+
+
+def test_the_sessions_engine_gives_the_same_answers(model):
+    """--engine sessions (a session and thread per slot): the same texts as the batched
+    engine's tests above, i.e. as the in-process generation."""
+    s = ServerProcess("--engine", "sessions", "--sessions", "2")
+    try:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        for kw in ({"temperature": 0}, {"temperature": 0.8, "top_p": 0.9, "seed": 7}):
+            ref = reference(model, PROMPT, max_tokens=20, **kw)
+            r = client.completions.create(model="tiny-coder", prompt=PROMPT, max_tokens=20,
+                                          **kw)
+            assert r.choices[0].text == ref.text
+            chunks = client.completions.create(model="tiny-coder", prompt=PROMPT,
+                                               max_tokens=20, stream=True, **kw)
+            assert "".join(c.choices[0].text for c in chunks if c.choices) == ref.text
+        assert s.wait_idle()["busy"] == 0
+    finally:
+        assert s.stop() == 0

@@ -162,6 +162,14 @@ class BatchDecoder:
         st["energy_profile"] = self.profile.name
         return st
 
+    def expert_tokens(self) -> np.ndarray:
+        """Tokens routed to each (layer, expert) since the decoder was made, by the batched
+        decode steps and every slot's prefill: uint64 [layers, experts], zero rows for dense
+        layers."""
+        c = self.model.config
+        flat = np.asarray(self._get().expert_tokens(), dtype=np.uint64)
+        return flat.reshape(c["num_hidden_layers"], c["num_experts"])
+
     def close(self) -> None:
         self._native.close()
 

@@ -46,6 +46,9 @@ def register(sub: Any) -> None:
                    help="allow cross-origin requests from ORIGIN (repeatable; none by default)")
     p.add_argument("--ctx", type=int_range(0), default=0,
                    help="context per session (default 0: the model's, <= 4096)")
+    p.add_argument("--engine", choices=("batch", "sessions"), default="batch",
+                   help="batch (default): one forward pass decodes a token of every running "
+                        "generation; sessions: a session and thread per slot")
     p.add_argument("--mode", choices=("exact", "fast"), default="fast")
     p.add_argument("--threads", type=int_range(1, MAX_THREADS), default=1,
                    help="threads per session (default 1)")
@@ -169,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         model_id=model_id, profile=profile,
         grid_intensity=(DEFAULT_GRID_G_PER_KWH if args.grid_intensity is None
                         else args.grid_intensity),
-        sessions=args.sessions, queue=args.queue, max_context=args.ctx or None, mode=args.mode,
+        sessions=args.sessions, queue=args.queue, max_context=args.ctx or None,
+        engine=args.engine, mode=args.mode,
         threads=args.threads, api_key=key, cors_origins=tuple(args.cors),
         loopback_only=_is_loopback(args.host), max_body_bytes=args.max_body_bytes,
         model_info=_model_info(model, path, args.sig))

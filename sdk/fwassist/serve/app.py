@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import energy
 from ..runtime import Model
 from .carbon import Ledger, parse_time
-from .engine import Engine, Event, Finished, GenParams, Job, Piece
+from .engine import Event, Finished, GenParams, Job, Piece, make_engine
 from .metrics import Metrics
 
 # OpenAI's ranges, inside the sampler's (temperature 0 or [1e-3, 1e3]).
@@ -54,6 +54,7 @@ class ServeConfig:
     sessions: int = 4
     queue: int = 16
     max_context: Optional[int] = None
+    engine: str = "batch"
     mode: str = "fast"
     threads: int = 1
     api_key: Optional[str] = None
@@ -188,7 +189,8 @@ class Server:
     def __init__(self, model: Model, cfg: ServeConfig) -> None:
         self.model, self.cfg = model, cfg
         self.started = time.time()
-        self.engine = Engine(model, cfg.sessions, cfg.max_context, cfg.mode, cfg.threads)
+        self.engine = make_engine(cfg.engine, model, cfg.sessions, cfg.max_context, cfg.mode,
+                                  cfg.threads)
         self.ledger = Ledger(cfg.profile, cfg.grid_intensity, self.started)
         c = model.config
         self.layers, self.experts = int(c["num_hidden_layers"]), int(c["num_experts"])

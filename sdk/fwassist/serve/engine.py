@@ -1,11 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The generation engine behind ``fwassist serve``: N slots, each generation runs on one.
+"""The generation engines behind ``fwassist serve``: N slots, each generation runs on one.
 
-The HTTP side only calls :meth:`Engine.submit`, :meth:`Job.cancel` and the counters here, so
-the way slots are driven can change without touching it. This engine gives each slot its own
-:class:`fwassist.Session` and worker thread; the native calls release the GIL, so the slots
-decode in parallel while the event loop keeps serving. A job goes to the idle slot whose
-context shares the longest prefix with its prompt (the session then prefills only the rest).
+The HTTP side only calls :func:`make_engine`, ``submit``, :meth:`Job.cancel` and the counters
+here, so the way slots are driven changes without touching it. Two engines:
+
+* :class:`BatchEngine` (default): one :class:`fwassist.BatchDecoder` driven by one thread;
+  each step decodes the next token of every running generation in one forward pass, each
+  routed expert's weights read once for all the slots that chose it;
+* :class:`Engine`: one :class:`fwassist.Session` and worker thread per slot, decoding in
+  parallel (for comparison, and for a model the batch decoder cannot take).
+
+Both give a job the free slot whose context shares the longest prefix with its prompt (only
+the rest is prefilled), and run the native calls with the GIL released.
 """
 
 from __future__ import annotations
@@ -197,3 +203,210 @@ class Engine:
             w.join()
         for s in self._sessions:
             s.close()
+
+
+class _Text:
+    """A generation's text, as Generation::flush_text (csrc/model/generate.cpp) makes it: the
+    tokens since the last release decoded together (a character split across tokens waits
+    for its last byte, up to 4 tokens), stop strings searched in the unreleased text, and the
+    longest suffix that begins a stop string held back until it is decided."""
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...]) -> None:
+        self.tok, self.stop = tokenizer, stop
+        self.ids: list[int] = []
+        self.pending_from = 0
+        self.unreleased = ""
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        return self.flush(False)
+
+    def flush(self, final: bool) -> str:
+        if self.tok is None or self.stopped:
+            return ""
+        end = len(self.ids)
+        if self.pending_from < end:
+            # Ids past the tokenizer's vocabulary (padded embedding rows) have no text.
+            vocab = self.tok.vocab_size
+            decoded = self.tok.decode([i for i in self.ids[self.pending_from:end]
+                                       if 0 <= i < vocab])
+            if not final and decoded.endswith("\ufffd") and end - self.pending_from < 4:
+                return ""
+            self.pending_from = end
+            self.unreleased += decoded
+        at = min((i for i in (self.unreleased.find(s) for s in self.stop) if i >= 0),
+                 default=-1)
+        if at >= 0:
+            out = self.unreleased[:at]
+            self.unreleased = ""
+            self.stopped = True
+            return out
+        hold = 0
+        if not final:
+            for s in self.stop:
+                for n in range(min(len(s) - 1, len(self.unreleased)), hold, -1):
+                    if self.unreleased.endswith(s[:n]):
+                        hold = n
+                        break
+        release = len(self.unreleased) - hold
+        out = self.unreleased[:release]
+        self.unreleased = self.unreleased[release:]
+        return out
+
+
+class BatchEngine:
+    """The slots of one :class:`fwassist.BatchDecoder`, driven by one thread: each step
+    decodes the next token of every running generation in one forward pass (each routed
+    expert's weights read once for all the slots that chose it). Same interface as
+    :class:`Engine`; text and stop strings are made here from the token ids (:class:`_Text`),
+    as the session's generation makes them."""
+
+    def __init__(self, model: Model, slots: int, max_context: Optional[int] = None,
+                 mode: str = "fast", threads: int = 1) -> None:
+        from ..batch import BatchDecoder
+
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self.model = model
+        self.threads = threads
+        self._bd = BatchDecoder(model, slots, max_context=max_context, mode=mode,
+                                threads=threads)
+        self.max_context = (int(max_context) if max_context else
+                            min(int(model.config["max_position_embeddings"]), 4096))
+        self._slots = slots
+        self._routed = self._bd.expert_tokens()  # reported so far, for per-job deltas
+        self._pending: deque[Job] = deque()
+        self._running: dict[int, tuple[Job, _Text]] = {}
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._drive, daemon=True, name="fwassist-batch")
+        self._thread.start()
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def busy(self) -> int:
+        with self._cond:
+            return len(self._running)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def active_cores(self) -> int:
+        """The decoder's threads while any slot runs (one pass serves them all)."""
+        return self.threads if self.busy() else 0
+
+    def submit(self, params: GenParams, sink: Sink) -> Job:
+        job = Job(params, sink)
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the engine is closed")
+            self._pending.append(job)
+            self._cond.notify_all()
+        return job
+
+    def _finish(self, slot: int, reason: str) -> None:
+        job, text = self._running.pop(slot)
+        tail = text.flush(True) if reason != "stop_string" else ""
+        if tail:
+            job.sink(Piece(-1, tail))
+        # The decoder counts routing for all slots together: each finishing job carries what
+        # was routed since the last one finished, so the reported counts add up to the whole.
+        routed = self._bd.expert_tokens()
+        delta, self._routed = routed - self._routed, routed
+        job.sink(Finished(reason, self._bd.stats(slot), delta))
+
+    def _admit(self) -> None:
+        """Starts the pending jobs that fit (their prefill runs now, in add)."""
+        from ..errors import BatchRequestError, NoFreeSlotError
+
+        while True:
+            with self._cond:
+                if not self._pending or len(self._running) >= self._slots:
+                    return
+                job = self._pending.popleft()
+            if job.cancelled:
+                job.sink(Finished("cancelled"))
+                continue
+            p = job.params
+            try:
+                slot = self._bd.add(p.prompt_ids, max_tokens=p.max_tokens,
+                                    temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                                    seed=p.seed, stop_ids=list(p.stop_ids))
+            except NoFreeSlotError:
+                with self._cond:
+                    self._pending.appendleft(job)
+                return
+            except (BatchRequestError, ValueError, RuntimeError) as e:
+                job.sink(Finished("error", message=f"{type(e).__name__}: {e}"))
+                continue
+            with self._cond:
+                self._running[slot] = (job, _Text(self.model.tokenizer, p.stop))
+
+    def _drive(self) -> None:
+        while True:
+            try:
+                if not self._turn():
+                    return
+            except Exception as e:  # noqa: BLE001 - the running jobs are told, slots freed
+                with self._cond:
+                    for slot in list(self._running):
+                        job, _ = self._running.pop(slot)
+                        self._bd.cancel(slot)
+                        job.sink(Finished("error", message=f"{type(e).__name__}: {e}"))
+
+    def _turn(self) -> bool:
+        """Admits, cancels, and steps once; False once closed with nothing running. An
+        exception fails the running jobs (in _drive), never the thread."""
+        with self._cond:
+            while not self._pending and not self._running and not self._closing:
+                self._cond.wait()
+            if self._closing and not self._running:
+                return False
+        self._admit()
+        for slot, (job, _) in list(self._running.items()):
+            if job.cancelled or self._closing:
+                self._bd.cancel(slot)
+                with self._cond:
+                    self._finish(slot, "cancelled")
+        if not self._running:
+            return True
+        results = self._bd.step()
+        with self._cond:
+            for slot, token, reason in results:
+                job, text = self._running[slot]
+                if token >= 0 and reason not in ("stop_id", "context_full", "non_finite"):
+                    job.sink(Piece(token, text.push(token)))
+                    if text.stopped:
+                        if reason is None:
+                            self._bd.cancel(slot)
+                        self._finish(slot, "stop_string")
+                        continue
+                if reason is not None:
+                    self._finish(slot, reason)
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            while self._pending:
+                self._pending.popleft().sink(Finished("cancelled"))
+            self._cond.notify_all()
+        self._thread.join()
+        self._bd.close()
+
+
+ENGINES = ("batch", "sessions")
+
+
+def make_engine(kind: str, model: Model, slots: int, max_context: Optional[int] = None,
+                mode: str = "fast", threads: int = 1) -> Union[Engine, BatchEngine]:
+    """The engine named ``kind`` (one of :data:`ENGINES`)."""
+    if kind == "batch":
+        return BatchEngine(model, slots, max_context, mode, threads)
+    if kind == "sessions":
+        return Engine(model, slots, max_context, mode, threads)
+    raise ValueError(f"engine must be one of {ENGINES}, got {kind!r}")
