@@ -134,48 +134,64 @@ def _integer(body: dict[str, Any], name: str, default: Optional[int], lo: int,
     return v
 
 
-class _Run:
-    """One request's generation: events from the engine thread onto the event loop, in
-    batches: one wake-up of the loop carries every event that arrived since the last one, so
-    a loop that falls behind under load does less work per token, not more."""
+class _Mailbox:
+    """Events from the engine threads to the event loop: one wake-up of the loop (one write
+    to its self-pipe) carries every event of every request that arrived since the last one,
+    so a batched step's tokens for N requests cost one wake-up, not N."""
 
-    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
-        self.server, self.loop = server, loop
-        self._incoming: deque[Event] = deque()   # engine thread -> loop
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._incoming: deque[tuple[_Run, Event]] = deque()  # engine threads -> loop
         self._scheduled = False
+
+    def post(self, run: _Run, ev: Event) -> None:  # engine thread
+        self._incoming.append((run, ev))
+        if not self._scheduled:
+            self._scheduled = True
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped
+                self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:  # event loop
+        self._scheduled = False
+        woken: set[_Run] = set()
+        while self._incoming:
+            run, ev = self._incoming.popleft()
+            run.take(ev)
+            woken.add(run)
+        for run in woken:
+            run.wake.set()
+
+
+class _Run:
+    """One request's generation: its events, in batches (what arrived since the last wake)."""
+
+    def __init__(self, server: Server, mailbox: _Mailbox) -> None:
+        self.server, self.mailbox = server, mailbox
         self._ready: list[Event] = []            # loop only
-        self._wake = asyncio.Event()
+        self.wake = asyncio.Event()
         self.usage: dict[str, Any] = {}
         self.t0 = time.perf_counter()
         self.first = True
         self.job: Optional[Job] = None
 
     def sink(self, ev: Event) -> None:  # engine thread
-        self._incoming.append(ev)
-        if not self._scheduled:
-            self._scheduled = True
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped
-                self.loop.call_soon_threadsafe(self._take)
+        self.mailbox.post(self, ev)
 
-    def _take(self) -> None:  # event loop
-        self._scheduled = False
-        while self._incoming:
-            ev = self._incoming.popleft()
-            if isinstance(ev, Finished):
-                # Charged here, whether or not anyone still reads the response.
-                self.usage = self.server.account(ev)
-                self.server.metrics.duration.observe(time.perf_counter() - self.t0)
-            elif self.first:
-                self.first = False
-                self.server.metrics.ttft.observe(time.perf_counter() - self.t0)
-            self._ready.append(ev)
-        self._wake.set()
+    def take(self, ev: Event) -> None:  # event loop
+        if isinstance(ev, Finished):
+            # Charged here, whether or not anyone still reads the response.
+            self.usage = self.server.account(ev)
+            self.server.metrics.duration.observe(time.perf_counter() - self.t0)
+        elif self.first:
+            self.first = False
+            self.server.metrics.ttft.observe(time.perf_counter() - self.t0)
+        self._ready.append(ev)
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Lists of events, the last one ending with the Finished."""
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await self.wake.wait()
+            self.wake.clear()
             batch, self._ready = self._ready, []
             if batch:
                 yield batch
@@ -196,6 +212,7 @@ class Server:
         self.layers, self.experts = int(c["num_hidden_layers"]), int(c["num_experts"])
         self.heat = np.zeros((self.layers, self.experts), dtype=np.uint64)
         self.outstanding = 0          # admitted requests not yet finished (running + queued)
+        self._mailbox: Optional[_Mailbox] = None  # made on the event loop, on first use
         self.totals = {"tokens": 0, "uj": 0, "g": 0.0}
         self.series: deque[dict[str, Any]] = deque(maxlen=SERIES_LEN)
         self.metrics = Metrics(cfg.profile.value("idle_power"), self.started, self.layers,
@@ -394,7 +411,9 @@ class Server:
             raise ApiError(429, f"the server is busy: {self.outstanding} requests running or "
                                 f"queued (at most {limit})", "queue_full",
                            headers={"Retry-After": "1"})
-        run = _Run(self, asyncio.get_running_loop())
+        if self._mailbox is None:
+            self._mailbox = _Mailbox(asyncio.get_running_loop())
+        run = _Run(self, self._mailbox)
         self.outstanding += 1
         try:
             run.job = self.engine.submit(params, run.sink)
