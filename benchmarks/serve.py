@@ -207,6 +207,7 @@ def models(args: argparse.Namespace) -> tuple[str, str, Optional[str], dict[str,
     if not args.no_llama_server:
         info = llamacpp_build.ensure_built(args.llamacpp_root, args.jobs)
         quantize = info["quantize"]
+        llamacpp_build.ensure_gguf(compare_models.gguf_qwen3moe.GGUF_VERSION_PIN)
     cache = args.cache_dir or os.path.join(args.llamacpp_root, "models")
     ms = compare_models.ensure_models(cache, args.synthetic,
                                       compare_models.moe_config(args.synthetic), [args.bits],
