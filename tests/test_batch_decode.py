@@ -204,6 +204,10 @@ def test_prefix_reuse_equals_a_fresh_prefill(model: fwassist.Model) -> None:
 def test_stats_count_the_work(model: fwassist.Model) -> None:
     with fwassist.BatchDecoder(model, slots=4, max_context=64) as bd:
         slots = [bd.add(ids(10 + i, i), max_tokens=5, stop_ids=()) for i in range(4)]
+        bd.step()
+        bd.step()
+        st = bd.stats(slots[0])
+        assert st["generated_tokens"] == 2 and st["stop_reason"] is None
         run_to_end(bd)
         for s in slots:
             st = bd.stats(s)
@@ -212,6 +216,13 @@ def test_stats_count_the_work(model: fwassist.Model) -> None:
             assert st["energy_j"] > 0 and st["energy_measured"] is False
             assert st["decode_ms"] > 0 and st["ttft_ms"] >= st["prefill_ms"]
             assert st["stop_reason"] == "max_tokens"
+        # Every evaluated token (4 prompts, 5 tokens each) routed to top-k experts of each MoE
+        # layer, none in the dense layer.
+        hits = bd.expert_tokens()
+        assert hits.shape == (3, 8) and hits.dtype == np.uint64
+        evaluated = sum(10 + i for i in range(4)) + 4 * 5
+        assert [int(r.sum()) for r in hits] == [2 * evaluated, 0, 2 * evaluated]
+        assert bd.free_slots == 4
 
 
 def test_errors_are_clear_and_change_nothing(model: fwassist.Model) -> None:

@@ -214,11 +214,19 @@ Status DecodeBatch::forward(int n, std::string* message) {
     if ((st = ctx.run_batch(qkv, req, 3)) != Status::ok)
       return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
                                    status_string(st));
-    // Each row against its own session's cache, at that session's position.
+    // Each row against its own session's cache, at that session's position: the K/V stores,
+    // then every row's head tasks in one parallel region (each session has its own scores).
     for (int64_t r = 0; r < rows; ++r) {
       Session& s = *sessions_[size_t(slot_of_[r])];
-      s.attend(ctx, l, q_ + r * qd, k_ + r * kd, v_ + r * kd, attn_ + r * qd, 1, s.n_past());
+      s.store_kv(ctx, l, q_ + r * qd, k_ + r * kd, v_ + r * kd, 1, s.n_past());
     }
+    const int64_t splits = sessions_[0]->attention_splits(rows, ctx.active_threads);
+    const int64_t per_row = c.num_kv_heads * splits;
+    ctx.for_blocks(rows * per_row, 1, [&](int64_t t, int64_t) {
+      const int64_t r = t / per_row;
+      Session& s = *sessions_[size_t(slot_of_[r])];
+      s.attend_task(l, q_ + r * qd, attn_ + r * qd, 1, s.n_past(), splits, t % per_row);
+    });
     if ((st = ctx.run_linear(w.o, attn_, rows, qd, tmp_, H)) != Status::ok)
       return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
     residual_norm(w.post_attention_norm, true);
@@ -305,7 +313,18 @@ void BatchGenerator::finish(int slot, StopReason reason) {
   s.active = false;
   s.reason = reason;
   s.freed_at = ++releases_;
-  s.stats.generated_tokens = s.generated;
+}
+
+void BatchGenerator::expert_tokens(uint64_t* out) const {
+  const ModelConfig& c = batch_->session(0).model().config();
+  const int64_t n = c.num_layers * c.num_experts;
+  const uint64_t* b = batch_->expert_tokens();
+  for (int64_t i = 0; i < n; ++i) out[i] = b ? b[i] : 0;
+  for (int s = 0; s < slots(); ++s) {
+    const uint64_t* t = batch_->session(s).expert_tokens();
+    if (t)
+      for (int64_t i = 0; i < n; ++i) out[i] += t[i];
+  }
 }
 
 bool BatchGenerator::cancel(int slot) {
@@ -467,7 +486,8 @@ Status BatchGenerator::step(int* n_out, std::string* message) {
     s.stats.weight_bytes_read += bytes / uint64_t(n_res) + (r == 0 ? bytes % uint64_t(n_res) : 0);
     if (res.token >= 0) {
       if (batched) s.logits = b.logits(row++);
-      if (++s.generated >= s.params.max_tokens) res.reason = StopReason::max_tokens;
+      s.stats.generated_tokens = ++s.generated;
+      if (s.generated >= s.params.max_tokens) res.reason = StopReason::max_tokens;
     }
     if (res.reason != StopReason::none) finish(res.slot, res.reason);
   }

@@ -160,6 +160,9 @@ class BatchGenerator {
     return state_[size_t(slot)].active ? state_[size_t(slot)].logits : nullptr;
   }
   const DecodeBatch& batch() const { return *batch_; }
+  // Tokens routed to each (layer, expert) since creation, prefills and steps of every slot:
+  // out[layers * experts], row-major (zero rows for dense layers).
+  void expert_tokens(uint64_t* out) const;
 
  private:
   struct Slot {

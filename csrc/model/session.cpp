@@ -413,8 +413,8 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
   return Status::ok;
 }
 
-void Session::attend(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
-                     float* out, int64_t rows, int64_t pos0) {
+void Session::store_kv(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
+                       int64_t rows, int64_t pos0) {
   const ModelConfig& c = model_->config();
   const LayerWeights& w = model_->layer(l);
   const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
@@ -456,19 +456,41 @@ void Session::attend(const BlockContext& ctx, int64_t l, float* q, float* k, con
       }
     }
   });
+}
+
+int64_t Session::attention_splits(int64_t units, int threads) const {
   // All heads of a KV head in one task, unless that leaves cores idle or passes
   // kAttentionOutputs heads: then the fewest splits of each group (a divisor of it) that
-  // give every active core a task.
-  const int64_t group = nh / nkv;
+  // give every active core a task (units: sessions attending at once, each with its tasks).
+  const ModelConfig& c = model_->config();
+  const int64_t nkv = c.num_kv_heads, group = c.num_heads / nkv;
   int64_t splits = 1;
-  while ((nkv * splits < ctx.active_threads || group / splits > kAttentionOutputs) &&
+  while ((units * nkv * splits < threads || group / splits > kAttentionOutputs) &&
          splits < group) {
     ++splits;
     while (group % splits) ++splits;
   }
-  AttentionJob job{q, kc, vc, kv, out, scores_, rows, pos0, nh, group,
+  return splits;
+}
+
+void Session::attend_task(int64_t l, const float* q, float* out, int64_t rows, int64_t pos0,
+                          int64_t splits, int64_t task) {
+  const ModelConfig& c = model_->config();
+  const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
+  const uint8_t* kc = k_cache_.get() + size_t(l * nkv * hd * ctx_) * kv_elem_;
+  const uint8_t* vc = v_cache_.get() + size_t(l * nkv * ctx_ * hd) * kv_elem_;
+  AttentionJob job{q, kc, vc, opt_.kv_cache, out, scores_, rows, pos0, nh, group,
                    group / splits, hd, ctx_, score_stride(ctx_), std::sqrt(float(hd))};
-  ctx.for_blocks(nkv * splits, 1, [&](int64_t t, int64_t) { attention_heads(&job, int(t)); });
+  attention_heads(&job, int(task));
+}
+
+void Session::attend(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
+                     float* out, int64_t rows, int64_t pos0) {
+  store_kv(ctx, l, q, k, v, rows, pos0);
+  const int64_t splits = attention_splits(1, ctx.active_threads);
+  ctx.for_blocks(model_->config().num_kv_heads * splits, 1, [&](int64_t t, int64_t) {
+    attend_task(l, q, out, rows, pos0, splits, t);
+  });
 }
 
 Status Session::dense_block(const BlockContext& ctx, int64_t l, int64_t rows,

@@ -134,12 +134,20 @@ class Session {
                        float* logits, std::string* message);
   Status attention_block(const BlockContext& ctx, int64_t l, int64_t rows, int64_t pos0,
                          std::string* message);
-  // The per-session part of attention for `rows` rows at positions pos0..: q/k norms and
-  // RoPE (in place in q [rows, nh*hd] and k [rows, nkv*hd]), K and V stored in the cache,
-  // attention of each row over positions 0..its own into out [rows, nh*hd].
+  // The per-session part of attention for `rows` rows at positions pos0..: store_kv() does
+  // the q/k norms and RoPE (in place in q [rows, nh*hd] and k [rows, nkv*hd]) and stores K
+  // and V in the cache; then the attention of each row over positions 0..its own into out
+  // [rows, nh*hd] runs as num_kv_heads x splits independent tasks (attend_task), splits from
+  // attention_splits(units, threads) for `units` sessions attending in one parallel region.
+  // attend() is the three for one session.
   void attend(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
               float* out, int64_t rows, int64_t pos0);
-  friend class DecodeBatch;  // runs attend() on each slot's session, then appends its token
+  void store_kv(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
+                int64_t rows, int64_t pos0);
+  int64_t attention_splits(int64_t units, int threads) const;
+  void attend_task(int64_t l, const float* q, float* out, int64_t rows, int64_t pos0,
+                   int64_t splits, int64_t task);
+  friend class DecodeBatch;  // attends for each slot's session, then appends its token
   Status dense_block(const BlockContext& ctx, int64_t l, int64_t rows, std::string* message);
   // The dense MLP's scratch for `rows` rows (gate_, up_), carved from ffn_scratch_.
   void declare_dense_scratch(int64_t rows, BufferPlan* plan);

@@ -542,21 +542,12 @@ void bind_model(nb::module_& m) {
              });
            },
            "slot"_a, "out"_a)
-      // Tokens routed per (layer, expert) since the decoder was made: the batched decode
-      // steps and every slot's prefill (fwassist serve's heatmap).
       .def("expert_tokens",
            [](NativeBatch& b) {
-             return with_batch(b, [](fwa::BatchGenerator& g) {
-               const fwa::DecodeBatch& d = g.batch();
-               const fwa::ModelConfig& c = d.session(0).model().config();
-               const size_t n = size_t(c.num_layers * c.num_experts);
-               std::vector<uint64_t> out(d.expert_tokens(), d.expert_tokens() + n);
-               for (int i = 0; i < g.slots(); ++i) {
-                 const uint64_t* t = d.session(i).expert_tokens();
-                 for (size_t k = 0; k < n; ++k) out[k] += t[k];
-               }
-               return out;
-             });
+             const fwa::ModelConfig& c = b.model->config();
+             std::vector<uint64_t> out(size_t(c.num_layers * c.num_experts));
+             with_batch(b, [&](fwa::BatchGenerator& g) { g.expert_tokens(out.data()); });
+             return out;
            })
       .def("active",
            [](NativeBatch& b) {

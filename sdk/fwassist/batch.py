@@ -74,6 +74,18 @@ class BatchDecoder:
         """The slots generating now, ascending."""
         return [int(s) for s in self._get().active()]
 
+    @property
+    def free_slots(self) -> int:
+        """How many slots :meth:`add` can take now."""
+        return self.slots - len(self.active)
+
+    def expert_tokens(self) -> np.ndarray:
+        """Tokens routed to each (layer, expert) since the decoder was created, prefills and
+        steps of every slot: uint64 [layers, experts], zero rows for dense layers."""
+        c = self.model.config
+        flat = np.asarray(self._get().expert_tokens(), dtype=np.uint64)
+        return flat.reshape(c["num_hidden_layers"], c["num_experts"])
+
     def _slot(self, slot: int) -> int:
         n = self.slots
         if not isinstance(slot, (int, np.integer)) or not 0 <= int(slot) < n:
@@ -161,14 +173,6 @@ class BatchDecoder:
         st["energy_measured"] = False
         st["energy_profile"] = self.profile.name
         return st
-
-    def expert_tokens(self) -> np.ndarray:
-        """Tokens routed to each (layer, expert) since the decoder was made, by the batched
-        decode steps and every slot's prefill: uint64 [layers, experts], zero rows for dense
-        layers."""
-        c = self.model.config
-        flat = np.asarray(self._get().expert_tokens(), dtype=np.uint64)
-        return flat.reshape(c["num_hidden_layers"], c["num_experts"])
 
     def close(self) -> None:
         self._native.close()
