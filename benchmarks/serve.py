@@ -247,7 +247,8 @@ def main() -> int:
     fwa, pin, gguf, desc = models(args)
     results: dict[str, Any] = {
         "machine": {"arch": platform.machine(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "load_average_at_start":
+                    os.getloadavg()},
         "model": desc, "fwa": fwa, "gguf": gguf, "clients": counts,
         "duration_s": args.duration, "max_tokens": args.max_tokens, "ctx": args.ctx,
         "runs": {}}
@@ -316,6 +317,8 @@ def main() -> int:
                          f"{r['requests']:>8}  {r['n_errors']:>6}  "
                          f"{(r['rss_kb_max'] or 0) / 1024:>10.1f}")
     table += [f"{k}: {v:.2f}" for k, v in ratios.items()]
+    table.append(f"load average at start / end: {results['machine']['load_average_at_start']}"
+                 f" / {os.getloadavg()}")
     table += [f"target {k}: {'met' if v else 'NOT met'}" for k, v in results["targets"].items()]
     text = "\n".join(table)
     print(text)
