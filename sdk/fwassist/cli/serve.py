@@ -20,6 +20,7 @@ DEFAULT_PORT = 8080
 # World average grid intensity (as fwassist demo): pass --grid-intensity for your grid.
 DEFAULT_GRID_G_PER_KWH = 460.0
 MAX_API_KEY_FILE = 4096
+SWITCH_INTERVAL_S = 0.0005
 
 
 def register(sub: Any) -> None:
@@ -177,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, api_key=key, cors_origins=tuple(args.cors),
         loopback_only=_is_loopback(args.host), max_body_bytes=args.max_body_bytes,
         model_info=_model_info(model, path, args.sig))
+    # The engine thread needs the GIL for a moment after each native step; with the default
+    # 5 ms switch interval it can wait that long behind the event loop, every step.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server = Server(model, cfg)
     config = uvicorn.Config(server.app, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=args.drain_timeout,
