@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import energy
+from ..errors import Error
 from ..runtime import Model
 from .carbon import Ledger, parse_time
 from .engine import Event, Finished, GenParams, Job, Piece, make_engine
@@ -64,8 +65,9 @@ class ServeConfig:
     model_info: dict[str, Any] = field(default_factory=dict)
 
 
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: {"error": {message, type, param, code}}."""
+class ApiError(Error):
+    """An error answered in OpenAI's shape: {"error": {message, type, param, code}} (never
+    leaves the app: every endpoint turns it into its response)."""
 
     def __init__(self, status: int, message: str, code: Optional[str] = None,
                  param: Optional[str] = None, headers: Optional[dict[str, str]] = None) -> None:
