@@ -125,7 +125,9 @@ def one_request(port: int, prompt: str, max_tokens: int) -> tuple[float, int]:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
         c.request("POST", "/v1/completions", body=json.dumps(body).encode(),
-                  headers={"Content-Type": "application/json"})
+                  # close: the response ends with the connection even for a server whose
+                  # stream has no [DONE] (llama-server's /v1/completions keeps it alive).
+                  headers={"Content-Type": "application/json", "Connection": "close"})
         r = c.getresponse()
         if r.status != 200:
             raise RuntimeError(f"status {r.status}: {r.read()[:200]!r}")
