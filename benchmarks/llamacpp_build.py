@@ -230,13 +230,43 @@ def ensure_built(root: str = DEFAULT_ROOT, jobs: int = 2, force: bool = False) -
     return info
 
 
+# benchmarks/serve.py: llama-server, built on demand in the same build directory with the
+# same flags plus the server (the other targets are not rebuilt).
+SERVER_TARGET = "llama-server"
+SERVER_FLAGS = ("-DLLAMA_BUILD_SERVER=ON",)
+
+
+def ensure_server(root: str = DEFAULT_ROOT, jobs: int = 2) -> str:
+    """Builds ``llama-server`` after :func:`ensure_built` (nice -n 15); returns its path."""
+    ensure_built(root, jobs)
+    path = binary(root, SERVER_TARGET)
+    if os.path.exists(path):
+        return path
+    bdir = build_dir(root)
+    env = build_env(root)
+    flags = [f for f in CMAKE_FLAGS if not f.startswith("-DLLAMA_BUILD_SERVER=")]
+    flags += list(SERVER_FLAGS) + [f"-DCMAKE_RUNTIME_OUTPUT_DIRECTORY={bdir}/bin",
+                                   f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={bdir}/bin"]
+    log(f"configuring {bdir} with the server")
+    subprocess.run(["nice", "-n", "15", "cmake", "-S", llama_src(root), "-B", bdir, *flags],
+                   check=True, env=env)
+    log(f"building {SERVER_TARGET} (nice -n 15, -j{jobs})")
+    subprocess.run(["nice", "-n", "15", "cmake", "--build", bdir, "--config", "Release",
+                    f"-j{jobs}", "--target", SERVER_TARGET], check=True, env=env)
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", default=DEFAULT_ROOT)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--force", action="store_true", help="rebuild even if built")
+    ap.add_argument("--server", action="store_true",
+                    help="also build llama-server (benchmarks/serve.py)")
     args = ap.parse_args()
     info = ensure_built(args.root, args.jobs, args.force)
+    if args.server:
+        info["server"] = ensure_server(args.root, args.jobs)
     print(json.dumps(info, indent=1))
     return 0
 

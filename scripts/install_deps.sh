@@ -27,9 +27,10 @@ fi
 optional=()
 if [ "$mode" = test ] || [ "$mode" = bench ]; then
   required+=(cmake ninja-build doctest-dev)
-  # chromium: the headless browser test of the audit report's HTML page.
+  # chromium: the headless browser tests of the audit report's page and the serve dashboard;
+  # curl: tests/test_serve.py drives fwassist serve with it.
   optional=(g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang debootstrap softhsm2
-            chromium)
+            chromium curl)
 fi
 if [ "$mode" = bench ]; then optional+=(llvm-19 clang-19); fi
 

@@ -354,6 +354,11 @@ class Stream:
     def __iter__(self) -> Stream:
         return self
 
+    def stats(self) -> dict[str, Any]:
+        """The generation's statistics so far (also of one abandoned before its end: what it
+        already cost, e.g. for energy accounting)."""
+        return dict(self._native.stats())
+
     def __next__(self) -> Token:
         while not self._done:
             tok, piece, done = _artifact_errors(self._native.next)

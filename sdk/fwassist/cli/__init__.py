@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Command line: ``fwassist info | check | demo | run | export | verify | inspect | diff | sbom``.
+"""Command line: ``fwassist info | check | demo | run | serve | export | verify | inspect | diff |
+sbom``.
 
 Exit codes: 0 success, 1 a check failed, a model was refused or the work failed, 2 bad usage
 or input (every option and path is checked before any work), 3 an invalid artifact; ``diff``
@@ -245,6 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .demo import register as register_demo
     from .release import register as register_release
     from .run import register as register_run
+    from .serve import register as register_serve
 
     register_demo(sub)
     register_run(sub)
@@ -253,5 +255,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_release(sub)
     register_audit(sub)
     register_check_code(sub)
+    register_serve(sub)
     return run_command(parser, argv)
 
