@@ -87,7 +87,7 @@ def test_cosigned_round_trip_and_commit(rel: Release) -> None:
     assert r is not None and r.pin == m.pin == "sha256:" + rel.root
     assert (r.security_version, r.rxswin, r.policy_version, r.counter) == (5, "RXSWIN-DEMO-1", 1, 1)
     assert [(s.keyid, s.role, s.status) for s in r.signers] == [
-        (rel.supplier.keyid, "supplier", "ok"), (rel.oem.keyid, "oem", "ok")]
+        (rel.supplier.keyid, "supplier", "valid"), (rel.oem.keyid, "oem", "valid")]
     # Loading never advances the counter; the explicit commit does, and a replay of an older
     # release is refused afterwards.
     assert counter_read(rel.counter) == 1
@@ -219,7 +219,7 @@ def test_cli_verify_and_run_with_trust(rel: Release) -> None:
     r = fwassist_cli("verify", rel.model, "--trust", pol, "--counter", rel.counter, "-q")
     assert r.returncode == 0, r.stderr
     assert "release verified: security_version 3, RXSWIN none" in r.stdout
-    assert f"signer {rel.oem.keyid}: oem: ok" in r.stdout
+    assert f"signer {rel.oem.keyid}: oem: valid" in r.stdout
     r = fwassist_cli("verify", rel.model, "--trust", pol, "-q")
     assert r.returncode == 3 and "counter_unavailable" in r.stderr
     assert "Traceback" not in r.stderr
