@@ -108,15 +108,15 @@ def _verify_release(args: argparse.Namespace) -> int:
 
     try:
         model = Model.load(args.file, pin=args.pin, lazy=True, **trust_options(args))
-    except ValueError as e:  # a root key that is not one, a threshold the keys cannot meet
-        print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
-        return EXIT_USAGE
     except ReleaseError as e:
         print(f"fwassist: RELEASE REFUSED {printable(args.file)}: {printable(e.status)}: "
               f"{printable(e.message)}", file=sys.stderr)
         return EXIT_INVALID
     except ArtifactError as e:
         return _invalid(e)
+    except ValueError as e:  # a root key that is not one, a threshold the keys cannot meet
+        print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
+        return EXIT_USAGE
     r = model.release
     assert r is not None
     rx = printable(r.rxswin) if r.rxswin is not None else "none"
