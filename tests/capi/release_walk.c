@@ -444,6 +444,17 @@ int main(int argc, char** argv) {
     printf("release_walk: this build has no crypto: every policy refused (no_crypto); the "
            "suite runs with the verification callback\n");
     EXPECT(strstr(fwa_last_error(), "crypto") != NULL);
+    /* A signed policy as well: its root signatures cannot be checked either. */
+    {
+      ram_counter stored = {1, 0, 0};
+      fwa_counter policy_counter;
+      fwa_counter_init(&policy_counter);
+      policy_counter.read = ram_read;
+      policy_counter.ctx = &stored;
+      EXPECT_STATUS(open_signed("policy-v2.json", "policy-v2.json.sig", 1, &policy_counter,
+                                &counter, NULL, &m), FWA_ERR_NO_CRYPTO);
+      EXPECT(m == NULL);
+    }
   } else {
     EXPECT_STATUS(st, FWA_OK);
     printf("release_walk: signatures checked by the library\n");
