@@ -559,17 +559,16 @@ int check_one(const TrustInputs& in, Algorithm alg, const std::vector<uint8_t>& 
 
 }  // namespace
 
-Status verify_policy_signatures(const TrustInputs& in, const Policy& policy, Verdict* out,
-                                std::string* message) {
+Status parse_root_keys(const TrustInputs& in, std::vector<RootKey>* roots,
+                       std::string* message) {
   try {
-    // The integrator's configuration: distinct root keys, a threshold they can meet.
+    roots->clear();
     if (in.root_keys.size() > kMaxRootKeys) {
       if (message)
         *message = "root keys: " + std::to_string(in.root_keys.size()) + " given, at most " +
                    std::to_string(kMaxRootKeys);
       return Status::invalid_argument;
     }
-    std::vector<RootKey> roots;
     for (size_t i = 0; i < in.root_keys.size(); ++i) {
       RootKey k;
       const Status st = parse_root_key(in.root_keys[i], &k, message);
@@ -578,15 +577,25 @@ Status verify_policy_signatures(const TrustInputs& in, const Policy& policy, Ver
         return st;
       }
       bool seen = false;
-      for (const RootKey& r : roots) seen = seen || r.keyid == k.keyid;
-      if (!seen) roots.push_back(std::move(k));
+      for (const RootKey& r : *roots) seen = seen || r.keyid == k.keyid;
+      if (!seen) roots->push_back(std::move(k));
     }
-    if (in.root_threshold < 1 || size_t(in.root_threshold) > roots.size()) {
+    if (in.root_threshold < 1 || size_t(in.root_threshold) > roots->size()) {
       if (message)
         *message = "root keys: a threshold of " + std::to_string(in.root_threshold) +
-                   " needs 1.." + std::to_string(roots.size()) + " (the distinct root keys)";
+                   " needs 1.." + std::to_string(roots->size()) + " (the distinct root keys)";
       return Status::invalid_argument;
     }
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    if (message) *message = "root keys: out of memory";
+    return Status::io_error;
+  }
+}
+
+Status verify_policy_signatures(const TrustInputs& in, const std::vector<RootKey>& roots,
+                                const Policy& policy, Verdict* out, std::string* message) {
+  try {
     if (in.policy_size > kMaxPolicyPayload) {
       if (message)
         *message = "trust policy: a signed policy is at most " +
@@ -677,16 +686,21 @@ Status verify(const Artifact& artifact, const TrustInputs& in, Verdict* out,
       return Status::no_crypto;
     }
     // 2. The policy and the signature file.
-    Policy policy;
-    Status st = parse_policy(in.policy, in.policy_size, &policy, message);
-    if (st != Status::ok) return st;
+    std::vector<RootKey> roots;
     if (!in.root_keys.empty()) {
-      st = verify_policy_signatures(in, policy, out, message);
-      if (st != Status::ok) return st;
+      const Status rst = parse_root_keys(in, &roots, message);
+      if (rst != Status::ok) return rst;
     } else if (in.policy_signatures) {
       if (message)
         *message = "policy signatures were given without root keys to check them";
       return Status::invalid_argument;
+    }
+    Policy policy;
+    Status st = parse_policy(in.policy, in.policy_size, &policy, message);
+    if (st != Status::ok) return st;
+    if (!roots.empty()) {
+      st = verify_policy_signatures(in, roots, policy, out, message);
+      if (st != Status::ok) return st;
     }
     SignatureFile sf;
     st = parse_signatures(in.signatures, in.signatures_size, kStatementPayloadType, &sf, message);

@@ -203,15 +203,21 @@ bool have_crypto();
 int crypto_verify(Algorithm alg, const uint8_t* spki, size_t spki_len, const uint8_t* msg,
                   size_t msg_len, const uint8_t* sig, size_t sig_len);
 
-// The signed-policy part of step 2, on the policy `policy` parsed from in.policy, in the
-// reference's order (fwassist.release.verify_policy): invalid_argument (root keys, threshold),
+// The root keys of `in`, distinct, checked with the threshold (before the policy is parsed, as
+// the reference checks its arguments first): invalid_argument when a key is not a P-256 or
+// Ed25519 PEM public key, there are more than kMaxRootKeys, or the threshold is outside
+// 1..the distinct keys.
+Status parse_root_keys(const TrustInputs& in, std::vector<RootKey>* roots, std::string* message);
+
+// The signed-policy part of step 2, on the policy `policy` parsed from in.policy and the
+// `roots` of parse_root_keys, in the reference's order (fwassist.release.verify_policy):
 // cap_exceeded (the policy over kMaxPolicyPayload), signature_malformed / cap_exceeded (the
 // policy's signature file; none at all is signature_malformed), subject_mismatch (signatures
 // over other bytes), signature_invalid (a root key's signature does not verify; other keys
 // are ignored), untrusted (fewer than root_threshold valid root signatures),
 // counter_unavailable (the policy counter), rollback (policy_version below it).
-Status verify_policy_signatures(const TrustInputs& in, const Policy& policy, Verdict* out,
-                                std::string* message);
+Status verify_policy_signatures(const TrustInputs& in, const std::vector<RootKey>& roots,
+                                const Policy& policy, Verdict* out, std::string* message);
 
 // Steps 1-7 above against an artifact already opened and verified.
 Status verify(const Artifact& artifact, const TrustInputs& in, Verdict* out,

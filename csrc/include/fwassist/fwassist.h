@@ -197,7 +197,9 @@ typedef struct fwa_trust {
    * the policy's policy_version is not below the value of policy_counter (the device's stored
    * policy version, the same counter contract as `counter`). Statuses, in this order:
    * FWA_ERR_INVALID_ARGUMENT (a root key that is not a P-256 or Ed25519 PEM public key, more
-   * than 16, a threshold outside 1..distinct keys), FWA_ERR_CAP_EXCEEDED (a policy over 32 KiB),
+   * than 16, a threshold outside 1..distinct keys), the policy's own statuses
+   * (FWA_ERR_POLICY_MALFORMED, FWA_ERR_POLICY_UNSATISFIABLE), FWA_ERR_CAP_EXCEEDED (a policy
+   * over 32 KiB),
    * FWA_ERR_SIGNATURE_MALFORMED (no policy_signatures: an unsigned policy is refused, or a
    * malformed file), FWA_ERR_SUBJECT_MISMATCH (signatures over other bytes),
    * FWA_ERR_SIGNATURE_INVALID (a root key's signature does not verify), FWA_ERR_UNTRUSTED
