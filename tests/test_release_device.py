@@ -87,7 +87,7 @@ def test_cosigned_round_trip_and_commit(rel: Release) -> None:
     assert r is not None and r.pin == m.pin == "sha256:" + rel.root
     assert (r.security_version, r.rxswin, r.policy_version, r.counter) == (5, "RXSWIN-DEMO-1", 1, 1)
     assert [(s.keyid, s.role, s.status) for s in r.signers] == [
-        (rel.supplier.keyid, "supplier", "ok"), (rel.oem.keyid, "oem", "ok")]
+        (rel.supplier.keyid, "supplier", "valid"), (rel.oem.keyid, "oem", "valid")]
     # Loading never advances the counter; the explicit commit does, and a replay of an older
     # release is refused afterwards.
     assert counter_read(rel.counter) == 1
@@ -219,7 +219,7 @@ def test_cli_verify_and_run_with_trust(rel: Release) -> None:
     r = fwassist_cli("verify", rel.model, "--trust", pol, "--counter", rel.counter, "-q")
     assert r.returncode == 0, r.stderr
     assert "release verified: security_version 3, RXSWIN none" in r.stdout
-    assert f"signer {rel.oem.keyid}: oem: ok" in r.stdout
+    assert f"signer {rel.oem.keyid}: oem: valid" in r.stdout
     r = fwassist_cli("verify", rel.model, "--trust", pol, "-q")
     assert r.returncode == 3 and "counter_unavailable" in r.stderr
     assert "Traceback" not in r.stderr
@@ -252,3 +252,65 @@ def test_a_build_without_crypto_refuses_every_policy(rel: Release,
         with pytest.raises(ReleaseError) as e:
             rel.load()
         assert e.value.status == "no_crypto" and "fwassist[sign]" in e.value.message
+
+
+POLICY_TYPE = "application/vnd.fwassist.trust-policy+json"
+
+
+@needs_crypto
+def test_signed_policy_from_python_and_the_cli(rel: Release) -> None:
+    """root_keys= / --root-key: the core refuses an unsigned, re-signed-by-a-stranger or older
+    policy and loads a signed one; the policy counter moves only by commit_policy_version."""
+    rel.sign(5, [rel.supplier, rel.oem])
+    root, stranger = Key.generate("ed25519"), Key.generate("ecdsa-p256-sha256")
+    root_pem = rel.dir / "root.pub.pem"
+    root_pem.write_text(root.pem)
+    pol = rel.policy(policy_version=4)
+    raw = pol.read_bytes()
+    Path(str(pol) + ".sig").write_bytes(bundle_line(raw, root, payload_type=POLICY_TYPE))
+    stored = rel.dir / "policy-counter"
+    counter_init(stored, 3)
+    m = rel.load(trust=pol, root_keys=[root_pem], policy_counter=stored)
+    assert m.release is not None and m.release.policy_signed
+    assert (m.release.policy_version, m.release.policy_counter) == (4, 3)
+    assert counter_read(stored) == 3              # loading never advances it
+    m.commit_policy_version(stored)
+    assert counter_read(stored) == 4
+    with pytest.raises(ValueError, match="signed trust policy"):
+        rel.load(trust=pol).commit_policy_version(stored)
+    # The same policy unsigned, signed by a stranger, or older than the stored version.
+    unsigned = rel.dir / "unsigned" / "policy.json"
+    unsigned.parent.mkdir()
+    unsigned.write_bytes(raw)
+    assert rel.status(trust=unsigned, root_keys=[root.pem], policy_counter=stored) == \
+        "signature_malformed"
+    by_stranger = rel.dir / "stranger.sig"
+    by_stranger.write_bytes(bundle_line(raw, stranger, payload_type=POLICY_TYPE))
+    assert rel.status(trust=pol, root_keys=[root.pem], policy_signature=by_stranger,
+                      policy_counter=stored) == "untrusted"
+    assert rel.status(trust=pol, root_keys=[root.pem]) == "counter_unavailable"
+    older = rel.policy("older.json", policy_version=3)
+    Path(str(older) + ".sig").write_bytes(bundle_line(older.read_bytes(), root,
+                                                      payload_type=POLICY_TYPE))
+    assert rel.status(trust=older, root_keys=[root.pem], policy_counter=stored) == "rollback"
+    with pytest.raises(ValueError, match="root key"):
+        rel.load(trust=pol, root_keys=["-----BEGIN PUBLIC KEY-----\nAAAA\n"],
+                 policy_counter=stored)
+    with pytest.raises(ValueError, match="need root_keys"):
+        rel.load(trust=pol, policy_counter=stored)
+    # The CLI.
+    base = ["verify", rel.model, "--trust", pol, "--counter", rel.counter, "-q"]
+    r = fwassist_cli(*base, "--root-key", root_pem, "--policy-counter", stored)
+    assert r.returncode == 0, r.stderr
+    assert "policy signed by the root keys: policy version 4, stored policy version 4" in r.stdout
+    r = fwassist_cli(*base[:-1], "--trust", older, "--root-key", root_pem, "--policy-counter",
+                     stored, "-q")
+    assert r.returncode == 3 and "RELEASE REFUSED" in r.stderr and "rollback" in r.stderr
+    r = fwassist_cli(*base, "--root-key", root_pem, "--policy-sig", by_stranger,
+                     "--policy-counter", stored)
+    assert r.returncode == 3 and "untrusted" in r.stderr
+    r = fwassist_cli(*base, "--policy-counter", stored)
+    assert r.returncode == 2 and "need --root-key" in r.stderr
+    r = fwassist_cli(*base, "--root-key", root_pem, "--root-threshold", "2",
+                     "--policy-counter", stored)
+    assert r.returncode == 2 and "threshold" in r.stderr and "Traceback" not in r.stderr

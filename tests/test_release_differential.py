@@ -14,7 +14,13 @@ Known intentional differences (docs/releases.md, "Two verifiers"), kept out of t
   needs ``cryptography`` and gives the core its callback when it has no OpenSSL.
 
 The core runs both ways when it has OpenSSL: with libcrypto and with the ``cryptography``
-verification callback the wheels use (fwassist._trust.cryptography_verifier)."""
+verification callback the wheels use (fwassist._trust.cryptography_verifier).
+
+Signed policies (docs/releases.md §5): the core with root keys (Model.load(root_keys=...,
+policy_signature=..., policy_counter=...)) against the reference's verify_policy followed by
+verify, on good, tampered, wrong-root, forged, under-threshold, older and unsigned policies
+and on mutations of the policy's signature file. The policy counter, like the release counter,
+is required by the core; the reference takes the stored version as an integer."""
 
 from __future__ import annotations
 
@@ -33,8 +39,10 @@ from release_cases import write_cases  # noqa: E402
 
 import fwassist  # noqa: E402
 from fwassist import ArtifactError, Model, ReleaseError, _trust  # noqa: E402
-from fwassist.release import FileCounter, make_policy, sign, verify  # noqa: E402
-from fwassist.release._formats import PAYLOAD_TYPE, canonical, pae, render_bundle_line  # noqa: E402
+from fwassist.release import (FileCounter, make_policy, sign, sign_policy, verify,  # noqa: E402
+                              verify_policy)
+from fwassist.release._formats import (PAYLOAD_TYPE, POLICY_PAYLOAD_TYPE, canonical,  # noqa: E402
+                                       pae, render_bundle_line)
 from fwassist.release.keys import PemSigner, generate_key  # noqa: E402
 
 SEED = 20261207
@@ -347,7 +355,9 @@ def test_model_load_takes_the_release_objects(tmp_path: Path,
     assert r is not None
     assert (r.pin, r.security_version, r.rxswin, r.policy_version, r.counter) == (
         ref.pin, ref.security_version, ref.rxswin, ref.policy_version, ref.counter)
-    assert [(s.keyid, s.role) for s in r.signers] == [(s.keyid, s.role) for s in ref.signers]
+    # One vocabulary of per-signer words (valid / revoked / untrusted) on both sides.
+    assert [(s.keyid, s.role, s.status) for s in r.signers] == [
+        (s.keyid, s.role, s.status) for s in ref.signers]
     # The core checks the policy's bytes, not the parsed object: a doctored object is refused.
     with pytest.raises(ReleaseError) as e:
         Model.load(b.model, trust=type(policy)(**{**policy.__dict__, "source": b"{}"}),
@@ -444,3 +454,170 @@ def test_release_cases_through_the_c_abi(tmp_path: Path, models: tuple[bytes, by
         got = "ok" if st == lib.FWA_OK else c.status_name(st)
         assert got == python_status(d / "model.fwa", d / "model.fwa.sig", d / "policy.json",
                                     counter_path) == case["status"], case["name"]
+
+
+# ---- signed policies -------------------------------------------------------------------
+
+
+def python_signed_status(model: Path, policy: Path, policy_sig: Optional[Path],
+                         roots: list[str], threshold: int, stored: Path) -> str:
+    """The reference: verify_policy (the stored version read from the policy counter; an
+    unreadable one is counter_unavailable after the signatures, as the core orders it), then
+    verify with the policy it returned."""
+    try:
+        try:
+            stored_version: Optional[int] = FileCounter(stored).read()
+        except ReleaseError:
+            stored_version = None
+        pol = verify_policy(policy, policy_sig, roots, threshold=threshold,
+                            stored_policy_version=stored_version)
+        if stored_version is None:
+            return "counter_unavailable"
+        return verify(model, None, pol, FileCounter(zero_counter(model.parent))).status
+    except (ReleaseError, ArtifactError) as e:
+        return str(e.status)
+
+
+def native_signed_status(model: Path, policy: Path, policy_sig: Optional[Path],
+                         roots: list[str], threshold: int, stored: Path,
+                         how: Optional[str]) -> str:
+    try:
+        m = Model.load(model)
+        r = _trust.verify(m._native, str(model), policy, None, zero_counter(model.parent),
+                          _trust.cryptography_verifier() if how == "callback" else None,
+                          root_keys=roots, policy_signature=policy_sig, policy_counter=stored,
+                          root_threshold=threshold)
+    except (ReleaseError, ArtifactError) as e:
+        return str(e.status)
+    assert r.policy_signed and r.policy_counter == FileCounter(stored).read()
+    return "ok"
+
+
+def signed_both(model: Path, policy: Path, policy_sig: Optional[Path], roots: list[str],
+                threshold: int, stored: Path) -> dict[str, str]:
+    got = {"python": python_signed_status(model, policy, policy_sig, roots, threshold, stored)}
+    for how in VERIFIERS:
+        got[str(how)] = native_signed_status(model, policy, policy_sig, roots, threshold,
+                                             stored, how)
+    return got
+
+
+class SignedPolicy:
+    """Base's release with its policy (policy_version 3) signed by two root keys (P-256,
+    Ed25519), a policy counter holding 3, and a stranger's key."""
+
+    def __init__(self, d: Path, model: bytes) -> None:
+        self.base = Base(d, model)
+        self.root: PemSigner = generate_key("ecdsa-p256-sha256")[1]
+        self.root2: PemSigner = generate_key("ed25519")[1]
+        self.stranger: PemSigner = generate_key("ecdsa-p256-sha256")[1]
+        self.roots = [self.root.public_key_pem, self.root2.public_key_pem]
+        b = self.base
+        self.raw = make_policy([("supplier", b.sup.public_key_pem),
+                                ("oem", b.oem.public_key_pem)],
+                               {"supplier": 1, "oem": 1}, policy_version=3)
+        self.policy = d / "signed-policy.json"
+        self.policy.write_bytes(self.raw)
+        sign_policy(self.policy, self.root)
+        sign_policy(self.policy, self.root2)
+        self.sig = (d / "signed-policy.json.sig").read_bytes()
+        self.stored = d / "policy-counter"
+        FileCounter.init(self.stored, 3)
+
+    def line(self, payload: bytes, signer: PemSigner, signature: Optional[bytes] = None) -> bytes:
+        sig = signer.sign(pae(POLICY_PAYLOAD_TYPE, payload)) if signature is None else signature
+        return render_bundle_line(POLICY_PAYLOAD_TYPE, payload, signer.keyid, sig) + b"\n"
+
+
+def test_signed_policy_cases_agree(tmp_path: Path, models: tuple[bytes, bytes]) -> None:
+    sp = SignedPolicy(tmp_path, models[0])
+    b = sp.base
+    d = tmp_path / "case"
+    d.mkdir()
+    other_root = generate_key("ed25519")[1].public_key_pem
+    older = make_policy([("supplier", b.sup.public_key_pem), ("oem", b.oem.public_key_pem)],
+                        {"supplier": 1, "oem": 1}, policy_version=2)
+    edited = make_policy([("supplier", b.sup.public_key_pem), ("oem", b.oem.public_key_pem)],
+                         {"supplier": 1, "oem": 1}, policy_version=3, min_security_version=9)
+    cases: list[tuple[str, bytes, Optional[bytes], list[str], int, Optional[int], str]] = [
+        # name, policy bytes, its .sig (None: no file), roots, threshold, stored, status
+        ("good", sp.raw, sp.sig, sp.roots, 2, 3, "ok"),
+        ("good, one root needed, other listed", sp.raw, sp.sig, [sp.roots[1], other_root], 1,
+         1, "ok"),
+        ("tampered policy", edited, sp.sig, sp.roots, 1, 3, "subject_mismatch"),
+        ("wrong root", sp.raw, sp.sig, [other_root], 1, 3, "untrusted"),
+        ("stranger's signature", sp.raw, sp.line(sp.raw, sp.stranger), sp.roots, 1, 3,
+         "untrusted"),
+        ("one root of two", sp.raw, sp.line(sp.raw, sp.root), sp.roots, 2, 3, "untrusted"),
+        ("forged root signature", sp.raw,
+         sp.line(sp.raw, sp.root, sp.root.sign(b"other bytes")) + sp.line(sp.raw, sp.root2),
+         sp.roots, 1, 3, "signature_invalid"),
+        ("lower policy_version", older,
+         sp.line(older, sp.root) + sp.line(older, sp.root2), sp.roots, 1, 3, "rollback"),
+        ("missing signature file", sp.raw, None, sp.roots, 1, 3, "signature_malformed"),
+        ("a release's signatures", sp.raw, b.sig, sp.roots, 1, 3, "signature_malformed"),
+        ("truncated", sp.raw, sp.sig[:-1], sp.roots, 1, 3, "signature_malformed"),
+        ("policy counter missing", sp.raw, sp.sig, sp.roots, 1, None, "counter_unavailable"),
+    ]
+    for name, raw, sig, roots, threshold, stored, want in cases:
+        pol = d / "policy.json"
+        pol.write_bytes(raw)
+        psig = d / "policy.json.sig"
+        psig.unlink(missing_ok=True)
+        if sig is not None:
+            psig.write_bytes(sig)
+        counter = d / "policy-counter"
+        counter.unlink(missing_ok=True)
+        if stored is not None:
+            FileCounter.init(counter, stored)
+        model = d / "model.fwa"
+        if not model.exists():
+            model.write_bytes(b.model.read_bytes())
+            (d / "model.fwa.sig").write_bytes(b.sig)
+        got = signed_both(model, pol, psig if sig is not None else None, roots, threshold,
+                          counter)
+        assert set(got.values()) == {want}, (name, got)
+    # The release checks still follow a signed policy: an untrusted release is refused.
+    (d / "model.fwa.sig").write_bytes(b.resign(b.payload, [sp.stranger]))
+    got = signed_both(d / "model.fwa", sp.policy, None, sp.roots, 1, sp.stored)
+    assert set(got.values()) == {"untrusted"}, got
+
+
+def test_signed_policy_mutations_agree(tmp_path: Path, models: tuple[bytes, bytes]) -> None:
+    """Seeded mutations of the policy's signature file (flips, truncations, line edits, JSON
+    edits) and of the policy (re-signed edits): the same status from both verifiers."""
+    sp = SignedPolicy(tmp_path, models[0])
+    rng = random.Random(SEED + 17)
+    pol, psig = tmp_path / "m-policy.json", tmp_path / "m-policy.json.sig"
+    seen: dict[str, int] = {}
+    disagreements = []
+    for n in range(60):
+        raw, sig = sp.raw, sp.sig
+        op = n % 5
+        if op == 0:
+            sig = _flip(rng, sig)
+        elif op == 1:
+            sig = sig[:rng.randrange(len(sig))]
+        elif op == 2:
+            lines = sig.splitlines(keepends=True)
+            i = rng.randrange(len(lines))
+            lines[i] = canonical(_json_edit(rng, json.loads(lines[i]))) + b"\n"
+            sig = b"".join(lines)
+        elif op == 3:
+            j = json.loads(raw)
+            k = rng.choice(["policy_version", "min_security_version"])
+            j[k] = rng.choice([1, 2, 3, 4, 0])
+            raw = json.dumps(j).encode()
+            signers = rng.choice([[sp.root], [sp.root2], [sp.root, sp.root2], [sp.stranger]])
+            sig = b"".join(sp.line(raw, s) for s in signers)
+        else:
+            raw = _flip(rng, raw)
+        pol.write_bytes(raw)
+        psig.write_bytes(sig)
+        got = signed_both(sp.base.model, pol, psig, sp.roots, rng.choice([1, 2]), sp.stored)
+        if len(set(got.values())) != 1:
+            disagreements.append((n, got))
+        seen[got["python"]] = seen.get(got["python"], 0) + 1
+    assert not disagreements, "\n".join(map(str, disagreements))
+    assert {"ok", "signature_malformed", "untrusted", "rollback", "policy_malformed"} <= \
+        set(seen), seen

@@ -67,10 +67,17 @@ fwa_status read_open_options(const fwa_open_options* options, fwa::OpenOptions* 
   return FWA_OK;
 }
 
+// The size of fwa_trust before the signed-policy fields were appended: still accepted (the
+// policy is trusted as given).
+constexpr size_t kTrustV1 = offsetof(fwa_trust, root_keys);
+
 // Checks the release of the verified artifact `a` against *trust (release::verify's order).
 fwa_status verify_release(const fwa::Artifact& a, const fwa_trust* trust,
                           fwa::release::Verdict* verdict, const char* fn) {
-  fwa_status s = fwa_capi::check_struct(trust, sizeof *trust, fn);
+  uint32_t size;
+  std::memcpy(&size, trust, sizeof size);
+  const bool v1 = size == kTrustV1;
+  fwa_status s = v1 ? FWA_OK : fwa_capi::check_struct(trust, sizeof *trust, fn);
   if (s != FWA_OK) return s;
   if (trust->reserved0 != 0)
     return fail(FWA_ERR_INVALID_ARGUMENT, "%s: trust->reserved0 must be 0", fn);
@@ -87,6 +94,27 @@ fwa_status verify_release(const fwa::Artifact& a, const fwa_trust* trust,
   if (trust->counter) {
     s = fwa_capi::read_counter(trust->counter, &in.counter, fn);
     if (s != FWA_OK) return s;
+  }
+  if (!v1) {
+    if (trust->reserved1 != 0)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: trust->reserved1 must be 0", fn);
+    if (trust->n_root_keys && !trust->root_keys)
+      return fail(FWA_ERR_NULL_ARGUMENT, "%s: trust->root_keys is NULL", fn);
+    if (trust->n_root_keys > fwa::release::kMaxRootKeys)
+      return fail(FWA_ERR_INVALID_ARGUMENT, "%s: %zu root keys, at most %zu", fn,
+                  trust->n_root_keys, fwa::release::kMaxRootKeys);
+    for (size_t i = 0; i < trust->n_root_keys; ++i) {
+      if (!trust->root_keys[i])
+        return fail(FWA_ERR_NULL_ARGUMENT, "%s: trust->root_keys[%zu] is NULL", fn, i);
+      in.root_keys.emplace_back(trust->root_keys[i]);
+    }
+    in.root_threshold = trust->root_threshold;
+    in.policy_signatures = static_cast<const uint8_t*>(trust->policy_signatures);
+    in.policy_signatures_size = trust->policy_signatures_size;
+    if (trust->policy_counter) {
+      s = fwa_capi::read_counter(trust->policy_counter, &in.policy_counter, fn);
+      if (s != FWA_OK) return s;
+    }
   }
   std::string message;
   const fwa::Status st = fwa::release::verify(a, in, verdict, &message);

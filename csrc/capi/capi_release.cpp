@@ -42,6 +42,7 @@ void fwa_trust_init(fwa_trust* trust) {
   if (!trust) return;
   std::memset(trust, 0, sizeof *trust);
   trust->struct_size = sizeof *trust;
+  trust->root_threshold = 1;
 }
 
 void fwa_release_info_init(fwa_release_info* info) {
@@ -67,6 +68,7 @@ fwa_status fwa_model_release_info(const fwa_model* model, fwa_release_info* info
       out.policy_version = v.policy_version;
       out.n_signers = int32_t(v.signers.size());
       for (const auto& sv : v.signers) out.n_valid_signers += sv.status == fwa::Status::ok;
+      out.policy_signed = v.policy_signed ? 1 : 0;
       if (v.rxswin) {  // at most 128 bytes (release::kMaxRxswin)
         out.has_rxswin = 1;
         std::memcpy(out.rxswin, v.rxswin->c_str(), v.rxswin->size() + 1);
@@ -92,6 +94,26 @@ fwa_status fwa_model_commit_security_version(const fwa_model* model, const fwa_c
     std::string message;
     const fwa::Status st =
         fwa::release::counter_commit(c, uint64_t(model->release->security_version), &message);
+    if (st != fwa::Status::ok) return fail_core(st, message);
+    return FWA_OK;
+  });
+}
+
+fwa_status fwa_model_commit_policy_version(const fwa_model* model, const fwa_counter* counter) {
+  const char* fn = "fwa_model_commit_policy_version";
+  return guarded(fn, [&] {
+    FWA_CHECK_HANDLE(model, model, fn);
+    FWA_CHECK_NOT_NULL(counter, fn);
+    if (!model->release || !model->release->policy_signed)
+      return fail(FWA_ERR_INVALID_ARGUMENT,
+                  "%s: the model was opened without a signed trust policy (root keys): no "
+                  "verified policy version to commit", fn);
+    fwa::release::Counter c;
+    const fwa_status s = fwa_capi::read_counter(counter, &c, fn);
+    if (s != FWA_OK) return s;
+    std::string message;
+    const fwa::Status st =
+        fwa::release::counter_commit(c, uint64_t(model->release->policy_version), &message);
     if (st != fwa::Status::ok) return fail_core(st, message);
     return FWA_OK;
   });

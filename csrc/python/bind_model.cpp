@@ -58,6 +58,7 @@ void check(fwa::Status st, const std::string& message) {
 struct NativeModel {
   std::shared_ptr<fwa::Model> model;
   std::optional<int64_t> security_version;  // set once verify_release succeeded
+  std::optional<int64_t> policy_version;    // ... with a signed policy (root keys)
 };
 
 struct NativeSession {
@@ -502,15 +503,24 @@ void bind_model(nb::module_& m) {
           "verify_release",
           [](NativeModel& m, const nb::bytes& policy, const nb::bytes& signatures,
              const std::optional<std::string>& counter_path, nb::object counter,
-             nb::object verifier) {
+             nb::object verifier, const std::vector<std::string>& root_keys,
+             int64_t root_threshold, nb::object policy_signatures,
+             const std::optional<std::string>& policy_counter_path, nb::object policy_counter) {
             int64_t sv = 0;
-            nb::tuple verdict = fwa_python::verify_release(*m.model, policy, signatures,
-                                                           {counter_path, counter}, verifier, &sv);
+            std::optional<int64_t> pv;
+            nb::tuple verdict = fwa_python::verify_release(
+                *m.model, policy, signatures, {counter_path, counter}, verifier,
+                {root_keys, root_threshold, policy_signatures,
+                 {policy_counter_path, policy_counter}},
+                &sv, &pv);
             m.security_version = sv;
+            m.policy_version = pv;
             return verdict;
           },
           "policy"_a, "signatures"_a, "counter_path"_a.none(), "counter"_a.none(),
-          "verifier"_a.none() = nb::none())
+          "verifier"_a.none() = nb::none(), "root_keys"_a = std::vector<std::string>(),
+          "root_threshold"_a = 1, "policy_signatures"_a.none() = nb::none(),
+          "policy_counter_path"_a.none() = nb::none(), "policy_counter"_a.none() = nb::none())
       .def(
           "commit_security_version",
           [](const NativeModel& m, const std::optional<std::string>& counter_path,
@@ -519,6 +529,16 @@ void bind_model(nb::module_& m) {
               throw nb::value_error("the model was loaded without trust=: no verified "
                                     "security version to commit");
             fwa_python::commit_security_version(*m.security_version, {counter_path, counter});
+          },
+          "counter_path"_a.none(), "counter"_a.none())
+      .def(
+          "commit_policy_version",
+          [](const NativeModel& m, const std::optional<std::string>& counter_path,
+             nb::object counter) {
+            if (!m.policy_version)
+              throw nb::value_error("the model was loaded without a signed trust policy "
+                                    "(root_keys=): no verified policy version to commit");
+            fwa_python::commit_security_version(*m.policy_version, {counter_path, counter});
           },
           "counter_path"_a.none(), "counter"_a.none())
       .def("protection",

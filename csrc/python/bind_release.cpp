@@ -99,8 +99,9 @@ int py_verify(void* ctx, int32_t algorithm, const uint8_t* spki, size_t spki_len
 
 nb::tuple verify_release(const fwa::Model& model, const nb::bytes& policy,
                          const nb::bytes& signatures, const PyCounter& counter,
-                         const nb::object& verifier, int64_t* security_version) {
-  PyCounterCtx ctx;
+                         const nb::object& verifier, const PyPolicySignature& policy_sig,
+                         int64_t* security_version, std::optional<int64_t>* policy_version) {
+  PyCounterCtx ctx, pctx;
   PyVerifierCtx vctx;
   fwa::release::TrustInputs in;
   in.policy = static_cast<const uint8_t*>(policy.data());
@@ -108,6 +109,15 @@ nb::tuple verify_release(const fwa::Model& model, const nb::bytes& policy,
   in.signatures = static_cast<const uint8_t*>(signatures.data());
   in.signatures_size = signatures.size();
   in.counter = make_counter(counter, &ctx);
+  for (const std::string& k : policy_sig.root_keys) in.root_keys.emplace_back(k);
+  in.root_threshold = policy_sig.root_threshold;
+  nb::bytes psig;
+  if (policy_sig.signatures.is_valid() && !policy_sig.signatures.is_none()) {
+    psig = nb::cast<nb::bytes>(policy_sig.signatures);
+    in.policy_signatures = static_cast<const uint8_t*>(psig.data());
+    in.policy_signatures_size = psig.size();
+  }
+  in.policy_counter = make_counter(policy_sig.counter, &pctx);
   if (verifier.is_valid() && !verifier.is_none()) {
     vctx.fn = verifier;
     in.verify = py_verify;
@@ -122,19 +132,22 @@ nb::tuple verify_release(const fwa::Model& model, const nb::bytes& policy,
   }
   if (st != fwa::Status::ok) {
     if (!vctx.error.empty()) msg += ": " + vctx.error;
-    raise(st, with_cause(msg, ctx));
+    raise(st, with_cause(with_cause(msg, ctx), pctx));
   }
   *security_version = v.security_version;
+  if (v.policy_signed) *policy_version = v.policy_version;
   nb::list signers;
   for (const auto& s : v.signers)
     signers.append(nb::make_tuple(
         s.keyid, s.role.empty() ? nb::object(nb::none()) : nb::object(nb::str(s.role.c_str())),
-        fwa::status_name(s.status)));
+        fwa::release::signer_status_word(s.status)));
   return nb::make_tuple(v.security_version,
                         v.rxswin ? nb::object(nb::str(v.rxswin->c_str())) : nb::none(),
-                        v.policy_version, v.counter, signers);
+                        v.policy_version, v.counter, signers, v.policy_signed,
+                        v.policy_counter);
 }
 
+// Raises the counter to `version` (never lowers it): the security version or the policy version.
 void commit_security_version(int64_t security_version, const PyCounter& counter) {
   PyCounterCtx ctx;
   const fwa::release::Counter c = make_counter(counter, &ctx);

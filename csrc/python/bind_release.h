@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 
@@ -24,13 +25,25 @@ struct PyCounter {
   nanobind::object obj;
 };
 
+// A signed policy's inputs: root keys (PEM), threshold, the policy's .sig bytes (None: an
+// unsigned policy) and the policy counter. No root keys: the policy is trusted as given.
+struct PyPolicySignature {
+  std::vector<std::string> root_keys;
+  int64_t root_threshold = 1;
+  nanobind::object signatures;  // bytes or None
+  PyCounter counter;
+};
+
 // Verifies the model's release (release::verify, GIL released; a Python counter's read() is
 // called with the GIL held). verifier: None for the built-in crypto, or a Python callable
-// (algorithm, spki_der, message, signature) -> bool used as release::VerifyFn. Returns (security_version, rxswin or None, policy_version,
-// counter, [(keyid, role or None, status)]).
+// (algorithm, spki_der, message, signature) -> bool used as release::VerifyFn. Returns
+// (security_version, rxswin or None, policy_version, counter, [(keyid, role or None, status
+// word)], policy_signed, policy_counter); *policy_version is set when the policy was signed.
 nanobind::tuple verify_release(const fwa::Model& model, const nanobind::bytes& policy,
                                const nanobind::bytes& signatures, const PyCounter& counter,
-                               const nanobind::object& verifier, int64_t* security_version);
+                               const nanobind::object& verifier,
+                               const PyPolicySignature& policy_sig, int64_t* security_version,
+                               std::optional<int64_t>* policy_version);
 // Raises the counter to security_version (never lowers it).
 void commit_security_version(int64_t security_version, const PyCounter& counter);
 

@@ -112,6 +112,15 @@ Status sfail(std::string* message, const std::string& what) {
 
 }  // namespace
 
+const char* signer_status_word(Status s) {
+  switch (s) {
+    case Status::ok: return "valid";
+    case Status::revoked: return "revoked";
+    case Status::untrusted: return "untrusted";
+    default: return "invalid";
+  }
+}
+
 const char* algorithm_name(Algorithm a) {
   return a == Algorithm::ed25519 ? "ed25519" : "ecdsa-p256-sha256";
 }
@@ -237,10 +246,37 @@ Status parse_policy(const uint8_t* data, size_t n, Policy* out, std::string* mes
   }
 }
 
+Status parse_root_key(std::string_view pem, RootKey* out, std::string* message) {
+  try {
+    *out = RootKey();
+    const std::string text(pem);
+    if (text.size() > kMaxString || !pem_to_der(text, &out->spki_der)) {
+      if (message) *message = "root key: not a PEM PUBLIC KEY (the strict RFC 7468 form)";
+      return Status::invalid_argument;
+    }
+    if (spki_matches(Algorithm::ecdsa_p256_sha256, out->spki_der)) {
+      out->algorithm = Algorithm::ecdsa_p256_sha256;
+    } else if (spki_matches(Algorithm::ed25519, out->spki_der)) {
+      out->algorithm = Algorithm::ed25519;
+    } else {
+      if (message) *message = "root key: not a P-256 or Ed25519 SubjectPublicKeyInfo";
+      return Status::invalid_argument;
+    }
+    out->keyid = digest_hex(sha256(out->spki_der.data(), out->spki_der.size()));
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    if (message) *message = "root key: out of memory";
+    return Status::io_error;
+  }
+}
+
 Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected_payload_type,
                         SignatureFile* out, std::string* message) {
   try {
     *out = SignatureFile();
+    const size_t max_payload =
+        expected_payload_type == kPolicyPayloadType ? kMaxPolicyPayload : kMaxPayload;
+    const size_t max_payload_b64 = (max_payload + 2) / 3 * 4;
     if (n > kMaxSigFile) {
       if (message)
         *message = "signature: file of " + std::to_string(n) + " bytes exceeds the cap of " +
@@ -286,7 +322,7 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
       json::Document doc;
       json::Limits lim;
       lim.max_depth = 8;
-      lim.max_string = (kMaxPayload + 2) / 3 * 4;  // the payload's base64; others checked below
+      lim.max_string = max_payload_b64;  // the payload's base64; the others checked below
       std::string err;
       Status jst = doc.parse(data + pos, len, lim, &err);
       if (jst == Status::cap_exceeded) {
@@ -345,15 +381,17 @@ Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected
         return sfail(message, where + "publicKey.hint must equal the signature's keyid");
       // Every line's payload is decoded (caps and encoding), then compared with line 1's once
       // every line parsed, as the reference verifier does.
-      if (payload_b64.size() > (kMaxPayload + 2) / 3 * 4) {
+      if (payload_b64.size() > max_payload_b64) {
         if (message) *message = "signature: " + where + "payload longer than its cap";
         return Status::cap_exceeded;
       }
       std::vector<uint8_t> decoded;
       if (!base64_decode(payload_b64, &decoded))
         return sfail(message, where + "payload is not strict padded base64");
-      if (decoded.size() > kMaxPayload) {
-        if (message) *message = "signature: " + where + "decoded payload exceeds 16 KiB";
+      if (decoded.size() > max_payload) {
+        if (message)
+          *message = "signature: " + where + "decoded payload exceeds " +
+                     std::to_string(max_payload >> 10) + " KiB";
         return Status::cap_exceeded;
       }
       if (line_no == 1) {
@@ -506,6 +544,136 @@ Status counter_commit(const Counter& c, uint64_t security_version, std::string* 
   return Status::ok;
 }
 
+namespace {
+
+// One signature over `msg` by (alg, spki): the integrator's callback, else the built-in crypto.
+// 1 valid, 0 invalid, anything else a failure of the verifier.
+int check_one(const TrustInputs& in, Algorithm alg, const std::vector<uint8_t>& spki,
+              const std::string& msg, const std::vector<uint8_t>& sig) {
+  const auto* m = reinterpret_cast<const uint8_t*>(msg.data());
+  return in.verify ? in.verify(in.verify_ctx, int32_t(alg), spki.data(), spki.size(), m,
+                               msg.size(), sig.data(), sig.size())
+                   : crypto_verify(alg, spki.data(), spki.size(), m, msg.size(), sig.data(),
+                                   sig.size());
+}
+
+}  // namespace
+
+Status parse_root_keys(const TrustInputs& in, std::vector<RootKey>* roots,
+                       std::string* message) {
+  try {
+    roots->clear();
+    if (in.root_keys.size() > kMaxRootKeys) {
+      if (message)
+        *message = "root keys: " + std::to_string(in.root_keys.size()) + " given, at most " +
+                   std::to_string(kMaxRootKeys);
+      return Status::invalid_argument;
+    }
+    for (size_t i = 0; i < in.root_keys.size(); ++i) {
+      RootKey k;
+      const Status st = parse_root_key(in.root_keys[i], &k, message);
+      if (st != Status::ok) {
+        if (message) *message = "root key " + std::to_string(i) + ": " + *message;
+        return st;
+      }
+      bool seen = false;
+      for (const RootKey& r : *roots) seen = seen || r.keyid == k.keyid;
+      if (!seen) roots->push_back(std::move(k));
+    }
+    if (in.root_threshold < 1 || size_t(in.root_threshold) > roots->size()) {
+      if (message)
+        *message = "root keys: a threshold of " + std::to_string(in.root_threshold) +
+                   " needs 1.." + std::to_string(roots->size()) + " (the distinct root keys)";
+      return Status::invalid_argument;
+    }
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    if (message) *message = "root keys: out of memory";
+    return Status::io_error;
+  }
+}
+
+Status verify_policy_signatures(const TrustInputs& in, const std::vector<RootKey>& roots,
+                                const Policy& policy, Verdict* out, std::string* message) {
+  try {
+    if (in.policy_size > kMaxPolicyPayload) {
+      if (message)
+        *message = "trust policy: a signed policy is at most " +
+                   std::to_string(kMaxPolicyPayload) + " bytes, this one " +
+                   std::to_string(in.policy_size);
+      return Status::cap_exceeded;
+    }
+    if (!in.policy_signatures) {
+      if (message)
+        *message = "policy signature: none given, but root keys are configured: an unsigned "
+                   "trust policy is refused";
+      return Status::signature_malformed;
+    }
+    SignatureFile sf;
+    Status st = parse_signatures(in.policy_signatures, in.policy_signatures_size,
+                                 kPolicyPayloadType, &sf, message);
+    if (st != Status::ok) {
+      if (message) *message = "policy " + *message;
+      return st;
+    }
+    if (sf.payload.size() != in.policy_size ||
+        std::memcmp(sf.payload.data(), in.policy, in.policy_size) != 0) {
+      if (message) *message = "policy signature: the signatures sign other bytes than the policy";
+      return Status::subject_mismatch;
+    }
+    const std::string signed_bytes = pae(sf.payload_type, sf.payload);
+    int64_t valid = 0;
+    for (size_t i = 0; i < sf.bundles.size(); ++i) {
+      const Bundle& b = sf.bundles[i];
+      const RootKey* root = nullptr;
+      for (const RootKey& r : roots)
+        if (r.keyid == b.keyid) root = &r;
+      if (!root) continue;  // not a root key: ignored
+      const int rc = check_one(in, root->algorithm, root->spki_der, signed_bytes, b.signature);
+      if (rc == 0) {
+        if (message)
+          *message = "policy signature line " + std::to_string(i + 1) + ": the signature of "
+                     "root key " + b.keyid + " (" + algorithm_name(root->algorithm) +
+                     ") does not verify";
+        return Status::signature_invalid;
+      }
+      if (rc != 1) {
+        if (message)
+          *message = "the verifier failed on root key " + b.keyid + " (returned " +
+                     std::to_string(rc) + ")";
+        return Status::io_error;
+      }
+      ++valid;
+    }
+    if (valid < in.root_threshold) {
+      if (message)
+        *message = "policy signature: " + std::to_string(valid) + " valid root signature(s), " +
+                   std::to_string(in.root_threshold) + " needed";
+      return Status::untrusted;
+    }
+    uint64_t stored = 0;
+    st = counter_read(in.policy_counter, &stored, message);
+    if (st != Status::ok) {
+      if (message) *message = "policy " + *message;
+      return st;
+    }
+    if (uint64_t(policy.policy_version) < stored) {
+      if (message)
+        *message = "policy_version " + std::to_string(policy.policy_version) +
+                   " is below the device's stored policy version " + std::to_string(stored) +
+                   " (a replayed older policy)";
+      return Status::rollback;
+    }
+    out->policy_signed = true;
+    out->policy_counter = stored;
+    out->policy_root_signers = valid;
+    return Status::ok;
+  } catch (const std::bad_alloc&) {
+    if (message) *message = "policy signature: out of memory";
+    return Status::io_error;
+  }
+}
+
 Status verify(const Artifact& artifact, const TrustInputs& in, Verdict* out,
               std::string* message) {
   try {
@@ -518,9 +686,22 @@ Status verify(const Artifact& artifact, const TrustInputs& in, Verdict* out,
       return Status::no_crypto;
     }
     // 2. The policy and the signature file.
+    std::vector<RootKey> roots;
+    if (!in.root_keys.empty()) {
+      const Status rst = parse_root_keys(in, &roots, message);
+      if (rst != Status::ok) return rst;
+    } else if (in.policy_signatures) {
+      if (message)
+        *message = "policy signatures were given without root keys to check them";
+      return Status::invalid_argument;
+    }
     Policy policy;
     Status st = parse_policy(in.policy, in.policy_size, &policy, message);
     if (st != Status::ok) return st;
+    if (!roots.empty()) {
+      st = verify_policy_signatures(in, roots, policy, out, message);
+      if (st != Status::ok) return st;
+    }
     SignatureFile sf;
     st = parse_signatures(in.signatures, in.signatures_size, kStatementPayloadType, &sf, message);
     if (st != Status::ok) return st;
@@ -577,14 +758,7 @@ Status verify(const Artifact& artifact, const TrustInputs& in, Verdict* out,
         if (policy.revoked(b.keyid)) {
           sv.status = Status::revoked;
         } else {
-          const auto* msg = reinterpret_cast<const uint8_t*>(signed_bytes.data());
-          const int rc =
-              in.verify ? in.verify(in.verify_ctx, int32_t(key->algorithm), key->spki_der.data(),
-                                    key->spki_der.size(), msg, signed_bytes.size(),
-                                    b.signature.data(), b.signature.size())
-                        : crypto_verify(key->algorithm, key->spki_der.data(), key->spki_der.size(),
-                                        msg, signed_bytes.size(), b.signature.data(),
-                                        b.signature.size());
+          const int rc = check_one(in, key->algorithm, key->spki_der, signed_bytes, b.signature);
           if (rc == 0) {
             if (message)
               *message = "the signature of trusted key " + b.keyid + " (role \"" + key->role +

@@ -8,7 +8,8 @@
 // signers each role needs and the minimum security version. verify() runs after the artifact
 // itself was verified, in this order, stopping at the first failure:
 //   1. no crypto backend and no verification callback: no_crypto (never skipped);
-//   2. the policy (policy_malformed, policy_unsatisfiable), the signature file
+//   2. the policy (policy_malformed, policy_unsatisfiable); with root keys, its signatures
+//      (verify_policy_signatures: a signed policy, docs/releases.md §5); the signature file
 //      (signature_malformed, cap_exceeded);
 //   3. identical payloads and the statement (signature_malformed); subject digest, model-card
 //      digest and format version against the artifact (subject_mismatch);
@@ -41,7 +42,9 @@ namespace release {
 constexpr size_t kMaxSigFile = size_t(1) << 20;
 constexpr size_t kMaxSigLines = 16;
 constexpr size_t kMaxSigLine = size_t(64) << 10;
-constexpr size_t kMaxPayload = size_t(16) << 10;      // decoded DSSE payload
+constexpr size_t kMaxPayload = size_t(16) << 10;      // decoded DSSE payload: a statement
+constexpr size_t kMaxPolicyPayload = size_t(32) << 10;  // ... a signed policy (64 keys fit)
+constexpr size_t kMaxRootKeys = 16;
 constexpr size_t kMaxSignature = 256;                 // decoded signature
 constexpr size_t kMaxString = size_t(4) << 10;        // every other JSON string
 constexpr size_t kMaxPolicy = size_t(1) << 20;
@@ -108,7 +111,7 @@ struct SignatureFile {
 };
 
 // signature_malformed or cap_exceeded. expected_payload_type: kStatementPayloadType for a
-// release, kPolicyPayloadType for a signed policy.
+// release (payload <= kMaxPayload), kPolicyPayloadType for a signed policy (<= kMaxPolicyPayload).
 Status parse_signatures(const uint8_t* data, size_t n, std::string_view expected_payload_type,
                         SignatureFile* out, std::string* message);
 
@@ -140,6 +143,17 @@ struct Counter {
   void* ctx = nullptr;
 };
 
+// A root key provisioned on the device to check signed policies.
+struct RootKey {
+  std::string keyid;  // sha256 of spki_der, lowercase hex
+  Algorithm algorithm = Algorithm::ecdsa_p256_sha256;
+  std::vector<uint8_t> spki_der;
+};
+
+// The PEM SubjectPublicKeyInfo of a P-256 or Ed25519 key (the policy's strict PEM form):
+// invalid_argument otherwise (the integrator's configuration, not an attacker's input).
+Status parse_root_key(std::string_view pem, RootKey* out, std::string* message);
+
 struct TrustInputs {
   const uint8_t* policy = nullptr;
   size_t policy_size = 0;
@@ -148,13 +162,27 @@ struct TrustInputs {
   Counter counter;
   VerifyFn verify = nullptr;  // null: the built-in crypto (no_crypto in a build without it)
   void* verify_ctx = nullptr;
+  // A signed policy (docs/releases.md §5). No root keys: the policy is trusted as given (and
+  // policy_signatures must be null). Root keys: the policy is refused unless policy_signatures
+  // (its policy.json.sig) holds valid signatures of root_threshold distinct root keys over its
+  // exact bytes and its policy_version is not below policy_counter (the stored one).
+  std::vector<std::string_view> root_keys;  // PEM, at most kMaxRootKeys
+  int64_t root_threshold = 1;
+  const uint8_t* policy_signatures = nullptr;
+  size_t policy_signatures_size = 0;
+  Counter policy_counter;
 };
 
 struct SignerVerdict {
   std::string keyid;
   std::string role;     // "" when the key is not in the policy
-  Status status;        // ok, untrusted (not in the policy), revoked
+  Status status;        // ok (verified), untrusted (not in the policy), revoked
 };
+
+// The per-signer word of the verdict, one vocabulary with the reference verifier
+// (fwassist.release.SignerVerdict): "valid" (ok), "revoked", "untrusted"; "invalid" for a
+// signature that does not verify (the core refuses at once: signature_invalid).
+const char* signer_status_word(Status s);
 
 struct Verdict {
   Sha256Digest subject{};
@@ -163,6 +191,9 @@ struct Verdict {
   int64_t policy_version = 0;
   uint64_t counter = 0;
   std::vector<SignerVerdict> signers;
+  bool policy_signed = false;   // the policy's signatures were verified against root keys
+  uint64_t policy_counter = 0;  // then: the stored policy version read
+  int64_t policy_root_signers = 0;  // then: distinct root keys whose signature verified
 };
 
 // True when this build has a crypto backend (OpenSSL libcrypto).
@@ -171,6 +202,22 @@ bool have_crypto();
 // Verifies one signature with the built-in backend: 1 valid, 0 invalid, -1 no backend.
 int crypto_verify(Algorithm alg, const uint8_t* spki, size_t spki_len, const uint8_t* msg,
                   size_t msg_len, const uint8_t* sig, size_t sig_len);
+
+// The root keys of `in`, distinct, checked with the threshold (before the policy is parsed, as
+// the reference checks its arguments first): invalid_argument when a key is not a P-256 or
+// Ed25519 PEM public key, there are more than kMaxRootKeys, or the threshold is outside
+// 1..the distinct keys.
+Status parse_root_keys(const TrustInputs& in, std::vector<RootKey>* roots, std::string* message);
+
+// The signed-policy part of step 2, on the policy `policy` parsed from in.policy and the
+// `roots` of parse_root_keys, in the reference's order (fwassist.release.verify_policy):
+// cap_exceeded (the policy over kMaxPolicyPayload), signature_malformed / cap_exceeded (the
+// policy's signature file; none at all is signature_malformed), subject_mismatch (signatures
+// over other bytes), signature_invalid (a root key's signature does not verify; other keys
+// are ignored), untrusted (fewer than root_threshold valid root signatures),
+// counter_unavailable (the policy counter), rollback (policy_version below it).
+Status verify_policy_signatures(const TrustInputs& in, const std::vector<RootKey>& roots,
+                                const Policy& policy, Verdict* out, std::string* message);
 
 // Steps 1-7 above against an artifact already opened and verified.
 Status verify(const Artifact& artifact, const TrustInputs& in, Verdict* out,

@@ -18,6 +18,12 @@ Arguments:
   counter). A ``fwassist.release.FileCounter`` is its file, read by the core's own file store
   (the same format). None is refused (``counter_unavailable``): a missing counter is never
   version 0.
+* a signed policy (docs/releases.md §5): ``root_keys`` (PEM public keys: text, bytes or
+  ``.pem`` paths) provisioned on the device make the core refuse the policy unless
+  ``policy_signature`` (a path or bytes; None is the policy's path + ".sig" when ``trust`` is
+  a path) holds ``root_threshold`` valid root signatures over its bytes and its
+  policy_version is not below ``policy_counter`` (the stored policy version; the same forms
+  as ``counter``, required with root keys).
 
 Signature checks: a build with OpenSSL (``_core.have_release_crypto()``) uses libcrypto; the
 wheels, built without it (docs/packaging.md), hand the core :func:`cryptography_verifier`,
@@ -57,7 +63,8 @@ CounterArg = Union[PathArg, Counter, Any]
 class SignerResult:
     keyid: str
     role: Optional[str]     # None: the key is not in the policy
-    status: str             # "ok", "untrusted" (not in the policy) or "revoked"
+    status: str             # "valid", "untrusted" (not in the policy) or "revoked": the words
+                            # of fwassist.release.SignerVerdict (the reference verifier)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class DeviceRelease:
     policy_version: int
     counter: int            # the counter's value read at load
     signers: tuple[SignerResult, ...]
+    policy_signed: bool = False            # the policy's root signatures were verified
+    policy_counter: Optional[int] = None   # then: the stored policy version read
 
 
 def _read(arg: Any, what: str) -> bytes:
@@ -114,9 +123,32 @@ def _counter_args(counter: Any) -> tuple[Optional[str], Any]:
                     f"read() and advance(value), not {type(counter).__name__}")
 
 
-def _release_errors(fn: Any, *args: Any) -> Any:
+def _pem_text(key: Any) -> str:
+    """A root key as PEM text: the text itself, its bytes, or a ``.pem`` file's path."""
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).decode("ascii", "replace")
+    if isinstance(key, str) and key.startswith("-----BEGIN"):
+        return key
+    if isinstance(key, (str, os.PathLike)):
+        return _read(key, "root key").decode("ascii", "replace")
+    raise TypeError(f"a root key is PEM text, its bytes or a .pem path, not "
+                    f"{type(key).__name__}")
+
+
+def _policy_signature(trust: Any, policy_signature: Any, root_keys: Any) -> Optional[bytes]:
+    """The policy's signature file bytes; None when there is none (the core then refuses a
+    policy that root keys require to be signed)."""
+    if policy_signature is not None:
+        return _read(policy_signature, "policy signature file")
+    if root_keys and isinstance(trust, (str, os.PathLike)) and \
+            os.path.lexists(os.fspath(trust) + ".sig"):
+        return _read(os.fspath(trust) + ".sig", "policy signature file")
+    return None
+
+
+def _release_errors(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except _core.ReleaseFailure as e:
         status, message = e.args
         raise ReleaseError(status, message) from None
@@ -151,25 +183,40 @@ def _default_verifier() -> Optional[Verifier]:
 
 
 def verify(native: Any, artifact_path: str, trust: Any, signature: Any, counter: Any,
-           verifier: Optional[Verifier] = None) -> DeviceRelease:
+           verifier: Optional[Verifier] = None, *, root_keys: Any = None,
+           policy_signature: Any = None, policy_counter: Any = None,
+           root_threshold: int = 1) -> DeviceRelease:
     """Runs the core's release check on a loaded NativeModel (raises ReleaseError).
     verifier: the signature check the core calls instead of its own; None picks libcrypto
-    when the build has it, else :func:`cryptography_verifier`."""
+    when the build has it, else :func:`cryptography_verifier`. root_keys, policy_signature,
+    policy_counter, root_threshold: a signed policy (the module's docstring)."""
     policy = _policy_bytes(trust)
     sig = _read(artifact_path + ".sig" if signature is None else signature, "signature file")
     path, obj = _counter_args(counter)
+    roots = [_pem_text(k) for k in root_keys or ()]
+    psig = _policy_signature(trust, policy_signature, roots)
+    ppath, pobj = _counter_args(policy_counter)
+    if not roots and (policy_signature is not None or policy_counter is not None):
+        raise ValueError("policy_signature= and policy_counter= need root_keys= (the keys "
+                         "that sign the policy)")
     check = verifier if verifier is not None else _default_verifier()
     try:
-        sv, rxswin, policy_version, value, signers = _release_errors(
-            native.verify_release, policy, sig, path, obj, check)
+        (sv, rxswin, policy_version, value, signers, policy_signed,
+         policy_value) = _release_errors(
+            native.verify_release, policy, sig, path, obj, check, root_keys=roots,
+            root_threshold=int(root_threshold), policy_signatures=psig,
+            policy_counter_path=ppath, policy_counter=pobj)
     except ReleaseError as e:
+        if e.status == "invalid_argument":  # root keys or threshold: the caller's mistake
+            raise ValueError(e.message) from None
         if e.status == "no_crypto" and check is None:
             raise ReleaseError("no_crypto", f"{e.message}; this package checks signatures "
                                             f"with the 'cryptography' package: pip install "
                                             f"'fwassist[sign]'") from None
         raise
     return DeviceRelease(str(native.pin()), int(sv), rxswin, int(policy_version), int(value),
-                         tuple(SignerResult(k, r, s) for k, r, s in signers))
+                         tuple(SignerResult(k, r, s) for k, r, s in signers),
+                         bool(policy_signed), int(policy_value) if policy_signed else None)
 
 
 def commit(native: Any, counter: Any) -> None:
@@ -177,6 +224,13 @@ def commit(native: Any, counter: Any) -> None:
     if path is None and obj is None:
         raise ValueError("commit_security_version needs a counter")
     _release_errors(native.commit_security_version, path, obj)
+
+
+def commit_policy(native: Any, counter: Any) -> None:
+    path, obj = _counter_args(counter)
+    if path is None and obj is None:
+        raise ValueError("commit_policy_version needs a counter")
+    _release_errors(native.commit_policy_version, path, obj)
 
 
 def counter_init(path: PathArg, value: int = 0) -> None:

@@ -104,8 +104,9 @@ class Model:
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], pin: Optional[str] = None,
              lazy: bool = False, copy: bool = False, strict: bool = False, trust: Any = None,
-             signature: Any = None, counter: Any = None,
-             private_weights: bool = False) -> Model:
+             signature: Any = None, counter: Any = None, root_keys: Any = None,
+             policy_signature: Any = None, policy_counter: Any = None,
+             root_threshold: int = 1, private_weights: bool = False) -> Model:
         """Opens and verifies the regular file ``path`` (a FIFO, directory or device raises
         ArtifactError("io_error") at once; a path with a NUL character ValueError).
 
@@ -135,15 +136,26 @@ class Model:
         fwassist._trust) and raises
         :class:`fwassist.ReleaseError` naming the refusal; :attr:`release` then holds the
         verified versions and signers. The counter is never advanced here: call
-        :meth:`commit_security_version` after the new model booted successfully."""
+        :meth:`commit_security_version` after the new model booted successfully.
+
+        root_keys (PEM public keys: text, bytes or paths) make the policy a signed one
+        (docs/releases.md §5): the core refuses it unless ``policy_signature`` (default the
+        policy's path + ".sig") holds ``root_threshold`` valid root signatures over its bytes
+        and its policy_version is not below ``policy_counter`` (required; the same forms as
+        ``counter``; :meth:`commit_policy_version` raises it)."""
         p = check_path(path)
         native = _artifact_errors(_core.NativeModel.load, p, parse_pin(pin), bool(lazy),
                                   bool(copy), bool(strict), bool(private_weights))
         release = None
         if trust is not None:
-            release = _trust.verify(native, p, trust, signature, counter)
-        elif signature is not None or counter is not None:
-            raise ValueError("signature= and counter= need trust= (the policy to check them)")
+            release = _trust.verify(native, p, trust, signature, counter,
+                                    root_keys=root_keys, policy_signature=policy_signature,
+                                    policy_counter=policy_counter,
+                                    root_threshold=root_threshold)
+        elif any(x is not None for x in (signature, counter, root_keys, policy_signature,
+                                         policy_counter)):
+            raise ValueError("signature=, counter=, root_keys=, policy_signature= and "
+                             "policy_counter= need trust= (the policy to check them)")
         model = cls(native, p)
         model.release = release
         return model
@@ -154,6 +166,12 @@ class Model:
         ("rollback") if the counter is already higher, ("counter_unavailable") if it cannot be
         read or advanced."""
         _trust.commit(self._native, counter)
+
+    def commit_policy_version(self, counter: Any) -> None:
+        """Raises the policy counter to this model's verified policy_version (never lowers
+        it), so an older signed policy is refused from then on. Only for a model loaded with
+        ``root_keys=``; ReleaseError as :meth:`commit_security_version`."""
+        _trust.commit_policy(self._native, counter)
 
     @property
     def pin(self) -> str:

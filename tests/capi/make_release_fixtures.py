@@ -11,6 +11,11 @@
   other.sig            a valid co-signed release of another artifact (subject mismatch)
   oem-only.sig         the supplier's signature missing (untrusted)
   forged.sig           the oem signature replaced by one over other bytes (signature_invalid)
+  root.pub.pem, root2.pub.pem   root keys (P-256, Ed25519) that sign policies (§5)
+  policy.json.sig      policy.json (policy_version 1) signed by root
+  policy-v2.json       policy.json's keys, policy_version 2; policy-v2.json.sig: by both roots
+  policy-v2-forged.sig root's signature over other bytes (signature_invalid)
+  policy-v2-stranger.sig  signed by a key that is not a root (untrusted)
   hsm-table.txt        "<spki hex> <message hex> <signature hex>" for every signature in the
                        fixtures that verifies (checked here with ``cryptography``): the
                        verification callback of a build without crypto (the aarch64 cross
@@ -34,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
 
 from release_signer import (STATEMENT_TYPE, Key, artifact_identity, bundle_line,  # noqa: E402
                             pae, policy, sign_file, statement)
+
+POLICY_TYPE = "application/vnd.fwassist.trust-policy+json"
 
 
 def valid(spki: bytes, message: bytes, sig: bytes) -> bool:
@@ -71,7 +78,21 @@ def main(model: str, out: str) -> None:
     files["oem-only.sig"] = sign_file(st5, [oem])
     files["forged.sig"] = (bundle_line(st5, supplier) +
                            bundle_line(st5, oem, oem.sign(b"other bytes")))
+    # Signed policies: root keys of both types, signatures of roots and of a stranger.
+    root, root2, stranger = Key.generate("ecdsa-p256-sha256"), Key.generate("ed25519"), \
+        Key.generate("ecdsa-p256-sha256")
+    files["root.pub.pem"], files["root2.pub.pem"] = root.pem.encode(), root2.pem.encode()
+    files["policy-v2.json"] = policy(keys, need, min_security_version=2, policy_version=2)
+
+    def sign_policy(raw: bytes, signers: list[Key]) -> bytes:
+        return b"".join(bundle_line(raw, k, payload_type=POLICY_TYPE) for k in signers)
+    files["policy.json.sig"] = sign_policy(files["policy.json"], [root])
+    files["policy-v2.json.sig"] = sign_policy(files["policy-v2.json"], [root, root2])
+    files["policy-v2-forged.sig"] = bundle_line(files["policy-v2.json"], root,
+                                                root.sign(b"other bytes"), POLICY_TYPE)
+    files["policy-v2-stranger.sig"] = sign_policy(files["policy-v2.json"], [stranger])
     spki = {k.keyid: k.der for ks in keys.values() for k in ks}
+    spki.update({k.keyid: k.der for k in (root, root2, stranger)})
     table = []
     for name, data in files.items():
         if not name.endswith(".sig"):
@@ -79,7 +100,7 @@ def main(model: str, out: str) -> None:
         for line in data.splitlines():
             b = json.loads(line)
             env = b["dsseEnvelope"]
-            msg = pae(STATEMENT_TYPE, base64.b64decode(env["payload"]))
+            msg = pae(env["payloadType"], base64.b64decode(env["payload"]))
             s = env["signatures"][0]
             sig = base64.b64decode(s["sig"])
             if valid(spki[s["keyid"]], msg, sig):

@@ -3,6 +3,8 @@
  * opens, and the subject, threshold, revocation, signature, version floor, rollback and counter
  * refusals each give their status; the counter advances only through
  * fwa_model_commit_security_version, with callbacks (an RPMB-like counter) and the file store.
+ * A signed policy (fwa_trust.root_keys): root signatures, threshold, tampering, an unsigned
+ * policy and the policy counter's rollback refusal, and fwa_model_commit_policy_version.
  * The fixtures are made by tests/capi/make_release_fixtures.py for the same artifact.
  *
  * With the library's crypto (OpenSSL) the suite runs twice: signatures checked by the library,
@@ -245,6 +247,157 @@ static void suite(fwa_verify_fn verify) {
   rmdir(dir);
 }
 
+/* ---- signed policies (fwa_trust.root_keys) ---------------------------------------- */
+
+static fwa_status open_signed(const char* policy, const char* policy_sig, int threshold,
+                              const fwa_counter* policy_counter, const fwa_counter* counter,
+                              fwa_verify_fn verify, fwa_model** model) {
+  blob p = load(policy), s = load("ok.sig"), r1 = load("root.pub.pem"), r2 = load("root2.pub.pem");
+  blob ps = {NULL, 0};
+  const char* roots[2];
+  fwa_trust trust;
+  fwa_open_options o;
+  fwa_status st;
+  if (policy_sig) ps = load(policy_sig);
+  roots[0] = (const char*)r1.data;
+  roots[1] = (const char*)r2.data;
+  fwa_trust_init(&trust);
+  EXPECT(trust.root_threshold == 1);
+  trust.policy = p.data;
+  trust.policy_size = p.size;
+  trust.signatures = s.data;
+  trust.signatures_size = s.size;
+  trust.counter = counter;
+  trust.verify = verify;
+  trust.root_keys = roots;
+  trust.n_root_keys = 2;
+  trust.root_threshold = threshold;
+  trust.policy_signatures = ps.data;
+  trust.policy_signatures_size = ps.size;
+  trust.policy_counter = policy_counter;
+  fwa_open_options_init(&o);
+  o.flags = FWA_OPEN_LAZY_VERIFY;
+  o.trust = &trust;
+  *model = NULL;
+  st = fwa_model_open_file(model_path, &o, model);
+  free(p.data);
+  free(s.data);
+  free(r1.data);
+  free(r2.data);
+  free(ps.data);
+  return st;
+}
+
+static fwa_status signed_status(const char* policy, const char* policy_sig, int threshold,
+                                const fwa_counter* policy_counter, fwa_verify_fn verify) {
+  ram_counter ram = {2, 0, 0};
+  fwa_counter counter;
+  fwa_model* m = NULL;
+  fwa_status st;
+  fwa_counter_init(&counter);
+  counter.read = ram_read;
+  counter.ctx = &ram;
+  st = open_signed(policy, policy_sig, threshold, policy_counter, &counter, verify, &m);
+  EXPECT((st == FWA_OK) == (m != NULL));
+  fwa_model_free(m);
+  return st;
+}
+
+static void policy_suite(fwa_verify_fn verify) {
+  ram_counter ram = {2, 0, 0}, stored = {1, 0, 0};
+  fwa_counter counter, policy_counter;
+  fwa_model* m = NULL;
+  fwa_release_info info;
+  fwa_trust trust;
+  fwa_open_options o;
+  blob p, s, ps;
+  const char* garbage[1] = {"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"};
+
+  fwa_counter_init(&counter);
+  counter.read = ram_read;
+  counter.ctx = &ram;
+  fwa_counter_init(&policy_counter);
+  policy_counter.read = ram_read;
+  policy_counter.advance = ram_advance;
+  policy_counter.ctx = &stored;
+
+  /* Policy version 2, signed by both roots (P-256, Ed25519): one or both needed. */
+  EXPECT_STATUS(open_signed("policy-v2.json", "policy-v2.json.sig", 2, &policy_counter, &counter,
+                            verify, &m), FWA_OK);
+  fwa_release_info_init(&info);
+  EXPECT_STATUS(fwa_model_release_info(m, &info), FWA_OK);
+  EXPECT(info.verified == 1 && info.policy_signed == 1 && info.policy_version == 2);
+  EXPECT(stored.advances == 0); /* opening never advances the policy counter */
+  /* Refusals, in the order of the check. */
+  EXPECT_STATUS(signed_status("policy-v2.json", NULL, 1, &policy_counter, verify),
+                FWA_ERR_SIGNATURE_MALFORMED); /* unsigned while root keys are configured */
+  EXPECT(strstr(fwa_last_error(), "unsigned") != NULL);
+  EXPECT_STATUS(signed_status("policy-v2.json", "ok.sig", 1, &policy_counter, verify),
+                FWA_ERR_SIGNATURE_MALFORMED); /* a release's signatures are not a policy's */
+  EXPECT_STATUS(signed_status("policy-revoked.json", "policy-v2.json.sig", 1, &policy_counter,
+                              verify), FWA_ERR_SUBJECT_MISMATCH); /* the policy was edited */
+  EXPECT_STATUS(signed_status("policy-v2.json", "policy-v2-forged.sig", 1, &policy_counter,
+                              verify), FWA_ERR_SIGNATURE_INVALID);
+  EXPECT_STATUS(signed_status("policy-v2.json", "policy-v2-stranger.sig", 1, &policy_counter,
+                              verify), FWA_ERR_UNTRUSTED);
+  EXPECT_STATUS(signed_status("policy.json", "policy.json.sig", 2, &policy_counter, verify),
+                FWA_ERR_UNTRUSTED); /* one root signed it, two needed */
+  EXPECT_STATUS(signed_status("policy-v2.json", "policy-v2.json.sig", 1, NULL, verify),
+                FWA_ERR_COUNTER_UNAVAILABLE);
+  EXPECT_STATUS(signed_status("policy-v2.json", "policy-v2.json.sig", 3, &policy_counter, verify),
+                FWA_ERR_INVALID_ARGUMENT); /* more than the root keys given */
+  /* The older signed policy is good until the newer one is committed. */
+  EXPECT_STATUS(signed_status("policy.json", "policy.json.sig", 1, &policy_counter, verify),
+                FWA_OK);
+  EXPECT_STATUS(fwa_model_commit_policy_version(m, &policy_counter), FWA_OK);
+  EXPECT(stored.value == 2 && stored.advances == 1);
+  EXPECT_STATUS(signed_status("policy.json", "policy.json.sig", 1, &policy_counter, verify),
+                FWA_ERR_ROLLBACK);
+  EXPECT(strstr(fwa_last_error(), "policy") != NULL);
+  stored.broken = 1;
+  EXPECT_STATUS(signed_status("policy-v2.json", "policy-v2.json.sig", 1, &policy_counter, verify),
+                FWA_ERR_COUNTER_UNAVAILABLE);
+  stored.broken = 0;
+  fwa_model_free(m);
+  /* A model opened without root keys has no policy version to commit. */
+  EXPECT_STATUS(open_with("policy.json", "ok.sig", &counter, verify, &m), FWA_OK);
+  EXPECT_STATUS(fwa_model_commit_policy_version(m, &policy_counter), FWA_ERR_INVALID_ARGUMENT);
+  fwa_model_free(m);
+
+  /* The integrator's configuration: a bad root key, policy signatures without root keys. */
+  p = load("policy-v2.json");
+  s = load("ok.sig");
+  ps = load("policy-v2.json.sig");
+  fwa_trust_init(&trust);
+  trust.policy = p.data;
+  trust.policy_size = p.size;
+  trust.signatures = s.data;
+  trust.signatures_size = s.size;
+  trust.counter = &counter;
+  trust.verify = verify;
+  trust.policy_counter = &policy_counter;
+  trust.root_keys = garbage;
+  trust.n_root_keys = 1;
+  trust.policy_signatures = ps.data;
+  trust.policy_signatures_size = ps.size;
+  fwa_open_options_init(&o);
+  o.flags = FWA_OPEN_LAZY_VERIFY;
+  o.trust = &trust;
+  EXPECT_STATUS(fwa_model_open_file(model_path, &o, &m), FWA_ERR_INVALID_ARGUMENT);
+  trust.root_keys = NULL;
+  EXPECT_STATUS(fwa_model_open_file(model_path, &o, &m), FWA_ERR_NULL_ARGUMENT);
+  trust.n_root_keys = 0;
+  EXPECT_STATUS(fwa_model_open_file(model_path, &o, &m), FWA_ERR_INVALID_ARGUMENT);
+  /* A program built before the signed-policy fields passes the shorter struct: the policy is
+   * trusted as given, as before. */
+  trust.struct_size = (uint32_t)((const char*)&trust.root_keys - (const char*)&trust);
+  EXPECT_STATUS(fwa_model_open_file(model_path, &o, &m), FWA_OK);
+  fwa_model_free(m);
+  free(p.data);
+  free(s.data);
+  free(ps.data);
+}
+
 int main(int argc, char** argv) {
   fwa_model* m = NULL;
   fwa_open_options o;
@@ -291,14 +444,27 @@ int main(int argc, char** argv) {
     printf("release_walk: this build has no crypto: every policy refused (no_crypto); the "
            "suite runs with the verification callback\n");
     EXPECT(strstr(fwa_last_error(), "crypto") != NULL);
+    /* A signed policy as well: its root signatures cannot be checked either. */
+    {
+      ram_counter stored = {1, 0, 0};
+      fwa_counter policy_counter;
+      fwa_counter_init(&policy_counter);
+      policy_counter.read = ram_read;
+      policy_counter.ctx = &stored;
+      EXPECT_STATUS(open_signed("policy-v2.json", "policy-v2.json.sig", 1, &policy_counter,
+                                &counter, NULL, &m), FWA_ERR_NO_CRYPTO);
+      EXPECT(m == NULL);
+    }
   } else {
     EXPECT_STATUS(st, FWA_OK);
     printf("release_walk: signatures checked by the library\n");
     suite(NULL);
+    policy_suite(NULL);
     EXPECT(table_calls == 0);
   }
   printf("release_walk: signatures checked by the verification callback\n");
   suite(table_verify);
+  policy_suite(table_verify);
   EXPECT(table_calls > 0);
   free(table.data);
   printf("release_walk: %d checks, %d failures\n", checks, failures);

@@ -52,9 +52,11 @@ echo "--- fwassist._core and libfwassist.so cross-compiled for aarch64"
 # directory of the arm64 root joins the include path (the libc headers stay the cross ones).
 mkdir -p "$work/pyconfig"
 ln -sfn "$arm/usr/include/aarch64-linux-gnu" "$work/pyconfig/aarch64-linux-gnu"
+# Without OpenSSL, as the wheels are built (docs/packaging.md): the package checks signatures
+# through its `cryptography` callback, and the arm64 root need not hold libcrypto.
 cmake -S "$root" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" \
-  -DFWA_BUILD_PYTHON=ON -DFWA_BUILD_CAPI=ON -DFWA_CAPI_SHARED=ON \
+  -DFWA_BUILD_PYTHON=ON -DFWA_BUILD_CAPI=ON -DFWA_CAPI_SHARED=ON -DFWA_WITH_OPENSSL=OFF \
   -DPython_EXECUTABLE="$(command -v "$py")" \
   -DPython_INCLUDE_DIR="$arm/usr/include/python$pyver" \
   -DSKBUILD_SOABI="cpython-${pyver/./}-aarch64-linux-gnu" \

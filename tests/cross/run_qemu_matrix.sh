@@ -12,7 +12,10 @@
 # native x86 build printed (FWA_EXPECT_DIGESTS, a file), and the runtime tests (determinism,
 # zero-allocation decode) run on the ARMv8.0 and SVE-512 rows (FWA_TEST_MODEL, the model of
 # tests/cross/make_test_model.py).
-# Then the signed-release tests and the C ABI release walk (FWA_RELEASE_FIXTURES).
+# Then the signed-release tests and the C ABI release walk (FWA_RELEASE_FIXTURES): with the
+# arm64 libcrypto when Debian's libssl-dev:arm64 is installed (FWA_WITH_OPENSSL=AUTO; the
+# configure output says which), and in a second build without crypto (FWA_WITH_OPENSSL=OFF),
+# which must refuse every policy with no_crypto.
 # Usage: tests/cross/run_qemu_matrix.sh [build-dir]   (FWA_TEST_ITERS sets the cases per variant)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -90,18 +93,31 @@ if [ -n "${FWA_TEST_MODEL:-}" ]; then
   total=$((total + ${#matrix[@]}))
 fi
 # Signed releases through the C ABI (FWA_RELEASE_FIXTURES, tests/capi/make_release_fixtures.py).
-# The cross build has no OpenSSL (FWA_WITH_OPENSSL defaults to OFF when cross-compiling): the
-# tests check that every policy is refused with no_crypto, then the walk enforces subject,
-# threshold, revocation and rollback with a verification callback.
+# The main build has the arm64 libcrypto when libssl-dev:arm64 is installed (scripts/
+# install_deps.sh): the walk then checks signatures with OpenSSL and again with a verification
+# callback, enforcing subject, threshold, revocation, versions and signed policies either way.
+# The second build has no crypto: every policy (signed or not) must be refused with no_crypto,
+# then the walk runs with the callback. qemu's -L falls back to the host's
+# /usr/lib/aarch64-linux-gnu for libcrypto.so.3.
 if [ -n "${FWA_TEST_MODEL:-}" ] && [ -n "${FWA_RELEASE_FIXTURES:-}" ]; then
-  echo "=== signed releases: qemu-aarch64 -cpu cortex-a53"
+  cmake -S "$root" -B "$build-nocrypto" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
+    -DFWA_WITH_OPENSSL=OFF \
+    -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
+  cmake --build "$build-nocrypto" --target fwa_release_tests fwa_release_walk
   run=(qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu)
-  if ! "${run[@]}" "$build/tests/cpp/fwa_release_tests" ||
-     ! "${run[@]}" "$build/tests/cpp/fwa_release_walk" "$FWA_TEST_MODEL" "$FWA_RELEASE_FIXTURES"; then
-    echo "FAILED: signed releases under qemu"
-    failed=$((failed + 1))
-  fi
-  total=$((total + 1))
+  for b in "$build" "$build-nocrypto"; do
+    if grep -q '^FWA_HAVE_OPENSSL:INTERNAL=TRUE' "$b/CMakeCache.txt"; then
+      echo "=== signed releases: qemu-aarch64 -cpu cortex-a53, arm64 OpenSSL libcrypto"
+    else
+      echo "=== signed releases: qemu-aarch64 -cpu cortex-a53, no crypto (no_crypto, then the callback)"
+    fi
+    if ! "${run[@]}" "$b/tests/cpp/fwa_release_tests" ||
+       ! "${run[@]}" "$b/tests/cpp/fwa_release_walk" "$FWA_TEST_MODEL" "$FWA_RELEASE_FIXTURES"; then
+      echo "FAILED: signed releases under qemu ($b)"
+      failed=$((failed + 1))
+    fi
+    total=$((total + 1))
+  done
 fi
 echo "qemu matrix: $((total - failed)) passed, $failed failed"
 [ "$failed" -eq 0 ]

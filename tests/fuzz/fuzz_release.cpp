@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the signed-release parsers (csrc/release) on the same input: the .sig file
 // (JSON Lines of Sigstore bundles with DSSE envelopes) and, when it parses, its statement; the
-// statement alone; the trust policy (its general-JSON canonicalizer and schema); strict base64.
+// same file as a signed policy's .sig (its own payloadType and 32 KiB payload cap); the
+// statement alone; the trust policy (its general-JSON canonicalizer and schema); a root key's
+// PEM; strict base64.
 // Built and run by tests/fuzz/run_fuzz.sh with -fsanitize=fuzzer,address,undefined, seeded with
 // valid files from tests/capi/make_release_fixtures.py.
 //
 // Invariants checked besides memory safety (a violation traps):
-//   * a parsed .sig file has 1..16 bundles, a payload <= 16 KiB, signatures of 1..256 bytes;
+//   * a parsed .sig file has 1..16 bundles, a payload <= 16 KiB (a policy's: <= 32 KiB),
+//     signatures of 1..256 bytes;
+//   * a parsed root key is a P-256 or Ed25519 SubjectPublicKeyInfo whose id is its SHA-256;
 //   * a canonicalized document is a fixed point (canonicalizing it again gives itself) and the
 //     artifact manifest's canonical-JSON parser accepts it;
 //   * base64 that decodes re-encodes to the same text (one encoding per byte string);
@@ -61,6 +65,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     rel::Statement st;
     rel::parse_statement(sf.payload, &st, &msg);
   }
+  rel::SignatureFile psf;
+  if (rel::parse_signatures(data, size, rel::kPolicyPayloadType, &psf, &msg) == fwa::Status::ok) {
+    check(!psf.bundles.empty() && psf.bundles.size() <= rel::kMaxSigLines);
+    check(psf.payload.size() <= rel::kMaxPolicyPayload);
+    check(psf.payload_type == rel::kPolicyPayloadType);
+  }
+  rel::RootKey root;
+  if (size <= rel::kMaxString &&
+      rel::parse_root_key(std::string_view(reinterpret_cast<const char*>(data), size), &root,
+                          &msg) == fwa::Status::ok)
+    check(fwa::digest_hex(fwa::sha256(root.spki_der.data(), root.spki_der.size())) ==
+              root.keyid &&
+          root.spki_der.size() == (root.algorithm == rel::Algorithm::ed25519 ? 44u : 91u));
   rel::Statement st;
   if (rel::parse_statement(std::string_view(reinterpret_cast<const char*>(data), size), &st,
                            &msg) == fwa::Status::ok)

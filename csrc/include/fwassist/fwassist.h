@@ -193,6 +193,30 @@ typedef struct fwa_trust {
   fwa_verify_fn verify;             /* NULL: the library's crypto (OpenSSL libcrypto); a build
                                        without it refuses every policy with FWA_ERR_NO_CRYPTO */
   void* verify_ctx;
+  /* Appended in 0.1 (a struct_size without them still works: the policy is trusted as given).
+   * A signed trust policy (docs/releases.md §5): the root public keys provisioned on the
+   * device. n_root_keys == 0: the policy is trusted as given (policy_signatures must be NULL).
+   * Otherwise the open fails unless policy_signatures (the policy.json.sig file: bundles with
+   * payloadType application/vnd.fwassist.trust-policy+json over the policy's exact bytes)
+   * holds valid signatures of root_threshold distinct root keys (other keys are ignored) and
+   * the policy's policy_version is not below the value of policy_counter (the device's stored
+   * policy version, the same counter contract as `counter`). Statuses, in this order:
+   * FWA_ERR_INVALID_ARGUMENT (a root key that is not a P-256 or Ed25519 PEM public key, more
+   * than 16, a threshold outside 1..distinct keys), the policy's own statuses
+   * (FWA_ERR_POLICY_MALFORMED, FWA_ERR_POLICY_UNSATISFIABLE), FWA_ERR_CAP_EXCEEDED (a policy
+   * over 32 KiB),
+   * FWA_ERR_SIGNATURE_MALFORMED (no policy_signatures: an unsigned policy is refused, or a
+   * malformed file), FWA_ERR_SUBJECT_MISMATCH (signatures over other bytes),
+   * FWA_ERR_SIGNATURE_INVALID (a root key's signature does not verify), FWA_ERR_UNTRUSTED
+   * (too few root signatures), FWA_ERR_COUNTER_UNAVAILABLE (policy_counter NULL or
+   * unreadable), FWA_ERR_ROLLBACK (an older policy); then the release itself. */
+  const char* const* root_keys;     /* n_root_keys NUL-terminated PEM "PUBLIC KEY" texts */
+  size_t n_root_keys;
+  int32_t root_threshold;           /* distinct valid root signatures needed (init: 1) */
+  int32_t reserved1;                /* must be 0 */
+  const void* policy_signatures;    /* the policy's .sig file bytes, or NULL */
+  size_t policy_signatures_size;
+  const fwa_counter* policy_counter; /* the stored policy_version (fwa_model_commit_policy_version) */
 } fwa_trust;
 
 void fwa_trust_init(fwa_trust* trust);
@@ -276,7 +300,7 @@ typedef struct fwa_release_info {
   int32_t has_rxswin;
   int32_t n_signers;                /* bundles in the signature file */
   int32_t n_valid_signers;          /* of those, trusted, not revoked and verified */
-  int32_t reserved0;
+  int32_t policy_signed;            /* 1: the policy's signatures were verified (root keys) */
   char rxswin[132];                 /* NUL-terminated when has_rxswin */
 } fwa_release_info;
 
@@ -289,6 +313,13 @@ fwa_status fwa_model_release_info(const fwa_model* model, fwa_release_info* info
  * policy or a counter without an advance callback (and no path); FWA_ERR_ROLLBACK if the
  * counter is already above it; FWA_ERR_COUNTER_UNAVAILABLE if it cannot be read or written. */
 fwa_status fwa_model_commit_security_version(const fwa_model* model, const fwa_counter* counter);
+
+/* After a signed policy (fwa_trust.root_keys) proved itself in use: raises the policy counter
+ * to the model's verified policy_version (never lowers it; equal is a no-op), so an older
+ * signed policy is refused from then on. Explicit, like the security version: opening never
+ * advances it. FWA_ERR_INVALID_ARGUMENT for a model opened without root keys;
+ * FWA_ERR_ROLLBACK / FWA_ERR_COUNTER_UNAVAILABLE as fwa_model_commit_security_version. */
+fwa_status fwa_model_commit_policy_version(const fwa_model* model, const fwa_counter* counter);
 
 /* Creates the file counter store at path with value (FWA_ERR_INVALID_ARGUMENT if it exists). */
 fwa_status fwa_counter_file_init(const char* path, uint64_t value);

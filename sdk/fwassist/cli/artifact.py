@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import ArtifactError
 from ..progress import Progress
@@ -70,8 +70,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
-    if args.trust is None and (args.sig is not None or args.counter is not None):
-        print("fwassist verify: error: --sig and --counter need --trust", file=sys.stderr)
+    usage = trust_usage_error(args)
+    if usage:
+        print(f"fwassist verify: error: {usage}", file=sys.stderr)
         return EXIT_USAGE
     engine = "fwassist.load_artifact" if native_loader() else "pure-Python verifier"
     progress = Progress("fwassist verify", quiet=args.quiet)
@@ -106,19 +107,24 @@ def _verify_release(args: argparse.Namespace) -> int:
     from ..runtime import Model
 
     try:
-        model = Model.load(args.file, pin=args.pin, lazy=True, trust=args.trust,
-                           signature=args.sig, counter=args.counter)
+        model = Model.load(args.file, pin=args.pin, lazy=True, **trust_options(args))
     except ReleaseError as e:
         print(f"fwassist: RELEASE REFUSED {printable(args.file)}: {printable(e.status)}: "
               f"{printable(e.message)}", file=sys.stderr)
         return EXIT_INVALID
     except ArtifactError as e:
         return _invalid(e)
+    except ValueError as e:  # a root key that is not one, a threshold the keys cannot meet
+        print(f"fwassist verify: error: {printable(e)}", file=sys.stderr)
+        return EXIT_USAGE
     r = model.release
     assert r is not None
     rx = printable(r.rxswin) if r.rxswin is not None else "none"
     print(f"  release verified: security_version {r.security_version}, RXSWIN {rx}, "
           f"policy version {r.policy_version}, counter {r.counter}")
+    if r.policy_signed:
+        print(f"  policy signed by the root keys: policy version {r.policy_version}, stored "
+              f"policy version {r.policy_counter}")
     for s in r.signers:
         print(f"  signer {s.keyid}: {printable(s.role) if s.role else '(not in the policy)'}: "
               f"{s.status}")
@@ -176,6 +182,33 @@ def add_trust_arguments(p: argparse.ArgumentParser) -> None:
                    help="the monotonic counter file (required with --trust: a missing counter "
                         "is refused, never taken as 0; create it with `fwassist counter init "
                         "FILE`)")
+    p.add_argument("--root-key", metavar="ROOT.pub.pem", type=_artifact_path, action="append",
+                   help="a root public key the policy must be signed with (repeat): the "
+                        "policy is then refused unless signed (docs/releases.md §5)")
+    p.add_argument("--policy-sig", metavar="FILE", type=_artifact_path,
+                   help="the policy's signatures (default: the policy's path + '.sig')")
+    p.add_argument("--policy-counter", metavar="FILE",
+                   help="the stored policy version (a counter file; required with --root-key: "
+                        "an older signed policy is refused)")
+    p.add_argument("--root-threshold", metavar="N", type=int, default=1,
+                   help="distinct root keys that must have signed the policy (default 1)")
+
+
+def trust_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Model.load's keyword arguments for --trust and the signed-policy options."""
+    return dict(trust=args.trust, signature=args.sig, counter=args.counter,
+                root_keys=args.root_key, policy_signature=args.policy_sig,
+                policy_counter=args.policy_counter, root_threshold=args.root_threshold)
+
+
+def trust_usage_error(args: argparse.Namespace) -> Optional[str]:
+    """The usage error of the trust options, or None."""
+    if args.trust is None and any(x is not None for x in (
+            args.sig, args.counter, args.root_key, args.policy_sig, args.policy_counter)):
+        return "--sig, --counter, --root-key, --policy-sig and --policy-counter need --trust"
+    if not args.root_key and (args.policy_sig is not None or args.policy_counter is not None):
+        return "--policy-sig and --policy-counter need --root-key"
+    return None
 
 
 def register(subparsers: Any) -> None:

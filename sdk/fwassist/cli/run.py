@@ -165,11 +165,13 @@ def run(args: argparse.Namespace) -> int:
         code_policy = CodePolicy.from_policy(args.policy)
     # --copy/--strict only when asked: the keywords exist from the Model.load that has them.
     opts: dict[str, Any] = {k: True for k in ("copy", "strict") if getattr(args, k)}
-    if args.trust is not None:
-        opts.update(trust=args.trust, signature=args.sig, counter=args.counter)
-    elif args.sig is not None or args.counter is not None:
-        print("fwassist run: error: --sig and --counter need --trust", file=sys.stderr)
+    from .artifact import trust_options, trust_usage_error
+    usage = trust_usage_error(args)
+    if usage:
+        print(f"fwassist run: error: {usage}", file=sys.stderr)
         return 2
+    if args.trust is not None:
+        opts.update(trust_options(args))
     if args.expert_budget == "auto":
         opts["private_weights"] = True
     try:

@@ -1,12 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """Signing a release: the statement built from the verified artifact, one more signer's bundle
-added to ``MODEL.fwa.sig`` atomically (docs/releases.md "Signing")."""
+added to ``MODEL.fwa.sig`` atomically (docs/releases.md "Signing").
+
+Co-signers may sign at the same moment (a supplier's and an OEM's pipeline on one share): each
+holds an exclusive lock on ``MODEL.fwa.sig.lock`` while it reads the file, signs and replaces
+it, so no signer's bundle is lost."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 from ..errors import ReleaseError
 from ..outpath import write_bytes_atomic
@@ -41,6 +47,19 @@ def release_statement(artifact_path: str, security_version: int,
     return Statement(art.pin[len("sha256:"):], os.path.basename(os.path.abspath(artifact_path)),
                      security_version, rxswin, art.manifest["sections"]["model_card"],
                      (int(fv[0]), int(fv[1])))
+
+
+@contextlib.contextmanager
+def _exclusive(out: str) -> Iterator[None]:
+    """Holds an exclusive flock on the sidecar ``<out>.lock`` (created when missing). The lock
+    file stays: removing it would let a later signer lock a new inode while an earlier one
+    still holds the old. Everything that reads ``out`` to extend it runs under this lock."""
+    fd = os.open(out + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)       # closing the last descriptor releases the lock
 
 
 def _add_signature(out: str, payload_type: str, payload: bytes, signer: Signer) -> int:
@@ -87,6 +106,12 @@ def sign(artifact_path: Union[str, "os.PathLike[str]"], key: Union[Signer, str],
         raise ValueError(f"{out} is the artifact itself")
     signer = load_signer(key) if isinstance(key, str) else key
     st = release_statement(art_path, security_version, rxswin)
+    with _exclusive(out):  # another signer's bundle written meanwhile is read here
+        return _cosign(out, st, signer)
+
+
+def _cosign(out: str, st: Statement, signer: Signer) -> SignResult:
+    """Adds `signer`'s bundle for `st` to `out` (called with the lock held)."""
     payload = render_statement(st)
     if os.path.lexists(out):
         bundles = read_signatures(out)
@@ -127,5 +152,6 @@ def sign_policy(policy_path: Union[str, "os.PathLike[str]"], key: Union[Signer, 
         parse_policy(raw)
     except ReleaseError as e:
         raise ReleaseError(e.status, e.message, p) from None
-    n = _add_signature(out, POLICY_PAYLOAD_TYPE, raw, signer)
+    with _exclusive(out):
+        n = _add_signature(out, POLICY_PAYLOAD_TYPE, raw, signer)
     return SignResult(out, signer.keyid, n, None)

@@ -18,7 +18,7 @@ from ._formats import (MAX_POLICY_PAYLOAD, MAX_SIG_FILE, PAYLOAD_TYPE, POLICY_PA
                        Bundle, pae, parse_bundle_file, parse_statement, read_small)
 from .counter import Counter
 from .keys import ED25519, crypto, load_public_key, public_key_info
-from .policy import TrustPolicy, load_policy, parse_policy
+from .policy import MAX_POLICY, TrustPolicy, load_policy, parse_policy
 
 __all__ = ["verify", "verify_policy", "read_signatures", "check_signature", "ReleaseVerdict",
            "SignerVerdict"]
@@ -225,7 +225,7 @@ def verify_policy(policy_path: Union[str, "os.PathLike[str]"],
         raise ValueError(f"{len(roots)} distinct root key(s) cannot meet a threshold of "
                          f"{threshold}")
     try:
-        raw = read_small(p, MAX_POLICY_PAYLOAD)
+        raw = read_small(p, MAX_POLICY)  # the policy's own cap first, then the signed one's
     except OSError as e:
         raise ReleaseError("policy_malformed", f"cannot read the policy: {e.strerror or e}",
                            p) from None
