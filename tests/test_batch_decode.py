@@ -307,3 +307,52 @@ def test_errors_are_clear_and_change_nothing(model: fwassist.Model) -> None:
         fwassist.BatchDecoder(model, slots=0)
     with pytest.raises(ValueError, match="mode"):
         fwassist.BatchDecoder(model, slots=1, mode="quick")
+
+
+def test_guarded_slots_equal_session_generate() -> None:
+    """The code guard in the batch (docs/code-policy.md): on the bundled coder, slots whose
+    unguarded output writes strcpy( or (split with the prompt) sprintf(, a sampled slot the
+    guard never touches and a slot whose every token is banned, decoded together: each
+    slot's tokens, finish reason and interventions equal Session.generate(policy=...)'s; the
+    untouched slot's tokens are also the unguarded ones (the guard is invisible there)."""
+    from fwassist.guard import CodePolicy, CompiledPolicy
+    from fwassist.models import TINY_CODER_PIN, tiny_coder_path
+    from test_guard import COPY_PROMPT, SPLIT_PROMPT, _matches
+
+    coder = fwassist.Model.load(tiny_coder_path(), pin=TINY_CODER_PIN)
+    masked = CompiledPolicy.for_vocabulary(CodePolicy({"x": "r"}), [b" x("] * coder.vocab_size)
+    quiet = "void uart_init(void)\n{\n    "
+    jobs: list[tuple[str, dict[str, Any]]] = [
+        (COPY_PROMPT, dict(max_tokens=40, repetition_penalty=1.15, policy="default")),
+        (SPLIT_PROMPT, dict(max_tokens=24, repetition_penalty=1.15, policy="safety")),
+        (quiet, dict(max_tokens=24, temperature=0.8, seed=3, policy="default")),
+        ("int main(void)", dict(max_tokens=8, policy=masked)),
+    ]
+    want = []
+    with coder.session(max_context=256) as s:
+        for prompt, kw in jobs:
+            g = s.generate(prompt, stop_ids=(), **kw)
+            want.append((g.token_ids, g.stop_reason, g.stats["interventions"]))
+        plain = s.generate(quiet, stop_ids=(), **dict(jobs[2][1], policy=None))
+    assert want[0][2] and want[1][2] and not want[2][2]  # the guard fired where it should
+    assert want[3][:2] == ([], "policy")
+    assert want[2][0] == plain.token_ids
+    with fwassist.BatchDecoder(coder, slots=4, max_context=256, threads=2) as bd:
+        slots = [bd.add(coder.encode(p), stop_ids=(), **kw) for p, kw in jobs]
+        got = run_to_end(bd)
+        assert [(got[s][0], got[s][1], bd.stats(s)["interventions"]) for s in slots] == want
+    for (prompt, _), (toks, _, _) in zip(jobs[:2], want):
+        assert _matches((prompt + coder.tokenizer.decode(toks)).encode(), 0) == []
+
+
+def test_guard_errors_in_the_batch(model: fwassist.Model) -> None:
+    from fwassist.guard import CompiledPolicy
+
+    bd = fwassist.BatchDecoder(model, slots=1, max_context=16)
+    other = CompiledPolicy.for_vocabulary("default", [b"a", b"b"])
+    with pytest.raises(fwassist.BatchRequestError, match="vocabulary of 2"):
+        bd.add([1, 2], policy=other)
+    with pytest.raises(fwassist.BatchRequestError, match="unknown policy"):
+        bd.add([1, 2], policy="nonesuch")
+    assert bd.active == []
+    bd.close()

@@ -112,6 +112,36 @@ def test_stop_strings(client, model):
             assert r.choices[0].finish_reason == "stop"
 
 
+def test_policy_guards_the_completion(client, model):
+    """``policy`` (docs/serve.md): the guard rewrites the banned call the unguarded greedy
+    completion writes ("s" in the prompt + "printf(" from the model); the text and the
+    interventions equal the in-process guarded generation's, in the non-streaming body and
+    in the streaming usage chunk; without ``policy`` nothing is added."""
+    from test_guard import SPLIT_PROMPT, _matches
+
+    plain = reference(model, SPLIT_PROMPT, max_tokens=40)
+    ref = reference(model, SPLIT_PROMPT, max_tokens=40, policy="default")
+    assert b"sprintf(" in _matches((SPLIT_PROMPT + plain.text).encode(), 0)
+    ivs = ref.stats["interventions"]
+    assert ivs
+    kw = dict(model="tiny-coder", prompt=SPLIT_PROMPT, max_tokens=40, temperature=0)
+    r = client.completions.create(**kw, extra_body={"policy": "default"})
+    assert r.choices[0].text == ref.text and r.choices[0].finish_reason == "length"
+    assert _matches((SPLIT_PROMPT + r.choices[0].text).encode(), 0) == []
+    assert r.usage.model_extra["policy_interventions"] == len(ivs)
+    assert r.model_extra["fwassist"] == {"policy": "default", "interventions": ivs}
+    chunks = list(client.completions.create(**kw, stream=True,
+                                            extra_body={"policy": "default"}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == ref.text
+    last = [c for c in chunks if c.usage is not None]
+    assert len(last) == 1 and last[0].usage.model_extra["policy_interventions"] == len(ivs)
+    assert last[0].model_extra["fwassist"]["interventions"] == ivs
+    r = client.completions.create(**kw)
+    assert r.choices[0].text == plain.text
+    assert "fwassist" not in (r.model_extra or {})
+    assert "policy_interventions" not in r.usage.model_extra
+
+
 def test_curl_non_streaming_and_streaming(srv, model):
     curl = shutil.which("curl")
     if curl is None:
@@ -161,12 +191,17 @@ def test_error_statuses(client, srv, model):
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"stop": [""]}, "stop"),
         ({"n": 2}, "n"), ({"stream": "yes"}, "stream"), ({"seed": 1.5}, "seed"),
         ({"prompt": {"x": 1}}, "prompt"), ({"prompt": [model.vocab_size]}, "prompt"),
-        ({"prompt": ""}, "prompt"), ({"prompt": [1] * ctx}, "prompt")]
+        ({"prompt": ""}, "prompt"), ({"prompt": [1] * ctx}, "prompt"),
+        ({"policy": "nonesuch"}, "policy"), ({"policy": 1}, "policy"),
+        ({"policy": "/etc/policy.json"}, "policy")]
     for extra, param in bad:
         body = {"model": "tiny-coder", "prompt": PROMPT, "max_tokens": 4, **extra}
         status, _, data = srv.request("POST", "/v1/completions", body)
         assert status == 400, extra
         assert json.loads(data)["error"]["param"] == param, extra
+        if param == "policy":
+            assert "policy must be null or one of default, safety" in \
+                json.loads(data)["error"]["message"]
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model="tiny-coder", prompt=[1] * ctx, max_tokens=4)
     assert e.value.code == "context_length_exceeded"
@@ -437,6 +472,13 @@ def test_the_sessions_engine_gives_the_same_answers(model):
             chunks = client.completions.create(model="tiny-coder", prompt=PROMPT,
                                                max_tokens=20, stream=True, **kw)
             assert "".join(c.choices[0].text for c in chunks if c.choices) == ref.text
+        from test_guard import SPLIT_PROMPT
+
+        ref = reference(model, SPLIT_PROMPT, max_tokens=40, policy="safety")
+        r = client.completions.create(model="tiny-coder", prompt=SPLIT_PROMPT, max_tokens=40,
+                                      temperature=0, extra_body={"policy": "safety"})
+        assert r.choices[0].text == ref.text
+        assert r.model_extra["fwassist"]["interventions"] == ref.stats["interventions"] != []
         assert s.wait_idle()["busy"] == 0
     finally:
         assert s.stop() == 0

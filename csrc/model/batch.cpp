@@ -354,6 +354,11 @@ Status BatchGenerator::add(const int32_t* prompt, int64_t n, const SlotParams& p
     return fail(message, Status::invalid_argument, "generate: max_tokens must be >= 1");
   Status st = check_sampling_params(params.sampling, message);
   if (st != Status::ok) return st;
+  if (params.guard && params.guard->vocab_size() != c.vocab_size)
+    return fail(message, Status::invalid_argument,
+                "generate: the code policy was compiled for a vocabulary of " +
+                    std::to_string(params.guard->vocab_size()) + " tokens, the model has " +
+                    std::to_string(c.vocab_size));
   // The free slot with the longest common prefix; ties: the one freed first.
   int best = -1;
   int64_t best_common = -1;
@@ -385,8 +390,18 @@ Status BatchGenerator::add(const int32_t* prompt, int64_t n, const SlotParams& p
   s.reason = StopReason::none;
   std::fill(s.stats.experts_activated.begin(), s.stats.experts_activated.end(), 0);
   std::vector<int64_t> experts = std::move(s.stats.experts_activated);
+  std::vector<GuardIntervention> interventions = std::move(s.stats.interventions);
   s.stats = GenerationStats();
   s.stats.experts_activated = std::move(experts);
+  interventions.clear();
+  s.stats.interventions = std::move(interventions);
+  if (params.guard) {  // at most one per step: the steps append within this capacity
+    try {
+      s.stats.interventions.reserve(size_t(std::min<int64_t>(params.max_tokens, 1 << 20)));
+    } catch (const std::bad_alloc&) {
+      return fail(message, Status::io_error, "batch: out of memory");
+    }
+  }
   const int64_t keep = std::min(best_common, n - 1);  // the last prompt token gives the logits
   ThreadPoolStats before, after;
   b.pool_stats(&before);
@@ -408,6 +423,7 @@ Status BatchGenerator::add(const int32_t* prompt, int64_t n, const SlotParams& p
     return st;
   }
   s.logits = ss.last_logits();
+  s.guard_state = guard_state_after(params.guard.get(), prompt, n);
   s.active = true;
   *slot = best;
   return Status::ok;
@@ -420,7 +436,8 @@ Status BatchGenerator::step(int* n_out, std::string* message) {
   ThreadPoolStats before, after;
   b.pool_stats(&before);
   const uint64_t bytes0 = b.weight_bytes_read();
-  // Sample every active slot, in the order Generation::next checks: context full, stop id.
+  // Sample every active slot, in the order Generation::next checks: context full, the guard
+  // (policy), stop id.
   int n_res = 0, rows = 0;
   for (int i = 0; i < slots(); ++i) {
     Slot& s = state_[size_t(i)];
@@ -434,7 +451,14 @@ Status BatchGenerator::step(int* n_out, std::string* message) {
       res.reason = StopReason::context_full;
       continue;
     }
-    const int32_t tok = s.sampler.sample(s.logits, ss.tokens().data(), size_t(ss.n_past()));
+    bool blocked = false;
+    const int32_t tok = guarded_sample(s.sampler, s.params.guard.get(), s.guard_state, s.logits,
+                                       ss.tokens().data(), size_t(ss.n_past()), s.generated,
+                                       &s.stats.interventions, &s.guard_state, &blocked);
+    if (blocked) {
+      res.reason = StopReason::policy;  // the banned token is neither emitted nor kept
+      continue;
+    }
     if (std::find(s.params.stop_ids.begin(), s.params.stop_ids.end(), tok) !=
         s.params.stop_ids.end()) {
       res.reason = StopReason::stop_id;  // neither emitted nor kept

@@ -112,6 +112,11 @@ struct SlotParams {
   SamplingParams sampling;
   int64_t max_tokens = 64;
   std::vector<int32_t> stop_ids;
+  // The code guard (null: none; model/guard.h), applied as Generation applies it: its state
+  // is seeded from the slot's whole prompt, a step's draw is generate.h's guarded_sample, its
+  // interventions go to the slot's stats and a slot whose every candidate is banned ends
+  // with reason `policy` (no token).
+  std::shared_ptr<const CodeGuard> guard;
 };
 
 struct SlotResult {
@@ -133,8 +138,8 @@ class BatchGenerator {
   // longest prefix with the prompt (ties: the one freed first), truncated to that prefix
   // (keeping at least the last prompt token to evaluate), then the rest of the prompt is
   // prefilled. invalid_argument (no slot changed) for an empty prompt, an id outside the
-  // vocabulary, a prompt longer than the context, max_tokens < 1 or sampling parameters out
-  // of range; cap_exceeded when no slot is free.
+  // vocabulary, a prompt longer than the context, max_tokens < 1, sampling parameters out
+  // of range or a guard compiled for another vocabulary; cap_exceeded when no slot is free.
   Status add(const int32_t* prompt, int64_t n, const SlotParams& params, int* slot,
              std::string* message);
   // One token for every active slot, in slot order, in results()[0..*n): sampled, then all
@@ -152,6 +157,8 @@ class BatchGenerator {
   // slots' figures add up to the batch's; decode_ms is the wall time of the slot's steps.
   const GenerationStats& stats(int slot) const { return state_[size_t(slot)].stats; }
   StopReason stop_reason(int slot) const { return state_[size_t(slot)].reason; }
+  // The guard of the slot's current or last generation (null: none).
+  const CodeGuard* guard(int slot) const { return state_[size_t(slot)].params.guard.get(); }
   const std::vector<int32_t>& tokens(int slot) const { return batch_->session(slot).tokens(); }
   // The logits an active slot's next token is sampled from (null for a free slot); valid
   // until the next add() or step().
@@ -170,6 +177,7 @@ class BatchGenerator {
     SlotParams params;
     const float* logits = nullptr;  // of the context's last token
     int64_t generated = 0;
+    int32_t guard_state = CodeGuard::kStart;  // after the context's bytes
     uint64_t freed_at = 0;  // order of the slot's last release (LRU among free slots)
     StopReason reason = StopReason::none;
     GenerationStats stats;

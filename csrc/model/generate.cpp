@@ -37,6 +37,33 @@ const char* stop_reason_name(StopReason r) {
   return "none";
 }
 
+int32_t guarded_sample(Sampler& sampler, const CodeGuard* guard, int32_t state,
+                       const float* logits, const int32_t* history, size_t n_history,
+                       int64_t position, std::vector<GuardIntervention>* interventions,
+                       int32_t* next_state, bool* blocked) {
+  *blocked = false;
+  *next_state = state;
+  const Rng before = sampler.rng();
+  int32_t tok = sampler.sample(logits, history, n_history);
+  if (!guard) return tok;
+  int32_t rule;
+  *next_state = guard->feed_token(state, tok, &rule);
+  if (rule < 0) return tok;
+  interventions->push_back({rule, tok, position});
+  sampler.restore_rng(before);
+  tok = sampler.sample(logits, history, n_history, guard->banned(state));
+  *next_state = guard->feed_token(state, tok, &rule);
+  *blocked = rule >= 0;
+  return tok;
+}
+
+int32_t guard_state_after(const CodeGuard* guard, const int32_t* tokens, int64_t n) {
+  int32_t state = CodeGuard::kStart, rule;
+  if (guard)
+    for (int64_t i = 0; i < n; ++i) state = guard->feed_token(state, tokens[i], &rule);
+  return state;
+}
+
 double GenerationStats::prefill_tokens_per_s() const {
   const int64_t n = prompt_tokens - cached_tokens;
   return prefill_ms > 0 ? double(n) * 1000.0 / prefill_ms : 0.0;
@@ -106,11 +133,7 @@ Status Generation::start(Session* session, const int32_t* prompt, int64_t n,
     stats_.experts_activated.assign(size_t(model.config().num_layers), 0);
     // The guard's state follows the whole context, which is now exactly the prompt: a pattern
     // begun in the prompt is completed (and caught) in the output.
-    guard_state_ = CodeGuard::kStart;
-    if (const CodeGuard* g = params.guard.get()) {
-      int32_t rule;
-      for (int64_t i = 0; i < n; ++i) guard_state_ = g->feed_token(guard_state_, prompt[i], &rule);
-    }
+    guard_state_ = guard_state_after(params.guard.get(), prompt, n);
     return Status::ok;
   } catch (const std::bad_alloc&) {
     done_ = true;
@@ -201,25 +224,15 @@ Status Generation::next(int32_t* token, std::string* piece, bool* done, std::str
       reason_ = StopReason::context_full;
       done_ = true;
     } else {
-      const Rng before = sampler_.rng();
-      int32_t tok = sampler_.sample(s_->last_logits(), s_->tokens().data(),
-                                    size_t(s_->n_past()));
+      bool blocked = false;
       int32_t guard_next = guard_state_;
-      if (const CodeGuard* g = p_.guard.get()) {
-        int32_t rule;
-        guard_next = g->feed_token(guard_state_, tok, &rule);
-        if (rule >= 0) {
-          // Draw again, with the same random number, with every banned token masked.
-          stats_.interventions.push_back({rule, tok, int64_t(generated_.size())});
-          sampler_.restore_rng(before);
-          tok = sampler_.sample(s_->last_logits(), s_->tokens().data(), size_t(s_->n_past()),
-                                g->banned(guard_state_));
-          guard_next = g->feed_token(guard_state_, tok, &rule);
-          if (rule >= 0) {  // nothing the sampler can pick is allowed
-            reason_ = StopReason::policy;
-            done_ = true;
-          }
-        }
+      const int32_t tok = guarded_sample(sampler_, p_.guard.get(), guard_state_,
+                                         s_->last_logits(), s_->tokens().data(),
+                                         size_t(s_->n_past()), int64_t(generated_.size()),
+                                         &stats_.interventions, &guard_next, &blocked);
+      if (blocked) {  // nothing the sampler can pick is allowed
+        reason_ = StopReason::policy;
+        done_ = true;
       }
       // Time to first token: the prefill plus the first sampling (not the caller's time).
       if (generated_.empty()) stats_.ttft_ms = stats_.prefill_ms + ms_since(t0);

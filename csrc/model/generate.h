@@ -52,6 +52,21 @@ struct GuardIntervention {
 };
 const char* stop_reason_name(StopReason r);
 
+// One decode step's draw, shared by Generation::next and BatchGenerator::step so both pick the
+// same token: sample from `logits`; with a guard, when the token's bytes would complete a
+// pattern from `state`, append the intervention (its `position`: the index of the generated
+// token it replaces; within reserved capacity: nothing allocated) and draw again with the same
+// random number over the logits with every banned token masked. *next_state is the guard's
+// state after the returned token (`state` without a guard); *blocked is set when that token
+// is banned too (stop reason `policy`: the token must be neither emitted nor kept).
+int32_t guarded_sample(Sampler& sampler, const CodeGuard* guard, int32_t state,
+                       const float* logits, const int32_t* history, size_t n_history,
+                       int64_t position, std::vector<GuardIntervention>* interventions,
+                       int32_t* next_state, bool* blocked);
+// The guard's state after a context's n tokens (kStart without a guard): a pattern begun in
+// the prompt is completed (and caught) in the output.
+int32_t guard_state_after(const CodeGuard* guard, const int32_t* tokens, int64_t n);
+
 struct GenerationStats {
   int64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0;
   double prefill_ms = 0, decode_ms = 0, ttft_ms = 0;

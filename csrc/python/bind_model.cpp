@@ -419,7 +419,7 @@ NativeBatch* make_batch(const NativeModel& m, int slots, int64_t max_context,
 // raises here.
 nb::tuple batch_add(NativeBatch& b, IdArray prompt, int64_t max_tokens, float temperature,
                     int32_t top_k, float top_p, float repetition_penalty, uint64_t seed,
-                    std::vector<int32_t> stop_ids) {
+                    std::vector<int32_t> stop_ids, const NativeGuard* guard) {
   fwa::SlotParams p;
   p.max_tokens = max_tokens;
   p.sampling.temperature = temperature;
@@ -428,6 +428,7 @@ nb::tuple batch_add(NativeBatch& b, IdArray prompt, int64_t max_tokens, float te
   p.sampling.repetition_penalty = repetition_penalty;
   p.sampling.seed = seed;
   p.stop_ids = std::move(stop_ids);
+  if (guard) p.guard = guard->guard;
   const int32_t* data = prompt.data();
   const int64_t n = int64_t(prompt.shape(0));
   int slot = -1;
@@ -467,6 +468,7 @@ nb::dict batch_stats(NativeBatch& b, int slot) {
   fwa::GenerationStats s;
   const char* reason = "none";
   bool active = false;
+  std::vector<std::string> rules;  // of the slot's guard
   with_batch(b, [&](fwa::BatchGenerator& g) {
     if (slot < 0 || slot >= g.slots())
       throw nb::value_error(("slot " + std::to_string(slot) + " is outside [0, " +
@@ -474,6 +476,7 @@ nb::dict batch_stats(NativeBatch& b, int slot) {
     s = g.stats(slot);
     reason = fwa::stop_reason_name(g.stop_reason(slot));
     active = g.active(slot);
+    if (const fwa::CodeGuard* guard = g.guard(slot)) rules = guard->rule_names();
   });
   nb::dict d;
   d["prompt_tokens"] = s.prompt_tokens;
@@ -489,6 +492,15 @@ nb::dict batch_stats(NativeBatch& b, int slot) {
   d["parked_core_s"] = s.parked_core_s;
   d["weight_bytes_read"] = s.weight_bytes_read;
   d["stop_reason"] = active ? nb::object(nb::none()) : nb::object(nb::str(reason));
+  nb::list iv;  // as generation_stats
+  for (const fwa::GuardIntervention& x : s.interventions) {
+    nb::dict e;
+    e["rule"] = rules[size_t(x.rule)];
+    e["position"] = x.position;
+    e["token"] = x.token;
+    iv.append(e);
+  }
+  d["interventions"] = iv;
   return d;
 }
 
@@ -691,7 +703,7 @@ void bind_model(nb::module_& m) {
         "prefill_chunk"_a, "kv_cache"_a, nb::rv_policy::take_ownership);
   nb::class_<NativeBatch>(m, "NativeBatch")
       .def("add", &batch_add, "prompt"_a, "max_tokens"_a, "temperature"_a, "top_k"_a,
-           "top_p"_a, "repetition_penalty"_a, "seed"_a, "stop_ids"_a)
+           "top_p"_a, "repetition_penalty"_a, "seed"_a, "stop_ids"_a, "guard"_a.none())
       .def("step", &batch_step)
       .def("cancel",
            [](NativeBatch& b, int slot) {

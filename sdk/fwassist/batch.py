@@ -96,13 +96,16 @@ class BatchDecoder:
     def add(self, prompt_ids: Union[Sequence[int], np.ndarray], *, max_tokens: int = 64,
             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
             repetition_penalty: float = 1.0, seed: int = 0,
-            stop_ids: Optional[Sequence[int]] = None) -> int:
+            stop_ids: Optional[Sequence[int]] = None, policy: Any = None) -> int:
         """Starts a generation and returns its slot. The prompt is prefilled now, in the free
         slot whose previous context shares the longest prefix with it (that prefix is kept,
         the rest evaluated). The parameters are those of :meth:`fwassist.Session.stream`
-        (``stop_ids`` None: the artifact's end-of-sequence ids). BatchRequestError for an
-        empty prompt, an id outside the vocabulary, a prompt longer than the context or a
-        parameter out of range; NoFreeSlotError when every slot is generating."""
+        (``stop_ids`` None: the artifact's end-of-sequence ids; ``policy``: the decode-time
+        code guard, as :meth:`fwassist.Session.stream` takes it, whose interventions
+        :meth:`stats` lists and which ends the slot with ``policy`` when every token is
+        banned). BatchRequestError for an empty prompt, an id outside the vocabulary, a prompt
+        longer than the context, a parameter out of range or a policy that cannot be
+        compiled for the model; NoFreeSlotError when every slot is generating."""
         native = self._get()
         try:
             for name, value in (("temperature", temperature), ("top_p", top_p),
@@ -115,11 +118,16 @@ class BatchDecoder:
                 raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
             stops = [int(i) for i in (self.model.eos_token_ids if stop_ids is None
                                       else stop_ids)]
+            guard = None
+            if policy is not None:
+                from .guard import compile_policy
+
+                guard = compile_policy(self.model, policy)._native
         except (ValueError, TypeError, OverflowError) as e:
             raise BatchRequestError(str(e)) from None
         status, message, slot = _artifact_errors(
             native.add, ids, int(max_tokens), float(temperature), int(top_k), float(top_p),
-            float(repetition_penalty), int(seed), stops)
+            float(repetition_penalty), int(seed), stops, guard)
         if status == "full":
             raise NoFreeSlotError(message)
         if status != "ok":
@@ -129,8 +137,8 @@ class BatchDecoder:
     def step(self) -> list[StepResult]:
         """The next token of every active slot, in slot order, from one batched forward pass:
         ``(slot, token_id, finish_reason)``. finish_reason is None while the slot continues,
-        else ``max_tokens`` (the token is the last one), ``stop_id``, ``context_full``
-        (token -1: no token emitted) or ``non_finite`` (the slot's values overflowed
+        else ``max_tokens`` (the token is the last one), ``stop_id``, ``context_full``,
+        ``policy`` (the code guard banned every token; token -1: no token emitted) or ``non_finite`` (the slot's values overflowed
         float32); the slot is then free again. [] when no slot is active."""
         return [(int(s), int(t), r) for s, t, r in _artifact_errors(self._get().step)]
 
@@ -155,7 +163,8 @@ class BatchDecoder:
     def stats(self, slot: int) -> dict[str, Any]:
         """The slot's current or last generation, with the keys of
         :attr:`fwassist.Generation.stats` (prompt/cached/generated tokens, times, core-seconds,
-        weight bytes; ``stop_reason`` None while it runs) and ``energy_j``: the energy model of
+        weight bytes; ``stop_reason`` None while it runs; ``interventions``: the code guard's,
+        each a dict of rule, position and token) and ``energy_j``: the energy model of
         :attr:`profile` over them (``energy_measured`` False): the cores' and the memory's
         terms, not the static (idle) power, which is the host's over the wall time, not a
         slot's. The work of a batched step is split evenly over the slots it served, so the

@@ -116,12 +116,35 @@ TEST_CASE("a batched step refuses bad rows and changes nothing") {
 
 TEST_CASE("a batched generation step allocates nothing") {
   auto m = load_model();
+  // A guard that bans every other token (its one byte is 'b'): many interventions, never
+  // everything masked. A guard for another vocabulary is refused.
+  const int64_t V = m->config().vocab_size;
+  std::vector<std::string> token_bytes(size_t(V), "a");
+  for (int64_t t = 1; t < V; t += 2) token_bytes[size_t(t)] = "b";
+  const std::vector<GuardPattern> patterns = {{"b", GuardPatternKind::literal, 0}};
+  std::shared_ptr<const CodeGuard> guard, small;
+  std::string gmsg;
+  REQUIRE(CodeGuard::create(patterns, {"no-b"}, token_bytes, &guard, &gmsg) == Status::ok);
+  REQUIRE(CodeGuard::create(patterns, {"no-b"}, {"a", "b"}, &small, &gmsg) == Status::ok);
+  {
+    std::unique_ptr<BatchGenerator> g;
+    REQUIRE(BatchGenerator::create(m, options(ComputeMode::exact, 1, 1), &g, &gmsg) ==
+            Status::ok);
+    SlotParams p;
+    p.guard = small;
+    const auto ids = ids_of(*m, 3, 1);
+    int slot = -1;
+    CHECK(g->add(ids.data(), 3, p, &slot, &gmsg) == Status::invalid_argument);
+    CHECK(gmsg.find("vocabulary of 2 tokens") != std::string::npos);
+    CHECK(g->active_count() == 0);
+  }
   for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
     std::unique_ptr<BatchGenerator> g;
     std::string msg;
     REQUIRE(BatchGenerator::create(m, options(mode, 2, 6), &g, &msg) == Status::ok);
     for (int i = 0; i < 6; ++i) {
       SlotParams p;
+      if (i % 2) p.guard = guard;  // half the slots guarded: the guarded draw allocates nothing
       p.max_tokens = 1000;
       p.sampling.temperature = i % 2 ? 0.8f : 0.0f;
       p.sampling.top_k = 20 * (i % 3);
@@ -140,5 +163,18 @@ TEST_CASE("a batched generation step allocates nothing") {
     CHECK(st == Status::ok);
     CHECK(n == 6);
     CHECK(g_allocs.load() == 0);
+    for (int slot = 0; slot < 6; ++slot) {
+      const std::vector<GuardIntervention>& iv = g->stats(slot).interventions;
+      if (g->guard(slot) == nullptr) {
+        CHECK(iv.empty());
+        continue;
+      }
+      CHECK(!iv.empty());
+      for (const GuardIntervention& x : iv) CHECK(x.token % 2 == 1);
+      // No kept token is banned: every generated token has the byte 'a'.
+      const std::vector<int32_t>& t = g->tokens(slot);
+      for (size_t k = t.size() - size_t(g->stats(slot).generated_tokens); k < t.size(); ++k)
+        CHECK(t[k] % 2 == 0);
+    }
   }
 }

@@ -38,8 +38,10 @@ MAX_TEMPERATURE = 2.0
 MIN_TEMPERATURE = 1e-3
 MAX_STOP_STRINGS = 4
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# A code guard's stop (every token it could pick completes a banned call) is OpenAI's
+# content_filter: output withheld by a filter.
 FINISH = {"max_tokens": "length", "context_full": "length", "stop_string": "stop",
-          "stop_id": "stop", "cancelled": "cancelled"}
+          "stop_id": "stop", "cancelled": "cancelled", "policy": "content_filter"}
 # Dashboard samples: one per SAMPLE_S, the last SERIES_LEN kept.
 SAMPLE_S = 1.0
 SERIES_LEN = 600
@@ -172,6 +174,8 @@ class _Run:
         self._ready: list[Event] = []            # loop only
         self.wake = asyncio.Event()
         self.usage: dict[str, Any] = {}
+        self.policy: Optional[str] = None  # the request's code policy name
+        self.ext: dict[str, Any] = {}      # the response's "fwassist" object (with a policy)
         self.t0 = time.perf_counter()
         self.first = True
         self.job: Optional[Job] = None
@@ -183,6 +187,11 @@ class _Run:
         if isinstance(ev, Finished):
             # Charged here, whether or not anyone still reads the response.
             self.usage = self.server.account(ev)
+            if self.policy is not None:
+                ivs = [{"rule": str(x["rule"]), "position": int(x["position"]),
+                        "token": int(x["token"])} for x in ev.stats.get("interventions", [])]
+                self.usage["policy_interventions"] = len(ivs)
+                self.ext = {"policy": self.policy, "interventions": ivs}
             self.server.metrics.duration.observe(time.perf_counter() - self.t0)
         elif self.first:
             self.first = False
@@ -387,13 +396,28 @@ class Server:
         if len(stops) > MAX_STOP_STRINGS or any(not s for s in stops):
             raise ApiError(400, f"stop: at most {MAX_STOP_STRINGS} non-empty strings",
                            "invalid_value", "stop")
+        policy = body.get("policy")
+        compiled = None
+        if policy is not None:
+            from ..codecheck.rules import POLICIES
+            from ..guard import compile_policy
+
+            # Built-in names only: a client never names a file on the server.
+            if not isinstance(policy, str) or policy not in POLICIES:
+                raise ApiError(400, f"policy must be null or one of {', '.join(POLICIES)}, got "
+                                    f"{policy!r}", "invalid_value", "policy")
+            try:
+                compiled = compile_policy(self.model, policy)
+            except ValueError as e:  # a model without a tokenizer
+                raise ApiError(400, str(e), "invalid_value", "policy") from None
         vocab = self.model.vocab_size
         if any(not 0 <= i < vocab for i in ids):
             raise ApiError(400, f"a prompt token id is outside [0, {vocab})", "invalid_value",
                            "prompt")
         return GenParams(prompt_ids=ids, max_tokens=min(max_tokens, ctx - len(ids)),
                          temperature=temperature, top_p=top_p, top_k=top_k,
-                         seed=seed % (1 << 64), stop=stops, stop_ids=self.eos)
+                         seed=seed % (1 << 64), stop=stops, stop_ids=self.eos,
+                         policy=compiled)
 
     def _model_check(self, body: dict[str, Any]) -> None:
         m = body.get("model")
@@ -416,6 +440,8 @@ class Server:
         if self._mailbox is None:
             self._mailbox = _Mailbox(asyncio.get_running_loop())
         run = _Run(self, self._mailbox)
+        if params.policy is not None:
+            run.policy = str(params.policy.name)
         self.outstanding += 1
         try:
             run.job = self.engine.submit(params, run.sink)
@@ -448,6 +474,8 @@ class Server:
                                          "choices": choices}
                     if usage is not None:
                         o["usage"] = usage
+                        if run.ext:
+                            o["fwassist"] = run.ext
                     return b"data: " + json.dumps(o).encode() + b"\n\n"
                 try:
                     if chat:
@@ -495,10 +523,12 @@ class Server:
             gone.cancel()
         if done.reason == "error":
             raise ApiError(500, done.message, "generation_failed")
-        return JSONResponse({"id": rid, "object": obj, "created": created, "model": echo_model,
-                             "choices": [choice("".join(parts),
-                                                FINISH.get(done.reason, done.reason))],
-                             "usage": run.usage})
+        out = {"id": rid, "object": obj, "created": created, "model": echo_model,
+               "choices": [choice("".join(parts), FINISH.get(done.reason, done.reason))],
+               "usage": run.usage}
+        if run.ext:
+            out["fwassist"] = run.ext
+        return JSONResponse(out)
 
     # endpoints -------------------------------------------------------------------------------
     async def completions(self, request: Request) -> Response:

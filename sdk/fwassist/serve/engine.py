@@ -38,6 +38,7 @@ class GenParams:
     seed: int = 0
     stop: tuple[str, ...] = ()
     stop_ids: tuple[int, ...] = ()
+    policy: Any = None  # the code guard, as Session.stream's policy= (None: none)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Piece:
 @dataclass(frozen=True)
 class Finished:
     """The end of a job. ``reason``: a Generation.stop_reason (``max_tokens``,
-    ``stop_string``, ``stop_id``, ``context_full``, ``cancelled``) or ``error`` with
+    ``stop_string``, ``stop_id``, ``context_full``, ``cancelled``, ``policy``) or ``error`` with
     ``message``. ``stats``: Generation.stats, also for a cancelled job (what it cost).
     ``expert_tokens``: tokens routed per (layer, expert) by this job."""
 
@@ -180,7 +181,8 @@ class Engine:
         p = job.params
         stream = session.stream(prompt_ids=p.prompt_ids, max_tokens=p.max_tokens,
                                 temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                                seed=p.seed, stop=p.stop, stop_ids=list(p.stop_ids))
+                                seed=p.seed, stop=p.stop, stop_ids=list(p.stop_ids),
+                                policy=p.policy)
         for tok in stream:
             if job.cancelled:
                 break
@@ -335,7 +337,8 @@ class BatchEngine:
             try:
                 slot = self._bd.add(p.prompt_ids, max_tokens=p.max_tokens,
                                     temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                                    seed=p.seed, stop_ids=list(p.stop_ids))
+                                    seed=p.seed, stop_ids=list(p.stop_ids),
+                                    policy=p.policy)
             except NoFreeSlotError:
                 with self._cond:
                     self._pending.appendleft(job)
@@ -378,7 +381,8 @@ class BatchEngine:
         with self._cond:
             for slot, token, reason in results:
                 job, text = self._running[slot]
-                if token >= 0 and reason not in ("stop_id", "context_full", "non_finite"):
+                if token >= 0 and reason not in ("stop_id", "context_full", "non_finite",
+                                                 "policy"):
                     job.sink(Piece(token, text.push(token)))
                     if text.stopped:
                         if reason is None:
