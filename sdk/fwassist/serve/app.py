@@ -187,7 +187,7 @@ class _Run:
         if isinstance(ev, Finished):
             # Charged here, whether or not anyone still reads the response.
             self.usage = self.server.account(ev)
-            if self.policy is not None:
+            if self.policy is not None and ev.stats:
                 ivs = [{"rule": str(x["rule"]), "position": int(x["position"]),
                         "token": int(x["token"])} for x in ev.stats.get("interventions", [])]
                 self.usage["policy_interventions"] = len(ivs)

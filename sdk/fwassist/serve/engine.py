@@ -381,8 +381,7 @@ class BatchEngine:
         with self._cond:
             for slot, token, reason in results:
                 job, text = self._running[slot]
-                if token >= 0 and reason not in ("stop_id", "context_full", "non_finite",
-                                                 "policy"):
+                if token >= 0 and reason not in ("stop_id", "context_full", "non_finite"):
                     job.sink(Piece(token, text.push(token)))
                     if text.stopped:
                         if reason is None:
