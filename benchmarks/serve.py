@@ -4,8 +4,8 @@
 ``llama-server -np N`` on the same synthetic weights as llamacpp_compare.py.
 
     python benchmarks/serve.py --json OUT [--clients 1,16] [--duration 20] [--max-tokens 64]
-                               [--synthetic quick|full|none] [--bits 4] [--threads 2]
-                               [--llamacpp-root DIR] [--no-llama-server]
+                               [--synthetic quick|full|none] [--bits 4] [--threads 1,2]
+                               [--repeats 3] [--llamacpp-root DIR] [--no-llama-server]
 
 For each runtime and each client count C, C threads stream completions (the same prompts, in
 the same order, greedy, ``max_tokens`` each) back to back for ``--duration`` seconds against
@@ -13,9 +13,14 @@ a server started for the run with one slot per client of the largest count (``fw
 --sessions N``, ``llama-server -np N``), and measure: time to first token of every request
 (p50/p99), aggregate generated tokens per second (tokens of the requests finished in the
 window / wall time), the server's peak RSS (VmHWM of its process) and its RSS over the run.
-The client is the same for both (http.client, one connection per request, SSE parsed the same
+All servers run at once and every repeat measures each in turn (order rotated), so the
+shared machine's load falls on all alike; each figure is the median of ``--repeats``. The
+client is the same for all (http.client, one connection per request, SSE parsed the same
 way); generated tokens are the server's own count (``usage``; llama-server with
-``stream_options.include_usage``).
+``stream_options.include_usage``). As an independent check, each server's 1-client tokens/s
+is also measured with ``curl -N``. llama-server runs once per ``--threads`` value (-t) and the
+comparison takes its best row: with -t equal to the cores of a busy host its spinning
+threads collapse.
 
 Models: ``--synthetic quick`` (default) uses benchmarks/compare_models.py's seeded weights,
 exported to ``.fwa`` by our exporter and quantized to GGUF by ``llama-quantize``, built by
@@ -34,6 +39,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -54,6 +60,23 @@ PROMPTS = (
     "static int spi_transfer(struct spi *s, const uint8_t *tx, uint8_t *rx, size_t n)\n{\n",
     "/* Debounce a button sampled every millisecond. */\nbool debounce(struct button *b)\n{\n",
 )
+
+
+def host_cpu() -> dict[str, Any]:
+    """The CPU model and its SIMD flags from /proc/cpuinfo (empty off Linux)."""
+    model, flags = "", list[str]()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k.strip() == "model name" and not model:
+                    model = v.strip()
+                elif k.strip() == "flags" and not flags:
+                    flags = [x for x in v.split() if x.startswith(("avx", "sse4", "fma", "neon",
+                                                                   "asimd", "amx"))]
+    except OSError:
+        pass
+    return {"model": model, "simd_flags": flags}
 
 
 def log(msg: str) -> None:
@@ -163,23 +186,28 @@ def run_load(srv: Server, clients: int, duration: float, max_tokens: int) -> dic
     errors: list[str] = []
     lock = threading.Lock()
     rss: list[int] = []
+    finished: list[float] = []
     start = time.perf_counter()
     end = start + duration
 
     def client(i: int) -> None:
         n = 0
-        while time.perf_counter() < end:
-            prompt = PROMPTS[(i + n) % len(PROMPTS)]
-            try:
-                ttft, k = one_request(srv.port, prompt, max_tokens)
-            except Exception as e:  # noqa: BLE001 - counted, shown in the JSON
+        try:
+            while time.perf_counter() < end:
+                prompt = PROMPTS[(i + n) % len(PROMPTS)]
+                try:
+                    ttft, k = one_request(srv.port, prompt, max_tokens)
+                except Exception as e:  # noqa: BLE001 - counted, shown in the JSON
+                    with lock:
+                        errors.append(f"{type(e).__name__}: {e}")
+                    return
                 with lock:
-                    errors.append(f"{type(e).__name__}: {e}")
-                return
+                    ttfts.append(ttft)
+                    tokens[0] += k
+                n += 1
+        finally:
             with lock:
-                ttfts.append(ttft)
-                tokens[0] += k
-            n += 1
+                finished.append(time.perf_counter())
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -187,7 +215,8 @@ def run_load(srv: Server, clients: int, duration: float, max_tokens: int) -> dic
     while any(t.is_alive() for t in threads):
         rss.append(srv.rss_kb())
         time.sleep(0.5)
-    wall = time.perf_counter() - start
+    # wall: until the last client's last response, not the RSS sampler's next tick.
+    wall = max(finished) - start
     q = sorted(ttfts)
     return {"clients": clients, "requests": len(q), "errors": errors[:5],
             "n_errors": len(errors), "wall_s": wall, "tokens": tokens[0],
@@ -195,7 +224,41 @@ def run_load(srv: Server, clients: int, duration: float, max_tokens: int) -> dic
             "ttft_p50_ms": 1e3 * statistics.median(q) if q else None,
             "ttft_p99_ms": 1e3 * q[min(len(q) - 1, int(0.99 * len(q)))] if q else None,
             "rss_kb_first": rss[0] if rss else None, "rss_kb_last": rss[-1] if rss else None,
-            "rss_kb_max": max(rss) if rss else None}
+            "rss_kb_max": max(rss) if rss else None, "load_average": os.getloadavg()}
+
+
+def curl_check(port: int, max_tokens: int, n: int) -> Optional[float]:
+    """One client's tokens/s measured by ``curl -N`` (n sequential streamed requests, the
+    same prompts and body as one_request): an independent client to check the harness's own
+    1-client figure against. None when curl is missing."""
+    curl = shutil.which("curl")
+    if curl is None:
+        return None
+    toks, wall = 0, 0.0
+    for i in range(n):
+        body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens,
+                "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        t0 = time.perf_counter()
+        out = subprocess.run([curl, "-sN", "-H", "Content-Type: application/json", "-d",
+                              json.dumps(body), f"http://127.0.0.1:{port}/v1/completions"],
+                             check=True, capture_output=True).stdout
+        wall += time.perf_counter() - t0
+        events = [json.loads(x[6:]) for x in out.split(b"\n") if x.startswith(b"data: {")]
+        usage = [ev["usage"] for ev in events if ev.get("usage")]
+        if not usage:
+            raise RuntimeError(f"no usage in the stream from port {port}: {out[-300:]!r}")
+        toks += int(usage[-1]["completion_tokens"])
+    return toks / wall
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians over repeats of one (runtime, clients) cell, and every repeat's figures."""
+    out: dict[str, Any] = {"clients": runs[0]["clients"], "repeats": runs}
+    for k in ("tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "requests", "n_errors",
+              "rss_kb_max"):
+        vals = [r[k] for r in runs if r[k] is not None]
+        out[k] = statistics.median(vals) if vals else None
+    return out
 
 
 def models(args: argparse.Namespace) -> tuple[str, str, Optional[str], dict[str, Any]]:
@@ -227,8 +290,8 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--synthetic", choices=("quick", "full", "none"), default="quick")
     ap.add_argument("--bits", type=int, choices=(2, 3, 4), default=4)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                    help="llama-server -t")
+    ap.add_argument("--threads", default=",".join(sorted({"1", str(os.cpu_count() or 1)})),
+                    help="llama-server -t values, comma-separated (one server each)")
     ap.add_argument("--ctx", type=int, default=512, help="context per slot")
     ap.add_argument("--llamacpp-root", default=os.environ.get("FWA_LLAMACPP_ROOT",
                                                               os.path.join(HERE, ".llamacpp")))
@@ -241,6 +304,11 @@ def main() -> int:
     ap.add_argument("--fwassist-threads", type=int, default=os.cpu_count() or 1,
                     help="the batch engine's threads (the sessions engine runs one thread "
                          "per session)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of every (server, clients) cell, alternating the servers; "
+                         "the figures are their medians")
+    ap.add_argument("--curl-requests", type=int, default=12,
+                    help="sequential curl -N requests per server for the 1-client check")
     ap.add_argument("--sessions", type=int, default=0,
                     help="fwassist serve --sessions (default: the largest client count)")
     args = ap.parse_args()
@@ -249,7 +317,8 @@ def main() -> int:
     fwa, pin, gguf, desc = models(args)
     results: dict[str, Any] = {
         "machine": {"arch": platform.machine(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "load_average_at_start":
+                    "python": platform.python_version(), "cpu": host_cpu(),
+                    "load_average_at_start":
                     os.getloadavg()},
         "model": desc, "fwa": fwa, "gguf": gguf, "clients": counts,
         "duration_s": args.duration, "max_tokens": args.max_tokens, "ctx": args.ctx,
@@ -273,51 +342,76 @@ def main() -> int:
         import llamacpp_build
         server_bin = llamacpp_build.ensure_server(args.llamacpp_root, args.jobs)
         results["llama_server"] = server_bin
-        lport = free_port()
-        runtimes.append(("llama-server", [server_bin, "-m", gguf, "--host", "127.0.0.1",
-                                          "--port", str(lport), "-np", str(slots),
-                                          "-c", str(args.ctx * slots), "-t", str(args.threads),
-                                          "--no-webui", "-cb"]))
-    for name, cmd in runtimes:
-        p = int(cmd[cmd.index("--port") + 1])
-        log(f"starting {name}: {' '.join(cmd)}")
-        srv = Server(name, cmd, p)
-        try:
+        # One llama-server per -t value: its ggml threads spin at barriers, so with as many
+        # threads as cores on a shared host it collapses (see benchmarks/README.md); the
+        # comparison takes its best row.
+        for t in args.threads.split(","):
+            runtimes.append((f"llama-server-t{t}", [
+                server_bin, "-m", gguf, "--host", "127.0.0.1", "--port", str(free_port()),
+                "-np", str(slots), "-c", str(args.ctx * slots), "-t", t, "--no-webui", "-cb"]))
+    # All servers up at once (idle ones wait on their queues), then every repeat runs each
+    # client count on each server in turn, the order rotated per repeat, so a change in the
+    # machine's load (it is shared) falls on all of them alike; cells are medians of repeats.
+    servers: list[Server] = []
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    try:
+        for name, cmd in runtimes:
+            p = int(cmd[cmd.index("--port") + 1])
+            log(f"starting {name}: {' '.join(cmd)}")
+            servers.append(Server(name, cmd, p))
             one_request(p, PROMPTS[0], 8)  # warm-up
+        for rep in range(args.repeats):
+            order = servers[rep % len(servers):] + servers[:rep % len(servers)]
             for c in counts:
-                log(f"{name}: {c} clients for {args.duration:g} s")
-                r = run_load(srv, c, args.duration, args.max_tokens)
-                log(f"  {r['tokens_per_s']:.1f} tok/s, TTFT p50 {r['ttft_p50_ms']:.0f} ms "
-                    f"p99 {r['ttft_p99_ms']:.0f} ms, {r['requests']} requests, "
-                    f"{r['n_errors']} errors")
-                results["runs"].setdefault(name, {})[str(c)] = r
-            results["runs"][name]["peak_rss_kb"] = srv.hwm_kb()
-        finally:
+                for srv in order:
+                    log(f"repeat {rep + 1}/{args.repeats}: {srv.name}, {c} clients for "
+                        f"{args.duration:g} s")
+                    r = run_load(srv, c, args.duration, args.max_tokens)
+                    log(f"  {r['tokens_per_s']:.1f} tok/s, TTFT p50 {r['ttft_p50_ms']:.0f} ms "
+                        f"p99 {r['ttft_p99_ms']:.0f} ms, {r['requests']} requests, "
+                        f"{r['n_errors']} errors, load {r['load_average'][0]:.1f}")
+                    cells.setdefault(srv.name, {}).setdefault(str(c), []).append(r)
+        for srv in servers:
+            log(f"{srv.name}: curl -N check, {args.curl_requests} requests")
+            results["runs"][srv.name] = {c: median_run(rs) for c, rs in cells[srv.name].items()}
+            results["runs"][srv.name]["peak_rss_kb"] = srv.hwm_kb()
+            results["runs"][srv.name]["curl_1client_tokens_per_s"] = curl_check(
+                srv.port, args.max_tokens, args.curl_requests)
+    finally:
+        for srv in servers:
             srv.stop()
     fw = results["runs"]["fwassist"]
     lo, hi = str(min(counts)), str(max(counts))
     ratios: dict[str, Any] = {
         f"fwassist_{hi}_vs_{lo}_clients": fw[hi]["tokens_per_s"] / fw[lo]["tokens_per_s"]}
-    if "llama-server" in results["runs"]:
-        ls = results["runs"]["llama-server"]
-        ratios[f"fwassist_vs_llama_server_{hi}_clients"] = (fw[hi]["tokens_per_s"]
-                                                            / ls[hi]["tokens_per_s"])
-        ratios[f"fwassist_vs_llama_server_{lo}_clients"] = (fw[lo]["tokens_per_s"]
-                                                            / ls[lo]["tokens_per_s"])
+    llama = [n for n in results["runs"] if n.startswith("llama-server")]
+    if llama:
+        def best(c: str) -> float:
+            return max(float(results["runs"][n][c]["tokens_per_s"]) for n in llama)
+        ratios[f"fwassist_vs_best_llama_server_{hi}_clients"] = fw[hi]["tokens_per_s"] / best(hi)
+        ratios[f"fwassist_vs_best_llama_server_{lo}_clients"] = fw[lo]["tokens_per_s"] / best(lo)
     results["ratios"] = ratios
     results["targets"] = {f"{hi} clients >= 1.5x {lo} client": ratios[
         f"fwassist_{hi}_vs_{lo}_clients"] >= 1.5}
-    if "llama-server" in results["runs"]:
-        results["targets"][f">= llama-server at {hi} clients"] = ratios[
-            f"fwassist_vs_llama_server_{hi}_clients"] >= 1.0
-    table = ["runtime            clients  tok/s    TTFT p50 ms  p99 ms  requests  errors  RSS max MB"]
+    if llama:
+        results["targets"][f">= llama-server (best -t) at {hi} clients"] = ratios[
+            f"fwassist_vs_best_llama_server_{hi}_clients"] >= 1.0
+    cpu = results["machine"]["cpu"]
+    table = [f"host: {cpu['model']} ({os.cpu_count()} CPUs), "
+             f"fwassist kernels {results['machine'].get('kernels')}",
+             f"medians of {args.repeats} alternating runs of {args.duration:g} s per cell",
+             "runtime            clients  tok/s    TTFT p50 ms  p99 ms  requests  errors  RSS max MB"]
     for name, runs in results["runs"].items():
         for c in counts:
             r = runs[str(c)]
             table.append(f"{name:<18} {c:>7}  {r['tokens_per_s']:>7.1f}  "
                          f"{r['ttft_p50_ms']:>11.0f}  {r['ttft_p99_ms']:>6.0f}  "
-                         f"{r['requests']:>8}  {r['n_errors']:>6}  "
+                         f"{r['requests']:>8.0f}  {r['n_errors']:>6.0f}  "
                          f"{(r['rss_kb_max'] or 0) / 1024:>10.1f}")
+    for name, runs in results["runs"].items():
+        cv = runs["curl_1client_tokens_per_s"]
+        table.append(f"{name}: curl -N, 1 client, {args.curl_requests} requests: "
+                     + (f"{cv:.1f} tok/s" if cv is not None else "curl missing"))
     table += [f"{k}: {v:.2f}" for k, v in ratios.items()]
     table.append(f"load average at start / end: {results['machine']['load_average_at_start']}"
                  f" / {os.getloadavg()}")
