@@ -3,8 +3,7 @@
 # Installs what fwassist needs on Debian/Ubuntu, as root or through sudo:
 #   build  the C++ compiler and the active Python's headers (for `pip install .`)
 #   test   (default) also cmake, ninja, doctest, the aarch64 cross toolchain, qemu-user, clang
-#          with its fuzzer runtime, debootstrap, softhsm2, chromium and (Debian multiarch,
-#          when the arm64 sources are reachable) libssl-dev:arm64 (tests/run_all.sh's parts),
+#          with its fuzzer runtime, debootstrap, softhsm2, chromium (tests/run_all.sh's parts),
 #          then the package with its test extras into the active Python.
 #   bench  test, plus llvm-19 and clang-19 for benchmarks/arm_model.py (llvm-mca-19); not CI's.
 # Packages already present are not asked for again, so a machine that has them all needs neither
@@ -80,34 +79,11 @@ if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
       fi
     fi
   fi
-  # libssl-dev:arm64 (Debian multiarch): the aarch64 cross build then links the target's
-  # libcrypto, so the C ABI release tests run under qemu with OpenSSL
-  # (tests/cross/run_qemu_matrix.sh). It needs arm64 package sources (Debian's archive has
-  # them; Ubuntu keeps arm64 on ports.ubuntu.com): when apt cannot get it, an architecture this
-  # script added is removed again (so later `apt-get update`s do not fail on missing arm64
-  # indexes) and those tests run without OpenSSL (no_crypto, then the verification callback).
-  if [ "$mode" != build ] && command -v aarch64-linux-gnu-g++ >/dev/null &&
-     [ -n "$(missing libssl-dev:arm64)" ]; then
-    if ! can_be_root; then
-      echo "install_deps: skipped libssl-dev:arm64 (needs root): the aarch64 release tests run without OpenSSL"
-    else
-      added=0
-      if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        as_root dpkg --add-architecture arm64
-        added=1
-      fi
-      if as_root apt-get update -qq >/dev/null 2>&1 && apt_install libssl-dev:arm64 2>/dev/null; then
-        echo "install_deps: apt-get install libssl-dev:arm64 (the aarch64 build links OpenSSL)"
-      else
-        echo "install_deps: libssl-dev:arm64 is not available from this machine's apt sources;" \
-             "the aarch64 release tests run without OpenSSL (no_crypto, then the callback)"
-        if [ "$added" = 1 ]; then
-          as_root dpkg --remove-architecture arm64 2>/dev/null || true
-          as_root apt-get update -qq >/dev/null 2>&1 || true
-        fi
-      fi
-    fi
-  fi
+  # No Debian multiarch arm64 packages (libssl-dev:arm64): their arm64 libc lands in
+  # /lib/aarch64-linux-gnu, where the dynamic loader under `qemu-aarch64 -L` finds it before the
+  # cross sysroot's, and with it the thread pool's parking under qemu-user 7.2 stalls (the
+  # kernel tests' idle-pool case hangs). The aarch64 release tests therefore run without OpenSSL
+  # in the library: no_crypto, then the same suite through the verification callback.
 else
   echo "install_deps: no apt-get/dpkg on this system: install ${required[*]} ${optional[*]} yourself"
 fi
