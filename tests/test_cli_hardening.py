@@ -497,6 +497,28 @@ def _wait_for(pred, timeout: float) -> bool:
     return False
 
 
+# `fwassist export` whose evidence step repeats the real measurement on the provisional artifact
+# until a signal ends the process (at most 120 s), so that the signal always lands inside that
+# step: a quick export would otherwise publish its output before the signal arrives.
+_HELD_EXPORT = """
+import sys, time
+import fwassist.export.pipeline as pipeline
+from fwassist.cli import main
+
+measure = pipeline.measure_evidence
+
+def held(*args, **kwargs):
+    end = time.monotonic() + 120
+    result = measure(*args, **kwargs)
+    while time.monotonic() < end:
+        result = measure(*args, **kwargs)
+    return result
+
+pipeline.measure_evidence = held
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_a_signal_during_export_leaves_nothing_beside_the_output(sig, qat_dir, tmp_path):
     tmpdir = tmp_path / "tmp"
@@ -504,9 +526,9 @@ def test_a_signal_during_export_leaves_nothing_beside_the_output(sig, qat_dir, t
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     env = dict(os.environ, TMPDIR=str(tmpdir))
-    p = subprocess.Popen([sys.executable, "-m", "fwassist", "export", str(qat_dir / "model.onnx"),
-                          "-o", str(out_dir / "m.fwa"), "-q"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", _HELD_EXPORT, "export",
+                          str(qat_dir / "model.onnx"), "-o", str(out_dir / "m.fwa"), "-q"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = _wait_for(lambda: any(tmpdir.glob("fwassist-evidence-*/provisional.fwa")), 120)
         assert seen, "the evidence step never started"
