@@ -24,6 +24,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "artifact/reader.h"
@@ -55,6 +56,19 @@ void check(fwa::Status st, const std::string& message) {
   if (st != fwa::Status::ok) raise_status(st, message);
 }
 
+// Runs f(&message) -> Status with the GIL released (f must not touch Python objects), then
+// raises its failure.
+template <typename F>
+void check_nogil(F&& f) {
+  std::string msg;
+  fwa::Status st;
+  {
+    nb::gil_scoped_release nogil;
+    st = f(&msg);
+  }
+  check(st, msg);
+}
+
 struct NativeModel {
   std::shared_ptr<fwa::Model> model;
   std::optional<int64_t> security_version;  // set once verify_release succeeded
@@ -67,20 +81,27 @@ struct NativeSession {
   std::mutex mu;
 };
 
-struct SessionClosed {};
+struct Closed {};
 
-// Runs f(session) under the session's lock, with the GIL released; f must not touch Python
-// objects. Raises RuntimeError if the session is closed.
-template <typename F>
-auto with_session(NativeSession& ns, F&& f) -> decltype(f(*ns.session)) {
+// Runs f(*obj) under mu, with the GIL released; f must not touch Python objects. Raises
+// RuntimeError(closed_message) if obj is null (closed).
+template <typename T, typename F>
+auto with_lock(std::mutex& mu, const std::unique_ptr<T>& obj, const char* closed_message, F&& f)
+    -> decltype(f(*obj)) {
   try {
     nb::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lock(ns.mu);
-    if (!ns.session) throw SessionClosed();
-    return f(*ns.session);
-  } catch (const SessionClosed&) {
-    throw std::runtime_error("the session is closed");
+    std::lock_guard<std::mutex> lock(mu);
+    if (!obj) throw Closed();
+    return f(*obj);
+  } catch (const Closed&) {
+    throw std::runtime_error(closed_message);
   }
+}
+
+// f(session) under the session's lock (with_lock).
+template <typename F>
+auto with_session(NativeSession& ns, F&& f) -> decltype(f(*ns.session)) {
+  return with_lock(ns.mu, ns.session, "the session is closed", std::forward<F>(f));
 }
 
 // pin: None for no pin; "" is a malformed pin (parse_pin).
@@ -93,13 +114,7 @@ NativeModel load_model(const std::string& path, const std::optional<std::string>
   o.copy = copy;
   o.strict = strict;
   std::shared_ptr<fwa::Model> m;
-  std::string msg;
-  fwa::Status st;
-  {
-    nb::gil_scoped_release nogil;
-    st = fwa::Model::load(path, o, &m, &msg);
-  }
-  check(st, msg);
+  check_nogil([&](std::string* msg) { return fwa::Model::load(path, o, &m, msg); });
   return NativeModel{std::move(m)};
 }
 
@@ -110,8 +125,9 @@ fwa::KvType kv_type(const std::string& name) {
   throw nb::value_error(("kv_cache must be 'f32', 'f16' or 'bf16', got '" + name + "'").c_str());
 }
 
-NativeSession* make_session(const NativeModel& m, int64_t max_context, const std::string& mode,
-                            int threads, int64_t prefill_chunk, const std::string& kv_cache) {
+// The options of a session and of a batch decoder's slots.
+fwa::SessionOptions session_options(int64_t max_context, const std::string& mode, int threads,
+                                    int64_t prefill_chunk, const std::string& kv_cache) {
   fwa::SessionOptions o;
   o.max_context = max_context;
   if (mode == "exact")
@@ -123,14 +139,15 @@ NativeSession* make_session(const NativeModel& m, int64_t max_context, const std
   o.n_threads = threads;
   o.prefill_chunk = prefill_chunk;
   o.kv_cache = kv_type(kv_cache);
+  return o;
+}
+
+NativeSession* make_session(const NativeModel& m, int64_t max_context, const std::string& mode,
+                            int threads, int64_t prefill_chunk, const std::string& kv_cache) {
+  const fwa::SessionOptions o =
+      session_options(max_context, mode, threads, prefill_chunk, kv_cache);
   std::unique_ptr<fwa::Session> s;
-  std::string msg;
-  fwa::Status st;
-  {
-    nb::gil_scoped_release nogil;
-    st = fwa::Session::create(m.model, o, &s, &msg);
-  }
-  check(st, msg);
+  check_nogil([&](std::string* msg) { return fwa::Session::create(m.model, o, &s, msg); });
   auto* out = new NativeSession();
   out->model = m.model;
   out->session = std::move(s);
@@ -180,13 +197,9 @@ NativeGuard* guard_for_model(const NativeModel& m, const std::vector<std::string
                              const std::vector<std::string>& rule_names) {
   auto g = std::make_unique<NativeGuard>();
   const std::vector<fwa::GuardPattern> pats = make_patterns(texts, kinds, rules);
-  std::string msg;
-  fwa::Status st;
-  {
-    nb::gil_scoped_release release;
-    st = fwa::CodeGuard::create(pats, rule_names, *m.model, &g->guard, &msg);
-  }
-  check(st, msg);
+  check_nogil([&](std::string* msg) {
+    return fwa::CodeGuard::create(pats, rule_names, *m.model, &g->guard, msg);
+  });
   return g.release();
 }
 
@@ -273,6 +286,48 @@ nb::tuple bench_guard_sample(nb::ndarray<const float, nb::ndim<2>, nb::c_contig,
   return nb::make_tuple(tokens, ns, interventions);
 }
 
+fwa::SamplingParams sampling_params(float temperature, int32_t top_k, float top_p,
+                                    float repetition_penalty, uint64_t seed) {
+  fwa::SamplingParams sp;
+  sp.temperature = temperature;
+  sp.top_k = top_k;
+  sp.top_p = top_p;
+  sp.repetition_penalty = repetition_penalty;
+  sp.seed = seed;
+  return sp;
+}
+
+// The stats dict of a stream (experts: its activated experts per layer) and of a batch slot
+// (experts null); rules: the names of its guard's rules, for the interventions.
+nb::dict stats_dict(const fwa::GenerationStats& s, const std::vector<int64_t>* experts,
+                    nb::object stop_reason, const std::vector<std::string>& rules) {
+  nb::dict d;
+  d["prompt_tokens"] = s.prompt_tokens;
+  d["cached_tokens"] = s.cached_tokens;
+  d["generated_tokens"] = s.generated_tokens;
+  d["prefill_ms"] = s.prefill_ms;
+  d["decode_ms"] = s.decode_ms;
+  d["prefill_tokens_per_s"] = s.prefill_tokens_per_s();
+  d["decode_tokens_per_s"] = s.decode_tokens_per_s();
+  d["ttft_ms"] = s.ttft_ms;
+  if (experts) d["experts_activated"] = *experts;
+  d["busy_core_s"] = s.busy_core_s;
+  d["spin_core_s"] = s.spin_core_s;
+  d["parked_core_s"] = s.parked_core_s;
+  d["weight_bytes_read"] = s.weight_bytes_read;
+  d["stop_reason"] = stop_reason;
+  nb::list iv;
+  for (const fwa::GuardIntervention& x : s.interventions) {
+    nb::dict e;
+    e["rule"] = rules[size_t(x.rule)];
+    e["position"] = x.position;
+    e["token"] = x.token;
+    iv.append(e);
+  }
+  d["interventions"] = iv;
+  return d;
+}
+
 struct NativeGeneration {
   nb::object session_ref;  // keeps the NativeSession alive
   NativeSession* ns = nullptr;
@@ -292,11 +347,7 @@ NativeGeneration* start_generation(nb::object session_obj, IdArray prompt, int64
   g->ns = &ns;
   fwa::GenerateParams p;
   p.max_tokens = max_tokens;
-  p.sampling.temperature = temperature;
-  p.sampling.top_k = top_k;
-  p.sampling.top_p = top_p;
-  p.sampling.repetition_penalty = repetition_penalty;
-  p.sampling.seed = seed;
+  p.sampling = sampling_params(temperature, top_k, top_p, repetition_penalty, seed);
   p.stop_strings = std::move(stop);
   p.stop_ids = std::move(stop_ids);
   if (guard) {
@@ -335,33 +386,8 @@ nb::tuple generation_next(NativeGeneration& g) {
 
 nb::dict generation_stats(const NativeGeneration& g) {
   const fwa::GenerationStats& s = g.gen.stats();
-  nb::dict d;
-  d["prompt_tokens"] = s.prompt_tokens;
-  d["cached_tokens"] = s.cached_tokens;
-  d["generated_tokens"] = s.generated_tokens;
-  d["prefill_ms"] = s.prefill_ms;
-  d["decode_ms"] = s.decode_ms;
-  d["prefill_tokens_per_s"] = s.prefill_tokens_per_s();
-  d["decode_tokens_per_s"] = s.decode_tokens_per_s();
-  d["ttft_ms"] = s.ttft_ms;
-  d["experts_activated"] = s.experts_activated;
-  d["busy_core_s"] = s.busy_core_s;
-  d["spin_core_s"] = s.spin_core_s;
-  d["parked_core_s"] = s.parked_core_s;
-  d["weight_bytes_read"] = s.weight_bytes_read;
-  d["stop_reason"] = fwa::stop_reason_name(g.gen.stop_reason());
-  nb::list iv;
-  const std::vector<std::string>* names = nullptr;
-  if (!s.interventions.empty()) names = &g.guard_rules;
-  for (const fwa::GuardIntervention& x : s.interventions) {
-    nb::dict e;
-    e["rule"] = (*names)[size_t(x.rule)];
-    e["position"] = x.position;
-    e["token"] = x.token;
-    iv.append(e);
-  }
-  d["interventions"] = iv;
-  return d;
+  return stats_dict(s, &s.experts_activated, nb::str(fwa::stop_reason_name(g.gen.stop_reason())),
+                    g.guard_rules);
 }
 
 struct NativeBatch {
@@ -370,19 +396,10 @@ struct NativeBatch {
   std::mutex mu;
 };
 
-struct BatchClosed {};
-
-// As with_session: f(generator) under the batch's lock, with the GIL released.
+// f(generator) under the batch's lock (with_lock).
 template <typename F>
 auto with_batch(NativeBatch& nb_, F&& f) -> decltype(f(*nb_.gen)) {
-  try {
-    nb::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lock(nb_.mu);
-    if (!nb_.gen) throw BatchClosed();
-    return f(*nb_.gen);
-  } catch (const BatchClosed&) {
-    throw std::runtime_error("the batch decoder is closed");
-  }
+  return with_lock(nb_.mu, nb_.gen, "the batch decoder is closed", std::forward<F>(f));
 }
 
 NativeBatch* make_batch(const NativeModel& m, int slots, int64_t max_context,
@@ -390,24 +407,9 @@ NativeBatch* make_batch(const NativeModel& m, int slots, int64_t max_context,
                         const std::string& kv_cache) {
   fwa::BatchOptions o;
   o.slots = slots;
-  o.session.max_context = max_context;
-  if (mode == "exact")
-    o.session.mode = fwa::ComputeMode::exact;
-  else if (mode == "fast")
-    o.session.mode = fwa::ComputeMode::fast;
-  else
-    throw nb::value_error(("mode must be 'exact' or 'fast', got '" + mode + "'").c_str());
-  o.session.n_threads = threads;
-  o.session.prefill_chunk = prefill_chunk;
-  o.session.kv_cache = kv_type(kv_cache);
+  o.session = session_options(max_context, mode, threads, prefill_chunk, kv_cache);
   std::unique_ptr<fwa::BatchGenerator> g;
-  std::string msg;
-  fwa::Status st;
-  {
-    nb::gil_scoped_release nogil;
-    st = fwa::BatchGenerator::create(m.model, o, &g, &msg);
-  }
-  check(st, msg);
+  check_nogil([&](std::string* msg) { return fwa::BatchGenerator::create(m.model, o, &g, msg); });
   auto* out = new NativeBatch();
   out->model = m.model;
   out->gen = std::move(g);
@@ -422,11 +424,7 @@ nb::tuple batch_add(NativeBatch& b, IdArray prompt, int64_t max_tokens, float te
                     std::vector<int32_t> stop_ids, const NativeGuard* guard) {
   fwa::SlotParams p;
   p.max_tokens = max_tokens;
-  p.sampling.temperature = temperature;
-  p.sampling.top_k = top_k;
-  p.sampling.top_p = top_p;
-  p.sampling.repetition_penalty = repetition_penalty;
-  p.sampling.seed = seed;
+  p.sampling = sampling_params(temperature, top_k, top_p, repetition_penalty, seed);
   p.stop_ids = std::move(stop_ids);
   if (guard) p.guard = guard->guard;
   const int32_t* data = prompt.data();
@@ -478,30 +476,8 @@ nb::dict batch_stats(NativeBatch& b, int slot) {
     active = g.active(slot);
     if (const fwa::CodeGuard* guard = g.guard(slot)) rules = guard->rule_names();
   });
-  nb::dict d;
-  d["prompt_tokens"] = s.prompt_tokens;
-  d["cached_tokens"] = s.cached_tokens;
-  d["generated_tokens"] = s.generated_tokens;
-  d["prefill_ms"] = s.prefill_ms;
-  d["decode_ms"] = s.decode_ms;
-  d["prefill_tokens_per_s"] = s.prefill_tokens_per_s();
-  d["decode_tokens_per_s"] = s.decode_tokens_per_s();
-  d["ttft_ms"] = s.ttft_ms;
-  d["busy_core_s"] = s.busy_core_s;
-  d["spin_core_s"] = s.spin_core_s;
-  d["parked_core_s"] = s.parked_core_s;
-  d["weight_bytes_read"] = s.weight_bytes_read;
-  d["stop_reason"] = active ? nb::object(nb::none()) : nb::object(nb::str(reason));
-  nb::list iv;  // as generation_stats
-  for (const fwa::GuardIntervention& x : s.interventions) {
-    nb::dict e;
-    e["rule"] = rules[size_t(x.rule)];
-    e["position"] = x.position;
-    e["token"] = x.token;
-    iv.append(e);
-  }
-  d["interventions"] = iv;
-  return d;
+  return stats_dict(s, nullptr, active ? nb::object(nb::none()) : nb::object(nb::str(reason)),
+                    rules);
 }
 
 }  // namespace
