@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 
+#include "model/forward_steps.h"
 #include "model/math.h"
 
 namespace fwa {
@@ -15,16 +16,6 @@ namespace {
 Status fail(std::string* message, Status st, const std::string& text) {
   if (message) *message = text;
   return st;
-}
-
-bool all_finite(const float* x, int64_t n) {
-  uint32_t hit = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t v;
-    std::memcpy(&v, x + i, 4);
-    hit |= uint32_t((v & 0x7f800000u) == 0x7f800000u);
-  }
-  return hit == 0;
 }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -100,26 +91,10 @@ Status DecodeBatch::allocate(std::string* message) {
   const ModelConfig& c = model_->config();
   const int64_t S = slots_, H = c.hidden_size, hd = c.head_dim;
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, L = c.num_layers;
-  ws_bytes_ = linear_workspace_bytes(model_->lm_head(), S, mode_);
-  for (int64_t l = 0; l < L; ++l) {
-    const LayerWeights& w = model_->layer(l);
-    for (const Linear* lin : {&w.q, &w.k, &w.v, &w.o, &w.router, &w.mlp_gate, &w.mlp_up,
-                              &w.mlp_down})
-      if (lin->present()) ws_bytes_ = std::max(ws_bytes_, linear_workspace_bytes(*lin, S, mode_));
-    for (const ExpertWeights& e : w.experts)
-      for (const Linear* lin : {&e.gate, &e.up, &e.down})
-        ws_bytes_ = std::max(ws_bytes_, linear_workspace_bytes(*lin, S, mode_));
-    if (!w.moe) dense_I_ = c.intermediate_size;
-  }
+  ws_bytes_ = forward_workspace_bytes(*model_, S, mode_);
   BufferPlan p;
   moe_.declare(*model_, n_threads_, S, mode_, &p);
-  BufferPlan moe_scratch, dense_scratch;
-  moe_.declare_scratch(S, &moe_scratch);
-  if (dense_I_) {
-    dense_scratch.declare(&gate_, S * dense_I_, "mlp gate");
-    dense_scratch.declare(&up_, S * dense_I_, "mlp up");
-  }
-  ffn_bytes_ = std::max(moe_scratch.bytes(), dense_scratch.bytes());
+  ffn_bytes_ = mlp_scratch_bytes(moe_, S, dense_intermediate(*model_));
   p.declare(&x_, S * H, "hidden states");
   p.declare(&xn_, S * H, "normalised hidden states");
   p.declare(&tmp_, S * H, "block outputs");
@@ -155,21 +130,16 @@ Status DecodeBatch::step(const int* slot_of, const int32_t* ids, int n, std::str
       return fail(message, Status::invalid_argument,
                   "token id " + std::to_string(ids[r]) + " for slot " + std::to_string(s) +
                       " is outside the vocabulary [0, " + std::to_string(vocab_) + ")");
-    const Session& ss = *sessions_[size_t(s)];
-    if (ss.n_past() >= ss.options().max_context)
-      return fail(message, Status::invalid_argument,
-                  "session: 1 tokens after " + std::to_string(ss.n_past()) +
-                      " exceed the context of " + std::to_string(ss.options().max_context) +
-                      " tokens (slot " + std::to_string(s) + ")");
+    if (const Status st = sessions_[size_t(s)]->check_room(1, message); st != Status::ok) {
+      if (message) *message += " (slot " + std::to_string(s) + ")";
+      return st;
+    }
     slot_of_[r] = s;
     ids_[r] = ids[r];
   }
-  const Status st = forward(n, message);
+  Status st = forward(n, message);
   if (st != Status::ok) return st;
-  if (model_->artifact().source()->faulted())  // SIGBUS: computed on zero pages (reader.h)
-    return fail(message, Status::io_error,
-                "the artifact file was truncated while mapped (SIGBUS): its weights are gone; "
-                "reload the model (copy=True or protected storage prevents this)");
+  if ((st = check_weights_mapped(*model_, message)) != Status::ok) return st;
   for (int r = 0; r < n; ++r) {
     Session& s = *sessions_[size_t(slot_of_[r])];
     s.tokens_.push_back(ids_[r]);  // capacity reserved at create: no allocation
@@ -183,7 +153,6 @@ Status DecodeBatch::forward(int n, std::string* message) {
   const ModelConfig& c = model_->config();
   const int64_t H = c.hidden_size, qd = c.num_heads * c.head_dim;
   const int64_t kd = c.num_kv_heads * c.head_dim, rows = n;
-  const float eps = float(c.rms_norm_eps);
   BlockContext ctx;
   ctx.pool = pool_.get();
   ctx.active_threads = n_threads_;
@@ -191,30 +160,15 @@ Status DecodeBatch::forward(int n, std::string* message) {
   ctx.workspace = ws_;
   ctx.workspace_bytes = ws_bytes_;
   ctx.weight_bytes_read = &weight_bytes_read_;
-  for (int64_t r = 0; r < rows; ++r) linear_row(model_->embed(), ids_[r], x_ + r * H);
-  weight_bytes_read_ += size_t(rows) * (linear_bytes(model_->embed()) / size_t(model_->embed().N));
+  // As Session::forward_chunk (model/forward_steps.h), but each row at its own session's
+  // position.
+  embed_rows(ctx, *model_, ids_, rows, x_);
   Status st;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = model_->layer(l);
-    // As Session::forward_chunk: the residual add of the previous block, then the norm.
-    auto residual_norm = [&](const std::vector<float>& norm, bool add) {
-      ctx.for_blocks(rows, kRowsPerBlock, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          float* x = x_ + r * H;
-          if (add)
-            for (int64_t i = 0; i < H; ++i) x[i] = x[i] + tmp_[r * H + i];
-          rms_norm(x, norm.data(), H, eps, xn_ + r * H);
-        }
-      });
-    };
-    residual_norm(w.input_norm, l > 0);
-    const Linear* qkv[3] = {&w.q, &w.k, &w.v};
-    const LinearRequest req[3] = {ctx.request(xn_, rows, H, q_, qd),
-                                  ctx.request(xn_, rows, H, k_, kd),
-                                  ctx.request(xn_, rows, H, v_, kd)};
-    if ((st = ctx.run_batch(qkv, req, 3)) != Status::ok)
-      return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
-                                   status_string(st));
+    residual_norm(ctx, c, w.input_norm, l > 0, rows, x_, tmp_, xn_);
+    if ((st = qkv_projections(ctx, *model_, l, xn_, rows, q_, k_, v_, message)) != Status::ok)
+      return st;
     // Each row against its own session's cache, at that session's position: the K/V stores,
     // then every row's head tasks in one parallel region (each session has its own scores).
     for (int64_t r = 0; r < rows; ++r) {
@@ -230,35 +184,16 @@ Status DecodeBatch::forward(int n, std::string* message) {
     });
     if ((st = ctx.run_linear(w.o, attn_, rows, qd, tmp_, H)) != Status::ok)
       return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
-    residual_norm(w.post_attention_norm, true);
-    if (w.moe) {
-      st = moe_.run(ctx, l, xn_, rows, tmp_, ffn_scratch_, ffn_bytes_, message);
-      if (st != Status::ok) return st;
-    } else {
-      const int64_t I = c.intermediate_size;
-      BufferPlan plan;
-      plan.declare(&gate_, rows * I, "mlp gate");
-      plan.declare(&up_, rows * I, "mlp up");
-      if ((st = plan.carve(ffn_scratch_, ffn_bytes_, false, message)) != Status::ok) return st;
-      if ((st = ctx.run_linear(w.mlp_gate, xn_, rows, H, gate_, I)) != Status::ok ||
-          (st = ctx.run_linear(w.mlp_up, xn_, rows, H, up_, I)) != Status::ok)
-        return fail(message, st, "layer " + std::to_string(l) + " mlp: " + status_string(st));
-      swiglu_inplace(gate_, up_, rows * I);
-      if ((st = ctx.run_linear(w.mlp_down, gate_, rows, I, tmp_, H)) != Status::ok)
-        return fail(message, st,
-                    "layer " + std::to_string(l) + " mlp_down: " + status_string(st));
-    }
+    residual_norm(ctx, c, w.post_attention_norm, true, rows, x_, tmp_, xn_);
+    st = mlp_block(ctx, moe_, *model_, l, xn_, rows, ffn_scratch_, ffn_bytes_, tmp_, message);
+    if (st != Status::ok) return st;
   }
   // As a session alone: the residual stream and the last block's output must be finite.
   if (!all_finite(x_, rows * H) || !all_finite(tmp_, rows * H))
     return fail(message, Status::non_finite,
                 "the hidden states of a batched step are not finite (NaN or Inf): the model's "
                 "values overflow float32");
-  for (int64_t r = 0; r < rows; ++r) {
-    float* x = x_ + r * H;
-    for (int64_t i = 0; i < H; ++i) x[i] = x[i] + tmp_[r * H + i];
-    rms_norm(x, model_->final_norm().data(), H, eps, xn_ + r * H);
-  }
+  final_norm(*model_, 0, rows, x_, tmp_, xn_);
   st = ctx.run_linear(model_->lm_head(), xn_, rows, H, logits_, vocab_);
   if (st != Status::ok) return fail(message, st, std::string("lm_head: ") + status_string(st));
   if (!all_finite(logits_, rows * vocab_))

@@ -101,8 +101,6 @@ class DecodeBatch {
   size_t ws_bytes_ = 0;
   uint8_t* ffn_scratch_ = nullptr;                       // MoE or dense MLP scratch, S rows
   size_t ffn_bytes_ = 0;
-  float *gate_ = nullptr, *up_ = nullptr;                // dense MLP [rows, I], carved per step
-  int64_t dense_I_ = 0;
   uint64_t weight_bytes_read_ = 0;
 };
 

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "kernels/vec.h"
+#include "model/forward_steps.h"
 #include "model/math.h"
 
 namespace fwa {
@@ -109,18 +110,6 @@ void attention_heads(void* ctx, int task) {
   }
 }
 
-// True when every x[0..n) is finite: a scan of the exponent bits (vectorisable, no branch per
-// value).
-bool all_finite(const float* x, int64_t n) {
-  uint32_t hit = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t v;
-    std::memcpy(&v, x + i, 4);
-    hit |= uint32_t((v & 0x7f800000u) == 0x7f800000u);
-  }
-  return hit == 0;
-}
-
 // CPU time of the calling thread: a decode step's wall time minus it is the time the caller
 // was off its core, parked waiting for another thread's chunk or descheduled itself.
 double thread_cpu_ms() {
@@ -199,28 +188,12 @@ Status Session::allocate(std::string* message) {
   v_cache_.reset(new uint8_t[size_t(L * nkv * ctx_ * hd) * kv_elem_]);
   kv_cache_bytes_ = 2 * size_t(L * nkv * hd * ctx_) * kv_elem_;
 
-  // Matmul workspace: the largest any linear needs for C rows (or 1 row for lm_head).
-  ws_bytes_ = linear_workspace_bytes(model_->lm_head(), C, opt_.mode);
-  for (int64_t l = 0; l < L; ++l) {
-    const LayerWeights& w = model_->layer(l);
-    for (const Linear* lin : {&w.q, &w.k, &w.v, &w.o, &w.router, &w.mlp_gate, &w.mlp_up,
-                              &w.mlp_down})
-      if (lin->present())
-        ws_bytes_ = std::max(ws_bytes_, linear_workspace_bytes(*lin, C, opt_.mode));
-    for (const ExpertWeights& e : w.experts)
-      for (const Linear* lin : {&e.gate, &e.up, &e.down})
-        ws_bytes_ = std::max(ws_bytes_, linear_workspace_bytes(*lin, C, opt_.mode));
-  }
+  // Matmul workspace: the largest any linear needs for C rows.
+  ws_bytes_ = forward_workspace_bytes(*model_, C, opt_.mode);
   // The MLP block's per-chunk scratch: the larger of the MoE and the dense plans at C rows.
-  dense_I_ = 0;
-  for (int64_t l = 0; l < L; ++l)
-    if (!model_->layer(l).moe) dense_I_ = c.intermediate_size;
   BufferPlan p;
   moe_.declare(*model_, opt_.n_threads, C, opt_.mode, &p);
-  BufferPlan moe_scratch, dense_scratch;
-  moe_.declare_scratch(C, &moe_scratch);
-  declare_dense_scratch(C, &dense_scratch);
-  ffn_bytes_ = std::max(moe_scratch.bytes(), dense_scratch.bytes());
+  ffn_bytes_ = mlp_scratch_bytes(moe_, C, dense_intermediate(*model_));
 
   p.declare(&x_, C * H, "hidden states");
   p.declare(&xn_, C * H, "normalised hidden states");
@@ -239,12 +212,6 @@ Status Session::allocate(std::string* message) {
   if (st != Status::ok) return st;
   rope_tables(c.rope_theta, hd, ctx_, rope_cos_, rope_sin_);
   return Status::ok;
-}
-
-void Session::declare_dense_scratch(int64_t rows, BufferPlan* plan) {
-  if (dense_I_ == 0) return;
-  plan->declare(&gate_, rows * dense_I_, "mlp gate");
-  plan->declare(&up_, rows * dense_I_, "mlp up");
 }
 
 Status Session::truncate(int64_t n, std::string* message) {
@@ -295,10 +262,7 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
                   "token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
                       " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
   const int64_t start = n_past();
-  if (n > ctx_ - start)
-    return fail(message, Status::invalid_argument,
-                "session: " + std::to_string(n) + " tokens after " + std::to_string(start) +
-                    " exceed the context of " + std::to_string(ctx_) + " tokens");
+  if (const Status st = check_room(n, message); st != Status::ok) return st;
   has_last_logits_ = false;
   ++epoch_;
   const bool timed = n == 1 && policy_.max_active() > 1;  // the policy measures decode steps
@@ -320,11 +284,9 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
     }
     tokens_.insert(tokens_.end(), ids + i0, ids + i0 + rows);  // capacity reserved: no allocation
   }
-  if (model_->artifact().source()->faulted()) {  // SIGBUS: computed on zero pages (reader.h)
+  if (const Status st = check_weights_mapped(*model_, message); st != Status::ok) {
     tokens_.resize(size_t(start));
-    return fail(message, Status::io_error,
-                "the artifact file was truncated while mapped (SIGBUS): its weights are gone; "
-                "reload the model (copy=True or protected storage prevents this)");
+    return st;
   }
   has_last_logits_ = out == LogitsOut::last;
   if (timed) {
@@ -336,33 +298,26 @@ Status Session::eval(const int32_t* ids, int64_t n, LogitsOut out, float* logits
   return Status::ok;
 }
 
+Status Session::check_room(int64_t n, std::string* message) const {
+  if (n <= ctx_ - n_past()) return Status::ok;
+  return fail(message, Status::invalid_argument,
+              "session: " + std::to_string(n) + " tokens after " + std::to_string(n_past()) +
+                  " exceed the context of " + std::to_string(ctx_) + " tokens");
+}
+
 Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, LogitsOut out,
                               float* logits, std::string* message) {
   const ModelConfig& c = model_->config();
   const int64_t H = c.hidden_size;
-  const float eps = float(c.rms_norm_eps);
   const BlockContext ctx = context();
-  for (int64_t r = 0; r < rows; ++r) linear_row(model_->embed(), ids[r], x_ + r * H);
-  weight_bytes_read_ += size_t(rows) * (linear_bytes(model_->embed()) / size_t(model_->embed().N));
+  embed_rows(ctx, *model_, ids, rows, x_);
   Status st;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = model_->layer(l);
-    // Per row: the residual add of the previous block (none before layer 0), then the norm.
-    auto residual_norm = [&](const std::vector<float>& norm, bool add) {
-      ctx.for_blocks(rows, kRowsPerBlock, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          float* x = x_ + r * H;
-          if (add)
-            for (int64_t i = 0; i < H; ++i) x[i] = x[i] + tmp_[r * H + i];
-          rms_norm(x, norm.data(), H, eps, xn_ + r * H);
-        }
-      });
-    };
-    residual_norm(w.input_norm, l > 0);
+    residual_norm(ctx, c, w.input_norm, l > 0, rows, x_, tmp_, xn_);
     if ((st = attention_block(ctx, l, rows, pos0, message)) != Status::ok) return st;
-    residual_norm(w.post_attention_norm, true);
-    st = w.moe ? moe_.run(ctx, l, xn_, rows, tmp_, ffn_scratch_, ffn_bytes_, message)
-               : dense_block(ctx, l, rows, message);
+    residual_norm(ctx, c, w.post_attention_norm, true, rows, x_, tmp_, xn_);
+    st = mlp_block(ctx, moe_, *model_, l, xn_, rows, ffn_scratch_, ffn_bytes_, tmp_, message);
     if (st != Status::ok) return st;
   }
   // Finite weights can still overflow float32 (a NaN or Inf then reaches every later value of
@@ -376,11 +331,7 @@ Status Session::forward_chunk(const int32_t* ids, int64_t rows, int64_t pos0, Lo
   if (out == LogitsOut::none) return Status::ok;
   // The last block's residual add, then the final norm, for the rows whose logits are asked.
   const int64_t first = out == LogitsOut::all ? 0 : rows - 1;
-  for (int64_t r = first; r < rows; ++r) {
-    float* x = x_ + r * H;
-    for (int64_t i = 0; i < H; ++i) x[i] = x[i] + tmp_[r * H + i];
-    rms_norm(x, model_->final_norm().data(), H, eps, xn_ + r * H);
-  }
+  final_norm(*model_, first, rows, x_, tmp_, xn_);
   float* y = out == LogitsOut::all ? logits : last_logits_;
   st = ctx.run_linear(model_->lm_head(), xn_ + first * H, rows - first, H, y, c.vocab_size);
   if (st != Status::ok)
@@ -396,17 +347,9 @@ Status Session::attention_block(const BlockContext& ctx, int64_t l, int64_t rows
                                 std::string* message) {
   const ModelConfig& c = model_->config();
   const LayerWeights& w = model_->layer(l);
-  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
-  const int64_t qd = nh * hd, kd = nkv * hd;
-  // One parallel region and one activation quantization for the three projections (they
-  // share their input, so they share the workspace).
-  const Linear* qkv[3] = {&w.q, &w.k, &w.v};
-  const LinearRequest r[3] = {ctx.request(xn_, rows, H, q_, qd), ctx.request(xn_, rows, H, k_, kd),
-                              ctx.request(xn_, rows, H, v_, kd)};
-  Status st = ctx.run_batch(qkv, r, 3);
-  if (st != Status::ok)
-    return fail(message, st, "layer " + std::to_string(l) + " attention projections: " +
-                                 status_string(st));
+  const int64_t H = c.hidden_size, qd = c.num_heads * c.head_dim;
+  Status st = qkv_projections(ctx, *model_, l, xn_, rows, q_, k_, v_, message);
+  if (st != Status::ok) return st;
   attend(ctx, l, q_, k_, v_, attn_, rows, pos0);
   if ((st = ctx.run_linear(w.o, attn_, rows, qd, tmp_, H)) != Status::ok)
     return fail(message, st, "layer " + std::to_string(l) + " o_proj: " + status_string(st));
@@ -491,24 +434,6 @@ void Session::attend(const BlockContext& ctx, int64_t l, float* q, float* k, con
   ctx.for_blocks(model_->config().num_kv_heads * splits, 1, [&](int64_t t, int64_t) {
     attend_task(l, q, out, rows, pos0, splits, t);
   });
-}
-
-Status Session::dense_block(const BlockContext& ctx, int64_t l, int64_t rows,
-                            std::string* message) {
-  const ModelConfig& c = model_->config();
-  const LayerWeights& w = model_->layer(l);
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
-  BufferPlan plan;
-  declare_dense_scratch(rows, &plan);
-  Status st = plan.carve(ffn_scratch_, ffn_bytes_, false, message);
-  if (st != Status::ok) return st;
-  if ((st = ctx.run_linear(w.mlp_gate, xn_, rows, H, gate_, I)) != Status::ok ||
-      (st = ctx.run_linear(w.mlp_up, xn_, rows, H, up_, I)) != Status::ok)
-    return fail(message, st, "layer " + std::to_string(l) + " mlp: " + status_string(st));
-  swiglu_inplace(gate_, up_, rows * I);
-  if ((st = ctx.run_linear(w.mlp_down, gate_, rows, I, tmp_, H)) != Status::ok)
-    return fail(message, st, "layer " + std::to_string(l) + " mlp_down: " + status_string(st));
-  return Status::ok;
 }
 
 }  // namespace fwa

@@ -145,12 +145,11 @@ class Session {
   void store_kv(const BlockContext& ctx, int64_t l, float* q, float* k, const float* v,
                 int64_t rows, int64_t pos0);
   int64_t attention_splits(int64_t units, int threads) const;
+  // invalid_argument when n more tokens do not fit the context after n_past().
+  Status check_room(int64_t n, std::string* message) const;
   void attend_task(int64_t l, const float* q, float* out, int64_t rows, int64_t pos0,
                    int64_t splits, int64_t task);
   friend class DecodeBatch;  // attends for each slot's session, then appends its token
-  Status dense_block(const BlockContext& ctx, int64_t l, int64_t rows, std::string* message);
-  // The dense MLP's scratch for `rows` rows (gate_, up_), carved from ffn_scratch_.
-  void declare_dense_scratch(int64_t rows, BufferPlan* plan);
 
   std::shared_ptr<const Model> model_;
   SessionOptions opt_;
@@ -173,8 +172,6 @@ class Session {
   size_t ws_bytes_ = 0;
   uint8_t* ffn_scratch_ = nullptr;  // the MLP block's per-chunk plan: MoE or dense, C rows
   size_t ffn_bytes_ = 0;
-  float *gate_ = nullptr, *up_ = nullptr;  // dense MLP scratch [rows, I] (carved per chunk)
-  int64_t dense_I_ = 0;                    // the dense MLP's I (0: no dense layer)
   // The KV cache, left uninitialised: only positions < n_past are ever read, so its pages are
   // touched (and count in RSS) as the context grows, not at creation.
   std::unique_ptr<uint8_t[]> k_cache_, v_cache_;  // [L, nkv, hd, ctx] / [L, nkv, ctx, hd]
