@@ -9,35 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import struct
 import zlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fwassist.audit import build_report, parse_oem_policy, write_report
 
+from browser_fixtures import browser, open_page, png_size  # noqa: F401 (the fixture)
 from test_audit import CARD_V1, CARD_V2, HOSTILE, POLICY, _export
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("FWA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="Playwright is in the test extra (pip install "
-                                      "'fwassist[test]')")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian package 'chromium'; "
-                    f"scripts/install_deps.sh installs it)")
-    with sync_api.sync_playwright() as pw:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +52,9 @@ def report_dir(build_tiny_model, tmp_path_factory) -> Path:
     return d / "report"
 
 
-def _load(browser: Any, url: str) -> tuple[Any, list[str], list[str]]:
-    """(page, console errors and page errors, URLs requested)."""
-    page = browser.new_page(viewport={"width": 1100, "height": 1000})
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(url, wait_until="load")
-    return page, errors, requests
-
-
-def _png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    w, h = struct.unpack(">II", data[16:24])
-    return w, h
-
-
 def test_page_renders_without_errors(browser, report_dir, tmp_path):
     url = (report_dir / "index.html").as_uri()
-    page, errors, requests = _load(browser, url)
+    page, errors, requests = open_page(browser, url, 1100, 1000)
     try:
         assert errors == []
         assert requests == [url]          # nothing fetched but the page itself
@@ -106,7 +69,7 @@ def test_page_renders_without_errors(browser, report_dir, tmp_path):
         shot = page.screenshot(full_page=False)
     finally:
         page.close()
-    w, h = _png_size(shot)
+    w, h = png_size(shot)
     assert (w, h) == (1100, 1000)
     # Not a blank page: the compressed image of a uniform page is a few hundred bytes.
     assert len(shot) > 20_000 and len(zlib.compress(shot)) > 10_000
@@ -122,7 +85,7 @@ def test_console_errors_are_seen(browser, report_dir, tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text(page_html.replace("<body>", "<body><script>document.title='x'</script>", 1),
                    encoding="utf-8")
-    page, errors, _ = _load(browser, bad.as_uri())
+    page, errors, _ = open_page(browser, bad.as_uri(), 1100, 1000)
     try:
         assert page.title() != "x"
         assert any("Content Security Policy" in e for e in errors), errors

@@ -7,46 +7,15 @@ FWA_UPDATE_SERVE_SCREENSHOT=1 the screenshot is copied to docs/serve-dashboard.p
 from __future__ import annotations
 
 import os
-import shutil
-import struct
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
-
+from browser_fixtures import browser, open_page, png_size  # noqa: F401 (the fixture)
 from serve_fixtures import ServerProcess, stream_completion
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("FWA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 PROMPT = "static int i2c_read(struct i2c *bus, uint8_t addr)\n{\n"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="Playwright is in the test extra (pip install "
-                                      "'fwassist[test]')")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian package 'chromium'; "
-                    f"scripts/install_deps.sh installs it)")
-    with sync_api.sync_playwright() as pw:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def _open(browser: Any, url: str, width: int) -> tuple[Any, list[str], list[str]]:
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    errors: list[str] = []
-    requests: list[str] = []
-    page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(url, wait_until="load")
-    return page, errors, requests
 
 
 def _wait(page: Any, selector: str, ok: Callable[[str], bool], timeout: float = 20.0) -> None:
@@ -69,7 +38,7 @@ def test_dashboard_shows_data_after_a_generation(browser, tmp_path):
                                                           "temperature": 0})
             assert status == 200
             total += usage["completion_tokens"]
-        page, errors, requests = _open(browser, srv.url + "/", 1100)
+        page, errors, requests = open_page(browser, srv.url + "/", 1100, 900)
         try:
             _wait(page, "#heat-legend", lambda t: "layers" in t)
             # A generation during the page's life shows up in its totals and series.
@@ -91,13 +60,12 @@ def test_dashboard_shows_data_after_a_generation(browser, tmp_path):
         if os.environ.get("FWA_UPDATE_SERVE_SCREENSHOT") == "1":
             (ROOT / "docs" / "serve-dashboard.png").write_bytes(shot)
         # A phone: one column, nothing wider than the screen.
-        page, errors, _ = _open(browser, srv.url + "/", 390)
+        page, errors, _ = open_page(browser, srv.url + "/", 390, 900)
         try:
             _wait(page, "#heat-legend", lambda t: "layers" in t)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
             assert errors == []
-            w = struct.unpack(">I", page.screenshot()[16:20])[0]
-            assert w == 390
+            assert png_size(page.screenshot())[0] == 390
         finally:
             page.close()
     finally:
