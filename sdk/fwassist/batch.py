@@ -21,7 +21,8 @@ import numpy as np
 
 from . import _core
 from .errors import BatchRequestError, NoFreeSlotError
-from .runtime import KV_CACHES, MODES, Model, Session, _artifact_errors, _ids
+from .runtime import (Model, _artifact_errors, _check_sampling, _check_seed,
+                      _check_session_options, _ids, _native_guard, _stop_ids)
 
 __all__ = ["BatchDecoder", "StepResult"]
 
@@ -46,13 +47,7 @@ class BatchDecoder:
         from . import energy
         from .cli.run import default_profile_name
 
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if kv_cache not in KV_CACHES:
-            raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
-        if max_context is not None and int(max_context) < 1:
-            raise ValueError(f"max_context must be >= 1 (or None for the default), got "
-                             f"{max_context}")
+        _check_session_options(mode, kv_cache, max_context)
         self.model = model
         self.profile = (energy_profile if isinstance(energy_profile, energy.Profile)
                         else energy.load_profile(energy_profile or default_profile_name()))
@@ -108,21 +103,13 @@ class BatchDecoder:
         compiled for the model; NoFreeSlotError when every slot is generating."""
         native = self._get()
         try:
-            for name, value in (("temperature", temperature), ("top_p", top_p),
-                                ("repetition_penalty", repetition_penalty)):
-                Session._check_float32(name, value)
+            _check_sampling(temperature, top_p, repetition_penalty)
             ids = _ids(prompt_ids, "prompt_ids")
-            if not 0 <= int(seed) < 2**64:
-                raise ValueError("seed must be in [0, 2**64)")
+            _check_seed(seed)
             if int(max_tokens) < 1:
                 raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-            stops = [int(i) for i in (self.model.eos_token_ids if stop_ids is None
-                                      else stop_ids)]
-            guard = None
-            if policy is not None:
-                from .guard import compile_policy
-
-                guard = compile_policy(self.model, policy)._native
+            stops = _stop_ids(self.model, stop_ids)
+            guard = _native_guard(self.model, policy)
         except (ValueError, TypeError, OverflowError) as e:
             raise BatchRequestError(str(e)) from None
         status, message, slot = _artifact_errors(

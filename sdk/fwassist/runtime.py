@@ -62,6 +62,42 @@ def _ids(ids: Any, what: str = "ids") -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
+def _check_session_options(mode: str, kv_cache: str, max_context: Optional[int]) -> None:
+    """The options of a session (Model.session) and of a batch decoder's slots."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
+    if max_context is not None and int(max_context) < 1:
+        raise ValueError(f"max_context must be >= 1 (or None for the default), got "
+                         f"{max_context}")
+
+
+def _check_sampling(temperature: float, top_p: float, repetition_penalty: float) -> None:
+    for name, value in (("temperature", temperature), ("top_p", top_p),
+                        ("repetition_penalty", repetition_penalty)):
+        Session._check_float32(name, value)
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError("seed must be in [0, 2**64)")
+
+
+def _stop_ids(model: Model, stop_ids: Optional[Sequence[int]]) -> list[int]:
+    """``stop_ids`` None: the end-of-sequence ids the artifact pins."""
+    return [int(i) for i in (model.eos_token_ids if stop_ids is None else stop_ids)]
+
+
+def _native_guard(model: Model, policy: Any) -> Any:
+    """The native code guard of ``policy`` (see Session.stream), None for no policy."""
+    if policy is None:
+        return None
+    from .guard import compile_policy
+
+    return compile_policy(model, policy)._native
+
+
 class Token(NamedTuple):
     """One generated token and the text it completes (may be "" while a character is split
     across tokens or may begin a stop string, or when the model has no tokenizer). The last
@@ -249,13 +285,7 @@ class Model:
         cache and every buffer are allocated now. kv_cache: the cache's storage, "f32", or
         "f16" / "bf16" (half the memory per token, kv_bytes_per_token; stored rounded to
         nearest even, attention still in float32, bit-identical on every ISA)."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if kv_cache not in KV_CACHES:
-            raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
-        if max_context is not None and int(max_context) < 1:
-            raise ValueError(f"max_context must be >= 1 (or None for the default), got "
-                             f"{max_context}")
+        _check_session_options(mode, kv_cache, max_context)
         native = self._native.session(int(max_context or 0), mode, int(threads),
                                       int(prefill_chunk), kv_cache)
         return Session(self, native)
@@ -503,9 +533,7 @@ class Session:
         banned call or literal is masked; ``stats["interventions"]`` lists each (rule,
         position, token). None: no guard."""
         native = self._get()
-        for name, value in (("temperature", temperature), ("top_p", top_p),
-                            ("repetition_penalty", repetition_penalty)):
-            self._check_float32(name, value)
+        _check_sampling(temperature, top_p, repetition_penalty)
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("pass exactly one of prompt (text) and prompt_ids")
         ids = _ids(self.model.encode(prompt) if prompt is not None else prompt_ids,
@@ -514,18 +542,12 @@ class Session:
             raise ValueError("the prompt is empty")
         if isinstance(stop, str):
             stop = (stop,)
-        if not 0 <= int(seed) < 2**64:
-            raise ValueError("seed must be in [0, 2**64)")
-        guard = None
-        if policy is not None:
-            from .guard import compile_policy
-
-            guard = compile_policy(self.model, policy)._native
+        _check_seed(seed)
+        guard = _native_guard(self.model, policy)
         g = _artifact_errors(_core.NativeGeneration.start, native, ids, int(max_tokens),
                              float(temperature), int(top_k), float(top_p),
                              float(repetition_penalty), int(seed), [str(s) for s in stop],
-                             [int(i) for i in (self.model.eos_token_ids if stop_ids is None
-                                               else stop_ids)], guard)
+                             _stop_ids(self.model, stop_ids), guard)
         return Stream(g)
 
     @staticmethod
