@@ -12,32 +12,16 @@
 #include <vector>
 
 #include "count_allocations.h"
+#include "model_fixtures.h"
 #include "model/batch.h"
 #include "model/model.h"
 #include "model/session.h"
 
 using namespace fwa;
+using fwa_test::load_test_model;
+using fwa_test::random_ids;
 
 namespace {
-
-std::shared_ptr<Model> load_model() {
-  const char* path = std::getenv("FWA_TEST_MODEL");
-  REQUIRE_MESSAGE(path != nullptr, "set FWA_TEST_MODEL (tests/cross/make_test_model.py)");
-  std::shared_ptr<Model> m;
-  std::string msg;
-  REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
-  return m;
-}
-
-std::vector<int32_t> ids_of(const Model& m, int n, uint32_t seed) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  uint32_t s = seed;
-  for (int32_t& i : ids) {
-    s = s * 1664525u + 1013904223u;
-    i = int32_t((s >> 8) % uint32_t(m.config().vocab_size));
-  }
-  return ids;
-}
 
 BatchOptions options(ComputeMode mode, int threads, int slots, KvType kv = KvType::f32) {
   BatchOptions o;
@@ -53,7 +37,7 @@ BatchOptions options(ComputeMode mode, int threads, int slots, KvType kv = KvTyp
 }  // namespace
 
 TEST_CASE("a batched step equals each session decoding alone, bit for bit") {
-  auto m = load_model();
+  auto m = load_test_model();
   const int64_t V = m->config().vocab_size;
   for (KvType kv : {KvType::f32, KvType::bf16})
   for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast})
@@ -74,7 +58,7 @@ TEST_CASE("a batched step equals each session decoding alone, bit for bit") {
         slot[size_t(i)] = 7 - i;  // rows in an order of their own, not the slots'
         Session& s = b->session(slot[size_t(i)]);
         s.reset();
-        const auto p = ids_of(*m, 1 + (5 * i + n) % 23, uint32_t(31 * n + i));
+        const auto p = random_ids(*m, 1 + (5 * i + n) % 23, uint32_t(31 * n + i));
         REQUIRE(s.eval(p.data(), int64_t(p.size()), LogitsOut::last, nullptr, &msg) ==
                 Status::ok);
         SessionOptions so = options(mode, 1, 1, kv).session;
@@ -98,7 +82,7 @@ TEST_CASE("a batched step equals each session decoding alone, bit for bit") {
 }
 
 TEST_CASE("a batched step refuses bad rows and changes nothing") {
-  auto m = load_model();
+  auto m = load_test_model();
   std::unique_ptr<DecodeBatch> b;
   std::string msg;
   REQUIRE(DecodeBatch::create(m, options(ComputeMode::exact, 1, 3), &b, &msg) == Status::ok);
@@ -115,7 +99,7 @@ TEST_CASE("a batched step refuses bad rows and changes nothing") {
 }
 
 TEST_CASE("a batched generation step allocates nothing") {
-  auto m = load_model();
+  auto m = load_test_model();
   // A guard that bans every other token (its one byte is 'b'): many interventions, never
   // everything masked. A guard for another vocabulary is refused.
   const int64_t V = m->config().vocab_size;
@@ -132,7 +116,7 @@ TEST_CASE("a batched generation step allocates nothing") {
             Status::ok);
     SlotParams p;
     p.guard = small;
-    const auto ids = ids_of(*m, 3, 1);
+    const auto ids = random_ids(*m, 3, 1);
     int slot = -1;
     CHECK(g->add(ids.data(), 3, p, &slot, &gmsg) == Status::invalid_argument);
     CHECK(gmsg.find("vocabulary of 2 tokens") != std::string::npos);
@@ -150,7 +134,7 @@ TEST_CASE("a batched generation step allocates nothing") {
       p.sampling.top_k = 20 * (i % 3);
       p.sampling.top_p = 0.9f;
       p.sampling.seed = uint64_t(i);
-      const auto ids = ids_of(*m, 3 + 2 * i, uint32_t(i));
+      const auto ids = random_ids(*m, 3 + 2 * i, uint32_t(i));
       int slot = -1;
       REQUIRE(g->add(ids.data(), int64_t(ids.size()), p, &slot, &msg) == Status::ok);
     }

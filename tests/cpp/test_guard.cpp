@@ -10,12 +10,14 @@
 #include <vector>
 
 #include "count_allocations.h"
+#include "model_fixtures.h"
 #include "model/generate.h"
 #include "model/guard.h"
 #include "model/model.h"
 #include "model/session.h"
 
 using namespace fwa;
+using fwa_test::load_test_model;
 
 namespace {
 
@@ -31,15 +33,6 @@ int32_t rule_of(const CodeGuard& g, const std::string& text) {
   int32_t rule;
   g.feed(CodeGuard::kStart, reinterpret_cast<const uint8_t*>(text.data()), text.size(), &rule);
   return rule;
-}
-
-std::shared_ptr<Model> load_test_model() {
-  const char* path = std::getenv("FWA_TEST_MODEL");
-  REQUIRE_MESSAGE(path != nullptr, "set FWA_TEST_MODEL (tests/cross/make_test_model.py)");
-  std::shared_ptr<Model> m;
-  std::string msg;
-  REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
-  return m;
 }
 
 struct Run {

@@ -21,6 +21,7 @@
 #include "artifact/json.h"
 #include "artifact/sha256.h"
 #include "count_allocations.h"
+#include "model_fixtures.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/moe.h"
@@ -29,42 +30,13 @@
 #include "quant/format.h"
 
 using namespace fwa;
+using fwa_test::load_test_model;
+using fwa_test::make_session;
+using fwa_test::random_ids;
+using fwa_test::same_bits;
+using fwa_test::copy_of_test_model;
 
 namespace {
-
-std::shared_ptr<Model> load_test_model() {
-  const char* path = std::getenv("FWA_TEST_MODEL");
-  REQUIRE_MESSAGE(path != nullptr, "set FWA_TEST_MODEL (tests/cross/make_test_model.py)");
-  std::shared_ptr<Model> m;
-  std::string msg;
-  ModelLoadOptions o;
-  REQUIRE_MESSAGE(Model::load(path, o, &m, &msg) == Status::ok, msg);
-  return m;
-}
-
-std::vector<int32_t> prompt(const Model& m, int n, uint32_t seed) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  uint32_t s = seed;
-  for (int& i : ids) {
-    s = s * 1664525u + 1013904223u;
-    i = int32_t((s >> 8) % uint32_t(m.config().vocab_size));
-  }
-  return ids;
-}
-
-std::unique_ptr<Session> make(std::shared_ptr<Model> m, ComputeMode mode, int threads,
-                              int64_t chunk, int64_t ctx = 128, KvType kv = KvType::f32) {
-  SessionOptions o;
-  o.kv_cache = kv;
-  o.mode = mode;
-  o.n_threads = threads;
-  o.prefill_chunk = chunk;
-  o.max_context = ctx;
-  std::unique_ptr<Session> s;
-  std::string msg;
-  REQUIRE_MESSAGE(Session::create(m, o, &s, &msg) == Status::ok, msg);
-  return s;
-}
 
 std::vector<float> all_logits(Session& s, const std::vector<int32_t>& ids) {
   std::vector<float> out(ids.size() * size_t(s.vocab_size()));
@@ -73,10 +45,6 @@ std::vector<float> all_logits(Session& s, const std::vector<int32_t>& ids) {
                       Status::ok,
                   msg);
   return out;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
 
 std::string temp_path(const char* name) {
@@ -184,20 +152,20 @@ std::vector<std::string> expert_gate_names(int layer, int experts) {
 
 TEST_CASE("logits are bit-identical across threads, chunk sizes and runs") {
   auto m = load_test_model();
-  const auto ids = prompt(*m, 37, 1);
+  const auto ids = random_ids(*m, 37, 1);
   for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
     CAPTURE(int(mode));
-    auto ref = make(m, mode, 1, 64);
+    auto ref = make_session(m, mode, 1, 64);
     const auto want = all_logits(*ref, ids);
     for (int threads : {1, 2, 3})
       for (int64_t chunk : {1, 5, 16, 64}) {
         CAPTURE(threads);
         CAPTURE(chunk);
-        auto s = make(m, mode, threads, chunk);
+        auto s = make_session(m, mode, threads, chunk);
         CHECK(same_bits(all_logits(*s, ids), want));
       }
     // Feeding the prompt in pieces (a KV cache carried between calls) changes nothing.
-    auto s = make(m, mode, 2, 8);
+    auto s = make_session(m, mode, 2, 8);
     std::vector<int32_t> a(ids.begin(), ids.begin() + 11), b(ids.begin() + 11, ids.end());
     auto la = all_logits(*s, a), lb = all_logits(*s, b);
     la.insert(la.end(), lb.begin(), lb.end());
@@ -207,25 +175,26 @@ TEST_CASE("logits are bit-identical across threads, chunk sizes and runs") {
 
 TEST_CASE("a 16-bit KV cache: bit-identical across threads, chunks and pieces, near float32") {
   auto m = load_test_model();
-  const auto ids = prompt(*m, 37, 1);
+  const auto ids = random_ids(*m, 37, 1);
   const size_t V = size_t(m->config().vocab_size);
   for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
-    const auto f32 = all_logits(*make(m, mode, 1, 64), ids);
+    const auto f32 = all_logits(*make_session(m, mode, 1, 64), ids);
     for (KvType kv : {KvType::f16, KvType::bf16}) {
       CAPTURE(int(mode));
       CAPTURE(int(kv));
-      auto ref = make(m, mode, 1, 64, 128, kv);
+      auto ref = make_session(m, mode, 1, 64, 128, kv);
       const auto want = all_logits(*ref, ids);
       // Half the float32 cache's bytes: 128 tokens of kv_bytes_per_token.
       CHECK(ref->kv_cache_bytes() == size_t(128 * kv_bytes_per_token(m->config(), kv)));
-      CHECK(2 * ref->kv_cache_bytes() == make(m, mode, 1, 64)->kv_cache_bytes());
+      CHECK(2 * ref->kv_cache_bytes() == make_session(m, mode, 1, 64)->kv_cache_bytes());
       // Three (threads, chunk) pairs: each thread count and chunk size once (qemu time).
       for (const auto& tc : {std::pair<int, int64_t>{1, 1}, {2, 5}, {3, 16}}) {
         CAPTURE(tc.first);
         CAPTURE(tc.second);
-        CHECK(same_bits(all_logits(*make(m, mode, tc.first, tc.second, 128, kv), ids), want));
+        CHECK(same_bits(all_logits(*make_session(m, mode, tc.first, tc.second, 128, kv), ids),
+                        want));
       }
-      auto s = make(m, mode, 2, 8, 128, kv);
+      auto s = make_session(m, mode, 2, 8, 128, kv);
       std::vector<int32_t> a(ids.begin(), ids.begin() + 11), b(ids.begin() + 11, ids.end());
       auto la = all_logits(*s, a), lb = all_logits(*s, b);
       la.insert(la.end(), lb.begin(), lb.end());
@@ -265,8 +234,8 @@ TEST_CASE("a 16-bit KV cache: bit-identical across threads, chunks and pieces, n
 
 TEST_CASE("truncate and reset rewind the context exactly") {
   auto m = load_test_model();
-  const auto ids = prompt(*m, 30, 2);
-  auto s = make(m, ComputeMode::exact, 2, 7);
+  const auto ids = random_ids(*m, 30, 2);
+  auto s = make_session(m, ComputeMode::exact, 2, 7);
   const auto want = all_logits(*s, ids);
   const size_t V = size_t(s->vocab_size());
   std::string msg;
@@ -277,7 +246,7 @@ TEST_CASE("truncate and reset rewind the context exactly") {
   CHECK(std::memcmp(again.data(), want.data() + 12 * V, again.size() * 4) == 0);
   // A different continuation, then back: still the original logits.
   REQUIRE(s->truncate(5, &msg) == Status::ok);
-  all_logits(*s, prompt(*m, 9, 3));
+  all_logits(*s, random_ids(*m, 9, 3));
   REQUIRE(s->truncate(5, &msg) == Status::ok);
   std::vector<int32_t> tail(ids.begin() + 5, ids.end());
   const auto back = all_logits(*s, tail);
@@ -293,7 +262,7 @@ TEST_CASE("a decode step allocates nothing") {
   for (KvType kv : {KvType::f32, KvType::f16, KvType::bf16})
   for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
     CAPTURE(int(kv));
-    auto s = make(m, mode, 2, 16, 128, kv);
+    auto s = make_session(m, mode, 2, 16, 128, kv);
     Sampler sampler;
     std::string msg;
     REQUIRE(sampler.init(int32_t(s->vocab_size()), &msg) == Status::ok);
@@ -304,7 +273,7 @@ TEST_CASE("a decode step allocates nothing") {
     p.repetition_penalty = 1.1f;
     p.seed = 5;
     sampler.reset(p);
-    const auto ids = prompt(*m, 9, 4);
+    const auto ids = random_ids(*m, 9, 4);
     REQUIRE(s->eval(ids.data(), 9, LogitsOut::last, nullptr, &msg) == Status::ok);
     g_allocs = 0;
     g_counting = true;
@@ -329,7 +298,7 @@ TEST_CASE("lazy mode: the first use of every expert allocates nothing") {
     ModelLoadOptions o;
     o.lazy = true;
     REQUIRE_MESSAGE(Model::load(path, o, &m, &msg) == Status::ok, msg);
-    auto s = make(m, mode, 2, 16, 160);
+    auto s = make_session(m, mode, 2, 16, 160);
     Sampler sampler;
     REQUIRE(sampler.init(int32_t(s->vocab_size()), &msg) == Status::ok);
     SamplingParams p;
@@ -360,8 +329,8 @@ TEST_CASE("lazy mode: the first use of every expert allocates nothing") {
 
 TEST_CASE("bad input is refused and leaves the session unchanged") {
   auto m = load_test_model();
-  auto s = make(m, ComputeMode::fast, 1, 8, 16);
-  const auto ids = prompt(*m, 10, 5);
+  auto s = make_session(m, ComputeMode::fast, 1, 8, 16);
+  const auto ids = random_ids(*m, 10, 5);
   std::string msg;
   REQUIRE(s->eval(ids.data(), 10, LogitsOut::last, nullptr, &msg) == Status::ok);
   std::vector<float> before(s->last_logits(), s->last_logits() + s->vocab_size());
@@ -371,14 +340,14 @@ TEST_CASE("bad input is refused and leaves the session unchanged") {
   CHECK(msg.find("token id " + std::to_string(m->config().vocab_size)) != std::string::npos);
   const int32_t neg = -1;
   CHECK(s->eval(&neg, 1, LogitsOut::last, nullptr, &msg) == Status::invalid_argument);
-  const auto long_prompt = prompt(*m, 7, 6);
+  const auto long_prompt = random_ids(*m, 7, 6);
   CHECK(s->eval(long_prompt.data(), 7, LogitsOut::last, nullptr, &msg) ==
         Status::invalid_argument);
   CHECK(msg.find("exceed the context of 16 tokens") != std::string::npos);
   CHECK(s->n_past() == 10);
 
   // The context still continues exactly as if nothing had happened.
-  auto fresh = make(m, ComputeMode::fast, 1, 8, 16);
+  auto fresh = make_session(m, ComputeMode::fast, 1, 8, 16);
   const int32_t next = 7;
   REQUIRE(s->truncate(9, &msg) == Status::ok);
   REQUIRE(s->eval(&ids[9], 1, LogitsOut::last, nullptr, &msg) == Status::ok);
@@ -400,8 +369,8 @@ TEST_CASE("bad input is refused and leaves the session unchanged") {
 
 TEST_CASE("generation: prefix cache, stop ids, max tokens, seeded sampling") {
   auto m = load_test_model();
-  auto s = make(m, ComputeMode::exact, 1, 64);
-  const auto ids = prompt(*m, 12, 7);
+  auto s = make_session(m, ComputeMode::exact, 1, 64);
+  const auto ids = random_ids(*m, 12, 7);
   GenerateParams p;
   p.max_tokens = 10;
   p.sampling.temperature = 0.9f;
@@ -429,7 +398,7 @@ TEST_CASE("generation: prefix cache, stop ids, max tokens, seeded sampling") {
   const auto b = run(*s, ids, p, &st);
   CHECK(st.cached_tokens == 11);
   CHECK(b.first == a.first);
-  auto fresh = make(m, ComputeMode::exact, 2, 3);
+  auto fresh = make_session(m, ComputeMode::exact, 2, 3);
   CHECK(run(*fresh, ids, p, nullptr).first == a.first);
   GenerateParams q = p;
   q.sampling.seed = 43;
@@ -446,8 +415,8 @@ TEST_CASE("generation: prefix cache, stop ids, max tokens, seeded sampling") {
 
 TEST_CASE("generation with a C callback: every token reported, cancel stops") {
   auto m = load_test_model();
-  auto s = make(m, ComputeMode::fast, 1, 16);
-  const auto ids = prompt(*m, 6, 8);
+  auto s = make_session(m, ComputeMode::fast, 1, 16);
+  const auto ids = random_ids(*m, 6, 8);
   GenerateParams p;
   p.max_tokens = 12;
   struct Seen {
@@ -477,15 +446,15 @@ TEST_CASE("generation with a C callback: every token reported, cancel stops") {
 
 TEST_CASE("a memory budget smaller than the experts gives the same logits") {
   auto m = load_test_model();
-  const auto ids = prompt(*m, 23, 11);
-  auto base = make(m, ComputeMode::fast, 2, 8);
+  const auto ids = random_ids(*m, 23, 11);
+  auto base = make_session(m, ComputeMode::fast, 2, 8);
   const auto want = all_logits(*base, ids);
 
   auto small = load_test_model();  // its own residency
   const ExpertBlockInfo& b0 = small->artifact().expert_blocks()[0];
   const uint64_t budget = 3 * b0.length;  // three experts: less than one layer's top-k share
   small->set_expert_budget(budget, false);
-  auto s = make(small, ComputeMode::fast, 2, 8);
+  auto s = make_session(small, ComputeMode::fast, 2, 8);
   CHECK(same_bits(all_logits(*s, ids), want));
   ResidencyStats st = small->residency_stats();
   CHECK(st.budget_bytes == budget);
@@ -501,26 +470,11 @@ TEST_CASE("a memory budget smaller than the experts gives the same logits") {
 }
 
 TEST_CASE("an expert released under a budget is verified again: tampering on disk is caught") {
-  const char* src = std::getenv("FWA_TEST_MODEL");
-  REQUIRE(src != nullptr);
-  const std::string path = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
-                           "/fwa-residency-tamper.fwa";
-  {
-    FILE* in = std::fopen(src, "rb");
-    FILE* out = std::fopen(path.c_str(), "wb");
-    REQUIRE((in && out));
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) std::fwrite(buf, 1, n, out);
-    std::fclose(in);
-    std::fclose(out);
-  }
-  std::shared_ptr<Model> m;
-  std::string msg;
-  REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
+  const std::string path = copy_of_test_model("fwa-residency-tamper.fwa");
+  std::shared_ptr<Model> m = fwa_test::load_model(path);
   m->set_expert_budget(1, false);  // every expert is released after each chunk
-  auto s = make(m, ComputeMode::exact, 1, 4);
-  const auto ids = prompt(*m, 6, 5);
+  auto s = make_session(m, ComputeMode::exact, 1, 4);
+  const auto ids = random_ids(*m, 6, 5);
   all_logits(*s, ids);
   // Flip one byte inside every expert block of layer 0 on disk.
   const Artifact& a = m->artifact();
@@ -537,6 +491,7 @@ TEST_CASE("an expert released under a budget is verified again: tampering on dis
   std::fclose(f);
   const int64_t before = s->n_past();
   const int32_t t = ids[0];
+  std::string msg;
   const Status st = s->eval(&t, 1, LogitsOut::last, nullptr, &msg);
   CHECK(st == Status::digest_mismatch);
   CHECK(msg.find("expert") != std::string::npos);
@@ -546,11 +501,11 @@ TEST_CASE("an expert released under a budget is verified again: tampering on dis
 
 TEST_CASE("the latency policy: the cost model picks the first cores; logits never change") {
   auto m = load_test_model();
-  const auto ids = prompt(*m, 40, 21);
-  auto ref = make(m, ComputeMode::fast, 1, 8);
+  const auto ids = random_ids(*m, 40, 21);
+  auto ref = make_session(m, ComputeMode::fast, 1, 8);
   const auto want = all_logits(*ref, ids);
 
-  auto s = make(m, ComputeMode::fast, 3, 8);
+  auto s = make_session(m, ComputeMode::fast, 3, 8);
   CHECK(s->active_threads() == 3);
   CHECK(s->decode_bytes_per_token() > 0);
   s->set_policy(0, 1e9);  // any core count meets it: the cost model picks one core
@@ -620,8 +575,8 @@ TEST_CASE("a NaN scale in an expert: refused at open, or at its first use in laz
   lazy.lazy = true;
   REQUIRE_MESSAGE(Model::load(path, lazy, &m, &msg) == Status::ok, msg);
   for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
-    auto s = make(m, mode, 1, 4);
-    const auto ids = prompt(*m, 3, 8);
+    auto s = make_session(m, mode, 1, 4);
+    const auto ids = random_ids(*m, 3, 8);
     CHECK(s->eval(ids.data(), 3, LogitsOut::last, nullptr, &msg) == Status::non_finite);
     CHECK(msg.find("gate_proj.weight holds a non-finite value (NaN or Inf) in the scale of row "
                    "2, block 0") != std::string::npos);
@@ -643,8 +598,8 @@ TEST_CASE("finite weights that overflow: non_finite in exact mode as in fast mod
     REQUIRE_MESSAGE(Model::load(path, ModelLoadOptions(), &m, &msg) == Status::ok, msg);
     for (ComputeMode mode : {ComputeMode::exact, ComputeMode::fast}) {
       CAPTURE(int(mode));
-      auto s = make(m, mode, 2, 4);
-      const auto ids = prompt(*m, 6, 3);
+      auto s = make_session(m, mode, 2, 4);
+      const auto ids = random_ids(*m, 6, 3);
       std::vector<float> logits(6 * size_t(s->vocab_size()));
       CHECK(s->eval(ids.data(), 6, LogitsOut::all, logits.data(), &msg) == Status::non_finite);
       CHECK(s->n_past() == 0);
@@ -662,8 +617,8 @@ TEST_CASE("finite weights that overflow: non_finite in exact mode as in fast mod
 
 TEST_CASE("interleaved generations on one session: the earlier one is superseded") {
   auto m = load_test_model();
-  auto s = make(m, ComputeMode::exact, 1, 8);
-  const auto pa = prompt(*m, 5, 31), pb = prompt(*m, 7, 32);
+  auto s = make_session(m, ComputeMode::exact, 1, 8);
+  const auto pa = random_ids(*m, 5, 31), pb = random_ids(*m, 7, 32);
   GenerateParams p;
   p.max_tokens = 8;
   std::string msg, piece;
@@ -680,7 +635,7 @@ TEST_CASE("interleaved generations on one session: the earlier one is superseded
   CHECK(a.next(&tok, &piece, &done, &msg) == Status::invalid_argument);  // for good
   // b is unaffected and continues from its own prompt: the same tokens as alone.
   while (!done) REQUIRE(b.next(&tok, &piece, &done, &msg) == Status::ok);
-  auto ref_s = make(m, ComputeMode::exact, 1, 8);
+  auto ref_s = make_session(m, ComputeMode::exact, 1, 8);
   Generation ref;
   REQUIRE(generate(ref_s.get(), pb.data(), 7, p, nullptr, nullptr, &ref, &msg) == Status::ok);
   CHECK(b.token_ids() == ref.token_ids());

@@ -15,49 +15,19 @@
 #include <vector>
 
 #include "count_allocations.h"
+#include "model_fixtures.h"
 #include "model/model.h"
 #include "model/session.h"
 
 using namespace fwa;
+using fwa_test::load_model;
+using fwa_test::make_session;
+using fwa_test::random_ids;
+using fwa_test::same_bits;
+using fwa_test::copy_of_test_model;
+using fwa_test::test_model_path;
 
 namespace {
-
-const char* test_model_path() {
-  const char* path = std::getenv("FWA_TEST_MODEL");
-  REQUIRE_MESSAGE(path != nullptr, "set FWA_TEST_MODEL (tests/cross/make_test_model.py)");
-  return path;
-}
-
-std::shared_ptr<Model> load(const std::string& path, bool private_dense = false) {
-  std::shared_ptr<Model> m;
-  std::string msg;
-  ModelLoadOptions o;
-  o.private_dense = private_dense;
-  REQUIRE_MESSAGE(Model::load(path, o, &m, &msg) == Status::ok, msg);
-  return m;
-}
-
-std::unique_ptr<Session> make(std::shared_ptr<Model> m, int threads) {
-  SessionOptions o;
-  o.mode = ComputeMode::fast;
-  o.n_threads = threads;
-  o.prefill_chunk = 8;
-  o.max_context = 128;
-  std::unique_ptr<Session> s;
-  std::string msg;
-  REQUIRE_MESSAGE(Session::create(m, o, &s, &msg) == Status::ok, msg);
-  return s;
-}
-
-std::vector<int32_t> prompt(const Model& m, int n, uint32_t seed) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  uint32_t s = seed;
-  for (int& i : ids) {
-    s = s * 1664525u + 1013904223u;
-    i = int32_t((s >> 8) % uint32_t(m.config().vocab_size));
-  }
-  return ids;
-}
 
 // Token by token (prefetch runs on single-row chunks): every step's logits, concatenated.
 std::vector<float> decode_logits(Session& s, const std::vector<int32_t>& ids) {
@@ -68,24 +38,6 @@ std::vector<float> decode_logits(Session& s, const std::vector<int32_t>& ids) {
     REQUIRE_MESSAGE(s.eval(&ids[i], 1, LogitsOut::last, out.data() + i * V, &msg) == Status::ok,
                     msg);
   return out;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
-}
-
-std::string copy_of_test_model(const char* name) {
-  const std::string path =
-      std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") + "/" + name;
-  FILE* in = std::fopen(test_model_path(), "rb");
-  FILE* out = std::fopen(path.c_str(), "wb");
-  REQUIRE((in && out));
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) std::fwrite(buf, 1, n, out);
-  std::fclose(in);
-  std::fclose(out);
-  return path;
 }
 
 void flip_byte(const std::string& path, uint64_t at) {
@@ -101,20 +53,20 @@ void flip_byte(const std::string& path, uint64_t at) {
 }  // namespace
 
 TEST_CASE("prefetch under a tiny budget: the same logits, counted, no allocation per step") {
-  const auto base_model = load(test_model_path());
-  const auto ids = prompt(*base_model, 40, 3);
-  auto base = make(base_model, 2);
+  const auto base_model = load_model(test_model_path());
+  const auto ids = random_ids(*base_model, 40, 3);
+  auto base = make_session(base_model, ComputeMode::fast, 2, 8);
   const auto want = decode_logits(*base, ids);
 
   for (const bool on : {false, true}) {
     CAPTURE(on);
-    auto m = load(test_model_path());  // its own residency
+    auto m = load_model(test_model_path());  // its own residency
     const uint64_t block = m->artifact().expert_blocks()[0].length;
     // Two layers' top-k: room for the pinned layer and part of the next one's prediction.
     m->set_expert_budget(uint64_t(2 * m->config().experts_per_tok) * block, false);
     m->set_expert_prefetch(on);
     CHECK(m->expert_prefetching() == on);
-    auto s = make(m, 2);
+    auto s = make_session(m, ComputeMode::fast, 2, 8);
     CHECK(same_bits(decode_logits(*s, ids), want));
     ResidencyStats st = m->residency_stats();
     CHECK(st.resident_bytes <= st.budget_bytes);
@@ -149,12 +101,12 @@ TEST_CASE("prefetch under a tiny budget: the same logits, counted, no allocation
 
 TEST_CASE("prefetch: a block changed on disk after open is caught when read back") {
   const std::string path = copy_of_test_model("fwa-prefetch-tamper.fwa");
-  auto m = load(path);
+  auto m = load_model(path);
   const uint64_t block = m->artifact().expert_blocks()[0].length;
   m->set_expert_budget(uint64_t(m->config().experts_per_tok) * block, false);
   m->set_expert_prefetch(true);
-  auto s = make(m, 1);
-  const auto ids = prompt(*m, 12, 9);
+  auto s = make_session(m, ComputeMode::fast, 1, 8);
+  const auto ids = random_ids(*m, 12, 9);
   decode_logits(*s, ids);
   // Every expert block of the last MoE layer: its experts are only ever fetched after the
   // earlier layers ran, by the prefetch thread or on demand, and each read is verified.
@@ -176,12 +128,12 @@ TEST_CASE("prefetch: a block changed on disk after open is caught when read back
 
 TEST_CASE("private_dense: the non-expert weights are a verified private copy") {
   const std::string path = copy_of_test_model("fwa-private-dense.fwa");
-  const auto mapped = load(path);
-  const auto ids = prompt(*mapped, 10, 5);
-  auto ref = make(mapped, 1);
+  const auto mapped = load_model(path);
+  const auto ids = random_ids(*mapped, 10, 5);
+  auto ref = make_session(mapped, ComputeMode::fast, 1, 8);
   const auto want = decode_logits(*ref, ids);
 
-  auto m = load(path, true);
+  auto m = load_model(path, true);
   uint64_t dense = 0;
   const TensorInfo* attn = nullptr;
   for (const TensorInfo& t : m->artifact().tensors()) {
@@ -193,7 +145,7 @@ TEST_CASE("private_dense: the non-expert weights are a verified private copy") {
   REQUIRE(attn != nullptr);
   // The file's attention weights change after open: the model runs its verified copy.
   flip_byte(path, m->artifact().data_offset() + attn->offset + 3);
-  auto s = make(m, 1);
+  auto s = make_session(m, ComputeMode::fast, 1, 8);
   CHECK(same_bits(decode_logits(*s, ids), want));
   CHECK(mapped->private_dense_bytes() == 0);
   std::remove(path.c_str());
