@@ -50,6 +50,7 @@ import numpy as np
 import fwassist
 from fwassist import Model, _core
 from fwassist.codecheck import BANNED_CALLS
+from fwassist.export.synthetic import bytes_to_unicode
 from fwassist.guard import CompiledPolicy, compile_policy
 from fwassist.models import TINY_CODER_PIN, tiny_coder_path
 
@@ -113,14 +114,7 @@ def gguf_tokens(f: IO[bytes]) -> list[bytes]:
 def byte_level(tokens: list[bytes]) -> list[bytes]:
     """GPT-2 byte-level token strings (Qwen2's BPE) back to their bytes; a token with a char
     outside the byte alphabet (a special token) keeps its text."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    char_byte = {chr(c): b for b, c in zip(bs, cs)}
+    char_byte = {c: b for b, c in bytes_to_unicode().items()}
     out = []
     for t in tokens:
         s = t.decode("utf-8")

@@ -17,6 +17,7 @@ import pytest
 
 import fwassist
 from fwassist.codecheck import BANNED_CALLS, POLICIES, PolicyError, policy_from_dict
+from fwassist.export.synthetic import bytes_to_unicode
 from fwassist.guard import CodePolicy, CompiledPolicy, compile_policy
 from fwassist.models import TINY_CODER_PIN, tiny_coder_path
 
@@ -39,14 +40,7 @@ def vocab_bytes(model) -> list[bytes]:
     """Each id's bytes from tokenizer.json, decoded here (GPT-2 bytes_to_unicode inverted),
     independently of the C++ tokenizer; special tokens add nothing to the text."""
     tj = json.loads(model._native.tokenizer_json())
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    char_byte = {chr(c): b for b, c in zip(bs, cs)}
+    char_byte = {c: b for b, c in bytes_to_unicode().items()}
     out = [b""] * model.vocab_size
     for tok, i in tj["model"]["vocab"].items():
         out[i] = bytes(char_byte[ch] for ch in tok)

@@ -33,8 +33,9 @@ def synthetic_config(**overrides: Any) -> dict[str, Any]:
     return c
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-ins for the 256 byte values (the ByteLevel alphabet)."""
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-ins for the 256 byte values (the ByteLevel alphabet): a token
+    string of a byte-level BPE vocabulary is its bytes written with them."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + \
         list(range(0xAE, 0x100))
     out, extra = {}, 0
@@ -49,7 +50,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def byte_tokenizer() -> dict[str, Any]:
     """tokenizer.json content: ids 0-255 are bytes, 256 is <|endoftext|>."""
-    m = _bytes_to_unicode()
+    m = bytes_to_unicode()
     return {
         "version": "1.0", "truncation": None, "padding": None,
         "added_tokens": [{"id": 256, "content": "<|endoftext|>", "single_word": False,
