@@ -140,9 +140,36 @@ static int ram_advance(void* ctx, uint64_t value) {
   return 0;
 }
 
+/* A counter read from `ram`, advanced there too when `advance` (else read-only). */
+static void ram_counter_init(fwa_counter* counter, ram_counter* ram, int advance) {
+  fwa_counter_init(counter);
+  counter->read = ram_read;
+  if (advance) counter->advance = ram_advance;
+  counter->ctx = ram;
+}
+
 /* ---- the suite -------------------------------------------------------------------- */
 
 static const char* model_path;
+
+/* The trust of a release: its policy, its signatures, the counter and the verifier. */
+static void release_trust(fwa_trust* trust, const blob* policy, const blob* sig,
+                          const fwa_counter* counter, fwa_verify_fn verify) {
+  fwa_trust_init(trust);
+  trust->policy = policy->data;
+  trust->policy_size = policy->size;
+  trust->signatures = sig->data;
+  trust->signatures_size = sig->size;
+  trust->counter = counter;
+  trust->verify = verify;
+}
+
+/* Open options that check `trust`, the experts verified on first use. */
+static void trusted_options(fwa_open_options* o, const fwa_trust* trust) {
+  fwa_open_options_init(o);
+  o->flags = FWA_OPEN_LAZY_VERIFY;
+  o->trust = trust;
+}
 
 static fwa_status open_with(const char* policy, const char* sig, const fwa_counter* counter,
                             fwa_verify_fn verify, fwa_model** model) {
@@ -150,16 +177,8 @@ static fwa_status open_with(const char* policy, const char* sig, const fwa_count
   fwa_trust trust;
   fwa_open_options o;
   fwa_status st;
-  fwa_trust_init(&trust);
-  trust.policy = p.data;
-  trust.policy_size = p.size;
-  trust.signatures = s.data;
-  trust.signatures_size = s.size;
-  trust.counter = counter;
-  trust.verify = verify;
-  fwa_open_options_init(&o);
-  o.flags = FWA_OPEN_LAZY_VERIFY;
-  o.trust = &trust;
+  release_trust(&trust, &p, &s, counter, verify);
+  trusted_options(&o, &trust);
   *model = NULL;
   st = fwa_model_open_file(model_path, &o, model);
   free(p.data);
@@ -184,10 +203,7 @@ static void suite(fwa_verify_fn verify) {
   char dir[] = "/tmp/fwa_release_walk_XXXXXX";
   char counter_path[64];
 
-  fwa_counter_init(&counter);
-  counter.read = ram_read;
-  counter.advance = ram_advance;
-  counter.ctx = &ram;
+  ram_counter_init(&counter, &ram, 1);
 
   /* The round trip: co-signed (P-256 supplier + Ed25519 oem), verdict readable. */
   EXPECT_STATUS(open_with("policy.json", "ok.sig", &counter, verify, &m), FWA_OK);
@@ -261,23 +277,15 @@ static fwa_status open_signed(const char* policy, const char* policy_sig, int th
   if (policy_sig) ps = load(policy_sig);
   roots[0] = (const char*)r1.data;
   roots[1] = (const char*)r2.data;
-  fwa_trust_init(&trust);
+  release_trust(&trust, &p, &s, counter, verify);
   EXPECT(trust.root_threshold == 1);
-  trust.policy = p.data;
-  trust.policy_size = p.size;
-  trust.signatures = s.data;
-  trust.signatures_size = s.size;
-  trust.counter = counter;
-  trust.verify = verify;
   trust.root_keys = roots;
   trust.n_root_keys = 2;
   trust.root_threshold = threshold;
   trust.policy_signatures = ps.data;
   trust.policy_signatures_size = ps.size;
   trust.policy_counter = policy_counter;
-  fwa_open_options_init(&o);
-  o.flags = FWA_OPEN_LAZY_VERIFY;
-  o.trust = &trust;
+  trusted_options(&o, &trust);
   *model = NULL;
   st = fwa_model_open_file(model_path, &o, model);
   free(p.data);
@@ -294,9 +302,7 @@ static fwa_status signed_status(const char* policy, const char* policy_sig, int 
   fwa_counter counter;
   fwa_model* m = NULL;
   fwa_status st;
-  fwa_counter_init(&counter);
-  counter.read = ram_read;
-  counter.ctx = &ram;
+  ram_counter_init(&counter, &ram, 0);
   st = open_signed(policy, policy_sig, threshold, policy_counter, &counter, verify, &m);
   EXPECT((st == FWA_OK) == (m != NULL));
   fwa_model_free(m);
@@ -313,13 +319,8 @@ static void policy_suite(fwa_verify_fn verify) {
   blob p, s, ps;
   const char* garbage[1] = {"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"};
 
-  fwa_counter_init(&counter);
-  counter.read = ram_read;
-  counter.ctx = &ram;
-  fwa_counter_init(&policy_counter);
-  policy_counter.read = ram_read;
-  policy_counter.advance = ram_advance;
-  policy_counter.ctx = &stored;
+  ram_counter_init(&counter, &ram, 0);
+  ram_counter_init(&policy_counter, &stored, 1);
 
   /* Policy version 2, signed by both roots (P-256, Ed25519): one or both needed. */
   EXPECT_STATUS(open_signed("policy-v2.json", "policy-v2.json.sig", 2, &policy_counter, &counter,
@@ -368,21 +369,13 @@ static void policy_suite(fwa_verify_fn verify) {
   p = load("policy-v2.json");
   s = load("ok.sig");
   ps = load("policy-v2.json.sig");
-  fwa_trust_init(&trust);
-  trust.policy = p.data;
-  trust.policy_size = p.size;
-  trust.signatures = s.data;
-  trust.signatures_size = s.size;
-  trust.counter = &counter;
-  trust.verify = verify;
+  release_trust(&trust, &p, &s, &counter, verify);
   trust.policy_counter = &policy_counter;
   trust.root_keys = garbage;
   trust.n_root_keys = 1;
   trust.policy_signatures = ps.data;
   trust.policy_signatures_size = ps.size;
-  fwa_open_options_init(&o);
-  o.flags = FWA_OPEN_LAZY_VERIFY;
-  o.trust = &trust;
+  trusted_options(&o, &trust);
   EXPECT_STATUS(fwa_model_open_file(model_path, &o, &m), FWA_ERR_INVALID_ARGUMENT);
   trust.root_keys = NULL;
   EXPECT_STATUS(fwa_model_open_file(model_path, &o, &m), FWA_ERR_NULL_ARGUMENT);
@@ -431,10 +424,7 @@ int main(int argc, char** argv) {
   fwa_release_info_init(&info);
   EXPECT_STATUS(fwa_model_release_info(m, &info), FWA_OK);
   EXPECT(info.verified == 0);
-  fwa_counter_init(&counter);
-  counter.read = ram_read;
-  counter.advance = ram_advance;
-  counter.ctx = &ram;
+  ram_counter_init(&counter, &ram, 1);
   EXPECT_STATUS(fwa_model_commit_security_version(m, &counter), FWA_ERR_INVALID_ARGUMENT);
   fwa_model_free(m);
 
@@ -448,9 +438,7 @@ int main(int argc, char** argv) {
     {
       ram_counter stored = {1, 0, 0};
       fwa_counter policy_counter;
-      fwa_counter_init(&policy_counter);
-      policy_counter.read = ram_read;
-      policy_counter.ctx = &stored;
+      ram_counter_init(&policy_counter, &stored, 0);
       EXPECT_STATUS(open_signed("policy-v2.json", "policy-v2.json.sig", 1, &policy_counter,
                                 &counter, NULL, &m), FWA_ERR_NO_CRYPTO);
       EXPECT(m == NULL);
