@@ -12,10 +12,10 @@
 # native x86 build printed (FWA_EXPECT_DIGESTS, a file), and the runtime tests (determinism,
 # zero-allocation decode) run on the ARMv8.0 and SVE-512 rows (FWA_TEST_MODEL, the model of
 # tests/cross/make_test_model.py).
-# Then the signed-release tests and the C ABI release walk (FWA_RELEASE_FIXTURES): with the
-# arm64 libcrypto when Debian's libssl-dev:arm64 is installed (FWA_WITH_OPENSSL=AUTO; the
-# configure output says which), and in a second build without crypto (FWA_WITH_OPENSSL=OFF),
-# which must refuse every policy with no_crypto.
+# Then the signed-release tests and the C ABI release walk (FWA_RELEASE_FIXTURES) in a build
+# without crypto, which must refuse every policy with no_crypto: the main build when it has no
+# arm64 libcrypto (CI: scripts/install_deps.sh does not install Debian's libssl-dev:arm64, see
+# docs/releases.md), else a second build (FWA_WITH_OPENSSL=OFF) besides the main one's OpenSSL.
 # Usage: tests/cross/run_qemu_matrix.sh [build-dir]   (FWA_TEST_ITERS sets the cases per variant)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -93,19 +93,24 @@ if [ -n "${FWA_TEST_MODEL:-}" ]; then
   total=$((total + ${#matrix[@]}))
 fi
 # Signed releases through the C ABI (FWA_RELEASE_FIXTURES, tests/capi/make_release_fixtures.py).
-# The main build has the arm64 libcrypto when libssl-dev:arm64 is installed (scripts/
-# install_deps.sh): the walk then checks signatures with OpenSSL and again with a verification
-# callback, enforcing subject, threshold, revocation, versions and signed policies either way.
-# The second build has no crypto: every policy (signed or not) must be refused with no_crypto,
-# then the walk runs with the callback. qemu's -L falls back to the host's
-# /usr/lib/aarch64-linux-gnu for libcrypto.so.3.
+# A build with the arm64 libcrypto (only when libssl-dev:arm64 is installed, which
+# scripts/install_deps.sh does not do) checks signatures with OpenSSL and again with a
+# verification callback, enforcing subject, threshold, revocation, versions and signed policies
+# either way; qemu's -L falls back to the host's /usr/lib/aarch64-linux-gnu for libcrypto.so.3.
+# A build without crypto must refuse every policy (signed or not) with no_crypto, then the walk
+# runs with the callback: that is the main build when it found no arm64 libcrypto (CI), and a
+# second build (FWA_WITH_OPENSSL=OFF) only when it did.
 if [ -n "${FWA_TEST_MODEL:-}" ] && [ -n "${FWA_RELEASE_FIXTURES:-}" ]; then
-  cmake -S "$root" -B "$build-nocrypto" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFWA_BUILD_TESTS=ON \
-    -DFWA_WITH_OPENSSL=OFF \
-    -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
-  cmake --build "$build-nocrypto" --target fwa_release_tests fwa_release_walk
+  release_builds=("$build")
+  if grep -q '^FWA_HAVE_OPENSSL:INTERNAL=TRUE' "$build/CMakeCache.txt"; then
+    cmake -S "$root" -B "$build-nocrypto" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DFWA_BUILD_TESTS=ON -DFWA_WITH_OPENSSL=OFF \
+      -DCMAKE_TOOLCHAIN_FILE="$root/csrc/cmake/toolchains/aarch64-linux-gnu.cmake" >/dev/null
+    cmake --build "$build-nocrypto" --target fwa_release_tests fwa_release_walk
+    release_builds+=("$build-nocrypto")
+  fi
   run=(qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu)
-  for b in "$build" "$build-nocrypto"; do
+  for b in "${release_builds[@]}"; do
     if grep -q '^FWA_HAVE_OPENSSL:INTERNAL=TRUE' "$b/CMakeCache.txt"; then
       echo "=== signed releases: qemu-aarch64 -cpu cortex-a53, arm64 OpenSSL libcrypto"
     else
