@@ -13,6 +13,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,46 @@ def test_models_and_health(client, srv):
     assert client.models.retrieve("tiny-coder").id == "tiny-coder"
     h = srv.health()
     assert h["status"] == "ok" and h["sessions"] == SESSIONS
+
+
+def test_models_shows_the_release_verified_against_the_trust_policy(tmp_path):
+    """--trust: /v1/models reports the release the core verified against the policy (signers
+    by role, security version, RXSWIN); a release the policy refuses never serves."""
+    pytest.importorskip("cryptography", reason="the sign extra signs the release")
+    from release_fixtures import key, policy
+
+    from fwassist.release import FileCounter, sign
+
+    path = tmp_path / "tiny-coder.fwa"
+    shutil.copy(tiny_coder_path(), path)
+    supplier, oem = key("ecdsa-p256-sha256"), key("ed25519")
+    for k in (supplier, oem):
+        sign(path, k, 4, "RXSWIN-ECU7-4.0")
+    keys = [("supplier", supplier), ("oem", oem)]
+    trust = policy(tmp_path / "policy.json", keys, {"supplier": 1, "oem": 1})
+    counter = tmp_path / "counter"
+    FileCounter.init(counter, 2)
+    s = ServerProcess(str(path), "--pin", TINY_CODER_PIN, "--trust", str(trust), "--counter",
+                      str(counter), "--sessions", "1")
+    try:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        m = client.models.retrieve("tiny-coder").model_extra
+        assert m["pin"] == TINY_CODER_PIN
+        assert m["release"] == {"verified": True, "rxswin": "RXSWIN-ECU7-4.0",
+                                "security_version": 4, "signers": ["supplier", "oem"]}
+        assert client.models.list().data[0].model_extra["release"] == m["release"]
+    finally:
+        assert s.stop() == 0
+    assert FileCounter(counter).read() == 2  # serving never advances the counter
+    # The same release under a policy whose floor is above it: refused before serving.
+    floor = policy(tmp_path / "policy-min5.json", keys, {"supplier": 1, "oem": 1},
+                   min_security_version=5)
+    r = subprocess.run([sys.executable, "-m", "fwassist", "serve", "--port", "0", str(path),
+                        "--pin", TINY_CODER_PIN, "--trust", str(floor), "--counter",
+                        str(counter)], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 3 and "rollback" in r.stderr, (r.returncode, r.stderr)
+    assert "on http://" not in r.stderr
 
 
 def test_error_statuses(client, srv, model):
