@@ -90,7 +90,7 @@ Status DecodeBatch::create(std::shared_ptr<const Model> model, const BatchOption
 Status DecodeBatch::allocate(std::string* message) {
   const ModelConfig& c = model_->config();
   const int64_t S = slots_, H = c.hidden_size, hd = c.head_dim;
-  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, L = c.num_layers;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
   ws_bytes_ = forward_workspace_bytes(*model_, S, mode_);
   BufferPlan p;
   moe_.declare(*model_, n_threads_, S, mode_, &p);
