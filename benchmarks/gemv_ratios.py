@@ -3,7 +3,8 @@
 """Sub-4-bit GEMV ratios (issue 18 targets): cold fast-mode GEMV time of 3- and 2-bit weights
 relative to 4-bit at the same shape, with their spread over rounds.
 
-    python benchmarks/gemv_ratios.py --json OUT [--variant NAME ...] [--rounds R] [--quick] [--hot]
+    python benchmarks/gemv_ratios.py --json OUT [--variant NAME ...] [--shape KxN ...] [--rounds R]
+                                      [--quick] [--hot]
 
 Per (shape, threads), every round times each (variant, bits) in turn, in an order rotated from
 round to round, and keeps the median of its samples; the ratios are taken within a round (so a
@@ -135,11 +136,15 @@ def main() -> int:
                     help="kernel variant to force (repeatable; default: the dispatch default)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="one expert shape, 3 rounds (smoke)")
+    ap.add_argument("--shape", action="append", default=None, metavar="KxN",
+                    help="measure only this shape (repeatable; default: all four)")
     ap.add_argument("--hot", action="store_true",
                     help="reuse one weight copy (cache resident): the compute cost per weight")
     args = ap.parse_args()
     variants: list[str] = args.variant or [""]
     shapes = SHAPES[2:3] if args.quick else SHAPES
+    if args.shape:
+        shapes = tuple((int(k), int(n)) for k, n in (s.lower().split("x") for s in args.shape))
     rounds = 3 if args.quick else args.rounds
     cold_bytes = 4 * (llc_bytes() or 32 << 20)
     t0 = time.monotonic()

@@ -250,82 +250,94 @@ FWA_AVX2_INLINE __m256i dot_unpacked(const __m256i* w, const int8_t* x, __m256i 
   }
 }
 
-// NT tiles from t0, NH halves from h0 (GEMV: both halves; GEMM: one at a time, so that the
-// 8 unpacked code registers and the row accumulators fit in the 16 ymm), MB activation rows
-// from m0, the whole K.
-template <int BITS, bool ZP, int NT, int NH, int MB>
-void fast_kernel(const Ctx& c, int64_t t0, int h0, int64_t m0) {
+// GEMV (M = 1): NT adjacent tiles side by side, both halves of each, the 2 * NT accumulators
+// held in registers for the whole K (kept in memory, every chunk paid a load and a store per
+// half), with the scale type and the zero points fixed at compile time.
+template <int BITS, bool ZP, bool F16, int NT>
+void gemv_kernel(const Ctx& c, int64_t t0, int64_t m) {
   constexpr int32_t Z = 1 << (BITS - 1);
-  // GEMV: gemv_prefetch.h; GEMM (a tile is reused by every row block): ahead in memory.
-  GemvPrefetch<NT> gemv_pf(c.w, c.tile_bytes, c.N, t0, kPrefetchAhead);
-  const uint8_t* p[NT];
-  const uint8_t* sp[NT];
-  const uint8_t* zp[NT];
-  for (int t = 0; t < NT; ++t) {
-    p[t] = c.w + size_t(t0 + t) * c.tile_bytes;
-    sp[t] = p[t] + c.scales_off;
-    zp[t] = p[t] + c.zeros_off;
+  GemvPrefetch<NT> pf(c.w, c.tile_bytes, c.N, t0, kPrefetchAhead);
+  const size_t tb = c.tile_bytes, cb = c.chunk_bytes;
+  const uint8_t* p = c.w + size_t(t0) * tb;
+  const uint8_t* sp = p + c.scales_off;
+  const uint8_t* zp = p + c.zeros_off;
+  const int8_t* xq = c.xq + m * c.xq_stride;
+  const float* xd = c.xd + m * c.xd_stride;
+  const int32_t* xs = c.xs + m * c.xd_stride;
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  int64_t left = c.cpb;  // chunks left in the current block (sp/zp point at it)
+  for (int64_t ch = 0; ch < c.k_chunks; ++ch) {
+    if (left == 0) {
+      left = c.cpb;
+      sp += F16 ? 32 : 64;
+      if constexpr (ZP) zp += 16;
+    }
+    --left;
+    pf.next_chunk(BITS, cb);
+    const int8_t* x = xq + ch * kChunk;
+    const __m256 d = _mm256_set1_ps(xd[ch]);
+    // symmetric: -Z * xsum; zero points: VPMADDWD of z (low 16 bits of each lane) by -xsum.
+    const __m256i init = _mm256_set1_epi32(ZP ? -xs[ch] : -Z * xs[ch]);
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256 s = load_scales(sp + t * tb, F16, h);
+        const __m256i in = ZP ? _mm256_madd_epi16(load_zeros(zp + t * tb, h), init) : init;
+        const __m256i isum = dot_gemv<BITS>(p + t * tb + 32 * h, x, in);
+        acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(s, d), acc[t][h]);
+      }
+    }
+    p += cb;
   }
+  for (int t = 0; t < NT; ++t)
+    for (int h = 0; h < 2; ++h) store_half(c, t0 + t, h, c.y + m * c.y_stride, acc[t][h]);
+}
+
+// GEMM: one half tile (so that the 8 unpacked code registers and the row accumulators fit
+// in the 16 ymm), MB activation rows from m0, the whole K.
+template <int BITS, bool ZP, int MB>
+void gemm_kernel(const Ctx& c, int64_t t, int h, int64_t m0) {
+  constexpr int32_t Z = 1 << (BITS - 1);
+  const uint8_t* p = c.w + size_t(t) * c.tile_bytes;
+  const uint8_t* sp = p + c.scales_off;
+  const uint8_t* zp = p + c.zeros_off;
   const int8_t* xq = c.xq + m0 * c.xq_stride;
   const float* xd = c.xd + m0 * c.xd_stride;
   const int32_t* xs = c.xs + m0 * c.xd_stride;
   const int64_t xqs = c.xq_stride, xds = c.xd_stride;
   const size_t cb = c.chunk_bytes, sstep = c.f16 ? 32 : 64;
-  __m256 facc[NT][NH][MB];
-  for (int t = 0; t < NT; ++t)
-    for (int hh = 0; hh < NH; ++hh)
-      for (int m = 0; m < MB; ++m) facc[t][hh][m] = _mm256_setzero_ps();
+  __m256 facc[MB];
+  for (int m = 0; m < MB; ++m) facc[m] = _mm256_setzero_ps();
   int64_t left = c.cpb;  // chunks left in the current block (sp/zp point at it)
   for (int64_t ch = 0; ch < c.k_chunks; ++ch) {
     if (left == 0) {
       left = c.cpb;
-      for (int t = 0; t < NT; ++t) {
-        sp[t] += sstep;
-        zp[t] += 16;
-      }
+      sp += sstep;
+      zp += 16;
     }
     --left;
     const int8_t* x = xq + ch * kChunk;
-    if constexpr (MB == 1) gemv_pf.next_chunk(BITS, cb);
-    for (int t = 0; t < NT; ++t) {
-      if constexpr (MB > 1) {
-        for (int l = 0; l < BITS; ++l)
-          _mm_prefetch(reinterpret_cast<const char*>(p[t] + kPrefetchAhead + 64 * l), _MM_HINT_T1);
-      }
-      for (int hh = 0; hh < NH; ++hh) {
-        const int h = h0 + hh;
-        const __m256 s = load_scales(sp[t], c.f16, h);
-        __m256i zv = _mm256_setzero_si256();
-        if constexpr (ZP) zv = load_zeros(zp[t], h);
-        if constexpr (MB == 1) {
-          // zv holds z in the low 16 bits of each lane, so VPMADDWD gives z * (-xsum).
-          const __m256i init = ZP ? _mm256_madd_epi16(zv, _mm256_set1_epi32(-xs[ch]))
-                                  : _mm256_set1_epi32(-Z * xs[ch]);
-          const __m256i isum = dot_gemv<BITS>(p[t] + 32 * h, x, init);
-          facc[t][hh][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
-                                           _mm256_mul_ps(s, _mm256_set1_ps(xd[ch])),
-                                           facc[t][hh][0]);
-        } else {
-          __m256i w[8];
-          unpack<BITS>(p[t] + 32 * h, w);
-          for (int m = 0; m < MB; ++m) {
-            const int32_t xsum = xs[m * xds + ch];
-            const __m256i init = ZP ? _mm256_madd_epi16(zv, _mm256_set1_epi32(-xsum))
-                                    : _mm256_set1_epi32(-Z * xsum);
-            const __m256i isum = dot_unpacked<BITS>(w, x + m * xqs, init);
-            facc[t][hh][m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
-                                             _mm256_mul_ps(s, _mm256_set1_ps(xd[m * xds + ch])),
-                                             facc[t][hh][m]);
-          }
-        }
-      }
-      p[t] += cb;
+    // A tile is reused by every row block: prefetch ahead in memory.
+    for (int l = 0; l < BITS; ++l)
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead + 64 * l), _MM_HINT_T1);
+    const __m256 s = load_scales(sp, c.f16, h);
+    __m256i zv = _mm256_setzero_si256();
+    if constexpr (ZP) zv = load_zeros(zp, h);
+    __m256i w[8];
+    unpack<BITS>(p + 32 * h, w);
+    for (int m = 0; m < MB; ++m) {
+      const int32_t xsum = xs[m * xds + ch];
+      const __m256i init = ZP ? _mm256_madd_epi16(zv, _mm256_set1_epi32(-xsum))
+                              : _mm256_set1_epi32(-Z * xsum);
+      const __m256i isum = dot_unpacked<BITS>(w, x + m * xqs, init);
+      facc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                _mm256_mul_ps(s, _mm256_set1_ps(xd[m * xds + ch])), facc[m]);
     }
+    p += cb;
   }
-  for (int t = 0; t < NT; ++t)
-    for (int hh = 0; hh < NH; ++hh)
-      for (int m = 0; m < MB; ++m)
-        store_half(c, t0 + t, h0 + hh, c.y + (m0 + m) * c.y_stride, facc[t][hh][m]);
+  for (int m = 0; m < MB; ++m) store_half(c, t, h, c.y + (m0 + m) * c.y_stride, facc[m]);
 }
 
 // GEMM: all M rows of tile t, one half at a time, MB rows per pass.
@@ -333,26 +345,32 @@ template <int BITS, bool ZP, int MB>
 void fast_rows(const Ctx& c, int64_t t, int64_t M) {
   for (int h = 0; h < 2; ++h) {
     int64_t m = 0;
-    for (; m + MB <= M; m += MB) fast_kernel<BITS, ZP, 1, 1, MB>(c, t, h, m);
+    for (; m + MB <= M; m += MB) gemm_kernel<BITS, ZP, MB>(c, t, h, m);
     switch (M - m) {
-      case 3: fast_kernel<BITS, ZP, 1, 1, 3>(c, t, h, m); break;
-      case 2: fast_kernel<BITS, ZP, 1, 1, 2>(c, t, h, m); break;
-      case 1: fast_kernel<BITS, ZP, 1, 1, 1>(c, t, h, m); break;
+      case 3: gemm_kernel<BITS, ZP, 3>(c, t, h, m); break;
+      case 2: gemm_kernel<BITS, ZP, 2>(c, t, h, m); break;
+      case 1: gemm_kernel<BITS, ZP, 1>(c, t, h, m); break;
       default: break;
     }
   }
 }
 
+template <int BITS, bool ZP, bool F16>
+void gemv_run(const Ctx& c, int64_t tb, int64_t te, int64_t M) {
+  // GEMV per row over groups of 4 tiles (rows after the first read from L2)
+  int64_t t = tb;
+  for (; t + 4 <= te; t += 4)
+    for (int64_t m = 0; m < M; ++m) gemv_kernel<BITS, ZP, F16, 4>(c, t, m);
+  for (; t < te; ++t)
+    for (int64_t m = 0; m < M; ++m) gemv_kernel<BITS, ZP, F16, 1>(c, t, m);
+}
+
 template <int BITS, bool ZP>
 void fast_run(const Ctx& c, int64_t tb, int64_t te, int64_t M) {
-  int64_t t = tb;
-  if (M <= 3) {  // GEMV per row over groups of 4 tiles (rows after the first read from L2)
-    for (; t + 4 <= te; t += 4)
-      for (int64_t m = 0; m < M; ++m) fast_kernel<BITS, ZP, 4, 2, 1>(c, t, 0, m);
-    for (; t < te; ++t)
-      for (int64_t m = 0; m < M; ++m) fast_kernel<BITS, ZP, 1, 2, 1>(c, t, 0, m);
+  if (M <= 3) {
+    c.f16 ? gemv_run<BITS, ZP, true>(c, tb, te, M) : gemv_run<BITS, ZP, false>(c, tb, te, M);
   } else {
-    for (; t < te; ++t) fast_rows<BITS, ZP, 4>(c, t, M);
+    for (int64_t t = tb; t < te; ++t) fast_rows<BITS, ZP, 4>(c, t, M);
   }
 }
 
