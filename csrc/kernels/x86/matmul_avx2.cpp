@@ -250,9 +250,14 @@ FWA_AVX2_INLINE __m256i dot_unpacked(const __m256i* w, const int8_t* x, __m256i 
   }
 }
 
-// GEMV (M = 1): NT adjacent tiles side by side, both halves of each, the 2 * NT accumulators
-// held in registers for the whole K (kept in memory, every chunk paid a load and a store per
-// half), with the scale type and the zero points fixed at compile time.
+// GEMV (M = 1): NT adjacent tiles side by side, both halves of each, with the scale type and
+// the zero points fixed at compile time. The tile loop stays a loop (one base pointer plus
+// t * tile_bytes): its body keeps the 8 activation broadcasts of the chunk, the masks and
+// the constants in registers (the former fast_kernel reloaded tile pointers, 3 broadcasts and
+// the constants from the stack and tested the scale type per half; hot 2-bit GEMV -15 %), and
+// the accumulators live in memory (one FMA load and one store per half). Fully unrolled over
+// the 4 tiles it ran 10 % faster in cache but up to 25 % slower cold at K = 768 (all 4
+// streams' loads issued in one burst), see benchmarks/results/gemv-ratios-*.
 template <int BITS, bool ZP, bool F16, int NT>
 void gemv_kernel(const Ctx& c, int64_t t0, int64_t m) {
   constexpr int32_t Z = 1 << (BITS - 1);
@@ -279,8 +284,8 @@ void gemv_kernel(const Ctx& c, int64_t t0, int64_t m) {
     const __m256 d = _mm256_set1_ps(xd[ch]);
     // symmetric: -Z * xsum; zero points: VPMADDWD of z (low 16 bits of each lane) by -xsum.
     const __m256i init = _mm256_set1_epi32(ZP ? -xs[ch] : -Z * xs[ch]);
-#pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t) {
+#pragma GCC unroll 1
+    for (int t = 0; t < NT; ++t) {  // see above: not unrolled
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {
         const __m256 s = load_scales(sp + t * tb, F16, h);
