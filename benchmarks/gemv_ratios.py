@@ -138,6 +138,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="one expert shape, 3 rounds (smoke)")
     ap.add_argument("--shape", action="append", default=None, metavar="KxN",
                     help="measure only this shape (repeatable; default: all four)")
+    ap.add_argument("--label", default="",
+                    help="free text stored in the JSON (e.g. which build a baseline run used)")
     ap.add_argument("--hot", action="store_true",
                     help="reuse one weight copy (cache resident): the compute cost per weight")
     args = ap.parse_args()
@@ -167,7 +169,8 @@ def main() -> int:
             "loadavg_start": load_start, "loadavg_end": list(os.getloadavg()),
             "probe_gbps": probe, "probe_gbps_start": probe_start, "probe_gbps_end": probe_end,
             "rounds": rounds, "variants": variants, "targets": TARGETS, "hot": args.hot,
-            "run_seconds": time.monotonic() - t0}
+            "run_seconds": time.monotonic() - t0, "label": args.label,
+            "module": fwassist.__file__}
     write_results(args.json, {"meta": meta, "rows": rows}, table(rows, args.hot))
     return 0
 

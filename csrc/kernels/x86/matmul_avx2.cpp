@@ -8,9 +8,11 @@
 // VPMADDUBSW multiplies them (u8) by the broadcast activation group (s8) into int16 pair sums,
 // the 8 groups are added in int16 and VPMADDWD(ones) gives the int32 dot per row; the
 // accumulator starts at -z*xsum. No saturation: every int16 partial sum stays below 2^15
-// (codes < 16: 8 * 2*15*127 = 30480; 2/3-bit codes of groups 2,3,6,7 are kept in place as
-// u << 2 and their class sum is folded with an exact arithmetic shift; 8-bit codes are split
-// into nibbles, the high one weighted 16 in VPMADDWD). Then acc = fma(float(isum), s*xd, acc).
+// (codes < 16: 8 * 2*15*127 = 30480; 2-bit codes of groups 2,3,6,7 are kept in place as
+// u << 2 and their class sum is folded with an exact arithmetic shift; 3-bit codes are merged
+// two groups per byte (nibble_merge3) and groups 4-7 kept as u << 4, each of their pair sums
+// shifted down by 4; 8-bit codes are split into nibbles, the high one weighted 16 in
+// VPMADDWD). Then acc = fma(float(isum), s*xd, acc).
 // Exact mode, per k in order: float(u - z) for 8 rows by VPERMPS from an 8-entry table (2/3
 // bits), shift/AND/VPSUBD/VCVTDQ2PS (4 bits) or VPSHUFB/VPSUBD/VCVTDQ2PS (8 bits), then
 // bacc = fma(d, x[k], bacc); acc = fma(s, bacc, acc) at each block end.
@@ -128,6 +130,22 @@ FWA_AVX2_INLINE __m256i merge3(__m256i a, __m256i b) {
   return _mm256_or_si256(_mm256_and_si256(a, c8(0x03)), _mm256_and_si256(b, c8(0x04)));
 }
 
+// 3-bit nibble merge of one half chunk (v0, v1: the low-bit planes, h: the high plane):
+// C[q] = code of group q at bits 0-2 and code of group q+4 at bits 4-6 of every byte. Group g
+// has its low bits at 2*(g/2) of plane g%2 and its high bit at bit g of h, so the pairs
+// (q, q+4) line up after one shift of the plane (q = 2, 3) and one of h (q = 0, 1, 3):
+// 5 shifts, 8 AND and 4 OR for all 8 groups (merged one by one: 12 shifts, 16 AND, 8 OR).
+FWA_AVX2_INLINE void nibble_merge3(__m256i v0, __m256i v1, __m256i h, __m256i* C) {
+  const __m256i lo = c8(0x33), hb = c8(0x44);
+  auto merge = [&](__m256i v, __m256i hs) {
+    return _mm256_or_si256(_mm256_and_si256(v, lo), _mm256_and_si256(hs, hb));
+  };
+  C[0] = merge(v0, _mm256_slli_epi16(h, 2));
+  C[1] = merge(v1, _mm256_slli_epi16(h, 1));
+  C[2] = merge(_mm256_srli_epi16(v0, 2), h);
+  C[3] = merge(_mm256_srli_epi16(v1, 2), _mm256_srli_epi16(h, 1));
+}
+
 // int32 dot of one half chunk (p = its first plane half, planes 64 bytes apart) with one
 // activation row, plus init. GEMV form: 2/3-bit groups 2,3,6,7 stay at bit 2.
 template <int BITS>
@@ -153,12 +171,12 @@ FWA_AVX2_INLINE __m256i dot_gemv(const uint8_t* p, const int8_t* x, __m256i init
     }
     return _mm256_add_epi32(init, _mm256_madd_epi16(add16(s0, s1), ones));
   } else {
-    // classes: groups 0,1,4,5 at bit 0 (planes shifted down by 4 for 4,5), 2,3,6,7 at bit 2.
     const __m256i v0 = ld(p), v1 = ld(p + 64);
-    const __m256i u0 = _mm256_srli_epi16(v0, 4), u1 = _mm256_srli_epi16(v1, 4);
-    const __m256i c0 = c8(0x03), c1 = c8(0x0C);
     __m256i w[8];
     if constexpr (BITS == 2) {
+      // classes: groups 0,1,4,5 at bit 0 (planes shifted down by 4 for 4,5), 2,3,6,7 at bit 2.
+      const __m256i u0 = _mm256_srli_epi16(v0, 4), u1 = _mm256_srli_epi16(v1, 4);
+      const __m256i c0 = c8(0x03), c1 = c8(0x0C);
       w[0] = _mm256_and_si256(v0, c0);
       w[1] = _mm256_and_si256(v1, c0);
       w[2] = _mm256_and_si256(v0, c1);
@@ -167,22 +185,24 @@ FWA_AVX2_INLINE __m256i dot_gemv(const uint8_t* p, const int8_t* x, __m256i init
       w[5] = _mm256_and_si256(u1, c0);
       w[6] = _mm256_and_si256(u0, c1);
       w[7] = _mm256_and_si256(u1, c1);
-    } else {  // high bit g of plane 2 moved to bit q + 2 and or-ed in
-      const __m256i h = ld(p + 128);
-      const __m256i hA = _mm256_slli_epi16(h, 2), hB = _mm256_slli_epi16(h, 1);
-      const __m256i hC = _mm256_srli_epi16(h, 2), hD = _mm256_srli_epi16(h, 3);
-      const __m256i b2 = c8(0x04), b4 = c8(0x10);
-      auto ao = [](__m256i a, __m256i c, __m256i hb) {
-        return _mm256_or_si256(_mm256_and_si256(a, c), hb);
+    } else {
+      // Nibble merge: C[q] holds the code of group q at bits 0-2 and of group q+4 at bits
+      // 4-6 of every byte (low bits from the planes, bit 2 from the high plane).
+      __m256i C[4];
+      nibble_merge3(v0, v1, ld(p + 128), C);
+      const __m256i m07 = c8(0x07), m70 = c8(0x70);
+      // Groups 0-3 at bit 0; groups 4-7 in place (u << 4): each VPMADDUBSW pair sum is at most
+      // 2*112*127 = 28448, so it is shifted down by 4 (exact) before any addition.
+      const __m256i s0 = add16(add16(mub(_mm256_and_si256(C[0], m07), x),
+                                     mub(_mm256_and_si256(C[1], m07), x + 4)),
+                               add16(mub(_mm256_and_si256(C[2], m07), x + 8),
+                                     mub(_mm256_and_si256(C[3], m07), x + 12)));
+      auto hi = [&](__m256i c, const int8_t* xg) {
+        return _mm256_srai_epi16(mub(_mm256_and_si256(c, m70), xg), 4);
       };
-      w[0] = ao(v0, c0, _mm256_and_si256(hA, b2));
-      w[1] = ao(v1, c0, _mm256_and_si256(hB, b2));
-      w[2] = ao(v0, c1, _mm256_and_si256(hA, b4));
-      w[3] = ao(v1, c1, _mm256_and_si256(hB, b4));
-      w[4] = ao(u0, c0, _mm256_and_si256(hC, b2));
-      w[5] = ao(u1, c0, _mm256_and_si256(hD, b2));
-      w[6] = ao(u0, c1, _mm256_and_si256(hC, b4));
-      w[7] = ao(u1, c1, _mm256_and_si256(hD, b4));
+      const __m256i s1 = add16(add16(hi(C[0], x + 16), hi(C[1], x + 20)),
+                               add16(hi(C[2], x + 24), hi(C[3], x + 28)));
+      return _mm256_add_epi32(init, _mm256_madd_epi16(add16(s0, s1), ones));
     }
     const __m256i s0 = add16(add16(mub(w[0], x), mub(w[1], x + 4)),
                              add16(mub(w[4], x + 16), mub(w[5], x + 20)));
@@ -217,15 +237,13 @@ FWA_AVX2_INLINE void unpack(const uint8_t* p, __m256i* w) {
     w[6] = _mm256_and_si256(_mm256_srli_epi16(v0, 6), m);
     w[7] = _mm256_and_si256(_mm256_srli_epi16(v1, 6), m);
   } else {
-    const __m256i v0 = ld(p), v1 = ld(p + 64), h = ld(p + 128);
-    w[0] = merge3(v0, _mm256_slli_epi16(h, 2));
-    w[1] = merge3(v1, _mm256_slli_epi16(h, 1));
-    w[2] = merge3(_mm256_srli_epi16(v0, 2), h);
-    w[3] = merge3(_mm256_srli_epi16(v1, 2), _mm256_srli_epi16(h, 1));
-    w[4] = merge3(_mm256_srli_epi16(v0, 4), _mm256_srli_epi16(h, 2));
-    w[5] = merge3(_mm256_srli_epi16(v1, 4), _mm256_srli_epi16(h, 3));
-    w[6] = merge3(_mm256_srli_epi16(v0, 6), _mm256_srli_epi16(h, 4));
-    w[7] = merge3(_mm256_srli_epi16(v1, 6), _mm256_srli_epi16(h, 5));
+    __m256i C[4];
+    nibble_merge3(ld(p), ld(p + 64), ld(p + 128), C);
+    const __m256i m = c8(0x07);
+    for (int q = 0; q < 4; ++q) {
+      w[q] = _mm256_and_si256(C[q], m);
+      w[q + 4] = _mm256_and_si256(_mm256_srli_epi16(C[q], 4), m);
+    }
   }
 }
 
