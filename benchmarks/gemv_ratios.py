@@ -3,7 +3,9 @@
 """Sub-4-bit GEMV ratios (issue 18 targets): cold fast-mode GEMV time of 3- and 2-bit weights
 relative to 4-bit at the same shape, with their spread over rounds.
 
-    python benchmarks/gemv_ratios.py --json OUT [--variant NAME ...] [--rounds R] [--quick] [--hot]
+    python benchmarks/gemv_ratios.py --json OUT [--variant NAME ...] [--shape KxN ...] [--rounds R]
+                                      [--quick] [--hot] [--label TEXT]
+    python benchmarks/gemv_ratios.py --compare OLD=a.json,b.json NEW=c.json,d.json
 
 Per (shape, threads), every round times each (variant, bits) in turn, in an order rotated from
 round to round, and keeps the median of its samples; the ratios are taken within a round (so a
@@ -22,6 +24,7 @@ the cold 4-bit one, no prefetch can make the cold kernel bandwidth-bound.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -128,18 +131,64 @@ def table(rows: list[dict[str, Any]], hot: bool) -> str:
     return "\n".join(lines)
 
 
+def compare(builds: list[str]) -> str:
+    """Before/after table of several builds, each "NAME=RUN.json[,RUN.json...]" (runs of this
+    script, e.g. alternated between an old and a new build): per shape and thread count, the
+    median over the runs of each build's 4-bit time and 3/4, 2/4 ratios, and its 4-bit time
+    relative to the first build."""
+    stats: dict[str, dict[tuple[int, int, int, int], list[dict[str, Any]]]] = {}
+    for spec in builds:
+        name, paths = spec.split("=", 1)
+        for path in paths.split(","):
+            with open(path) as f:
+                for r in json.load(f)["rows"]:
+                    key = (r["K"], r["N"], r["threads"], r["bits"])
+                    stats.setdefault(name, {}).setdefault(key, []).append(r)
+    names = list(stats)
+    head = f"{'K x N':>11} {'thr':>3} " + " | ".join(
+        f"{n[:14]:>14}: {'4-bit us':>8} {'vs ' + names[0][:6]:>9} {'3/4':>5} {'2/4':>5}"
+        for n in names)
+    lines = [head, "-" * len(head)]
+    first = stats[names[0]]
+    for K, N, t, _ in sorted((k for k in first if k[3] == 4), key=lambda k: (k[0] * k[1], k)):
+        def med(n: str, bits: int, field: str) -> float:
+            return float(statistics.median(r[field] for r in stats[n][(K, N, t, bits)]))
+        base4 = med(names[0], 4, "median_us")
+        cells = [f"{n[:14]:>14}: {med(n, 4, 'median_us'):8.1f} "
+                 f"{med(n, 4, 'median_us') / base4:9.3f} {med(n, 3, 'ratio_vs_4bit'):5.3f} "
+                 f"{med(n, 2, 'ratio_vs_4bit'):5.3f}" for n in names]
+        lines.append(f"{K:>5}x{N:<5} {t:>3} " + " | ".join(cells))
+    runs = {n: len(next(iter(v.values()))) for n, v in stats.items()}
+    lines.append(f"medians over runs {runs}; ratios: within-round medians of each run; targets "
+                 f"3/4 <= {TARGETS[3]}, 2/4 <= {TARGETS[2]}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", required=True, help="output file (the table goes beside it)")
+    ap.add_argument("--json", help="output file (the table goes beside it)")
+    ap.add_argument("--compare", nargs="+", metavar="NAME=RUN.json[,RUN.json]",
+                    help="print a before/after table of earlier runs instead of measuring")
     ap.add_argument("--variant", action="append", default=None,
                     help="kernel variant to force (repeatable; default: the dispatch default)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="one expert shape, 3 rounds (smoke)")
+    ap.add_argument("--shape", action="append", default=None, metavar="KxN",
+                    help="measure only this shape (repeatable; default: all four)")
+    ap.add_argument("--label", default="",
+                    help="free text stored in the JSON (e.g. which build a baseline run used)")
     ap.add_argument("--hot", action="store_true",
                     help="reuse one weight copy (cache resident): the compute cost per weight")
     args = ap.parse_args()
+    if args.compare:
+        print(compare(args.compare))
+        return 0
+    if not args.json:
+        ap.error("--json is required to measure")
     variants: list[str] = args.variant or [""]
-    shapes = SHAPES[2:3] if args.quick else SHAPES
+    shapes: tuple[tuple[int, int], ...] = SHAPES[2:3] if args.quick else SHAPES
+    if args.shape:
+        shapes = tuple((int(k), int(n)) for k, n in (s.lower().split("x") for s in args.shape))
     rounds = 3 if args.quick else args.rounds
     cold_bytes = 4 * (llc_bytes() or 32 << 20)
     t0 = time.monotonic()
@@ -162,7 +211,8 @@ def main() -> int:
             "loadavg_start": load_start, "loadavg_end": list(os.getloadavg()),
             "probe_gbps": probe, "probe_gbps_start": probe_start, "probe_gbps_end": probe_end,
             "rounds": rounds, "variants": variants, "targets": TARGETS, "hot": args.hot,
-            "run_seconds": time.monotonic() - t0}
+            "run_seconds": time.monotonic() - t0, "label": args.label,
+            "module": fwassist.__file__}
     write_results(args.json, {"meta": meta, "rows": rows}, table(rows, args.hot))
     return 0
 

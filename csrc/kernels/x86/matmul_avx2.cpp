@@ -8,9 +8,11 @@
 // VPMADDUBSW multiplies them (u8) by the broadcast activation group (s8) into int16 pair sums,
 // the 8 groups are added in int16 and VPMADDWD(ones) gives the int32 dot per row; the
 // accumulator starts at -z*xsum. No saturation: every int16 partial sum stays below 2^15
-// (codes < 16: 8 * 2*15*127 = 30480; 2/3-bit codes of groups 2,3,6,7 are kept in place as
-// u << 2 and their class sum is folded with an exact arithmetic shift; 8-bit codes are split
-// into nibbles, the high one weighted 16 in VPMADDWD). Then acc = fma(float(isum), s*xd, acc).
+// (codes < 16: 8 * 2*15*127 = 30480; 2-bit codes of groups 2,3,6,7 are kept in place as
+// u << 2 and their class sum is folded with an exact arithmetic shift; 3-bit codes are merged
+// two groups per byte (nibble_merge3) and groups 4-7 kept as u << 4, each of their pair sums
+// shifted down by 4; 8-bit codes are split into nibbles, the high one weighted 16 in
+// VPMADDWD). Then acc = fma(float(isum), s*xd, acc).
 // Exact mode, per k in order: float(u - z) for 8 rows by VPERMPS from an 8-entry table (2/3
 // bits), shift/AND/VPSUBD/VCVTDQ2PS (4 bits) or VPSHUFB/VPSUBD/VCVTDQ2PS (8 bits), then
 // bacc = fma(d, x[k], bacc); acc = fma(s, bacc, acc) at each block end.
@@ -128,6 +130,22 @@ FWA_AVX2_INLINE __m256i merge3(__m256i a, __m256i b) {
   return _mm256_or_si256(_mm256_and_si256(a, c8(0x03)), _mm256_and_si256(b, c8(0x04)));
 }
 
+// 3-bit nibble merge of one half chunk (v0, v1: the low-bit planes, h: the high plane):
+// C[q] = code of group q at bits 0-2 and code of group q+4 at bits 4-6 of every byte. Group g
+// has its low bits at 2*(g/2) of plane g%2 and its high bit at bit g of h, so the pairs
+// (q, q+4) line up after one shift of the plane (q = 2, 3) and one of h (q = 0, 1, 3):
+// 5 shifts, 8 AND and 4 OR for all 8 groups (merged one by one: 12 shifts, 16 AND, 8 OR).
+FWA_AVX2_INLINE void nibble_merge3(__m256i v0, __m256i v1, __m256i h, __m256i* C) {
+  const __m256i lo = c8(0x33), hb = c8(0x44);
+  auto merge = [&](__m256i v, __m256i hs) {
+    return _mm256_or_si256(_mm256_and_si256(v, lo), _mm256_and_si256(hs, hb));
+  };
+  C[0] = merge(v0, _mm256_slli_epi16(h, 2));
+  C[1] = merge(v1, _mm256_slli_epi16(h, 1));
+  C[2] = merge(_mm256_srli_epi16(v0, 2), h);
+  C[3] = merge(_mm256_srli_epi16(v1, 2), _mm256_srli_epi16(h, 1));
+}
+
 // int32 dot of one half chunk (p = its first plane half, planes 64 bytes apart) with one
 // activation row, plus init. GEMV form: 2/3-bit groups 2,3,6,7 stay at bit 2.
 template <int BITS>
@@ -153,12 +171,12 @@ FWA_AVX2_INLINE __m256i dot_gemv(const uint8_t* p, const int8_t* x, __m256i init
     }
     return _mm256_add_epi32(init, _mm256_madd_epi16(add16(s0, s1), ones));
   } else {
-    // classes: groups 0,1,4,5 at bit 0 (planes shifted down by 4 for 4,5), 2,3,6,7 at bit 2.
     const __m256i v0 = ld(p), v1 = ld(p + 64);
-    const __m256i u0 = _mm256_srli_epi16(v0, 4), u1 = _mm256_srli_epi16(v1, 4);
-    const __m256i c0 = c8(0x03), c1 = c8(0x0C);
     __m256i w[8];
     if constexpr (BITS == 2) {
+      // classes: groups 0,1,4,5 at bit 0 (planes shifted down by 4 for 4,5), 2,3,6,7 at bit 2.
+      const __m256i u0 = _mm256_srli_epi16(v0, 4), u1 = _mm256_srli_epi16(v1, 4);
+      const __m256i c0 = c8(0x03), c1 = c8(0x0C);
       w[0] = _mm256_and_si256(v0, c0);
       w[1] = _mm256_and_si256(v1, c0);
       w[2] = _mm256_and_si256(v0, c1);
@@ -167,22 +185,24 @@ FWA_AVX2_INLINE __m256i dot_gemv(const uint8_t* p, const int8_t* x, __m256i init
       w[5] = _mm256_and_si256(u1, c0);
       w[6] = _mm256_and_si256(u0, c1);
       w[7] = _mm256_and_si256(u1, c1);
-    } else {  // high bit g of plane 2 moved to bit q + 2 and or-ed in
-      const __m256i h = ld(p + 128);
-      const __m256i hA = _mm256_slli_epi16(h, 2), hB = _mm256_slli_epi16(h, 1);
-      const __m256i hC = _mm256_srli_epi16(h, 2), hD = _mm256_srli_epi16(h, 3);
-      const __m256i b2 = c8(0x04), b4 = c8(0x10);
-      auto ao = [](__m256i a, __m256i c, __m256i hb) {
-        return _mm256_or_si256(_mm256_and_si256(a, c), hb);
+    } else {
+      // Nibble merge: C[q] holds the code of group q at bits 0-2 and of group q+4 at bits
+      // 4-6 of every byte (low bits from the planes, bit 2 from the high plane).
+      __m256i C[4];
+      nibble_merge3(v0, v1, ld(p + 128), C);
+      const __m256i m07 = c8(0x07), m70 = c8(0x70);
+      // Groups 0-3 at bit 0; groups 4-7 in place (u << 4): each VPMADDUBSW pair sum is at most
+      // 2*112*127 = 28448, so it is shifted down by 4 (exact) before any addition.
+      const __m256i s0 = add16(add16(mub(_mm256_and_si256(C[0], m07), x),
+                                     mub(_mm256_and_si256(C[1], m07), x + 4)),
+                               add16(mub(_mm256_and_si256(C[2], m07), x + 8),
+                                     mub(_mm256_and_si256(C[3], m07), x + 12)));
+      auto hi = [&](__m256i c, const int8_t* xg) {
+        return _mm256_srai_epi16(mub(_mm256_and_si256(c, m70), xg), 4);
       };
-      w[0] = ao(v0, c0, _mm256_and_si256(hA, b2));
-      w[1] = ao(v1, c0, _mm256_and_si256(hB, b2));
-      w[2] = ao(v0, c1, _mm256_and_si256(hA, b4));
-      w[3] = ao(v1, c1, _mm256_and_si256(hB, b4));
-      w[4] = ao(u0, c0, _mm256_and_si256(hC, b2));
-      w[5] = ao(u1, c0, _mm256_and_si256(hD, b2));
-      w[6] = ao(u0, c1, _mm256_and_si256(hC, b4));
-      w[7] = ao(u1, c1, _mm256_and_si256(hD, b4));
+      const __m256i s1 = add16(add16(hi(C[0], x + 16), hi(C[1], x + 20)),
+                               add16(hi(C[2], x + 24), hi(C[3], x + 28)));
+      return _mm256_add_epi32(init, _mm256_madd_epi16(add16(s0, s1), ones));
     }
     const __m256i s0 = add16(add16(mub(w[0], x), mub(w[1], x + 4)),
                              add16(mub(w[4], x + 16), mub(w[5], x + 20)));
@@ -217,15 +237,13 @@ FWA_AVX2_INLINE void unpack(const uint8_t* p, __m256i* w) {
     w[6] = _mm256_and_si256(_mm256_srli_epi16(v0, 6), m);
     w[7] = _mm256_and_si256(_mm256_srli_epi16(v1, 6), m);
   } else {
-    const __m256i v0 = ld(p), v1 = ld(p + 64), h = ld(p + 128);
-    w[0] = merge3(v0, _mm256_slli_epi16(h, 2));
-    w[1] = merge3(v1, _mm256_slli_epi16(h, 1));
-    w[2] = merge3(_mm256_srli_epi16(v0, 2), h);
-    w[3] = merge3(_mm256_srli_epi16(v1, 2), _mm256_srli_epi16(h, 1));
-    w[4] = merge3(_mm256_srli_epi16(v0, 4), _mm256_srli_epi16(h, 2));
-    w[5] = merge3(_mm256_srli_epi16(v1, 4), _mm256_srli_epi16(h, 3));
-    w[6] = merge3(_mm256_srli_epi16(v0, 6), _mm256_srli_epi16(h, 4));
-    w[7] = merge3(_mm256_srli_epi16(v1, 6), _mm256_srli_epi16(h, 5));
+    __m256i C[4];
+    nibble_merge3(ld(p), ld(p + 64), ld(p + 128), C);
+    const __m256i m = c8(0x07);
+    for (int q = 0; q < 4; ++q) {
+      w[q] = _mm256_and_si256(C[q], m);
+      w[q + 4] = _mm256_and_si256(_mm256_srli_epi16(C[q], 4), m);
+    }
   }
 }
 
@@ -250,82 +268,99 @@ FWA_AVX2_INLINE __m256i dot_unpacked(const __m256i* w, const int8_t* x, __m256i 
   }
 }
 
-// NT tiles from t0, NH halves from h0 (GEMV: both halves; GEMM: one at a time, so that the
-// 8 unpacked code registers and the row accumulators fit in the 16 ymm), MB activation rows
-// from m0, the whole K.
-template <int BITS, bool ZP, int NT, int NH, int MB>
-void fast_kernel(const Ctx& c, int64_t t0, int h0, int64_t m0) {
+// GEMV (M = 1): NT adjacent tiles side by side, both halves of each, with the scale type and
+// the zero points fixed at compile time. The tile loop stays a loop (one base pointer plus
+// t * tile_bytes): its body keeps the 8 activation broadcasts of the chunk, the masks and
+// the constants in registers (the former fast_kernel reloaded tile pointers, 3 broadcasts and
+// the constants from the stack and tested the scale type per half; hot 2-bit GEMV -15 %), and
+// the accumulators live in memory (one FMA load and one store per half). Fully unrolled over
+// the 4 tiles it ran 10 % faster in cache but up to 25 % slower cold at K = 768 (all 4
+// streams' loads issued in one burst), see benchmarks/results/gemv-ratios-*.
+template <int BITS, bool ZP, bool F16, int NT>
+void gemv_kernel(const Ctx& c, int64_t t0, int64_t m) {
   constexpr int32_t Z = 1 << (BITS - 1);
-  // GEMV: gemv_prefetch.h; GEMM (a tile is reused by every row block): ahead in memory.
-  GemvPrefetch<NT> gemv_pf(c.w, c.tile_bytes, c.N, t0, kPrefetchAhead);
-  const uint8_t* p[NT];
-  const uint8_t* sp[NT];
-  const uint8_t* zp[NT];
-  for (int t = 0; t < NT; ++t) {
-    p[t] = c.w + size_t(t0 + t) * c.tile_bytes;
-    sp[t] = p[t] + c.scales_off;
-    zp[t] = p[t] + c.zeros_off;
+  GemvPrefetch<NT> pf(c.w, c.tile_bytes, c.N, t0, kPrefetchAhead);
+  const size_t tb = c.tile_bytes, cb = c.chunk_bytes;
+  const uint8_t* p = c.w + size_t(t0) * tb;
+  const uint8_t* sp = p + c.scales_off;
+  const uint8_t* zp = p + c.zeros_off;
+  const int8_t* xq = c.xq + m * c.xq_stride;
+  const float* xd = c.xd + m * c.xd_stride;
+  const int32_t* xs = c.xs + m * c.xd_stride;
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  int64_t left = c.cpb;  // chunks left in the current block (sp/zp point at it)
+  for (int64_t ch = 0; ch < c.k_chunks; ++ch) {
+    if (left == 0) {
+      left = c.cpb;
+      sp += F16 ? 32 : 64;
+      if constexpr (ZP) zp += 16;
+    }
+    --left;
+    pf.next_chunk(BITS, cb);
+    const int8_t* x = xq + ch * kChunk;
+    const __m256 d = _mm256_set1_ps(xd[ch]);
+    // symmetric: -Z * xsum; zero points: VPMADDWD of z (low 16 bits of each lane) by -xsum.
+    const __m256i init = _mm256_set1_epi32(ZP ? -xs[ch] : -Z * xs[ch]);
+#pragma GCC unroll 1
+    for (int t = 0; t < NT; ++t) {  // see above: not unrolled
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256 s = load_scales(sp + t * tb, F16, h);
+        const __m256i in = ZP ? _mm256_madd_epi16(load_zeros(zp + t * tb, h), init) : init;
+        const __m256i isum = dot_gemv<BITS>(p + t * tb + 32 * h, x, in);
+        acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(s, d), acc[t][h]);
+      }
+    }
+    p += cb;
   }
+  for (int t = 0; t < NT; ++t)
+    for (int h = 0; h < 2; ++h) store_half(c, t0 + t, h, c.y + m * c.y_stride, acc[t][h]);
+}
+
+// GEMM: one half tile (so that the 8 unpacked code registers and the row accumulators fit
+// in the 16 ymm), MB activation rows from m0, the whole K.
+template <int BITS, bool ZP, int MB>
+void gemm_kernel(const Ctx& c, int64_t t, int h, int64_t m0) {
+  constexpr int32_t Z = 1 << (BITS - 1);
+  const uint8_t* p = c.w + size_t(t) * c.tile_bytes;
+  const uint8_t* sp = p + c.scales_off;
+  const uint8_t* zp = p + c.zeros_off;
   const int8_t* xq = c.xq + m0 * c.xq_stride;
   const float* xd = c.xd + m0 * c.xd_stride;
   const int32_t* xs = c.xs + m0 * c.xd_stride;
   const int64_t xqs = c.xq_stride, xds = c.xd_stride;
   const size_t cb = c.chunk_bytes, sstep = c.f16 ? 32 : 64;
-  __m256 facc[NT][NH][MB];
-  for (int t = 0; t < NT; ++t)
-    for (int hh = 0; hh < NH; ++hh)
-      for (int m = 0; m < MB; ++m) facc[t][hh][m] = _mm256_setzero_ps();
+  __m256 facc[MB];
+  for (int m = 0; m < MB; ++m) facc[m] = _mm256_setzero_ps();
   int64_t left = c.cpb;  // chunks left in the current block (sp/zp point at it)
   for (int64_t ch = 0; ch < c.k_chunks; ++ch) {
     if (left == 0) {
       left = c.cpb;
-      for (int t = 0; t < NT; ++t) {
-        sp[t] += sstep;
-        zp[t] += 16;
-      }
+      sp += sstep;
+      zp += 16;
     }
     --left;
     const int8_t* x = xq + ch * kChunk;
-    if constexpr (MB == 1) gemv_pf.next_chunk(BITS, cb);
-    for (int t = 0; t < NT; ++t) {
-      if constexpr (MB > 1) {
-        for (int l = 0; l < BITS; ++l)
-          _mm_prefetch(reinterpret_cast<const char*>(p[t] + kPrefetchAhead + 64 * l), _MM_HINT_T1);
-      }
-      for (int hh = 0; hh < NH; ++hh) {
-        const int h = h0 + hh;
-        const __m256 s = load_scales(sp[t], c.f16, h);
-        __m256i zv = _mm256_setzero_si256();
-        if constexpr (ZP) zv = load_zeros(zp[t], h);
-        if constexpr (MB == 1) {
-          // zv holds z in the low 16 bits of each lane, so VPMADDWD gives z * (-xsum).
-          const __m256i init = ZP ? _mm256_madd_epi16(zv, _mm256_set1_epi32(-xs[ch]))
-                                  : _mm256_set1_epi32(-Z * xs[ch]);
-          const __m256i isum = dot_gemv<BITS>(p[t] + 32 * h, x, init);
-          facc[t][hh][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
-                                           _mm256_mul_ps(s, _mm256_set1_ps(xd[ch])),
-                                           facc[t][hh][0]);
-        } else {
-          __m256i w[8];
-          unpack<BITS>(p[t] + 32 * h, w);
-          for (int m = 0; m < MB; ++m) {
-            const int32_t xsum = xs[m * xds + ch];
-            const __m256i init = ZP ? _mm256_madd_epi16(zv, _mm256_set1_epi32(-xsum))
-                                    : _mm256_set1_epi32(-Z * xsum);
-            const __m256i isum = dot_unpacked<BITS>(w, x + m * xqs, init);
-            facc[t][hh][m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
-                                             _mm256_mul_ps(s, _mm256_set1_ps(xd[m * xds + ch])),
-                                             facc[t][hh][m]);
-          }
-        }
-      }
-      p[t] += cb;
+    // A tile is reused by every row block: prefetch ahead in memory.
+    for (int l = 0; l < BITS; ++l)
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchAhead + 64 * l), _MM_HINT_T1);
+    const __m256 s = load_scales(sp, c.f16, h);
+    __m256i zv = _mm256_setzero_si256();
+    if constexpr (ZP) zv = load_zeros(zp, h);
+    __m256i w[8];
+    unpack<BITS>(p + 32 * h, w);
+    for (int m = 0; m < MB; ++m) {
+      const int32_t xsum = xs[m * xds + ch];
+      const __m256i init = ZP ? _mm256_madd_epi16(zv, _mm256_set1_epi32(-xsum))
+                              : _mm256_set1_epi32(-Z * xsum);
+      const __m256i isum = dot_unpacked<BITS>(w, x + m * xqs, init);
+      facc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                _mm256_mul_ps(s, _mm256_set1_ps(xd[m * xds + ch])), facc[m]);
     }
+    p += cb;
   }
-  for (int t = 0; t < NT; ++t)
-    for (int hh = 0; hh < NH; ++hh)
-      for (int m = 0; m < MB; ++m)
-        store_half(c, t0 + t, h0 + hh, c.y + (m0 + m) * c.y_stride, facc[t][hh][m]);
+  for (int m = 0; m < MB; ++m) store_half(c, t, h, c.y + (m0 + m) * c.y_stride, facc[m]);
 }
 
 // GEMM: all M rows of tile t, one half at a time, MB rows per pass.
@@ -333,26 +368,32 @@ template <int BITS, bool ZP, int MB>
 void fast_rows(const Ctx& c, int64_t t, int64_t M) {
   for (int h = 0; h < 2; ++h) {
     int64_t m = 0;
-    for (; m + MB <= M; m += MB) fast_kernel<BITS, ZP, 1, 1, MB>(c, t, h, m);
+    for (; m + MB <= M; m += MB) gemm_kernel<BITS, ZP, MB>(c, t, h, m);
     switch (M - m) {
-      case 3: fast_kernel<BITS, ZP, 1, 1, 3>(c, t, h, m); break;
-      case 2: fast_kernel<BITS, ZP, 1, 1, 2>(c, t, h, m); break;
-      case 1: fast_kernel<BITS, ZP, 1, 1, 1>(c, t, h, m); break;
+      case 3: gemm_kernel<BITS, ZP, 3>(c, t, h, m); break;
+      case 2: gemm_kernel<BITS, ZP, 2>(c, t, h, m); break;
+      case 1: gemm_kernel<BITS, ZP, 1>(c, t, h, m); break;
       default: break;
     }
   }
 }
 
+template <int BITS, bool ZP, bool F16>
+void gemv_run(const Ctx& c, int64_t tb, int64_t te, int64_t M) {
+  // GEMV per row over groups of 4 tiles (rows after the first read from L2)
+  int64_t t = tb;
+  for (; t + 4 <= te; t += 4)
+    for (int64_t m = 0; m < M; ++m) gemv_kernel<BITS, ZP, F16, 4>(c, t, m);
+  for (; t < te; ++t)
+    for (int64_t m = 0; m < M; ++m) gemv_kernel<BITS, ZP, F16, 1>(c, t, m);
+}
+
 template <int BITS, bool ZP>
 void fast_run(const Ctx& c, int64_t tb, int64_t te, int64_t M) {
-  int64_t t = tb;
-  if (M <= 3) {  // GEMV per row over groups of 4 tiles (rows after the first read from L2)
-    for (; t + 4 <= te; t += 4)
-      for (int64_t m = 0; m < M; ++m) fast_kernel<BITS, ZP, 4, 2, 1>(c, t, 0, m);
-    for (; t < te; ++t)
-      for (int64_t m = 0; m < M; ++m) fast_kernel<BITS, ZP, 1, 2, 1>(c, t, 0, m);
+  if (M <= 3) {
+    c.f16 ? gemv_run<BITS, ZP, true>(c, tb, te, M) : gemv_run<BITS, ZP, false>(c, tb, te, M);
   } else {
-    for (; t < te; ++t) fast_rows<BITS, ZP, 4>(c, t, M);
+    for (int64_t t = tb; t < te; ++t) fast_rows<BITS, ZP, 4>(c, t, M);
   }
 }
 
