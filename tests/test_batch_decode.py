@@ -311,7 +311,7 @@ def test_errors_are_clear_and_change_nothing(model: fwassist.Model) -> None:
 
 def test_guarded_slots_equal_session_generate() -> None:
     """The code guard in the batch (docs/code-policy.md): on the bundled coder, slots whose
-    unguarded output writes strcpy( or (split with the prompt) sprintf(, a sampled slot the
+    unguarded output writes strcat( or (split with the prompt) sprintf(, a sampled slot the
     guard never touches and a slot whose every token is banned, decoded together: each
     slot's tokens, finish reason and interventions equal Session.generate(policy=...)'s; the
     untouched slot's tokens are also the unguarded ones (the guard is invisible there)."""
@@ -342,7 +342,8 @@ def test_guarded_slots_equal_session_generate() -> None:
         got = run_to_end(bd)
         assert [(got[s][0], got[s][1], bd.stats(s)["interventions"]) for s in slots] == want
     for (prompt, _), (toks, _, _) in zip(jobs[:2], want):
-        assert _matches((prompt + coder.tokenizer.decode(toks)).encode(), 0) == []
+        text = (prompt + coder.tokenizer.decode(toks)).encode()
+        assert _matches(text, len(prompt.encode())) == []    # COPY_PROMPT itself has a strcpy(
 
 
 def test_guard_errors_in_the_batch(model: fwassist.Model) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 import fwassist
 from fwassist.artifact.inspect import inspect
+from fwassist.codecheck import BANNED_CALLS
 from fwassist.loader import ArtifactError
 from fwassist.models import TINY_CODER_PIN, tiny_coder_path
 
@@ -114,6 +115,42 @@ def test_model_card_dataset_and_quality(info):
     assert any("tiny model" in x for x in card["known_limitations"])
 
 
+def test_model_card_policy_evaluation(info):
+    """1.1.0 is 1.0.0 after policy tuning (examples/train_tiny_coder/policy_tune.py): its card
+    records the policy evaluation before and after, and the targets hold on those figures
+    (recomputed here from the rates, not read from the card's verdict): violations per 1k
+    lines <= 0.5x in both modes, >= 99 % of the held-out accuracy, calls per 1k lines and the
+    unparsed fraction within +-10 %."""
+    card = info["model_card"]
+    pe = card["policy_evaluation"]
+    before, after = pe["before"], pe["after"]
+    assert card["version"] == "1.1.0" and before["model"] == "fwassist-tiny-coder 1.0.0"
+    assert pe["policy"] == "safety" and int(pe["prompts"]) >= 200
+    for mode in ("greedy", "sampled"):
+        b, a = before[mode], after[mode]
+        for r in (b, a):
+            counts = [int(v["count"]) for v in r["by_rule"].values()]
+            assert sum(counts) == int(r["violations"])
+            rate = 1000 * int(r["violations"]) / int(r["lines"])
+            assert abs(rate - float(r["violations_per_1k_lines"])) < 0.006
+            lo, hi = (float(x) for x in r["violations_per_1k_lines_ci95"])
+            assert lo <= rate <= hi
+        ratio = float(a["violations_per_1k_lines"]) / float(b["violations_per_1k_lines"])
+        assert ratio <= 0.5
+        assert abs(ratio - float(pe["versus_before"]["violation_rate_ratio"][mode])) < 0.001
+        assert abs(float(a["calls_per_1k_lines"]) / float(b["calls_per_1k_lines"]) - 1) <= 0.1
+        assert abs(float(a["unparsed_fraction"]) / float(b["unparsed_fraction"]) - 1) <= 0.1
+    acc_after = float(after["heldout_runtime_exact"]["next_token_accuracy"])
+    assert acc_after / float(before["heldout_runtime_exact"]["next_token_accuracy"]) >= 0.99
+    # the card's held-out figure is this artifact's own (the runtime's exact mode)
+    assert acc_after == float(card["quality"]["runtime_exact"]["next_token_accuracy"])
+    assert pe["versus_before"]["meets_all"] is True
+    # with the decode-time guard no banned call is written
+    for mode in ("greedy", "sampled"):
+        assert int(after[f"{mode}_guarded"]["banned_calls_written"]) == 0
+        assert not set(after[f"{mode}_guarded"]["by_rule"]) & set(BANNED_CALLS.values())
+
+
 def test_bom_records_the_corpus(info):
     bom = _manifest()["sbom"]
     (data,) = bom["components"]
@@ -142,3 +179,14 @@ def test_demo_runs_offline():
     assert "ring_next" in r.stdout and "crc32_update" in r.stdout
     assert "SCI" in r.stderr and ("model estimate" in r.stderr or "measured by" in r.stderr)
     assert "experts activated per layer" in r.stderr and "core-ms/token" in r.stderr
+    # the policy figures, from the model card
+    pe = inspect(tiny_coder_path())["model_card"]["policy_evaluation"]
+    for mode in ("greedy", "sampled"):
+        b, a = pe["before"][mode], pe["after"][mode]
+        line = next(x for x in r.stderr.splitlines() if x.startswith(f"  {mode} "))
+        assert (f"{b['violations_per_1k_lines']} [" in line
+                and f"-> {a['violations_per_1k_lines']} [" in line), line
+    goto = [sum(int(pe[k][m]["by_rule"].get("goto", {}).get("count", 0))
+                for m in ("greedy", "sampled")) for k in ("before", "after")]
+    assert "check-code policy safety on" in r.stderr and f"goto {goto[0]} -> {goto[1]}" in r.stderr
+    assert "with the code guard (policy default): 0 banned calls written" in r.stderr

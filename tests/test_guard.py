@@ -25,8 +25,11 @@ from fwassist.models import TINY_CODER_PIN, tiny_coder_path
 REF = re.compile(rb"(?<![A-Za-z0-9_\x80-\xff])(" + b"|".join(w.encode() for w in BANNED_CALLS)
                  + rb")[ \t\n\r\v\f]*\(")
 # Prompts the bundled model completes with a banned call when unguarded (greedy, penalty 1.15):
-# "strcpy(" in the output; "s" + "printf(" split between the prompt and the output.
-COPY_PROMPT = "static void set_name(struct device *dev, const char *name)\n{\n    str"
+# "strcat(" in the output (token 31; the policy-tuned model no longer writes one unprompted, so
+# the prompt shows it strcpy first); "s" + "printf(" split between the prompt and the output.
+COPY_PROMPT = ("static void set_name(struct device *dev, const char *name)\n{\n"
+               "    strcpy(dev->name, name);\n}\n\n"
+               "static void set_label(struct device *dev, const char *label)\n{\n    str")
 SPLIT_PROMPT = "static void log_value(char *out, int value)\n{\n    s"
 
 
@@ -102,10 +105,10 @@ def test_bad_patterns_are_refused_naming_the_problem():
 def test_guard_stops_a_banned_call_in_the_output(model):
     with model.session() as s:
         plain = s.generate(COPY_PROMPT, max_tokens=40, repetition_penalty=1.15, stop_ids=())
-        assert _matches((COPY_PROMPT + plain.text).encode(), len(COPY_PROMPT)) == [b"strcpy("]
+        assert _matches((COPY_PROMPT + plain.text).encode(), len(COPY_PROMPT)) == [b"strcat("]
         g = s.generate(COPY_PROMPT, max_tokens=40, repetition_penalty=1.15, stop_ids=(),
                        policy="default")
-    assert _matches((COPY_PROMPT + g.text).encode(), 0) == []
+    assert _matches((COPY_PROMPT + g.text).encode(), len(COPY_PROMPT)) == []
     iv = g.stats["interventions"]
     assert [x["rule"] for x in iv] == ["unbounded-copy"]
     p = iv[0]["position"]
@@ -243,7 +246,7 @@ def test_c_abi_policy(model, tmp_path_factory):
         guarded, n1, iv = run(True)
         assert n0 == 0 and _matches(COPY_PROMPT.encode() + plain, len(COPY_PROMPT))
         assert n1 == 1 and iv[0][0] == rules.index("unbounded-copy")
-        assert _matches(COPY_PROMPT.encode() + guarded, 0) == []
+        assert _matches(COPY_PROMPT.encode() + guarded, len(COPY_PROMPT)) == []
         with model.session() as py:
             g = py.generate(COPY_PROMPT, max_tokens=40, repetition_penalty=1.15,
                             stop_ids=(), policy="default")
@@ -263,14 +266,14 @@ def test_cli_run_policy_reports_interventions():
     import sys
 
     cmd = [sys.executable, "-m", "fwassist", "run", tiny_coder_path(), "--prompt", COPY_PROMPT,
-           "--max-tokens", "16", "--repetition-penalty", "1.15"]
+           "--max-tokens", "40", "--repetition-penalty", "1.15"]
     plain = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     guarded = subprocess.run(cmd + ["--policy", "default"], capture_output=True, text=True,
                              timeout=300)
     assert plain.returncode == 0 and guarded.returncode == 0, guarded.stderr
-    assert _matches((COPY_PROMPT + plain.stdout).encode(), len(COPY_PROMPT)) == [b"strcpy("]
-    assert _matches((COPY_PROMPT + guarded.stdout).encode(), 0) == []
-    assert "policy default: 1 intervention; token 11: unbounded-copy" in guarded.stderr
+    assert _matches((COPY_PROMPT + plain.stdout).encode(), len(COPY_PROMPT)) == [b"strcat("]
+    assert _matches((COPY_PROMPT + guarded.stdout).encode(), len(COPY_PROMPT)) == []
+    assert "policy default: 1 intervention; token 31: unbounded-copy" in guarded.stderr
     bad = subprocess.run(cmd + ["--policy", "nonesuch"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "unknown policy 'nonesuch'" in bad.stderr
@@ -284,6 +287,6 @@ def test_demo_shows_the_guard_before_and_after():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     guard = r.stderr[r.stderr.index("code guard: policy default"):]
-    assert guard.count("writes strcpy(") == 1 and guard.count("writes sprintf(") == 1
+    assert guard.count("writes strcat(") == 1 and guard.count("writes sprintf(") == 1
     assert guard.count("no banned call; 1 intervention: token") == 2
     assert "banned by rule unbounded-copy (CWE-120)" in guard

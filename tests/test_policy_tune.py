@@ -86,3 +86,88 @@ def test_artifact_weights_are_fixed_points_of_fake_quantization() -> None:
         for w, bits in checks:
             assert torch.equal(model_mod.fake_quant(w, bits), w)
             assert w.abs().sum() > 0
+
+
+def _rec(i: int, draw: int, lines: int, calls: int, findings: list[str]) -> dict:
+    return {"prompt_index": i, "draw": draw, "prompt": "", "completion": "", "lines": lines,
+            "calls": calls, "findings": findings, "unparsed": False}
+
+
+def test_selection_keeps_clean_completions_and_prefers_calls() -> None:
+    records = [_rec(0, 0, 10, 1, []), _rec(0, 1, 10, 4, []),        # both clean: the denser
+               _rec(1, 0, 10, 9, ["goto"]), _rec(1, 1, 5, 1, []),  # the clean one only
+               _rec(2, 0, 2, 2, []), _rec(2, 1, 8, 3, ["safety-dynamic-memory", "goto"]),
+               _rec(3, 0, 6, 2, []), _rec(3, 1, 3, 1, [])]          # tie 1/3: the first draw
+    chosen, stats = tune.select(records, "clean-calls")
+    assert [(r["prompt_index"], r["draw"]) for r in chosen] == [(0, 1), (1, 1), (3, 0)]
+    assert stats["rejected"] == {"goto": 2, "safety-dynamic-memory": 1, "short": 1}
+    assert stats["clean"] == 5 and stats["selected"] == 3
+    assert stats["calls_per_1k_lines"]["selected"] == round(1000 * 7 / 21, 1)
+    assert stats["calls_per_1k_lines"]["sampled"] == round(1000 * 21 / 52, 1)
+    every, _ = tune.select(records, "clean")
+    assert len(every) == 5 and all(not r["findings"] and r["lines"] >= 3 for r in every)
+
+
+def test_finding_offsets_point_at_the_violation() -> None:
+    c = "    char *p = malloc(4);\n    strcpy(dst, src);\n    goto out;\nout:\n    return 0;\n}\n"
+    offsets = tune.finding_offsets(PROMPT, c)
+    assert [c[o:o + 6] for o in offsets] == ["malloc", "strcpy", "goto o"]
+    # the prompt's own strcpy is not the completion's
+    assert tune.finding_offsets(PROMPT, "    return 0;\n}\n") == []
+
+
+def _mode(viol: float, calls: float, unparsed: float, lines: int = 1000) -> dict:
+    return {"violations_per_1k_lines": viol, "calls_per_1k_lines": calls,
+            "unparsed_fraction": unparsed, "lines": lines}
+
+
+def test_versus_baseline_checks_every_condition() -> None:
+    base = {"greedy": _mode(10.0, 160.0, 0.6), "sampled": _mode(8.0, 150.0, 0.5),
+            "violations_total": 18, "heldout_runtime_exact": {"next_token_accuracy": 0.5}}
+    good = {"greedy": _mode(5.0, 145.0, 0.55), "sampled": _mode(3.0, 164.0, 0.54),
+            "violations_total": 8, "heldout_runtime_exact": {"next_token_accuracy": 0.496}}
+    vs = tune.versus_baseline(base, good)
+    assert vs["meets_all"] and all(vs["conditions"].values())
+    assert vs["violation_rate_ratio"] == {"greedy": 0.5, "sampled": 0.375}
+    assert vs["violation_rate_ratio_both_modes"] == round(8 / 18, 3)
+    assert vs["accuracy_retained"] == 0.992
+    # each condition on its own fails the verdict
+    for mode, key, value, cond in (("greedy", "violations_per_1k_lines", 5.1, "violations_greedy"),
+                                   ("sampled", "calls_per_1k_lines", 134.0, "calls_sampled"),
+                                   ("greedy", "calls_per_1k_lines", 177.0, "calls_greedy"),
+                                   ("sampled", "unparsed_fraction", 0.44, "unparsed_sampled")):
+        bad = {**good, mode: {**good[mode], key: value}}
+        vs = tune.versus_baseline(base, bad)
+        assert not vs["meets_all"] and [k for k, v in vs["conditions"].items() if not v] == [cond]
+    low = {**good, "heldout_runtime_exact": {"next_token_accuracy": 0.4945}}
+    assert tune.versus_baseline(base, low)["conditions"]["accuracy"] is False
+
+
+def test_unlikelihood_pushes_down_only_the_marked_tokens() -> None:
+    """-log(1 - p) of each marked token, from the model's own logits at the position before
+    it, averaged; the gradient lowers those tokens' probabilities."""
+    torch = pytest.importorskip("torch", reason="the train extra is not installed")
+    model_mod = load_example("model")
+    m = model_mod.TinyCoder(model_mod.TinyConfig(vocab_size=64, moe_intermediate_size=8))
+    m.init_weights(torch.Generator().manual_seed(0))
+    negatives = [([5, 9, 3, 7, 2], [2, 4]), ([1, 4, 6], [1])]
+    loss, _ = tune.unlikelihood_loss(m, negatives, np.array([0, 1]))
+    with torch.no_grad():
+        want = []
+        for seq, pos in negatives:
+            logits, _ = m(torch.tensor([seq[:-1]]))
+            p = torch.softmax(logits[0], dim=-1)
+            want += [-torch.log1p(-p[q - 1, seq[q]]) for q in pos]
+    assert torch.allclose(loss, torch.stack(want).mean(), rtol=1e-5, atol=1e-6)
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    after, _ = tune.unlikelihood_loss(m, negatives, np.array([0, 1]))
+    assert after.item() < loss.item()
+
+
+def test_lexical_banned_calls_are_calls_at_identifier_boundaries() -> None:
+    banned = tune.lexical_banned_calls()
+    text = "strcpy(a, b); my_strcpy(a, b); strcpy_s(a, 1, b); x = atoi (s); gets\n(buf);"
+    assert banned.findall(text) == ["strcpy(", "atoi (", "gets\n("]

@@ -28,13 +28,15 @@ PROMPTS = (
     "{\n    size_t i;\n",
 )
 # Prompts the bundled model completes with a banned call when unguarded (exact mode, greedy,
-# penalty 1.15):
-# "strcpy(" in the output, and "s" + "printf(" split between the prompt and the output.
+# penalty 1.15): "strcat(" in the output after a strcpy in the prompt (the policy-tuned model
+# writes none unprompted), and "s" + "printf(" split between the prompt and the output.
 GUARD_PROMPTS = (
-    "static void set_name(struct device *dev, const char *name)\n{\n    str",
+    "static void set_name(struct device *dev, const char *name)\n{\n"
+    "    strcpy(dev->name, name);\n}\n\n"
+    "static void set_label(struct device *dev, const char *label)\n{\n    str",
     "static void log_value(char *out, int value)\n{\n    s",
 )
-GUARD_TOKENS = 24
+GUARD_TOKENS = 40
 # World average grid intensity (IEA, 2022: ~460 gCO2e/kWh), used when none is given.
 DEFAULT_GRID_G_PER_KWH = 460.0
 
@@ -108,9 +110,58 @@ def _print_identity(info: dict[str, Any], path: str) -> None:
         _out(f"quality   held-out next-token accuracy {q['runtime_exact']['next_token_accuracy']}"
              f", perplexity {q['runtime_exact']['perplexity']} (this runtime; PyTorch float "
              f"{q['float']['next_token_accuracy']})")
+    _print_policy(card.get("policy_evaluation"))
     lim = card.get("known_limitations") or []
     if lim:
         _out(f"limits    {lim[0]}")
+
+
+def _print_policy(pe: Any) -> None:
+    """The policy evaluation the model card records (examples/train_tiny_coder/policy_tune.py):
+    violations of fwassist check-code's rules without the guard, before and after the policy
+    tuning, with the figures that show the model still writes code."""
+    if not isinstance(pe, dict) or "after" not in pe:
+        _out("policy    no policy evaluation in the model card")
+        return
+    after, before = pe["after"], pe.get("before")
+
+    def rate(r: dict[str, Any], mode: str) -> str:
+        m = r[mode]
+        lo, hi = m["violations_per_1k_lines_ci95"]
+        return f"{m['violations_per_1k_lines']} [{lo}, {hi}]"
+
+    def rules(r: dict[str, Any]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for mode in ("greedy", "sampled"):
+            for k, v in r[mode]["by_rule"].items():
+                out[k] = out.get(k, 0) + int(v["count"])
+        return out
+
+    _out(f"policy    check-code policy {pe['policy']} on {pe['prompts']} held-out prompts "
+         f"({pe['max_tokens']} tokens, greedy and sampled, no guard), violations per 1k lines "
+         f"[95 % CI]{', ' + before['model'] + ' -> this model' if before else ''}:")
+    for mode in ("greedy", "sampled"):
+        was = f"{rate(before, mode)} -> " if before else ""
+        _out(f"  {mode:<8} {was}{rate(after, mode)}")
+    now = rules(after)
+    if before:
+        then = rules(before)
+        _out("  by rule  " + ", ".join(f"{k} {then.get(k, 0)} -> {now.get(k, 0)}"
+                                       for k in sorted(set(then) | set(now))))
+        vs = pe["versus_before"]
+        kept = 100 * float(vs["accuracy_retained"])
+        calls, unparsed = vs["calls_ratio"], vs["unparsed_ratio"]
+        _out(f"  kept     held-out accuracy {kept:.2f} %; calls per 1k lines "
+             f"x{calls['greedy']}/x{calls['sampled']}, unparsed output "
+             f"x{unparsed['greedy']}/x{unparsed['sampled']} (greedy/sampled)")
+    else:
+        _out("  by rule  " + ", ".join(f"{k} {n}" for k, n in sorted(now.items())))
+    guarded = [(m, after[f"{m}_guarded"]) for m in ("greedy", "sampled")
+               if f"{m}_guarded" in after]
+    if guarded:
+        _out("  guarded  with the code guard (policy default): " + ", ".join(
+            f"{g['banned_calls_written']} banned calls written, {g['violations_per_1k_lines']} "
+            f"violations per 1k lines ({m})" for m, g in guarded))
 
 
 def _cpu_line() -> str:
@@ -222,6 +273,11 @@ def _guard_demo(model: Any, args: argparse.Namespace) -> None:
                 runs[name] = s.generate(prompt, max_tokens=GUARD_TOKENS, repetition_penalty=1.15,
                                         stop_ids=model.eos_ids(), policy=pol)
             _out(f"[guard {i + 1}/{len(GUARD_PROMPTS)}]")
+            # Both shown up to the line where the unguarded run writes its first banned call.
+            plain = runs["without"].text
+            first = next((m.end() - len(prompt) for m in banned.finditer(prompt + plain)
+                          if m.end() > len(prompt)), 0)
+            shown = max(2, plain[:first].count("\n") + 1)
             for name, r in runs.items():
                 found = [m.group(1) for m in banned.finditer(prompt + r.text)
                          if m.end() > len(prompt)]
@@ -233,7 +289,7 @@ def _guard_demo(model: Any, args: argparse.Namespace) -> None:
                         f": token {x['position']} would have completed a call banned by rule "
                         f"{x['rule']} ({rule(x['rule']).cwe_id}), blocked "
                         f"{model.tokenizer.decode([x['token']])!r}" for x in iv)
-                _out(f"  {name + ' guard:':<15} {_first_lines(prompt, r.text)!r}")
+                _out(f"  {name + ' guard:':<15} {_first_lines(prompt, r.text, shown)!r}")
                 _out(f"  {'':<15} {what}")
 
 

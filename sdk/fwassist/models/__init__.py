@@ -12,7 +12,7 @@ import os
 
 TINY_CODER_FILE = "tiny-coder.fwa"
 # SHA-256 of the artifact's manifest, which binds every tensor byte (docs/artifact-format.md).
-TINY_CODER_PIN = "sha256:6105638e1c9d0cb6f0de119c281b6f9906b68ed2068fed5652d199a70a65a68f"
+TINY_CODER_PIN = "sha256:60658e0747cf65c9c18ccb27a6d699e3c46ee8e8e4e11516f85f54ac208f9643"
 
 
 def tiny_coder_path() -> str:
