@@ -274,6 +274,16 @@ FWA_DP_INLINE int32x4_t load_start(const int32_t* p) {
   return vld1q_s32(p);
 }
 
+// Clang interleaves the 4 quads of a chunk and, with 16 plane registers live, spills the
+// accumulators: this fence keeps them two at a time in program order (one at a time leaves the
+// in-order A55 waiting on one SDOT chain; the out-of-order cores overlap them anyway). GCC
+// keeps the quads apart by itself, and the fence's register constraints cost it vector copies.
+#if defined(__clang__)
+#define FWA_DP_QUAD_PAIR_FENCE(a0, a1) asm volatile("" : "+w"(a0), "+w"(a1)::"memory")
+#else
+#define FWA_DP_QUAD_PAIR_FENCE(a0, a1) ((void)0)
+#endif
+
 // One tile, all chunks. CPB1 (block 32): the block loop is the chunk loop, so a block's scales
 // are converted and used in the same iteration (a loop-carried scale vector was spilled to the
 // stack per block).
@@ -323,9 +333,12 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
       const int8x16_t xlo = vld1q_s8(xr), xhi = vld1q_s8(xr + 16);
       const float xd = a.xd[c];
       const int32_t xs = a.xsum[c];
-      // The float M + zsym * xsum, or M with zero points (subtracted inside the start).
-      const float32x4_t sub =
-          HAS_ZERO ? magic : vreinterpretq_f32_s32(vdupq_n_s32(kMagicBits + zsym * xs));
+      // The float M + zsym * xsum, or M with zero points (subtracted inside the start). The
+      // empty asm keeps the sum in a general register for one DUP: GCC otherwise formed it
+      // with vector FMOV, SHL and DUP.
+      int32_t sub_bits = kMagicBits + zsym * xs;
+      asm("" : "+r"(sub_bits));
+      const float32x4_t sub = HAS_ZERO ? magic : vreinterpretq_f32_s32(vdupq_n_s32(sub_bits));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         int8x16_t u[8];
@@ -342,10 +355,7 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
         const int32x4_t bits = fold_classes<BITS, true>(is);
         const float32x4_t f = vsubq_f32(vreinterpretq_f32_s32(bits), sub);  // float(isum)
         acc[i] = vfmaq_f32(acc[i], f, vmulq_n_f32(s[i], xd));
-        // Two quads at a time in program order: with all 4 interleaved, 16 live plane
-        // registers made the compiler spill; one at a time leaves the in-order A55 waiting on
-        // one SDOT chain.
-        if (i & 1) asm volatile("" : "+w"(acc[i - 1]), "+w"(acc[i])::"memory");
+        if (i & 1) FWA_DP_QUAD_PAIR_FENCE(acc[i - 1], acc[i]);
       }
     }
   }
