@@ -339,12 +339,16 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
       int32_t sub_bits = kMagicBits + zsym * xs;
       asm("" : "+r"(sub_bits));
       const float32x4_t sub = HAS_ZERO ? magic : vreinterpretq_f32_s32(vdupq_n_s32(sub_bits));
+      // The 4 starts ahead of the quads: GCC keeps volatile asm in order, and a start loaded
+      // inside each quad left the in-order A55 running one quad's SDOTs at a time.
+      int32x4_t st[4];
+      for (int i = 0; i < 4; ++i) st[i] = load_start(kStarts);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         int8x16_t u[8];
         unpack<BITS, true>(ch, i, u);
         int32x4_t is[NC];
-        is[0] = load_start(kStarts);
+        is[0] = st[i];
         if constexpr (HAS_ZERO) is[0] = vmlsq_n_s32(is[0], zf[i], xs);
         for (int k = 1; k < NC; ++k) is[k] = load_start(kStarts + 4);
         unroll<8>([&](auto gi) __attribute__((always_inline)) {
