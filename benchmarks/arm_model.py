@@ -140,9 +140,14 @@ def aarch64_variant_flags() -> dict[str, str]:
     return flags
 
 
-def build_ours(work: str) -> str:
+# Compilers for our side: clang-19 (the same as llama.cpp's side) or the GCC cross compiler the
+# aarch64 builds use (csrc/cmake/toolchains/aarch64-linux-gnu.cmake).
+OURS_CXX = {"clang": ["clang++-19", TARGET], "gcc": ["aarch64-linux-gnu-g++"]}
+
+
+def build_ours(work: str, compiler: str = "clang") -> str:
     flags = aarch64_variant_flags()
-    cxx = ["clang++-19", TARGET, *OPT, "-std=c++17", "-I" + os.path.join(ROOT, "csrc")]
+    cxx = [*OURS_CXX[compiler], *OPT, "-std=c++17", "-I" + os.path.join(ROOT, "csrc")]
     objs = []
     srcs = [("format", os.path.join(ROOT, "csrc", "quant", "format.cpp"), "-march=armv8-a"),
             ("driver", os.path.join(HERE, "arm_model", "ours_driver.cpp"), "-march=armv8-a")]
@@ -154,7 +159,7 @@ def build_ours(work: str) -> str:
         run([*cxx, *fl.split(), "-c", src, "-o", obj])
         objs.append(obj)
     exe = os.path.join(work, "ours")
-    run(["clang++-19", TARGET, "-static", *objs, "-o", exe])
+    run([*OURS_CXX[compiler], "-static", *objs, "-o", exe])
     return exe
 
 
@@ -287,10 +292,12 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=2048, help="GEMV width K")
     ap.add_argument("--rows", type=int, default=16, help="GEMV output rows N")
     ap.add_argument("--llama-root", default=llamacpp_build.DEFAULT_ROOT)
+    ap.add_argument("--ours-compiler", choices=sorted(OURS_CXX), default="clang",
+                    help="compiler for fwassist's kernels (llama.cpp's stay on clang-19)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny shape, our dotprod 2-bit and llama.cpp Q2_K on the N1 only")
     a = ap.parse_args()
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    missing = [t for t in (*TOOLS, OURS_CXX[a.ours_compiler][0]) if shutil.which(t) is None]
     if missing:
         log(f"missing {', '.join(missing)} (apt-get install llvm-19 clang-19 qemu-user): "
             "nothing modeled")
@@ -300,8 +307,8 @@ def main() -> int:
     t0 = time.monotonic()
     results: dict[str, Any] = {"ours": {}, "llama": {}}
     with tempfile.TemporaryDirectory(prefix="arm_model") as work:
-        log("building fwassist's ARM kernels and the driver (clang-19)")
-        ours = build_ours(work)
+        log(f"building fwassist's ARM kernels and the driver ({OURS_CXX[a.ours_compiler][0]})")
+        ours = build_ours(work, a.ours_compiler)
         dis_ours = Disasm(ours)
         llama: dict[str, tuple[str, Disasm]] = {}
         for isa in sorted({c.llama_isa for c in CORES}):
@@ -406,7 +413,9 @@ def summarize(results: dict[str, Any], cores: list[Core], a: argparse.Namespace
             "boards": [vars(b) for b in BOARDS],
             "shape": {"rows": a.rows, "k": a.k, "block": 32, "scales": "f16", "M": 1},
             "host": {"machine": platform.machine(), "python": platform.python_version()},
-            "tools": {t: tool_version(t) for t in ("clang-19", "llvm-mca-19", "qemu-aarch64")},
+            "ours_compiler": OURS_CXX[a.ours_compiler][0],
+            "tools": {t: tool_version(t) for t in ("clang-19", "llvm-mca-19", "qemu-aarch64",
+                                                   *OURS_CXX[a.ours_compiler][:1])},
             "llama_cpp_python": llamacpp_build.LLAMA_CPP_PYTHON_VERSION}
 
 
@@ -414,7 +423,8 @@ def render(r: dict[str, Any]) -> str:
     res = r["results"]
     lines = [f"ARM model: llvm-mca-19 on the executed instruction stream (qemu) of one GEMV, "
              f"N={r['shape']['rows']} K={r['shape']['k']}, block 32, fp16 scales, M=1; "
-             "cycles (insns) per 32 weights", ""]
+             f"cycles (insns) per 32 weights; ours compiled by "
+             f"{r.get('ours_compiler', 'clang++-19')}, llama.cpp by clang-19", ""]
     lines.append("| core | path | 4-bit | 3-bit | 2-bit |")
     lines.append("|---|---|---|---|---|")
     for core, by_v in res["ours"].items():

@@ -204,29 +204,30 @@ TEST_CASE("extreme codes, zero points and activations stay bit-identical") {
     const KernelVariant* v = find_variant(vs[vi].name);
     if (!v || std::strcmp(v->name, "ref") == 0) continue;
     for (int bits : {2, 3, 4, 8})
-      for (bool zp : {false, true})
-        for (int pattern = 0; pattern < 4; ++pattern) {
-          const QuantFormat fmt{bits, 64, zp, ScaleType::f16};
-          const int64_t N = 21, K = 160;
-          std::mt19937 rng(7);
-          auto m = fwa_test::random_matrix(fmt, N, K, rng);
-          const uint8_t umax = uint8_t((1 << bits) - 1);
-          for (size_t i = 0; i < m.codes.size(); ++i)
-            m.codes[i] = (pattern & 1) ? umax : ((i / size_t(K)) % 2 ? umax : 0);
-          for (auto& z : m.zeros) z = (pattern & 2) ? 255 : 0;
-          fwa::pack_weights(m.layout, m.codes.data(), m.scales.data(), m.zeros.data(),
-                            m.packed.data());
-          for (int64_t M : {1, 2, 5}) {
-            std::vector<float> x(size_t(M * K));
-            for (size_t i = 0; i < x.size(); ++i)
-              x[i] = (pattern == 1 || pattern == 2) ? -3.0f : 3.0f;
-            const auto ref = run(m, x, M, ComputeMode::fast, find_variant("ref"), nullptr, 1);
-            const auto got = run(m, x, M, ComputeMode::fast, v, nullptr, 1);
-            INFO("variant=" << v->name << " pattern=" << pattern << " "
-                            << describe(fmt, N, K, M, ComputeMode::fast));
-            CHECK(bit_equal(ref, got));
+      for (int block : {32, 64})  // 32: the ARM dotprod GEMV's one-chunk-per-block path
+        for (bool zp : {false, true})
+          for (int pattern = 0; pattern < 4; ++pattern) {
+            const QuantFormat fmt{bits, block, zp, ScaleType::f16};
+            const int64_t N = 21, K = 160;
+            std::mt19937 rng(7);
+            auto m = fwa_test::random_matrix(fmt, N, K, rng);
+            const uint8_t umax = uint8_t((1 << bits) - 1);
+            for (size_t i = 0; i < m.codes.size(); ++i)
+              m.codes[i] = (pattern & 1) ? umax : ((i / size_t(K)) % 2 ? umax : 0);
+            for (auto& z : m.zeros) z = (pattern & 2) ? 255 : 0;
+            fwa::pack_weights(m.layout, m.codes.data(), m.scales.data(), m.zeros.data(),
+                              m.packed.data());
+            for (int64_t M : {1, 2, 5}) {
+              std::vector<float> x(size_t(M * K));
+              for (size_t i = 0; i < x.size(); ++i)
+                x[i] = (pattern == 1 || pattern == 2) ? -3.0f : 3.0f;
+              const auto ref = run(m, x, M, ComputeMode::fast, find_variant("ref"), nullptr, 1);
+              const auto got = run(m, x, M, ComputeMode::fast, v, nullptr, 1);
+              INFO("variant=" << v->name << " pattern=" << pattern << " "
+                              << describe(fmt, N, K, M, ComputeMode::fast));
+              CHECK(bit_equal(ref, got));
+            }
           }
-        }
   }
 }
 

@@ -7,13 +7,15 @@
 // codes_g, xq, g % 4) adds sum_j u[row][4g+j] * xq[4g+j] to each row lane. Per tile quad and
 // chunk the planes are unpacked with one or two AND/USHR/BSL per group register:
 //   4-bit : P & 0x0F, P >> 4;    8-bit : P ^ 0x80 (u - 128 as s8, corrected with z - 128)
-//   2-bit : groups 0,1: P & 3, groups 6,7: P >> 6 (class 0); groups 2,3: P & 0x0C, groups 4,5:
-//           (P >> 2) & 0x0C, i.e. 4u (class 1)
+//   2-bit : GEMV: groups 0,1: P & 3, groups 6,7: P >> 6 (class 0); groups 2,3: P & 0x0C = 4u
+//           (class 1); groups 4,5: P & 0x30 = 16u (class 2). GEMM: groups 2..5 as 4u in class
+//           1, groups 4,5 as (P >> 2) & 0x0C (fewer accumulators for its 4 activation rows)
 //   3-bit : R = BSL(0x33, low plane (>> 2), high plane shifted) holds two whole codes, group a
 //           in bits 0..2 and group a+4 in bits 4..6: R & 0x07 (class 0), R & 0x70 = 16u
 //           (class 1)
-// Each class accumulates in its own int32 register; isum = class0 + (class1 >> 2 or 4) (exact:
-// class 1 is a multiple of 4 or 16). Then once per chunk and 4 rows:
+// Each class accumulates in its own int32 register; isum = class0 + (class1 >> 2 or 4), or for
+// the 2-bit GEMV class0 + ((class1 + (class2 >> 2)) >> 2) (exact: class k holds a multiple of
+// 4^k, or of 16 for 3-bit class 1). Then once per chunk and 4 rows:
 //   isum -= z * xsum;  acc = fma(float(isum), s * xd, acc)        (the canonical fast mode)
 // Blocking: GEMV (M == 1) runs a whole tile (4 quads, 4+ independent SDOT chains) per pass with
 // the chunk's 32 activation bytes in two registers; GEMM runs 4 activation rows x 1 quad per
@@ -103,15 +105,33 @@ FWA_DP_INLINE void store_rows(float* y, int64_t n0, int64_t N, float32x4_t v) {
   if (n0 + 2 < N) y[n0 + 2] = vgetq_lane_f32(v, 2);
 }
 
-// Accumulator class of group g and the shift that brings class 1 back to code units.
-constexpr int group_class(int bits, int g) {
-  return bits == 2 ? (g >= 2 && g <= 5 ? 1 : 0) : bits == 3 ? (g >= 4 ? 1 : 0) : 0;
+// Accumulator class of group g: its SDOT operand holds u << (class shift). 2-bit has two
+// schemes: AND3 (the GEMV's) puts groups 2,3 at 4u and 4,5 at 16u in classes 1 and 2 so that
+// only groups 6,7 need a USHR; the GEMM's keeps two classes (groups 2..5 at 4u, one more
+// USHR+AND per plane) because its 4 activation rows multiply the accumulator count.
+// 3-bit: groups 4..7 at 16u (class 1).
+constexpr int group_class(int bits, bool and3, int g) {
+  return bits == 2 ? (and3 ? (g == 2 || g == 3 ? 1 : g == 4 || g == 5 ? 2 : 0)
+                           : (g >= 2 && g <= 5 ? 1 : 0))
+                   : bits == 3 ? (g >= 4 ? 1 : 0) : 0;
 }
-constexpr int n_classes(int bits) { return bits == 2 || bits == 3 ? 2 : 1; }
-constexpr int class_shift(int bits) { return bits == 2 ? 2 : 4; }
+constexpr int n_classes(int bits, bool and3) {
+  return bits == 2 ? (and3 ? 3 : 2) : bits == 3 ? 2 : 1;
+}
+
+// isum (plus whatever class 0 started from) from the class accumulators, exactly: a class
+// holding u << s sums to a multiple of 2^s, so the arithmetic shifts drop only zero bits
+// (AND3: c1 + (c2 >> 2) is a multiple of 4, then >> 2 into c0).
+template <int BITS, bool AND3>
+FWA_DP_INLINE int32x4_t fold_classes(const int32x4_t* is) {
+  if constexpr (BITS == 2 && AND3) return vsraq_n_s32(is[0], vsraq_n_s32(is[1], is[2], 2), 2);
+  else if constexpr (BITS == 2) return vsraq_n_s32(is[0], is[1], 2);
+  else if constexpr (BITS == 3) return vsraq_n_s32(is[0], is[1], 4);
+  else return is[0];
+}
 
 // The 8 SDOT operands of quad q of a chunk: group g holds u << (class shift of g), as s8.
-template <int BITS>
+template <int BITS, bool AND3>
 FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
   const uint8_t* p = ch + 16 * q;
   if constexpr (BITS == 8) {
@@ -125,12 +145,15 @@ FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
       u[pl + 4] = vreinterpretq_s8_u8(vshrq_n_u8(P, 4));
     }
   } else if constexpr (BITS == 2) {
-    const uint8x16_t m3 = vdupq_n_u8(0x03), mc = vdupq_n_u8(0x0C);
+    // P & 0x0C = 4u and P & 0x30 = 16u are valid s8 (< 128); P & 0xC0 is not, so groups 6,7
+    // take a USHR.
+    const uint8x16_t m3 = vdupq_n_u8(0x03), mc = vdupq_n_u8(0x0C), m30 = vdupq_n_u8(0x30);
     for (int pl = 0; pl < 2; ++pl) {  // plane pl: groups pl, pl+2, pl+4, pl+6 at shifts 0,2,4,6
       const uint8x16_t P = vld1q_u8(p + 64 * pl);
       u[pl] = vreinterpretq_s8_u8(vandq_u8(P, m3));
-      u[pl + 2] = vreinterpretq_s8_u8(vandq_u8(P, mc));                  // 4u
-      u[pl + 4] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(P, 2), mc));   // 4u
+      u[pl + 2] = vreinterpretq_s8_u8(vandq_u8(P, mc));  // 4u
+      u[pl + 4] = vreinterpretq_s8_u8(AND3 ? vandq_u8(P, m30)                  // 16u
+                                           : vandq_u8(vshrq_n_u8(P, 2), mc));  // 4u
       u[pl + 6] = vreinterpretq_s8_u8(vshrq_n_u8(P, 6));
     }
   } else {  // 3-bit: low 2 bits as 2-bit (planes 0, 1), bit 2 of group g at bit g of plane H
@@ -158,7 +181,7 @@ FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
 template <int BITS, int MB, int QB>
 __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int64_t t,
                                          int64_t m0, int q0) {
-  constexpr int NC = n_classes(BITS);
+  constexpr int NC = n_classes(BITS, false);
   const uint8_t* tile = G.w + size_t(t) * G.tile_bytes;
   float32x4_t acc[MB][QB];
   for (int m = 0; m < MB; ++m)
@@ -188,21 +211,20 @@ __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int
 #pragma GCC unroll 4
       for (int i = 0; i < QB; ++i) {
         int8x16_t u[8];
-        unpack<BITS>(ch, q0 + i, u);
+        unpack<BITS, false>(ch, q0 + i, u);
         int32x4_t is[MB][NC];
         for (int m = 0; m < MB; ++m)
           for (int k = 0; k < NC; ++k) is[m][k] = vdupq_n_s32(0);
         unroll<8>([&](auto gi) __attribute__((always_inline)) {
           constexpr int g = decltype(gi)::value;
-          constexpr int k = group_class(BITS, g);
+          constexpr int k = group_class(BITS, false, g);
 #pragma GCC unroll 4
           for (int m = 0; m < MB; ++m)
             is[m][k] = vdotq_laneq_s32(is[m][k], u[g], g < 4 ? xlo[m] : xhi[m], g & 3);
         });
 #pragma GCC unroll 4
         for (int m = 0; m < MB; ++m) {
-          int32x4_t isum = is[m][0];
-          if constexpr (NC == 2) isum = vsraq_n_s32(isum, is[m][1], class_shift(BITS));
+          int32x4_t isum = fold_classes<BITS, false>(is[m]);
           isum = vmlsq_n_s32(isum, zf[i], xs[m]);
           acc[m][i] = vfmaq_f32(acc[m][i], vcvtq_f32_s32(isum), vmulq_n_f32(s[i], xd[m]));
         }
@@ -217,10 +239,12 @@ __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int
 // GEMV (M == 1): one tile per pass, the 4 quads side by side, specialised on the scale type and
 // the zero points so the block loop has no branch. Two exact shortcuts of the canonical fast
 // mode (the same bits as SCVTF, MLS and a zero start):
-//  - the class-0 accumulator starts at kMagicBits - z * xsum: kMagicBits is the float 1.5 * 2^23,
-//    whose bit pattern plus an integer i with |i| < 2^22 is the float 1.5 * 2^23 + i, so one
-//    FSUB of 1.5 * 2^23 gives float(isum) exactly (|isum| < 2^21 for every format: 32 codes of
-//    at most 255, int8 activations, z <= 255). SCVTF costs 2 uops on the A76/N1, FSUB one.
+//  - float(isum) without SCVTF (2 uops on the A76/N1): kMagicBits is the float M = 1.5 * 2^23,
+//    whose bit pattern plus an integer i with |i| < 2^22 is the float M + i. The class-0
+//    accumulator starts at kMagicBits (with zero points: kMagicBits - z * xsum), so after the
+//    SDOTs it holds the float M + sum(u * q); one FSUB of M + zsym * xsum (with zero points: of
+//    M) gives float(isum) exactly: both operands are integers in [2^23, 2^24), so the difference
+//    is exact (|isum|, |sum(u * q)|, |z * xsum| < 2^21 for every format).
 //  - software prefetch of the weight stream kPrefetchAhead bytes ahead (one tile is read from
 //    start to end, codes then scales, and the next tile follows it), never past the last line
 //    of the matrix; the scale lines one prefetch distance ahead once per block.
@@ -239,16 +263,41 @@ FWA_DP_INLINE void prefetch_lines(const uint8_t* p, const uint8_t* last) {
     __builtin_prefetch(reinterpret_cast<const void*>(q + 64 * l), 0, 3);
 }
 
-template <int BITS, bool F16, bool HAS_ZERO>
+// Accumulator starts: loaded per quad, through an opaque pointer so that every quad gets its
+// own load. A load gives a fresh register on a load pipe; the compiler's alternative, one vector
+// copied with MOV, costs a vector-pipe uop per quad on the A76/N1, and DUP from a GPR stalls
+// the in-order A55.
+alignas(16) constexpr int32_t kStarts[8] = {kMagicBits, kMagicBits, kMagicBits, kMagicBits,
+                                            0, 0, 0, 0};
+FWA_DP_INLINE int32x4_t load_start(const int32_t* p) {
+  asm volatile("" : "+r"(p));
+  return vld1q_s32(p);
+}
+
+// Clang interleaves the 4 quads of a chunk and, with 16 plane registers live, spills the
+// accumulators: this fence keeps them two at a time in program order (one at a time leaves the
+// in-order A55 waiting on one SDOT chain; the out-of-order cores overlap them anyway). GCC
+// keeps the quads apart by itself, and the fence's register constraints cost it vector copies.
+#if defined(__clang__)
+#define FWA_DP_QUAD_PAIR_FENCE(a0, a1) asm volatile("" : "+w"(a0), "+w"(a1)::"memory")
+#else
+#define FWA_DP_QUAD_PAIR_FENCE(a0, a1) ((void)0)
+#endif
+
+// One tile, all chunks. CPB1 (block 32): the block loop is the chunk loop, so a block's scales
+// are converted and used in the same iteration (a loop-carried scale vector was spilled to the
+// stack per block).
+template <int BITS, bool F16, bool HAS_ZERO, bool CPB1>
 __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int64_t t,
                                          const uint8_t* last_line) {
-  constexpr int NC = n_classes(BITS);
+  constexpr int NC = n_classes(BITS, true);
   const uint8_t* tile = G.w + size_t(t) * G.tile_bytes;
   const uint8_t* scales = tile + G.scales_off;
   const size_t sbytes = F16 ? 2 * kTileRows : 4 * kTileRows;  // per block
+  const int64_t cpb = CPB1 ? 1 : G.cpb;
   float32x4_t acc[4];
   for (int i = 0; i < 4; ++i) acc[i] = vdupq_n_f32(0.0f);
-  const float32x4_t magic = vdupq_n_f32(kMagic);
+  const float32x4_t magic = vdupq_n_f32(kMagic);  // used with zero points
   constexpr int bias = BITS == 8 ? 128 : 0;
   constexpr int32_t zsym = (1 << (BITS - 1)) - bias;
   for (int64_t b = 0; b < G.n_blocks; ++b) {
@@ -276,54 +325,68 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
       if constexpr (bias != 0)
         for (int i = 0; i < 4; ++i) zf[i] = vsubq_s32(zf[i], vdupq_n_s32(bias));
     }
-    const int64_t c_end = min64((b + 1) * G.cpb, G.k_chunks);
-    for (int64_t c = b * G.cpb; c < c_end; ++c) {
+    const int64_t c_end = min64(b * cpb + cpb, G.k_chunks);
+    for (int64_t c = b * cpb; c < c_end; ++c) {
       const uint8_t* ch = tile + size_t(c) * G.chunk_bytes;
       prefetch_lines<BITS>(ch, last_line);  // a chunk is BITS lines
       const int8_t* xr = a.xq + c * kChunk;
       const int8x16_t xlo = vld1q_s8(xr), xhi = vld1q_s8(xr + 16);
       const float xd = a.xd[c];
       const int32_t xs = a.xsum[c];
-      int32x4_t start;
-      if constexpr (!HAS_ZERO) start = vdupq_n_s32(kMagicBits - zsym * xs);
+      // The float M + zsym * xsum, or M with zero points (subtracted inside the start). The
+      // empty asm keeps the sum in a general register for one DUP: GCC otherwise formed it
+      // with vector FMOV, SHL and DUP.
+      int32_t sub_bits = kMagicBits + zsym * xs;
+      asm("" : "+r"(sub_bits));
+      const float32x4_t sub = HAS_ZERO ? magic : vreinterpretq_f32_s32(vdupq_n_s32(sub_bits));
+      // The 4 starts ahead of the quads: GCC keeps volatile asm in order, and a start loaded
+      // inside each quad left the in-order A55 running one quad's SDOTs at a time.
+      int32x4_t st[4];
+      for (int i = 0; i < 4; ++i) st[i] = load_start(kStarts);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         int8x16_t u[8];
-        unpack<BITS>(ch, i, u);
+        unpack<BITS, true>(ch, i, u);
         int32x4_t is[NC];
-        if constexpr (HAS_ZERO) {
-          is[0] = vmlsq_n_s32(vdupq_n_s32(kMagicBits), zf[i], xs);
-        } else {
-          is[0] = start;
-        }
-        if constexpr (NC == 2) is[1] = vdupq_n_s32(0);
+        is[0] = st[i];
+        if constexpr (HAS_ZERO) is[0] = vmlsq_n_s32(is[0], zf[i], xs);
+        for (int k = 1; k < NC; ++k) is[k] = load_start(kStarts + 4);
         unroll<8>([&](auto gi) __attribute__((always_inline)) {
           constexpr int g = decltype(gi)::value;
-          constexpr int k = group_class(BITS, g);
+          constexpr int k = group_class(BITS, true, g);
           is[k] = vdotq_laneq_s32(is[k], u[g], g < 4 ? xlo : xhi, g & 3);
         });
-        int32x4_t bits = is[0];
-        if constexpr (NC == 2) bits = vsraq_n_s32(bits, is[1], class_shift(BITS));
-        const float32x4_t f = vsubq_f32(vreinterpretq_f32_s32(bits), magic);  // float(isum)
+        const int32x4_t bits = fold_classes<BITS, true>(is);
+        const float32x4_t f = vsubq_f32(vreinterpretq_f32_s32(bits), sub);  // float(isum)
         acc[i] = vfmaq_f32(acc[i], f, vmulq_n_f32(s[i], xd));
+        if (i & 1) FWA_DP_QUAD_PAIR_FENCE(acc[i - 1], acc[i]);
       }
     }
   }
   for (int i = 0; i < 4; ++i) store_rows(a.y, t * kTileRows + 4 * i, G.N, acc[i]);
 }
 
+template <int BITS, bool F16, bool HAS_ZERO>
+void gemv_tiles(const MatmulArgs& a, const Geom& G, const uint8_t* last_line) {
+  if (G.cpb == 1) {
+    for (int64_t t = a.tile_begin; t < a.tile_end; ++t)
+      gemv_tile<BITS, F16, HAS_ZERO, true>(a, G, t, last_line);
+  } else {
+    for (int64_t t = a.tile_begin; t < a.tile_end; ++t)
+      gemv_tile<BITS, F16, HAS_ZERO, false>(a, G, t, last_line);
+  }
+}
+
 template <int BITS>
 void gemv(const MatmulArgs& a, const Geom& G) {
   const PackedLayout& L = *a.layout;
   const uint8_t* last_line = a.w + (L.total_bytes - 64);
-  for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
-    if (G.f16) {
-      if (G.has_zero) gemv_tile<BITS, true, true>(a, G, t, last_line);
-      else gemv_tile<BITS, true, false>(a, G, t, last_line);
-    } else {
-      if (G.has_zero) gemv_tile<BITS, false, true>(a, G, t, last_line);
-      else gemv_tile<BITS, false, false>(a, G, t, last_line);
-    }
+  if (G.f16) {
+    if (G.has_zero) gemv_tiles<BITS, true, true>(a, G, last_line);
+    else gemv_tiles<BITS, true, false>(a, G, last_line);
+  } else {
+    if (G.has_zero) gemv_tiles<BITS, false, true>(a, G, last_line);
+    else gemv_tiles<BITS, false, false>(a, G, last_line);
   }
 }
 
