@@ -157,6 +157,46 @@ def prebuilt_stats(args: argparse.Namespace, bits: int) -> Optional[dict[str, An
     return st
 
 
+def writer_vs_disk(args: argparse.Namespace) -> int:
+    """The writer's rate (from ``--prebuilt`` build statistics) against this disk's own
+    sequential write + fsync of the same number of bytes (``dd conv=fsync``, in --dir)."""
+    with open(args.prebuilt) as f:
+        st: dict[str, Any] = json.load(f)
+    w = st["fwa"]
+    block = 1 << 24
+    count = -(-int(w["bytes"]) // block)
+    tmp = os.path.join(args.dir, "dd-ceiling.tmp")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={tmp}", f"bs={block}", f"count={count}",
+                        "conv=fsync", "status=none"], check=True)
+        dd_s = time.perf_counter() - t0
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    dd_rate = count * block / GB / dd_s
+    payload = {"benchmark": "scale_30b writer vs disk", "git_commit": git_commit(),
+               "build": st, "dd": {"bytes": count * block, "seconds": dd_s,
+                                   "gb_per_s": dd_rate, "dir": args.dir,
+                                   "loadavg": [load0, os.getloadavg()[0]]},
+               "ratio_writer_share": w["writer_gb_per_s"] / dd_rate,
+               "ratio_end_to_end": w["end_to_end_gb_per_s"] / dd_rate,
+               "target_gb_per_s": TARGETS["writer_gb_per_s"]}
+    text = (f"writer vs disk ({args.dir}): {st['shape']} {st['bits']}-bit artifact "
+            f"{w['bytes'] / GB:.2f} GB written by the C++ writer at "
+            f"{w['writer_gb_per_s']:.3f} GB/s (its share: wall {w['wall_s']:.0f} s minus "
+            f"{w['generate_s']:.0f} s generating the weights; {w['end_to_end_gb_per_s']:.3f} GB/s "
+            f"end to end; load average {w['loadavg']:.1f})\n"
+            f"dd if=/dev/zero bs=16M conv=fsync of the same size: {dd_rate:.3f} GB/s "
+            f"({dd_s:.0f} s; load average {load0:.1f}-{os.getloadavg()[0]:.1f})\n"
+            f"writer / disk: {payload['ratio_writer_share']:.2f} (writer's share), "
+            f"{payload['ratio_end_to_end']:.2f} (end to end); target "
+            f"{TARGETS['writer_gb_per_s']} GB/s is above this disk's own ceiling")
+    write_results(args.json, payload, text)
+    return 0
+
+
 def prewarm(path: str) -> dict[str, Any]:
     """Reads the file once (into the page cache); its time and rate."""
     t0 = time.perf_counter()
@@ -357,10 +397,14 @@ def main() -> int:
                     "(one bit width) instead of building them")
     ap.add_argument("--keep", action="store_true", help="do not delete the model files")
     ap.add_argument("--no-open", action="store_true", help="skip the open / first-token probes")
+    ap.add_argument("--writer-vs-disk", action="store_true", help="only: the --prebuilt "
+                    "writer's rate against dd conv=fsync of the same size in --dir")
     ap.add_argument("--disk-writer-dir", help="also time the writer on this directory's disk "
                     "(4 bits, 8 of the shape's layers)")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
+    if args.writer_vs_disk:
+        return writer_vs_disk(args)
     llama = prebuilt_llama(args.llama_root)
     from fwassist import _core
     info = _core.cpu_info()
