@@ -361,6 +361,10 @@ def run(args: argparse.Namespace) -> None:
                          f"have all {FULL_LAYERS} layers")
     variants = args.variants.split(",")
     rows: list[dict[str, Any]] = []
+    if args.append and os.path.exists(args.json):
+        # A series continued in parts (each part's rows keep their own load and time).
+        with open(args.json) as f:
+            rows = json.load(f)["rows"]
     for gib in ([None] if args.unlimited_run else []) + list(args.limits):
         limit, fraction = (None, 1.0) if gib is None else scaled_limit(gib, sz, headroom)
         for variant in (("prefetch",) if gib is None else variants):
@@ -557,6 +561,7 @@ def main() -> None:
     r.add_argument("--gguf", help="the same shape's GGUF (synth_30b.py) for llama.cpp")
     r.add_argument("--llama-root", default="/work/llamacpp")
     r.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
+    r.add_argument("--append", action="store_true", help="add to the rows already in --json")
     t = sub.add_parser("traces")
     t.add_argument("--json", required=True)
     t.add_argument("--decode", type=int, default=48)
