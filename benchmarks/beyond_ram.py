@@ -181,6 +181,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         t1 = time.perf_counter()
         logits = s.logits(prompt)
         ttft = time.perf_counter() - t1
+        e0 = s.expert_tokens().copy()
         r0, io0 = m.residency(), _io_read_bytes()
         times, ids = [], []
         d0 = time.perf_counter()
@@ -190,6 +191,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             times.append(time.perf_counter() - a)
         decode_s = time.perf_counter() - d0
         r1, io1 = m.residency(), _io_read_bytes()
+        e1 = s.expert_tokens()
     n = spec["tokens"]
     steady = times[4:] if len(times) > 8 else times
     d = {k: r1[k] - r0[k] for k in ("hits", "misses", "releases", "prefetch_issued",
@@ -209,6 +211,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "hit_rate": d["hits"] / uses if uses else 1.0,
         "stall_s_per_token": d["stall_ns"] / 1e9 / n,
         "variant": spec["variant"], "counters": d,
+        # How widely this model routes: distinct experts per layer over the prompt, and over
+        # prompt + decode (random routing of 16 tokens, top-8 of 128, would give ~82).
+        "experts_per_layer_prompt": float(np.mean(np.count_nonzero(e0, axis=1))),
+        "experts_per_layer_all": float(np.mean(np.count_nonzero(e1, axis=1))),
         "prefetch_useful_rate": (d["prefetch_useful"] / d["prefetch_fetched"]
                                  if d["prefetch_fetched"] else None),
         "predictor_precision": (d["predicted_routed"] / d["predicted"]
