@@ -24,7 +24,9 @@ like llama.cpp with mmap), "budget" (``lazy=True, private_weights=True``,
 "prefetch" (the same plus ``set_expert_prefetch(True)``), and "llama.cpp" (``--gguf``, the
 48-layer model only: libllama through compare_worker.LlamaCpp, mmap, the same prompt and fed
 ids, argmax of each step's logits); ``--unlimited-run`` adds one prefetch run without a limit.
-Every run has a time limit (``--timeout``; a run cut off is a row). Per run: decode tok/s (median over tokens after the first 4), bytes read from
+Every run has a time limit (``--timeout``; a run cut off is a row); ``--append`` continues
+a series in the same JSON. Per run (ours also: distinct experts per layer routed over the
+prompt and over the whole run, i.e. how widely the model routes): decode tok/s (median over tokens after the first 4), bytes read from
 storage per token (the worker's ``/proc/self/io`` ``read_bytes``, i.e. real block-device
 reads: the page cache was dropped), storage bandwidth during decode, residency counters
 (hit rate, prefetch issued / useful / wasted, predictor precision, expert bytes re-verified
@@ -316,6 +318,12 @@ def fmt(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def routed(w: dict[str, Any]) -> str:
+    if "experts_per_layer_all" not in w:
+        return "-"
+    return f"{w['experts_per_layer_prompt']:.1f}, {w['experts_per_layer_all']:.1f}"
+
+
 def yes(x: Optional[bool]) -> str:
     return "-" if x is None else ("yes" if x else "NO")
 
@@ -410,8 +418,8 @@ def report(args: argparse.Namespace, sz: dict[str, int], headroom: int,
              "| limit @30B | limit here | experts resident | variant | budget | decode tok/s "
              "(median step) | decode tok/s (all) | storage MB/token | storage MB/s | "
              "re-verified MB/token | hit rate | prefetch useful | predictor precision | "
-             "peak cgroup | OOM kills | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "experts/layer routed (prompt, all) | peak cgroup | OOM kills | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         w = r.get("worker")
         lim = "none" if r["limit_gib_at_30b"] is None else f"{r['limit_gib_at_30b']} GiB"
@@ -419,7 +427,7 @@ def report(args: argparse.Namespace, sz: dict[str, int], headroom: int,
         load = f"{r['loadavg_start']:.1f}-{r['loadavg_end']:.1f}" if "loadavg_end" in r else "-"
         if not w:
             lines.append(f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['variant']} | "
-                         f"failed (rc {r['returncode']}) | | | | | | | | | "
+                         f"failed (rc {r['returncode']}) | | | | | | | | | | "
                          f"{r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} | {load} |")
             continue
         mb = (lambda k: "-" if w.get(k) is None else f"{w[k] / 1e6:.1f}")
@@ -430,7 +438,7 @@ def report(args: argparse.Namespace, sz: dict[str, int], headroom: int,
             f"{mb('storage_read_bytes_per_token')} | {w['storage_gb_s'] * 1e3:.0f} | "
             f"{mb('reverified_bytes_per_token')} | {fmt(w.get('hit_rate'))} | "
             f"{fmt(w.get('prefetch_useful_rate'))} | {fmt(w.get('predictor_precision'))} | "
-            f"{r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} | {load} |")
+            f"{routed(w)} | {r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} | {load} |")
     comps = payload["comparisons"]
     if comps:
         lines += ["", "Against llama.cpp (mmap) under the same limit (targets: decode >= 3x, "
@@ -441,6 +449,10 @@ def report(args: argparse.Namespace, sz: dict[str, int], headroom: int,
             lines.append(f"| {c['limit_gib']} GiB | {c['variant']} | {fmt(c['decode_ratio'])} | "
                          f"{yes(c['decode_met'])} | {fmt(c['bytes_ratio'])} | "
                          f"{yes(c['bytes_met'])} |")
+        lines += ["", "Only at 4 bits do both files hold the same weights (Q4_0 is our code "
+                  "layout); at 3 and 2 bits llama.cpp's k-quant file has other weights of the "
+                  "same shape, which may route differently, so there the ratios compare two "
+                  "models as well as two runtimes."]
     write_results(args.json, payload, "\n".join(lines))
 
 
