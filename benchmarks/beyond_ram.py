@@ -23,7 +23,8 @@ like llama.cpp with mmap), "budget" (``lazy=True, private_weights=True``,
 ``set_expert_budget("auto", mlock=True)``, the limit read back from the cgroup files) and
 "prefetch" (the same plus ``set_expert_prefetch(True)``), and "llama.cpp" (``--gguf``, the
 48-layer model only: libllama through compare_worker.LlamaCpp, mmap, the same prompt and fed
-ids, argmax of each step's logits); ``--unlimited-run`` adds one prefetch run without a limit.
+ids, argmax of each step's logits; "llama.cpp-norepack" without its repacked CPU weight
+copies, which are anonymous memory); ``--unlimited-run`` adds one prefetch run without a limit.
 Every run has a time limit (``--timeout``; a run cut off is a row); ``--append`` continues
 a series in the same JSON. Per run (ours also: distinct experts per layer routed over the
 prompt and over the whole run, i.e. how widely the model routes): decode tok/s (median over tokens after the first 4), bytes read from
@@ -131,7 +132,7 @@ def llama_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from compare_worker import LlamaCpp
     t0 = time.perf_counter()
     rt = LlamaCpp(spec["model"], spec["threads"], spec["ctx"], spec["lib_dir"],
-                  spec["bindings_dir"])
+                  spec["bindings_dir"], repack=spec["variant"] == "llama.cpp")
     open_s = time.perf_counter() - t0
     feed = _feed(rt.n_vocab, spec["tokens"])
     t1 = time.perf_counter()
@@ -152,7 +153,7 @@ def llama_worker(spec: dict[str, Any]) -> dict[str, Any]:
     rt.close()
     n = spec["tokens"]
     steady = times[4:] if len(times) > 8 else times
-    return {"variant": "llama.cpp", "open_s": open_s, "ttft_s": ttft, "tokens": n,
+    return {"variant": spec["variant"], "open_s": open_s, "ttft_s": ttft, "tokens": n,
             "decode_s": decode_s, "decode_tok_s": n / decode_s,
             "decode_tok_s_median": 1.0 / statistics.median(steady),
             "storage_read_bytes_per_token": (io1 - io0) / n,
@@ -160,7 +161,7 @@ def llama_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    if spec["variant"] == "llama.cpp":
+    if spec["variant"].startswith("llama.cpp"):
         return llama_worker(spec)
     import numpy as np
     from fwassist import Model
@@ -282,7 +283,7 @@ def one_run(model: str, limit: Optional[int], variant: str, args: argparse.Names
     spec = {"model": model, "variant": variant, "tokens": args.tokens,
             "ctx": PROMPT + args.tokens + 8, "threads": args.threads, "mlock": True,
             "headroom": args.headroom_mib << 20}
-    if variant == "llama.cpp":
+    if variant.startswith("llama.cpp"):
         import llamacpp_build
         spec.update(model=args.gguf, lib_dir=llamacpp_build.lib_dir(args.llama_root),
                     bindings_dir=llamacpp_build.source_dir(args.llama_root))
@@ -334,17 +335,21 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         w = r.get("worker")
-        if r["variant"] == "llama.cpp" or not w:
+        if r["variant"].startswith("llama.cpp") or not w:
             continue
-        ll = [x.get("worker") for x in rows if x["variant"] == "llama.cpp"
+        # llama.cpp's best run at this limit (with or without repacking); a run that failed
+        # (OOM-killed) counts only when no other did.
+        ll = [x.get("worker") for x in rows if x["variant"].startswith("llama.cpp")
               and x["limit_bytes"] == r["limit_bytes"]]
-        lw = ll[0] if ll else None
         if r["limit_bytes"] is None or not ll:
             continue
+        ok = [x for x in ll if x]
+        lw = max(ok, key=lambda x: float(x["decode_tok_s"])) if ok else None
         dec = w["decode_tok_s"] / lw["decode_tok_s"] if lw else None
         byt = (w["storage_read_bytes_per_token"] / lw["storage_read_bytes_per_token"]
                if lw and lw["storage_read_bytes_per_token"] else None)
         out.append({"limit_gib": r["limit_gib_at_30b"], "variant": r["variant"],
+                    "llamacpp_variant": lw["variant"] if lw else None,
                     "decode_ratio": dec, "decode_met": None if dec is None else dec >= 3.0,
                     "bytes_ratio": byt, "bytes_met": None if byt is None else byt <= 0.5,
                     "llamacpp_failed": lw is None})
@@ -573,7 +578,8 @@ def main() -> None:
     r.add_argument("--limits", type=int, nargs="+", default=list(LIMITS_GIB),
                    help="limits in GiB at the 48-layer shape")
     r.add_argument("--variants", default="mmap,budget,prefetch",
-                   help="comma-separated: mmap, budget, prefetch, llama.cpp (needs --gguf)")
+                   help="comma-separated: mmap, budget, prefetch, llama.cpp, llama.cpp-norepack "
+                   "(the last two need --gguf)")
     r.add_argument("--unlimited-run", action="store_true",
                    help="also one prefetch run without a limit")
     r.add_argument("--gguf", help="the same shape's GGUF (synth_30b.py) for llama.cpp")
