@@ -21,7 +21,13 @@ seeded random ids (random weights decode greedily into a one-token loop whose ro
 repeat) in three variants: "mmap" (plain mapping, no budget: the kernel's page cache decides,
 like llama.cpp with mmap), "budget" (``lazy=True, private_weights=True``,
 ``set_expert_budget("auto", mlock=True)``, the limit read back from the cgroup files) and
-"prefetch" (the same plus ``set_expert_prefetch(True)``); plus one prefetch run without a limit. Per run: decode tok/s (median over tokens after the first 4), bytes read from
+"prefetch" (the same plus ``set_expert_prefetch(True)``), and "llama.cpp" (``--gguf``, the
+48-layer model only: libllama through compare_worker.LlamaCpp, mmap, the same prompt and fed
+ids, argmax of each step's logits; "llama.cpp-norepack" without its repacked CPU weight
+copies, which are anonymous memory); ``--unlimited-run`` adds one prefetch run without a limit.
+Every run has a time limit (``--timeout``; a run cut off is a row); ``--append`` continues
+a series in the same JSON. Per run (ours also: distinct experts per layer routed over the
+prompt and over the whole run, i.e. how widely the model routes): decode tok/s (median over tokens after the first 4), bytes read from
 storage per token (the worker's ``/proc/self/io`` ``read_bytes``, i.e. real block-device
 reads: the page cache was dropped), storage bandwidth during decode, residency counters
 (hit rate, prefetch issued / useful / wasted, predictor precision, expert bytes re-verified
@@ -52,6 +58,7 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 GiB = 1 << 30
+PROMPT = 8                       # prompt tokens before the timed decode
 LIMITS_GIB = (4, 6, 10)          # for the 12 GB 3-bit 48-layer model (issue 19)
 FULL_LAYERS = 48
 SHAPE = dict(vocab_size=151936, hidden_size=2048, num_attention_heads=32,
@@ -109,7 +116,53 @@ def _io_read_bytes() -> int:
     return 0
 
 
+def _feed(vocab: int, tokens: int) -> list[int]:
+    """Seeded random ids, fed one per step: random weights decode greedily into a loop of one
+    token, whose routing would repeat and flatter every cache. The same ids for both
+    runtimes (the same vocabulary)."""
+    import numpy as np
+    rng = np.random.default_rng(1)
+    return [int(x) for x in rng.integers(0, vocab, size=PROMPT + tokens)]
+
+
+def llama_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp (mmap, the kernel's page cache decides) on the same workload: the prompt as
+    one llama_decode, then one llama_decode per fed token and the argmax of its logits."""
+    import numpy as np
+    from compare_worker import LlamaCpp
+    t0 = time.perf_counter()
+    rt = LlamaCpp(spec["model"], spec["threads"], spec["ctx"], spec["lib_dir"],
+                  spec["bindings_dir"], repack=spec["variant"] == "llama.cpp")
+    open_s = time.perf_counter() - t0
+    feed = _feed(rt.n_vocab, spec["tokens"])
+    t1 = time.perf_counter()
+    rt.start(feed[:PROMPT], 0)
+    ttft = time.perf_counter() - t1
+    io0 = _io_read_bytes()
+    times, ids = [], []
+    d0 = time.perf_counter()
+    for tok in feed[PROMPT:]:
+        a = time.perf_counter()
+        rt.one[0] = tok
+        rt._decode(rt.one, 1)
+        ptr = rt.L.llama_get_logits_ith(rt.ctx, -1)
+        ids.append(int(np.argmax(np.ctypeslib.as_array(ptr, shape=(rt.n_vocab,)))))
+        times.append(time.perf_counter() - a)
+    decode_s = time.perf_counter() - d0
+    io1 = _io_read_bytes()
+    rt.close()
+    n = spec["tokens"]
+    steady = times[4:] if len(times) > 8 else times
+    return {"variant": spec["variant"], "open_s": open_s, "ttft_s": ttft, "tokens": n,
+            "decode_s": decode_s, "decode_tok_s": n / decode_s,
+            "decode_tok_s_median": 1.0 / statistics.median(steady),
+            "storage_read_bytes_per_token": (io1 - io0) / n,
+            "storage_gb_s": (io1 - io0) / decode_s / 1e9, "token_ids": ids}
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    if spec["variant"].startswith("llama.cpp"):
+        return llama_worker(spec)
     import numpy as np
     from fwassist import Model
     from fwassist.memlimit import memory_limit
@@ -125,24 +178,23 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                                      kv_bytes=ctx * m.kv_bytes_per_token("f32"),
                                      headroom=spec["headroom"])
     m.set_expert_prefetch(spec["variant"] == "prefetch")
-    rng = np.random.default_rng(1)
-    # Seeded random ids, fed one per step: random weights decode greedily into a loop of one
-    # token, whose routing would repeat and flatter every cache.
-    feed = [int(x) for x in rng.integers(0, m.vocab_size, size=8 + spec["tokens"])]
-    prompt = feed[:8]
+    feed = _feed(m.vocab_size, spec["tokens"])
+    prompt = feed[:PROMPT]
     with m.session(max_context=ctx, mode="fast", threads=spec["threads"]) as s:
         t1 = time.perf_counter()
         logits = s.logits(prompt)
         ttft = time.perf_counter() - t1
+        e0 = s.expert_tokens().copy()
         r0, io0 = m.residency(), _io_read_bytes()
         times, ids = [], []
         d0 = time.perf_counter()
-        for tok in feed[8:]:
+        for tok in feed[PROMPT:]:
             a = time.perf_counter()
             ids.append(int(np.argmax(s.logits([tok])[-1])))
             times.append(time.perf_counter() - a)
         decode_s = time.perf_counter() - d0
         r1, io1 = m.residency(), _io_read_bytes()
+        e1 = s.expert_tokens()
     n = spec["tokens"]
     steady = times[4:] if len(times) > 8 else times
     d = {k: r1[k] - r0[k] for k in ("hits", "misses", "releases", "prefetch_issued",
@@ -162,6 +214,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "hit_rate": d["hits"] / uses if uses else 1.0,
         "stall_s_per_token": d["stall_ns"] / 1e9 / n,
         "variant": spec["variant"], "counters": d,
+        # How widely this model routes: distinct experts per layer over the prompt, and over
+        # prompt + decode (random routing of 16 tokens, top-8 of 128, would give ~82).
+        "experts_per_layer_prompt": float(np.mean(np.count_nonzero(e0, axis=1))),
+        "experts_per_layer_all": float(np.mean(np.count_nonzero(e1, axis=1))),
         "prefetch_useful_rate": (d["prefetch_useful"] / d["prefetch_fetched"]
                                  if d["prefetch_fetched"] else None),
         "predictor_precision": (d["predicted_routed"] / d["predicted"]
@@ -224,31 +280,80 @@ def drop_caches() -> None:
 def one_run(model: str, limit: Optional[int], variant: str, args: argparse.Namespace,
             name: str) -> dict[str, Any]:
     cg = Cgroup(name, limit)
-    spec = {"model": model, "variant": variant, "tokens": args.tokens, "ctx": args.tokens + 16,
-            "threads": args.threads, "mlock": True, "headroom": args.headroom_mib << 20}
+    spec = {"model": model, "variant": variant, "tokens": args.tokens,
+            "ctx": PROMPT + args.tokens + 8, "threads": args.threads, "mlock": True,
+            "headroom": args.headroom_mib << 20}
+    if variant.startswith("llama.cpp"):
+        import llamacpp_build
+        spec.update(model=args.gguf, lib_dir=llamacpp_build.lib_dir(args.llama_root),
+                    bindings_dir=llamacpp_build.source_dir(args.llama_root))
     drop_caches()
     # The child joins the cgroup before it imports anything, so all it maps is charged there.
     code = ("import os,sys,json; open(sys.argv[1],'w').write(str(os.getpid())); "
             "sys.path.insert(0, sys.argv[3]); import beyond_ram; "
             "print('RESULT ' + json.dumps(beyond_ram.worker(json.loads(sys.argv[2]))))")
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, os.path.join(cg.dir, "cgroup.procs"),
-                        json.dumps(spec), os.path.dirname(os.path.abspath(__file__))],
-                       capture_output=True, text=True)
-    row: dict[str, Any] = {"limit_bytes": limit, "variant": variant, "returncode": p.returncode,
-                           "wall_s": time.perf_counter() - t}
+    row: dict[str, Any] = {"limit_bytes": limit, "variant": variant,
+                           "loadavg_start": os.getloadavg()[0]}
+    try:
+        p = subprocess.run([sys.executable, "-c", code, os.path.join(cg.dir, "cgroup.procs"),
+                            json.dumps(spec), os.path.dirname(os.path.abspath(__file__))],
+                           capture_output=True, text=True, timeout=args.timeout)
+        row["returncode"], out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        # subprocess.run has killed the worker: a run that cannot finish in time is a row.
+        row["returncode"], row["timeout_s"] = "timeout", args.timeout
+        out, err = "", str(e.stderr or "")
+    row.update(wall_s=time.perf_counter() - t, loadavg_end=os.getloadavg()[0])
     row.update(cg.stats())
     cg.remove()
-    for line in p.stdout.splitlines():
+    for line in out.splitlines():
         if line.startswith("RESULT "):
             row["worker"] = json.loads(line[7:])
     if "worker" not in row:
-        row["stderr"] = p.stderr[-2000:]
+        row["stderr"] = err[-2000:]
     return row
 
 
 def fmt(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.2f}"
+
+
+def routed(w: dict[str, Any]) -> str:
+    if "experts_per_layer_all" not in w:
+        return "-"
+    return f"{w['experts_per_layer_prompt']:.1f}, {w['experts_per_layer_all']:.1f}"
+
+
+def yes(x: Optional[bool]) -> str:
+    return "-" if x is None else ("yes" if x else "NO")
+
+
+def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each of our variants against llama.cpp at the same limit: decode tok/s over all the
+    timed tokens and storage bytes per token."""
+    out = []
+    for r in rows:
+        w = r.get("worker")
+        if r["variant"].startswith("llama.cpp") or not w:
+            continue
+        # llama.cpp's best run at this limit (with or without repacking); a run that failed
+        # (OOM-killed) counts only when no other did.
+        ll = [x.get("worker") for x in rows if x["variant"].startswith("llama.cpp")
+              and x["limit_bytes"] == r["limit_bytes"]]
+        if r["limit_bytes"] is None or not ll:
+            continue
+        ok = [x for x in ll if x]
+        lw = max(ok, key=lambda x: float(x["decode_tok_s"])) if ok else None
+        dec = w["decode_tok_s"] / lw["decode_tok_s"] if lw else None
+        byt = (w["storage_read_bytes_per_token"] / lw["storage_read_bytes_per_token"]
+               if lw and lw["storage_read_bytes_per_token"] else None)
+        out.append({"limit_gib": r["limit_gib_at_30b"], "variant": r["variant"],
+                    "llamacpp_variant": lw["variant"] if lw else None,
+                    "decode_ratio": dec, "decode_met": None if dec is None else dec >= 3.0,
+                    "bytes_ratio": byt, "bytes_met": None if byt is None else byt <= 0.5,
+                    "llamacpp_failed": lw is None})
+    return out
 
 
 def storage_device(path: str) -> str:
@@ -270,19 +375,34 @@ def run(args: argparse.Namespace) -> None:
     from machine import git_commit, write_results
     sz = shape_sizes(args.model)
     headroom = args.headroom_mib << 20
-    rows = []
-    for gib in (None,) + LIMITS_GIB:
+    if args.gguf and sz["layers"] != FULL_LAYERS:
+        raise SystemExit("--gguf: llama.cpp runs at the limits themselves, so the model must "
+                         f"have all {FULL_LAYERS} layers")
+    variants = args.variants.split(",")
+    rows: list[dict[str, Any]] = []
+    if args.append and os.path.exists(args.json):
+        # A series continued in parts (each part's rows keep their own load and time).
+        with open(args.json) as f:
+            rows = json.load(f)["rows"]
+    for gib in ([None] if args.unlimited_run else []) + list(args.limits):
         limit, fraction = (None, 1.0) if gib is None else scaled_limit(gib, sz, headroom)
-        for variant in (("prefetch",) if gib is None else ("mmap", "budget", "prefetch")):
+        for variant in (("prefetch",) if gib is None else variants):
             name = f"fwa-bench-h3-{gib or 'none'}-{variant}"
             r = one_run(args.model, limit, variant, args, name)
             r["limit_gib_at_30b"] = gib
             r["expert_fraction"] = fraction
             rows.append(r)
-            print(json.dumps({k: v for k, v in r.items() if k != "worker"}),
+            print(json.dumps({k: v for k, v in r.items() if k not in ("worker", "stderr")}),
                   {k: r.get("worker", {}).get(k) for k in ("decode_tok_s", "hit_rate",
                                                              "storage_read_bytes_per_token")},
                   flush=True)
+            # Written after every run: a long series cut short keeps what it measured.
+            report(args, sz, headroom, rows)
+
+
+def report(args: argparse.Namespace, sz: dict[str, int], headroom: int,
+           rows: list[dict[str, Any]]) -> None:
+    from machine import git_commit, write_results
     size, full = sz["file"], sz["expert_48"] + sz["dense_48"]
     storage = storage_device(args.model)
     payload: dict[str, Any] = {"meta": {"machine": platform.machine(), "commit": git_commit(),
@@ -290,35 +410,54 @@ def run(args: argparse.Namespace) -> None:
                         "model": args.model, "model_bytes": size,
                         "full_48_layer_bytes": full, "sizes": sz,
                         "headroom_bytes": headroom,
-                        "threads": args.threads, "tokens": args.tokens,
-                        "llamacpp": "not run (see the table's note)"},
-               "rows": rows}
+                        "threads": args.threads, "tokens": args.tokens, "prompt": PROMPT,
+                        "llamacpp": args.gguf or "not run",
+                        "targets": {"decode_vs_llamacpp": 3.0, "bytes_vs_llamacpp": 0.5}},
+               "rows": rows, "comparisons": compare(rows)}
     lines = [f"Experts beyond RAM: {os.path.basename(args.model)} "
              f"({size / GiB:.2f} GiB; 48-layer equivalent {full / GiB:.2f} GiB; each limit "
              f"leaves the fraction of the experts resident that it leaves at 48 layers), "
              f"{args.threads} threads, {args.tokens} tokens, storage "
              f"{storage}",
              "",
-             "| limit @30B | limit here | experts resident | variant | budget | decode tok/s | storage MB/token | "
-             "storage MB/s | re-verified MB/token | hit rate | prefetch useful | predictor "
-             "precision | peak cgroup | OOM kills |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| limit @30B | limit here | experts resident | variant | budget | decode tok/s "
+             "(median step) | decode tok/s (all) | storage MB/token | storage MB/s | "
+             "re-verified MB/token | hit rate | prefetch useful | predictor precision | "
+             "experts/layer routed (prompt, all) | peak cgroup | OOM kills | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         w = r.get("worker")
         lim = "none" if r["limit_gib_at_30b"] is None else f"{r['limit_gib_at_30b']} GiB"
         here = "-" if r["limit_bytes"] is None else f"{r['limit_bytes'] / GiB:.2f} GiB"
+        load = f"{r['loadavg_start']:.1f}-{r['loadavg_end']:.1f}" if "loadavg_end" in r else "-"
         if not w:
-            lines.append(f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['variant']} | failed (rc {r['returncode']}) "
-                         f"| | | | | | | | {r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} |")
+            lines.append(f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['variant']} | "
+                         f"failed (rc {r['returncode']}) | | | | | | | | | | "
+                         f"{r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} | {load} |")
             continue
+        mb = (lambda k: "-" if w.get(k) is None else f"{w[k] / 1e6:.1f}")
         lines.append(
             f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['variant']} | "
-            f"{w['budget_bytes'] / GiB:.2f} GiB | "
-            f"{w['decode_tok_s_median']:.2f} | {w['storage_read_bytes_per_token'] / 1e6:.1f} | "
-            f"{w['storage_gb_s'] * 1e3:.0f} | {w['reverified_bytes_per_token'] / 1e6:.1f} | "
-            f"{w['hit_rate']:.3f} | {fmt(w['prefetch_useful_rate'])} | "
-            f"{fmt(w['predictor_precision'])} | {r['peak_bytes'] / GiB:.2f} GiB | "
-            f"{r['oom_kill']} |")
+            f"{'-' if 'budget_bytes' not in w else format(w['budget_bytes'] / GiB, '.2f') + ' GiB'} | "
+            f"{w['decode_tok_s_median']:.3f} | {w['decode_tok_s']:.3f} | "
+            f"{mb('storage_read_bytes_per_token')} | {w['storage_gb_s'] * 1e3:.0f} | "
+            f"{mb('reverified_bytes_per_token')} | {fmt(w.get('hit_rate'))} | "
+            f"{fmt(w.get('prefetch_useful_rate'))} | {fmt(w.get('predictor_precision'))} | "
+            f"{routed(w)} | {r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} | {load} |")
+    comps = payload["comparisons"]
+    if comps:
+        lines += ["", "Against llama.cpp (mmap) under the same limit (targets: decode >= 3x, "
+                  "storage bytes per token <= 0.5x):", "",
+                  "| limit | ours | decode ratio (all tokens) | met | bytes/token ratio | met |",
+                  "|---|---|---|---|---|---|"]
+        for c in comps:
+            lines.append(f"| {c['limit_gib']} GiB | {c['variant']} | {fmt(c['decode_ratio'])} | "
+                         f"{yes(c['decode_met'])} | {fmt(c['bytes_ratio'])} | "
+                         f"{yes(c['bytes_met'])} |")
+        lines += ["", "Only at 4 bits do both files hold the same weights (Q4_0 is our code "
+                  "layout); at 3 and 2 bits llama.cpp's k-quant file has other weights of the "
+                  "same shape, which may route differently, so there the ratios compare two "
+                  "models as well as two runtimes."]
     write_results(args.json, payload, "\n".join(lines))
 
 
@@ -436,6 +575,17 @@ def main() -> None:
     r.add_argument("--tokens", type=int, default=48)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--headroom-mib", type=int, default=384)
+    r.add_argument("--limits", type=int, nargs="+", default=list(LIMITS_GIB),
+                   help="limits in GiB at the 48-layer shape")
+    r.add_argument("--variants", default="mmap,budget,prefetch",
+                   help="comma-separated: mmap, budget, prefetch, llama.cpp, llama.cpp-norepack "
+                   "(the last two need --gguf)")
+    r.add_argument("--unlimited-run", action="store_true",
+                   help="also one prefetch run without a limit")
+    r.add_argument("--gguf", help="the same shape's GGUF (synth_30b.py) for llama.cpp")
+    r.add_argument("--llama-root", default="/work/llamacpp")
+    r.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
+    r.add_argument("--append", action="store_true", help="add to the rows already in --json")
     t = sub.add_parser("traces")
     t.add_argument("--json", required=True)
     t.add_argument("--decode", type=int, default=48)

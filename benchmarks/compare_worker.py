@@ -137,11 +137,14 @@ def _llama_bindings(lib_dir: str, bindings_dir: str) -> Any:
 
 class LlamaCpp:
     def __init__(self, path: str, threads: int, max_context: int, lib_dir: str,
-                 bindings_dir: str) -> None:
+                 bindings_dir: str, repack: bool = True) -> None:
         L = self.L = _llama_bindings(lib_dir, bindings_dir)
         L.llama_backend_init()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = 0
+        # repack=False: the weights stay in the file mapping (llama.cpp's --no-repack) instead
+        # of being copied into its repacked CPU layout (anonymous memory, e.g. Q4_0 -> 8x8).
+        mp.use_extra_bufts = repack
         self.model = L.llama_model_load_from_file(path.encode(), mp)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path}")

@@ -222,15 +222,33 @@ def llama_bench(binary: str, lib_dir: str, model: str, plan: Plan) -> dict[str, 
 
 # ----------------------------------------------------------------------------- specs
 
+def worker_spec(runtime: str, path: str, threads: int, phases: list[dict[str, Any]],
+                max_context: int, mode: str, vocab: int,
+                llama: dict[str, Any]) -> dict[str, Any]:
+    """A compare_worker.py spec (also used by scale_30b.py): llama.cpp runs get the library
+    and bindings directories of ``llama`` (:func:`prebuilt_llama` or ensure_built)."""
+    s = {"runtime": runtime, "model": path, "threads": threads, "max_context": max_context,
+         "mode": mode, "seed": 7, "vocab_size": vocab, "phases": phases}
+    if runtime == "llama.cpp":
+        s.update(lib_dir=llama["lib_dir"], bindings_dir=llama["bindings_dir"])
+    return s
+
+
 def spec_for(runtime: str, path: str, threads: int, phases: list[dict[str, Any]],
              plan: Plan, vocab: int, llama: dict[str, Any]) -> dict[str, Any]:
     phases = [{"budget_s": plan.phase_budget_s, "rep_cap_s": plan.rep_cap_s, **p}
               for p in phases]
-    s = {"runtime": runtime, "model": path, "threads": threads, "max_context": plan.max_context,
-         "mode": plan.mode, "seed": 7, "vocab_size": vocab, "phases": phases}
-    if runtime == "llama.cpp":
-        s.update(lib_dir=llama["lib_dir"], bindings_dir=llama["bindings_dir"])
-    return s
+    return worker_spec(runtime, path, threads, phases, plan.max_context, plan.mode, vocab,
+                       llama)
+
+
+def prebuilt_llama(root: str) -> dict[str, Any]:
+    """The llama.cpp already built under ``root`` (llamacpp_build.py --root ROOT), as
+    ensure_built returns it; never starts a build (the big benchmarks share one build)."""
+    if not llamacpp_build.built(root):
+        raise SystemExit(f"llama.cpp is not built under {root}: run "
+                         f"python benchmarks/llamacpp_build.py --root {root}")
+    return llamacpp_build.ensure_built(root)
 
 
 def max_rate_phases(plan: Plan, threads: int) -> list[dict[str, Any]]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -43,8 +42,8 @@ from typing import Any, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import llamacpp_build  # noqa: E402
-from llamacpp_compare import run_worker  # noqa: E402
+from llamacpp_compare import (cpu_model, prebuilt_llama, run_worker, summarize,  # noqa: E402
+                              worker_spec)
 from machine import git_commit, write_results  # noqa: E402
 from synth_30b import LLAMA_QUANT  # noqa: E402
 
@@ -141,6 +140,78 @@ def build(kind: str, d: str, shape: str, bits: int, llama_lib: str,
     return dict(out, loadavg=os.getloadavg()[0])
 
 
+def prebuilt_stats(args: argparse.Namespace, bits: int) -> Optional[dict[str, Any]]:
+    """The build statistics synth_30b.py --stats wrote for files already in --dir (both
+    runtimes' files), or None when the files are to be built here."""
+    if not args.prebuilt:
+        return None
+    with open(args.prebuilt) as f:
+        st: dict[str, Any] = json.load(f)
+    if st.get("bits") != bits or st.get("shape") != args.shape:
+        raise SystemExit(f"{args.prebuilt}: built for {st.get('shape')} {st.get('bits')}-bit, "
+                         f"not {args.shape} {bits}-bit")
+    for kind in ("fwa", "gguf"):
+        if not os.path.isfile(st[kind]["path"]):
+            raise SystemExit(f"{args.prebuilt}: {st[kind]['path']} is missing")
+        st[kind]["prebuilt"] = True
+    return st
+
+
+def writer_vs_disk(args: argparse.Namespace) -> int:
+    """The writer's rate (from ``--prebuilt`` build statistics) against this disk's own
+    sequential write + fsync of the same number of bytes (``dd conv=fsync``, in --dir)."""
+    with open(args.prebuilt) as f:
+        st: dict[str, Any] = json.load(f)
+    w = st["fwa"]
+    block = 1 << 24
+    count = -(-int(w["bytes"]) // block)
+    tmp = os.path.join(args.dir, "dd-ceiling.tmp")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={tmp}", f"bs={block}", f"count={count}",
+                        "conv=fsync", "status=none"], check=True)
+        dd_s = time.perf_counter() - t0
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    dd_rate = count * block / GB / dd_s
+    payload = {"benchmark": "scale_30b writer vs disk", "git_commit": git_commit(),
+               "build": st, "dd": {"bytes": count * block, "seconds": dd_s,
+                                   "gb_per_s": dd_rate, "dir": args.dir,
+                                   "loadavg": [load0, os.getloadavg()[0]]},
+               "ratio_writer_share": w["writer_gb_per_s"] / dd_rate,
+               "ratio_end_to_end": w["end_to_end_gb_per_s"] / dd_rate,
+               "target_gb_per_s": TARGETS["writer_gb_per_s"]}
+    text = (f"writer vs disk ({args.dir}): {st['shape']} {st['bits']}-bit artifact "
+            f"{w['bytes'] / GB:.2f} GB written by the C++ writer at "
+            f"{w['writer_gb_per_s']:.3f} GB/s (its share: wall {w['wall_s']:.0f} s minus "
+            f"{w['generate_s']:.0f} s generating the weights; {w['end_to_end_gb_per_s']:.3f} GB/s "
+            f"end to end; load average {w['loadavg']:.1f})\n"
+            f"dd if=/dev/zero bs=16M conv=fsync of the same size: {dd_rate:.3f} GB/s "
+            f"({dd_s:.0f} s; load average {load0:.1f}-{os.getloadavg()[0]:.1f})\n"
+            f"writer / disk: {payload['ratio_writer_share']:.2f} (writer's share), "
+            f"{payload['ratio_end_to_end']:.2f} (end to end); target "
+            f"{TARGETS['writer_gb_per_s']} GB/s is above this disk's own ceiling")
+    write_results(args.json, payload, text)
+    return 0
+
+
+def prewarm(path: str) -> dict[str, Any]:
+    """Reads the file once (into the page cache); its time and rate."""
+    t0 = time.perf_counter()
+    n = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(1 << 24)
+            if not b:
+                break
+            n += len(b)
+    dt = time.perf_counter() - t0
+    log(f"prewarm {path}: {n / GB:.1f} GB in {dt:.0f} s")
+    return {"path": path, "seconds": dt, "gb_per_s": n / GB / dt, "loadavg": os.getloadavg()[0]}
+
+
 def probe(kind: str, path: str, threads: int = 1) -> dict[str, Any]:
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", PROBE, kind, path, str(threads)],
@@ -157,18 +228,13 @@ def worker(runtime: str, path: str, threads: int, llama: dict[str, Any], vocab: 
     phases = [{"kind": "decode", "prompt": DECODE_PROMPT, "tokens": DECODE_TOKENS, "reps": 1,
                "rep_cap_s": 600.0},
               {"kind": "prefill", "prompt": PREFILL_PROMPT, "reps": 1}]
-    spec: dict[str, Any] = {"runtime": runtime, "model": path, "threads": threads,
-                            "max_context": 256, "mode": "fast", "seed": 7,
-                            "vocab_size": vocab, "phases": phases}
-    if runtime == "llama.cpp":
-        spec.update(lib_dir=llama["lib_dir"], bindings_dir=llama["bindings_dir"])
+    spec = worker_spec(runtime, path, threads, phases, 256, "fast", vocab, llama)
     res = run_worker(spec, log_dir, 3600.0)
     s = res.get("samples", {})
+    sm = summarize(res)
     row = {"runtime": runtime, "threads": threads, "error": res.get("error"),
-           "load_s": res.get("load_s"),
-           "decode_tokens_per_s": med([x["tokens_per_s"] for x in s.get("decode", [])]),
-           "prefill_tokens_per_s": med([x["tokens_per_s"] for x in s.get("prefill", [])]),
-           "peak_rss_bytes": res.get("rss_end", {}).get("VmHWM"),
+           **{k: sm[k] for k in ("load_s", "decode_tokens_per_s", "prefill_tokens_per_s",
+                                 "peak_rss_bytes")},
            "loadavg": med([x.get("loadavg") for k in ("decode", "prefill")
                            for x in s.get(k, [])])}
     log(f"{runtime} {threads}t: {row}")
@@ -181,27 +247,42 @@ def run_bits(args: argparse.Namespace, bits: int, llama: dict[str, Any]) -> dict
     d = args.dir
     os.makedirs(d, exist_ok=True)
     res: dict[str, Any] = {"bits": bits, "llama_quant": LLAMA_QUANT[bits]}
-    res["fwa_build"] = fwa = build("fwa", d, args.shape, bits, llama["lib_dir"])
+    prebuilt = prebuilt_stats(args, bits)
+    res["fwa_build"] = fwa = (prebuilt["fwa"] if prebuilt
+                              else build("fwa", d, args.shape, bits, llama["lib_dir"]))
     log(f"fwa build: {fwa}")
     path = fwa["path"]
-    res["open"] = [probe("ttft", path, 1) for _ in range(args.reps)]
-    res["open"] += [probe("verify", path) for _ in range(args.reps)]
-    res["open"] += [probe("model_full", path)]
+    res["open"] = [] if args.no_open else [probe("ttft", path, 1) for _ in range(args.reps)]
+    if not args.no_open:
+        res["open"] += [probe("verify", path) for _ in range(args.reps)]
+        res["open"] += [probe("model_full", path)]
     log(f"open: {res['open']}")
     rows: list[dict[str, Any]] = []
     logs = os.path.join(d, "logs")
-    # Both files at once only when asked and both fit in memory beside each other (on tmpfs
-    # they are memory; on disk the page cache must hold both or every run reads the disk).
-    both = args.alternate and mem_available() > 2.5 * fwa["bytes"]
+    # Both files at once when asked (on disk). Rounds alternate the runtimes in ABBA order
+    # (ours then llama.cpp, then llama.cpp then ours, ...), so a drift in the machine's load
+    # falls on both. When the page cache cannot hold both files, the file of the runtime
+    # about to run is read through once first (its time recorded), so that no timed phase
+    # waits for the disk.
+    both = args.alternate
     gguf: Optional[dict[str, Any]] = None
     if both:
-        res["gguf_build"] = gguf = build("gguf", d, args.shape, bits, llama["lib_dir"])
+        res["gguf_build"] = gguf = (prebuilt["gguf"] if prebuilt
+                                    else build("gguf", d, args.shape, bits, llama["lib_dir"]))
+        fit = mem_available() > 1.2 * (fwa["bytes"] + gguf["bytes"])
+        res["both_in_page_cache"] = fit
+        files = {"fwassist": path, "llama.cpp": gguf["path"]}
+        last = None
+        res["prewarm"] = []
         for rnd in range(args.reps):
-            for t in args.threads:
-                rows.append(dict(worker("fwassist", path, t, llama, c["vocab_size"], logs),
-                                 round=rnd))
-                rows.append(dict(worker("llama.cpp", gguf["path"], t, llama, c["vocab_size"],
-                                        logs), round=rnd))
+            order = ("fwassist", "llama.cpp") if rnd % 2 == 0 else ("llama.cpp", "fwassist")
+            for rt in order:
+                if not fit and rt != last:
+                    res["prewarm"].append(prewarm(files[rt]))
+                last = rt
+                for t in args.threads:
+                    rows.append(dict(worker(rt, files[rt], t, llama, c["vocab_size"], logs),
+                                     round=rnd))
     else:
         for rnd in range(args.reps):
             for t in args.threads:
@@ -216,7 +297,7 @@ def run_bits(args: argparse.Namespace, bits: int, llama: dict[str, Any]) -> dict
     res["alternated"] = both
     res["rows"] = rows
     for p in (path, gguf["path"] if gguf else ""):
-        if p and os.path.exists(p):
+        if p and os.path.exists(p) and not args.keep:
             os.unlink(p)
     cmp = []
     for t in args.threads:
@@ -254,6 +335,11 @@ def table(payload: dict[str, Any]) -> str:
         lines.append(f"\n{r['bits']}-bit vs {r['llama_quant']}: ours {f['bytes'] / GB:.2f} GB, "
                      f"llama.cpp {r['gguf_build']['bytes'] / GB:.2f} GB"
                      f"{'' if r['alternated'] else ' (not alternated: one file in memory at a time)'}")
+        if r.get("prewarm"):
+            pw = r["prewarm"]
+            lines.append(f"  runtimes alternated per round (ABBA); both files do not fit in the "
+                         f"page cache, so each switch first read the next file through "
+                         f"({len(pw)} reads, median {med([p['gb_per_s'] for p in pw]):.2f} GB/s)")
         lines.append(f"  writer: {f['writer_gb_per_s']:.2f} GB/s (writer's share, "
                      f"{f['writer_s']:.0f} s), end to end {f['end_to_end_gb_per_s']:.2f} GB/s "
                      f"incl. generating the weights ({f['generate_s']:.0f} s), peak RSS "
@@ -295,17 +381,6 @@ def table(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", required=True)
@@ -318,27 +393,25 @@ def main() -> int:
                     help="build both files first and alternate the runtimes per round (when "
                     "both fit in memory)")
     ap.add_argument("--llama-root", default="/work/llamacpp")
+    ap.add_argument("--prebuilt", help="use the files synth_30b.py --stats STATS built already "
+                    "(one bit width) instead of building them")
+    ap.add_argument("--keep", action="store_true", help="do not delete the model files")
+    ap.add_argument("--no-open", action="store_true", help="skip the open / first-token probes")
+    ap.add_argument("--writer-vs-disk", action="store_true", help="only: the --prebuilt "
+                    "writer's rate against dd conv=fsync of the same size in --dir")
     ap.add_argument("--disk-writer-dir", help="also time the writer on this directory's disk "
                     "(4 bits, 8 of the shape's layers)")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
-    lib = llamacpp_build.lib_dir(args.llama_root)
-    if not os.path.exists(os.path.join(lib, "libllama.so")):
-        log(f"llama.cpp is not built under {args.llama_root} (benchmarks/llamacpp_build.py)")
-        return 2
-    # libllama and libggml are what this needs; build-info.json appears when the shared build
-    # has finished its tools too.
-    llama: dict[str, Any] = {"lib_dir": lib,
-                             "bindings_dir": llamacpp_build.source_dir(args.llama_root)}
-    if os.path.isfile(llamacpp_build.info_path(args.llama_root)):
-        with open(llamacpp_build.info_path(args.llama_root)) as f:
-            llama.update(json.load(f))
+    if args.writer_vs_disk:
+        return writer_vs_disk(args)
+    llama = prebuilt_llama(args.llama_root)
     from fwassist import _core
     info = _core.cpu_info()
     os.makedirs(args.dir, exist_ok=True)
     payload: dict[str, Any] = {
         "benchmark": "scale_30b", "shape": args.shape, "git_commit": git_commit(),
-        "machine": {"cpu": cpu_name(), "isa": info["arch"], "features": info["features"],
+        "machine": {"cpu": cpu_model(), "isa": info["arch"], "features": info["features"],
                     "kernels": info["kernels"], "cpus": os.cpu_count(),
                     "mem_total_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
                     "loadavg_start": os.getloadavg()[0]},
