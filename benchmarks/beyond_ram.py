@@ -387,7 +387,7 @@ def run(args: argparse.Namespace) -> None:
     for gib in ([None] if args.unlimited_run else []) + list(args.limits):
         limit, fraction = (None, 1.0) if gib is None else scaled_limit(gib, sz, headroom)
         for variant in (("prefetch",) if gib is None else variants):
-            name = f"fwa-bench-h3-{gib or 'none'}-{variant}"
+            name = f"fwa-bench-{os.getpid()}-{gib or 'none'}-{variant}"  # one per series
             r = one_run(args.model, limit, variant, args, name)
             r["limit_gib_at_30b"] = gib
             r["expert_fraction"] = fraction

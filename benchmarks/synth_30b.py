@@ -12,9 +12,11 @@ parameters); ``smoke`` the same code path at 2 layers, 8 experts, vocabulary 409
 Ours: every projection (attention and experts) at ``bits`` (symmetric, block 32, float16
 scales); embedding and lm_head at 8 bits, block 32; router and norms float32. Each packed tensor
 is made directly in the canonical layout (docs/kernels.md): its code bytes are seeded random
-bytes (every code uniform in its range), its scales seeded float16 values that keep each
-output's expected square near 1/K per input. Seeds derive from (seed, bits, tensor name), so
-any tensor can be made alone and two builds are identical.
+bytes (every code uniform in its range), its scales seeded float16 values of random sign that
+keep each output's expected square near its input's mean square, except the embedding (unit
+weights) and the projections into the residual stream (smaller by depth): see :func:`_std`.
+Seeds derive from (seed, bits, tensor name), so any tensor can be made alone and two builds
+are identical.
 
 llama.cpp (the same tensor names, shapes and metadata as ``gguf_qwen3moe.write_gguf``):
 
@@ -52,7 +54,9 @@ from fwassist.artifact.model import ImportedModel, ModelTensor, PackedTensor  # 
 from fwassist.artifact.writer import write_artifact  # noqa: E402
 from fwassist.export.mapping import hf_name  # noqa: E402
 
-GENERATOR_VERSION = 1
+# 2: random scale signs, unit-scale embedding, output projections scaled by depth (_std):
+# version 1 routed ~9 of 128 experts per layer over 16 random tokens at 48 layers.
+GENERATOR_VERSION = 2
 SEED = 20261207
 BLOCK = 32
 EMBED_BITS = 8
@@ -123,17 +127,19 @@ GEN_SECONDS = [0.0]
 GEN_CPU_SECONDS = [0.0]
 
 
-def packed_random(N: int, K: int, bits: int, seed: int, name: str) -> np.ndarray:
+def packed_random(N: int, K: int, bits: int, seed: int, name: str,
+                  std: Optional[float] = None) -> np.ndarray:
     """The packed bytes (docs/kernels.md) of a symmetric block-32 float16-scale N x K weight:
-    uniform random codes, scales ~ 1/sqrt(K · E[q²])."""
+    uniform random codes, scales ~ std / sqrt(E[q²]) (std: 1/sqrt(K) unless given, which keeps
+    each output's expected square near its input's mean square)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    out = _packed_random(N, K, bits, seed, name)
+    out = _packed_random(N, K, bits, seed, name, 1.0 / np.sqrt(K) if std is None else std)
     GEN_SECONDS[0] += time.perf_counter() - t0
     GEN_CPU_SECONDS[0] += time.process_time() - c0
     return out
 
 
-def _packed_random(N: int, K: int, bits: int, seed: int, name: str) -> np.ndarray:
+def _packed_random(N: int, K: int, bits: int, seed: int, name: str, std: float) -> np.ndarray:
     if N % 16 or K % 32:
         raise ValueError(f"{name}: N must be a multiple of 16 and K of 32 (no padding)")
     L = _core.layout_info(bits, BLOCK, False, "f16", N, K)
@@ -141,11 +147,29 @@ def _packed_random(N: int, K: int, bits: int, seed: int, name: str) -> np.ndarra
     rng = _rng(seed, bits, name)
     data = rng.integers(0, 256, (n_tiles, tile), dtype=np.uint8)
     eq2 = (4 ** bits + 2) / 12.0        # E[(u - z)^2] for uniform codes
-    s = (rng.uniform(0.8, 1.2, (n_tiles, nb, 16)) / np.sqrt(K * eq2)).astype(np.float16)
+    s = (rng.uniform(0.8, 1.2, (n_tiles, nb, 16)) * std / np.sqrt(eq2)).astype(np.float16)
+    # Random signs: the codes' mean is -1/2, so with positive scales every matrix adds a
+    # component along the all-ones vector proportional to its input's sum, which grows layer
+    # by layer into one direction shared by every token (and every token then routes alike).
+    s *= rng.choice(np.array([-1, 1], dtype=np.float16), s.shape)
     data[:, so:so + nb * 32] = s.view(np.uint8).reshape(n_tiles, nb * 32)
     data[:, so + nb * 32:] = 0          # the tile tail
     out: np.ndarray = data.reshape(-1)
     return out
+
+
+def _std(role: str, K: int, layers: int) -> Optional[float]:
+    """Weight std of a role (None: 1/sqrt(K), output RMS ~ input RMS). The embedding has unit
+    weights (as benchmarks/generate.py) and the projections into the residual stream 1/sqrt(2
+    layers) of the default (as GPT-2's initialisation), so that the token's own row stays large
+    next to the sum of the layers' outputs: otherwise the attention outputs, near the same
+    average over the context for every token, drown it and consecutive tokens route alike
+    (with both: ~81 of 128 experts per layer over 16 random tokens, random routing ~82)."""
+    if role == "embed":
+        return 1.0
+    if role in ("o_proj", "expert_down"):
+        return float(1.0 / np.sqrt(2 * layers * K))
+    return None
 
 
 def _norm(seed: int, name: str, n: int) -> np.ndarray:
@@ -164,12 +188,14 @@ def model(c: dict[str, Any], bits: int, seed: int = SEED) -> ImportedModel:
     nh, nkv, E, I = (c["num_attention_heads"], c["num_key_value_heads"], c["num_experts"],
                      c["moe_intermediate_size"])
     tensors: list[ModelTensor] = []
+    layers = int(c["num_hidden_layers"])
 
     def packed(role: str, layer: Optional[int], expert: Optional[int], N: int, K: int,
                b: int) -> None:
         name = hf_name(role, layer, expert)
         tensors.append(ModelTensor(name, role, layer, expert, PackedTensor(
-            N, K, b, BLOCK, False, "f16", lambda: packed_random(N, K, b, seed, name))))
+            N, K, b, BLOCK, False, "f16",
+            lambda: packed_random(N, K, b, seed, name, _std(role, K, layers)))))
 
     def floats(role: str, layer: Optional[int], value: Callable[[str], np.ndarray]) -> None:
         name = hf_name(role, layer, None)
@@ -269,10 +295,10 @@ class _GgmlQuantizer:
         return out
 
 
-def _float_chunk(seed: int, name: str, N: int, K: int) -> np.ndarray:
-    """Seeded float weights (std ~ 1/sqrt(K)) for the k-quant GGUFs."""
+def _float_chunk(seed: int, name: str, N: int, K: int, std: Optional[float]) -> np.ndarray:
+    """Seeded float weights (std as our weights of that role) for the k-quant GGUFs."""
     b = _rng(seed, 1, name).integers(-127, 128, (N, K), dtype=np.int8)
-    return b.astype(np.float32) * np.float32(1.0 / (73.6 * np.sqrt(K)))
+    return b.astype(np.float32) * np.float32((1.0 / np.sqrt(K) if std is None else std) / 73.6)
 
 
 def gguf_tensors(c: dict[str, Any], bits: int, seed: int,
@@ -286,29 +312,32 @@ def gguf_tensors(c: dict[str, Any], bits: int, seed: int,
                      c["moe_intermediate_size"])
     qt = {4: Q.Q4_0, 3: Q.Q3_K, 2: Q.Q2_K}[bits]
     bsz, tsz = gguf.GGML_QUANT_SIZES[qt]
+    layers = int(c["num_hidden_layers"])
 
     pool: dict[tuple[str, int], np.ndarray] = {}
 
     def proj(name: str, N: int, K: int, role: str, index: int) -> np.ndarray:
         if bits == 4:
-            return packed_to_q4_0(packed_random(N, K, 4, seed, name), N, K)
+            return packed_to_q4_0(packed_random(N, K, 4, seed, name, _std(role, K, layers)),
+                                  N, K)
         # k-quants: POOL matrices per role quantized by libggml, reused in turn (each copy
         # still has its own place in the file, so llama.cpp reads as many bytes).
         key = (role, index % POOL)
         if key not in pool:
             assert quantizer is not None
-            pool[key] = quantizer.quantize(int(qt), _float_chunk(seed, f"{role}-{key[1]}", N, K),
-                                           K // bsz * tsz)
+            chunk = _float_chunk(seed, f"{role}-{key[1]}", N, K, _std(role, K, layers))
+            pool[key] = quantizer.quantize(int(qt), chunk, K // bsz * tsz)
         return pool[key]
 
     def experts(L: int, role: str, N: int, K: int) -> np.ndarray:
         return np.stack([proj(hf_name(role, L, e), N, K, role, L * E + e) for e in range(E)])
 
-    def eight(name: str, N: int, K: int) -> Callable[[], np.ndarray]:
-        return lambda: packed_to_q8_0(packed_random(N, K, EMBED_BITS, seed, name), N, K)
+    def eight(role: str, N: int, K: int) -> Callable[[], np.ndarray]:
+        name = hf_name(role, None, None)
+        std = _std(role, K, layers)
+        return lambda: packed_to_q8_0(packed_random(N, K, EMBED_BITS, seed, name, std), N, K)
 
-    yield ("token_embd.weight", (V, H), int(Q.Q8_0),
-           eight(hf_name("embed", None, None), V, H))
+    yield ("token_embd.weight", (V, H), int(Q.Q8_0), eight("embed", V, H))
     for L in range(c["num_hidden_layers"]):
         b = f"blk.{L}"
         for gg, role, n in (("attn_norm", "input_norm", H), ("ffn_norm", "post_attention_norm", H),
@@ -329,7 +358,7 @@ def gguf_tensors(c: dict[str, Any], bits: int, seed: int,
             yield (f"{b}.{gg}.weight", (E, N, K), int(qt), partial(experts, L, role, N, K))
     yield ("output_norm.weight", (H,), int(Q.F32),
            partial(_norm, seed, hf_name("final_norm", None, None), H))
-    yield ("output.weight", (V, H), int(Q.Q8_0), eight(hf_name("lm_head", None, None), V, H))
+    yield ("output.weight", (V, H), int(Q.Q8_0), eight("lm_head", V, H))
 
 
 def write_gguf(path: str, c: dict[str, Any], bits: int, seed: int = SEED,
