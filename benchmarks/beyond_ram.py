@@ -435,7 +435,8 @@ def report(args: argparse.Namespace, sz: dict[str, int], headroom: int,
                          f"failed (rc {r['returncode']}) | | | | | | | | | | "
                          f"{r['peak_bytes'] / GiB:.2f} GiB | {r['oom_kill']} | {load} |")
             continue
-        mb = (lambda k: "-" if w.get(k) is None else f"{w[k] / 1e6:.1f}")
+        def mb(k: str) -> str:
+            return "-" if w.get(k) is None else f"{w[k] / 1e6:.1f}"
         lines.append(
             f"| {lim} | {here} | {r['expert_fraction']:.2f} | {r['variant']} | "
             f"{'-' if 'budget_bytes' not in w else format(w['budget_bytes'] / GiB, '.2f') + ' GiB'} | "

@@ -129,7 +129,7 @@ def _llama_bindings(lib_dir: str, bindings_dir: str) -> Any:
     (which imports the high-level API and its dependencies)."""
     os.environ["LLAMA_CPP_LIB_PATH"] = lib_dir
     pkg = types.ModuleType("llama_cpp")
-    pkg.__path__ = [os.path.join(bindings_dir, "llama_cpp")]  # type: ignore[attr-defined]
+    pkg.__path__ = [os.path.join(bindings_dir, "llama_cpp")]
     sys.modules["llama_cpp"] = pkg
     import importlib
     return importlib.import_module("llama_cpp.llama_cpp")

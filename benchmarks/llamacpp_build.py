@@ -221,7 +221,7 @@ def ensure_built(root: str = DEFAULT_ROOT, jobs: int = 2, force: bool = False) -
     else:
         log(f"already built: {build_dir(root)}")
     with open(info_path(root)) as f:
-        info = json.load(f)
+        info: dict[str, Any] = json.load(f)
     info.update(root=root, lib_dir=lib_dir(root), bindings_dir=source_dir(root),
                 llama_cpp_commit_build_info=build_info_commit(root),
                 llama_cpp_commit_full=vendored_git_commit(root),
