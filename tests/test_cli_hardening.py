@@ -499,9 +499,11 @@ def _wait_for(pred, timeout: float) -> bool:
 
 # `fwassist export` whose evidence step repeats the real measurement on the provisional artifact
 # until a signal ends the process (at most 120 s), so that the signal always lands inside that
-# step: a quick export would otherwise publish its output before the signal arrives.
+# step: a quick export would otherwise publish its output before the signal arrives. SIGINT gets
+# the disposition a Ctrl-C at a terminal meets: a shell without job control (CI scripts, `cmd &`)
+# starts its children with SIGINT ignored, and Python then keeps ignoring it, as it should.
 _HELD_EXPORT = """
-import sys, time
+import signal, sys, time
 import fwassist.export.pipeline as pipeline
 from fwassist.cli import main
 
@@ -515,6 +517,7 @@ def held(*args, **kwargs):
     return result
 
 pipeline.measure_evidence = held
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(main(sys.argv[1:]))
 """
 
