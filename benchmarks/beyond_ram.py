@@ -4,7 +4,7 @@
 limit smaller than the model, and the expert predictor's hit rate on routing traces of the
 bundled (trained) model.
 
-    python benchmarks/beyond_ram.py build --out /work/big/h3/m.fwa [--layers 8]
+    python benchmarks/beyond_ram.py build --out benchmarks/.big/m.fwa [--layers 8]
     python benchmarks/beyond_ram.py run --model M.fwa --json OUT [--tokens 24] [--threads 2]
     python benchmarks/beyond_ram.py traces --json OUT
 
@@ -67,6 +67,8 @@ SHAPE = dict(vocab_size=151936, hidden_size=2048, num_attention_heads=32,
              max_position_embeddings=4096)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_paths import LLAMACPP_ROOT  # noqa: E402
 
 
 def build(out: str, layers: int) -> None:
@@ -584,7 +586,9 @@ def main() -> None:
     r.add_argument("--unlimited-run", action="store_true",
                    help="also one prefetch run without a limit")
     r.add_argument("--gguf", help="the same shape's GGUF (synth_30b.py) for llama.cpp")
-    r.add_argument("--llama-root", default="/work/llamacpp")
+    r.add_argument("--llama-root", default=LLAMACPP_ROOT,
+                   help="benchmarks/llamacpp_build.py's build (default: $FWA_LLAMACPP_ROOT, "
+                   "else benchmarks/.llamacpp)")
     r.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     r.add_argument("--append", action="store_true", help="add to the rows already in --json")
     t = sub.add_parser("traces")

@@ -4,7 +4,7 @@
 "Decode-time guard").
 
     python benchmarks/guard.py [--json benchmarks/results/guard.json] [--quick]
-        [--sdist /work/llamacpp/llama_cpp_python-0.3.36.tar.gz] [--prompts FILE.jsonl]
+        [--sdist benchmarks/.llamacpp/llama_cpp_python-0.3.36.tar.gz] [--prompts FILE.jsonl]
 
 Bundled model (vocabulary 4,096), 1 thread, exact mode: every prompt generated without and
 with the guard (policy "default"), greedy and sampled (temperature 0.8, top-p 0.95, penalty
@@ -55,10 +55,11 @@ from fwassist.guard import CompiledPolicy, compile_policy
 from fwassist.models import TINY_CODER_PIN, tiny_coder_path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llamacpp_build import DEFAULT_ROOT, sdist_path  # noqa: E402
 from machine import git_commit, write_results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SDIST = "/work/llamacpp/llama_cpp_python-0.3.36.tar.gz"
+SDIST = sdist_path(DEFAULT_ROOT)
 QWEN2_GGUF = "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf"
 C_SOURCES = "llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/src/"
 VIOLATION = re.compile(rb"(?<![A-Za-z0-9_\x80-\xff])(" +

@@ -19,7 +19,9 @@ build-info compiled in; git is kept from walking up into this repository, whose 
 otherwise report), the CMake flags, the compiler and the build time. Its presence means
 "built".
 
-Everything lives under ``benchmarks/.llamacpp/`` (ignored by git).
+Everything lives under ``--root``: by default ``$FWA_LLAMACPP_ROOT``, else
+``benchmarks/.llamacpp/`` (ignored by git), the one default every benchmark shares
+(bench_paths.py).
 """
 
 from __future__ import annotations
@@ -35,10 +37,14 @@ import tarfile
 import time
 from typing import Any, Optional
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_paths import LLAMACPP_ROOT  # noqa: E402
+
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 # sha256 of llama_cpp_python-0.3.36.tar.gz as downloaded from PyPI (2026-11)
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-DEFAULT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".llamacpp")
+DEFAULT_ROOT = LLAMACPP_ROOT
 TARGETS = ("llama", "llama-quantize", "llama-bench", "llama-simple")
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",

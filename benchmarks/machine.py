@@ -14,6 +14,8 @@ import numpy as np
 
 from fwassist import _core
 
+from bench_paths import portable
+
 
 def read_probe(nbytes: int, threads: tuple[int, ...], reps: int) -> dict[str, float]:
     """GB/s of _core.bench_read_bandwidth over a buffer >> LLC (streams from DRAM)."""
@@ -49,12 +51,15 @@ def git_commit() -> Optional[str]:
 
 def write_results(out: str, payload: dict[str, Any], text: str) -> str:
     """Writes the JSON to ``out`` and the readable table beside it (``.txt``), prints the
-    table; returns the table's path."""
+    table; returns the table's path. Paths in both are named relative to the checkout or the
+    benchmarks' cache locations (bench_paths.portable), never as this machine's absolute
+    paths."""
     out = os.path.abspath(out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
-        json.dump(payload, f, indent=1)
+        json.dump(portable(payload), f, indent=1)
     txt = os.path.splitext(out)[0] + ".txt"
+    text = portable(text)
     with open(txt, "w") as f:
         f.write(text + "\n")
     print(text)

@@ -3,8 +3,12 @@
 """The Qwen3-Coder-30B-A3B-shaped synthetic model (benchmarks/synth_30b.py) end to end at full
 scale, against llama.cpp on the same machine: building, opening, first token, decode, prefill.
 
-    python benchmarks/scale_30b.py --json OUT [--bits 2] [--dir /work/big/h2] [--threads 1,2]
-                                   [--reps 2] [--shape full] [--llama-root /work/llamacpp]
+    python benchmarks/scale_30b.py --json OUT [--bits 2] [--dir DIR] [--threads 1,2]
+                                   [--reps 2] [--shape full] [--llama-root ROOT]
+
+``--dir`` (the model files) defaults to ``$FWA_BIG_DIR``, else ``benchmarks/.big``;
+``--llama-root`` (benchmarks/llamacpp_build.py's build) to ``$FWA_LLAMACPP_ROOT``, else
+``benchmarks/.llamacpp`` (bench_paths.py).
 
 Steps, per bit width (one width's files on disk at a time, deleted at the end):
 
@@ -44,6 +48,7 @@ sys.path.insert(0, HERE)
 
 from llamacpp_compare import (cpu_model, prebuilt_llama, run_worker, summarize,  # noqa: E402
                               worker_spec)
+from bench_paths import BIG_DIR, LLAMACPP_ROOT  # noqa: E402
 from machine import git_commit, write_results  # noqa: E402
 from synth_30b import LLAMA_QUANT  # noqa: E402
 
@@ -385,14 +390,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", required=True)
     ap.add_argument("--bits", default="2")
-    ap.add_argument("--dir", default="/work/big/h2")
+    ap.add_argument("--dir", default=BIG_DIR)
     ap.add_argument("--shape", default="full")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--alternate", action="store_true",
                     help="build both files first and alternate the runtimes per round (when "
                     "both fit in memory)")
-    ap.add_argument("--llama-root", default="/work/llamacpp")
+    ap.add_argument("--llama-root", default=LLAMACPP_ROOT)
     ap.add_argument("--prebuilt", help="use the files synth_30b.py --stats STATS built already "
                     "(one bit width) instead of building them")
     ap.add_argument("--keep", action="store_true", help="do not delete the model files")

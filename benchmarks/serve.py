@@ -52,6 +52,8 @@ from typing import Any, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from bench_paths import LLAMACPP_ROOT, portable  # noqa: E402
+
 PROMPTS = (
     "/* Ring buffer for received UART bytes. */\nstatic size_t ring_next(size_t i, size_t n)\n{\n",
     "int buffer_copy(char *dst, size_t dst_size, const char *src, size_t len)\n{\n",
@@ -293,8 +295,8 @@ def main() -> int:
     ap.add_argument("--threads", default=",".join(sorted({"1", str(os.cpu_count() or 1)})),
                     help="llama-server -t values, comma-separated (one server each)")
     ap.add_argument("--ctx", type=int, default=512, help="context per slot")
-    ap.add_argument("--llamacpp-root", default=os.environ.get("FWA_LLAMACPP_ROOT",
-                                                              os.path.join(HERE, ".llamacpp")))
+    ap.add_argument("--llamacpp-root", default=LLAMACPP_ROOT,
+                    help="default: $FWA_LLAMACPP_ROOT, else benchmarks/.llamacpp")
     ap.add_argument("--cache-dir", help="where the synthetic models are made (default: "
                                          "LLAMACPP_ROOT/models, as llamacpp_compare.py)")
     ap.add_argument("--jobs", type=int, default=2)
@@ -416,10 +418,10 @@ def main() -> int:
     table.append(f"load average at start / end: {results['machine']['load_average_at_start']}"
                  f" / {os.getloadavg()}")
     table += [f"target {k}: {'met' if v else 'NOT met'}" for k, v in results["targets"].items()]
-    text = "\n".join(table)
+    text = portable("\n".join(table))
     print(text)
     with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump(portable(results), f, indent=1)
     with open(re.sub(r"\.json$", "", args.json) + ".txt", "w") as f:
         f.write(text + "\n")
     return 0

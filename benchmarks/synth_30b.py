@@ -3,7 +3,11 @@
 weights: our artifact from packed weights through the streaming C++ writer, and a GGUF for
 llama.cpp written already quantized, tensor by tensor.
 
-    python benchmarks/synth_30b.py --shape full --bits 3 --out /work/big/h2 [--no-gguf]
+    python benchmarks/synth_30b.py --shape full --bits 3 [--out DIR] [--no-gguf]
+
+``--out`` defaults to ``$FWA_BIG_DIR``, else ``benchmarks/.big``; ``--llama-lib`` (libggml for
+the k-quants) to the build of benchmarks/llamacpp_build.py under ``$FWA_LLAMACPP_ROOT``, else
+``benchmarks/.llamacpp`` (bench_paths.py).
 
 Shapes: ``full`` is the real config (48 layers, 128 experts top-8, hidden 2048, expert width
 768, 32 q / 4 kv heads of 128, vocabulary 151,936, norm_topk_prob, rope theta 1e7: 30.5 B
@@ -53,6 +57,9 @@ from fwassist import _core, kernels  # noqa: E402
 from fwassist.artifact.model import ImportedModel, ModelTensor, PackedTensor  # noqa: E402
 from fwassist.artifact.writer import write_artifact  # noqa: E402
 from fwassist.export.mapping import hf_name  # noqa: E402
+
+from bench_paths import BIG_DIR  # noqa: E402
+from llamacpp_build import DEFAULT_ROOT, lib_dir  # noqa: E402
 
 # 2: random scale signs, unit-scale embedding, output projections scaled by depth (_std):
 # version 1 routed ~9 of 128 experts per layer over 16 random tokens at 48 layers.
@@ -421,11 +428,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="full")
     ap.add_argument("--bits", type=int, choices=(2, 3, 4), required=True)
-    ap.add_argument("--out", required=True, help="directory for <shape>-<bits>bit.fwa / .gguf")
+    ap.add_argument("--out", default=BIG_DIR,
+                    help="directory for <shape>-<bits>bit.fwa / .gguf")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--no-fwa", action="store_true")
     ap.add_argument("--no-gguf", action="store_true")
-    ap.add_argument("--llama-lib", default="/work/llamacpp/build-0.3.36/bin")
+    ap.add_argument("--llama-lib", default=lib_dir(DEFAULT_ROOT))
     ap.add_argument("--stats", help="write build timings and peak RSS (JSON) here")
     ap.add_argument("--layers", type=int, help="fewer decoder layers than the shape has (a "
                     "smaller file of the same per-layer shape, for measuring a writer)")
