@@ -300,5 +300,41 @@ def test_encode_rejects_surrogates(qwen2_json):
         ft.encode("a\ud800b")
 
 
+# Code points whose UTF-8 encodings hold every byte that UTF-8 uses: U+0000-U+07FF (ASCII, the
+# lead bytes C2-DF, every continuation byte 80-BF), one per three-byte lead E0-EF and one per
+# four-byte lead F0-F4.
+BYTE_COVER = (list(range(0x800)) + [0x800] + [lead << 12 for lead in range(1, 16)]
+              + [0x10000] + [lead << 18 for lead in range(1, 5)])
+NEVER_IN_UTF8 = {0xC0, 0xC1} | set(range(0xF5, 0x100))
+
+
+def test_synthetic_byte_alphabet_is_hf_bytelevel():
+    """fwassist.export.synthetic.bytes_to_unicode (the synthetic models' byte-level vocabulary)
+    is HF's ByteLevel byte-to-character map: the same 256 characters, and every byte that
+    occurs in UTF-8 written with the character HF's ByteLevel pre-tokenizer writes for it and
+    read back by HF's ByteLevel decoder. The 13 bytes that never occur in UTF-8 cannot reach
+    HF's pre-tokenizer (it takes text); its decoder turns each one's character into an invalid
+    byte (U+FFFD), and the remaining 13 characters are the same on both sides."""
+    from fwassist.export.synthetic import bytes_to_unicode
+
+    table = bytes_to_unicode()
+    assert sorted(table) == list(range(256))
+    assert len(set(table.values())) == 256
+    assert set(table.values()) == set(pre_tokenizers.ByteLevel.alphabet())
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    dec = decoders.ByteLevel()
+    seen: set[int] = set()
+    for cp in BYTE_COVER:
+        text = chr(cp)
+        data = text.encode("utf-8")
+        ours = "".join(table[b] for b in data)
+        assert pre.pre_tokenize_str(text) == [(ours, (0, 1))], hex(cp)
+        assert dec.decode(list(ours)) == text, hex(cp)
+        seen.update(data)
+    assert seen == set(range(256)) - NEVER_IN_UTF8
+    for b in NEVER_IN_UTF8:
+        assert dec.decode([table[b]]) == "\ufffd", hex(b)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
