@@ -32,7 +32,7 @@ def probe(env: dict[str, str], data: object) -> dict[str, object]:
     return out
 
 
-def test_defaults_are_in_the_checkout_and_ignored():
+def test_defaults_are_in_the_checkout_and_ignored() -> None:
     out = probe({}, [])
     assert out["llama"] == out["build_default"] == str(BENCH / ".llamacpp")
     assert out["big"] == str(BENCH / ".big")
@@ -44,7 +44,7 @@ def test_defaults_are_in_the_checkout_and_ignored():
         assert r.returncode == 0, f"{d} is not ignored by .gitignore"
 
 
-def test_results_name_files_relative_to_checkout_and_locations(tmp_path):
+def test_results_name_files_relative_to_checkout_and_locations(tmp_path: Path) -> None:
     llama, big = tmp_path / "llama", tmp_path / "big"
     data = {"dir": str(big), "model": str(big / "full-3bit.fwa"),
             "flags": [f"-DCMAKE_RUNTIME_OUTPUT_DIRECTORY={llama}/build-0.3.36/bin"],
