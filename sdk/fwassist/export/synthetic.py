@@ -2,10 +2,17 @@
 """Synthetic Qwen3-MoE models written straight to an artifact (no ONNX): random weights
 quantized round-to-nearest per block, for the demo and the benchmarks, at any size.
 
-Codes are signed (symmetric, no zero points); scales are float16 and chosen so activations stay
-in a sane range (each row's expected norm ~1). The tokenizer, when asked for, is a byte-level
-BPE with the 256 byte tokens and no merges, plus ``<|endoftext|>``: a valid Hugging Face
-``tokenizer.json`` that encodes any text.
+Codes are signed (symmetric, no zero points, mean ~0); scales are float16 and chosen so
+activations stay in a sane range: weights of std 1/sqrt(K) (each output's expected square near
+its input's mean square), except the embedding (unit weights) and the projections into the
+residual stream (o_proj, expert_down, mlp_down: 1/sqrt(2 layers) of that, as GPT-2's
+initialisation), so that the token's own embedding stays large next to the sum of the layers'
+outputs. Version 1 had every weight at 1/sqrt(K): the attention outputs, near the same average
+over the context for every token, drowned the embedding and consecutive tokens routed alike
+(default config, 16 random tokens: 17-36 of 64 experts per layer against ~56 for random
+routing; now 52-57; benchmarks/synth_30b.py's version 2 fixed the same at the 30B shape).
+The tokenizer, when asked for, is a byte-level BPE with the 256 byte tokens and no merges,
+plus ``<|endoftext|>``: a valid Hugging Face ``tokenizer.json`` that encodes any text.
 """
 
 from __future__ import annotations
@@ -69,12 +76,15 @@ def byte_tokenizer() -> dict[str, Any]:
     }
 
 
-def _quantize(rng: np.random.Generator, n: int, k: int, bits: int, block: int) -> QuantizedWeight:
-    """Random signed codes (roughly Gaussian, clipped) with float16 scales ~ 1/sqrt(k)."""
+def _quantize(rng: np.random.Generator, n: int, k: int, bits: int, block: int,
+              std: Optional[float] = None) -> QuantizedWeight:
+    """Random signed codes (roughly Gaussian, clipped) with float16 scales giving weights of
+    standard deviation ~``std`` (default 1/sqrt(k))."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     q = np.clip(np.rint(rng.standard_normal((n, k), dtype=np.float32) * (hi / 2.5)), lo, hi)
     nb = -(-k // block)
-    s = (rng.uniform(0.8, 1.2, (n, nb)) * 2.5 / (hi * np.sqrt(k))).astype(np.float16)
+    w_std = 1.0 / np.sqrt(k) if std is None else std
+    s = (rng.uniform(0.8, 1.2, (n, nb)) * 2.5 * w_std / hi).astype(np.float16)
     return QuantizedWeight(q=q.astype(np.int8), scales=s, zero_points=None, bits=bits,
                            block=block, signed=True)
 
@@ -94,7 +104,12 @@ def synthetic_model(config: Optional[dict[str, Any]] = None, *, bits: int = 4, b
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
-    add("embed", None, None, _quantize(rng, V, H, bits, block))
+    def residual(n: int, k: int) -> QuantizedWeight:
+        """A projection into the residual stream: smaller by depth (module docstring)."""
+        return _quantize(rng, n, k, bits, block,
+                         float(1.0 / np.sqrt(2 * c["num_hidden_layers"] * k)))
+
+    add("embed", None, None, _quantize(rng, V, H, bits, block, 1.0))
     for layer in range(c["num_hidden_layers"]):
         add("input_norm", layer, None, norm(H))
         add("post_attention_norm", layer, None, norm(H))
@@ -103,22 +118,24 @@ def synthetic_model(config: Optional[dict[str, Any]] = None, *, bits: int = 4, b
         add("q_proj", layer, None, _quantize(rng, nh * hd, H, bits, block))
         add("k_proj", layer, None, _quantize(rng, nkv * hd, H, bits, block))
         add("v_proj", layer, None, _quantize(rng, nkv * hd, H, bits, block))
-        add("o_proj", layer, None, _quantize(rng, H, nh * hd, bits, block))
+        add("o_proj", layer, None, residual(H, nh * hd))
         if is_moe_layer(c, layer):
             I = c["moe_intermediate_size"]
             add("router", layer, None, _quantize(rng, c["num_experts"], H, 8, block))
             for e in range(c["num_experts"]):
                 add("expert_gate", layer, e, _quantize(rng, I, H, bits, block))
                 add("expert_up", layer, e, _quantize(rng, I, H, bits, block))
-                add("expert_down", layer, e, _quantize(rng, H, I, bits, block))
+                add("expert_down", layer, e, residual(H, I))
         else:
             I = c["intermediate_size"]
             add("mlp_gate", layer, None, _quantize(rng, I, H, bits, block))
             add("mlp_up", layer, None, _quantize(rng, I, H, bits, block))
-            add("mlp_down", layer, None, _quantize(rng, H, I, bits, block))
+            add("mlp_down", layer, None, residual(H, I))
     add("final_norm", None, None, norm(H))
     add("lm_head", None, None, _quantize(rng, V, H, bits, block))
-    ident = f"synthetic qwen3_moe bits={bits} block={block} seed={seed} config={sorted(c.items())}"
+    # v2: unit-scale embedding and residual projections smaller by depth (module docstring).
+    ident = (f"synthetic qwen3_moe v2 bits={bits} block={block} seed={seed} "
+             f"config={sorted(c.items())}")
     return ImportedModel(config=c, tensors=tensors,
                          tokenizer=byte_tokenizer() if tokenizer else None,
                          source_name="synthetic",
