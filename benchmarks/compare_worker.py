@@ -40,7 +40,10 @@ runtime can reuse a cached prefix):
   ``seconds``; CPU time over that window (also after 1 s and 5 s), voluntary/involuntary
   context switches.
 
-Also reported: VmRSS before the model is loaded, VmHWM / VmRSS / RssAnon / RssFile at the end,
+Also reported: per decode and prefill sample the page faults (minor, major) and, for fwassist,
+the cores its policy runs after the phase (``active_cores_after``: "fastest" sheds one while
+another process holds it, so a 2-thread row on a loaded machine may be a 1-core row); VmRSS
+before the model is loaded, VmHWM / VmRSS / RssAnon / RssFile at the end,
 the load time, and every raw sample. A warm-up generation (16 + 16 tokens) precedes the phases.
 """
 
@@ -62,6 +65,7 @@ class Runtime(Protocol):
     def step(self) -> int: ...
     def logits(self, ids: list[int]) -> np.ndarray: ...
     def pace(self, rate: Optional[float]) -> str: ...
+    def active_cores(self) -> Optional[int]: ...
     def close(self) -> None: ...
 
 
@@ -70,6 +74,13 @@ class Runtime(Protocol):
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def page_faults() -> tuple[int, int]:
+    """Minor and major page faults of every thread of this process so far: a decode that
+    touches weight pages not mapped yet (or dropped by reclaim) shows up here."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_minflt, r.ru_majflt
 
 
 def ctx_switches() -> tuple[int, int]:
@@ -119,6 +130,11 @@ class Fwassist:
         target_ms = 1e3 / rate if rate else 0.0
         self.sess.set_policy(target_ms_per_token=target_ms)
         return f"target_ms_per_token={target_ms:.2f}"
+
+    def active_cores(self) -> Optional[int]:
+        """The cores the session's policy runs now: below ``threads`` when its "fastest"
+        policy shed one taken by another process (docs/runtime.md, the core policy)."""
+        return int(self.sess.policy()["active_cores"])
 
     def close(self) -> None:
         self.sess.close()
@@ -193,6 +209,9 @@ class LlamaCpp:
     def pace(self, rate: Optional[float]) -> str:
         return "none (llama.cpp has no latency budget)"
 
+    def active_cores(self) -> Optional[int]:
+        return None                        # no policy: its threads always run
+
     def close(self) -> None:
         self.L.llama_sampler_free(self.smpl)
         self.L.llama_free(self.ctx)
@@ -218,23 +237,24 @@ def phase_decode(rt: Runtime, prompts: Prompts, p: int, t: int,
                  cap_s: float = float("inf")) -> dict[str, Any]:
     """cap_s: stop after this many seconds (at least 4 tokens), rates over the tokens made."""
     rt.start(prompts.take(p), t)
-    c0, w0 = cpu_seconds(), time.perf_counter()
+    c0, w0, (mn0, mj0) = cpu_seconds(), time.perf_counter(), page_faults()
     ids: list[int] = []
     while len(ids) < t and (len(ids) < 4 or time.perf_counter() - w0 < cap_s):
         ids.append(rt.step())
-    wall, cpu = time.perf_counter() - w0, cpu_seconds() - c0
+    wall, cpu, (mn1, mj1) = time.perf_counter() - w0, cpu_seconds() - c0, page_faults()
     return {"tokens": len(ids), "tokens_asked": t, "wall_s": wall, "cpu_s": cpu,
             "tokens_per_s": len(ids) / wall, "core_s_per_token": cpu / len(ids),
-            "cores_busy": cpu / wall, "ids": ids[:16]}
+            "cores_busy": cpu / wall, "minor_faults": mn1 - mn0, "major_faults": mj1 - mj0,
+            "ids": ids[:16]}
 
 
 def phase_prefill(rt: Runtime, prompts: Prompts, p: int) -> dict[str, Any]:
     ids = prompts.take(p)
-    c0, w0 = cpu_seconds(), time.perf_counter()
+    c0, w0, (mn0, mj0) = cpu_seconds(), time.perf_counter(), page_faults()
     rt.start(ids, 1)
-    wall, cpu = time.perf_counter() - w0, cpu_seconds() - c0
+    wall, cpu, (mn1, mj1) = time.perf_counter() - w0, cpu_seconds() - c0, page_faults()
     return {"tokens": p, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": p / wall,
-            "core_s_per_token": cpu / p}
+            "core_s_per_token": cpu / p, "minor_faults": mn1 - mn0, "major_faults": mj1 - mj0}
 
 
 def phase_paced(rt: Runtime, prompts: Prompts, p: int, t: int, rate: float,
@@ -319,6 +339,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             else:
                 raise ValueError(f"unknown phase {kind!r}")
             s["loadavg"] = os.getloadavg()[0]
+            s["active_cores_after"] = rt.active_cores()
             samples.setdefault(kind, []).append(s)
     out["samples"] = samples
     out["rss_end"] = proc_status()

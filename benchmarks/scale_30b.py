@@ -241,7 +241,14 @@ def worker(runtime: str, path: str, threads: int, llama: dict[str, Any], vocab: 
            **{k: sm[k] for k in ("load_s", "decode_tokens_per_s", "prefill_tokens_per_s",
                                  "peak_rss_bytes")},
            "loadavg": med([x.get("loadavg") for k in ("decode", "prefill")
-                           for x in s.get(k, [])])}
+                           for x in s.get(k, [])]),
+           # fwassist's policy sheds a core another process holds ("fastest"): the cores it
+           # ran after each phase say whether a 2-thread row ran on 2 cores
+           "active_cores": [x.get("active_cores_after") for k in ("decode", "prefill")
+                            for x in s.get(k, [])],
+           "cores_busy_decode": med([x.get("cores_busy") for x in s.get("decode", [])]),
+           "major_faults": sum(x.get("major_faults") or 0 for k in ("decode", "prefill")
+                               for x in s.get(k, []))}
     log(f"{runtime} {threads}t: {row}")
     return row
 
@@ -380,6 +387,14 @@ def table(payload: dict[str, Any]) -> str:
                              f"rate: its threads wait for each other at every op, and on an "
                              f"oversubscribed machine one of them is often descheduled; that "
                              f"ratio measures the machine's load more than the kernels")
+        shed = [row for row in r["rows"] if row["runtime"] == "fwassist" and row["threads"] > 1
+                and any(a is not None and a < row["threads"] for a in row.get("active_cores", []))]
+        if shed:
+            lines.append(f"  note: in {len(shed)} of the {r['bits']}-bit fwassist rows with more "
+                         f"than one thread the session's policy ran fewer cores than threads "
+                         f"(another process held one; load average "
+                         f"{med([row['loadavg'] for row in shed]):.1f}): those rows measure the "
+                         f"machine's load, not the runtime's scaling")
         for row in r["rows"]:
             if row.get("error"):
                 lines.append(f"  error {row['runtime']} {row['threads']}t: {row['error'][:200]}")
