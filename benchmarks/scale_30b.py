@@ -391,10 +391,10 @@ def table(payload: dict[str, Any]) -> str:
                 and any(a is not None and a < row["threads"] for a in row.get("active_cores", []))]
         if shed:
             lines.append(f"  note: in {len(shed)} of the {r['bits']}-bit fwassist rows with more "
-                         f"than one thread the session's policy ran fewer cores than threads "
-                         f"(another process held one; load average "
-                         f"{med([row['loadavg'] for row in shed]):.1f}): those rows measure the "
-                         f"machine's load, not the runtime's scaling")
+                         f"than one thread the session's 'fastest' policy had shed a core "
+                         f"(load average {med([row['loadavg'] for row in shed]):.1f}; it sheds "
+                         f"one when its trial finds 1 core no slower, i.e. another process "
+                         f"holds the other): those rows do not show the runtime's scaling")
         for row in r["rows"]:
             if row.get("error"):
                 lines.append(f"  error {row['runtime']} {row['threads']}t: {row['error'][:200]}")

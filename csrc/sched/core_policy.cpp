@@ -14,6 +14,7 @@ void CorePolicy::set(int max_active, double target_ms, int initial) {
   trial_ = hold_ = 0;
   hold_next_ = kHoldMin;
   before_trial_ms_ = 0;
+  warmup_ = kWarmupWindows;
 }
 
 void CorePolicy::account(double ms, double off_cpu_ms) {
@@ -70,6 +71,10 @@ void CorePolicy::fastest_window(double avg_ms, double off_fraction) {
       hold_ = hold_next_;
     }
     trial_ = 0;
+    return;
+  }
+  if (warmup_ > 0) {
+    --warmup_;
     return;
   }
   if (hold_ > 0) {

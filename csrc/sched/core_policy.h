@@ -21,7 +21,11 @@
 //     trial window's mean decides, against the window before it, whether to keep the change
 //     (more than kTrialGain faster) or undo it. The shed core is tried again after a hold of
 //     windows; a failed trial holds all trials off and doubles the hold (kHoldMin..kHoldMax
-//     windows); regaining the core resets it. At most one core is shed.
+//     windows); regaining the core resets it. At most one core is shed. The first
+//     kWarmupWindows windows after set() start no trial: their steps carry the warm-up (the
+//     workers' first runs, cold caches and TLBs), so a trial judged against them looks
+//     faster than it is and a core nobody else wanted was kept shed (scale_30b, 3-bit, on an
+//     idle machine: 2 threads ran on 1 core for the whole run).
 // With max_active <= 1 nothing is measured or changed.
 #pragma once
 
@@ -32,6 +36,7 @@ class CorePolicy {
   static constexpr int kWindow = 16;
   static constexpr double kContendedWait = 0.2, kTrialGain = 0.03;
   static constexpr int kHoldMin = 4, kHoldMax = 64;
+  static constexpr int kWarmupWindows = 1;
   // The share of the budget a decode step should stay under before a core is given up.
   static constexpr double kBudgetMargin = 0.85;
 
@@ -55,6 +60,7 @@ class CorePolicy {
   // The trial under way (0 none, -1 one core fewer, +1 the shed core back), the mean of the
   // window before it, windows before the next trial, the next hold.
   int trial_ = 0, hold_ = 0, hold_next_ = kHoldMin;
+  int warmup_ = 0;  // windows left that only measure (fastest)
   double before_trial_ms_ = 0;
 };
 

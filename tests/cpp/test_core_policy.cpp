@@ -75,9 +75,27 @@ TEST_CASE("the fastest policy sheds a contended core by trial, retries it after 
   CHECK(p.active() == 2);
 }
 
+TEST_CASE("the fastest policy's first window is the warm-up: no trial is judged against it") {
+  CorePolicy p;
+  p.set(2, 0.0, 2);
+  feed(p, 20.0, 0.5);  // first steps: slow, the caller waiting on cold workers
+  CHECK(p.active() == 2);
+  feed(p, 6.0, 0.1);  // steady, balanced: nothing to try
+  CHECK(p.active() == 2);
+  feed(p, 6.0, 0.5);  // contended now: the trial starts from a steady window
+  CHECK(p.active() == 1);
+  feed(p, 6.1);  // not faster than 6.0: undone
+  CHECK(p.active() == 2);
+  // set() starts a new warm-up
+  p.set(2, 0.0, 2);
+  feed(p, 20.0, 0.5);
+  CHECK(p.active() == 2);
+}
+
 TEST_CASE("the fastest policy's hold doubles up to kHoldMax and a regained core resets it") {
   CorePolicy p;
   p.set(2, 0.0, 2);
+  feed(p, 6.0);  // the warm-up window
   int expected_hold = CorePolicy::kHoldMin;
   for (int round = 0; round < 6; ++round) {
     feed(p, 6.0, 0.5);  // contended: trial on one core
