@@ -189,6 +189,8 @@ constexpr int n_parts(int bits) { return bits == 8 ? 8 : bits == 4 ? 4 : bits ==
 constexpr int part_of(int bits, int g) {
   return bits == 8 ? g : bits == 4 ? g % 4 : bits == 2 ? g % 2 : 0;
 }
+// The order of a quad's groups in the GEMV: 3-bit alternates its two classes (SDOT chains).
+constexpr int sdot_order(int bits, int i) { return bits == 3 ? (i >> 1) + 4 * (i & 1) : i; }
 template <int BITS>
 struct Planes {
   uint8x16_t v[BITS == 3 ? 3 : 1];
@@ -352,6 +354,15 @@ FWA_DP_INLINE void pin(const T& v) {
       asm volatile("" : "+w"(is[0][k]), "+w"(is[1][k]));                                \
   } while (0)
 
+// 3-bit, one quad per pass: its two classes' SDOTs pairwise in program order, for GCC (which
+// otherwise ran each class's 4 SDOTs back to back); clang alternates them by itself, and the
+// fence cost it 1 % on the N1 and V1.
+#if defined(__clang__)
+#define FWA_DP_CLASS_FENCE(is) ((void)0)
+#else
+#define FWA_DP_CLASS_FENCE(is) asm volatile("" : "+w"(is[0]), "+w"(is[1]))
+#endif
+
 // One tile, all chunks. CPB1 (block 32): the block loop is the chunk loop, so a block's scales
 // are converted and used in the same iteration (a loop-carried scale vector was spilled to the
 // stack per block).
@@ -442,12 +453,13 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
             for (int q = 0; q < QG; ++q) P[q] = load_part<BITS, 0>(ch, i0 + QG + q);
           }
           unroll<8>([&](auto gi) __attribute__((always_inline)) {
-            constexpr int g = decltype(gi)::value;
+            constexpr int g = sdot_order(BITS, decltype(gi)::value);
             if constexpr (part_of(BITS, g) == part) {
               constexpr int k = group_class(BITS, true, g);
               for (int q = 0; q < QG; ++q)
                 is[q][k] = vdotq_laneq_s32(is[q][k], u[q][g], g < 4 ? xlo : xhi, g & 3);
-              FWA_DP_ORDER_FENCE(QG, is, k);
+              if constexpr (QG > 1) FWA_DP_ORDER_FENCE(QG, is, k);
+              else if constexpr (decltype(gi)::value & 1) FWA_DP_CLASS_FENCE(is[0]);
             }
           });
         });
