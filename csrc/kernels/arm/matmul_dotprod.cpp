@@ -429,7 +429,12 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
       // group's first part) load while this part's SDOTs run.
       Planes<BITS> P[QG];
       for (int q = 0; q < QG; ++q) P[q] = load_part<BITS, 0>(ch, q);
-      if constexpr (BITS == 3) {  // clang sank these loads to their first use (N1 4.24 vs 4.21)
+      // Loads ahead of the first SDOTs (the A55 waited on each start in turn): for 4 quads the
+      // starts (GCC put each right before its SDOT); for 3-bit also the first planes and the
+      // activations (clang sank them to their first use: N1 4.24 vs 4.21 cycles / 32 weights).
+      if constexpr (QG == 4)
+        for (int i = 0; i < 4; ++i) pin(st[i]);
+      if constexpr (BITS == 3) {
         for (int i = 0; i < 4; ++i) pin(st[i]);
         for (const uint8x16_t& v : P[0].v) pin(v);
         pin(xlo);
