@@ -152,8 +152,9 @@ FWA_DP_INLINE void unpack3(uint8x16_t P0, uint8x16_t P1, uint8x16_t H, int8x16_t
   u[7] = vreinterpretq_s8_u8(vandq_u8(R37, m70));
 }
 
-// The 8 SDOT operands of quad q of a chunk: group g holds u << (class shift of g), as s8.
-template <int BITS, bool AND3>
+// The 8 SDOT operands of quad q of a chunk for the GEMM (two 2-bit classes): group g holds
+// u << (class shift of g), as s8. The GEMV unpacks per part (split_part below).
+template <int BITS>
 FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
   const uint8_t* p = ch + 16 * q;
   if constexpr (BITS == 8) {
@@ -167,15 +168,13 @@ FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
       u[pl + 4] = vreinterpretq_s8_u8(vshrq_n_u8(P, 4));
     }
   } else if constexpr (BITS == 2) {
-    // P & 0x0C = 4u and P & 0x30 = 16u are valid s8 (< 128); P & 0xC0 is not, so groups 6,7
-    // take a USHR.
-    const uint8x16_t m3 = vdupq_n_u8(0x03), mc = vdupq_n_u8(0x0C), m30 = vdupq_n_u8(0x30);
+    // P & 0x0C = 4u is a valid s8 (< 128); P & 0xC0 is not, so groups 6,7 take a USHR.
+    const uint8x16_t m3 = vdupq_n_u8(0x03), mc = vdupq_n_u8(0x0C);
     for (int pl = 0; pl < 2; ++pl) {  // plane pl: groups pl, pl+2, pl+4, pl+6 at shifts 0,2,4,6
       const uint8x16_t P = vld1q_u8(p + 64 * pl);
       u[pl] = vreinterpretq_s8_u8(vandq_u8(P, m3));
       u[pl + 2] = vreinterpretq_s8_u8(vandq_u8(P, mc));  // 4u
-      u[pl + 4] = vreinterpretq_s8_u8(AND3 ? vandq_u8(P, m30)                  // 16u
-                                           : vandq_u8(vshrq_n_u8(P, 2), mc));  // 4u
+      u[pl + 4] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(P, 2), mc));  // 4u
       u[pl + 6] = vreinterpretq_s8_u8(vshrq_n_u8(P, 6));
     }
   } else {  // 3-bit
@@ -210,8 +209,10 @@ FWA_DP_INLINE Planes<BITS> load_part(const uint8_t* ch, int q) {
   return P;
 }
 
-// The SDOT operands part PART yields, as unpack computes them.
-template <int BITS, bool AND3, int PART>
+// The SDOT operands part PART of a quad yields in the GEMV: group g holds u << (class shift of g,
+// AND3 scheme), as s8. 2-bit: P & 0x0C = 4u and P & 0x30 = 16u are valid s8 (< 128); P & 0xC0
+// is not, so groups 6,7 take a USHR.
+template <int BITS, int PART>
 FWA_DP_INLINE void split_part(const Planes<BITS>& P, int8x16_t u[8]) {
   const uint8x16_t v = P.v[0];
   if constexpr (BITS == 8) {
@@ -222,8 +223,7 @@ FWA_DP_INLINE void split_part(const Planes<BITS>& P, int8x16_t u[8]) {
   } else if constexpr (BITS == 2) {
     u[PART] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x03)));
     u[PART + 2] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0C)));  // 4u
-    u[PART + 4] = vreinterpretq_s8_u8(AND3 ? vandq_u8(v, vdupq_n_u8(0x30))                  // 16u
-                                           : vandq_u8(vshrq_n_u8(v, 2), vdupq_n_u8(0x0C)));  // 4u
+    u[PART + 4] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x30)));  // 16u
     u[PART + 6] = vreinterpretq_s8_u8(vshrq_n_u8(v, 6));
   } else {
     unpack3(P.v[0], P.v[1], P.v[2], u);
@@ -264,7 +264,7 @@ __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int
 #pragma GCC unroll 4
       for (int i = 0; i < QB; ++i) {
         int8x16_t u[8];
-        unpack<BITS, false>(ch, q0 + i, u);
+        unpack<BITS>(ch, q0 + i, u);
         int32x4_t is[MB][NC];
         for (int m = 0; m < MB; ++m)
           for (int k = 0; k < NC; ++k) is[m][k] = vdupq_n_s32(0);
@@ -451,7 +451,7 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
         unroll<n_parts(BITS)>([&](auto pi) __attribute__((always_inline)) {
           constexpr int part = decltype(pi)::value;
           int8x16_t u[QG][8];
-          for (int q = 0; q < QG; ++q) split_part<BITS, true, part>(P[q], u[q]);
+          for (int q = 0; q < QG; ++q) split_part<BITS, part>(P[q], u[q]);
           if constexpr (part + 1 < n_parts(BITS)) {
             for (int q = 0; q < QG; ++q) P[q] = load_part<BITS, part + 1>(ch, i0 + q);
           } else if constexpr (i0 + QG < 4) {
