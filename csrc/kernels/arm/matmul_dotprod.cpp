@@ -22,8 +22,8 @@
 // 4; 2-bit: 2, 3 classes each; 3-bit: 1, its two classes alternating, its unpack needs the
 // registers), so that the in-order Cortex-A55 alternates independent SDOT chains (4, 6, 2);
 // GEMM runs 4 activation rows x 1 quad per pass so each unpacked chunk serves 4 rows, with
-// 3/2/1-row remainders. Tiles outermost, so a
-// tile's codes stay in cache across the activation blocks.
+// 3/2/1-row remainders. Tiles outermost, so a tile's codes stay in cache across the activation
+// blocks.
 #if !defined(__aarch64__) || !defined(__ARM_FEATURE_DOTPROD)
 #error "matmul_dotprod.cpp needs the dotprod extension (-march=armv8.2-a+dotprod)"
 #endif
