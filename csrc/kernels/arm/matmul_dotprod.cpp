@@ -17,10 +17,13 @@
 // the 2-bit GEMV class0 + ((class1 + (class2 >> 2)) >> 2) (exact: class k holds a multiple of
 // 4^k, or of 16 for 3-bit class 1). Then once per chunk and 4 rows:
 //   isum -= z * xsum;  acc = fma(float(isum), s * xd, acc)        (the canonical fast mode)
-// Blocking: GEMV (M == 1) runs a whole tile (4 quads, 4+ independent SDOT chains) per pass with
-// the chunk's 32 activation bytes in two registers; GEMM runs 4 activation rows x 1 quad per
-// pass so each unpacked chunk serves 4 rows, with 3/2/1-row remainders. Tiles outermost, so a
-// tile's codes stay in cache across the activation blocks.
+// Blocking: GEMV (M == 1) runs a whole tile per chunk with the chunk's 32 activation bytes in
+// two registers, its quads interleaved group by group in passes of QG quads (4-bit, 8-bit: all
+// 4; 2-bit: 2, 3 classes each; 3-bit: 1, its two classes alternating, its unpack needs the
+// registers), so that the in-order Cortex-A55 alternates independent SDOT chains (4, 6, 2);
+// GEMM runs 4 activation rows x 1 quad per pass so each unpacked chunk serves 4 rows, with
+// 3/2/1-row remainders. Tiles outermost, so a tile's codes stay in cache across the activation
+// blocks.
 #if !defined(__aarch64__) || !defined(__ARM_FEATURE_DOTPROD)
 #error "matmul_dotprod.cpp needs the dotprod extension (-march=armv8.2-a+dotprod)"
 #endif
@@ -130,8 +133,29 @@ FWA_DP_INLINE int32x4_t fold_classes(const int32x4_t* is) {
   else return is[0];
 }
 
-// The 8 SDOT operands of quad q of a chunk: group g holds u << (class shift of g), as s8.
-template <int BITS, bool AND3>
+// 3-bit: low 2 bits as 2-bit (planes P0, P1), bit 2 of group g at bit g of plane H.
+FWA_DP_INLINE void unpack3(uint8x16_t P0, uint8x16_t P1, uint8x16_t H, int8x16_t u[8]) {
+  const uint8x16_t m33 = vdupq_n_u8(0x33), m7 = vdupq_n_u8(0x07), m70 = vdupq_n_u8(0x70);
+  // Bits 0,1 / 4,5 from the low plane (groups a / a+4), bits 2 / 6 from H (bits 3, 7: junk).
+  // H << 1 and H << 2 as additions: the A76/N1 issue vector shifts on one pipe, adds on two.
+  const uint8x16_t H1 = vaddq_u8(H, H), H2 = vaddq_u8(H1, H1);
+  const uint8x16_t R04 = vbslq_u8(m33, P0, H2);
+  const uint8x16_t R15 = vbslq_u8(m33, P1, H1);
+  const uint8x16_t R26 = vbslq_u8(m33, vshrq_n_u8(P0, 2), H);
+  const uint8x16_t R37 = vbslq_u8(m33, vshrq_n_u8(P1, 2), vshrq_n_u8(H, 1));
+  u[0] = vreinterpretq_s8_u8(vandq_u8(R04, m7));
+  u[4] = vreinterpretq_s8_u8(vandq_u8(R04, m70));  // 16u
+  u[1] = vreinterpretq_s8_u8(vandq_u8(R15, m7));
+  u[5] = vreinterpretq_s8_u8(vandq_u8(R15, m70));
+  u[2] = vreinterpretq_s8_u8(vandq_u8(R26, m7));
+  u[6] = vreinterpretq_s8_u8(vandq_u8(R26, m70));
+  u[3] = vreinterpretq_s8_u8(vandq_u8(R37, m7));
+  u[7] = vreinterpretq_s8_u8(vandq_u8(R37, m70));
+}
+
+// The 8 SDOT operands of quad q of a chunk for the GEMM (two 2-bit classes): group g holds
+// u << (class shift of g), as s8. The GEMV unpacks per part (split_part below).
+template <int BITS>
 FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
   const uint8_t* p = ch + 16 * q;
   if constexpr (BITS == 8) {
@@ -145,35 +169,65 @@ FWA_DP_INLINE void unpack(const uint8_t* ch, int q, int8x16_t u[8]) {
       u[pl + 4] = vreinterpretq_s8_u8(vshrq_n_u8(P, 4));
     }
   } else if constexpr (BITS == 2) {
-    // P & 0x0C = 4u and P & 0x30 = 16u are valid s8 (< 128); P & 0xC0 is not, so groups 6,7
-    // take a USHR.
-    const uint8x16_t m3 = vdupq_n_u8(0x03), mc = vdupq_n_u8(0x0C), m30 = vdupq_n_u8(0x30);
+    // P & 0x0C = 4u is a valid s8 (< 128); P & 0xC0 is not, so groups 6,7 take a USHR.
+    const uint8x16_t m3 = vdupq_n_u8(0x03), mc = vdupq_n_u8(0x0C);
     for (int pl = 0; pl < 2; ++pl) {  // plane pl: groups pl, pl+2, pl+4, pl+6 at shifts 0,2,4,6
       const uint8x16_t P = vld1q_u8(p + 64 * pl);
       u[pl] = vreinterpretq_s8_u8(vandq_u8(P, m3));
       u[pl + 2] = vreinterpretq_s8_u8(vandq_u8(P, mc));  // 4u
-      u[pl + 4] = vreinterpretq_s8_u8(AND3 ? vandq_u8(P, m30)                  // 16u
-                                           : vandq_u8(vshrq_n_u8(P, 2), mc));  // 4u
+      u[pl + 4] = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(P, 2), mc));  // 4u
       u[pl + 6] = vreinterpretq_s8_u8(vshrq_n_u8(P, 6));
     }
-  } else {  // 3-bit: low 2 bits as 2-bit (planes 0, 1), bit 2 of group g at bit g of plane H
-    const uint8x16_t P0 = vld1q_u8(p), P1 = vld1q_u8(p + 64), H = vld1q_u8(p + 128);
-    const uint8x16_t m33 = vdupq_n_u8(0x33), m7 = vdupq_n_u8(0x07), m70 = vdupq_n_u8(0x70);
-    // Bits 0,1 / 4,5 from the low plane (groups a / a+4), bits 2 / 6 from H (bits 3, 7: junk).
-    // H << 1 and H << 2 as additions: the A76/N1 issue vector shifts on one pipe, adds on two.
-    const uint8x16_t H1 = vaddq_u8(H, H), H2 = vaddq_u8(H1, H1);
-    const uint8x16_t R04 = vbslq_u8(m33, P0, H2);
-    const uint8x16_t R15 = vbslq_u8(m33, P1, H1);
-    const uint8x16_t R26 = vbslq_u8(m33, vshrq_n_u8(P0, 2), H);
-    const uint8x16_t R37 = vbslq_u8(m33, vshrq_n_u8(P1, 2), vshrq_n_u8(H, 1));
-    u[0] = vreinterpretq_s8_u8(vandq_u8(R04, m7));
-    u[4] = vreinterpretq_s8_u8(vandq_u8(R04, m70));  // 16u
-    u[1] = vreinterpretq_s8_u8(vandq_u8(R15, m7));
-    u[5] = vreinterpretq_s8_u8(vandq_u8(R15, m70));
-    u[2] = vreinterpretq_s8_u8(vandq_u8(R26, m7));
-    u[6] = vreinterpretq_s8_u8(vandq_u8(R26, m70));
-    u[3] = vreinterpretq_s8_u8(vandq_u8(R37, m7));
-    u[7] = vreinterpretq_s8_u8(vandq_u8(R37, m70));
+  } else {  // 3-bit
+    unpack3(vld1q_u8(p), vld1q_u8(p + 64), vld1q_u8(p + 128), u);
+  }
+}
+
+// GEMV unpack in parts: a part is the planes of a quad read together and the groups they
+// yield, so that the next part's loads can issue while this part's SDOTs run.
+constexpr int n_parts(int bits) { return bits == 8 ? 8 : bits == 4 ? 4 : bits == 2 ? 2 : 1; }
+constexpr int part_of(int bits, int g) {
+  return bits == 8 ? g : bits == 4 ? g % 4 : bits == 2 ? g % 2 : 0;
+}
+// The order of a quad's groups in the GEMV: 3-bit alternates its two classes (SDOT chains).
+constexpr int sdot_order(int bits, int i) { return bits == 3 ? (i >> 1) + 4 * (i & 1) : i; }
+template <int BITS>
+struct Planes {
+  uint8x16_t v[BITS == 3 ? 3 : 1];
+};
+
+template <int BITS, int PART>
+FWA_DP_INLINE Planes<BITS> load_part(const uint8_t* ch, int q) {
+  const uint8_t* p = ch + 16 * q;
+  Planes<BITS> P;
+  if constexpr (BITS == 3) {
+    P.v[0] = vld1q_u8(p);
+    P.v[1] = vld1q_u8(p + 64);
+    P.v[2] = vld1q_u8(p + 128);
+  } else {
+    P.v[0] = vld1q_u8(p + 64 * PART);
+  }
+  return P;
+}
+
+// The SDOT operands part PART of a quad yields in the GEMV: group g holds u << (class shift of g,
+// AND3 scheme), as s8. 2-bit: P & 0x0C = 4u and P & 0x30 = 16u are valid s8 (< 128); P & 0xC0
+// is not, so groups 6,7 take a USHR.
+template <int BITS, int PART>
+FWA_DP_INLINE void split_part(const Planes<BITS>& P, int8x16_t u[8]) {
+  const uint8x16_t v = P.v[0];
+  if constexpr (BITS == 8) {
+    u[PART] = vreinterpretq_s8_u8(veorq_u8(v, vdupq_n_u8(0x80)));
+  } else if constexpr (BITS == 4) {
+    u[PART] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
+    u[PART + 4] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+  } else if constexpr (BITS == 2) {
+    u[PART] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x03)));
+    u[PART + 2] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0C)));  // 4u
+    u[PART + 4] = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x30)));  // 16u
+    u[PART + 6] = vreinterpretq_s8_u8(vshrq_n_u8(v, 6));
+  } else {
+    unpack3(P.v[0], P.v[1], P.v[2], u);
   }
 }
 
@@ -211,7 +265,7 @@ __attribute__((noinline)) void fast_pass(const MatmulArgs& a, const Geom& G, int
 #pragma GCC unroll 4
       for (int i = 0; i < QB; ++i) {
         int8x16_t u[8];
-        unpack<BITS, false>(ch, q0 + i, u);
+        unpack<BITS>(ch, q0 + i, u);
         int32x4_t is[MB][NC];
         for (int m = 0; m < MB; ++m)
           for (int k = 0; k < NC; ++k) is[m][k] = vdupq_n_s32(0);
@@ -274,14 +328,40 @@ FWA_DP_INLINE int32x4_t load_start(const int32_t* p) {
   return vld1q_s32(p);
 }
 
-// Clang interleaves the 4 quads of a chunk and, with 16 plane registers live, spills the
-// accumulators: this fence keeps them two at a time in program order (one at a time leaves the
-// in-order A55 waiting on one SDOT chain; the out-of-order cores overlap them anyway). GCC
-// keeps the quads apart by itself, and the fence's register constraints cost it vector copies.
+// Clang interleaves the passes of a chunk and, with their planes live, spills the accumulators:
+// this fence keeps the 2-bit pairs and the 3-bit quads two at a time in program order. GCC keeps
+// them apart by itself, and the fence's register constraints cost it vector copies.
 #if defined(__clang__)
 #define FWA_DP_QUAD_PAIR_FENCE(a0, a1) asm volatile("" : "+w"(a0), "+w"(a1)::"memory")
 #else
 #define FWA_DP_QUAD_PAIR_FENCE(a0, a1) ((void)0)
+#endif
+
+// Makes v ready before this point (GCC moves nothing across a volatile asm, clang no load).
+template <typename T>
+FWA_DP_INLINE void pin(const T& v) {
+  asm volatile("" ::"w"(v));
+}
+
+// Keeps the SDOTs of one group of the QG quads of a pass between the previous group's and the
+// next one's (GCC schedules nothing across a volatile asm, clang nothing that feeds it): GCC's
+// scheduler otherwise put each quad's 8 SDOTs back to back again, one dependent chain, which
+// the in-order A55 runs at one SDOT per 4 cycles.
+#define FWA_DP_ORDER_FENCE(QG, is, k)                                                    \
+  do {                                                                                  \
+    if constexpr (QG == 4)                                                              \
+      asm volatile("" : "+w"(is[0][k]), "+w"(is[1][k]), "+w"(is[2][k]), "+w"(is[3][k])); \
+    else if constexpr (QG == 2)                                                         \
+      asm volatile("" : "+w"(is[0][k]), "+w"(is[1][k]));                                \
+  } while (0)
+
+// 3-bit, one quad per pass: its two classes' SDOTs pairwise in program order, for GCC (which
+// otherwise ran each class's 4 SDOTs back to back); clang alternates them by itself, and the
+// fence cost it 1 % on the N1 and V1.
+#if defined(__clang__)
+#define FWA_DP_CLASS_FENCE(is) ((void)0)
+#else
+#define FWA_DP_CLASS_FENCE(is) asm volatile("" : "+w"(is[0]), "+w"(is[1]))
 #endif
 
 // One tile, all chunks. CPB1 (block 32): the block loop is the chunk loop, so a block's scales
@@ -291,10 +371,15 @@ template <int BITS, bool F16, bool HAS_ZERO, bool CPB1>
 __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int64_t t,
                                          const uint8_t* last_line) {
   constexpr int NC = n_classes(BITS, true);
+  constexpr int QG = BITS == 2 ? 2 : BITS == 3 ? 1 : 4;
   const uint8_t* tile = G.w + size_t(t) * G.tile_bytes;
   const uint8_t* scales = tile + G.scales_off;
   const size_t sbytes = F16 ? 2 * kTileRows : 4 * kTileRows;  // per block
-  const int64_t cpb = CPB1 ? 1 : G.cpb;
+  const int64_t cpb = CPB1 ? 1 : G.cpb, k_chunks = G.k_chunks;
+  const size_t chunk_bytes = G.chunk_bytes;
+  const int8_t* const xq = a.xq;
+  const float* const xdp = a.xd;
+  const int32_t* const xsp = a.xsum;
   float32x4_t acc[4];
   for (int i = 0; i < 4; ++i) acc[i] = vdupq_n_f32(0.0f);
   const float32x4_t magic = vdupq_n_f32(kMagic);  // used with zero points
@@ -325,42 +410,74 @@ __attribute__((noinline)) void gemv_tile(const MatmulArgs& a, const Geom& G, int
       if constexpr (bias != 0)
         for (int i = 0; i < 4; ++i) zf[i] = vsubq_s32(zf[i], vdupq_n_s32(bias));
     }
-    const int64_t c_end = min64(b * cpb + cpb, G.k_chunks);
+    const int64_t c_end = CPB1 ? b + 1 : min64(b * cpb + cpb, k_chunks);
     for (int64_t c = b * cpb; c < c_end; ++c) {
-      const uint8_t* ch = tile + size_t(c) * G.chunk_bytes;
+      const uint8_t* ch = tile + size_t(c) * chunk_bytes;
       prefetch_lines<BITS>(ch, last_line);  // a chunk is BITS lines
-      const int8_t* xr = a.xq + c * kChunk;
+      const int8_t* xr = xq + c * kChunk;
       const int8x16_t xlo = vld1q_s8(xr), xhi = vld1q_s8(xr + 16);
-      const float xd = a.xd[c];
-      const int32_t xs = a.xsum[c];
+      const float xd = xdp[c];
+      const int32_t xs = xsp[c];
       // The float M + zsym * xsum, or M with zero points (subtracted inside the start). The
       // empty asm keeps the sum in a general register for one DUP: GCC otherwise formed it
       // with vector FMOV, SHL and DUP.
       int32_t sub_bits = kMagicBits + zsym * xs;
       asm("" : "+r"(sub_bits));
       const float32x4_t sub = HAS_ZERO ? magic : vreinterpretq_f32_s32(vdupq_n_s32(sub_bits));
-      // The 4 starts ahead of the quads: GCC keeps volatile asm in order, and a start loaded
-      // inside each quad left the in-order A55 running one quad's SDOTs at a time.
       int32x4_t st[4];
       for (int i = 0; i < 4; ++i) st[i] = load_start(kStarts);
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        int8x16_t u[8];
-        unpack<BITS, true>(ch, i, u);
-        int32x4_t is[NC];
-        is[0] = st[i];
-        if constexpr (HAS_ZERO) is[0] = vmlsq_n_s32(is[0], zf[i], xs);
-        for (int k = 1; k < NC; ++k) is[k] = load_start(kStarts + 4);
-        unroll<8>([&](auto gi) __attribute__((always_inline)) {
-          constexpr int g = decltype(gi)::value;
-          constexpr int k = group_class(BITS, true, g);
-          is[k] = vdotq_laneq_s32(is[k], u[g], g < 4 ? xlo : xhi, g & 3);
-        });
-        const int32x4_t bits = fold_classes<BITS, true>(is);
-        const float32x4_t f = vsubq_f32(vreinterpretq_f32_s32(bits), sub);  // float(isum)
-        acc[i] = vfmaq_f32(acc[i], f, vmulq_n_f32(s[i], xd));
-        if (i & 1) FWA_DP_QUAD_PAIR_FENCE(acc[i - 1], acc[i]);
+      // Software-pipelined by one part: the planes of the next part (or of the next quad
+      // group's first part) load while this part's SDOTs run.
+      Planes<BITS> P[QG];
+      for (int q = 0; q < QG; ++q) P[q] = load_part<BITS, 0>(ch, q);
+      // Loads ahead of the first SDOTs (the A55 waited on each start in turn): for 4 quads the
+      // starts (GCC put each right before its SDOT); for 3-bit also the first planes and the
+      // activations (clang sank them to their first use: N1 4.24 vs 4.21 cycles / 32 weights).
+      if constexpr (QG == 4)
+        for (int i = 0; i < 4; ++i) pin(st[i]);
+      if constexpr (BITS == 3) {
+        for (int i = 0; i < 4; ++i) pin(st[i]);
+        for (const uint8x16_t& v : P[0].v) pin(v);
+        pin(xlo);
+        pin(xhi);
       }
+      unroll<4 / QG>([&](auto ii) __attribute__((always_inline)) {
+        constexpr int i0 = decltype(ii)::value * QG;
+        int32x4_t is[QG][NC];
+        for (int q = 0; q < QG; ++q) {
+          is[q][0] = st[i0 + q];
+          if constexpr (HAS_ZERO) is[q][0] = vmlsq_n_s32(is[q][0], zf[i0 + q], xs);
+          for (int k = 1; k < NC; ++k) is[q][k] = load_start(kStarts + 4);
+        }
+        unroll<n_parts(BITS)>([&](auto pi) __attribute__((always_inline)) {
+          constexpr int part = decltype(pi)::value;
+          int8x16_t u[QG][8];
+          for (int q = 0; q < QG; ++q) split_part<BITS, part>(P[q], u[q]);
+          if constexpr (part + 1 < n_parts(BITS)) {
+            for (int q = 0; q < QG; ++q) P[q] = load_part<BITS, part + 1>(ch, i0 + q);
+          } else if constexpr (i0 + QG < 4) {
+            for (int q = 0; q < QG; ++q) P[q] = load_part<BITS, 0>(ch, i0 + QG + q);
+          }
+          unroll<8>([&](auto gi) __attribute__((always_inline)) {
+            constexpr int g = sdot_order(BITS, decltype(gi)::value);
+            if constexpr (part_of(BITS, g) == part) {
+              constexpr int k = group_class(BITS, true, g);
+              for (int q = 0; q < QG; ++q)
+                is[q][k] = vdotq_laneq_s32(is[q][k], u[q][g], g < 4 ? xlo : xhi, g & 3);
+              if constexpr (QG > 1) FWA_DP_ORDER_FENCE(QG, is, k);
+              else if constexpr (decltype(gi)::value & 1) FWA_DP_CLASS_FENCE(is[0]);
+            }
+          });
+        });
+        for (int q = 0; q < QG; ++q) {
+          const int i = i0 + q;
+          const int32x4_t bits = fold_classes<BITS, true>(is[q]);
+          const float32x4_t f = vsubq_f32(vreinterpretq_f32_s32(bits), sub);  // float(isum)
+          acc[i] = vfmaq_f32(acc[i], f, vmulq_n_f32(s[i], xd));
+        }
+        if constexpr (QG == 2) FWA_DP_QUAD_PAIR_FENCE(acc[i0], acc[i0 + 1]);
+        if constexpr (QG == 1 && (i0 & 1)) FWA_DP_QUAD_PAIR_FENCE(acc[i0 - 1], acc[i0]);
+      });
     }
   }
   for (int i = 0; i < 4; ++i) store_rows(a.y, t * kTileRows + 4 * i, G.N, acc[i]);
