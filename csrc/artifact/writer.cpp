@@ -9,16 +9,23 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <system_error>
 #include <utility>
 
 namespace fwa {
 
 namespace {
 
-// Hash and write in chunks of this size, so that the bytes pwrite copies are still in cache
-// from hashing them.
+// Hash and stage in chunks of this size, so that the bytes copied are still in cache from
+// hashing them.
 constexpr size_t kChunk = size_t(1) << 18;
+constexpr size_t kPage = 4096;  // O_DIRECT alignment of offsets, lengths and buffers
 const uint8_t kZeros[4096] = {};
+
+bool set_direct(int fd, bool on) {
+  const int fl = ::fcntl(fd, F_GETFL);
+  return fl >= 0 && ::fcntl(fd, F_SETFL, on ? (fl | O_DIRECT) : (fl & ~O_DIRECT)) == 0;
+}
 
 std::string errno_text(const char* what, const std::string& path) {
   return std::string(what) + " " + path + ": " + std::strerror(errno);
@@ -68,7 +75,59 @@ std::string plan_error(const WriterPlan& p) {
 
 ArtifactWriter::~ArtifactWriter() { abort(); }
 
+void ArtifactWriter::stop_io() {
+  if (!io_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    io_stop_ = true;
+  }
+  cv_.notify_all();
+  io_.join();
+}
+
+// The I/O thread: writes each buffer handed over at its offset. A filesystem that accepted
+// O_DIRECT at open but refuses it on write (EINVAL) gets this and later writes buffered.
+void ArtifactWriter::io_loop() {
+  for (;;) {
+    int buf;
+    size_t n;
+    uint64_t at;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return pending_ >= 0 || io_stop_; });
+      if (pending_ < 0) return;
+      buf = pending_;
+      n = pending_len_;
+      at = pending_at_;
+    }
+    const uint8_t* p = bufs_[buf];
+    int err = 0;
+    while (n > 0) {
+      const ssize_t k = ::pwrite(fd_, p, n, off_t(at));
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EINVAL && direct_ && set_direct(fd_, false)) {
+          direct_ = false;
+          continue;
+        }
+        err = errno;
+        break;
+      }
+      p += k;
+      n -= size_t(k);
+      at += uint64_t(k);
+    }
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (err && !io_error_) io_error_ = err;
+      pending_ = -1;
+    }
+    cv_.notify_all();
+  }
+}
+
 void ArtifactWriter::abort() {
+  stop_io();
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -86,7 +145,8 @@ Status ArtifactWriter::fail(Status st, std::string text, std::string* msg) {
 }
 
 Status ArtifactWriter::create(const std::string& path, WriterPlan plan,
-                              std::unique_ptr<ArtifactWriter>* out, std::string* msg) {
+                              std::unique_ptr<ArtifactWriter>* out, std::string* msg,
+                              IoMode mode) {
   const std::string err = plan_error(plan);
   if (!err.empty()) {
     if (msg) *msg = "artifact writer plan: " + err;
@@ -113,8 +173,80 @@ Status ArtifactWriter::create(const std::string& path, WriterPlan plan,
   for (size_t i = 0; i < plan.tensors.size(); ++i)
     if (plan.tensors[i].block >= 0) w->block_last_[size_t(plan.tensors[i].block)] = i;
   w->block_digests_.assign(plan.blocks.size(), Sha256Digest{});
+  void* mem = nullptr;
+  if (::posix_memalign(&mem, kPage, 2 * kStage) != 0)
+    return w->fail(Status::io_error, "cannot allocate the writer's staging buffers", msg);
+  w->stage_mem_ = std::unique_ptr<uint8_t, void (*)(void*)>(static_cast<uint8_t*>(mem), std::free);
+  w->bufs_[0] = w->stage_mem_.get();
+  w->bufs_[1] = w->stage_mem_.get() + kStage;
+  w->fill_at_ = plan.data_offset;
+  w->direct_ = mode == IoMode::direct && set_direct(fd, true);
   w->plan_ = std::move(plan);
+  ArtifactWriter* self = w.get();
+  try {
+    w->io_ = std::thread([self] { self->io_loop(); });
+  } catch (const std::system_error&) {
+    return w->fail(Status::io_error, "cannot start the writer's I/O thread", msg);
+  }
   *out = std::move(w);
+  return Status::ok;
+}
+
+Status ArtifactWriter::submit(size_t n, std::string* msg) {
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return pending_ < 0; });
+    if (io_error_) {
+      errno = io_error_;
+      lk.unlock();
+      return fail(Status::io_error, errno_text("cannot write", tmp_), msg);
+    }
+    pending_ = fill_buf_;
+    pending_len_ = n;
+    pending_at_ = fill_at_;
+  }
+  cv_.notify_all();
+  fill_buf_ ^= 1;
+  fill_at_ += n;
+  fill_ = 0;
+  return Status::ok;
+}
+
+Status ArtifactWriter::stage(const uint8_t* p, size_t n, std::string* msg) {
+  while (n > 0) {
+    const size_t k = n < kStage - fill_ ? n : kStage - fill_;
+    if (p) {
+      std::memcpy(bufs_[fill_buf_] + fill_, p, k);
+      p += k;
+    } else {
+      std::memset(bufs_[fill_buf_] + fill_, 0, k);
+    }
+    fill_ += k;
+    n -= k;
+    if (fill_ == kStage) {
+      const Status st = submit(kStage, msg);
+      if (st != Status::ok) return st;
+    }
+  }
+  return Status::ok;
+}
+
+// Writes the partly filled buffer (zero-padded to a page: the file is cut back to its length
+// afterwards) and waits for the I/O thread to finish.
+Status ArtifactWriter::drain(std::string* msg) {
+  if (fill_ > 0) {
+    const size_t n = (fill_ + kPage - 1) / kPage * kPage;
+    std::memset(bufs_[fill_buf_] + fill_, 0, n - fill_);
+    const Status st = submit(n, msg);
+    if (st != Status::ok) return st;
+  }
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait(lk, [&] { return pending_ < 0; });
+  if (io_error_) {
+    errno = io_error_;
+    lk.unlock();
+    return fail(Status::io_error, errno_text("cannot write", tmp_), msg);
+  }
   return Status::ok;
 }
 
@@ -155,16 +287,18 @@ Status ArtifactWriter::write_tensor(const void* data, size_t n, Sha256Digest* di
     }
     feed_zeros(block_hash_, t.offset - block_pos_);  // the gap before it in the block
   }
+  // The padding since the previous tensor, then the tensor, into the staged stream.
+  Status st = stage(nullptr, size_t(plan_.data_offset + t.offset - (fill_at_ + fill_)), msg);
+  if (st != Status::ok) return st;
   Sha256 h;
   const uint8_t* p = static_cast<const uint8_t*>(data);
-  uint64_t at = plan_.data_offset + t.offset;
   for (size_t done = 0; done < n;) {
     const size_t k = n - done < kChunk ? n - done : kChunk;
     if (in_block)
       Sha256::update_pair(h, block_hash_, p + done, k);
     else
       h.update(p + done, k);
-    const Status st = put(at + done, p + done, k, msg);
+    st = stage(p + done, k, msg);
     if (st != Status::ok) return st;
     done += k;
   }
@@ -195,7 +329,15 @@ Status ArtifactWriter::finish(const void* head, size_t n, std::string* msg) {
   if (n < 128 || n > plan_.data_offset)
     return fail(Status::invalid_argument, "header and manifest do not fit before data_offset",
                 msg);
-  Status st = put(0, static_cast<const uint8_t*>(head), n, msg);
+  Status st = drain(msg);
+  if (st != Status::ok) return st;
+  stop_io();
+  // The last page written may reach past the end; the head is not page-sized: buffered.
+  if (::ftruncate(fd_, off_t(plan_.data_offset + plan_.data_length)) != 0)
+    return fail(Status::io_error, errno_text("cannot size", tmp_), msg);
+  if (direct_ && !set_direct(fd_, false))
+    return fail(Status::io_error, errno_text("cannot leave O_DIRECT on", tmp_), msg);
+  st = put(0, static_cast<const uint8_t*>(head), n, msg);
   if (st != Status::ok) return st;
   struct stat sb;
   if (::fstat(fd_, &sb) != 0) return fail(Status::io_error, errno_text("cannot stat", tmp_), msg);

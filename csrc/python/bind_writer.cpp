@@ -50,7 +50,7 @@ class WriterHandle {
  public:
   WriterHandle(const std::string& path, uint64_t data_offset, uint64_t data_length,
                const std::vector<std::tuple<uint64_t, uint64_t, int64_t>>& tensors,
-               const std::vector<std::tuple<uint64_t, uint64_t>>& blocks) {
+               const std::vector<std::tuple<uint64_t, uint64_t>>& blocks, bool direct_io) {
     fwa::WriterPlan plan;
     plan.data_offset = data_offset;
     plan.data_length = data_length;
@@ -61,7 +61,9 @@ class WriterHandle {
     fwa::Status st;
     {
       nb::gil_scoped_release release;
-      st = fwa::ArtifactWriter::create(path, std::move(plan), &w_, &msg);
+      st = fwa::ArtifactWriter::create(path, std::move(plan), &w_, &msg,
+                                       direct_io ? fwa::ArtifactWriter::IoMode::direct
+                                                 : fwa::ArtifactWriter::IoMode::buffered);
     }
     if (st != fwa::Status::ok) raise(st, msg);
   }
@@ -95,6 +97,7 @@ class WriterHandle {
   }
 
   std::string tmp_path() { return get().tmp_path(); }
+  bool direct() { return get().direct(); }
 
   void publish() {
     fwa::ArtifactWriter& w = get();
@@ -124,12 +127,14 @@ void bind_writer(nb::module_& m) {
   nb::class_<WriterHandle>(m, "ArtifactWriter")
       .def(nb::init<const std::string&, uint64_t, uint64_t,
                     const std::vector<std::tuple<uint64_t, uint64_t, int64_t>>&,
-                    const std::vector<std::tuple<uint64_t, uint64_t>>&>(),
-           "path"_a, "data_offset"_a, "data_length"_a, "tensors"_a, "blocks"_a)
+                    const std::vector<std::tuple<uint64_t, uint64_t>>&, bool>(),
+           "path"_a, "data_offset"_a, "data_length"_a, "tensors"_a, "blocks"_a,
+           "direct_io"_a = true)
       .def("write_tensor", &WriterHandle::write_tensor, "data"_a)
       .def("block_digest", &WriterHandle::block_digest, "index"_a)
       .def("finish", &WriterHandle::finish, "head"_a)
       .def("tmp_path", &WriterHandle::tmp_path)
+      .def("direct", &WriterHandle::direct)
       .def("publish", &WriterHandle::publish)
       .def("abort", &WriterHandle::abort);
 }
